@@ -1,0 +1,134 @@
+"""Deletion requests and the deletion sets used to study them.
+
+A :class:`DeletionRequest` is what a user (or an operator) asks to forget: interaction pairs, whole
+users, whole items, or prompt samples of a language-model recommender. It names data by external id,
+so it survives re-indexing and can be stored as JSON by the service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.errors import EmptyRequestError, UnknownIdError
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class DeletionRequest(BaseModel):
+    """Data to forget, by external id. At least one of the lists must be non-empty."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(default_factory=_new_id, min_length=1, max_length=200)
+    """Client-chosen id; resubmitting the same id is idempotent in the service."""
+    pairs: tuple[tuple[str, str], ...] = ()
+    """(user, item) interactions to remove."""
+    users: tuple[str, ...] = ()
+    """Users all of whose interactions are removed."""
+    items: tuple[str, ...] = ()
+    """Items all of whose interactions are removed."""
+    samples: tuple[str, ...] = ()
+    """Sample ids of a language-model recommender's training prompts."""
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _pairs_as_strings(cls, value: Iterable) -> tuple:
+        return tuple((str(u), str(i)) for u, i in value)
+
+    @field_validator("users", "items", "samples", mode="before")
+    @classmethod
+    def _ids_as_strings(cls, value: Iterable) -> tuple:
+        if isinstance(value, (str, int)):
+            value = [value]
+        return tuple(str(v) for v in value)
+
+    def __init__(self, **data):
+        super().__init__(**data)
+        if not (self.pairs or self.users or self.items or self.samples):
+            raise EmptyRequestError("deletion request names no pairs, users, items or samples")
+
+    @property
+    def size(self) -> int:
+        return len(self.pairs) + len(self.users) + len(self.items) + len(self.samples)
+
+    def rows(self, data: Interactions) -> np.ndarray:
+        """Boolean mask of the rows of ``data`` this request removes.
+
+        Raises :class:`UnknownIdError` if it names users or items outside the vocabularies.
+        Pairs whose user and item are known but that have no row are simply not matched: the
+        caller decides whether that is 'already forgotten' or 'never seen'.
+        """
+        mask = np.zeros(len(data), dtype=bool)
+        if self.users:
+            mask |= np.isin(data.user, data.users.index(self.users))
+        if self.items:
+            mask |= np.isin(data.item, data.items.index(self.items))
+        if self.pairs:
+            u = data.users.index([p[0] for p in self.pairs])
+            i = data.items.index([p[1] for p in self.pairs])
+            mask |= np.isin(data.pair_keys, u * np.int64(data.n_items) + i)
+        if self.samples:
+            raise UnknownIdError("this data has no samples; sample ids apply to prompt datasets")
+        return mask
+
+    @classmethod
+    def from_rows(cls, data: Interactions, rows: np.ndarray, request_id: str | None = None) -> DeletionRequest:
+        """A request naming the (user, item) pairs of the given rows of ``data``."""
+        sub = data.take(rows)
+        pairs = list(zip(sub.users.ids[sub.user].tolist(), sub.items.ids[sub.item].tolist()))
+        return cls(pairs=pairs, **({"request_id": request_id} if request_id else {}))
+
+
+def random_interactions(data: Interactions, fraction: float, seed: int = 0) -> DeletionRequest:
+    """A uniformly random fraction of the rows."""
+    _check_fraction(fraction)
+    n = max(1, int(round(fraction * len(data))))
+    rows = np.random.default_rng(seed).choice(len(data), size=n, replace=False)
+    return DeletionRequest.from_rows(data, np.sort(rows))
+
+
+def user_deletion(data: Interactions, users: Iterable[str] | None = None, n_users: int = 1,
+                  seed: int = 0) -> DeletionRequest:
+    """All interactions of the given users, or of ``n_users`` random users who have some."""
+    if users is None:
+        present = np.unique(data.user)
+        chosen = np.random.default_rng(seed).choice(present, size=min(n_users, len(present)), replace=False)
+        users = data.users.ids[np.sort(chosen)].tolist()
+    return DeletionRequest(users=list(users))
+
+
+def item_deletion(data: Interactions, items: Iterable[str] | None = None, n_items: int = 1,
+                  seed: int = 0) -> DeletionRequest:
+    """All interactions with the given items, or with ``n_items`` random items that have some."""
+    if items is None:
+        present = np.unique(data.item)
+        chosen = np.random.default_rng(seed).choice(present, size=min(n_items, len(present)), replace=False)
+        items = data.items.ids[np.sort(chosen)].tolist()
+    return DeletionRequest(items=list(items))
+
+
+def label_flip_attack(train: Interactions, fraction: float = 0.02,
+                      seed: int = 0) -> tuple[Interactions, DeletionRequest]:
+    """IFRU's 'unusable data': flip the labels of a random fraction of the training rows.
+
+    Returns the polluted training table (what the original model trains on) and the request that
+    removes the flipped rows (retraining on the rest is the exact reference).
+    """
+    _check_fraction(fraction)
+    n = max(1, int(round(fraction * len(train))))
+    rows = np.sort(np.random.default_rng(seed).choice(len(train), size=n, replace=False))
+    label = train.label.copy()
+    label[rows] = 1.0 - label[rows]
+    return train.with_labels(label), DeletionRequest.from_rows(train, rows)
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")

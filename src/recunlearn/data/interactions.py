@@ -1,0 +1,331 @@
+"""The immutable interaction table every layer works on.
+
+External ids are kept as strings (so they round-trip through npz without pickle and through JSON);
+rows refer to users and items by contiguous indices into the vocabularies. Splits and subsets share
+the vocabularies of the table they came from, so an index means the same user everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recunlearn.errors import DataError, UnknownIdError
+
+
+def _frozen(array: Any, dtype: Any) -> np.ndarray:
+    out = np.array(array, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def _sorted_ids(values: Iterable[Any]) -> np.ndarray:
+    """Unique ids as strings, in numeric order when every id is a number (so '10' follows '9')."""
+    unique = pd.unique(pd.Series(list(values) if not isinstance(values, (np.ndarray, pd.Series)) else values))
+    as_str = np.array([str(v) for v in unique], dtype=str)
+    try:
+        order = np.argsort(as_str.astype(np.float64), kind="stable")
+    except ValueError:
+        order = np.argsort(as_str, kind="stable")
+    return as_str[order]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A bijection between external ids (strings) and indices ``0..n-1``."""
+
+    ids: np.ndarray
+    kind: str = "id"
+    _lookup: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = _frozen([str(i) for i in self.ids], dtype=str) if len(self.ids) else _frozen([], dtype="<U1")
+        lookup = {v: i for i, v in enumerate(ids.tolist())}
+        if len(lookup) != len(ids):
+            raise DataError(f"{self.kind} vocabulary has duplicate ids")
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "_lookup", lookup)
+
+    @classmethod
+    def from_values(cls, values: Iterable[Any], kind: str = "id") -> Vocabulary:
+        return cls(_sorted_ids(values), kind=kind)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, external: object) -> bool:
+        return str(external) in self._lookup
+
+    def index(self, external: Iterable[Any] | Any) -> np.ndarray:
+        """Indices of external ids; raises :class:`UnknownIdError` naming the unknown ones."""
+        values = [external] if isinstance(external, (str, int, np.integer)) else list(external)
+        keys = [str(v) for v in values]
+        missing = [k for k in keys if k not in self._lookup]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UnknownIdError(f"unknown {self.kind} id(s): {shown}{more}")
+        return np.fromiter((self._lookup[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def external(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
+        return self.ids[np.asarray(index, dtype=np.int64)]
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Rows of (user, item, rating, label, timestamp) over shared user/item vocabularies.
+
+    ``label`` is the binary target (1 = the user likes the item); ``rating`` keeps the raw value
+    (NaN where a source has none). ``item_title`` / ``item_author`` are optional per-item texts
+    used to build prompts for language-model recommenders.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    label: np.ndarray
+    rating: np.ndarray
+    timestamp: np.ndarray
+    users: Vocabulary
+    items: Vocabulary
+    item_title: np.ndarray | None = None
+    item_author: np.ndarray | None = None
+    name: str = "interactions"
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for fname, dtype in (("user", np.int64), ("item", np.int64), ("label", np.float32),
+                             ("rating", np.float32), ("timestamp", np.int64)):
+            arr = _frozen(getattr(self, fname), dtype)
+            if arr.ndim != 1 or len(arr) != n:
+                raise DataError(f"column {fname!r} has {len(arr)} rows, expected {n}")
+            object.__setattr__(self, fname, arr)
+        if n:
+            if self.user.min() < 0 or self.user.max() >= len(self.users):
+                raise DataError("user index out of the user vocabulary")
+            if self.item.min() < 0 or self.item.max() >= len(self.items):
+                raise DataError("item index out of the item vocabulary")
+            if not np.isin(self.label, (0.0, 1.0)).all():
+                raise DataError("labels must be 0 or 1")
+        for fname in ("item_title", "item_author"):
+            text = getattr(self, fname)
+            if text is not None:
+                text = _frozen([str(t) for t in text], dtype=str)
+                if len(text) != len(self.items):
+                    raise DataError(f"{fname} has {len(text)} entries for {len(self.items)} items")
+                object.__setattr__(self, fname, text)
+
+    # construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        user: str = "user",
+        item: str = "item",
+        rating: str | None = "rating",
+        label: str | None = None,
+        timestamp: str | None = "timestamp",
+        threshold: float | None = None,
+        titles: Mapping[Any, str] | None = None,
+        authors: Mapping[Any, str] | None = None,
+        users: Vocabulary | None = None,
+        items: Vocabulary | None = None,
+        name: str = "interactions",
+    ) -> Interactions:
+        """Build from a table with named columns.
+
+        The label is taken from ``label`` if given, else ``rating > threshold``; with neither,
+        every row is a positive (implicit feedback).
+        """
+        missing = [c for c in (user, item, rating, label, timestamp) if c is not None and c not in frame.columns]
+        if missing:
+            raise DataError(f"missing column(s) {missing}; the table has {list(frame.columns)}")
+        if frame[[user, item]].isna().any().any():
+            raise DataError("user or item column has empty values")
+        users = users or Vocabulary.from_values(frame[user].astype(str), kind="user")
+        items = items or Vocabulary.from_values(frame[item].astype(str), kind="item")
+        raw_rating = (pd.to_numeric(frame[rating], errors="coerce").to_numpy(np.float32)
+                      if rating is not None else np.full(len(frame), np.nan, np.float32))
+        if label is not None:
+            lab = pd.to_numeric(frame[label], errors="coerce").to_numpy(np.float32)
+            if np.isnan(lab).any():
+                raise DataError(f"label column {label!r} has non-numeric values")
+        elif threshold is not None:
+            if np.isnan(raw_rating).any():
+                raise DataError(f"rating column {rating!r} has non-numeric values")
+            lab = (raw_rating > threshold).astype(np.float32)
+        else:
+            lab = np.ones(len(frame), np.float32)
+        ts = (pd.to_numeric(frame[timestamp], errors="coerce").fillna(0).to_numpy(np.int64)
+              if timestamp is not None else np.zeros(len(frame), np.int64))
+
+        def text(mapping: Mapping[Any, str] | None) -> np.ndarray | None:
+            if mapping is None:
+                return None
+            lookup = {str(k): v for k, v in mapping.items()}
+            return np.array([lookup.get(i, "") for i in items.ids], dtype=str)
+
+        return cls(
+            user=users.index(frame[user].astype(str)),
+            item=items.index(frame[item].astype(str)),
+            label=lab,
+            rating=raw_rating,
+            timestamp=ts,
+            users=users,
+            items=items,
+            item_title=text(titles),
+            item_author=text(authors),
+            name=name,
+        )
+
+    # basic facts --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def pair_keys(self) -> np.ndarray:
+        """One int64 key per row identifying its (user, item) pair."""
+        return self.user * np.int64(self.n_items) + self.item
+
+    def __repr__(self) -> str:
+        return (f"Interactions({self.name!r}: {len(self):,} rows, {self.n_users:,} users, "
+                f"{self.n_items:,} items, positive rate {self.label.mean() if len(self) else 0:.3f})")
+
+    # derived tables (same vocabularies) --------------------------------------------------------
+    def _replace(self, **changes: Any) -> Interactions:
+        fields = {k: getattr(self, k) for k in (
+            "user", "item", "label", "rating", "timestamp", "users", "items", "item_title",
+            "item_author", "name")}
+        fields.update(changes)
+        return Interactions(**fields)
+
+    def take(self, rows: np.ndarray | Sequence[int]) -> Interactions:
+        """The given rows (a boolean mask or integer positions), in that order."""
+        rows = np.asarray(rows)
+        return self._replace(user=self.user[rows], item=self.item[rows], label=self.label[rows],
+                             rating=self.rating[rows], timestamp=self.timestamp[rows])
+
+    def drop(self, mask: np.ndarray) -> Interactions:
+        return self.take(~np.asarray(mask, dtype=bool))
+
+    def with_labels(self, label: np.ndarray) -> Interactions:
+        return self._replace(label=label)
+
+    def with_name(self, name: str) -> Interactions:
+        return self._replace(name=name)
+
+    def concat(self, other: Interactions) -> Interactions:
+        if other.users is not self.users or other.items is not self.items:
+            raise DataError("can only concatenate tables that share vocabularies")
+        return self._replace(**{k: np.concatenate([getattr(self, k), getattr(other, k)])
+                                for k in ("user", "item", "label", "rating", "timestamp")})
+
+    def positives(self) -> Interactions:
+        return self.take(self.label > 0)
+
+    def compact(self) -> Interactions:
+        """Rebuild the vocabularies from the users and items that occur in the rows."""
+        used_u = np.unique(self.user)
+        used_i = np.unique(self.item)
+        users = Vocabulary(self.users.ids[used_u], kind="user")
+        items = Vocabulary(self.items.ids[used_i], kind="item")
+        remap_u = np.full(self.n_users, -1, np.int64)
+        remap_u[used_u] = np.arange(len(used_u))
+        remap_i = np.full(self.n_items, -1, np.int64)
+        remap_i[used_i] = np.arange(len(used_i))
+        return self._replace(
+            user=remap_u[self.user], item=remap_i[self.item], users=users, items=items,
+            item_title=None if self.item_title is None else self.item_title[used_i],
+            item_author=None if self.item_author is None else self.item_author[used_i])
+
+    def reindexed(self, users: Vocabulary, items: Vocabulary) -> Interactions:
+        """The same rows expressed over other vocabularies (which must contain every id used)."""
+        titles = authors = None
+        if self.item_title is not None:
+            lookup = dict(zip(self.items.ids.tolist(), self.item_title.tolist()))
+            titles = np.array([lookup.get(i, "") for i in items.ids], dtype=str)
+        if self.item_author is not None:
+            lookup = dict(zip(self.items.ids.tolist(), self.item_author.tolist()))
+            authors = np.array([lookup.get(i, "") for i in items.ids], dtype=str)
+        return self._replace(user=users.index(self.users.ids[self.user]),
+                             item=items.index(self.items.ids[self.item]),
+                             users=users, items=items, item_title=titles, item_author=authors)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Rows with external ids."""
+        return pd.DataFrame({
+            "user": self.users.ids[self.user], "item": self.items.ids[self.item],
+            "rating": self.rating, "label": self.label, "timestamp": self.timestamp})
+
+    # identity ------------------------------------------------------------------------------------
+    def content_hash(self) -> str:
+        """sha256 of the rows in order, by external id, so audits compare across vocabularies."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.users.ids[self.user]).tobytes())
+        h.update(np.ascontiguousarray(self.items.ids[self.item]).tobytes())
+        for column in (self.label, self.rating, self.timestamp):
+            h.update(np.ascontiguousarray(column).tobytes())
+        return h.hexdigest()
+
+    # persistence (npz + JSON, never pickle) --------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        arrays = {k: getattr(self, k) for k in ("user", "item", "label", "rating", "timestamp")}
+        arrays["users"] = self.users.ids
+        arrays["items"] = self.items.ids
+        if self.item_title is not None:
+            arrays["item_title"] = self.item_title
+        if self.item_author is not None:
+            arrays["item_author"] = self.item_author
+        arrays["meta"] = np.array(json.dumps({"name": self.name, "format": 1}))
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, *, users: Vocabulary | None = None,
+             items: Vocabulary | None = None) -> Interactions:
+        """Load a table saved by :meth:`save`; pass vocabularies to share them with other tables."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"no such file: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile / format errors
+            raise DataError(f"cannot read interactions from {path}: {exc}") from exc
+        meta = json.loads(str(data.pop("meta")))
+        user_vocab = Vocabulary(data.pop("users"), kind="user")
+        item_vocab = Vocabulary(data.pop("items"), kind="item")
+        for given, stored in ((users, user_vocab), (items, item_vocab)):
+            if given is not None and not np.array_equal(given.ids, stored.ids):
+                raise DataError(f"{path}: stored {stored.kind} vocabulary differs from the one given")
+        return cls(users=users or user_vocab, items=items or item_vocab, name=meta["name"], **data)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train / validation / test tables over the same vocabularies."""
+
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+
+    def describe(self) -> dict[str, Any]:
+        return {name: {"rows": len(t), "users": int(len(np.unique(t.user))),
+                       "items": int(len(np.unique(t.item))),
+                       "positive_rate": round(float(t.label.mean()), 4) if len(t) else None}
+                for name, t in (("train", self.train), ("valid", self.valid), ("test", self.test))}

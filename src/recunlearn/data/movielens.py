@@ -1,0 +1,126 @@
+"""MovieLens (100K, 1M) in GroupLens' own files, and RecBole atomic files (.inter/.item/.user)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.errors import DataError
+
+SHARED_ML100K_ENV = "RECUNLEARN_ML100K"
+"""Environment variable pointing at a folder with MovieLens-100K's ``u.data`` and ``u.item``."""
+
+
+def _require(path: Path, *names: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"no such data folder: {path}")
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise DataError(f"{path} is missing {', '.join(missing)}")
+
+
+def _read_table(path: Path, expected_columns: int, **kwargs) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, header=None, **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed file ({exc})") from exc
+    if frame.shape[1] != expected_columns:
+        raise DataError(f"{path}: expected {expected_columns} columns, found {frame.shape[1]}")
+    if frame.isna().any().any():
+        bad = int(frame.isna().any(axis=1).to_numpy().argmax()) + 1
+        raise DataError(f"{path}: line {bad} is incomplete (truncated or malformed file?)")
+    return frame
+
+
+def load_movielens_100k(path: str | Path) -> Interactions:
+    """MovieLens-100K from ``u.data`` (tab-separated) and ``u.item`` (pipe-separated, latin-1)."""
+    path = Path(path)
+    _require(path, "u.data", "u.item")
+    ratings = _read_table(path / "u.data", 4, sep="\t", names=["user", "item", "rating", "timestamp"])
+    for col in ratings.columns:
+        if not pd.api.types.is_numeric_dtype(ratings[col]):
+            raise DataError(f"{path / 'u.data'}: column {col} is not numeric")
+    movies = pd.read_csv(path / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1],
+                         names=["item", "title"])
+    titles = dict(zip(movies["item"].astype(str), movies["title"].fillna("").astype(str)))
+    return Interactions.from_frame(ratings, titles=titles, name="ml-100k")
+
+
+def load_movielens_1m(path: str | Path) -> Interactions:
+    """MovieLens-1M from ``ratings.dat`` and ``movies.dat`` ('::'-separated, latin-1)."""
+    path = Path(path)
+    _require(path, "ratings.dat", "movies.dat")
+    ratings = _read_table(path / "ratings.dat", 4, sep="::", engine="python",
+                          names=["user", "item", "rating", "timestamp"], encoding="latin-1")
+    movies = pd.read_csv(path / "movies.dat", sep="::", engine="python", header=None,
+                         names=["item", "title", "genres"], encoding="latin-1")
+    titles = dict(zip(movies["item"].astype(str), movies["title"].astype(str)))
+    return Interactions.from_frame(ratings, titles=titles, name="ml-1m")
+
+
+def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
+    """RecBole atomic files: ``<name>.inter`` (and ``.item`` for titles) with ``field:type`` headers."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".inter":
+        path, name = path.parent, path.stem
+    name = name or path.name
+    _require(path, f"{name}.inter")
+
+    def read(suffix: str) -> pd.DataFrame:
+        try:
+            frame = pd.read_csv(path / f"{name}{suffix}", sep="\t", dtype=str, keep_default_na=False,
+                                quoting=3, encoding="utf-8", encoding_errors="replace")
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{path / (name + suffix)}: malformed atomic file ({exc})") from exc
+        frame.columns = [c.split(":")[0] for c in frame.columns]
+        return frame
+
+    inter = read(".inter")
+    missing = {"user_id", "item_id"} - set(inter.columns)
+    if missing:
+        raise DataError(f"{path / (name + '.inter')}: missing field(s) {sorted(missing)}")
+    if (inter[["user_id", "item_id"]] == "").any().any():
+        raise DataError(f"{path / (name + '.inter')}: rows with empty user or item (truncated file?)")
+    rating = "rating" if "rating" in inter.columns else None
+    timestamp = "timestamp" if "timestamp" in inter.columns else None
+    titles = authors = None
+    if (path / f"{name}.item").is_file():
+        item = read(".item")
+        title_col = next((c for c in ("movie_title", "title", "book_title", "item_name") if c in item.columns), None)
+        if title_col:
+            titles = dict(zip(item["item_id"], item[title_col]))
+        author_col = next((c for c in ("book_author", "author") if c in item.columns), None)
+        if author_col:
+            authors = dict(zip(item["item_id"], item[author_col]))
+    return Interactions.from_frame(inter, user="user_id", item="item_id", rating=rating,
+                                   timestamp=timestamp, titles=titles, authors=authors, name=name)
+
+
+def embedded_movielens_100k_path() -> Path:
+    """Folder of the complete MovieLens-100K that the ``recbole`` wheel carries (no download)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or spec.origin is None:
+        raise DataError("the embedded MovieLens-100K needs the recbole wheel: "
+                        "pip install --no-deps recbole==1.2.1")
+    return Path(spec.origin).parent / "dataset_example" / "ml-100k"
+
+
+def load_embedded_movielens_100k() -> Interactions:
+    """MovieLens-100K with titles from the installed ``recbole`` package."""
+    return load_atomic(embedded_movielens_100k_path(), "ml-100k").with_name("ml-100k")
+
+
+def shared_movielens_100k_path() -> Path:
+    """``$RECUNLEARN_ML100K``, else ``../shared/data/ml-100k`` relative to the working directory or repo."""
+    if os.environ.get(SHARED_ML100K_ENV):
+        return Path(os.environ[SHARED_ML100K_ENV])
+    candidates = [Path.cwd() / "../shared/data/ml-100k",
+                  Path(__file__).resolve().parents[4] / "../shared/data/ml-100k"]
+    for candidate in candidates:
+        if (candidate / "u.data").is_file():
+            return candidate.resolve()
+    return candidates[0]

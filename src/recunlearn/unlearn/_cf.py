@@ -1,0 +1,53 @@
+"""Shared pieces of methods built on one or more MF/LightGCN models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.models.base import CFModel
+from recunlearn.models.config import MFConfig, ModelConfig, build_model
+from recunlearn.train.loop import TrainConfig, predict
+from recunlearn.train.runtime import resolve_device
+
+
+class CFMethodConfig(BaseModel):
+    """Model and training settings shared by every method on MF / LightGCN."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig = Field(default_factory=MFConfig)
+    """The recommender: ``{kind = "mf", dim = 48}`` or ``{kind = "lightgcn", dim = 32, n_layers = 1}``."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimiser, batch size, early stopping, seed."""
+
+
+def model_state(model: CFModel, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in model.state_dict().items()}
+
+
+def restore_model(config: CFMethodConfig, data: Interactions, tensors: dict[str, torch.Tensor], prefix: str,
+                  seed: int) -> CFModel:
+    """Rebuild a model (its graph from ``data``) and load its saved parameters."""
+    model = build_model(config.model, data, seed)
+    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    model.load_state_dict(state)
+    return model.to(resolve_device(config.train.device)).eval()
+
+
+def probabilities(model: CFModel, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    return predict(model, users, items)
+
+
+@torch.no_grad()
+def all_item_probabilities(model: CFModel, users: np.ndarray) -> np.ndarray:
+    device = model.user_emb.weight.device
+    return torch.sigmoid(model.score_all(torch.as_tensor(users, device=device))).cpu().numpy()
+
+
+def describe_fit(result: Any) -> dict[str, Any]:
+    return {"epochs": result.epochs, "best_epoch": result.best_epoch,
+            "best_valid_auc": round(result.best_valid_auc, 6), "seconds": round(result.seconds, 4)}

@@ -1,0 +1,295 @@
+"""The unlearning contract every method implements, its report, and the registry of methods by name.
+
+A method subclasses :class:`Unlearner`, declares a pydantic ``Config`` and implements four hooks:
+``_fit`` (train on ``self.train``), ``_forget`` (remove rows, say what changed), ``_score_index``
+(scores of index pairs) and ``_state`` / ``_restore`` (tensors + JSON metadata for save/load).
+The base class owns what must behave the same everywhere: validating requests, idempotency,
+timing, content hashes, and the on-disk format (safetensors + npz + JSON, never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load_file, save_file
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.data.interactions import Interactions, Vocabulary
+from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError
+
+FORMAT_VERSION = 1
+
+
+class PartChange(BaseModel):
+    """One part of a model (a shard, the aggregator, a set of parameter rows) and what happened to it."""
+
+    part: str
+    action: str
+    """'retrained', 'updated' (approximate update of parameters) or 'unchanged'."""
+    data_hash_before: str | None = None
+    data_hash_after: str | None = None
+    rows_before: int | None = None
+    rows_after: int | None = None
+    parameter_rows: int | None = None
+    """For approximate methods: how many embedding rows were changed."""
+
+
+class UnlearningReport(BaseModel):
+    """What a ``forget`` call removed, what it changed, and how long it took (wall time of the call)."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str
+    method: str
+    exact: bool
+    removed_rows: int
+    removed_pairs: list[tuple[str, str]] = Field(default_factory=list)
+    parts: list[PartChange] = Field(default_factory=list)
+    seconds: float = 0.0
+    noop: bool = False
+    """True when everything the request names had already been forgotten."""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def changed_parts(self) -> list[str]:
+        return [p.part for p in self.parts if p.action != "unchanged"]
+
+
+# registry ----------------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Unlearner]] = {}
+U = TypeVar("U", bound="type[Unlearner]")
+
+
+def register(name: str) -> Callable[[U], U]:
+    """Class decorator: make a method available as ``get_method(name)`` and in the CLI."""
+
+    def decorate(cls: U) -> U:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise RuntimeError(f"method name {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _import_methods() -> None:
+    import importlib
+    import pkgutil
+
+    import recunlearn.unlearn as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"recunlearn.unlearn.{info.name}")
+
+
+def available_methods(data_kind: str | None = None) -> dict[str, type[Unlearner]]:
+    """Registered methods by name, optionally only those for ``data_kind`` ('interactions', 'samples')."""
+    _import_methods()
+    return {n: c for n, c in sorted(_REGISTRY.items()) if data_kind is None or c.data_kind == data_kind}
+
+
+def get_method(name: str) -> type[Unlearner]:
+    methods = available_methods()
+    if name not in methods:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(methods)}")
+    return methods[name]
+
+
+def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, overrides: dict) -> BaseModel:
+    """Validate a config (object, dict or nothing, plus keyword overrides) with a clear error."""
+    if isinstance(config, BaseModel):
+        values = config.model_dump()
+    else:
+        values = dict(config or {})
+    values.update(overrides)
+    try:
+        return config_class.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid {config_class.__name__}: {problems}") from None
+
+
+# the contract --------------------------------------------------------------------------------------
+T = TypeVar("T", bound="Unlearner")
+
+
+class Unlearner(ABC):
+    """A recommender that can forget.
+
+    Use it like a scikit-learn estimator: ``m = get_method("sisa")(n_shards=5).fit(train, valid)``,
+    then ``m.forget(DeletionRequest(users=["42"]))`` and ``m.score(users, items)`` with external ids.
+    """
+
+    name: ClassVar[str] = "unnamed"
+    exact: ClassVar[bool] = False
+    """Exact methods give what training from scratch without the data gives (same seed)."""
+    data_kind: ClassVar[str] = "interactions"
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel | dict | None = None, **overrides: Any):
+        self.config = make_config(self.Config, config, overrides)
+        self.train: Interactions | None = None
+        self.valid: Interactions | None = None
+        self._forgotten: set[int] = set()  # pair keys removed so far
+        self.fit_seconds: float = float("nan")
+
+    # public API ------------------------------------------------------------------------------------
+    def fit(self: T, train: Interactions, valid: Interactions | None = None) -> T:
+        """Train on ``train``; ``valid`` (same vocabularies) drives early stopping."""
+        if len(train) == 0:
+            raise RecUnlearnError("cannot fit on an empty training table")
+        if valid is not None and (valid.users is not train.users or valid.items is not train.items):
+            if not (np.array_equal(valid.users.ids, train.users.ids) and np.array_equal(valid.items.ids, train.items.ids)):
+                raise RecUnlearnError("validation data must share the training data's vocabularies")
+        self.train, self.valid = train, valid
+        self._forgotten = set()
+        start = time.perf_counter()
+        self._fit()
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def forget(self, request: DeletionRequest) -> UnlearningReport:
+        """Remove the data ``request`` names; the report's ``seconds`` is the wall time of this call."""
+        self._check_fitted()
+        start = time.perf_counter()
+        if not isinstance(request, DeletionRequest):
+            raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
+        mask = self._rows_of(request)
+        if not mask.any():
+            return UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
+                                    removed_rows=0, noop=True, seconds=time.perf_counter() - start)
+        removed = self.train.take(mask)
+        report = self._forget(mask)
+        self._forgotten.update(removed.pair_keys.tolist())
+        report.request_id = request.request_id
+        report.removed_rows = int(mask.sum())
+        report.removed_pairs = list(zip(removed.users.ids[removed.user].tolist(),
+                                        removed.items.ids[removed.item].tolist()))
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
+        """Process waiting requests; methods that can batch (shard-based) override this."""
+        return [self.forget(r) for r in requests]
+
+    def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
+        """Scores (higher = more likely liked) of (user, item) pairs given by external ids."""
+        self._check_fitted()
+        u = self.train.users.index(users)
+        i = self.train.items.index(items)
+        if len(u) != len(i):
+            raise RecUnlearnError(f"got {len(u)} users but {len(i)} items; pass one of each per pair")
+        return self.score_index(u, i)
+
+    def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of (user, item) index pairs into the training vocabularies."""
+        self._check_fitted()
+        return np.asarray(self._score_index(np.asarray(users, np.int64), np.asarray(items, np.int64)), np.float32)
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        """Scores of the given user indices against every item (rows: users)."""
+        self._check_fitted()
+        users = np.asarray(users, np.int64)
+        grid_u = np.repeat(users, self.train.n_items)
+        grid_i = np.tile(np.arange(self.train.n_items), len(users))
+        return self.score_index(grid_u, grid_i).reshape(len(users), self.train.n_items)
+
+    def recommend(self, user: Any, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """Top-``k`` items for one user (external id) with their scores."""
+        u = self.train.users.index([user])
+        scores = self.score_all(u)[0].astype(np.float64)
+        if exclude_seen:
+            scores[self.train.item[self.train.user == u[0]]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])]
+
+    # persistence ------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self._state()
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / "weights.safetensors"))
+        self.train.save(path / "train.npz")
+        if self.valid is not None:
+            self.valid.save(path / "valid.npz")
+        document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
+                    "forgotten": sorted(self._forgotten), "fit_seconds": self.fit_seconds, "state": meta}
+        (path / "unlearner.json").write_text(json.dumps(document, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Unlearner:
+        """Load a folder written by :meth:`save`; ``Unlearner.load`` dispatches on the stored method."""
+        path = Path(path)
+        if not (path / "unlearner.json").is_file():
+            raise RecUnlearnError(f"{path} is not a saved unlearner (no unlearner.json)")
+        document = json.loads((path / "unlearner.json").read_text())
+        method = get_method(document["method"])
+        if cls is not Unlearner and not issubclass(method, cls):
+            raise RecUnlearnError(f"{path} holds a {document['method']!r} model, not {cls.name!r}")
+        obj = method(document["config"])
+        obj.train = Interactions.load(path / "train.npz")
+        if (path / "valid.npz").is_file():
+            obj.valid = Interactions.load(path / "valid.npz", users=obj.train.users, items=obj.train.items)
+        obj._forgotten = set(document["forgotten"])
+        obj.fit_seconds = document["fit_seconds"]
+        obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
+        return obj
+
+    # helpers for subclasses ------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.train is None:
+            raise NotFittedError(f"{self.name}: call fit() first")
+
+    def _rows_of(self, request: DeletionRequest) -> np.ndarray:
+        """Rows of the current training data the request removes; unknown ids and never-seen pairs raise."""
+        mask = request.rows(self.train)
+        if request.pairs:
+            data = self.train
+            keys = (data.users.index([p[0] for p in request.pairs]) * np.int64(data.n_items)
+                    + data.items.index([p[1] for p in request.pairs]))
+            present = np.isin(keys, data.pair_keys) | np.isin(keys, np.fromiter(self._forgotten, np.int64))
+            if not present.all():
+                bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
+                raise UnknownIdError(f"{int((~present).sum())} pair(s) were never in the training data, e.g. {bad}")
+        return mask
+
+    @staticmethod
+    def vocabularies_like(data: Interactions) -> tuple[Vocabulary, Vocabulary]:
+        return data.users, data.items
+
+    # hooks ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self) -> None:
+        """Train on ``self.train`` (and ``self.valid``)."""
+
+    @abstractmethod
+    def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        """Remove the masked rows of ``self.train`` (and set ``self.train`` to the rest)."""
+
+    @abstractmethod
+    def _score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of index pairs."""
+
+    @abstractmethod
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and JSON-able metadata that :meth:`_restore` rebuilds the fitted method from."""
+
+    @abstractmethod
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Rebuild from :meth:`_state`'s output; ``self.config``, ``self.train`` and ``self.valid`` are set."""
+
+    def _report(self, parts: list[PartChange], **details: Any) -> UnlearningReport:
+        return UnlearningReport(request_id="", method=self.name, exact=self.exact, removed_rows=0,
+                                parts=parts, details=details)

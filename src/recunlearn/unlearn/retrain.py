@@ -1,0 +1,49 @@
+"""Retraining from scratch on the remaining data: the exact reference every other method is judged by."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recunlearn.train.loop import fit_model
+from recunlearn.unlearn._cf import (CFMethodConfig, all_item_probabilities, describe_fit, model_state,
+                                    probabilities, restore_model)
+from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register
+
+
+class RetrainConfig(CFMethodConfig):
+    """Retraining has no settings beyond the model and its training."""
+
+
+@register("retrain")
+class Retrain(Unlearner):
+    """One model; ``forget`` trains a new one from scratch (same seed) without the removed rows."""
+
+    exact = True
+    Config = RetrainConfig
+
+    def _fit(self) -> None:
+        result = fit_model(self.config.model, self.train, self.valid, self.config.train, desc="retrain")
+        self.model, self.fit_info = result.model, describe_fit(result)
+
+    def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        before = self.train
+        self.train = self.train.drop(mask)
+        self._fit()
+        part = PartChange(part="model", action="retrained", data_hash_before=before.content_hash(),
+                          data_hash_after=self.train.content_hash(), rows_before=len(before),
+                          rows_after=len(self.train))
+        return self._report([part], fit=self.fit_info)
+
+    def _score_index(self, users, items):
+        return probabilities(self.model, users, items)
+
+    def score_all(self, users):
+        self._check_fitted()
+        return all_item_probabilities(self.model, np.asarray(users, np.int64))
+
+    def _state(self):
+        return model_state(self.model, "model"), {"fit": self.fit_info}
+
+    def _restore(self, tensors, meta):
+        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
+        self.fit_info = meta["fit"]

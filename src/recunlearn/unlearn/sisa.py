@@ -1,0 +1,23 @@
+"""SISA (Bourtoule et al., S&P 2021): random disjoint shards, one model each, scores averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recunlearn.unlearn.base import register
+from recunlearn.unlearn.sharded import ShardedConfig, ShardedUnlearner
+
+
+class SISAConfig(ShardedConfig):
+    """SISA: random balanced shards (sizes differ by at most one row)."""
+
+
+@register("sisa")
+class SISA(ShardedUnlearner):
+    Config = SISAConfig
+
+    def _partition(self) -> np.ndarray:
+        order = np.random.default_rng(self.config.partition_seed).permutation(len(self.train))
+        assignment = np.empty(len(self.train), np.int64)
+        assignment[order] = np.arange(len(self.train)) % self.config.n_shards
+        return assignment
