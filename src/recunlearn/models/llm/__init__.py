@@ -1,0 +1,1 @@
+"""Language-model recommenders (TALLRec-style prompts, LoRA adapters, mixtures of adapters)."""

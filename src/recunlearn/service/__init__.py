@@ -1,0 +1,1 @@
+"""Deletion service: durable request ledger, worker, model versions, audit, HTTP API."""
