@@ -1,0 +1,80 @@
+"""MF and LightGCN: graph normalisation, determinism, and real-data quality under the IFRU protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data import ifru_protocol
+from recunlearn.evaluate import auc
+from recunlearn.models import LightGCNConfig, MFConfig, build_model
+from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.train import TrainConfig, fit_model, predict, resolve_device
+from tests.conformance import FAST_TRAIN
+
+
+def test_normalized_adjacency_matches_definition():
+    user, item = np.array([0, 0, 1]), np.array([0, 1, 1])
+    dense = normalized_adjacency(2, 2, user, item).to_dense().numpy()
+    a = np.zeros((4, 4))
+    for u, i in zip(user, item):
+        a[u, 2 + i] = a[2 + i, u] = 1
+    d = a.sum(1) ** -0.5
+    np.testing.assert_allclose(dense, d[:, None] * a * d[None, :], rtol=1e-6)
+
+
+def test_lightgcn_uses_only_positive_edges_and_forgets_removed_ones(tiny_split):
+    train = tiny_split.train
+    model = build_model(LightGCNConfig(), train, seed=0)
+    n_edges = int(model.adjacency.to_dense().ne(0).sum()) // 2
+    assert n_edges == len(np.unique(train.positives().pair_keys))
+    model.set_graph(train.drop(train.user == 0))
+    dense = model.adjacency.to_dense()
+    assert dense[0].abs().sum() == 0, "user 0's edges are gone from the graph it scores with"
+
+
+@pytest.mark.parametrize("config", [MFConfig(), LightGCNConfig(n_layers=2)])
+def test_training_is_deterministic_given_the_seed(tiny_split, config):
+    train_config = TrainConfig(**FAST_TRAIN)
+    a = fit_model(config, tiny_split.train, tiny_split.valid, train_config).model
+    b = fit_model(config, tiny_split.train, tiny_split.valid, train_config).model
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    c = fit_model(config, tiny_split.train, tiny_split.valid, train_config.model_copy(update={"seed": 1})).model
+    assert not torch.equal(a.user_emb.weight, c.user_emb.weight)
+
+
+def test_early_stopping_restores_the_best_epoch(tiny_split):
+    result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid,
+                       TrainConfig(**{**FAST_TRAIN, "max_epochs": 30, "patience": 2}))
+    assert result.best_epoch <= result.epochs
+    assert result.best_valid_auc == pytest.approx(max(result.history))
+    assert result.best_valid_auc == pytest.approx(
+        auc(tiny_split.valid.label, predict(result.model, tiny_split.valid.user, tiny_split.valid.item)))
+
+
+def test_bpr_loss_trains(tiny_split):
+    result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"}))
+    assert np.isfinite(result.best_valid_auc)
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv("RECUNLEARN_DEVICE", "cpu")
+    assert resolve_device().type == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("RECUNLEARN_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("config, floor", [(MFConfig(), 0.74), (LightGCNConfig(), 0.72)])
+def test_real_data_quality_under_ifru_protocol(ml100k, config, floor):
+    """ML-100K, rating > 3, 5-core, 60/20/20 (seed 1024): well above chance (measured: MF ~0.766, LightGCN ~0.738)."""
+    split = ifru_protocol(ml100k)
+    result = fit_model(config, split.train, split.valid, TrainConfig())
+    test_auc = auc(split.test.label, predict(result.model, split.test.user, split.test.item))
+    print(f"{config.kind}: test AUC {test_auc:.4f} after {result.epochs} epochs ({result.seconds:.1f} s)")
+    assert test_auc > floor
