@@ -134,3 +134,69 @@ def random_partition(n_rows: int, n_shards: int, seed: int = 0) -> PartitionResu
     assignment = np.empty(n_rows, np.int64)
     assignment[order] = np.arange(n_rows) % n_shards
     return PartitionResult(assignment, n_shards)
+
+
+def balanced_kmeans(embeddings: np.ndarray, n_shards: int, capacity: float, seed: int = 0, iterations: int = 10,
+                    weights: np.ndarray | None = None, metric: str = "sqeuclidean") -> PartitionResult:
+    """K-means whose assignment step is the capacity-capped greedy walk (RecEraser's and GraphEraser's BEKM).
+
+    Centres start at K distinct random units (seeded); each of up to ``iterations`` rounds assigns every
+    unit by the walk, then moves each centre to the mean of its units; it stops early when an
+    assignment repeats.
+    """
+    embeddings = np.asarray(embeddings, np.float64)
+    _check_shards(len(embeddings), n_shards)
+    rng = np.random.default_rng(seed)
+    centres = embeddings[rng.choice(len(embeddings), n_shards, replace=False)]
+    assignment = None
+    for _ in range(max(iterations, 1)):
+        new = capped_greedy_assignment(pairwise_distance(embeddings, centres, metric), capacity, weights)
+        if assignment is not None and np.array_equal(new, assignment):
+            break
+        assignment = new
+        counts = np.bincount(assignment, minlength=n_shards)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assignment, embeddings)
+        centres = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
+    return PartitionResult(assignment, n_shards, centres, weights)
+
+
+def units_to_rows(unit_result: PartitionResult, row_units: np.ndarray) -> PartitionResult:
+    """Row-level partition from a partition of users / items: every row goes with its unit."""
+    return PartitionResult(unit_result.assignment[row_units], unit_result.n_shards, unit_result.centres)
+
+
+RECERASER_KINDS = ("user", "item", "interaction")
+
+
+def receraser_partition(user_emb: np.ndarray, item_emb: np.ndarray, row_user: np.ndarray, row_item: np.ndarray,
+                        n_shards: int, kind: str = "user", seed: int = 0, iterations: int = 10,
+                        slack: float = 1.2) -> PartitionResult:
+    """RecEraser's balanced partitions of interaction rows (sizes in rows, capacity ``slack`` x rows / K).
+
+    'user': users are clustered on their embeddings, each weighted by its number of rows, and take all
+    their rows along; 'item': the same for items; 'interaction': each row is a unit embedded as the
+    concatenation of its user's and item's embeddings.
+    """
+    capacity = slack * len(row_user) / n_shards
+    if kind == "interaction":
+        points = np.concatenate([np.asarray(user_emb)[row_user], np.asarray(item_emb)[row_item]], axis=1)
+        return balanced_kmeans(points, n_shards, capacity, seed, iterations)
+    if kind not in RECERASER_KINDS:
+        raise ConfigError(f"unknown RecEraser partition {kind!r}; use one of {', '.join(RECERASER_KINDS)}")
+    table, row_units = (user_emb, row_user) if kind == "user" else (item_emb, row_item)
+    present, row_units = np.unique(row_units, return_inverse=True)  # units with at least one row
+    weights = np.bincount(row_units).astype(np.float64)
+    result = balanced_kmeans(np.asarray(table)[present], n_shards, capacity, seed, iterations, weights)
+    return units_to_rows(result, row_units)
+
+
+def bekm_partition(node_emb: np.ndarray, row_nodes: np.ndarray, n_shards: int, seed: int = 0,
+                   iterations: int = 10) -> PartitionResult:
+    """GraphEraser's BEKM over the nodes that have rows: balanced embedding k-means with at most
+    ceil(nodes / K) nodes per shard (node counts, not rows, are balanced); each row goes with its node."""
+    present, row_nodes = np.unique(row_nodes, return_inverse=True)
+    _check_shards(len(present), n_shards)
+    result = balanced_kmeans(np.asarray(node_emb)[present], n_shards, math.ceil(len(present) / n_shards), seed,
+                             iterations, metric="euclidean")
+    return units_to_rows(result, row_nodes)

@@ -1,26 +1,31 @@
 """The shard-training path shared by SISA, RecEraser, GraphEraser: partition, one model per shard,
-aggregate; ``forget`` retrains only the shards that held removed rows.
+aggregate; ``forget`` retrains only the shards that held removed rows, then refits the aggregator if it
+depends on them.
 
-A subclass says how to partition (:meth:`ShardedUnlearner._partition`) and, if it does more than
-average, how to aggregate (:meth:`_fit_aggregator`, :meth:`_aggregate`).
+A subclass says how to partition (:meth:`ShardedUnlearner._partition`); how shards are combined is the
+``aggregator`` setting (see :mod:`recunlearn.unlearn.aggregate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import RecUnlearnError
 from recunlearn.models.base import CFModel
-from recunlearn.models.config import build_model
+from recunlearn.models.config import ModelConfig, build_model
+from recunlearn.train.loop import fit_model
 from recunlearn.train.runtime import resolve_device
-from recunlearn.unlearn._cf import CFMethodConfig, all_item_probabilities, probabilities
+from recunlearn.unlearn._cf import CFMethodConfig
+from recunlearn.unlearn.aggregate import AggregatorConfig, AverageConfig, build_aggregator
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.executors import ShardJob, get_executor, train_shard
+from recunlearn.unlearn.partition import PartitionResult
 
 
 class ShardedConfig(CFMethodConfig):
@@ -32,6 +37,13 @@ class ShardedConfig(CFMethodConfig):
     """Seed of the partition (independent of the models' training seed)."""
     executor: str = "inprocess"
     """Where shard training runs: 'inprocess' (default); others when registered (process pool, Ray)."""
+    shard_validation: Literal["all", "touched"] = "all"
+    """Validation rows a shard early-stops on: 'all', or 'touched' = those whose user and item both
+    occur in the shard's training rows (the pairs it can score; much cheaper when shards hold whole
+    users or items, as in RecEraser and GraphEraser)."""
+    aggregator: AggregatorConfig = Field(default_factory=AverageConfig)
+    """How shard models are combined: {kind = "average"}, {kind = "attention"} (RecEraser) or
+    {kind = "weighted", tau = 10} (per-user weights from validation error)."""
 
 
 class ShardedUnlearner(Unlearner):
@@ -39,17 +51,9 @@ class ShardedUnlearner(Unlearner):
     Config = ShardedConfig
 
     # hooks -----------------------------------------------------------------------------------------
-    def _partition(self) -> np.ndarray:
-        """Shard index of every row of ``self.train``."""
+    def _partition(self) -> PartitionResult | np.ndarray:
+        """Shard index of every row of ``self.train`` (a :class:`PartitionResult` to report its centres)."""
         raise NotImplementedError
-
-    def _fit_aggregator(self, changed: Sequence[int]) -> dict[str, Any] | None:
-        """(Re)fit whatever combines the shards after ``changed`` shards were (re)trained; None if nothing."""
-        return None
-
-    def _aggregate(self, scores: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Combine per-shard scores (K x n, NaN for empty shards) into one score per pair."""
-        return np.nanmean(scores, axis=0)
 
     # shard bookkeeping ------------------------------------------------------------------------------
     def shard_seed(self, shard: int) -> int:
@@ -58,9 +62,17 @@ class ShardedUnlearner(Unlearner):
     def shard_data(self, shard: int):
         return self.train.take(self.assignment == shard)
 
+    def shard_validation_data(self, shard_data):
+        """The validation rows a shard early-stops on (see ``shard_validation``)."""
+        if self.valid is None or self.config.shard_validation == "all":
+            return self.valid
+        touched = np.isin(self.valid.user, shard_data.user) & np.isin(self.valid.item, shard_data.item)
+        return self.valid.take(touched)
+
     def shard_job(self, shard: int) -> ShardJob:
         train_config = self.config.train.model_copy(update={"seed": self.shard_seed(shard)})
-        return ShardJob(shard, self.config.model, train_config, self.shard_data(shard), self.valid)
+        data = self.shard_data(shard)
+        return ShardJob(shard, self.config.model, train_config, data, self.shard_validation_data(data))
 
     def _train_shards(self, shards: Sequence[int]) -> None:
         jobs = [self.shard_job(k) for k in shards]
@@ -77,37 +89,48 @@ class ShardedUnlearner(Unlearner):
             self.shard_info[result.shard] = result.info
 
     def _fit(self) -> None:
-        assignment = np.asarray(self._partition(), dtype=np.int64)
+        partition = self._partition()
+        assignment = np.asarray(partition.assignment if isinstance(partition, PartitionResult) else partition,
+                                dtype=np.int64)
         if assignment.shape != (len(self.train),) or assignment.min() < 0 or assignment.max() >= self.config.n_shards:
             raise RuntimeError(f"{self.name}: partition must give a shard in [0, {self.config.n_shards}) per row")
         self.assignment = assignment
+        self.partition_info = PartitionResult(assignment, self.config.n_shards).summary()
         self.models: list[CFModel | None] = [None] * self.config.n_shards
         self.shard_info: list[dict[str, Any]] = [{} for _ in range(self.config.n_shards)]
         self._train_shards(range(self.config.n_shards))
-        self.aggregator_info = self._fit_aggregator(range(self.config.n_shards))
+        self.aggregator = build_aggregator(self.config.aggregator)
+        self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, range(self.config.n_shards))
 
     def shard_sizes(self) -> list[int]:
         return np.bincount(self.assignment, minlength=self.config.n_shards).tolist()
 
     # unlearning -------------------------------------------------------------------------------------------
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        if mask.all():
+            raise RecUnlearnError(f"{self.name}: a request may not remove every training row (nothing would be left "
+                                  "to recommend from); fit a new model instead")
         before = [self.shard_info[k].get("data_hash") for k in range(self.config.n_shards)]
         rows_before = self.shard_sizes()
         affected = sorted(np.unique(self.assignment[mask]).tolist())
+        hash_before = self.train.content_hash()
         self.train = self.train.drop(mask)
         self.assignment = self.assignment[~mask]
         self._train_shards(affected)
-        aggregator = self._fit_aggregator(affected)
-        if aggregator is not None:
-            self.aggregator_info = aggregator
+        refit = self.aggregator.depends_on_shards
+        if refit:
+            self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, affected)
         rows_after = self.shard_sizes()
         parts = [PartChange(part=f"shard-{k}", action="retrained" if k in affected else "unchanged",
                             data_hash_before=before[k], data_hash_after=self.shard_info[k].get("data_hash"),
                             rows_before=rows_before[k], rows_after=rows_after[k])
                  for k in range(self.config.n_shards)]
-        if aggregator is not None:
-            parts.append(PartChange(part="aggregator", action="retrained"))
-        return self._report(parts, retrained_shards=affected)
+        if refit:
+            parts.append(PartChange(part="aggregator", action="retrained", data_hash_before=hash_before,
+                                    data_hash_after=self.train.content_hash(), rows_before=len(mask),
+                                    rows_after=len(self.train)))
+        empty = [k for k in range(self.config.n_shards) if rows_after[k] == 0]
+        return self._report(parts, retrained_shards=affected, empty_shards=empty)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
         """Group waiting requests so each affected shard is retrained once; one report per request.
@@ -138,21 +161,12 @@ class ShardedUnlearner(Unlearner):
         return reports
 
     # scoring ---------------------------------------------------------------------------------------------------
-    def _per_shard(self, fn) -> np.ndarray:
-        outs = [fn(m) if m is not None else None for m in self.models]
-        shape = next(o.shape for o in outs if o is not None)
-        return np.stack([o if o is not None else np.full(shape, np.nan, np.float32) for o in outs])
-
     def _score_index(self, users, items):
-        return self._aggregate(self._per_shard(lambda m: probabilities(m, users, items)), users, items)
+        return self.aggregator.score(self.models, users, items)
 
     def score_all(self, users):
         self._check_fitted()
-        users = np.asarray(users, np.int64)
-        per_shard = self._per_shard(lambda m: all_item_probabilities(m, users))
-        k, n_u, n_i = per_shard.shape
-        flat = self._aggregate(per_shard.reshape(k, -1), np.repeat(users, n_i), np.tile(np.arange(n_i), n_u))
-        return flat.reshape(n_u, n_i)
+        return self.aggregator.score_all(self.models, np.asarray(users, np.int64), self.train.n_items)
 
     # persistence ---------------------------------------------------------------------------------------------------
     def _state(self):
@@ -160,19 +174,15 @@ class ShardedUnlearner(Unlearner):
         for k, model in enumerate(self.models):
             if model is not None:
                 tensors.update({f"shard{k}.{n}": v for n, v in model.state_dict().items()})
-        tensors.update(self._aggregator_tensors())
-        return tensors, {"shard_info": self.shard_info, "aggregator_info": self.aggregator_info}
-
-    def _aggregator_tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def _restore_aggregator(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
+        tensors.update({f"aggregator.{n}": v for n, v in self.aggregator.tensors().items()})
+        return tensors, {"shard_info": self.shard_info, "aggregator_info": self.aggregator_info,
+                         "partition_info": self.partition_info}
 
     def _restore(self, tensors, meta):
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.shard_info = meta["shard_info"]
         self.aggregator_info = meta["aggregator_info"]
+        self.partition_info = meta["partition_info"]
         device = resolve_device(self.config.train.device)
         self.models = []
         for k in range(self.config.n_shards):
@@ -184,4 +194,50 @@ class ShardedUnlearner(Unlearner):
             model = build_model(self.config.model, self.shard_data(k), self.shard_seed(k))
             model.load_state_dict(state)
             self.models.append(model.to(device).eval())
-        self._restore_aggregator(tensors)
+        self.aggregator = build_aggregator(self.config.aggregator)
+        self.aggregator.restore({n[len("aggregator."):]: v for n, v in tensors.items() if n.startswith("aggregator.")},
+                                self.models)
+
+
+class EmbeddingShardedConfig(ShardedConfig):
+    """Settings of shard-based methods that cluster user / item embeddings (RecEraser, GraphEraser)."""
+
+    embedding_model: ModelConfig | None = None
+    """Model trained once on all training data whose representations are clustered; None = ``model``.
+    Ignored when embeddings are given with :meth:`EmbeddingShardedUnlearner.use_embeddings`."""
+    iterations: int = Field(10, ge=1)
+    """Rounds of the balanced k-means (T): capped assignment, then centre update; stops early on a repeat."""
+    shard_validation: Literal["all", "touched"] = "touched"
+    """Shards hold whole users (or items), so each early-stops on the validation pairs it can score."""
+
+
+class EmbeddingShardedUnlearner(ShardedUnlearner):
+    """A shard-based method whose partition clusters embeddings of users and items.
+
+    The embeddings come from a model trained once on all training data (RecEraser's protocol), or are
+    given. The partition is fixed at ``fit``: a deletion retrains shards, it never re-partitions, so the
+    assignment of the remaining rows still reflects the pre-trained model; give embeddings learned
+    without the data that may be deleted (e.g. from public side information) where that matters.
+    """
+
+    Config = EmbeddingShardedConfig
+    _given_embeddings: tuple[np.ndarray, np.ndarray] | None = None
+
+    def use_embeddings(self, users: np.ndarray, items: np.ndarray) -> EmbeddingShardedUnlearner:
+        """Partition on these (n_users x d, n_items x d) embeddings instead of pre-training a model."""
+        self._given_embeddings = (np.asarray(users, np.float64), np.asarray(items, np.float64))
+        return self
+
+    def partition_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item embeddings the partition clusters."""
+        if self._given_embeddings is not None:
+            users, items = self._given_embeddings
+            if len(users) != self.train.n_users or len(items) != self.train.n_items:
+                raise RecUnlearnError(f"{self.name}: given embeddings have {len(users)} users and {len(items)} items; "
+                                      f"the data has {self.train.n_users} and {self.train.n_items}")
+            return users, items
+        model_config = self.config.embedding_model or self.config.model
+        model = fit_model(model_config, self.train, self.valid, self.config.train, desc="partition embeddings").model
+        with torch.no_grad():
+            users, items = model.representations()
+        return users.detach().cpu().double().numpy(), items.detach().cpu().double().numpy()

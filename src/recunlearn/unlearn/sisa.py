@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.partition import random_partition
 from recunlearn.unlearn.sharded import ShardedConfig, ShardedUnlearner
 
 
@@ -17,7 +18,4 @@ class SISA(ShardedUnlearner):
     Config = SISAConfig
 
     def _partition(self) -> np.ndarray:
-        order = np.random.default_rng(self.config.partition_seed).permutation(len(self.train))
-        assignment = np.empty(len(self.train), np.int64)
-        assignment[order] = np.arange(len(self.train)) % self.config.n_shards
-        return assignment
+        return random_partition(len(self.train), self.config.n_shards, self.config.partition_seed).assignment

@@ -1,0 +1,335 @@
+"""How shard models are combined into one recommender.
+
+Three aggregators, chosen by a typed config (``kind``):
+
+- ``average``: the mean of the shard models' probabilities (SISA, GraphEraser).
+- ``attention``: RecEraser's learned attention over the shard models' embeddings. Each shard's user
+  (item) representation is mapped by its own linear transform into a common space; an attention
+  network weighs the K transformed representations per user (item); the score is the dot product of
+  the aggregated user and item representations. Trained after the shards, with the shards frozen, on
+  the current training rows; a deletion changes a shard and the rows, so it is retrained from its seed
+  (seconds: it has K d^2 parameters per side and trains on frozen inputs).
+- ``weighted``: a sample-dependent weighted mean: shard k's weight for user u is
+  softmax_k(-tau * error of shard k on u's validation rows), APA's sample-adaptive weighting with the
+  user's validation rows as the neighbours. Validation data is never deleted, so after a deletion only
+  the changed shards' errors are recomputed.
+
+Every aggregator is a pure function of the shard models, the data and its seed, so refitting it after a
+deletion gives what fitting it from scratch on the remaining data gives.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import roc_auc_score
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.models.base import CFModel
+from recunlearn.train.loop import predict
+
+
+class AverageConfig(BaseModel):
+    """The mean of the shard models' probabilities."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["average"] = "average"
+
+
+class AttentionConfig(BaseModel):
+    """RecEraser's attention aggregator over the shard models' embeddings."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["attention"] = "attention"
+    attention_dim: int = Field(16, gt=0)
+    """Hidden size of the attention network (RecEraser uses half the embedding size)."""
+    epochs: int = Field(4, gt=0)
+    """Passes over the training rows; the epoch with the best validation AUC is kept."""
+    lr: float = Field(0.01, gt=0)
+    """Adam learning rate."""
+    l2: float = Field(1e-4, ge=0)
+    """L2 penalty on the transforms and attention weights."""
+    batch_size: int = Field(8192, gt=0)
+    """Rows per Adam step (large: a step's cost is set by the distinct users and items it touches)."""
+    seed: int = 0
+    """Seeds initialisation and batch order, so a refit after a deletion is reproducible bitwise."""
+
+
+class WeightedConfig(BaseModel):
+    """A weighted mean of shard probabilities whose weights depend on the user."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["weighted"] = "weighted"
+    tau: float = Field(10.0, ge=0)
+    """Temperature: weight_k = softmax(-tau * error_k); 0 gives the plain average."""
+    error: Literal["bce", "abs"] = "bce"
+    """Error of a shard on a validation row: cross-entropy, or |probability - label|."""
+
+
+AggregatorConfig = Annotated[Union[AverageConfig, AttentionConfig, WeightedConfig], Field(discriminator="kind")]
+
+
+def shard_probabilities(models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """K x n probabilities of the pairs under each shard model; NaN rows for empty shards."""
+    out = np.full((len(models), len(users)), np.nan, np.float32)
+    for k, model in enumerate(models):
+        if model is not None:
+            out[k] = predict(model, users, items)
+    return out
+
+
+@torch.no_grad()
+def shard_probabilities_all(models: Sequence[CFModel | None], users: np.ndarray, n_items: int) -> np.ndarray:
+    """K x n_users x n_items probabilities of the users against every item; NaN for empty shards."""
+    out = np.full((len(models), len(users), n_items), np.nan, np.float32)
+    for k, model in enumerate(models):
+        if model is not None:
+            device = model.user_emb.weight.device
+            out[k] = torch.sigmoid(model.score_all(torch.as_tensor(users, device=device))).cpu().numpy()
+    return out
+
+
+class Aggregator(ABC):
+    """Combines the K shard models' predictions; refitted after shards change when it depends on them."""
+
+    depends_on_shards: bool = True
+    """Whether :meth:`fit` must run again after a shard is retrained."""
+
+    @abstractmethod
+    def fit(self, models: Sequence[CFModel | None], train: Interactions, valid: Interactions | None,
+            changed: Sequence[int]) -> dict[str, Any] | None:
+        """(Re)fit after the ``changed`` shards were (re)trained; returns JSON-able info, None if nothing fitted."""
+
+    @abstractmethod
+    def score(self, models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Probabilities of (user, item) index pairs."""
+
+    def score_all(self, models: Sequence[CFModel | None], users: np.ndarray, n_items: int) -> np.ndarray:
+        """Probabilities of the users against every item (rows: users)."""
+        grid_u = np.repeat(users, n_items)
+        grid_i = np.tile(np.arange(n_items), len(users))
+        return self.score(models, grid_u, grid_i).reshape(len(users), n_items)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Fitted state to save (safetensors)."""
+        return {}
+
+    def restore(self, tensors: dict[str, torch.Tensor], models: Sequence[CFModel | None]) -> None:
+        """Rebuild the fitted state from :meth:`tensors`' output."""
+
+
+class AverageAggregator(Aggregator):
+    depends_on_shards = False
+
+    def __init__(self, config: AverageConfig):
+        self.config = config
+
+    def fit(self, models, train, valid, changed):
+        return None
+
+    def score(self, models, users, items):
+        return np.nanmean(shard_probabilities(models, users, items), axis=0)
+
+    def score_all(self, models, users, n_items):
+        return np.nanmean(shard_probabilities_all(models, users, n_items), axis=0)
+
+
+class WeightedAggregator(Aggregator):
+    """Per-user weights from each shard's error on that user's validation rows (uniform without any)."""
+
+    def __init__(self, config: WeightedConfig):
+        self.config = config
+        self.errors: np.ndarray | None = None  # n_users x K mean validation error; NaN = no rows / empty shard
+
+    def fit(self, models, train, valid, changed):
+        n_shards = len(models)
+        if self.errors is None or self.errors.shape != (train.n_users, n_shards):
+            self.errors = np.full((train.n_users, n_shards), np.nan)
+            changed = range(n_shards)
+        if valid is None or len(valid) == 0:
+            return {"changed": sorted(changed), "users_with_weights": 0}
+        counts = np.bincount(valid.user, minlength=train.n_users).astype(np.float64)
+        for k in changed:
+            if models[k] is None:
+                self.errors[:, k] = np.nan
+                continue
+            p = predict(models[k], valid.user, valid.item).astype(np.float64)
+            if self.config.error == "bce":
+                p = np.clip(p, 1e-7, 1 - 1e-7)
+                row_error = -(valid.label * np.log(p) + (1 - valid.label) * np.log(1 - p))
+            else:
+                row_error = np.abs(p - valid.label)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.errors[:, k] = np.bincount(valid.user, weights=row_error, minlength=train.n_users) / counts
+        return {"changed": sorted(int(k) for k in changed), "users_with_weights": int((counts > 0).sum())}
+
+    def weights(self, users: np.ndarray, models: Sequence[CFModel | None]) -> np.ndarray:
+        """len(users) x K weights summing to 1 over the non-empty shards."""
+        present = np.array([m is not None for m in models])
+        errors = self.errors[users]
+        logits = np.where(np.isnan(errors), 0.0, -self.config.tau * errors)
+        known = ~np.isnan(errors).all(axis=1)  # users with validation rows in some non-empty shard
+        logits[~known] = 0.0
+        logits[:, ~present] = -np.inf
+        logits -= logits.max(axis=1, keepdims=True)
+        w = np.exp(logits)
+        return w / w.sum(axis=1, keepdims=True)
+
+    def score(self, models, users, items):
+        per_shard = np.nan_to_num(shard_probabilities(models, users, items))
+        return (self.weights(users, models).T * per_shard).sum(0)
+
+    def score_all(self, models, users, n_items):
+        per_shard = np.nan_to_num(shard_probabilities_all(models, users, n_items))
+        return np.einsum("uk,kui->ui", self.weights(users, models), per_shard)
+
+    def tensors(self):
+        return {"errors": torch.from_numpy(self.errors.copy())}
+
+    def restore(self, tensors, models):
+        self.errors = tensors["errors"].numpy().copy()
+
+
+class _AttentionSide(torch.nn.Module):
+    """Transforms and attention for one side (users or items) over K shard representations."""
+
+    def __init__(self, n_shards: int, dim: int, attention_dim: int, generator: torch.Generator):
+        super().__init__()
+        # identity transforms: training starts from the plain mean of the shard representations
+        self.transform = torch.nn.Parameter(torch.eye(dim).repeat(n_shards, 1, 1))
+        self.shift = torch.nn.Parameter(torch.zeros(n_shards, dim))
+        scale = math.sqrt(2.0 / (dim + attention_dim))
+        self.project = torch.nn.Parameter(torch.randn(dim, attention_dim, generator=generator) * scale)
+        self.project_bias = torch.nn.Parameter(torch.zeros(attention_dim))
+        self.query = torch.nn.Parameter(torch.randn(attention_dim, generator=generator) * scale)
+
+    def forward(self, reps: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """reps: K x B x d frozen shard representations -> B x d aggregated representation."""
+        transformed = torch.einsum("kbd,kde->kbe", reps, self.transform) + self.shift[:, None, :]
+        logits = torch.relu(transformed @ self.project + self.project_bias) @ self.query  # K x B
+        logits = logits.masked_fill(~present[:, None], -torch.inf)
+        return (torch.softmax(logits, dim=0)[..., None] * transformed).sum(0)
+
+    def penalty(self) -> torch.Tensor:
+        eye = torch.eye(self.transform.shape[-1], device=self.transform.device)
+        return ((self.transform - eye) ** 2).sum() + (self.project ** 2).sum() + (self.query ** 2).sum()
+
+
+class AttentionAggregator(Aggregator):
+    """RecEraser's aggregation: attention over transformed shard embeddings, trained on frozen shards."""
+
+    def __init__(self, config: AttentionConfig):
+        self.config = config
+        self.users: _AttentionSide | None = None
+        self.items: _AttentionSide | None = None
+
+    @staticmethod
+    @torch.no_grad()
+    def _representations(models: Sequence[CFModel | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """K x n_users x d and K x n_items x d frozen representations (zeros for empty shards) and presence."""
+        reference = next(m for m in models if m is not None)
+        device = reference.user_emb.weight.device
+        users, items = [], []
+        for model in models:
+            if model is None:
+                users.append(torch.zeros(reference.n_users, reference.dim, device=device))
+                items.append(torch.zeros(reference.n_items, reference.dim, device=device))
+            else:
+                u, i = model.representations()
+                users.append(u.detach())
+                items.append(i.detach())
+        present = torch.tensor([m is not None for m in models], device=device)
+        return torch.stack(users), torch.stack(items), present
+
+    def _logits(self, reps, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of pairs; each distinct user / item of the batch is aggregated once."""
+        user_reps, item_reps, present = reps
+        distinct_users, user_of_row = torch.unique(users, return_inverse=True)
+        distinct_items, item_of_row = torch.unique(items, return_inverse=True)
+        e_u = self.users(user_reps[:, distinct_users], present)[user_of_row]
+        e_i = self.items(item_reps[:, distinct_items], present)[item_of_row]
+        return (e_u * e_i).sum(-1)
+
+    def fit(self, models, train, valid, changed):
+        config = self.config
+        reps = self._representations(models)
+        device = reps[0].device
+        generator = torch.Generator().manual_seed(config.seed)
+        n_shards, _, dim = reps[0].shape
+        self.users = _AttentionSide(n_shards, dim, config.attention_dim, generator).to(device)
+        self.items = _AttentionSide(n_shards, dim, config.attention_dim, generator).to(device)
+        parameters = list(self.users.parameters()) + list(self.items.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=config.lr)
+        users = torch.tensor(train.user, device=device)
+        items = torch.tensor(train.item, device=device)
+        labels = torch.tensor(train.label, dtype=torch.float32, device=device)
+        best_auc, best_state, best_epoch = -math.inf, None, 0
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(users), generator=generator).to(device)
+            for start in range(0, len(order), config.batch_size):
+                idx = order[start:start + config.batch_size]
+                loss = F.binary_cross_entropy_with_logits(self._logits(reps, users[idx], items[idx]), labels[idx])
+                loss = loss + config.l2 * (self.users.penalty() + self.items.penalty())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if valid is None or len(np.unique(valid.label)) < 2:
+                continue
+            auc = float(roc_auc_score(valid.label, self._probabilities(reps, valid.user, valid.item)))
+            if auc > best_auc:
+                best_auc, best_epoch = auc, epoch + 1
+                best_state = [{k: v.detach().clone() for k, v in side.state_dict().items()}
+                              for side in (self.users, self.items)]
+        if best_state is not None:
+            self.users.load_state_dict(best_state[0])
+            self.items.load_state_dict(best_state[1])
+        return {"epochs": config.epochs, "best_epoch": best_epoch or config.epochs,
+                "best_valid_auc": round(best_auc, 6) if best_state is not None else None,
+                "training_rows": len(train), "training_data_hash": train.content_hash()}
+
+    @torch.no_grad()
+    def _probabilities(self, reps, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        device = reps[0].device
+        logits = self._logits(reps, torch.tensor(users, device=device), torch.tensor(items, device=device))
+        return torch.sigmoid(logits).cpu().numpy()
+
+    def score(self, models, users, items):
+        return self._probabilities(self._representations(models), users, items)
+
+    @torch.no_grad()
+    def score_all(self, models, users, n_items):
+        user_reps, item_reps, present = self._representations(models)
+        device = user_reps.device
+        e_u = self.users(user_reps[:, torch.as_tensor(users, device=device)], present)
+        e_i = self.items(item_reps, present)
+        return torch.sigmoid(e_u @ e_i.T).cpu().numpy()
+
+    def tensors(self):
+        return {f"{side}.{k}": v for side, module in (("users", self.users), ("items", self.items))
+                for k, v in module.state_dict().items()}
+
+    def restore(self, tensors, models):
+        reference = next(m for m in models if m is not None)
+        device = reference.user_emb.weight.device
+        generator = torch.Generator().manual_seed(self.config.seed)
+        n_shards = tensors["users.transform"].shape[0]
+        for side in ("users", "items"):
+            module = _AttentionSide(n_shards, reference.dim, self.config.attention_dim, generator)
+            module.load_state_dict({k[len(side) + 1:]: v for k, v in tensors.items() if k.startswith(side + ".")})
+            setattr(self, side, module.to(device))
+
+
+def build_aggregator(config: AverageConfig | AttentionConfig | WeightedConfig) -> Aggregator:
+    """The aggregator a config names."""
+    if config.kind == "average":
+        return AverageAggregator(config)
+    if config.kind == "attention":
+        return AttentionAggregator(config)
+    return WeightedAggregator(config)
