@@ -7,24 +7,35 @@ from recunlearn.data.deletion import (
     random_interactions,
     user_deletion,
 )
+from recunlearn.data.download import fetch
 from recunlearn.data.interactions import Interactions, Split, Vocabulary
-from recunlearn.data.registry import available_datasets, load_dataset
+from recunlearn.data.loaders import load_amazon, load_bookcrossing, load_table
+from recunlearn.data.registry import available_datasets, load_dataset, register_dataset, register_detector
 from recunlearn.data.splits import binarize, ifru_protocol, k_core, random_split, temporal_leave_last
+from recunlearn.data.synthetic import SyntheticConfig, synthetic
 
 __all__ = [
     "DeletionRequest",
     "Interactions",
     "Split",
+    "SyntheticConfig",
     "Vocabulary",
     "available_datasets",
     "binarize",
+    "fetch",
     "ifru_protocol",
     "item_deletion",
     "k_core",
     "label_flip_attack",
+    "load_amazon",
+    "load_bookcrossing",
     "load_dataset",
+    "load_table",
     "random_interactions",
     "random_split",
+    "register_dataset",
+    "register_detector",
+    "synthetic",
     "temporal_leave_last",
     "user_deletion",
 ]

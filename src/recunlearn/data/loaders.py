@@ -1,0 +1,238 @@
+"""BookCrossing, Amazon ratings CSV, and any CSV/Parquet table with named columns.
+
+Each loader returns raw ratings with every label 1 (the rows are interactions); binarise with
+:func:`recunlearn.data.binarize` to turn ratings into likes, as the IFRU protocol does
+(rating > 5 on BookCrossing, > 4 on Amazon).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.errors import DataError
+
+BX_RATINGS = "BX-Book-Ratings.csv"
+BX_BOOKS = "BX-Books.csv"
+
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "user": ("user", "user_id", "userid", "user-id", "reviewerid", "customer_id", "uid"),
+    "item": ("item", "item_id", "itemid", "movieid", "movie_id", "asin", "isbn", "book_id",
+             "product_id", "iid"),
+    "rating": ("rating", "ratings", "score", "overall", "book-rating", "stars"),
+    "timestamp": ("timestamp", "time", "unixreviewtime", "ts", "datetime", "date"),
+    "title": ("title", "item_title", "movie_title", "book-title", "book_title", "name"),
+    "author": ("author", "item_author", "book-author", "book_author"),
+}
+"""Column names :func:`load_table` recognises (case-insensitively) when a role is not named."""
+
+
+def _read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` with parse and decoding failures turned into a DataError naming the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise DataError(f"no such file: {path}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file, expected {what}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: malformed {what} ({exc})") from None
+
+
+def _first_incomplete(frame: pd.DataFrame, columns: Sequence[str], path: Path, header_lines: int) -> None:
+    """Raise naming the first line with an empty required field (a truncated or malformed file)."""
+    empty = frame[list(columns)].isna().any(axis=1).to_numpy()
+    if empty.any():
+        line = int(empty.argmax()) + 1 + header_lines
+        raise DataError(f"{path}: line {line} is incomplete (truncated or malformed file?)")
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path, header_lines: int) -> pd.Series:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna().to_numpy() & frame[column].notna().to_numpy()
+    if bad.any():
+        line = int(bad.argmax()) + 1 + header_lines
+        raise DataError(f"{path}: line {line}: {column} {frame[column].iloc[int(bad.argmax())]!r} is not a number")
+    return values
+
+
+# BookCrossing ------------------------------------------------------------------------------------
+
+def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "drop") -> Interactions:
+    """BookCrossing (Ziegler et al.) from ``BX-Book-Ratings.csv`` and, if present, ``BX-Books.csv``.
+
+    Both are ';'-separated, quoted, latin-1. Ratings run 1-10; a rating of 0 records an implicit
+    interaction (the user handled the book without rating it). ``implicit="drop"`` (the default,
+    and what rating-based protocols want) removes those rows; ``"keep"`` keeps them with rating 0,
+    which a later :func:`binarize` turns into negatives. Titles and authors come from
+    ``BX-Books.csv``; books it does not list get an empty title.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    ratings_path = path if path.is_file() else folder / BX_RATINGS
+    if not ratings_path.is_file():
+        raise DataError(f"no BookCrossing ratings at {ratings_path}" if path.exists() else f"no such path: {path}")
+    if implicit not in ("drop", "keep"):
+        raise DataError(f"implicit must be 'drop' or 'keep', got {implicit!r}")
+    ratings = _read_csv(ratings_path, "BookCrossing ratings (User-ID;ISBN;Book-Rating)", sep=";",
+                        encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False, na_values=[""])
+    columns = ["User-ID", "ISBN", "Book-Rating"]
+    missing = [c for c in columns if c not in ratings.columns]
+    if missing:
+        raise DataError(f"{ratings_path}: missing column(s) {missing}; the header has {list(ratings.columns)}")
+    _first_incomplete(ratings, columns, ratings_path, header_lines=1)
+    ratings["Book-Rating"] = _numeric(ratings, "Book-Rating", ratings_path, header_lines=1)
+    if implicit == "drop":
+        ratings = ratings[ratings["Book-Rating"] > 0]
+        if ratings.empty:
+            raise DataError(f"{ratings_path}: no explicit ratings (all are 0); use implicit='keep'")
+    titles = authors = None
+    books_path = folder / BX_BOOKS
+    if books_path.is_file():
+        books = _read_csv(books_path, "BookCrossing books (ISBN;Book-Title;Book-Author;...)", sep=";",
+                          encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False,
+                          on_bad_lines="error")
+        missing = [c for c in ("ISBN", "Book-Title", "Book-Author") if c not in books.columns]
+        if missing:
+            raise DataError(f"{books_path}: missing column(s) {missing}; the header has {list(books.columns)}")
+        titles = dict(zip(books["ISBN"], books["Book-Title"]))
+        authors = dict(zip(books["ISBN"], books["Book-Author"]))
+    return Interactions.from_frame(ratings, user="User-ID", item="ISBN", rating="Book-Rating", timestamp=None,
+                                   titles=titles, authors=authors, name="bookcrossing")
+
+
+def is_bookcrossing(path: Path) -> bool:
+    return (path / BX_RATINGS).is_file() if path.is_dir() else path.name == BX_RATINGS
+
+
+# Amazon ------------------------------------------------------------------------------------------
+
+def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
+    """Amazon 'ratings only' CSV: ``user,item,rating,timestamp`` with no header (McAuley's 2014 files).
+
+    The 2018 release (Ni et al.) writes ``item,user,rating,timestamp``: pass ``item_first=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    names = ["item", "user", "rating", "timestamp"] if item_first else ["user", "item", "rating", "timestamp"]
+    frame = _read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype=str,
+                      keep_default_na=False, na_values=[""])
+    if frame.shape[1] != 4:
+        raise DataError(f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}")
+    frame.columns = names
+    _first_incomplete(frame, names, path, header_lines=0)
+    frame["rating"] = _numeric(frame, "rating", path, header_lines=0)
+    frame["timestamp"] = _numeric(frame, "timestamp", path, header_lines=0).astype(np.int64)
+    return Interactions.from_frame(frame, name=path.stem)
+
+
+def is_amazon(path: Path) -> bool:
+    """A headerless .csv whose first line is ``text,text,number,integer``."""
+    if not (path.is_file() and path.suffix.lower() == ".csv"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        fields = fh.readline().strip().split(",")
+    if len(fields) != 4:
+        return False
+    try:
+        float(fields[2])
+        int(fields[3])
+    except ValueError:
+        return False
+    return True
+
+
+# Any table ---------------------------------------------------------------------------------------
+
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
+"""File suffixes :func:`load_table` reads, with the default separator of the text ones."""
+
+
+def _find(columns: Sequence[str], role: str, given: str | None, path: Path) -> str | None:
+    """The column playing ``role``: the one named, or the first alias present."""
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"{path}: no column {given!r} for {role}; the table has {list(columns)}")
+        return given
+    lowered = {str(c).lower(): c for c in columns}
+    return next((lowered[a] for a in COLUMN_ALIASES.get(role, ()) if a in lowered), None)
+
+
+def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
+    """Integer timestamps as they are; date strings parsed and turned into Unix seconds."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        return numeric
+    try:
+        parsed = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: timestamp column {values.name!r} holds neither numbers nor dates ({exc})") from None
+    return (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+
+
+def load_table(path: str | Path, *, user: str | None = None, item: str | None = None,
+               rating: str | None = None, timestamp: str | None = None, label: str | None = None,
+               title: str | None = None, author: str | None = None, sep: str | None = None,
+               encoding: str = "utf-8") -> Interactions:
+    """Any CSV/TSV/Parquet table with a header: name the columns, or let common names be found.
+
+    Unnamed roles are looked up in :data:`COLUMN_ALIASES` (``userId``, ``movieId``, ``asin``, ...);
+    user and item are required, the rest optional. ``label`` (0/1) sets the labels directly;
+    without it every row is a positive. Title and author columns give item text (first value per
+    item). Timestamps may be integers or dates.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except ImportError as exc:
+            raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'recunlearn[parquet]'): {exc}") from None
+        except Exception as exc:  # pyarrow raises its own error types for corrupt files
+            raise DataError(f"{path}: malformed Parquet file ({exc})") from None
+        header_lines = 0
+    else:
+        delimiter = sep or TABLE_SUFFIXES.get(suffix) or ","
+        frame = _read_csv(path, "table with a header line", sep=delimiter, encoding=encoding, dtype=str,
+                          keep_default_na=False, na_values=[""])
+        header_lines = 1
+    if frame.empty:
+        raise DataError(f"{path}: the table has no rows")
+    columns = list(frame.columns)
+    found = {role: _find(columns, role, given, path) for role, given in (
+        ("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("label", label),
+        ("title", title), ("author", author))}
+    for role in ("user", "item"):
+        if found[role] is None:
+            raise DataError(f"{path}: no {role} column (tried {list(COLUMN_ALIASES[role])}); the table has "
+                            f"{columns}; name it with {role}=...")
+    _first_incomplete(frame, [found["user"], found["item"]], path, header_lines)
+    for role in ("rating", "label"):
+        if found[role] is not None:
+            frame[found[role]] = _numeric(frame, found[role], path, header_lines)
+    if found["timestamp"] is not None:
+        frame[found["timestamp"]] = _as_seconds(frame[found["timestamp"]], path)
+    first = frame.drop_duplicates(found["item"])
+    text = {role: dict(zip(first[found["item"]].astype(str), first[found[role]].fillna("").astype(str)))
+            for role in ("title", "author") if found[role] is not None}
+    frame[found["user"]] = frame[found["user"]].astype(str)
+    frame[found["item"]] = frame[found["item"]].astype(str)
+    if found["label"] is not None and not frame[found["label"]].isin([0, 1]).all():
+        raise DataError(f"{path}: label column {found['label']!r} must hold only 0 and 1")
+    return Interactions.from_frame(frame, user=found["user"], item=found["item"], rating=found["rating"],
+                                   label=found["label"], timestamp=found["timestamp"],
+                                   titles=text.get("title"), authors=text.get("author"), name=path.stem)
+
+
+def is_table(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES

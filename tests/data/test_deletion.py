@@ -1,0 +1,70 @@
+"""Deletion requests and the deletion sets built from a table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recunlearn.data import (
+    DeletionRequest,
+    item_deletion,
+    label_flip_attack,
+    random_interactions,
+    user_deletion,
+)
+from recunlearn.errors import EmptyRequestError, UnknownIdError
+
+
+def test_random_interactions_size_and_seed(tiny):
+    request = random_interactions(tiny, 0.1, seed=1)
+    assert len(request.pairs) == round(0.1 * len(tiny))
+    assert request.rows(tiny).sum() == len(request.pairs)  # pairs are unique in the table
+    assert random_interactions(tiny, 0.1, seed=1).pairs == request.pairs
+    assert random_interactions(tiny, 0.1, seed=2).pairs != request.pairs
+    with pytest.raises(ValueError, match="fraction"):
+        random_interactions(tiny, 1.5)
+
+
+def test_user_deletion_removes_every_row_of_the_users(tiny):
+    request = user_deletion(tiny, n_users=3, seed=0)
+    assert len(request.users) == 3
+    rows = request.rows(tiny)
+    chosen = tiny.users.index(request.users)
+    np.testing.assert_array_equal(rows, np.isin(tiny.user, chosen))
+    assert user_deletion(tiny, n_users=3, seed=0).users == request.users
+    assert user_deletion(tiny, users=["u5"]).users == ("u5",)
+
+
+def test_item_deletion_removes_every_row_of_the_items(tiny):
+    request = item_deletion(tiny, n_items=2, seed=4)
+    rows = request.rows(tiny)
+    np.testing.assert_array_equal(rows, np.isin(tiny.item, tiny.items.index(request.items)))
+    assert rows.any()
+
+
+def test_label_flip_flips_exactly_the_rows_the_request_names(tiny_split):
+    train = tiny_split.train
+    polluted, request = label_flip_attack(train, fraction=0.05, seed=3)
+    flipped = polluted.label != train.label
+    assert flipped.sum() == round(0.05 * len(train))
+    np.testing.assert_array_equal(request.rows(polluted), flipped)
+    np.testing.assert_array_equal(polluted.label[flipped], 1 - train.label[flipped])
+    np.testing.assert_array_equal(polluted.rating, train.rating)  # only labels change
+    _, again = label_flip_attack(train, fraction=0.05, seed=3)
+    assert again.pairs == request.pairs
+
+
+def test_requests_reject_unknown_ids_and_emptiness(tiny):
+    with pytest.raises(UnknownIdError, match="'ghost'"):
+        DeletionRequest(users=["ghost"]).rows(tiny)
+    with pytest.raises(UnknownIdError, match="'nothing'"):
+        DeletionRequest(pairs=[("u1", "nothing")]).rows(tiny)
+    with pytest.raises(EmptyRequestError):
+        DeletionRequest()
+
+
+def test_request_round_trips_through_json(tiny):
+    request = random_interactions(tiny, 0.05, seed=0)
+    again = DeletionRequest.model_validate_json(request.model_dump_json())
+    assert again == request
+    np.testing.assert_array_equal(again.rows(tiny), request.rows(tiny))
