@@ -25,6 +25,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "item": ("item", "item_id", "itemid", "movieid", "movie_id", "asin", "isbn", "book_id",
              "product_id", "iid"),
     "rating": ("rating", "ratings", "score", "overall", "book-rating", "stars"),
+    "label": ("label", "click", "clicked", "like", "liked"),
     "timestamp": ("timestamp", "time", "unixreviewtime", "ts", "datetime", "date"),
     "title": ("title", "item_title", "movie_title", "book-title", "book_title", "name"),
     "author": ("author", "item_author", "book-author", "book_author"),
@@ -32,7 +33,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 """Column names :func:`load_table` recognises (case-insensitively) when a role is not named."""
 
 
-def _read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
+def read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` with parse and decoding failures turned into a DataError naming the file."""
     try:
         return pd.read_csv(path, **kwargs)
@@ -70,16 +71,19 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     interaction (the user handled the book without rating it). ``implicit="drop"`` (the default,
     and what rating-based protocols want) removes those rows; ``"keep"`` keeps them with rating 0,
     which a later :func:`binarize` turns into negatives. Titles and authors come from
-    ``BX-Books.csv``; books it does not list get an empty title.
+    ``BX-Books.csv``; books it does not list get an empty title, and so do the few books whose
+    line in that file cannot be parsed (pandas warns about each: the ratings stay exact).
     """
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"no such path: {path}")
     folder = path if path.is_dir() else path.parent
     ratings_path = path if path.is_file() else folder / BX_RATINGS
     if not ratings_path.is_file():
-        raise DataError(f"no BookCrossing ratings at {ratings_path}" if path.exists() else f"no such path: {path}")
+        raise DataError(f"{folder} holds no {BX_RATINGS}")
     if implicit not in ("drop", "keep"):
         raise DataError(f"implicit must be 'drop' or 'keep', got {implicit!r}")
-    ratings = _read_csv(ratings_path, "BookCrossing ratings (User-ID;ISBN;Book-Rating)", sep=";",
+    ratings = read_csv(ratings_path, "BookCrossing ratings (User-ID;ISBN;Book-Rating)", sep=";",
                         encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False, na_values=[""])
     columns = ["User-ID", "ISBN", "Book-Rating"]
     missing = [c for c in columns if c not in ratings.columns]
@@ -94,9 +98,9 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     titles = authors = None
     books_path = folder / BX_BOOKS
     if books_path.is_file():
-        books = _read_csv(books_path, "BookCrossing books (ISBN;Book-Title;Book-Author;...)", sep=";",
+        books = read_csv(books_path, "BookCrossing books (ISBN;Book-Title;Book-Author;...)", sep=";",
                           encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False,
-                          on_bad_lines="error")
+                          on_bad_lines="warn")
         missing = [c for c in ("ISBN", "Book-Title", "Book-Author") if c not in books.columns]
         if missing:
             raise DataError(f"{books_path}: missing column(s) {missing}; the header has {list(books.columns)}")
@@ -121,7 +125,7 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     names = ["item", "user", "rating", "timestamp"] if item_first else ["user", "item", "rating", "timestamp"]
-    frame = _read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype=str,
+    frame = read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype=str,
                       keep_default_na=False, na_values=[""])
     if frame.shape[1] != 4:
         raise DataError(f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}")
@@ -203,7 +207,7 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
         header_lines = 0
     else:
         delimiter = sep or TABLE_SUFFIXES.get(suffix) or ","
-        frame = _read_csv(path, "table with a header line", sep=delimiter, encoding=encoding, dtype=str,
+        frame = read_csv(path, "table with a header line", sep=delimiter, encoding=encoding, dtype=str,
                           keep_default_na=False, na_values=[""])
         header_lines = 1
     if frame.empty:

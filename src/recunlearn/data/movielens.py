@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.data.loaders import read_csv
 from recunlearn.errors import DataError
 
 SHARED_ML100K_ENV = "RECUNLEARN_ML100K"
@@ -44,9 +45,9 @@ def load_movielens_100k(path: str | Path) -> Interactions:
     for col in ratings.columns:
         if not pd.api.types.is_numeric_dtype(ratings[col]):
             raise DataError(f"{path / 'u.data'}: column {col} is not numeric")
-    movies = pd.read_csv(path / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1],
-                         names=["item", "title"])
-    titles = dict(zip(movies["item"].astype(str), movies["title"].fillna("").astype(str)))
+    movies = read_csv(path / "u.item", "MovieLens movie list (id|title|...)", sep="|", header=None,
+                      encoding="latin-1", usecols=[0, 1], names=["item", "title"])
+    titles = dict(zip(movies["item"].astype(str), movies["title"].fillna("").astype(str).str.strip()))
     return Interactions.from_frame(ratings, titles=titles, name="ml-100k")
 
 
@@ -56,8 +57,8 @@ def load_movielens_1m(path: str | Path) -> Interactions:
     _require(path, "ratings.dat", "movies.dat")
     ratings = _read_table(path / "ratings.dat", 4, sep="::", engine="python",
                           names=["user", "item", "rating", "timestamp"], encoding="latin-1")
-    movies = pd.read_csv(path / "movies.dat", sep="::", engine="python", header=None,
-                         names=["item", "title", "genres"], encoding="latin-1")
+    movies = read_csv(path / "movies.dat", "MovieLens movie list (id::title::genres)", sep="::",
+                      engine="python", header=None, names=["item", "title", "genres"], encoding="latin-1")
     titles = dict(zip(movies["item"].astype(str), movies["title"].astype(str)))
     return Interactions.from_frame(ratings, titles=titles, name="ml-1m")
 
@@ -92,7 +93,11 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
         item = read(".item")
         title_col = next((c for c in ("movie_title", "title", "book_title", "item_name") if c in item.columns), None)
         if title_col:
-            titles = dict(zip(item["item_id"], item[title_col]))
+            title = item[title_col].str.strip()
+            if "release_year" in item.columns:  # GroupLens writes "Title (1995)"; RecBole splits the year off
+                year = item["release_year"].str.strip()
+                title = title.where(~year.str.fullmatch(r"\d{4}"), title + " (" + year + ")")
+            titles = dict(zip(item["item_id"], title))
         author_col = next((c for c in ("book_author", "author") if c in item.columns), None)
         if author_col:
             authors = dict(zip(item["item_id"], item[author_col]))
