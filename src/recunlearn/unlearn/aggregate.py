@@ -50,8 +50,9 @@ class AttentionConfig(BaseModel):
     kind: Literal["attention"] = "attention"
     attention_dim: int = Field(16, gt=0)
     """Hidden size of the attention network (RecEraser uses half the embedding size)."""
-    epochs: int = Field(4, gt=0)
-    """Passes over the training rows; the epoch with the best validation AUC is kept."""
+    epochs: int = Field(2, gt=0)
+    """Passes over the training rows; the epoch with the best validation AUC is kept (on ML-100K with
+    K=10 validation AUC peaks at the second epoch, so more only costs unlearning time)."""
     lr: float = Field(0.01, gt=0)
     """Adam learning rate."""
     l2: float = Field(1e-4, ge=0)
