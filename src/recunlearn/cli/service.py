@@ -1,0 +1,140 @@
+"""The deletion service's commands: ``serve``, ``worker``, ``verify`` and ``service init|token|status|migrate``."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recunlearn.cli._app import app
+from recunlearn.errors import ConfigError
+
+service_app = typer.Typer(help="Set up and inspect a deletion service (see docs/service.md).", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+HomeOption = typer.Option(None, "--home", help="Service folder (default: $RECUNLEARN_HOME, else ./recunlearn-service).")
+
+
+def _home(path: Optional[Path]):
+    from recunlearn.service.config import ServiceHome
+
+    return ServiceHome(path)
+
+
+def _method_config(text: Optional[str]) -> dict:
+    """A TOML or JSON file, or inline JSON."""
+    if not text:
+        return {}
+    path = Path(text)
+    try:
+        if path.is_file():
+            return tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        return json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--config: not a TOML/JSON file nor inline JSON ({exc})") from None
+
+
+@service_app.command("init")
+def init(
+    data: str = typer.Option(..., "--data", help="Dataset name (ml-100k, synthetic, ...) or path in a known format."),
+    method: str = typer.Option("sisa", "--method", help="Registered unlearning method (see `recunlearn methods`)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Method config: TOML/JSON file or inline JSON, "
+                                         "e.g. '{\"n_shards\": 4, \"train\": {\"max_epochs\": 20}}'."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL; default SQLite in the home."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Store the data, train the first model on all of it, publish it, print two API tokens."""
+    from recunlearn.data.registry import load_dataset
+    from recunlearn.service.initialize import init_service
+
+    result = init_service(_home(home), load_dataset(data), method, _method_config(config), database_url=database_url)
+    typer.echo(f"service in {result.home.path}: {result.rows:,} interactions, {method} trained in "
+               f"{result.fit_seconds:.1f} s, serving {result.version}")
+    typer.echo(f"write token (deletions + reads): {result.write_token}")
+    typer.echo(f"read token (recommendations, scores, status): {result.read_token}")
+    typer.echo("tokens are shown once; `recunlearn service token` makes more")
+
+
+@service_app.command("token")
+def token(role: str = typer.Option("read", help="'read' or 'write'."),
+          name: str = typer.Option("cli", help="A note saying who holds it."),
+          home: Optional[Path] = HomeOption) -> None:
+    """Create an API bearer token (printed once; only its hash is stored)."""
+    from recunlearn.service.store import Ledger
+
+    location = _home(home)
+    ledger = Ledger(location.database_url())
+    typer.echo(ledger.add_token(role, name))
+    ledger.close()
+
+
+@service_app.command("status")
+def status(home: Optional[Path] = HomeOption) -> None:
+    """Served version and requests by status."""
+    from recunlearn.service.store import Ledger
+    from recunlearn.service.versions import current_name
+
+    location = _home(home)
+    ledger = Ledger(location.database_url())
+    typer.echo(json.dumps({"served_version": current_name(location), "method": location.config().method,
+                           "interactions": ledger.count_interactions(), "requests": ledger.by_status()}, indent=1))
+    ledger.close()
+
+
+@service_app.command("migrate")
+def migrate(home: Optional[Path] = HomeOption) -> None:
+    """Upgrade the database schema to the newest migration (serve and worker also do this at start)."""
+    from recunlearn.service.store import Ledger
+
+    location = _home(home)
+    Ledger(location.database_url()).close()
+    typer.echo(f"schema of {location.database_url()} is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    worker: bool = typer.Option(False, "--worker/--no-worker", help="Also process deletions in this process."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Start the HTTP API (uvicorn). Run `recunlearn worker` beside it, or pass --worker."""
+    import uvicorn
+
+    from recunlearn.service.api import create_app
+
+    uvicorn.run(create_app(_home(home), worker=worker), host=host, port=port, log_level="info")
+
+
+@app.command("worker")
+def worker_command(
+    drain: bool = typer.Option(False, "--drain", help="Exit once no request is waiting (instead of polling)."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Process deletion requests: forget, publish a new model version, record the audit."""
+    import logging
+
+    from recunlearn.service.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handled = Worker(_home(home)).run(drain=drain)
+    typer.echo(f"settled {handled} request(s)")
+
+
+@app.command()
+def verify(
+    request_id: str = typer.Argument(..., help="The deletion request's id."),
+    retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="Exact methods: retrain the changed "
+                                 "parts from scratch and compare bitwise."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    home: Optional[Path] = HomeOption,
+) -> None:
+    """Check that no trace of a deletion request's data is left (exit code 1 if any check fails)."""
+    from recunlearn.service.audit import describe, verify_request
+
+    result = verify_request(_home(home), request_id, retrain=retrain)
+    typer.echo(json.dumps({**result.model_dump(), "ok": result.ok}, indent=1) if as_json else describe(result))
+    raise typer.Exit(0 if result.ok else 1)

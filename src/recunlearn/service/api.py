@@ -1,0 +1,300 @@
+"""The HTTP API (FastAPI; the OpenAPI spec is at /openapi.json).
+
+Every route but /v1/health needs ``Authorization: Bearer <token>``: no or an unknown token is 401, a
+read token on a write route is 403. Recommendations and scores come from the served version, held in
+memory and swapped for a newer one in the background, so serving never waits for the worker.
+"""
+
+
+import hashlib
+import json
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import RecUnlearnError
+from recunlearn.service.config import ServiceConfig, ServiceHome
+from recunlearn.service.store import ConflictError, DeletionRecord, Ledger, RequestNotFound
+from recunlearn.service.versions import current_name, load_current
+from recunlearn.train.runtime import configure_threads
+from recunlearn.unlearn.base import Unlearner
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Error(BaseModel):
+    """Every 4xx answer: one sentence naming what is wrong."""
+
+    detail: str
+
+
+class DeletionIn(BaseModel):
+    """A deletion request; ``request_id`` is the client's idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: Id
+    """Resubmitting the same id returns the same record; the same id with other content is 409."""
+    pairs: list[tuple[Id, Id]] = Field(default_factory=list)
+    """(user, item) interactions to remove."""
+    users: list[Id] = Field(default_factory=list)
+    """Users all of whose interactions are removed."""
+    items: list[Id] = Field(default_factory=list)
+    """Items all of whose interactions are removed."""
+
+
+class ScoresIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[tuple[Id, Id]] = Field(min_length=1)
+    """(user, item) pairs to score."""
+
+
+class ScoresOut(BaseModel):
+    version: str
+    scores: list[float]
+    """Higher = more likely liked, one per pair, in order."""
+
+
+class Recommendation(BaseModel):
+    item: str
+    score: float
+
+
+class RecommendationsOut(BaseModel):
+    user: str
+    version: str
+    items: list[Recommendation]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "no-model", "worker-failed"]
+    version: str | None
+    requests: dict[str, int]
+    """Number of deletion requests by status."""
+    worker: Literal["in-process", "external"]
+    worker_error: str | None = None
+
+
+class ServedModel:
+    """The version in memory; a newer one (by the pointer file) is loaded in a background thread."""
+
+    def __init__(self, home: ServiceHome, poll_seconds: float):
+        self.home = home
+        self.poll_seconds = poll_seconds
+        self.name: str | None = None
+        self.model: Unlearner | None = None
+        self.users_with_data: np.ndarray | None = None
+        self._checked = 0.0
+        self._loading = threading.Lock()
+
+    def get(self) -> tuple[str, Unlearner]:
+        now = time.monotonic()
+        if self.model is None:
+            with self._loading:
+                if self.model is None:
+                    self._load()
+        elif now - self._checked > self.poll_seconds:
+            self._checked = now
+            if current_name(self.home) != self.name and self._loading.acquire(blocking=False):
+                threading.Thread(target=self._load_in_background, daemon=True).start()
+        return self.name, self.model
+
+    def _load(self) -> None:
+        name, model = load_current(self.home)
+        has_data = np.zeros(model.train.n_users, bool)
+        has_data[model.train.user] = True
+        self.users_with_data = has_data
+        self.name, self.model = name, model  # one reference swap: readers see the old or the new version
+        self._checked = time.monotonic()
+
+    def _load_in_background(self) -> None:
+        try:
+            self._load()
+        except (RecUnlearnError, OSError):  # the worker switched again mid-load; the next check retries
+            pass
+        finally:
+            self._loading.release()
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Error} for code in codes}
+
+
+def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
+    """The API of one service home; ``worker=True`` also runs the worker in a thread of this process."""
+    config: ServiceConfig = home.config()
+    ledger = Ledger(home.database_url(config))
+    served = ServedModel(home, config.poll_seconds)
+    state: dict[str, Any] = {"worker_error": None}
+    token_cache: dict[str, tuple[float, str | None]] = {}
+    configure_threads()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        stop = threading.Event()
+        if worker:
+            from recunlearn.service.worker import run_in_thread
+
+            run_in_thread(home, stop, lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"))
+        yield
+        stop.set()
+
+    app = FastAPI(title="recunlearn deletion service", version="1", lifespan=lifespan,
+                  description="Deletion requests against a deployed recommender: every request is stored, "
+                              "applied by an unlearning method, published in a new model version and audited.")
+    bearer = HTTPBearer(auto_error=False)
+
+    def role_of(token: str) -> str | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = token_cache.get(key)
+        if cached is None or time.monotonic() - cached[0] > 10.0:
+            cached = (time.monotonic(), ledger.token_role(token))
+            token_cache[key] = cached
+        return cached[1]
+
+    def require(needed: str):
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            role = role_of(credentials.credentials)
+            if role is None:
+                raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+            if needed == "write" and role != "write":
+                raise HTTPException(403, "this token may read but not submit deletions")
+            return role
+
+        return check
+
+    def model() -> tuple[str, Unlearner]:
+        try:
+            return served.get()
+        except (RecUnlearnError, OSError) as exc:
+            raise HTTPException(503, f"no model version can be served: {exc}") from None
+
+    def known(vocabulary, ids: list[str], kind: str) -> None:
+        missing = [i for i in dict.fromkeys(ids) if i not in vocabulary]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise HTTPException(404, f"unknown {kind} id(s): {shown}{more}")
+
+    @app.post("/v1/deletions", status_code=202, response_model=DeletionRecord,
+              responses={200: {"model": DeletionRecord, "description": "Already submitted with this id"},
+                         **_errors(400, 401, 403, 404, 409, 413, 503)})
+    def submit_deletion(body: DeletionIn, response: Response,
+                        _role: Annotated[str, Depends(require("write"))]) -> DeletionRecord:
+        """Ask to forget interactions, users or items. Answers 202 once the request is durably stored."""
+        size = len(body.pairs) + len(body.users) + len(body.items)
+        if size == 0:
+            raise HTTPException(400, "the request names no pairs, users or items")
+        if size > config.max_request_ids:
+            raise HTTPException(413, f"the request names {size} ids; at most {config.max_request_ids} per request")
+        _, current = model()
+        known(current.train.users, body.users + [p[0] for p in body.pairs], "user")
+        known(current.train.items, body.items + [p[1] for p in body.pairs], "item")
+        request = DeletionRequest(request_id=body.request_id, pairs=body.pairs, users=body.users, items=body.items)
+        try:
+            record, created = ledger.submit(request)
+        except ConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
+        if not created:
+            response.status_code = 200
+        return record
+
+    @app.get("/v1/deletions/{request_id}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
+    def get_deletion(request_id: Annotated[str, Path(max_length=200)],
+                     _role: Annotated[str, Depends(require("read"))]) -> DeletionRecord:
+        """A request's status, and once applied its audit: what was removed, how, and in which version."""
+        try:
+            return ledger.get(request_id)
+        except RequestNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/v1/recommendations/{user}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
+    def recommendations(user: Annotated[str, Path(max_length=200)],
+                        _role: Annotated[str, Depends(require("read"))],
+                        k: Annotated[int, Query(ge=1, le=1000)] = 10) -> RecommendationsOut:
+        """Top-k unseen items for a user, from the served version."""
+        name, current = model()
+        if user not in current.train.users:
+            raise HTTPException(404, f"unknown user id {user!r}")
+        if not served.users_with_data[current.train.users.index([user])[0]]:
+            raise HTTPException(404, f"user {user!r} has no interactions in the served model (deleted)")
+        top = current.recommend(user, k=k)
+        return RecommendationsOut(user=user, version=name, items=[Recommendation(item=i, score=s) for i, s in top])
+
+    @app.post("/v1/scores", response_model=ScoresOut, responses=_errors(401, 403, 404, 413, 503))
+    def scores(body: ScoresIn, _role: Annotated[str, Depends(require("read"))]) -> ScoresOut:
+        """Scores of (user, item) pairs from the served version."""
+        if len(body.pairs) > config.max_score_pairs:
+            raise HTTPException(413, f"{len(body.pairs)} pairs; at most {config.max_score_pairs} per call")
+        name, current = model()
+        known(current.train.users, [p[0] for p in body.pairs], "user")
+        known(current.train.items, [p[1] for p in body.pairs], "item")
+        values = current.score([p[0] for p in body.pairs], [p[1] for p in body.pairs])
+        return ScoresOut(version=name, scores=[float(v) for v in values])
+
+    @app.get("/v1/health", response_model=HealthOut)
+    def health() -> HealthOut:
+        """Liveness and what is served; needs no token."""
+        try:
+            name, _ = served.get()
+            status = "worker-failed" if state["worker_error"] else "ok"
+        except (RecUnlearnError, OSError):
+            name, status = None, "no-model"
+        return HealthOut(status=status, version=name, requests=ledger.by_status(),
+                         worker="in-process" if worker else "external", worker_error=state["worker_error"])
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413 before the app parses them (declared or streamed)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(send, 413 if declared.isdigit() else 400,
+                                      f"request body over {self.limit} bytes" if declared.isdigit()
+                                      else "malformed Content-Length header")
+        chunks, total, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > self.limit:
+                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send, status: int, detail: str) -> None:
+        payload = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,203 @@
+"""The worker: takes waiting deletion requests, makes the model forget them, publishes a new version.
+
+Each pass is a sequence of steps that leaves a state a restarted worker can finish from:
+
+1. recover: publish a version the ledger recorded but the pointer does not name yet; delete folders
+   of versions that are not served (crashed staging folders, retired versions);
+2. claim up to ``batch_size`` received requests (under the worker lock: one worker per service);
+3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
+4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
+5. one transaction: delete the requests' interactions from the store, mark them applied with their
+   audit, record the staged version;
+6. switch the ``CURRENT`` pointer (atomic rename), then mark the version and requests published;
+7. delete the previous version's folder.
+
+A crash before 5 leaves the requests 'received' (redone from scratch, the orphan folder is deleted);
+a crash after 5 leaves them 'applied' with a complete folder, and step 1 publishes it. So every
+acknowledged request is published exactly once and the pointer only ever names a complete version.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import RecUnlearnError
+from recunlearn.service.config import ServiceHome
+from recunlearn.service.store import DeletionRecord, Ledger
+from recunlearn.service.versions import (Stage, check_version, current_name, load_current, part_hashes,
+                                         point_to, remove_unserved, stage_version)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("recovered", "claimed", "model_loaded", "forget_started", "forgotten", "saved", "manifest_written",
+          "version_renamed", "store_deleted", "applied_committed", "pointer_written", "pointer_renamed",
+          "published_committed", "removed_old_version", "cleaned")
+"""Every step at which the worker calls its ``stage`` hook, in order."""
+
+
+class WorkerBusyError(RecUnlearnError):
+    """Another worker already runs for this service."""
+
+
+class Worker:
+    """Processes the deletion requests of one service home."""
+
+    def __init__(self, home: ServiceHome, *, stage: Stage = lambda _: None, ledger: Ledger | None = None):
+        self.home = home
+        self.config = home.config()
+        self.ledger = ledger or Ledger(home.database_url(self.config))
+        self.stage = stage
+        self._lock_handle = None
+
+    # locking --------------------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Take the worker lock (released by the OS when the process dies, even by SIGKILL)."""
+        handle = open(self.home.lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise WorkerBusyError(f"another worker is running for {self.home.path}") from None
+        self._lock_handle = handle
+
+    def release(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # the loop ------------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, drain: bool = False) -> int:
+        """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting)."""
+        stop = stop or threading.Event()
+        self.acquire()
+        handled = 0
+        try:
+            while not stop.is_set():
+                try:
+                    done = self.run_once()
+                except RecUnlearnError:
+                    raise
+                except Exception:  # a bug or an outage: log it, keep the requests waiting, try again
+                    log.exception("worker pass failed; retrying")
+                    done = 0
+                    if drain:
+                        raise
+                handled += done
+                if done == 0:
+                    if drain:
+                        break
+                    stop.wait(self.config.poll_seconds)
+        finally:
+            self.release()
+        return handled
+
+    def run_once(self) -> int:
+        """One pass: recover, then apply and publish one batch. Returns the number of requests settled."""
+        self.recover()
+        batch = self.ledger.waiting(self.config.batch_size)
+        if not batch:
+            return 0
+        self.stage("claimed")
+        return self._apply(batch)
+
+    def recover(self) -> None:
+        """Finish a publication a crash interrupted, and delete every folder that is not served."""
+        for version in self.ledger.staged_versions():
+            problems = check_version(self.home.versions / version["name"])
+            if problems:
+                raise RecUnlearnError(f"version {version['name']} is recorded as applied but its folder is not "
+                                      f"complete ({'; '.join(problems)}); restore it from backup")
+            self._publish(version["number"], version["name"])
+        remove_unserved(self.home, self.stage)
+        self.stage("recovered")
+
+    # one batch ------------------------------------------------------------------------------------------------
+    def _apply(self, batch: list[DeletionRecord]) -> int:
+        started = time.time()
+        parent, model = load_current(self.home)
+        self.stage("model_loaded")
+        masks: dict[str, np.ndarray] = {}
+        for record in batch:
+            try:
+                masks[record.request_id] = record.request.rows(model.train)
+            except RecUnlearnError as exc:
+                self.ledger.fail(record.request_id, str(exc))
+        failed = len(batch) - len(masks)
+        batch = [r for r in batch if r.request_id in masks]
+        if not batch:
+            return failed
+        to_forget = [DeletionRequest.from_rows(model.train, masks[r.request_id], request_id=r.request_id)
+                     for r in batch if masks[r.request_id].any()]
+        train_before = model.train
+        self.stage("forget_started")
+        try:
+            reports = {r.request_id: r for r in model.forget_many(to_forget)}
+        except RecUnlearnError as exc:
+            if len(batch) == 1:
+                self.ledger.fail(batch[0].request_id, f"{model.name} could not forget it: {exc}")
+                return 1
+            log.warning("batch of %d failed (%s); applying its requests one by one", len(batch), exc)
+            return failed + sum(self._apply([record]) for record in batch)
+        self.stage("forgotten")
+        forget_done = time.time()
+        number = max(self.ledger.latest_version_number(), int(parent[1:])) + 1
+        ids = [r.request_id for r in batch]
+        name, manifest_sha256 = stage_version(self.home, model, number, ids, self.stage)
+        saved = time.time()
+        hashes = part_hashes(model)
+        audits = {r.request_id: self._audit(r, reports.get(r.request_id), model, train_before, hashes, parent,
+                                            number, len(batch), started, forget_done, saved)
+                  for r in batch}
+        self.ledger.record_applied(number, name, manifest_sha256, audits,
+                                   before_commit=lambda: self.stage("store_deleted"))
+        self.stage("applied_committed")
+        self._publish(number, name)
+        remove_unserved(self.home, self.stage)
+        self.stage("cleaned")
+        return failed + len(batch)
+
+    def _publish(self, number: int, name: str) -> None:
+        if current_name(self.home) != name:
+            point_to(self.home, name, self.stage)
+        self.ledger.record_published(number)
+        self.stage("published_committed")
+
+    @staticmethod
+    def _audit(record: DeletionRecord, report: Any, model: Any, train_before: Any, hashes: dict[str, str],
+               parent: str, number: int, batch_size: int, started: float, forget_done: float,
+               saved: float) -> dict[str, Any]:
+        """What the request removed, how, which parts changed, timings, and the data each part now holds."""
+        common = {"method": model.name, "exact": model.exact, "version": number, "previous_version": parent,
+                  "batched_with": batch_size, "part_data_sha256": hashes,
+                  "train_sha256_before": train_before.content_hash(), "train_sha256": model.train.content_hash(),
+                  "timings": {"queued_s": round(started - record.received_at, 4),
+                              "forget_s": round(forget_done - started, 4), "save_s": round(saved - forget_done, 4)}}
+        if report is None:
+            return {**common, "removed_rows": 0, "removed_pairs": [], "parts": [], "changed_parts": [],
+                    "noop": True, "details": {"reason": "nothing the request names is in the training data"}}
+        return {**common, "removed_rows": report.removed_rows, "removed_pairs": [list(p) for p in report.removed_pairs],
+                "parts": [p.model_dump() for p in report.parts], "changed_parts": report.changed_parts,
+                "noop": report.noop, "forget_seconds": round(report.seconds, 4), "details": report.details}
+
+
+def run_in_thread(home: ServiceHome, stop: threading.Event, on_error: Callable[[BaseException], None]) -> threading.Thread:
+    """Run a worker beside the HTTP server (``recunlearn serve --worker``)."""
+
+    def target() -> None:
+        try:
+            Worker(home).run(stop)
+        except BaseException as exc:  # reported to the server, which shows it on /v1/health
+            on_error(exc)
+
+    thread = threading.Thread(target=target, name="recunlearn-worker", daemon=True)
+    thread.start()
+    return thread
