@@ -28,8 +28,9 @@ def _frozen(array: Any, dtype: Any) -> np.ndarray:
 
 def _sorted_ids(values: Iterable[Any]) -> np.ndarray:
     """Unique ids as strings, in numeric order when every id is a number (so '10' follows '9')."""
-    unique = pd.unique(pd.Series(list(values) if not isinstance(values, (np.ndarray, pd.Series)) else values))
-    as_str = np.array([str(v) for v in unique], dtype=str)
+    series = values if isinstance(values, pd.Series) else pd.Series(
+        values if isinstance(values, np.ndarray) else list(values))
+    as_str = pd.unique(series.astype(str)).astype(str)
     try:
         order = np.argsort(as_str.astype(np.float64), kind="stable")
     except ValueError:
@@ -43,15 +44,15 @@ class Vocabulary:
 
     ids: np.ndarray
     kind: str = "id"
-    _lookup: dict[str, int] = field(init=False, repr=False, compare=False)
+    _index: pd.Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ids = _frozen([str(i) for i in self.ids], dtype=str) if len(self.ids) else _frozen([], dtype="<U1")
-        lookup = {v: i for i, v in enumerate(ids.tolist())}
-        if len(lookup) != len(ids):
+        ids = _frozen(np.asarray(self.ids).astype(str), dtype=str) if len(self.ids) else _frozen([], dtype="<U1")
+        index = pd.Index(ids, dtype=object)
+        if not index.is_unique:
             raise DataError(f"{self.kind} vocabulary has duplicate ids")
         object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "_lookup", lookup)
+        object.__setattr__(self, "_index", index)
 
     @classmethod
     def from_values(cls, values: Iterable[Any], kind: str = "id") -> Vocabulary:
@@ -61,18 +62,23 @@ class Vocabulary:
         return len(self.ids)
 
     def __contains__(self, external: object) -> bool:
-        return str(external) in self._lookup
+        return str(external) in self._index
 
     def index(self, external: Iterable[Any] | Any) -> np.ndarray:
         """Indices of external ids; raises :class:`UnknownIdError` naming the unknown ones."""
-        values = [external] if isinstance(external, (str, int, np.integer)) else list(external)
-        keys = [str(v) for v in values]
-        missing = [k for k in keys if k not in self._lookup]
-        if missing:
+        if isinstance(external, (str, int, np.integer)):
+            external = [external]
+        keys = external if isinstance(external, pd.Series) else pd.Series(
+            external if isinstance(external, np.ndarray) else list(external), dtype=object)
+        if not pd.api.types.is_string_dtype(keys) or keys.dtype == object:
+            keys = keys.astype(str)
+        positions = self._index.get_indexer(keys) if len(keys) else np.empty(0, np.int64)
+        if (positions < 0).any():
+            missing = keys[positions < 0].astype(str).tolist()
             shown = ", ".join(repr(m) for m in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise UnknownIdError(f"unknown {self.kind} id(s): {shown}{more}")
-        return np.fromiter((self._lookup[k] for k in keys), dtype=np.int64, count=len(keys))
+        return positions.astype(np.int64)
 
     def external(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         return self.ids[np.asarray(index, dtype=np.int64)]

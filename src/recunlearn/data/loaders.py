@@ -84,7 +84,8 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     if implicit not in ("drop", "keep"):
         raise DataError(f"implicit must be 'drop' or 'keep', got {implicit!r}")
     ratings = read_csv(ratings_path, "BookCrossing ratings (User-ID;ISBN;Book-Rating)", sep=";",
-                        encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False, na_values=[""])
+                       encoding="latin-1", dtype={"User-ID": str, "ISBN": str}, escapechar="\\",
+                       keep_default_na=False, na_values=[""])
     columns = ["User-ID", "ISBN", "Book-Rating"]
     missing = [c for c in columns if c not in ratings.columns]
     if missing:
@@ -99,8 +100,8 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     books_path = folder / BX_BOOKS
     if books_path.is_file():
         books = read_csv(books_path, "BookCrossing books (ISBN;Book-Title;Book-Author;...)", sep=";",
-                          encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False,
-                          on_bad_lines="warn")
+                         encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False,
+                         on_bad_lines="warn")
         missing = [c for c in ("ISBN", "Book-Title", "Book-Author") if c not in books.columns]
         if missing:
             raise DataError(f"{books_path}: missing column(s) {missing}; the header has {list(books.columns)}")
@@ -125,8 +126,8 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     names = ["item", "user", "rating", "timestamp"] if item_first else ["user", "item", "rating", "timestamp"]
-    frame = read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype=str,
-                      keep_default_na=False, na_values=[""])
+    frame = read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype={0: str, 1: str},
+                     keep_default_na=False, na_values=[""])
     if frame.shape[1] != 4:
         raise DataError(f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}")
     frame.columns = names
@@ -168,6 +169,16 @@ def _find(columns: Sequence[str], role: str, given: str | None, path: Path) -> s
     return next((lowered[a] for a in COLUMN_ALIASES.get(role, ()) if a in lowered), None)
 
 
+def _roles(columns: list[str], path: Path, given: dict[str, str | None]) -> dict[str, str | None]:
+    """The column of each role (named in ``given`` or found by alias); user and item must be found."""
+    found = {role: _find(columns, role, name, path) for role, name in given.items()}
+    for role in ("user", "item"):
+        if found[role] is None:
+            raise DataError(f"{path}: no {role} column (tried {list(COLUMN_ALIASES[role])}); the table has "
+                            f"{columns}; name it with {role}=...")
+    return found
+
+
 def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
     """Integer timestamps as they are; date strings parsed and turned into Unix seconds."""
     if pd.api.types.is_numeric_dtype(values):
@@ -197,6 +208,8 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     suffix = path.suffix.lower()
+    given = {"user": user, "item": item, "rating": rating, "timestamp": timestamp, "label": label,
+             "title": title, "author": author}
     if suffix in (".parquet", ".pq"):
         try:
             frame = pd.read_parquet(path)
@@ -204,22 +217,18 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
             raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'recunlearn[parquet]'): {exc}") from None
         except Exception as exc:  # pyarrow raises its own error types for corrupt files
             raise DataError(f"{path}: malformed Parquet file ({exc})") from None
+        found = _roles(list(frame.columns), path, given)
         header_lines = 0
     else:
-        delimiter = sep or TABLE_SUFFIXES.get(suffix) or ","
-        frame = read_csv(path, "table with a header line", sep=delimiter, encoding=encoding, dtype=str,
-                          keep_default_na=False, na_values=[""])
+        options = {"sep": sep or TABLE_SUFFIXES.get(suffix) or ",", "encoding": encoding,
+                   "keep_default_na": False, "na_values": [""]}
+        header = read_csv(path, "table with a header line", nrows=0, **options)
+        found = _roles(list(header.columns), path, given)
+        text_columns = [found[r] for r in ("user", "item", "title", "author") if found[r] is not None]
+        frame = read_csv(path, "table with a header line", dtype=dict.fromkeys(text_columns, str), **options)
         header_lines = 1
     if frame.empty:
         raise DataError(f"{path}: the table has no rows")
-    columns = list(frame.columns)
-    found = {role: _find(columns, role, given, path) for role, given in (
-        ("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("label", label),
-        ("title", title), ("author", author))}
-    for role in ("user", "item"):
-        if found[role] is None:
-            raise DataError(f"{path}: no {role} column (tried {list(COLUMN_ALIASES[role])}); the table has "
-                            f"{columns}; name it with {role}=...")
     _first_incomplete(frame, [found["user"], found["item"]], path, header_lines)
     for role in ("rating", "label"):
         if found[role] is not None:
