@@ -1,0 +1,272 @@
+"""Prompt samples of a TALLRec-style recommender: built from interaction histories, or read from
+TALLRec's JSON files.
+
+A sample is (user history, target item, label) rendered as an instruction and an input text; the
+model answers "Yes." or "No.". :class:`SampleTable` keeps the texts with the ids that a deletion
+request can name: the sample id, the user, and the items the prompt mentions (target and history),
+so "forget this user" or "forget this interaction" finds every prompt that carries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.errors import DataError, UnknownIdError
+
+ALPACA_HEADER = ("Below is an instruction that describes a task, paired with an input that provides further "
+                 "context. Write a response that appropriately completes the request.")
+INSTRUCTIONS = {
+    "movie": "Given the user's preference and unpreference, identify whether the user will like the target "
+             "movie by answering \"Yes.\" or \"No.\".",
+    "book": "Given the user's preference and unpreference, identify whether the user will like the target "
+            "book by answering \"Yes.\" or \"No.\".",
+}
+ITEM_SEPARATOR = "\t"
+"""Separates item ids in :attr:`SampleTable.items` (ids never contain tabs in the loaders)."""
+Template = Literal["alpaca", "input"]
+
+
+def render_prompt(instruction: str, text: str, template: Template = "alpaca") -> str:
+    """TALLRec's Alpaca prompt ending in ``### Response:`` (for causal LMs), or the input text alone
+    ('input': no boilerplate, for encoders whose context is short)."""
+    if template == "input":
+        return text
+    return f"{ALPACA_HEADER}\n\n### Instruction:\n{instruction}\n\n### Input:\n{text}\n\n### Response:\n"
+
+
+@dataclass(frozen=True, eq=False)
+class SampleTable:
+    """Prompt samples, one per row; columns are numpy arrays of equal length."""
+
+    ids: np.ndarray
+    """Unique sample ids (what ``DeletionRequest(samples=...)`` names)."""
+    instruction: np.ndarray
+    input: np.ndarray
+    label: np.ndarray
+    """1.0 = the user liked the target ("Yes."), 0.0 = not."""
+    user: np.ndarray
+    """External user id of the history ('' when the source does not say)."""
+    items: np.ndarray
+    """Item ids the prompt mentions, target first, joined by a tab ('' when unknown)."""
+    timestamp: np.ndarray
+    name: str = "samples"
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for column, dtype in (("ids", str), ("instruction", str), ("input", str), ("label", np.float32),
+                              ("user", str), ("items", str), ("timestamp", np.int64)):
+            value = np.array(getattr(self, column), dtype=dtype)
+            if value.ndim != 1 or len(value) != n:
+                raise DataError(f"sample column {column!r} has {len(value)} rows, expected {n}")
+            value.setflags(write=False)
+            object.__setattr__(self, column, value)
+        if len(set(self.ids.tolist())) != n:
+            raise DataError(f"{self.name}: sample ids are not unique")
+        if n and not np.isin(self.label, (0.0, 1.0)).all():
+            raise DataError(f"{self.name}: labels must be 0 or 1")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        rate = float(self.label.mean()) if len(self) else 0.0
+        return f"SampleTable({self.name!r}: {len(self):,} samples, positive rate {rate:.3f})"
+
+    # derived tables ---------------------------------------------------------------------------------
+    def take(self, rows: np.ndarray | Sequence[int]) -> SampleTable:
+        rows = np.asarray(rows)
+        return SampleTable(**{c: getattr(self, c)[rows] for c in _COLUMNS}, name=self.name)
+
+    def drop(self, mask: np.ndarray) -> SampleTable:
+        return self.take(~np.asarray(mask, dtype=bool))
+
+    def with_name(self, name: str) -> SampleTable:
+        return SampleTable(**{c: getattr(self, c) for c in _COLUMNS}, name=name)
+
+    def prompts(self, template: Template = "alpaca") -> list[str]:
+        return [render_prompt(i, t, template) for i, t in zip(self.instruction.tolist(), self.input.tolist())]
+
+    def positions(self, sample_ids: Sequence[str]) -> np.ndarray:
+        """Row positions of sample ids; unknown ids raise :class:`UnknownIdError` naming them."""
+        lookup = {s: i for i, s in enumerate(self.ids.tolist())}
+        missing = [s for s in sample_ids if s not in lookup]
+        if missing:
+            raise UnknownIdError(f"unknown sample id(s): {', '.join(map(repr, missing[:5]))}"
+                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        return np.fromiter((lookup[s] for s in sample_ids), np.int64, len(sample_ids))
+
+    def mentions(self, items: Sequence[str]) -> np.ndarray:
+        """Rows whose prompt mentions any of the item ids (as target or in the history)."""
+        wanted = set(map(str, items))
+        return np.array([bool(wanted.intersection(row.split(ITEM_SEPARATOR))) if row else False
+                         for row in self.items.tolist()], dtype=bool)
+
+    # identity and persistence ------------------------------------------------------------------------
+    def content_hash(self) -> str:
+        """sha256 of every column in row order (what an adapter's training data was)."""
+        digest = hashlib.sha256()
+        for column in _COLUMNS:
+            value = getattr(self, column)
+            digest.update(np.ascontiguousarray(value).tobytes() if value.dtype.kind != "U"
+                          else "\x00".join(value.tolist()).encode("utf-8"))
+            digest.update(b"\x01")
+        return digest.hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **{c: getattr(self, c) for c in _COLUMNS}, name=np.array(self.name))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SampleTable:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no such sample file: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(**{c: z[c] for c in _COLUMNS}, name=str(z["name"]))
+        except (KeyError, ValueError, OSError) as exc:
+            raise DataError(f"cannot read samples from {path}: {exc}") from exc
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """TALLRec's JSON records (``instruction`` / ``input`` / ``output``) plus our ids."""
+        return [{"instruction": ins, "input": text, "output": "Yes." if lab else "No.", "id": sid, "user": user,
+                 "items": items.split(ITEM_SEPARATOR) if items else []}
+                for sid, ins, text, lab, user, items in zip(self.ids.tolist(), self.instruction.tolist(),
+                                                            self.input.tolist(), self.label.tolist(),
+                                                            self.user.tolist(), self.items.tolist())]
+
+
+_COLUMNS = ("ids", "instruction", "input", "label", "user", "items", "timestamp")
+
+
+def read_tallrec_json(path: str | Path, name: str | None = None) -> SampleTable:
+    """A TALLRec data file: a JSON list of ``{"instruction", "input", "output"}`` records.
+
+    ``output`` must start with "Yes" or "No". Optional ``id``, ``user`` and ``items`` fields (as
+    :meth:`SampleTable.to_records` writes) are kept; without ``id`` the sample id is the record's position.
+    """
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(records, list) or not records:
+        raise DataError(f"{path}: expected a non-empty JSON list of records")
+    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    for position, record in enumerate(records):
+        if not isinstance(record, dict) or not {"instruction", "input", "output"} <= set(record):
+            raise DataError(f"{path}: record {position} lacks instruction/input/output")
+        answer = str(record["output"]).strip().lower()
+        if not answer.startswith(("yes", "no")):
+            raise DataError(f"{path}: record {position} has output {record['output']!r}; expected 'Yes.' or 'No.'")
+        columns["ids"].append(str(record.get("id", position)))
+        columns["instruction"].append(str(record["instruction"]))
+        columns["input"].append(str(record["input"]))
+        columns["label"].append(1.0 if answer.startswith("yes") else 0.0)
+        columns["user"].append(str(record.get("user", "")))
+        columns["items"].append(ITEM_SEPARATOR.join(map(str, record.get("items", []))))
+        columns["timestamp"].append(int(record.get("timestamp", position)))
+    return SampleTable(**columns, name=name or path.stem)
+
+
+def write_tallrec_json(samples: SampleTable, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(samples.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+# building samples from interaction histories ------------------------------------------------------------
+def _item_text(data: Interactions, item: int, style: str) -> str:
+    title = data.item_title[item] if data.item_title is not None and data.item_title[item] else data.items.ids[item]
+    if style == "book" and data.item_author is not None and data.item_author[item]:
+        return f"\"{title}\" written by {data.item_author[item]}"
+    return f"\"{title}\""
+
+
+def _input_text(data: Interactions, history: np.ndarray, liked: np.ndarray, target: int, style: str) -> str:
+    noun = "movie" if style == "movie" else "book"
+    preference = ", ".join(_item_text(data, i, style) for i in history[liked])
+    unpreference = ", ".join(_item_text(data, i, style) for i in history[~liked])
+    return (f"User Preference: {preference}\nUser Unpreference: {unpreference}\n"
+            f"Whether the user will like the target {noun} {_item_text(data, target, style)}?")
+
+
+def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie", history: int = 10,
+                  max_samples: int | None = 10_000, seed: int = 0) -> SampleTable:
+    """TALLRec's samples from a labelled interaction table.
+
+    'movie': per user in time order, every window of ``history`` consecutive rows followed by a target
+    row gives one sample (liked history items under "User Preference", the others under "User
+    Unpreference"); the latest ``max_samples`` windows by target time are kept (TALLRec: 10,000).
+    'book': per user with more than ``history``-limited ratings, one sample: a random target and up to
+    ``history`` of the user's other items, shuffled (seeded); users need at least 4 ratings.
+    Sample ids are ``user:position`` ('movie', position in the user's time order) or ``user:target``.
+    """
+    if data.item_title is None:
+        raise DataError(f"{data.name}: building prompts needs item titles")
+    if history < 1:
+        raise DataError(f"history must be at least 1, got {history}")
+    order = np.lexsort((data.item, data.timestamp, data.user))
+    user, item, label, stamp = data.user[order], data.item[order], data.label[order] > 0, data.timestamp[order]
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    ends = np.r_[starts[1:], len(user)]
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    instruction = INSTRUCTIONS[style]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        uid = str(data.users.ids[user[start]])
+        if style == "movie":
+            windows = [(np.arange(j - history, j), j) for j in range(start + history, end)]
+        else:
+            if end - start < 4:
+                continue
+            rows = rng.permutation(np.arange(start, end))
+            windows = [(rows[1:1 + history], rows[0])]
+        for hist, target in windows:
+            columns["ids"].append(f"{uid}:{target - start}" if style == "movie" else f"{uid}:{data.items.ids[item[target]]}")
+            columns["instruction"].append(instruction)
+            columns["input"].append(_input_text(data, item[hist], label[hist], item[target], style))
+            columns["label"].append(float(label[target]))
+            columns["user"].append(uid)
+            columns["items"].append(ITEM_SEPARATOR.join(data.items.ids[np.r_[item[target], item[hist]]].tolist()))
+            columns["timestamp"].append(int(stamp[target]))
+    samples = SampleTable(**columns, name=f"{data.name}/{style}")
+    if not len(samples):
+        raise DataError(f"{data.name}: no user has more than {history} interactions to build a sample from")
+    if max_samples is not None and len(samples) > max_samples:
+        latest = np.argsort(samples.timestamp, kind="stable")[-max_samples:]
+        samples = samples.take(np.sort(latest))
+    return samples
+
+
+def split_samples(samples: SampleTable, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  by: Literal["time", "user"] = "time", seed: int = 0) -> tuple[SampleTable, SampleTable, SampleTable]:
+    """TALLRec's splits: 80/10/10 in time order (movies), or by user (books: a user's samples stay together)."""
+    if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
+        raise DataError(f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+    if by == "time":
+        order = np.argsort(samples.timestamp, kind="stable")
+        cut = np.cumsum([int(round(r * len(samples))) for r in ratios[:2]])
+        parts = np.split(order, cut)
+    else:
+        users = np.unique(samples.user)
+        shuffled = np.random.default_rng(seed).permutation(users)
+        cut = np.cumsum([int(round(r * len(users))) for r in ratios[:2]])
+        groups = np.split(shuffled, cut)
+        parts = [np.flatnonzero(np.isin(samples.user, g)) for g in groups]
+    names = ("train", "valid", "test")
+    return tuple(samples.take(np.sort(p)).with_name(f"{samples.name}/{n}") for p, n in zip(parts, names))  # type: ignore[return-value]
+
+
+def subsample(samples: SampleTable, n: int | None, seed: int = 0) -> SampleTable:
+    """``n`` random samples (kept in their original order); all when ``n`` is None or too large."""
+    if n is None or n >= len(samples):
+        return samples
+    rows = np.sort(np.random.default_rng(seed).choice(len(samples), n, replace=False))
+    return samples.take(rows)

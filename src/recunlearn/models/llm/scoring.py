@@ -1,0 +1,129 @@
+"""How a language model scores a prompt, and the batched plumbing around it.
+
+Both scorers return one logit z per prompt, P(like) = sigmoid(z):
+
+- :class:`CausalYesNoScorer` (TALLRec): z = logit("Yes") - logit("No") of the first answer token
+  after the prompt, i.e. the softmax over the two answer tokens; only the last position's logits are
+  computed (``logits_to_keep=1``).
+- :class:`EncoderScorer`: a linear head on the mean-pooled last hidden states (encoders have no
+  answer tokens). The head starts at zero, so every adapter starts from the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class CausalYesNoScorer(nn.Module):
+    def __init__(self, lm: nn.Module, yes_id: int, no_id: int):
+        super().__init__()
+        self.lm = lm
+        self.yes_id, self.no_id = yes_id, no_id
+        self.model_type = lm.config.model_type
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                      logits_to_keep=1, use_cache=False)
+        last = out.logits[:, -1].float()
+        return last[:, self.yes_id] - last[:, self.no_id]
+
+    def input_embeddings(self) -> nn.Module:
+        return self.lm.get_input_embeddings()
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                      output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        return out.hidden_states
+
+
+class EncoderScorer(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.model_type = encoder.config.model_type
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return masked_mean(states, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.pooled(input_ids, attention_mask)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float()
+
+    def input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+
+
+def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+# tokens and batches -------------------------------------------------------------------------------------
+def tokenize(tokenizer, prompts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per prompt (no padding), cut from the left at ``max_length``."""
+    return tokenizer(list(prompts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def collate(token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` of a batch."""
+    width = max(len(t) for t in token_ids)
+    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, tokens in enumerate(token_ids):
+        ids[row, width - len(tokens):] = torch.as_tensor(tokens, dtype=torch.long)
+        mask[row, width - len(tokens):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def batches(n: int, size: int) -> list[np.ndarray]:
+    """Consecutive index blocks of at most ``size``."""
+    return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+@torch.no_grad()
+def predict_logits(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+                   batch_size: int = 64, before_batch: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """Logits of every prompt, in batches (``before_batch(rows)`` runs first, e.g. to set mixture weights)."""
+    was_training = scorer.training
+    scorer.eval()
+    out = np.empty(len(token_ids), np.float32)
+    for rows in batches(len(token_ids), batch_size):
+        if before_batch is not None:
+            before_batch(rows)
+        ids, mask = collate([token_ids[r] for r in rows], pad_id, device)
+        out[rows] = scorer(ids, mask).float().cpu().numpy()
+    scorer.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def representations(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
+                    layer: int = 0, pooling: str = "mean", batch_size: int = 64) -> np.ndarray:
+    """Frozen-model representation of each prompt: the ``layer``-th hidden state (0 = token embeddings),
+    pooled over the prompt's tokens by mean or by its last token."""
+    chunks = []
+    for rows in batches(len(token_ids), batch_size):
+        ids, mask = collate([token_ids[r] for r in rows], pad_id, device)
+        if layer == 0:
+            states = scorer.input_embeddings()(ids)
+        else:
+            states = scorer.hidden_states(ids, mask)[layer]
+        pooled = masked_mean(states, mask) if pooling == "mean" else states[:, -1]
+        chunks.append(pooled.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

@@ -1,0 +1,342 @@
+"""What every method for the language-model recommender shares: prompt samples instead of an
+interaction table, K LoRA adapters on one frozen backbone (K = 1 for retraining), adapter training
+through the executors, forgetting by retraining the adapters whose shards held the removed samples,
+and a folder format with each adapter in peft's own format.
+
+A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) and how adapters are
+combined at scoring time (:meth:`LLMUnlearner._logits`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
+from recunlearn.models.llm.backbones import Backbone, BackboneConfig, fresh_scorer, load_backbone
+from recunlearn.models.llm.lora import (
+    LoRAConfig,
+    MixtureWeights,
+    build_mixture,
+    load_adapter,
+    load_peft_adapter,
+    target_paths,
+    save_peft_adapter,
+)
+from recunlearn.models.llm.samples import SampleTable
+from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
+from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
+from recunlearn.train.runtime import configure_threads, resolve_device
+from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport, get_method
+from recunlearn.unlearn.executors import get_executor
+
+
+class LLMMethodConfig(BaseModel):
+    """Settings shared by every method on the language-model recommender."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    """The frozen language model and how prompts are fed to it (default: the embedded MiniLM)."""
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    """Adapter shape (TALLRec: r=8, alpha=16, dropout 0.05, attention q/v projections)."""
+    train: AdapterTrainConfig = Field(default_factory=AdapterTrainConfig)
+    """How each adapter is trained (TALLRec's defaults; presets for CPU are in the APA benchmark)."""
+    device: str | None = None
+    """'cpu', 'cuda', ...; None = $RECUNLEARN_DEVICE, else CUDA when present, else CPU."""
+    executor: str = "inprocess"
+    """Where adapter training runs ('inprocess'; process pools or Ray when registered)."""
+    inference_batch_size: int = Field(64, ge=1)
+    """Prompts per forward pass when scoring."""
+
+
+class ShardedLLMConfig(LLMMethodConfig):
+    """Settings of methods with one adapter per shard."""
+
+    n_shards: int = Field(4, ge=1)
+    """Number of shards K, each with its own adapter (APA's experiments: 4)."""
+    partition_seed: int = 0
+    """Seed of the partition (independent of the adapters' training seed)."""
+
+
+class LLMUnlearner(Unlearner):
+    """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard."""
+
+    exact = True
+    data_kind = "samples"
+    Config: ClassVar[type[BaseModel]] = LLMMethodConfig
+
+    # shape hooks ------------------------------------------------------------------------------------
+    @property
+    def n_adapters(self) -> int:
+        return getattr(self.config, "n_shards", 1)
+
+    def _partition(self) -> np.ndarray:
+        """Adapter index of every training sample (default: one adapter for all)."""
+        return np.zeros(len(self.train), np.int64)
+
+    def _logits(self, token_ids: list[list[int]], samples: SampleTable) -> np.ndarray:
+        """Logits of tokenised prompts from the current adapters (default: adapter 0 alone)."""
+        return self._pass(token_ids, single=0)
+
+    def _after_training(self, shards: Sequence[int]) -> None:
+        """Refresh what depends on the given adapters (e.g. APA's attention cache)."""
+
+    # fit -------------------------------------------------------------------------------------------------
+    def fit(self, train: SampleTable, valid: SampleTable | None = None) -> LLMUnlearner:  # type: ignore[override]
+        """Train on prompt samples; ``valid`` drives early stopping (and APA's attention)."""
+        if not isinstance(train, SampleTable) or (valid is not None and not isinstance(valid, SampleTable)):
+            raise RecUnlearnError(f"{self.name} trains on prompt samples (SampleTable), got {type(train).__name__}")
+        if len(train) < self.n_adapters:
+            raise RecUnlearnError(f"{self.name}: {len(train)} samples cannot fill {self.n_adapters} adapters")
+        configure_threads()
+        self.train, self.valid = train, valid
+        self._forgotten = set()
+        self._known_users = set(train.user.tolist())
+        start = time.perf_counter()
+        self._fit()
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def _fit(self) -> None:
+        self._setup()
+        self.partition_info: dict[str, Any] | None = None
+        self.assignment = np.asarray(self._partition(), np.int64)
+        if self.assignment.shape != (len(self.train),) or self.assignment.min() < 0 or self.assignment.max() >= self.n_adapters:
+            raise RuntimeError(f"{self.name}: partition must give an adapter in [0, {self.n_adapters}) per sample")
+        self.adapters: list[dict[str, torch.Tensor] | None] = [None] * self.n_adapters
+        self.adapter_info: list[dict[str, Any]] = [{} for _ in range(self.n_adapters)]
+        self.valid_logits = np.zeros((self.n_adapters, len(self.valid) if self.valid is not None else 0), np.float32)
+        self._train_adapters(range(self.n_adapters))
+
+    def _setup(self) -> None:
+        """Load the frozen backbone and build the mixture model that holds the K adapters."""
+        self.device = resolve_device(self.config.device)
+        self.backbone: Backbone = load_backbone(self.config.backbone, self.device)
+        self.scorer = fresh_scorer(self.backbone)
+        paths = target_paths(self.scorer, self.config.lora)
+        self.mixture: MixtureWeights = build_mixture(self.scorer, paths, self.config.lora.r, self.config.lora.scaling,
+                                                     self.n_adapters)
+        self._valid_tokens = self._tokenize(self.valid) if self.valid is not None else None
+
+    def _tokenize(self, samples: SampleTable) -> list[list[int]]:
+        return tokenize(self.backbone.tokenizer, samples.prompts(self.backbone.template), self.config.backbone.max_length)
+
+    def representations(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Frozen-backbone representations of prompts (layer and pooling from the backbone config)."""
+        bb = self.config.backbone
+        return representations(self.backbone.scorer, token_ids or self._tokenize(samples),
+                               self.backbone.tokenizer.pad_token_id, self.device, bb.representation_layer, bb.pooling,
+                               self.config.inference_batch_size)
+
+    def adapter_seed(self, shard: int) -> int:
+        return self.config.train.seed + shard
+
+    def shard_samples(self, shard: int) -> SampleTable:
+        return self.train.take(self.assignment == shard)
+
+    def adapter_job(self, shard: int) -> AdapterJob:
+        """The (picklable) job that trains adapter ``shard`` from scratch on its current samples."""
+        return AdapterJob(shard, self.config.backbone, self.config.lora, self.config.train, self.adapter_seed(shard),
+                          self.shard_samples(shard), self.valid, str(self.device))
+
+    def _train_adapters(self, shards: Sequence[int]) -> None:
+        jobs = [self.adapter_job(k) for k in shards]
+        for job in jobs:
+            if not len(job.train):  # a shard emptied by deletions has no adapter
+                self.adapters[job.shard] = None
+                self.adapter_info[job.shard] = {"samples": 0, "data_hash": job.train.content_hash()}
+                self.valid_logits[job.shard] = 0.0
+                load_adapter(self.scorer, job.shard, None)
+        for result in get_executor(self.config.executor).map(train_adapter, [j for j in jobs if len(j.train)]):
+            self.adapters[result.shard] = result.adapter
+            self.adapter_info[result.shard] = result.info
+            if result.valid_logits is not None:
+                self.valid_logits[result.shard] = result.valid_logits
+            load_adapter(self.scorer, result.shard, result.adapter)
+        self._after_training(list(shards))
+
+    @property
+    def present(self) -> np.ndarray:
+        """Adapters that exist (a shard emptied by deletions has none)."""
+        return np.array([a is not None for a in self.adapters])
+
+    # scoring ---------------------------------------------------------------------------------------------
+    def score(self, samples: SampleTable) -> np.ndarray:  # type: ignore[override]
+        """P(the user likes the target) for each prompt sample; tokenisation included."""
+        self._check_fitted()
+        if not isinstance(samples, SampleTable):
+            raise RecUnlearnError(f"{self.name} scores prompt samples (SampleTable), not {type(samples).__name__}")
+        if not len(samples):
+            return np.zeros(0, np.float32)
+        logits = self._logits(self._tokenize(samples), samples)
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+    def _pass(self, token_ids: list[list[int]], single: int | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+        """One forward pass over all prompts with adapter ``single`` or per-sample ``weights`` (n x K)."""
+        def before(rows: np.ndarray) -> None:
+            if single is not None:
+                self.mixture.set(single=single)
+            else:
+                self.mixture.set(weights=torch.as_tensor(weights[rows], dtype=torch.float32, device=self.device))
+
+        return predict_logits(self.scorer, token_ids, self.backbone.tokenizer.pad_token_id, self.device,
+                              self.config.inference_batch_size, before)
+
+    def _output_average(self, token_ids: list[list[int]]) -> np.ndarray:
+        """Mean of the present adapters' probabilities (K forward passes), as a logit."""
+        probs = np.mean([1.0 / (1.0 + np.exp(-self._pass(token_ids, single=k).astype(np.float64)))
+                         for k in np.flatnonzero(self.present)], axis=0)
+        probs = np.clip(probs, 1e-12, 1 - 1e-12)
+        return np.log(probs / (1 - probs)).astype(np.float32)
+
+    def _score_index(self, users, items):
+        raise RecUnlearnError(f"{self.name} scores prompt samples: call score(samples) with a SampleTable")
+
+    # forgetting ---------------------------------------------------------------------------------------------
+    def _rows_of(self, request: DeletionRequest) -> np.ndarray:
+        """Training samples the request removes: by sample id, by user, or every prompt that mentions an
+        item (or a user's item). Already-forgotten samples match nothing; never-seen ids raise."""
+        data = self.train
+        mask = np.zeros(len(data), bool)
+        if request.samples:
+            current = [s for s in request.samples if s not in self._forgotten]
+            mask[data.positions(current)] = True
+        unknown_users = [u for u in list(request.users) + [p[0] for p in request.pairs] if u not in self._known_users]
+        if unknown_users:
+            raise UnknownIdError(f"unknown user id(s): {', '.join(map(repr, unknown_users[:5]))}")
+        if request.users:
+            mask |= np.isin(data.user, list(request.users))
+        if request.items:
+            mask |= data.mentions(request.items)
+        for user, item in request.pairs:
+            mask |= (data.user == user) & data.mentions([item])
+        return mask
+
+    def forget(self, request: DeletionRequest) -> UnlearningReport:
+        """Retrain the adapters whose shards held the removed samples (and refresh what depends on them);
+        ``seconds`` is the wall time of the whole call."""
+        self._check_fitted()
+        start = time.perf_counter()
+        if not isinstance(request, DeletionRequest):
+            raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
+        mask = self._rows_of(request)
+        if not mask.any():
+            return UnlearningReport(request_id=request.request_id, method=self.name, exact=True, removed_rows=0,
+                                    noop=True, seconds=time.perf_counter() - start)
+        report = self._forget(mask)
+        report.request_id = request.request_id
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        if mask.all():
+            raise RecUnlearnError(f"{self.name}: a request may not remove every training sample; fit a new model instead")
+        removed_ids = self.train.ids[mask].tolist()
+        before = [dict(info) for info in self.adapter_info]
+        rows_before = np.bincount(self.assignment, minlength=self.n_adapters)
+        affected = sorted(np.unique(self.assignment[mask]).tolist())
+        self.train = self.train.drop(mask)
+        self.assignment = self.assignment[~mask]
+        self._train_adapters(affected)
+        self._forgotten.update(removed_ids)
+        rows_after = np.bincount(self.assignment, minlength=self.n_adapters)
+        parts = [PartChange(part=f"adapter-{k}", action="retrained" if k in affected else "unchanged",
+                            data_hash_before=before[k].get("data_hash"), data_hash_after=self.adapter_info[k].get("data_hash"),
+                            rows_before=int(rows_before[k]), rows_after=int(rows_after[k]))
+                 for k in range(self.n_adapters)]
+        report = self._report(parts, retrained_adapters=affected,
+                              empty_adapters=np.flatnonzero(~self.present).tolist())
+        report.removed_rows = int(mask.sum())
+        report.details["removed_samples"] = removed_ids
+        return report
+
+    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
+        """Waiting requests together: each affected adapter is retrained once; one report per request
+        (each carries the batch's time and changed parts)."""
+        if not requests:
+            return []
+        self._check_fitted()
+        masks = [self._rows_of(r) for r in requests]
+        union = np.logical_or.reduce(masks)
+        if not union.any():
+            return [self.forget(r) for r in requests]
+        ids = self.train.ids
+        batch = self.forget(DeletionRequest(samples=ids[union].tolist(), request_id="batch"))
+        return [UnlearningReport(request_id=r.request_id, method=self.name, exact=True, removed_rows=0, noop=True)
+                if not m.any() else
+                batch.model_copy(update={"request_id": r.request_id, "removed_rows": int(m.sum()),
+                                         "details": {**batch.details, "removed_samples": ids[m].tolist(),
+                                                     "batched_with": len(requests)}})
+                for r, m in zip(requests, masks)]
+
+    # persistence ---------------------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {"assignment": torch.from_numpy(self.assignment.copy()),
+                   "valid_logits": torch.from_numpy(self.valid_logits.copy())}
+        return tensors, {"adapter_info": self.adapter_info, "partition_info": self.partition_info}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.assignment = tensors["assignment"].numpy().astype(np.int64)
+        self.valid_logits = tensors["valid_logits"].numpy().astype(np.float32)
+        self.adapter_info = meta["adapter_info"]
+        self.partition_info = meta["partition_info"]
+
+    def save(self, path: str | Path) -> Path:
+        """A folder: ``unlearner.json``, ``state.safetensors``, ``train.npz`` / ``valid.npz`` (samples) and
+        ``adapters/adapter-k/`` in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self._state()
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / "state.safetensors"))
+        self.train.save(path / "train.npz")
+        if self.valid is not None:
+            self.valid.save(path / "valid.npz")
+        for k, adapter in enumerate(self.adapters):
+            if adapter is not None:
+                save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.model_type,
+                                  self.config.backbone.name)
+        document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
+                    "forgotten": sorted(self._forgotten), "known_users": sorted(self._known_users),
+                    "fit_seconds": self.fit_seconds, "state": meta}
+        (path / "unlearner.json").write_text(json.dumps(document, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LLMUnlearner:
+        """Load a folder written by :meth:`save` (the backbone is loaded again from its config)."""
+        path = Path(path)
+        if not (path / "unlearner.json").is_file():
+            raise RecUnlearnError(f"{path} is not a saved unlearner (no unlearner.json)")
+        document = json.loads((path / "unlearner.json").read_text())
+        method = get_method(document["method"])
+        if not issubclass(method, cls):
+            raise RecUnlearnError(f"{path} holds a {document['method']!r} model, not {cls.name!r}")
+        obj = method(document["config"])
+        obj.train = SampleTable.load(path / "train.npz")
+        obj.valid = SampleTable.load(path / "valid.npz") if (path / "valid.npz").is_file() else None
+        obj._forgotten = set(document["forgotten"])
+        obj._known_users = set(document["known_users"])
+        obj.fit_seconds = document["fit_seconds"]
+        obj._setup()
+        obj._restore(load_file(str(path / "state.safetensors")), document["state"])
+        obj.adapters = []
+        for k in range(obj.n_adapters):
+            folder = path / "adapters" / f"adapter-{k}"
+            obj.adapters.append(load_peft_adapter(folder) if folder.is_dir() else None)
+            load_adapter(obj.scorer, k, obj.adapters[k])
+        obj._after_training(range(obj.n_adapters))
+        return obj
+
+    def _check_fitted(self) -> None:
+        if self.train is None or not hasattr(self, "adapters"):
+            raise NotFittedError(f"{self.name}: call fit() first")
