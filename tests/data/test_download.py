@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,11 +90,44 @@ def test_corrupted_download_is_rejected_and_not_kept(corrupt_server, tmp_path):
     assert [p.name for p in (tmp_path / "ml-100k").iterdir() if p.name != "u.item"] == []
 
 
+class _CutOff(http.server.BaseHTTPRequestHandler):
+    """Promises a megabyte, sends ten bytes, hangs up."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        self.wfile.write(b"1\t2\t3\t4\n12")
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_http_failures_are_clear(shared_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404"):
         fetch("ml-100k", base_url=f"{shared_server}/no-such-folder", cache=tmp_path)
-    with pytest.raises(DownloadError, match="downloading http://127.0.0.1:9/u.data failed"):
-        fetch("ml-100k", base_url="http://127.0.0.1:9/", cache=tmp_path, timeout=5)
+    port = _closed_port()
+    with pytest.raises(DownloadError, match=f"downloading http://127.0.0.1:{port}/u.data failed"):
+        fetch("ml-100k", base_url=f"http://127.0.0.1:{port}/", cache=tmp_path, timeout=5)
+    assert list((tmp_path / "ml-100k").iterdir()) == []
+
+
+def test_a_transfer_cut_off_midway_is_an_error_and_leaves_nothing(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutOff)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with pytest.raises(DownloadError, match="closed after 10 of 1,048,576 bytes"):
+            fetch("ml-100k", base_url=f"http://127.0.0.1:{server.server_address[1]}/", cache=tmp_path, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
     assert list((tmp_path / "ml-100k").iterdir()) == []
 
 

@@ -11,6 +11,7 @@ Files are fetched from the dataset's own URL, from ``base_url`` if given, or fro
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -99,13 +100,19 @@ def download_file(url: str, destination: Path, sha256: str, timeout: float = 60.
         with os.fdopen(handle, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
+                    expected = response.headers.get("Content-Length")
+                    received = 0
                     for block in iter(lambda: response.read(CHUNK), b""):
                         digest.update(block)
                         out.write(block)
+                        received += len(block)
+                if expected is not None and received != int(expected):
+                    raise DownloadError(f"downloading {url} failed: the connection closed after {received:,} "
+                                        f"of {int(expected):,} bytes")
             except urllib.error.HTTPError as exc:
                 raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
+            except (OSError, http.client.HTTPException) as exc:  # unreachable, timed out, cut off mid-file
+                reason = getattr(exc, "reason", None) or repr(exc)
                 raise DownloadError(f"downloading {url} failed: {reason}") from None
         if digest.hexdigest() != sha256:
             raise DownloadError(f"{url}: sha256 {digest.hexdigest()} does not match the pinned {sha256}; "
