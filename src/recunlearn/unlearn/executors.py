@@ -1,14 +1,30 @@
-"""Where shard training runs. Shard-based methods hand a list of :class:`ShardJob` to an executor and
-get the trained parameters back; nothing else knows which executor ran them.
+"""Where shard training runs. Shard-based methods hand a list of jobs to an executor and get the trained
+parameters back, in the order of the jobs; nothing else knows which executor ran them.
 
-Jobs and results are plain data (tables, configs, tensors), so process pools and Ray can ship them.
+- ``inprocess`` (default): one after another in this process.
+- ``process``: a local pool of spawned processes, one torch thread each (``RECUNLEARN_WORKERS``
+  processes, default the number of CPUs). The pool is kept for later calls, so a ``forget`` after
+  ``fit`` does not pay the start-up again; :func:`shutdown_executors` ends it.
+- ``ray``: tasks on a Ray cluster (``pip install 'recunlearn[ray]'``). Uses the cluster this process
+  is connected to, or connects with ``ray.init()`` (which honours ``RAY_ADDRESS``; without it a
+  local instance starts). Each task asks for one CPU, and one GPU when the cluster has GPUs and the
+  job may use CUDA.
+
+Jobs and results are plain data (tables, configs, CPU tensors) and the job function must be defined
+at module level, so pools and Ray can ship both; they travel between processes with the standard
+serialisers of ``multiprocessing`` and Ray, never to disk. Training is a pure function of the job:
+on CPU with one thread every executor gives the same parameters bitwise.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -16,6 +32,13 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.models.config import LightGCNConfig, MFConfig
 from recunlearn.train.loop import TrainConfig, fit_model
+from recunlearn.train.runtime import DEVICE_ENV, PROGRESS_ENV
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+WORKERS_ENV = "RECUNLEARN_WORKERS"
+"""Number of processes of the 'process' executor (default: the number of CPUs)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +70,9 @@ def train_shard(job: ShardJob) -> ShardResult:
 
 
 class Executor(Protocol):
-    def map(self, fn: Callable[[ShardJob], ShardResult], jobs: Sequence[ShardJob]) -> list[ShardResult]: ...
+    def map(self, fn: Callable[[Job], Result], jobs: Sequence[Job]) -> list[Result]:
+        """``[fn(job) for job in jobs]``, wherever it runs; results in the order of ``jobs``."""
+        ...
 
 
 class InProcessExecutor:
@@ -57,11 +82,121 @@ class InProcessExecutor:
         return [fn(job) for job in jobs]
 
 
-_EXECUTORS: dict[str, Callable[[], Executor]] = {"inprocess": InProcessExecutor}
+def _worker_environment() -> dict[str, str]:
+    """What a worker must share with this process: one thread, and the device and progress choices."""
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name in (DEVICE_ENV, PROGRESS_ENV):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def _run_job(fn: Callable[[Job], Result], job: Job, env: dict[str, str]) -> Result:
+    """Run one job in a worker with this process's settings (one torch thread)."""
+    os.environ.update(env)
+    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    return fn(job)
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_WORKERS = 0
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    global _POOL, _POOL_WORKERS
+    if _POOL is None or _POOL_WORKERS != workers:
+        shutdown_executors()
+        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOL_WORKERS = workers
+    return _POOL
+
+
+def shutdown_executors() -> None:
+    """End the process pool kept between calls (it is also ended when Python exits)."""
+    global _POOL, _POOL_WORKERS
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+    _POOL, _POOL_WORKERS = None, 0
+
+
+atexit.register(shutdown_executors)
+
+
+class ProcessExecutor:
+    """A local pool of spawned processes with one torch thread each.
+
+    Spawned (not forked) so that workers never inherit torch's thread pools or locks mid-use; a single
+    job runs in this process, since shipping it would only add start-up time.
+    """
+
+    def __init__(self, workers: int | None = None):
+        if workers is None:
+            value = os.environ.get(WORKERS_ENV, "")
+            if value and not (value.isdigit() and int(value) > 0):
+                raise ConfigError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
+            workers = int(value) if value else (os.cpu_count() or 1)
+        if workers < 1:
+            raise ConfigError(f"the process executor needs at least one worker, got {workers}")
+        self.workers = workers
+
+    def map(self, fn, jobs):
+        jobs = list(jobs)
+        if len(jobs) <= 1 or self.workers == 1:
+            return [fn(job) for job in jobs]
+        env = _worker_environment()
+        pool = _process_pool(self.workers)
+        futures = [pool.submit(_run_job, fn, job, env) for job in jobs]
+        return [future.result() for future in futures]
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the 'ray' executor needs Ray: pip install 'recunlearn[ray]'") from None
+    return ray
+
+
+def _may_use_cuda(job: Any) -> bool:
+    """True unless the job pins itself to a non-CUDA device (jobs without a train_config may use CUDA)."""
+    train_config = getattr(job, "train_config", None)
+    device = getattr(train_config, "device", None) or os.environ.get(DEVICE_ENV)
+    return device is None or str(device).startswith("cuda")
+
+
+class RayExecutor:
+    """Tasks on a Ray cluster: one CPU each, and one GPU each when the cluster has GPUs."""
+
+    def __init__(self):
+        self.ray = _import_ray()
+        if not self.ray.is_initialized():
+            self.ray.init(include_dashboard=False, log_to_driver=False)
+
+    def map(self, fn, jobs):
+        ray = self.ray
+        env = _worker_environment()
+        has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        task = ray.remote(_run_job)
+        refs = []
+        for job in jobs:
+            gpus = 1 if has_gpu and _may_use_cuda(job) else 0
+            refs.append(task.options(num_cpus=1, num_gpus=gpus).remote(fn, job, env))
+        return ray.get(refs)
+
+
+_EXECUTORS: dict[str, Callable[[], Executor]] = {
+    "inprocess": InProcessExecutor,
+    "process": ProcessExecutor,
+    "ray": RayExecutor,
+}
 
 
 def register_executor(name: str, factory: Callable[[], Executor]) -> None:
     _EXECUTORS[name] = factory
+
+
+def available_executors() -> list[str]:
+    return sorted(_EXECUTORS)
 
 
 def get_executor(name: str) -> Executor:

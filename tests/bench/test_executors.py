@@ -1,0 +1,139 @@
+"""Executors: the process pool and Ray give bitwise the same shard models as in-process training."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data import user_deletion
+from recunlearn.errors import ConfigError
+from recunlearn.unlearn import get_method
+from recunlearn.unlearn import executors
+from recunlearn.unlearn.executors import ProcessExecutor, RayExecutor, get_executor, train_shard
+from tests.conformance import FAST_TRAIN
+
+SISA = {"n_shards": 2, "train": {**FAST_TRAIN, "max_epochs": 4}}
+
+
+def fitted_sisa(split, executor: str):
+    return get_method("sisa")({**SISA, "executor": executor}).fit(split.train, split.valid)
+
+
+def shard_states(model):
+    return [{name: value.clone() for name, value in m.state_dict().items()} for m in model.models]
+
+
+def assert_same_states(model, states):
+    for k, (mine, expected) in enumerate(zip(shard_states(model), states, strict=True)):
+        assert mine.keys() == expected.keys()
+        for name, value in mine.items():
+            assert torch.equal(value, expected[name]), f"shard {k} {name}"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_split):
+    """SISA trained in-process: shard parameters before and after forgetting a user, and test scores."""
+    model = fitted_sisa(tiny_split, "inprocess")
+    before = shard_states(model)
+    report = model.forget(user_deletion(tiny_split.train, users=["u5"]))
+    assert len(report.details["retrained_shards"]) == 2  # both shards go through the executor again
+    test = tiny_split.test
+    return before, shard_states(model), model.score_index(test.user, test.item)
+
+
+def check_executor_matches(split, executor, reference):
+    before, after, scores = reference
+    model = fitted_sisa(split, executor)
+    assert_same_states(model, before)
+    model.forget(user_deletion(split.train, users=["u5"]))
+    assert_same_states(model, after)
+    np.testing.assert_array_equal(model.score_index(split.test.user, split.test.item), scores)
+
+
+def test_process_pool_matches_inprocess(tiny_split, reference, monkeypatch):
+    monkeypatch.setenv(executors.WORKERS_ENV, "2")
+    try:
+        check_executor_matches(tiny_split, "process", reference)
+    finally:
+        executors.shutdown_executors()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray  # the ray extra is part of the test install (make test); missing, this fails
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_matches_inprocess(tiny_split, reference, ray_cluster):
+    check_executor_matches(tiny_split, "ray", reference)
+
+
+@pytest.mark.slow
+def test_ray_returns_results_in_job_order(tiny_split, ray_cluster):
+    model = get_method("sisa")(SISA)
+    model.fit(tiny_split.train, tiny_split.valid)
+    jobs = [model.shard_job(k) for k in (2, 0, 1)]
+    results = get_executor("ray").map(train_shard, jobs)
+    assert [r.shard for r in results] == [2, 0, 1]
+
+
+class FakeRay:
+    """Records the resources each task asks for (a cluster with or without GPUs)."""
+
+    def __init__(self, gpus: float):
+        self.gpus, self.requests = gpus, []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    def remote(self, fn):
+        fake = self
+
+        class Task:
+            def options(self, num_cpus, num_gpus):
+                fake.requests.append((num_cpus, num_gpus))
+                return self
+
+            def remote(self, fn_, job, env):
+                return fn(fn_, job, env)
+
+        return Task()
+
+    def get(self, refs):
+        return list(refs)
+
+
+@pytest.mark.parametrize("gpus, device, expected", [(0, None, 0), (1, None, 1), (1, "cpu", 0), (4, "cuda", 1)])
+def test_ray_tasks_ask_for_a_gpu_when_the_cluster_has_one(gpus, device, expected, monkeypatch):
+    monkeypatch.delenv("RECUNLEARN_DEVICE", raising=False)
+    fake = FakeRay(gpus)
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    jobs = [type("Job", (), {"train_config": type("T", (), {"device": device})()})() for _ in range(2)]
+    assert RayExecutor().map(lambda job: "done", jobs) == ["done", "done"]
+    assert fake.requests == [(1, expected)] * 2
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'recunlearn\[ray\]'"):
+        get_executor("ray")
+
+
+def test_bad_names_and_worker_counts_are_rejected(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown executor 'gpu-farm'.*inprocess, process, ray"):
+        get_executor("gpu-farm")
+    monkeypatch.setenv(executors.WORKERS_ENV, "two")
+    with pytest.raises(ConfigError, match="RECUNLEARN_WORKERS"):
+        ProcessExecutor()
+    with pytest.raises(ConfigError, match="at least one worker"):
+        ProcessExecutor(workers=0)
