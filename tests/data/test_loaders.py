@@ -257,3 +257,14 @@ def test_registry_errors_name_the_problem(tmp_path):
 def test_saved_interactions_load_by_path(tiny, tmp_path):
     tiny.save(tmp_path / "tiny.npz")
     assert load_dataset(tmp_path / "tiny.npz").content_hash() == tiny.content_hash()
+
+
+def test_shared_movielens_is_found_from_any_directory_or_the_environment(tmp_path, monkeypatch):
+    from recunlearn.data.movielens import SHARED_ML100K_ENV, shared_movielens_100k_path
+
+    expected = ml100k_path().resolve()
+    monkeypatch.delenv(SHARED_ML100K_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert shared_movielens_100k_path() == expected
+    monkeypatch.setenv(SHARED_ML100K_ENV, str(tmp_path))
+    assert shared_movielens_100k_path() == tmp_path

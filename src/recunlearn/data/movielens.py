@@ -124,7 +124,7 @@ def shared_movielens_100k_path() -> Path:
     if os.environ.get(SHARED_ML100K_ENV):
         return Path(os.environ[SHARED_ML100K_ENV])
     candidates = [Path.cwd() / "../shared/data/ml-100k",
-                  Path(__file__).resolve().parents[4] / "../shared/data/ml-100k"]
+                  Path(__file__).resolve().parents[3] / "../shared/data/ml-100k"]
     for candidate in candidates:
         if (candidate / "u.data").is_file():
             return candidate.resolve()
