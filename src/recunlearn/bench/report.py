@@ -1,0 +1,321 @@
+"""Reports researchers can read: one HTML page (plots embedded, so the file travels alone) and a
+markdown twin (plots as PNG files beside it), from one or more results files.
+
+Each results file becomes a section with the plots its rows support, found by key:
+utility vs unlearning time per method (``auc`` / ``recall@K`` against ``forget_seconds`` or a
+``*request_seconds`` / ``*batch_seconds`` key), speed-up bars (keys containing ``speedup``),
+completeness bars (``dist_*``: score distance to retraining, lower is closer), and scaling curves
+(``n_interactions`` against ``*_seconds`` and ``peak_memory_mb``, log-log, with fitted slopes).
+Then the rows as a table, and what produced them: command, configuration, seeds, versions, hardware.
+``recunlearn report RESULTS.json`` runs :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recunlearn.bench._results import ResultsFile, load_results
+
+UTILITY_KEYS = ("auc", "test_auc", "recall@20", "ndcg@20")
+"""Preferred utility measures, in order; the first other ``recall@K`` / ``ndcg@K`` otherwise."""
+TIME_KEYS = ("forget_seconds", "unlearn_seconds")
+"""Preferred unlearning-time measures; else the first key ending in request_seconds / batch_seconds."""
+
+
+@dataclass
+class Plot:
+    """One figure of a section: a slug for file names, a title, the PNG bytes, and a one-line reading."""
+
+    slug: str
+    title: str
+    png: bytes
+    caption: str
+
+
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested measures become dotted keys ({"users": {"batch_seconds": 1}} -> "users.batch_seconds")."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def label(row: dict[str, Any]) -> str:
+    """How a row is named in legends: method (or family), with its number of shards when it has one."""
+    name = str(row.get("method") or row.get("family") or row.get("name") or "?")
+    shards = row.get("n_shards")
+    return f"{name} K={shards}" if shards not in (None, "", 0) else name
+
+
+def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
+    values = [r.get(key) for r in rows]
+    return any(_is_number(v) for v in values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first_key(rows: list[dict[str, Any]], preferred: tuple[str, ...], *patterns: str) -> str | None:
+    """The first preferred key with numbers, else the first key (in row order) matching a pattern, in turn."""
+    for key in preferred:
+        if _numeric(rows, key):
+            return key
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    for pattern in patterns:
+        for key in keys:
+            if re.search(pattern, key) and _numeric(rows, key):
+                return key
+    return None
+
+
+def _figure(width: float = 6.4, height: float = 3.8):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def utility_vs_time(rows: list[dict[str, Any]]) -> Plot | None:
+    utility = _first_key(rows, UTILITY_KEYS, r"^(recall|ndcg)@\d+$")
+    seconds = _first_key(rows, TIME_KEYS, r"request_seconds$", r"batch_seconds$")
+    points = [(label(r), r[seconds], r[utility]) for r in rows
+              if _is_number(r.get(seconds)) and _is_number(r.get(utility))]
+    if utility is None or seconds is None or not points:
+        return None
+    figure = _figure()
+    axes = figure.add_subplot()
+    for index, (name, x, y) in enumerate(points):
+        axes.scatter([max(x, 1e-4)], [y], s=70, color=f"C{index % 10}", label=name, zorder=3)
+    axes.set_xscale("log")
+    axes.set_xlabel(f"unlearning time, s ({seconds}, log)")
+    axes.set_ylabel(utility)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    best = max(points, key=lambda p: p[2])
+    return Plot("utility_vs_time", f"Utility vs unlearning time ({utility} against {seconds})", _png(figure),
+                f"Up and to the left is better; highest {utility}: {best[0]} ({best[2]:.4f} in {best[1]:.3g} s).")
+
+
+def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
+    keys = sorted({k for r in rows for k in r if "speedup" in k and _numeric(rows, k)})
+    bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
+    if not keys or not bars:
+        return None
+    figure = _figure(max(6.4, 0.9 * len(bars) * max(1, len(keys)) / 2), 3.8)
+    axes = figure.add_subplot()
+    width = 0.8 / len(keys)
+    positions = np.arange(len(bars))
+    for index, key in enumerate(keys):
+        values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
+        axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{index % 10}")
+    axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel("speed-up over retraining (x)")
+    if max((r.get(k) or 0) for r in bars for k in keys if _is_number(r.get(k))) > 50:
+        axes.set_yscale("log")
+    axes.legend(fontsize=8)
+    axes.grid(True, axis="y", alpha=0.3)
+    fastest = max(((label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))), key=lambda t: t[2])
+    return Plot("speedup", "Speed-up over retraining", _png(figure),
+                f"The dashed line is retraining (1x); largest: {fastest[0]} {fastest[2]:.1f}x ({fastest[1]}).")
+
+
+def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
+    keys = sorted({k for r in rows for k in r if re.match(r"^(dist_|completeness)", k) and _numeric(rows, k)})
+    bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
+    if not keys or not bars:
+        return None
+    figure = _figure()
+    axes = figure.add_subplot()
+    width = 0.8 / len(keys)
+    positions = np.arange(len(bars))
+    for index, key in enumerate(keys):
+        values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
+        axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{(index + 2) % 10}")
+    axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel("distance to the retrained model")
+    axes.legend(fontsize=8)
+    axes.grid(True, axis="y", alpha=0.3)
+    return Plot("completeness", "Completeness: distance to retraining", _png(figure),
+                "Lower is closer to the model retrained without the removed data (retraining itself is 0).")
+
+
+def slopes(rows: list[dict[str, Any]], x: str = "n_interactions") -> dict[str, dict[str, float]]:
+    """Log-log least-squares slope of each measure against ``x``, per method: cost ~ n^slope."""
+    measures = sorted({k for r in rows for k in r if (k.endswith("_seconds") or k == "peak_memory_mb")
+                       and _numeric(rows, k)})
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if _is_number(row.get(x)):
+            by_method[label(row)].append(row)
+    fitted: dict[str, dict[str, float]] = {}
+    for name, group in by_method.items():
+        for key in measures:
+            pairs = [(r[x], r[key]) for r in group if _is_number(r.get(key)) and r[key] > 0 and r[x] > 0]
+            if len({p[0] for p in pairs}) >= 2:
+                xs, ys = np.log10([p[0] for p in pairs]), np.log10([p[1] for p in pairs])
+                fitted.setdefault(name, {})[key] = round(float(np.polyfit(xs, ys, 1)[0]), 3)
+    return fitted
+
+
+def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plot | None:
+    fitted = slopes(rows, x)
+    measures = sorted({k for s in fitted.values() for k in s})
+    if not measures:
+        return None
+    figure = _figure(4.2 * len(measures), 3.8)
+    for index, key in enumerate(measures):
+        axes = figure.add_subplot(1, len(measures), index + 1)
+        for colour, name in enumerate(sorted(fitted)):
+            points = sorted((r[x], r[key]) for r in rows if label(r) == name and _is_number(r.get(x))
+                            and _is_number(r.get(key)) and r[key] > 0)
+            if key in fitted[name] and points:
+                axes.plot(*zip(*points), marker="o", color=f"C{colour % 10}",
+                          label=f"{name} (slope {fitted[name][key]:.2f})")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel(f"{x} (log)")
+        axes.set_ylabel(key)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7)
+    return Plot("scaling", f"Scaling with {x}", _png(figure),
+                "Log-log; slope 1 = linear in the data size. Slopes fitted by least squares on all sizes.")
+
+
+def plots(results: ResultsFile) -> list[Plot]:
+    rows = [flatten(r) for r in results.rows]
+    made = [utility_vs_time(rows), speedup_bars(rows), completeness_bars(rows), scaling_curves(rows)]
+    return [p for p in made if p is not None]
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "-" if value is None else str(value)
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header (keys in first-seen order) and formatted cells of the flattened rows."""
+    flat = [flatten(r) for r in rows]
+    header: list[str] = []
+    for row in flat:
+        header += [k for k in row if k not in header]
+    return header, [[_cell(row.get(k)) for k in header] for row in flat]
+
+
+def _context(results: ResultsFile) -> dict[str, Any]:
+    versions = results.environment.get("versions") or {k: v for k, v in results.environment.items()
+                                                        if k != "hardware"}
+    return {"command": results.command, "created": results.created, "seconds": results.seconds,
+            "seeds": results.seeds, "versions": {k: v for k, v in versions.items() if v is not None},
+            "hardware": results.environment.get("hardware", {})}
+
+
+def _section_title(results: ResultsFile, path: str) -> str:
+    return f"{results.protocol}: {Path(path).name}"
+
+
+def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
+    """One self-contained page: plots as data URIs, no scripts, no external resources."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>recunlearn report</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}"
+             "figure{display:inline-block;margin:0.5em 1em 1em 0;vertical-align:top}figcaption{font-size:13px;"
+             "max-width:640px}pre{background:#f6f6f6;padding:0.5em;overflow-x:auto;font-size:12px}</style>",
+             "</head><body>", "<h1>recunlearn report</h1>"]
+    for path, results, figures in sections:
+        parts.append(f"<h2>{e(_section_title(results, path))}</h2>")
+        for plot in figures:
+            data = base64.b64encode(plot.png).decode()
+            parts.append(f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>")
+        header, cells = table(results.rows)
+        parts.append("<h3>Results</h3><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
+        parts.append("</table>")
+        fitted = slopes([flatten(r) for r in results.rows])
+        if fitted:
+            parts.append(f"<h3>Slopes (log-log)</h3><pre>{e(json.dumps(fitted, indent=1))}</pre>")
+        context = _context(results)
+        parts.append(f"<h3>How it was produced</h3><p>Command: <code>{e(context['command'])}</code><br>"
+                     f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.</p>")
+        for name in ("seeds", "versions", "hardware"):
+            parts.append(f"<h4>{name.capitalize()}</h4><pre>{e(json.dumps(context[name], indent=1))}</pre>")
+        if results.summary:
+            parts.append(f"<h4>Summary</h4><pre>{e(json.dumps(results.summary, indent=1))}</pre>")
+        parts.append(f"<h4>Configuration</h4><pre>{e(json.dumps(results.config, indent=1))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_folder: str) -> str:
+    lines = ["# recunlearn report", ""]
+    for path, results, figures in sections:
+        lines += [f"## {_section_title(results, path)}", ""]
+        for plot in figures:
+            lines += [f"![{plot.title}]({image_folder}/{_image_name(results, path, plot)})", "",
+                      f"*{plot.title}.* {plot.caption}", ""]
+        header, cells = table(results.rows)
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        fitted = slopes([flatten(r) for r in results.rows])
+        if fitted:
+            lines += ["", "Slopes (log-log):", "```json", json.dumps(fitted, indent=1), "```"]
+        context = _context(results)
+        lines += ["", f"Command: `{context['command']}`  ", f"Written {context['created']}; run time "
+                  f"{_cell(context['seconds'])} s.", ""]
+        for name in ("seeds", "versions", "hardware"):
+            lines += [f"{name.capitalize()}: `{json.dumps(context[name])}`", ""]
+        lines += ["<details><summary>Configuration</summary>", "", "```json", json.dumps(results.config, indent=1),
+                  "```", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _image_name(results: ResultsFile, path: str, plot: Plot) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{results.protocol}-{Path(path).stem}")
+    return f"{stem}-{plot.slug}.png"
+
+
+def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Write ``out``/report.html (self-contained) and ``out``/report.md with its PNGs in ``out``/figures."""
+    out = Path(out)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for path in results_paths:
+        results = load_results(path)
+        figures = plots(results)
+        for plot in figures:
+            (figures_dir / _image_name(results, str(path), plot)).write_bytes(plot.png)
+        sections.append((str(path), results, figures))
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(render_html(sections))
+    md_path.write_text(render_markdown(sections, "figures"))
+    return {"html": html_path, "markdown": md_path, "figures": figures_dir}
