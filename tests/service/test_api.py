@@ -1,0 +1,117 @@
+"""The HTTP API in-process: authentication, the deletion life cycle, serving, and clear 4xx answers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recunlearn.service.api import create_app
+from recunlearn.service.worker import Worker
+from tests.conftest import make_tiny
+
+
+@pytest.fixture
+def client(service):
+    with TestClient(create_app(service.home)) as test_client:
+        yield test_client
+
+
+def _wait_for_version(client, service, name: str) -> None:
+    for _ in range(100):
+        if client.get("/v1/health").json()["version"] == name:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"server never switched to {name}")
+
+
+def test_tokens_401_without_or_with_unknown_token_403_for_a_read_token(client, service):
+    assert client.get("/v1/recommendations/u1").status_code == 401
+    bad = client.get("/v1/recommendations/u1", headers={"Authorization": "Bearer not-a-token"})
+    assert bad.status_code == 401 and "unknown bearer token" in bad.json()["detail"]
+    assert client.get("/v1/recommendations/u1", headers=service.headers("read")).status_code == 200
+    refused = client.post("/v1/deletions", json={"request_id": "a", "users": ["u1"]}, headers=service.headers("read"))
+    assert refused.status_code == 403 and "may read but not submit" in refused.json()["detail"]
+    assert client.get("/v1/health").status_code == 200, "health needs no token"
+
+
+def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service):
+    body = {"request_id": "forget-u3", "users": ["u3"], "pairs": [["u4", "i1"]]}
+    first = client.post("/v1/deletions", json=body, headers=service.headers())
+    assert first.status_code == 202 and first.json()["status"] == "received"
+    again = client.post("/v1/deletions", json=body, headers=service.headers())
+    assert again.status_code == 200 and again.json()["received_at"] == first.json()["received_at"]
+    conflict = client.post("/v1/deletions", json={**body, "users": ["u5"]}, headers=service.headers())
+    assert conflict.status_code == 409 and "different deletion" in conflict.json()["detail"]
+    before = client.get("/v1/recommendations/u3?k=5", headers=service.headers()).json()
+    assert before["version"] == "v000001" and len(before["items"]) == 5
+
+    assert Worker(service.home).run(drain=True) == 1
+    record = client.get("/v1/deletions/forget-u3", headers=service.headers("read")).json()
+    assert record["status"] == "published" and record["version"] == 2
+    audit = record["audit"]
+    assert audit["method"] == "sisa" and audit["removed_rows"] == audit["store_rows_removed"] > 0
+    tiny = make_tiny().to_frame()
+    assert {("u3", i) for i in tiny.item[tiny.user == "u3"]} <= {tuple(p) for p in audit["removed_pairs"]}
+    assert all(p[0] == "u3" or tuple(p) == ("u4", "i1") for p in audit["removed_pairs"])
+    assert set(audit["changed_parts"]) <= set(audit["part_data_sha256"])
+    assert {"queued_s", "forget_s", "save_s"} <= set(audit["timings"])
+
+    _wait_for_version(client, service, "v000002")
+    gone = client.get("/v1/recommendations/u3", headers=service.headers())
+    assert gone.status_code == 404 and "no interactions" in gone.json()["detail"]
+    scores = client.post("/v1/scores", json={"pairs": [["u1", "i1"], ["u2", "i2"]]}, headers=service.headers())
+    assert scores.status_code == 200 and scores.json()["version"] == "v000002" and len(scores.json()["scores"]) == 2
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"request_id": "x", "users": ["nobody"]}, 404, "unknown user id(s): 'nobody'"),
+    ({"request_id": "x", "pairs": [["u1", "no-item"]]}, 404, "unknown item id(s): 'no-item'"),
+    ({"request_id": "x"}, 400, "names no pairs, users or items"),
+    ({"request_id": "x", "users": ["u1"], "samples": ["s"]}, 422, "Extra inputs are not permitted"),
+    ({"request_id": "", "users": ["u1"]}, 422, "at least 1 character"),
+    ({"request_id": "x", "pairs": [["u1"]]}, 422, "Field required"),
+])
+def test_bad_deletions_get_a_clear_4xx(client, service, body, status, message):
+    answer = client.post("/v1/deletions", json=body, headers=service.headers())
+    assert answer.status_code == status and message in str(answer.json()["detail"])
+
+
+def test_malformed_and_huge_bodies(client, service):
+    malformed = client.post("/v1/deletions", content=b"{not json", headers={**service.headers(),
+                                                                            "Content-Type": "application/json"})
+    assert malformed.status_code == 422 and "JSON decode error" in str(malformed.json()["detail"])
+    many = {"request_id": "big", "users": [f"u{i % 60}" for i in range(10_001)]}
+    too_many = client.post("/v1/deletions", json=many, headers=service.headers())
+    assert too_many.status_code == 413 and "at most 10000" in too_many.json()["detail"]
+    huge = client.post("/v1/deletions", content=b"x" * (5 * 1024 * 1024),
+                       headers={**service.headers(), "Content-Type": "application/json"})
+    assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
+
+
+def test_recommendations_and_scores_refuse_unknown_ids_and_bad_k(client, service):
+    assert client.get("/v1/recommendations/nobody", headers=service.headers()).status_code == 404
+    assert client.get("/v1/recommendations/u1?k=0", headers=service.headers()).status_code == 422
+    top = client.get("/v1/recommendations/u1?k=3", headers=service.headers()).json()["items"]
+    assert len(top) == 3 and top[0]["score"] >= top[1]["score"] >= top[2]["score"]
+    unknown = client.post("/v1/scores", json={"pairs": [["u1", "nothing"]]}, headers=service.headers())
+    assert unknown.status_code == 404 and "nothing" in unknown.json()["detail"]
+    assert client.post("/v1/scores", json={"pairs": []}, headers=service.headers()).status_code == 422
+    assert client.get("/v1/deletions/never-sent", headers=service.headers()).status_code == 404
+
+
+def test_in_process_worker_publishes_while_serving(service):
+    with TestClient(create_app(service.home, worker=True)) as client:
+        sent = client.post("/v1/deletions", json={"request_id": "w", "items": ["i7"]}, headers=service.headers())
+        assert sent.status_code == 202
+        for _ in range(400):
+            status = client.get("/v1/deletions/w", headers=service.headers()).json()["status"]
+            assert client.get("/v1/recommendations/u1?k=2", headers=service.headers()).status_code == 200
+            if status == "published":
+                break
+            time.sleep(0.05)
+        assert status == "published"
+        health = client.get("/v1/health").json()
+        assert health["worker"] == "in-process" and health["worker_error"] is None
+        assert health["requests"] == {"published": 1}

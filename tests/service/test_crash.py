@@ -1,0 +1,157 @@
+"""SIGKILL the worker at many points of processing; after restarts nothing acknowledged is lost or
+published twice, the served version is always complete, and no deleted interaction is left anywhere.
+
+The worker runs in a forked child (the same code path as `recunlearn worker`, without re-importing
+torch for each of the kills); its ``stage`` hook kills it with SIGKILL at a named step, at the n-th
+time it gets there, or a given time after it gets there (landing inside retraining or saving).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.service.audit import verify_request
+from recunlearn.service.config import ServiceHome
+from recunlearn.service.store import Ledger
+from recunlearn.service.versions import check_version, current_name, load_current
+from recunlearn.service.worker import STAGES, Worker
+from tests.service.conftest import model_pairs, stored_pairs
+
+KILLS = [
+    # (stage, nth time reached, delay in seconds after reaching it)
+    ("recovered", 1, 0.0),
+    ("claimed", 1, 0.0),
+    ("model_loaded", 1, 0.0),
+    ("forget_started", 1, 0.0),
+    ("forget_started", 1, 0.01),   # inside retraining
+    ("forget_started", 1, 0.04),
+    ("forget_started", 1, 0.08),
+    ("forgotten", 1, 0.0),
+    ("forgotten", 1, 0.003),       # inside saving
+    ("saved", 1, 0.0),
+    ("manifest_written", 1, 0.0),
+    ("version_renamed", 1, 0.0),
+    ("store_deleted", 1, 0.0),     # inside the ledger transaction, before COMMIT
+    ("applied_committed", 1, 0.0),
+    ("pointer_written", 1, 0.0),   # during recovery of the version applied above
+    ("pointer_renamed", 1, 0.0),   # again during recovery
+    ("published_committed", 1, 0.0),
+    ("removed_old_version", 1, 0.0),
+    ("cleaned", 1, 0.0),
+    ("pointer_written", 1, 0.0),   # mid-publish in a normal pass
+    ("pointer_renamed", 1, 0.0),
+    ("recovered", 2, 0.0),         # after a whole pass, before looking for more
+    ("version_renamed", 1, 0.0),
+    ("store_deleted", 1, 0.0),
+]
+
+
+def _run_worker(home_path: str, stage_name: str, nth: int, delay: float) -> None:
+    seen = Counter()
+
+    def kill_now() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def stage(name: str) -> None:
+        seen[name] += 1
+        if name == stage_name and seen[name] == nth:
+            if delay:
+                threading.Timer(delay, kill_now).start()
+            else:
+                kill_now()
+
+    Worker(ServiceHome(home_path), stage=stage).run(drain=True)
+    os._exit(0)
+
+
+def _kill_at(home: ServiceHome, stage_name: str, nth: int, delay: float) -> int:
+    process = multiprocessing.get_context("fork").Process(target=_run_worker,
+                                                           args=(str(home.path), stage_name, nth, delay))
+    process.start()
+    process.join(120)
+    return process.exitcode
+
+
+def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) -> None:
+    served = current_name(home)
+    assert served is not None and check_version(home.versions / served) == [], "served version is complete"
+    _, model = load_current(home)
+    ledger = Ledger(home.database_url())
+    try:
+        records = {r.request_id: r for r in ledger.records()}
+        assert set(records) == set(submitted), "no acknowledged request is lost"
+        published = [e["request_id"] for e in ledger.events() if e["kind"] == "published" and e["request_id"]]
+        assert max(Counter(published).values(), default=1) == 1, "no request is published twice"
+        staged = [v["name"] for v in ledger.staged_versions()]
+        with ledger.engine.connect() as connection:
+            live = [row[0] for row in connection.exec_driver_sql(
+                "SELECT name FROM versions WHERE status = 'published'")]
+        assert len(live) == 1 and served in live + staged, "the pointer names the published or the staged version"
+        for record in records.values():
+            assert record.status != "failed", record.error
+            if record.status in ("applied", "published"):
+                assert ledger.matching_rows(record.request) == 0, "applied means deleted from the store"
+            if record.status == "published":
+                assert not record.request.rows(model.train).any(), "published means gone from the served model"
+    finally:
+        ledger.close()
+
+
+def _request(model, number: int) -> DeletionRequest:
+    """Alternately a whole user and three single interactions still in the training data."""
+    train = model.train
+    rng = np.random.default_rng(number)
+    if number % 2 == 0:
+        user = rng.choice(np.unique(train.user))
+        return DeletionRequest(request_id=f"req-{number}", users=[str(train.users.ids[user])])
+    rows = rng.choice(len(train), size=3, replace=False)
+    return DeletionRequest.from_rows(train, rows, request_id=f"req-{number}")
+
+
+@pytest.mark.slow
+def test_worker_survives_sigkill_at_every_stage(service):
+    home = service.home
+    assert len({(s, n, d) for s, n, d in KILLS}) >= 20 and {s for s, _, _ in KILLS} == set(STAGES)
+    submitted: dict[str, DeletionRequest] = {}
+    _, model = load_current(home)
+    for number, (stage_name, nth, delay) in enumerate(KILLS):
+        request = _request(model, number)
+        ledger = Ledger(home.database_url())
+        ledger.submit(request)
+        ledger.close()
+        submitted[request.request_id] = request
+        exitcode = _kill_at(home, stage_name, nth, delay)
+        assert exitcode == -signal.SIGKILL, f"the worker was killed at {stage_name} (exit code {exitcode})"
+        _check_invariants(home, submitted)
+        _, model = load_current(home)
+
+    assert _kill_at(home, "no such stage", 1, 0.0) == 0, "a restarted worker drains the queue"
+    _check_invariants(home, submitted)
+
+    ledger = Ledger(home.database_url())
+    records = ledger.records()
+    versions_of = Counter(rid for v in _versions(ledger) for rid in json.loads(v["request_ids"]))
+    ledger.close()
+    assert {r.status for r in records} == {"published"} and len(records) == len(KILLS)
+    assert all(versions_of[r.request_id] == 1 for r in records), "each request is in exactly one version"
+    _, model = load_current(home)
+    assert model_pairs(model) == stored_pairs(home), "the served model trains on exactly what the store holds"
+    for request in submitted.values():
+        assert not request.rows(model.train).any()
+    results = [verify_request(home, rid, retrain=rid == "req-0") for rid in submitted]
+    failed = [(r.request_id, [c for c in r.checks if not c.ok]) for r in results if not r.ok]
+    assert not failed
+
+
+def _versions(ledger: Ledger) -> list[dict]:
+    with ledger.engine.connect() as connection:
+        return [dict(row) for row in connection.exec_driver_sql("SELECT * FROM versions").mappings()]
