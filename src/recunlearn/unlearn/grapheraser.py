@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 
 from recunlearn.unlearn.base import register
 from recunlearn.unlearn.partition import PartitionResult, bekm_partition
