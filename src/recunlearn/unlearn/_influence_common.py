@@ -1,0 +1,275 @@
+"""What the approximate methods on one MF/LightGCN model share (IFRU, IF, SCIF, fine-tuning, NegGrad).
+
+One trained model is updated in place rather than retrained. Whatever the update, ``forget``
+also does what retraining would do exactly and cheaply: the graph LightGCN scores with loses the
+deleted edges (renormalised incrementally, equal to rebuilding it from the remaining data), and
+the rows of users/items left with no training data go back to their initial values (rows that
+retraining would never touch). Influence methods add the Newton step of :meth:`InfluenceUnlearner._update`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from recunlearn.data.interactions import Interactions
+from recunlearn.models.base import CFModel
+from recunlearn.models.mf import MF
+from recunlearn.train.loop import fit_model, valid_auc
+from recunlearn.unlearn._cf import (CFMethodConfig, all_item_probabilities, describe_fit, model_state,
+                                    probabilities, restore_model)
+from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
+from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolverConfig, adjacency_to_scipy,
+                                          block_preconditioner, block_solver, expand, gradient,
+                                          SolverError, hessian_vector_product, scipy_to_adjacency, solve)
+
+
+def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
+    """The normalised adjacency without the (user, item) edges given, renormalised.
+
+    Vectorised over the stored entries (no sort of the graph), and value for value what
+    :func:`recunlearn.models.lightgcn.normalized_adjacency` gives on the remaining edges.
+    """
+    n = graph.shape[0]
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))
+    keys = row * n + graph.indices
+    a, b = users.astype(np.int64), n_users + items.astype(np.int64)
+    gone = np.concatenate([a * n + b, b * n + a])
+    position = np.searchsorted(keys, gone)
+    found = position < len(keys)
+    found[found] &= keys[position[found]] == gone[found]
+    keep = np.ones(len(keys), bool)
+    keep[position[found]] = False
+    row, col = row[keep], graph.indices[keep]
+    degree = np.bincount(row, minlength=n).astype(np.float64)
+    inv_sqrt = np.zeros(n)
+    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    indptr = np.concatenate([[0], np.cumsum(degree.astype(np.int64))])
+    return sp.csr_matrix(((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n))
+
+
+def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.ndarray,
+                 items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values training from scratch starts the given rows at (same seed, same draw order)."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    fresh = MF(n_users, n_items, config.model.dim, config.model.init_std, generator)
+    return (fresh.user_emb.weight.detach()[torch.as_tensor(users)],
+            fresh.item_emb.weight.detach()[torch.as_tensor(items)])
+
+
+class ApproximateUnlearner(Unlearner):
+    """One model trained once; ``forget`` changes it in place (see :meth:`_update`)."""
+
+    exact = False
+    Config = CFMethodConfig
+
+    def _fit(self) -> None:
+        result = fit_model(self.config.model, self.train, self.valid, self.config.train, desc=self.name)
+        self.model, self.fit_info = result.model, describe_fit(result)
+
+    @classmethod
+    def adopt(cls, fitted: Unlearner, config: Any = None, **overrides: Any) -> ApproximateUnlearner:
+        """A new method starting from another one's trained model (a copy), without training again.
+
+        Benchmarks use it to give every approximate method the same original model; ``fitted``
+        must hold one model (``.model``) trained with the same model and training settings.
+        """
+        if not hasattr(fitted, "model") or fitted.train is None:
+            raise TypeError(f"{type(fitted).__name__} holds no single fitted model to adopt")
+        values = config.model_dump() if hasattr(config, "model_dump") else dict(config or {})
+        values.setdefault("model", fitted.config.model.model_dump())
+        values.setdefault("train", fitted.config.train.model_dump())
+        method = cls(values, **overrides)
+        if method.config.model != fitted.config.model or method.config.train != fitted.config.train:
+            raise ValueError("adopt() needs the same model and training settings as the fitted method")
+        method.train, method.valid, method.fit_seconds = fitted.train, fitted.valid, fitted.fit_seconds
+        method.model, method.fit_info = copy.deepcopy(fitted.model), dict(getattr(fitted, "fit_info", {}))
+        return method
+
+    # forgetting -----------------------------------------------------------------------------------------
+    def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        before = self.train
+        removed, remaining = before.take(mask), before.drop(mask)
+        model = self.model
+        graph_full = graph_after = None
+        if getattr(model, "adjacency", None) is not None:
+            graph_full = adjacency_to_scipy(model.adjacency)
+            pos = removed.label > 0
+            graph_after = remove_edges(graph_full, model.n_users, removed.user[pos], removed.item[pos])
+        orphan_users = np.setdiff1d(np.unique(removed.user), remaining.user)
+        orphan_items = np.setdiff1d(np.unique(removed.item), remaining.item)
+        details = self._update(removed, remaining, graph_full, graph_after, orphan_users, orphan_items)
+        users0, items0 = initial_rows(self.config, model.n_users, model.n_items, orphan_users, orphan_items)
+        with torch.no_grad():
+            device = model.user_emb.weight.device
+            model.user_emb.weight[torch.as_tensor(orphan_users, device=device)] = users0.to(device)
+            model.item_emb.weight[torch.as_tensor(orphan_items, device=device)] = items0.to(device)
+        if graph_after is not None:
+            model.adjacency = self._after_adjacency(graph_after)
+        self._after_cache = None
+        self.train = remaining
+        details["reset_rows"] = int(len(orphan_users) + len(orphan_items))
+        part = PartChange(part="model", action="updated", data_hash_before=before.content_hash(),
+                          data_hash_after=remaining.content_hash(), rows_before=len(before),
+                          rows_after=len(remaining), parameter_rows=int(details.pop("changed_rows", 0))
+                          + details["reset_rows"])
+        return self._report([part], **details)
+
+    def _after_adjacency(self, graph_after: sp.csr_matrix) -> torch.Tensor:
+        """The graph without the deleted edges as the model's tensor, converted once per ``forget``."""
+        cached = getattr(self, "_after_cache", None)
+        if cached is None or cached[0] is not graph_after:
+            self._after_cache = (graph_after, scipy_to_adjacency(graph_after, self.model.user_emb.weight.device))
+        return self._after_cache[1]
+
+    def _update(self, removed: Interactions, remaining: Interactions, graph_full: sp.csr_matrix | None,
+                graph_after: sp.csr_matrix | None, orphan_users: np.ndarray, orphan_items: np.ndarray) -> dict[str, Any]:
+        """Change the model's parameters for the removal; return report details (with 'changed_rows')."""
+        raise NotImplementedError
+
+    # scoring and persistence -------------------------------------------------------------------------
+    def _score_index(self, users, items):
+        return probabilities(self.model, users, items)
+
+    def score_all(self, users):
+        self._check_fitted()
+        return all_item_probabilities(self.model, np.asarray(users, np.int64))
+
+    def _state(self):
+        return model_state(self.model, "model"), {"fit": self.fit_info}
+
+    def _restore(self, tensors, meta):
+        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
+        self.fit_info = meta["fit"]
+
+
+class InfluenceConfig(CFMethodConfig):
+    """Settings of the influence-function methods."""
+
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    """How the Newton system is solved (damped, preconditioned CG by default)."""
+    guard: bool = True
+    """Keep the update only if validation AUC is not worse than with no update (else fall back to
+    no update and say so in the report); needs validation data."""
+
+
+class InfluenceUnlearner(ApproximateUnlearner):
+    """One Newton step on the kept rows: theta_S += (H + damping I)^-1 g.
+
+    ``H`` is the Hessian of the summed training objective on the remaining data (graph without the
+    deleted edges) with respect to the kept rows; ``g`` the gradient of the removed rows' summed
+    objective, plus for ``spillover`` the change of the remaining rows' gradient when the graph
+    loses the deleted edges. Subclasses choose the kept rows and whether to add spillover.
+    """
+
+    Config = InfluenceConfig
+    spillover: ClassVar[bool] = False
+
+    def kept_rows(self, removed: Interactions, before: Interactions,
+                  graph_full: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """User and item rows to update (before orphans are taken out), and details for the report."""
+        raise NotImplementedError
+
+    def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
+        model, l2 = self.model, self.config.train.l2
+        users, items, details = self.kept_rows(removed, self.train, graph_full)
+        kept = KeptRows(np.setdiff1d(users, orphan_users), np.setdiff1d(items, orphan_items))
+        details.update(kept_users=len(kept.users), kept_items=len(kept.items))
+        if kept.size == 0:
+            return {**details, "changed_rows": 0, "update": "none (no rows left to update)"}
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        g = gradient(RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2, graph_full),
+                     kept.gather(model))
+        if self.spillover and graph_after is not None:
+            spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after, removed)
+            g = g + spill
+            details["spillover_rows"] = changed_rows
+        timings["gradient_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        n_nodes = model.n_users
+        depends = expand(graph_after if graph_after is not None else None, kept.nodes(n_nodes),
+                         getattr(model, "n_layers", 0) if graph_after is not None else 0)
+        rows = np.isin(remaining.user, depends[depends < n_nodes]) | np.isin(remaining.item,
+                                                                             depends[depends >= n_nodes] - n_nodes)
+        hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
+                                      1.0, l2, graph_after)
+        if self.config.solver.hvp == "analytic":
+            hvp = hessian.analytic_hvp()
+        else:
+            hvp = hessian_vector_product(hessian, hessian.theta0)
+        blocks = block_preconditioner(hessian)
+        scale = float(torch.diagonal(blocks, dim1=-2, dim2=-1).mean())
+        details["hessian_rows"] = int(rows.sum())
+        timings["hessian_setup_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        theta = hessian.theta0
+        guard = self.config.guard and self.valid is not None and len(self.valid)
+        evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
+        result, damping = solve(self.config.solver, hvp, g, scale=max(scale, 1e-12),
+                                preconditioner=lambda d: block_solver(blocks, d), evaluate=evaluate)
+        timings["solve_s"] = time.perf_counter() - start
+        details.update(solver=self.config.solver.method, iterations=result.iterations, hvps=result.hvps,
+                       relative_residual=result.relative_residual, converged=result.converged,
+                       damping=damping, step_norm=float(result.x.norm()), gradient_norm=float(g.norm()))
+        if not math.isfinite(details["step_norm"]):
+            raise SolverError(f"the {self.config.solver.method} solver returned a non-finite update")
+
+        kept.scatter(model, theta + result.x)
+        details["update"] = "applied"
+        if guard:
+            start = time.perf_counter()
+            with_update = self._valid_auc_with(kept, theta + result.x, graph_after)
+            without = self._valid_auc_with(kept, theta, graph_after)
+            details.update(valid_auc_update=with_update, valid_auc_no_update=without)
+            if with_update < without:
+                kept.scatter(model, theta)
+                details["update"] = "rejected: validation AUC worse than no update; fell back to no update"
+            timings["guard_s"] = time.perf_counter() - start
+        details.update({k: round(v, 5) for k, v in timings.items()})
+        details["changed_rows"] = kept.size if details["update"] == "applied" else 0
+        return details
+
+    def _spillover(self, kept: KeptRows, remaining: Interactions, graph_full: sp.csr_matrix,
+                   graph_after: sp.csr_matrix, removed: Interactions) -> tuple[torch.Tensor, int]:
+        """grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph change moves."""
+        model, l2 = self.model, self.config.train.l2
+        degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
+        ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
+        changed = np.flatnonzero(ratio > self.spillover_threshold())
+        moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
+        n_users = model.n_users
+        rows = np.isin(remaining.user, moved[moved < n_users]) | np.isin(remaining.item, moved[moved >= n_users] - n_users)
+        theta = kept.gather(model)
+        args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
+        full = gradient(RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full), theta)
+        after = gradient(RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_after), theta)
+        return full - after, int(rows.sum())
+
+    def spillover_threshold(self) -> float:
+        """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""
+        return 0.0
+
+    @torch.no_grad()
+    def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
+        """Validation AUC with the kept rows set to ``values`` (and the graph without the deleted edges)."""
+        model = self.model
+        saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
+        kept.scatter(model, values)
+        if graph_after is not None:
+            model.adjacency = self._after_adjacency(graph_after)
+        try:
+            return valid_auc(model, self.valid)
+        finally:
+            kept.scatter(model, saved_rows)
+            if graph_after is not None:
+                model.adjacency = saved_graph

@@ -1,0 +1,44 @@
+"""NegGrad baseline: gradient ascent on the removed data's training objective."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from recunlearn.train.loop import batch_loss
+from recunlearn.unlearn._cf import CFMethodConfig
+from recunlearn.unlearn._influence_common import ApproximateUnlearner
+from recunlearn.unlearn.base import register
+
+
+class NegGradConfig(CFMethodConfig):
+    """How far the model climbs the removed data's loss."""
+
+    steps: int = Field(10, ge=1)
+    """Adam steps of ascent, each on all removed rows."""
+    lr: float = Field(1e-3, gt=0)
+    """Adam learning rate of the ascent."""
+
+
+@register("neggrad")
+class NegGrad(ApproximateUnlearner):
+    """Maximise the loss of the removed rows (scored with the graph they were trained in) for a few steps."""
+
+    Config = NegGradConfig
+
+    def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
+        model = self.model
+        device = model.user_emb.weight.device
+        users = torch.as_tensor(removed.user, device=device)
+        items = torch.as_tensor(removed.item, device=device)
+        labels = torch.as_tensor(removed.label, device=device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
+        model.train()
+        for _ in range(self.config.steps):
+            loss = -batch_loss(model, users, items, labels, self.config.train)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        return {"steps": self.config.steps, "final_removed_loss": float(-loss),
+                "changed_rows": model.n_users + model.n_items}

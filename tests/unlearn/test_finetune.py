@@ -1,0 +1,7 @@
+"""The finetune baseline passes the shared conformance tests."""
+
+from tests.conformance import UnlearnerConformance
+
+
+class TestFineTune(UnlearnerConformance):
+    method = "finetune"

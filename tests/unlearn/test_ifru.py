@@ -1,0 +1,113 @@
+"""IFRU on MF and LightGCN: the contract, the graph after forgetting, pruning, orphans, the guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data import DeletionRequest, label_flip_attack, user_deletion
+from recunlearn.evaluate.completeness import parameter_distance, score_distance
+from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.train.loop import TrainConfig, fit_model
+from recunlearn.unlearn import get_method
+from recunlearn.unlearn.ifru import importance_scores
+from recunlearn.unlearn.influence import SolveResult, adjacency_to_scipy
+from tests.conformance import FAST_TRAIN, UnlearnerConformance
+
+LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
+
+
+class TestIFRU(UnlearnerConformance):
+    method = "ifru"
+
+
+class TestIFRULightGCN(UnlearnerConformance):
+    method = "ifru"
+    config = LIGHTGCN
+
+
+def test_lightgcn_scores_with_the_graph_without_the_deleted_edges(tiny_split):
+    train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
+    method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)
+    report = method.forget(request)
+    rest = method.train
+    rebuilt = normalized_adjacency(rest.n_users, rest.n_items, rest.user[rest.label > 0], rest.item[rest.label > 0])
+    now = adjacency_to_scipy(method.model.adjacency)
+    np.testing.assert_array_equal(now.indices, adjacency_to_scipy(rebuilt).indices)
+    np.testing.assert_array_equal(now.data, adjacency_to_scipy(rebuilt).data)
+    assert report.details["spillover_rows"] > 0 and report.details["hessian_rows"] > 0
+    assert report.details["update"] in ("applied",) or report.details["update"].startswith("rejected")
+
+
+def test_pruning_keeps_seeds_and_follows_the_quantile(tiny_split):
+    train = tiny_split.train
+    removed = train.take(np.arange(6))
+    seeds_only = importance_scores(removed, train, hops=0)
+    assert set(np.flatnonzero(seeds_only)) == set(removed.user) | set(train.n_users + removed.item)
+    spread = importance_scores(removed, train, hops=1)
+    assert (spread > 0).sum() > (seeds_only > 0).sum() and (spread >= seeds_only).all()
+    wide = get_method("ifru")(keep_quantile=0.0, train=FAST_TRAIN).fit(train, tiny_split.valid)
+    narrow = get_method("ifru")(keep_quantile=0.9, train=FAST_TRAIN).fit(train, tiny_split.valid)
+    request = DeletionRequest.from_rows(train, np.arange(6))
+    kept = [m.forget(request).details for m in (wide, narrow)]
+    assert kept[0]["kept_users"] + kept[0]["kept_items"] > kept[1]["kept_users"] + kept[1]["kept_items"]
+    assert kept[1]["kept_users"] + kept[1]["kept_items"] >= kept[1]["seeds"]
+
+
+@pytest.mark.parametrize("config", [{"train": FAST_TRAIN}, LIGHTGCN], ids=["mf", "lightgcn"])
+def test_a_user_removed_entirely_goes_back_to_its_initial_row(tiny_split, config):
+    """Retraining never touches a user with no data: its row stays at the seeded initial value."""
+    method = get_method("ifru")(config).fit(tiny_split.train, tiny_split.valid)
+    report = method.forget(user_deletion(tiny_split.train, users=["u7"]))
+    u = tiny_split.train.users.index(["u7"])[0]
+    retrained = fit_model(method.config.model, method.train, tiny_split.valid, method.config.train).model
+    torch.testing.assert_close(method.model.user_emb.weight[u], retrained.user_emb.weight[u])
+    assert report.details["reset_rows"] >= 1
+    assert np.isfinite(method.score_index(tiny_split.test.user, tiny_split.test.item)).all()
+
+
+def test_influence_moves_towards_retraining(tiny_split):
+    """With the guard off and training run to convergence, the Newton step brings the scores closer
+    to the retrained model's than the original model's are (on the removed rows and on test)."""
+    converged = {"max_epochs": 150, "patience": 150, "batch_size": 4096, "lr": 0.02, "l2": 0.05, "seed": 0}
+    train = tiny_split.train
+    request = DeletionRequest.from_rows(train, np.arange(0, len(train), 9))
+    original = get_method("retrain")(train=converged).fit(train, None)
+    method = get_method("if").adopt(original, {"guard": False, "solver": {"tol": 1e-6}})
+    assert parameter_distance(method, original) == 0.0
+    removed = train.take(request.rows(train))
+    original.forget(request)  # now the retrained model
+    start = [score_distance(method, original, d) for d in (removed, tiny_split.test)]
+    method.forget(request)
+    end = [score_distance(method, original, d) for d in (removed, tiny_split.test)]
+    assert end[0] < 0.85 * start[0] and end[1] < 0.85 * start[1]
+
+
+def test_guard_rejects_an_update_that_hurts_validation(tiny_split, monkeypatch):
+    import recunlearn.unlearn._influence_common as common
+
+    method = get_method("ifru")(train=FAST_TRAIN).fit(tiny_split.train, tiny_split.valid)
+    test = tiny_split.test
+    before = method.score_index(test.user, test.item)
+
+    def harmful(config, hvp, b, **_):
+        noise = torch.randn(b.shape, generator=torch.Generator().manual_seed(0))
+        return SolveResult(x=10 * noise, iterations=1), 0.0
+
+    monkeypatch.setattr(common, "solve", harmful)
+    report = method.forget(DeletionRequest.from_rows(tiny_split.train, np.arange(10)))
+    assert report.details["update"].startswith("rejected")
+    assert report.details["valid_auc_update"] < report.details["valid_auc_no_update"]
+    np.testing.assert_array_equal(method.score_index(test.user, test.item), before)
+
+
+def test_adopt_copies_the_model_and_refuses_other_settings(tiny_split):
+    original = get_method("retrain")(train=FAST_TRAIN).fit(tiny_split.train, tiny_split.valid)
+    method = get_method("ifru").adopt(original)
+    test = tiny_split.test
+    np.testing.assert_array_equal(method.score_index(test.user, test.item), original.score_index(test.user, test.item))
+    assert method.model is not original.model
+    with pytest.raises(ValueError, match="same model and training"):
+        get_method("ifru").adopt(original, {"train": {**FAST_TRAIN, "lr": 0.5}})
+    assert TrainConfig(**FAST_TRAIN) == original.config.train
