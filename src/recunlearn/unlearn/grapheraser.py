@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-
 from recunlearn.unlearn.base import register
 from recunlearn.unlearn.partition import PartitionResult, bekm_partition
 from recunlearn.unlearn.sharded import EmbeddingShardedConfig, EmbeddingShardedUnlearner
