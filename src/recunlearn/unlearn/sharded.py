@@ -182,7 +182,8 @@ class ShardedUnlearner(Unlearner):
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.shard_info = meta["shard_info"]
         self.aggregator_info = meta["aggregator_info"]
-        self.partition_info = meta["partition_info"]
+        # folders saved before partitions were reported lack it; it follows from the assignment
+        self.partition_info = meta.get("partition_info") or PartitionResult(self.assignment, self.config.n_shards).summary()
         device = resolve_device(self.config.train.device)
         self.models = []
         for k in range(self.config.n_shards):
