@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -84,6 +85,33 @@ def test_ray_returns_results_in_job_order(tiny_split, ray_cluster):
     assert [r.shard for r in results] == [2, 0, 1]
 
 
+@pytest.fixture(scope="module")
+def apa_setup(tmp_path_factory):
+    """Tiny APA: synthetic prompt samples and a tiny random causal LM written to a folder."""
+    from recunlearn.bench.apa import ApaBenchConfig, prepare_samples
+    from recunlearn.models.llm.backbones import create_tiny_model
+
+    train, valid, test = prepare_samples(ApaBenchConfig.quick(n_train=32, n_valid=16, n_test=16))
+    folder = create_tiny_model(tmp_path_factory.mktemp("apa") / "tiny", train.prompts() + valid.prompts()
+                               + test.prompts(), kind="causal")
+    config = {"backbone": {"name": str(folder)}, "n_shards": 2,
+              "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1}}
+    return config, train, valid, test
+
+
+@pytest.mark.slow
+def test_apa_adapters_through_ray_match_inprocess(apa_setup, ray_cluster):
+    config, train, valid, test = apa_setup
+    fitted = {name: get_method("apa")({**config, "executor": name}).fit(train, valid) for name in ("inprocess", "ray")}
+    local, remote = fitted["inprocess"], fitted["ray"]
+    for k, (mine, theirs) in enumerate(zip(remote.adapters, local.adapters, strict=True)):
+        assert mine.keys() == theirs.keys() and mine
+        for name, value in mine.items():
+            assert torch.equal(value, theirs[name]), f"adapter {k} {name}"
+    np.testing.assert_array_equal(remote.valid_logits, local.valid_logits)
+    np.testing.assert_array_equal(remote.score(test), local.score(test))
+
+
 class FakeRay:
     """Records the resources each task asks for (a cluster with or without GPUs)."""
 
@@ -113,13 +141,15 @@ class FakeRay:
         return list(refs)
 
 
-@pytest.mark.parametrize("gpus, device, expected", [(0, None, 0), (1, None, 1), (1, "cpu", 0), (4, "cuda", 1)])
-def test_ray_tasks_ask_for_a_gpu_when_the_cluster_has_one(gpus, device, expected, monkeypatch):
+@pytest.mark.parametrize("gpus, job_device, train_device, expected", [
+    (0, None, None, 0), (1, None, None, 1), (1, None, "cpu", 0), (4, None, "cuda", 1), (1, "cpu", None, 0),
+    (1, "cuda:0", None, 1)])
+def test_ray_tasks_ask_for_a_gpu_when_the_cluster_has_one(gpus, job_device, train_device, expected, monkeypatch):
     monkeypatch.delenv("RECUNLEARN_DEVICE", raising=False)
     fake = FakeRay(gpus)
     monkeypatch.setattr(executors, "_import_ray", lambda: fake)
-    jobs = [type("Job", (), {"train_config": type("T", (), {"device": device})()})() for _ in range(2)]
-    assert RayExecutor().map(lambda job: "done", jobs) == ["done", "done"]
+    job = SimpleNamespace(device=job_device, train_config=SimpleNamespace(device=train_device))
+    assert RayExecutor().map(lambda job: "done", [job, job]) == ["done", "done"]
     assert fake.requests == [(1, expected)] * 2
 
 

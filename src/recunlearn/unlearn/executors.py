@@ -158,9 +158,10 @@ def _import_ray():
 
 
 def _may_use_cuda(job: Any) -> bool:
-    """True unless the job pins itself to a non-CUDA device (jobs without a train_config may use CUDA)."""
-    train_config = getattr(job, "train_config", None)
-    device = getattr(train_config, "device", None) or os.environ.get(DEVICE_ENV)
+    """True unless the job (its ``device``, its ``train_config.device``, else $RECUNLEARN_DEVICE) names
+    a device other than CUDA."""
+    device = (getattr(job, "device", None) or getattr(getattr(job, "train_config", None), "device", None)
+              or os.environ.get(DEVICE_ENV))
     return device is None or str(device).startswith("cuda")
 
 
