@@ -1,0 +1,112 @@
+"""``verify`` passes after a real deletion and fails on each kind of trace left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recunlearn.cli import _load_commands
+from recunlearn.cli._app import app
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import ConfigError
+from recunlearn.service.audit import verify_request
+from recunlearn.service.config import ServiceHome
+from recunlearn.service.initialize import init_service
+from recunlearn.service.store import Ledger
+from recunlearn.service.versions import current_name, file_sha256, load_current, read_manifest
+from recunlearn.service.worker import Worker
+from tests.conformance import FAST_TRAIN
+from tests.conftest import make_tiny
+
+
+def _delete(home: ServiceHome, request: DeletionRequest) -> None:
+    ledger = Ledger(home.database_url())
+    ledger.submit(request)
+    ledger.close()
+    Worker(home).run(drain=True)
+
+
+def _failed(home: ServiceHome, request_id: str, retrain: bool = False) -> set[str]:
+    return {c.name for c in verify_request(home, request_id, retrain=retrain).checks if not c.ok}
+
+
+def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path):
+    home = service.home
+    old = tmp_path / "old"
+    shutil.copytree(home.versions / current_name(home), old)  # the version still holding u7's rows
+    _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    assert verify_request(home, "u7", retrain=True).ok
+
+    cache = home.path / "cache"
+    shutil.copytree(old, cache)
+    assert _failed(home, "u7") == {"data files"}, "a stale copy under the home is a trace"
+    shutil.rmtree(cache)
+
+    served = home.versions / current_name(home)
+    shutil.copytree(old, home.versions / "v000001")
+    assert _failed(home, "u7") == {"no other versions", "data files"}
+    shutil.rmtree(home.versions / "v000001")
+
+    ledger = Ledger(home.database_url())
+    ledger.add_interactions(make_tiny().take(np.flatnonzero(make_tiny().to_frame().user == "u7")[:1]))
+    ledger.close()
+    assert _failed(home, "u7") == {"store"}
+    with Ledger(home.database_url()).write() as connection:
+        connection.exec_driver_sql("DELETE FROM interactions WHERE user_id = 'u7'")
+
+    (served / "weights.safetensors").write_bytes((served / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    assert _failed(home, "u7") == {"served version complete"}
+
+
+def test_exact_retraining_check_catches_a_part_that_differs(service):
+    home = service.home
+    _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
+    record = Ledger(home.database_url()).get("p")
+    assert record.audit["removed_rows"] == 1 and len(record.audit["changed_parts"]) == 1
+    name, model = load_current(home)
+    shard = int(record.audit["changed_parts"][0].split("-")[1])
+    with torch.no_grad():
+        model.models[shard].user_emb.weight[0] += 1e-3  # a part that is not what retraining gives
+    model.save(home.versions / name)  # re-signed, so only retraining can tell
+    manifest = read_manifest(home.versions / name)
+    manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
+    (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
+    assert _failed(home, "p", retrain=True) == {"exact retraining"}
+
+
+def test_cli_walk_through_with_retrain(tmp_path):
+    """init -> token -> worker --drain -> verify, with the retrain method (one model, no shards)."""
+    _load_commands()
+    runner = CliRunner()
+    data = tmp_path / "tiny.npz"
+    make_tiny().save(data)
+    home = tmp_path / "home"
+    config = '{"train": {"max_epochs": 4, "batch_size": 256, "lr": 0.01}}'
+    made = runner.invoke(app, ["service", "init", "--data", str(data), "--method", "retrain", "--config", config,
+                               "--home", str(home)])
+    assert made.exit_code == 0, made.output
+    assert "write token" in made.output and "serving v000001" in made.output
+    again = runner.invoke(app, ["service", "init", "--data", str(data), "--home", str(home)])
+    assert again.exit_code != 0 and "already holds a service" in str(again.exception)
+    ledger = Ledger(ServiceHome(home).database_url())
+    ledger.submit(DeletionRequest(request_id="r", users=["u5"], items=["i9"]))
+    ledger.close()
+    worked = runner.invoke(app, ["worker", "--drain", "--home", str(home)])
+    assert worked.exit_code == 0 and "settled 1 request" in worked.output, worked.output
+    verified = runner.invoke(app, ["verify", "r", "--home", str(home)])
+    assert verified.exit_code == 0 and "[ok] exact retraining" in verified.output, verified.output
+    status = runner.invoke(app, ["service", "status", "--home", str(home)])
+    assert '"published": 1' in status.output and "v000002" in status.output
+    missing = runner.invoke(app, ["verify", "nope", "--home", str(home)])
+    assert missing.exit_code != 0 and "no deletion request with id 'nope'" in str(missing.exception)
+
+
+def test_init_refuses_an_unknown_method_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="unknown method"):
+        init_service(ServiceHome(tmp_path / "h"), make_tiny(), "no-such-method", {"train": FAST_TRAIN})
+    assert not (tmp_path / "h").exists()
