@@ -55,6 +55,19 @@ def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: n
     return sp.csr_matrix(((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n))
 
 
+def clone_model(model: CFModel) -> CFModel:
+    """A deep copy of a model; LightGCN's graph (sparse CSR, which deepcopy refuses) is shared,
+    as forgetting replaces it rather than changing it in place."""
+    adjacency = getattr(model, "adjacency", None)
+    model.adjacency = None
+    try:
+        twin = copy.deepcopy(model)
+    finally:
+        model.adjacency = adjacency
+    twin.adjacency = adjacency
+    return twin
+
+
 def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.ndarray,
                  items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The values training from scratch starts the given rows at (same seed, same draw order)."""
@@ -90,7 +103,7 @@ class ApproximateUnlearner(Unlearner):
         if method.config.model != fitted.config.model or method.config.train != fitted.config.train:
             raise ValueError("adopt() needs the same model and training settings as the fitted method")
         method.train, method.valid, method.fit_seconds = fitted.train, fitted.valid, fitted.fit_seconds
-        method.model, method.fit_info = copy.deepcopy(fitted.model), dict(getattr(fitted, "fit_info", {}))
+        method.model, method.fit_info = clone_model(fitted.model), dict(getattr(fitted, "fit_info", {}))
         return method
 
     # forgetting -----------------------------------------------------------------------------------------

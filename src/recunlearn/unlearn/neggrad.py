@@ -29,9 +29,9 @@ class NegGrad(ApproximateUnlearner):
     def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
         model = self.model
         device = model.user_emb.weight.device
-        users = torch.as_tensor(removed.user, device=device)
-        items = torch.as_tensor(removed.item, device=device)
-        labels = torch.as_tensor(removed.label, device=device)
+        users = torch.tensor(removed.user, device=device)
+        items = torch.tensor(removed.item, device=device)
+        labels = torch.tensor(removed.label, device=device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
         model.train()
         for _ in range(self.config.steps):
@@ -40,5 +40,5 @@ class NegGrad(ApproximateUnlearner):
             loss.backward()
             optimizer.step()
         model.eval()
-        return {"steps": self.config.steps, "final_removed_loss": float(-loss),
-                "changed_rows": model.n_users + model.n_items}
+        return {"steps": self.config.steps, "final_removed_loss": -loss.item(),
+                "changed_rows": len(set(removed.user.tolist())) + len(set(removed.item.tolist()))}

@@ -1,0 +1,165 @@
+"""The IFRU protocol: approximate unlearning of label-flipped training data, side by side.
+
+For each model (MF, LightGCN), attack fraction and seed: a fraction of the training labels is
+flipped (IFRU's 'unusable data'); the original model trains on everything; retraining (the
+reference), SISA, the influence function, SCIF, fine-tuning, NegGrad and IFRU then forget the
+flipped rows. Every approximate method starts from a copy of the same original model, so its
+``forget`` time is the only cost it adds. Measured: test AUC overall / OR / AND, completeness
+against the retrained model (score and parameter distance, AUC on the removed rows with their
+true labels, membership inference), the wall time of ``forget`` and the speed-up over retraining
+(retraining's time = its ``forget``: a fresh ``fit`` on the remaining data, same early stopping).
+``recunlearn bench ifru`` runs this; :func:`run_ifru_benchmark` is the Python entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recunlearn.bench.experiment import DataSpec, environment, prepare
+from recunlearn.data import label_flip_attack
+from recunlearn.evaluate import auc_report
+from recunlearn.evaluate.completeness import completeness_report
+from recunlearn.unlearn import Unlearner, get_method
+
+METHODS = ("retrain", "sisa", "if", "scif", "finetune", "neggrad", "ifru")
+
+
+class IFRUBenchConfig(BaseModel):
+    """What `recunlearn bench ifru` runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k-shared"))
+    """Dataset and split (default: ML-100K from ../shared/data; rating > 3, 5-core, 60/20/20, seed 1024)."""
+    models: list[Literal["mf", "lightgcn"]] = Field(default_factory=lambda: ["mf", "lightgcn"])
+    """Recommenders to run the protocol on."""
+    fractions: list[float] = Field(default_factory=lambda: [0.02])
+    """Fractions of the training rows whose labels are flipped (IFRU: 1% and 2%)."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Each seed picks the flipped rows and seeds training."""
+    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    """Methods to compare; 'retrain' always runs (the reference for completeness and time)."""
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per model kind, settings beyond the defaults, e.g. {lightgcn = {dim = 64}}."""
+    train: dict[str, Any] = Field(default_factory=dict)
+    """Training settings shared by every method (the seed is set per run)."""
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sisa": {"n_shards": 10}})
+    """Per-method settings, e.g. {ifru = {keep_quantile = 0.4}}; no per-dataset step sizes are needed."""
+    output: str | None = "benchmarks/results/ifru/ml100k.json"
+    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> IFRUBenchConfig:
+        """A run of seconds on a small synthetic log (for tests and smoke checks)."""
+        values: dict[str, Any] = {
+            "data": DataSpec(dataset="synthetic", options={"n_interactions": 2400, "n_users": 80, "n_items": 60},
+                             k_core=2),
+            "fractions": [0.05],
+            "train": {"max_epochs": 6, "patience": 3, "batch_size": 512, "lr": 0.01},
+            "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
+            "method_options": {"sisa": {"n_shards": 2}},
+            "output": None,
+        }
+        return cls.model_validate({**values, **overrides})
+
+
+def _method_config(config: IFRUBenchConfig, name: str, kind: str, seed: int) -> dict[str, Any]:
+    return {"model": {"kind": kind, **config.model_options.get(kind, {})}, "train": {**config.train, "seed": seed},
+            **config.method_options.get(name, {})}
+
+
+def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
+    """Run the protocol; returns (and writes, if ``config.output``) a results document."""
+    start = time.perf_counter()
+    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    for name in names:
+        get_method(name)  # unknown names fail before any training
+    split = prepare(config.data)
+    log(f"data: {split.describe()}")
+    runs = []
+    for kind in config.models:
+        for fraction in config.fractions:
+            for seed in config.seeds:
+                runs.append(_run(config, split, names, kind, fraction, seed, log))
+    results = {"config": config.model_dump(mode="json"), "data": split.describe(), "runs": runs,
+               "seconds": round(time.perf_counter() - start, 2), "environment": environment(),
+               "command": " ".join(sys.argv)}
+    if config.output:
+        write_results(results, Path(config.output))
+    return results
+
+
+def _run(config: IFRUBenchConfig, split, names: list[str], kind: str, fraction: float, seed: int,
+         log) -> dict[str, Any]:
+    polluted, request = label_flip_attack(split.train, fraction, seed)
+    removed = polluted.take(request.rows(polluted))
+    removed_true = split.train.take(request.rows(split.train))
+    log(f"{kind}, {fraction:.0%} flipped ({len(removed):,} rows), seed {seed}: fitting the original model ...")
+    reference = get_method("retrain")(_method_config(config, "retrain", kind, seed)).fit(polluted, split.valid)
+    original = get_method("finetune").adopt(reference)  # a copy that only scores: the model before forgetting
+    methods: dict[str, Unlearner] = {}
+    for name in names[1:]:
+        cls = get_method(name)
+        if hasattr(cls, "adopt"):
+            methods[name] = cls.adopt(reference, _method_config(config, name, kind, seed))
+        else:
+            log(f"{name}: fitting ...")
+            methods[name] = cls(_method_config(config, name, kind, seed)).fit(polluted, split.valid)
+    reports = {"retrain": reference.forget(request)}
+    log(f"retrain: {reports['retrain'].seconds:.2f} s")
+    for name, method in methods.items():
+        reports[name] = method.forget(request)
+        log(f"{name}: forget {reports[name].seconds:.4f} s")
+    methods = {"retrain": reference, **methods}
+    remaining = reference.train
+    retrain_seconds = reports["retrain"].seconds
+    rows = [_measure("original", original, None, reference, split, removed, removed_true, remaining, retrain_seconds)]
+    rows += [_measure(name, methods[name], reports[name], reference, split, removed, removed_true, remaining,
+                      retrain_seconds) for name in names]
+    return {"model": kind, "fraction": fraction, "seed": seed, "removed_rows": len(removed),
+            "original_fit_seconds": round(original.fit_seconds, 3), "rows": rows}
+
+
+def _measure(name, method, report, reference, split, removed, removed_true, remaining, retrain_seconds):
+    row: dict[str, Any] = {"method": name, **auc_report(method, split.test, removed),
+                           **completeness_report(method, reference, removed, removed_true, split.test, remaining)}
+    if report is not None:
+        row["forget_seconds"] = report.seconds
+        row["speedup"] = retrain_seconds / max(report.seconds, 1e-9)
+        row["details"] = json.loads(json.dumps(report.details, default=str))
+    if name == "sisa":
+        row["fit_seconds"] = method.fit_seconds
+    return row
+
+
+COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
+           ("auc_and", "AUC AND", "{:.4f}"), ("dist_removed", "|Δ| removed", "{:.4f}"),
+           ("dist_test", "|Δ| test", "{:.4f}"), ("param_distance", "param dist", "{:.3f}"),
+           ("auc_removed", "AUC removed (true labels)", "{:.4f}"), ("mia_removed", "MIA removed", "{:.3f}"),
+           ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", "{:.1f}x")]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One table per run (model, fraction, seed); the MIA column's reference is retrain's value."""
+    out = []
+    for run in results["runs"]:
+        out.append(f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), seed {run['seed']}\n")
+        out.append("| " + " | ".join(title for _, title, _ in COLUMNS) + " | note |")
+        out.append("|" + "---|" * (len(COLUMNS) + 1))
+        for row in run["rows"]:
+            cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+            update = row.get("details", {}).get("update", "")
+            out.append("| " + " | ".join(cells) + f" | {update if update != 'applied' else ''} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, allow_nan=True))
+    path.with_suffix(".md").write_text(markdown_table(results) + "\n")

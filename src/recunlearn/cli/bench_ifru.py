@@ -1,0 +1,41 @@
+"""`recunlearn bench ifru`: IFRU and the approximate baselines on the label-flip protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recunlearn.cli._app import bench_app
+
+
+@bench_app.command("ifru")
+def ifru(
+    dataset: str = typer.Option("ml-100k-shared", help="Dataset name or path (default: ML-100K from ../shared/data)."),
+    models: Optional[list[str]] = typer.Option(None, "--model", help="mf / lightgcn (repeat); default both."),
+    fractions: Optional[list[float]] = typer.Option(None, "--fraction", help="Flipped fraction (repeat); default 0.02."),
+    seeds: Optional[list[int]] = typer.Option(None, "--seed", help="Seeds (repeat); default 0."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", "-m",
+                                                help="Methods (repeat); default retrain, sisa, if, scif, finetune, neggrad, ifru."),
+    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log."),
+    out: Path = typer.Option(Path("benchmarks/results/ifru/ml100k.json"), help="Results JSON (markdown beside it)."),
+) -> None:
+    """Approximate unlearning of label-flipped data: utility, completeness, time and speed-up over retraining."""
+    from rich.console import Console
+
+    from recunlearn.bench.experiment import DataSpec
+    from recunlearn.bench.ifru import IFRUBenchConfig, markdown_table, run_ifru_benchmark
+
+    console = Console()
+    overrides: dict = {"output": str(out)}
+    for key, value in (("models", models), ("fractions", fractions), ("seeds", seeds), ("methods", methods)):
+        if value:
+            overrides[key] = value
+    if quick:
+        config = IFRUBenchConfig.quick(**overrides)
+    else:
+        config = IFRUBenchConfig(data=DataSpec(dataset=dataset), **overrides)
+    results = run_ifru_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    typer.echo(markdown_table(results))
+    console.print(f"results: {out}")

@@ -1,0 +1,34 @@
+import json
+
+from typer.testing import CliRunner
+
+from recunlearn.bench.ifru import IFRUBenchConfig, run_ifru_benchmark
+from recunlearn.cli import _load_commands, app
+
+
+def test_quick_ifru_benchmark_measures_every_method(tmp_path):
+    out = tmp_path / "ifru.json"
+    results = run_ifru_benchmark(IFRUBenchConfig.quick(output=str(out)), log=lambda m: None)
+    assert [(r["model"], r["fraction"]) for r in results["runs"]] == [("mf", 0.05), ("lightgcn", 0.05)]
+    for run in results["runs"]:
+        names = [row["method"] for row in run["rows"]]
+        assert names == ["original", "retrain", "sisa", "if", "scif", "finetune", "neggrad", "ifru"]
+        rows = {row["method"]: row for row in run["rows"]}
+        assert rows["retrain"]["dist_test"] == 0 and rows["retrain"]["param_distance"] == 0
+        assert rows["original"]["dist_removed"] > 0, "the original model still knows the flipped rows"
+        assert rows["retrain"]["speedup"] == 1.0
+        for name in ("if", "scif", "ifru", "finetune", "neggrad"):
+            assert rows[name]["forget_seconds"] > 0 and 0 <= rows[name]["mia_removed"] <= 1
+            assert 0 <= rows[name]["auc"] <= 1
+        assert rows["ifru"]["details"]["kept_users"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["runs"][0]["rows"][0]["method"] == "original"
+    assert "| ifru |" in out.with_suffix(".md").read_text()
+
+
+def test_cli_bench_ifru_quick(tmp_path):
+    _load_commands()
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["bench", "ifru", "--quick", "--model", "mf", "-m", "ifru", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| ifru |" in result.output and out.is_file()
