@@ -21,6 +21,10 @@ from recunlearn.errors import DataError, UnknownIdError
 
 
 def _frozen(array: Any, dtype: Any) -> np.ndarray:
+    """A read-only array that owns its data: one made here is shared as is, anything else copied."""
+    if (isinstance(array, np.ndarray) and not array.flags.writeable and array.base is None
+            and (array.dtype == dtype or (dtype is str and array.dtype.kind == "U"))):
+        return array
     out = np.array(array, dtype=dtype, copy=True)
     out.setflags(write=False)
     return out
@@ -122,7 +126,8 @@ class Interactions:
         for fname in ("item_title", "item_author"):
             text = getattr(self, fname)
             if text is not None:
-                text = _frozen([str(t) for t in text], dtype=str)
+                text = _frozen(text if isinstance(text, np.ndarray) and text.dtype.kind == "U"
+                               else [str(t) for t in text], dtype=str)
                 if len(text) != len(self.items):
                     raise DataError(f"{fname} has {len(text)} entries for {len(self.items)} items")
                 object.__setattr__(self, fname, text)
@@ -246,8 +251,8 @@ class Interactions:
 
     def compact(self) -> Interactions:
         """Rebuild the vocabularies from the users and items that occur in the rows."""
-        used_u = np.unique(self.user)
-        used_i = np.unique(self.item)
+        used_u = np.flatnonzero(np.bincount(self.user, minlength=self.n_users))
+        used_i = np.flatnonzero(np.bincount(self.item, minlength=self.n_items))
         users = Vocabulary(self.users.ids[used_u], kind="user")
         items = Vocabulary(self.items.ids[used_i], kind="item")
         remap_u = np.full(self.n_users, -1, np.int64)
