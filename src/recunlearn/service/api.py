@@ -94,16 +94,26 @@ class ServedModel:
         self._loading = threading.Lock()
 
     def get(self) -> tuple[str, Unlearner]:
-        now = time.monotonic()
         if self.model is None:
             with self._loading:
                 if self.model is None:
                     self._load()
-        elif now - self._checked > self.poll_seconds:
-            self._checked = now
-            if current_name(self.home) != self.name and self._loading.acquire(blocking=False):
-                threading.Thread(target=self._load_in_background, daemon=True).start()
+        elif time.monotonic() - self._checked > self.poll_seconds:
+            self.refresh()
         return self.name, self.model
+
+    def refresh(self) -> None:
+        """Start loading the version the pointer names, if it is newer than the one in memory."""
+        self._checked = time.monotonic()
+        if current_name(self.home) != self.name and self._loading.acquire(blocking=False):
+            threading.Thread(target=self._load_in_background, daemon=True).start()
+
+    def watch(self, stop: threading.Event) -> None:
+        """Follow the pointer every ``poll_seconds`` (so a published version is served without waiting
+        for a request to notice it)."""
+        while not stop.wait(self.poll_seconds):
+            if self.model is not None:
+                self.refresh()
 
     def _load(self) -> None:
         name, model = load_current(self.home)
@@ -138,6 +148,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         stop = threading.Event()
+        threading.Thread(target=served.watch, args=(stop,), name="recunlearn-version-watch", daemon=True).start()
         if worker:
             from recunlearn.service.worker import run_in_thread
 
