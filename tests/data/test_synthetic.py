@@ -84,3 +84,5 @@ def test_bad_options_are_config_errors():
         synthetic(n_interactions=60, n_users=10, n_items=10)
     with pytest.raises(ConfigError, match="n_genres"):
         synthetic(n_genres=len(GENRES) + 1)
+    with pytest.raises(ConfigError, match="could not draw 4900 distinct pairs"):
+        synthetic(n_interactions=4900, n_users=100, n_items=100, popularity=3, exposure=5)

@@ -186,10 +186,12 @@ def _unique_pairs(config: SyntheticConfig, user_weight: np.ndarray, item_genre: 
     k = np.arange(max(n_users, n_items), dtype=np.int64)
     covering = _sorted_unique((k % n_users) * n_items + rng.permutation(n_items)[k % n_items])
     need = config.n_interactions - len(covering)
-    seen, fresh_parts, have, fresh_share = covering, [], 0, 0.8
-    for _ in range(100):
-        if have >= need:
-            break
+    seen, fresh_parts, have, fresh_share, rounds = covering, [], 0, 0.8, 0
+    while have < need:
+        if rounds == 100:
+            raise ConfigError(f"could not draw {config.n_interactions} distinct pairs: the popularity skew "
+                              "concentrates them on too few items; lower popularity/exposure or add items")
+        rounds += 1
         draws = int((need - have) / fresh_share * 1.1) + 64
         users = rng.choice(n_users, size=draws, p=user_weight)
         items = _sample_items(_sample_genres(users, taste, config.exposure, rng), item_genre, item_weight, rng)
@@ -200,9 +202,6 @@ def _unique_pairs(config: SyntheticConfig, user_weight: np.ndarray, item_genre: 
         have += len(fresh)
         seen = np.sort(np.concatenate([seen, fresh]), kind="stable")  # two sorted runs: a linear merge
         fresh_share = max(len(fresh) / draws, 0.01)
-    else:
-        raise ConfigError(f"could not draw {config.n_interactions} distinct pairs: the popularity skew "
-                          "concentrates them on too few items; lower popularity/exposure or add items")
     extra = np.concatenate(fresh_parts) if fresh_parts else np.empty(0, np.int64)
     if len(extra) > need:
         extra = extra[rng.choice(len(extra), size=need, replace=False)]
