@@ -88,10 +88,13 @@ def test_ray_returns_results_in_job_order(tiny_split, ray_cluster):
 @pytest.fixture(scope="module")
 def apa_setup(tmp_path_factory):
     """Tiny APA: synthetic prompt samples and a tiny random causal LM written to a folder."""
-    from recunlearn.bench.apa import ApaBenchConfig, prepare_samples
+    from recunlearn.data import binarize, load_dataset
     from recunlearn.models.llm.backbones import create_tiny_model
+    from recunlearn.models.llm.samples import build_samples, split_samples, subsample
 
-    train, valid, test = prepare_samples(ApaBenchConfig.quick(n_train=32, n_valid=16, n_test=16))
+    data = binarize(load_dataset("synthetic", n_interactions=2000, seed=0), 3.0)
+    train, valid, test = split_samples(build_samples(data, history=4, max_samples=400, seed=0), by="time")
+    train, valid, test = subsample(train, 32), subsample(valid, 16, 1), subsample(test, 16, 2)
     folder = create_tiny_model(tmp_path_factory.mktemp("apa") / "tiny", train.prompts() + valid.prompts()
                                + test.prompts(), kind="causal")
     config = {"backbone": {"name": str(folder)}, "n_shards": 2,

@@ -79,23 +79,29 @@ class ResultsFile(BaseModel):
         return path
 
 
+def make_results(rows: list[dict[str, Any]], config: dict[str, Any] | BaseModel | None = None,
+                 command: str | None = None, *, protocol: str = "benchmark", seeds: dict[str, int] | None = None,
+                 summary: dict[str, Any] | None = None, seconds: float | None = None) -> ResultsFile:
+    """``rows`` with their context (this machine's environment); ``command`` defaults to this process's
+    command line, ``seeds`` to the seeds found in ``config``."""
+    if isinstance(config, BaseModel):
+        config = config.model_dump(mode="json")
+    config = _plain_tree(config or {})
+    return ResultsFile(protocol=protocol, command=command or command_line(), config=config,
+                       seeds=seeds if seeds is not None else find_seeds(config), environment=environment(),
+                       rows=_plain_tree(rows), summary=_plain_tree(summary or {}), seconds=seconds)
+
+
 def write_results(path: str | Path, rows: list[dict[str, Any]], config: dict[str, Any] | BaseModel | None = None,
                   command: str | None = None, *, protocol: str | None = None, seeds: dict[str, int] | None = None,
                   summary: dict[str, Any] | None = None, seconds: float | None = None,
                   markdown: str | None = None) -> ResultsFile:
-    """Record ``rows`` with their context at ``path``; returns what was written.
+    """Record ``rows`` with their context at ``path`` (see :func:`make_results`); returns what was written.
 
-    ``command`` defaults to this process's command line, ``protocol`` to the file's parent folder name,
-    ``seeds`` to the seeds found in ``config``.
+    ``protocol`` defaults to the file's parent folder name.
     """
-    if isinstance(config, BaseModel):
-        config = config.model_dump(mode="json")
-    config = _plain_tree(config or {})
-    results = ResultsFile(protocol=protocol or Path(path).parent.name or "benchmark",
-                          command=command or command_line(), config=config,
-                          seeds=seeds if seeds is not None else find_seeds(config),
-                          environment=environment(), rows=_plain_tree(rows), summary=_plain_tree(summary or {}),
-                          seconds=seconds)
+    results = make_results(rows, config, command, protocol=protocol or Path(path).parent.name or "benchmark",
+                           seeds=seeds, summary=summary, seconds=seconds)
     results.write(path, markdown)
     return results
 

@@ -1,0 +1,143 @@
+"""Scaling study: how training time, unlearning time and memory grow with the data, per method family.
+
+For each size (synthetic logs, 100k to 10M interactions by default) and each method (one per family:
+retraining, partition = SISA, influence = IFRU), a fresh spawned process loads the log, fits the
+method for a fixed number of epochs (no early stopping, so sizes are comparable) and forgets random
+interactions, after a warm-up fit on 2,000 rows that pays the first-call costs (lazy imports, kernel
+set-up). Each run is alone in its process so that its peak memory is its own: ``peak_memory_mb`` is
+how far the peak resident memory rose above what the process held after loading and warming up;
+``process_peak_mb`` is the process's whole peak. The report fits log-log slopes (cost ~ n^slope).
+``recunlearn bench scaling`` runs this; :func:`run_scaling_benchmark` is the Python entry point.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from recunlearn.bench._results import ResultsFile, make_results
+from recunlearn.bench.report import slopes
+from recunlearn.data import DeletionRequest, Interactions, load_dataset
+from recunlearn.errors import ConfigError
+from recunlearn.unlearn import available_methods, get_method
+
+FULL_SIZES = [100_000, 300_000, 1_000_000, 3_000_000, 10_000_000]
+
+
+class ScalingConfig(BaseModel):
+    """What `recunlearn bench scaling` runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    sizes: list[int] = Field(default_factory=lambda: list(FULL_SIZES))
+    """Interactions of the synthetic logs (users and items grow with them, 100 rows per user)."""
+    methods: list[str] = Field(default_factory=lambda: ["retrain", "sisa", "ifru"])
+    """One method per family: retraining (the reference), partition (SISA), influence (IFRU)."""
+    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf", "dim": 32})
+    """Model of every method."""
+    train: dict[str, Any] = Field(default_factory=lambda: {"max_epochs": 2, "batch_size": 8192, "lr": 0.01})
+    """Training settings; runs without validation data, so every size trains ``max_epochs`` epochs."""
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sisa": {"n_shards": 5}})
+    """Per-method settings."""
+    deletion_rows: int = Field(1, ge=1)
+    """Random training interactions forgotten in one request."""
+    data_seed: int = 0
+    """Seed of the synthetic generator."""
+    deletion_seed: int = 0
+    """Seed that picks the forgotten interactions."""
+    output: str | None = "benchmarks/results/scaling/synthetic.json"
+    """Results JSON (a markdown table beside it); None writes nothing."""
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> ScalingConfig:
+        """Under a minute on 2 cores: 25k to 100k interactions, one epoch."""
+        values: dict[str, Any] = {"sizes": [25_000, 50_000, 100_000],
+                                  "train": {"max_epochs": 1, "batch_size": 8192, "lr": 0.01}, "output": None}
+        return cls.model_validate({**values, **overrides})
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process from /proc, in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _method_options(config: ScalingConfig, name: str) -> dict[str, Any]:
+    fields = get_method(name).Config.model_fields
+    options = dict(config.method_options.get(name, {}))
+    if "model" in fields:
+        options.setdefault("model", config.model)
+    if "train" in fields:
+        options.setdefault("train", config.train)
+    return options
+
+
+def measure_one(data_path: str, name: str, options: dict[str, Any], deletion_rows: int, deletion_seed: int) -> dict[str, Any]:
+    """Fit and forget in this process; meant to run alone in a fresh one (see the module docstring)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+    data = Interactions.load(data_path)
+    warm_up = data.take(np.arange(min(len(data), 2000)))
+    get_method(name)(options).fit(warm_up).forget(DeletionRequest.from_rows(warm_up, [0]))  # first-call costs
+    del warm_up
+    baseline = _rss_mb("VmRSS")
+    method = get_method(name)(options)
+    start = time.perf_counter()
+    method.fit(data)
+    fit_seconds = time.perf_counter() - start
+    rows = np.random.default_rng(deletion_seed).choice(len(data), deletion_rows, replace=False)
+    report = method.forget(DeletionRequest.from_rows(method.train, np.isin(np.arange(len(data)), rows)))
+    peak = _rss_mb("VmHWM")
+    return {"fit_seconds": round(fit_seconds, 3), "forget_seconds": round(report.seconds, 4),
+            "peak_memory_mb": round(peak - baseline, 1), "process_peak_mb": round(peak, 1),
+            "changed_parts": len(report.changed_parts)}
+
+
+def run_scaling_benchmark(config: ScalingConfig, log=print) -> ResultsFile:
+    """Run the study; returns the results (written to ``config.output`` when set)."""
+    unknown = [m for m in config.methods if m not in available_methods("interactions")]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}")
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in sorted(config.sizes):
+            data = load_dataset("synthetic", n_interactions=size, seed=config.data_seed)
+            path = str(Path(scratch) / f"synthetic-{size}.npz")
+            data.save(path)
+            log(f"{size:,} interactions: {data.n_users:,} users, {data.n_items:,} items")
+            del data
+            for name in config.methods:
+                with ProcessPoolExecutor(1, mp_context=context) as pool:  # a fresh process: its own peak memory
+                    measured = pool.submit(measure_one, path, name, _method_options(config, name),
+                                           config.deletion_rows, config.deletion_seed).result()
+                rows.append({"method": name, "n_interactions": size, **measured})
+                log(f"  {name}: fit {measured['fit_seconds']:.2f} s, forget {measured['forget_seconds']:.3f} s, "
+                    f"+{measured['peak_memory_mb']:.0f} MiB")
+    fitted = slopes(rows)
+    results = make_results(rows, config, protocol="scaling", summary={"slopes": fitted},
+                           seconds=round(time.perf_counter() - start, 2))
+    if config.output:
+        results.write(config.output, markdown_table(rows, fitted))
+    return results
+
+
+def markdown_table(rows: list[dict[str, Any]], fitted: dict[str, dict[str, float]]) -> str:
+    lines = ["| method | interactions | fit s | forget s | peak memory +MiB |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['method']} | {r['n_interactions']:,} | {r['fit_seconds']:.2f} | {r['forget_seconds']:.3f} | "
+              f"{r['peak_memory_mb']:.0f} |" for r in rows]
+    lines += ["", "| method | slope fit | slope forget | slope memory |", "|---|---:|---:|---:|"]
+    lines += [f"| {m} | {s.get('fit_seconds', float('nan')):.2f} | {s.get('forget_seconds', float('nan')):.2f} | "
+              f"{s.get('peak_memory_mb', float('nan')):.2f} |" for m, s in fitted.items()]
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""`recunlearn bench all` (every protocol, then one report) and `recunlearn bench scaling`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recunlearn.cli._app import bench_app
+
+
+@bench_app.command("all")
+def bench_all(
+    quick: bool = typer.Option(True, "--quick/--full", help="Quick presets (minutes on 2 cores) or the full protocols (hours)."),
+    protocols: Optional[list[str]] = typer.Option(None, "--protocol", "-p", help="Protocols to run (repeat); default exact, ifru, apa, scaling."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Results folder (<out>/<protocol>/..., suite and report beside)."),
+) -> None:
+    """Run every benchmark protocol, keep the results with their commands, and write one report."""
+    from rich.console import Console
+
+    from recunlearn.bench.suite import PROTOCOLS, SuiteConfig, run_suite
+
+    console = Console()
+    config = SuiteConfig(mode="quick" if quick else "full", protocols=protocols or list(PROTOCOLS), out=str(out))
+    results = run_suite(config, log=lambda m: console.print(m, markup=False, highlight=False))
+    for row in results.rows:
+        detail = row.get("results") or row.get("detail", "")
+        console.print(f"{row['protocol']:>8}: {row['status']:<8} {row.get('seconds', '-')!s:>8} s  {detail}",
+                      markup=False, highlight=False)
+    console.print(f"report: {results.summary['report']}", markup=False, highlight=False)
+    if results.summary["failed"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    sizes: Optional[list[int]] = typer.Option(None, "--size", "-n", help="Interactions (repeat); default 100k, 300k, 1M, 3M, 10M."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods (repeat); default retrain, sisa, ifru."),
+    epochs: int = typer.Option(2, help="Training epochs at every size (no early stopping)."),
+    quick: bool = typer.Option(False, help="25k-100k interactions, one epoch (under a minute)."),
+    out: Path = typer.Option(Path("benchmarks/results/scaling/synthetic.json"), help="Results JSON (markdown beside it)."),
+) -> None:
+    """Training and unlearning time and peak memory against data size, per method family; log-log slopes."""
+    from recunlearn.bench.scaling import ScalingConfig, markdown_table, run_scaling_benchmark
+
+    overrides: dict = {"output": str(out)}
+    if sizes:
+        overrides["sizes"] = sizes
+    if methods:
+        overrides["methods"] = methods
+    if quick:
+        config = ScalingConfig.quick(**overrides)
+    else:
+        config = ScalingConfig(**overrides)
+        config.train["max_epochs"] = epochs
+    results = run_scaling_benchmark(config)
+    typer.echo(markdown_table(results.rows, results.summary["slopes"]))
+    typer.echo(f"results: {out}")
