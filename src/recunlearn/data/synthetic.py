@@ -180,19 +180,20 @@ def _unique_pairs(config: SyntheticConfig, user_weight: np.ndarray, item_genre: 
 
     First one row per user and per item, then rounds of draws from the popularity/exposure model,
     keeping pairs not seen yet, until there are enough; each round sizes its draw by the share of
-    fresh pairs the previous round yielded.
+    fresh pairs the previous round yielded. Gives up after 30 draws per requested row.
     """
     n_users, n_items = config.users, config.items
     k = np.arange(max(n_users, n_items), dtype=np.int64)
     covering = _sorted_unique((k % n_users) * n_items + rng.permutation(n_items)[k % n_items])
     need = config.n_interactions - len(covering)
-    seen, fresh_parts, have, fresh_share, rounds = covering, [], 0, 0.8, 0
+    seen, fresh_parts, have, fresh_share, drawn = covering, [], 0, 0.8, 0
     while have < need:
-        if rounds == 100:
-            raise ConfigError(f"could not draw {config.n_interactions} distinct pairs: the popularity skew "
-                              "concentrates them on too few items; lower popularity/exposure or add items")
-        rounds += 1
+        if drawn > 30 * config.n_interactions:
+            raise ConfigError(f"could not draw {config.n_interactions} distinct pairs ({drawn:,} draws gave "
+                              f"{len(covering) + have:,}): the popularity skew concentrates them on too few "
+                              "items; lower popularity/exposure or add items")
         draws = int((need - have) / fresh_share * 1.1) + 64
+        drawn += draws
         users = rng.choice(n_users, size=draws, p=user_weight)
         items = _sample_items(_sample_genres(users, taste, config.exposure, rng), item_genre, item_weight, rng)
         keys = _sorted_unique(users * np.int64(n_items) + items)
