@@ -97,9 +97,9 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
             rows.append({**row, "status": "missing", "detail": str(exc)})
             log(f"{name}: skipped, {exc}")
             continue
-        protocol_config = protocol.config(config.mode, out, config.overrides.get(name, {}))
-        log(f"{name}: running the {config.mode} preset -> {protocol_config.output}")
         try:
+            protocol_config = protocol.config(config.mode, out, config.overrides.get(name, {}))
+            log(f"{name}: running the {config.mode} preset -> {protocol_config.output}")
             protocol.runner(protocol_config, log=lambda message, name=name: log(f"  [{name}] {message}"))
         except Exception as exc:  # a broken protocol must not cost the others their results
             rows.append({**row, "status": "failed", "detail": f"{type(exc).__name__}: {exc}",

@@ -1,0 +1,71 @@
+"""`bench all` and the scaling study: protocols found by convention, results and report kept together."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from recunlearn.bench._results import load_results
+from recunlearn.bench.scaling import ScalingConfig
+from recunlearn.bench.suite import Protocol, SuiteConfig, run_suite
+from recunlearn.cli import _load_commands
+from recunlearn.cli._app import app
+from recunlearn.errors import ConfigError
+
+SCALING = {"sizes": [2000, 4000], "methods": ["retrain"]}
+
+
+@pytest.mark.slow
+def test_quick_suite_keeps_results_and_reports(tmp_path):
+    config = SuiteConfig(protocols=["exact", "scaling", "no-such-protocol"], out=str(tmp_path),
+                         overrides={"exact": {"methods": ["retrain", "sisa"]}, "scaling": SCALING})
+    suite = run_suite(config, log=lambda message: None)
+    status = {r["protocol"]: r["status"] for r in suite.rows}
+    assert status == {"exact": "ok", "scaling": "ok", "no-such-protocol": "missing"}
+    assert suite.summary["missing"] == ["no-such-protocol"] and suite.summary["failed"] == []
+    assert json.loads((tmp_path / "suite-quick.json").read_text())["rows"] == suite.rows
+
+    exact = load_results(tmp_path / "exact" / "quick.json")
+    assert {r["method"] for r in exact.rows} == {"retrain", "sisa"} and exact.command
+    scaling = load_results(tmp_path / "scaling" / "quick.json")
+    assert [(r["method"], r["n_interactions"]) for r in scaling.rows] == [("retrain", 2000), ("retrain", 4000)]
+    assert all(r["fit_seconds"] > 0 and r["forget_seconds"] > 0 and r["process_peak_mb"] > 50 for r in scaling.rows)
+    assert set(scaling.summary["slopes"]["retrain"]) >= {"fit_seconds", "forget_seconds"}
+    assert scaling.seeds == {"data_seed": 0, "deletion_seed": 0}
+    assert scaling.environment["hardware"]["cpu_count"] >= 1
+
+    page = (tmp_path / "report-quick" / "report.html").read_text()
+    assert "exact: quick.json" in page and "scaling: quick.json" in page
+    assert page.count("data:image/png;base64,") >= 3  # utility vs time, speed-up, scaling curves
+
+
+def test_a_failing_protocol_is_recorded_and_the_others_run(tmp_path):
+    config = SuiteConfig(protocols=["scaling", "exact"], out=str(tmp_path),
+                         overrides={"scaling": {"methods": ["no-such-method"]}, "exact": {"n_shards": [0]}})
+    suite = run_suite(config, log=lambda message: None)
+    assert [r["status"] for r in suite.rows] == ["failed", "failed"]
+    assert "no-such-method" in suite.rows[0]["detail"] and suite.summary["failed"] == ["scaling", "exact"]
+    assert suite.summary["report"] is None
+
+
+def test_protocols_are_found_by_convention(tmp_path):
+    exact = Protocol("exact")
+    assert exact.config_class.__name__ == "ExactBenchConfig"
+    assert exact.config("quick", tmp_path, {}).output == str(tmp_path / "exact" / "quick.json")
+    assert exact.config("full", tmp_path, {}).output == str(tmp_path / "exact" / "ml100k.json")
+    assert Protocol("scaling").config_class is ScalingConfig
+    assert Protocol("ifru").config_class.__name__ == "IFRUBenchConfig"  # its module also has a scaling config
+    with pytest.raises(ConfigError, match="no module recunlearn.bench.nope"):
+        Protocol("nope")
+    with pytest.raises(ConfigError, match="overrides for protocols that do not run"):
+        run_suite(SuiteConfig(protocols=["exact"], overrides={"apa": {}}, out=str(tmp_path)))
+
+
+def test_cli_bench_all_reports_missing_protocols(tmp_path):
+    _load_commands()
+    result = CliRunner().invoke(app, ["bench", "all", "--quick", "-p", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "nope: missing" in " ".join(result.output.split())
+    assert load_results(tmp_path / "suite-quick.json").rows[0]["status"] == "missing"
