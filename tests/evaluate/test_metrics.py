@@ -58,3 +58,12 @@ def test_ranking_metrics_mask_training_items():
     assert report["ndcg@2"] == pytest.approx(1 / np.log2(3))
     top1 = ranking_report(scorer, train, test, k=1)
     assert top1["recall@1"] == 0.0
+
+
+def test_rank_auc_agrees_with_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 5000)
+    scores = np.round(rng.normal(labels * 0.5, 1.0), 1)  # rounding makes many ties
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.train.auc import roc_auc
 
 
 class Scorer(Protocol):
@@ -18,10 +18,7 @@ class Scorer(Protocol):
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC; NaN when only one class is present (undefined rather than misleading)."""
-    labels = np.asarray(labels)
-    if len(labels) == 0 or len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
+    return roc_auc(labels, scores)
 
 
 def subset_masks(test: Interactions, deleted: Interactions) -> dict[str, np.ndarray]:

@@ -15,12 +15,12 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.config import LightGCNConfig, MFConfig, build_model
+from recunlearn.train.auc import roc_auc
 from recunlearn.train.losses import bpr, l2_penalty, pointwise_bce
 from recunlearn.train.runtime import configure_threads, resolve_device, show_progress
 
@@ -97,9 +97,9 @@ def predict(model: CFModel, users: np.ndarray, items: np.ndarray, batch: int = 6
 
 
 def valid_auc(model: CFModel, valid: Interactions) -> float:
-    if len(valid) == 0 or len(np.unique(valid.label)) < 2:
+    if len(valid) == 0:
         return float("nan")
-    return float(roc_auc_score(valid.label, predict(model, valid.user, valid.item)))
+    return roc_auc(valid.label, predict(model, valid.user, valid.item))
 
 
 def fit_model(model_config: MFConfig | LightGCNConfig, train: Interactions, valid: Interactions | None,
