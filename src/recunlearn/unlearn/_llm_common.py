@@ -40,6 +40,13 @@ from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, Unlea
 from recunlearn.unlearn.executors import get_executor
 
 
+def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
+    """Output ensemble: the logit of the mean probability over adapters (rows; NaN rows = empty adapters)."""
+    probs = np.nanmean(1.0 / (1.0 + np.exp(-adapter_logits.astype(np.float64))), axis=0)
+    probs = np.clip(probs, 1e-12, 1 - 1e-12)
+    return np.log(probs / (1 - probs)).astype(np.float32)
+
+
 class LLMMethodConfig(BaseModel):
     """Settings shared by every method on the language-model recommender."""
 
@@ -191,12 +198,19 @@ class LLMUnlearner(Unlearner):
         return predict_logits(self.scorer, token_ids, self.backbone.tokenizer.pad_token_id, self.device,
                               self.config.inference_batch_size, before)
 
+    def adapter_logits(self, samples: SampleTable) -> np.ndarray:
+        """Each adapter's logits alone (K x n; NaN rows for empty adapters): one pass per adapter."""
+        self._check_fitted()
+        tokens = self._tokenize(samples)
+        out = np.full((self.n_adapters, len(samples)), np.nan, np.float32)
+        for k in np.flatnonzero(self.present):
+            out[k] = self._pass(tokens, single=int(k))
+        return out
+
     def _output_average(self, token_ids: list[list[int]]) -> np.ndarray:
         """Mean of the present adapters' probabilities (K forward passes), as a logit."""
-        probs = np.mean([1.0 / (1.0 + np.exp(-self._pass(token_ids, single=k).astype(np.float64)))
-                         for k in np.flatnonzero(self.present)], axis=0)
-        probs = np.clip(probs, 1e-12, 1 - 1e-12)
-        return np.log(probs / (1 - probs)).astype(np.float32)
+        return average_probabilities(np.stack([self._pass(token_ids, single=int(k))
+                                               for k in np.flatnonzero(self.present)]))
 
     def _score_index(self, users, items):
         raise RecUnlearnError(f"{self.name} scores prompt samples: call score(samples) with a SampleTable")

@@ -31,7 +31,7 @@ from recunlearn.errors import ConfigError
 from recunlearn.models.llm.lora import Aggregation
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
-from recunlearn.unlearn.base import register
+from recunlearn.unlearn.base import make_config, register
 from recunlearn.unlearn.partition import balanced_semantic_partition
 
 
@@ -64,6 +64,16 @@ class APA(LLMUnlearner):
         self.valid_repr = (_unit(self.representations(self.valid, self._valid_tokens))
                            if self.valid is not None else None)
         self.mixture.mode = self.config.aggregation
+
+    def set_options(self, **changes) -> APA:
+        """Change aggregation, weighting, tau, neighbours or error without retraining (ablations)."""
+        allowed = {"aggregation", "weighting", "tau", "neighbours", "error"}
+        if set(changes) - allowed:
+            raise ConfigError(f"only {sorted(allowed)} can change after fit, not {sorted(set(changes) - allowed)}")
+        self.config = make_config(APAConfig, self.config, changes)
+        self.mixture.mode = self.config.aggregation
+        self._after_training(range(self.n_adapters))
+        return self
 
     def _partition(self) -> np.ndarray:
         embeddings = self.representations(self.train)

@@ -155,13 +155,21 @@ def answer_token_ids(tokenizer) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=4)
 def _load(config_json: str, device: str) -> Backbone:
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists weights a base model does not use (e.g. a pooler)
     hf_logging.disable_progress_bar()
-    config = BackboneConfig.model_validate_json(config_json)
-    device_ = torch.device(device)
+    try:
+        return _load_quietly(BackboneConfig.model_validate_json(config_json), torch.device(device))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
     path = resolve_model_path(config.name)
     kind = _detect_kind(path) if config.kind == "auto" else config.kind
     tokenizer = AutoTokenizer.from_pretrained(path)

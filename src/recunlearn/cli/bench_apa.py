@@ -1,0 +1,49 @@
+"""`recunlearn bench apa`: APA and the exact baselines on the language-model recommender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recunlearn.cli._app import bench_app
+
+
+@bench_app.command("apa")
+def apa(
+    data: str = typer.Option("ml-100k-shared", help="Interaction dataset (prompts are built from it), a TALLRec JSON "
+                             "file, or a folder with train.json/valid.json/test.json."),
+    backbone: str = typer.Option("minilm", help="minilm (embedded), smollm2 (embedded GGUF), or a model folder / hub name."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods (repeat); default all five."),
+    shards: int = typer.Option(4, "--shards", "-k", help="Shards (adapters) K."),
+    n_train: int = typer.Option(1024, help="Training samples."),
+    n_valid: int = typer.Option(500, help="Validation samples."),
+    n_test: int = typer.Option(1000, help="Test samples."),
+    max_epochs: int = typer.Option(8, help="Epochs at most per adapter."),
+    patience: int = typer.Option(2, help="Early-stopping patience (epochs without a better validation AUC)."),
+    lr: float = typer.Option(1e-3, help="Adapter learning rate."),
+    demo: bool = typer.Option(False, help="The demo preset (about a minute on 2 CPU cores)."),
+    quick: bool = typer.Option(False, help="Seconds-long smoke run with a tiny random model."),
+    out: Path = typer.Option(Path("benchmarks/results/apa/ml100k-minilm.json"), help="Results JSON (markdown beside it)."),
+) -> None:
+    """AUC, unlearning time for a one-sample request, and inference latency of APA and its baselines."""
+    from rich.console import Console
+
+    from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark
+
+    console = Console()
+    overrides = {"output": str(out), "n_shards": shards}
+    if methods:
+        overrides["methods"] = methods
+    if quick:
+        config = ApaBenchConfig.quick(**overrides)
+    elif demo:
+        config = ApaBenchConfig.demo(**overrides)
+    else:
+        config = ApaBenchConfig(data=data, backbone={"name": backbone}, n_train=n_train, n_valid=n_valid,
+                                n_test=n_test, train={"lr": lr, "batch_size": 16, "max_epochs": max_epochs,
+                                                      "patience": patience}, **overrides)
+    results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    typer.echo(markdown_table(results))
+    console.print(f"results: {out}")

@@ -1,0 +1,37 @@
+"""Tiny prompt samples and tiny random backbones (built offline from a config), shared by the LLM tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from recunlearn.models.llm.backbones import create_tiny_model
+from recunlearn.models.llm.samples import build_samples, split_samples, subsample
+from tests.conftest import make_tiny
+
+FAST = {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1}
+"""Adapter training for tests: two epochs of 16-sample steps."""
+
+
+@pytest.fixture(scope="session")
+def all_samples():
+    return build_samples(make_tiny(), history=4, max_samples=300)
+
+
+@pytest.fixture(scope="session")
+def sample_split(all_samples):
+    train, valid, test = split_samples(all_samples)
+    return subsample(train, 48, 0), subsample(valid, 20, 1), subsample(test, 24, 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory, all_samples):
+    return str(create_tiny_model(tmp_path_factory.mktemp("tiny-causal"), all_samples.prompts(), kind="causal"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory, all_samples):
+    return str(create_tiny_model(tmp_path_factory.mktemp("tiny-encoder"), all_samples.prompts("input"), kind="encoder"))
+
+
+def method_config(backbone: str, **extra):
+    return {"backbone": {"name": backbone, "max_length": 128}, "train": FAST, "device": "cpu", **extra}

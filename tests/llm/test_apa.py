@@ -1,0 +1,138 @@
+"""APA and the LLM baselines: exact forgetting, the unlearning contract, persistence."""
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data import DeletionRequest
+from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
+from recunlearn.models.llm.train import AdapterJob, train_adapter
+from recunlearn.unlearn import available_methods, get_method
+from recunlearn.unlearn._llm_common import LLMUnlearner
+from tests.llm.conftest import method_config
+
+LLM_METHODS = ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
+
+
+@pytest.fixture(scope="module")
+def fitted_apa(tiny_causal, sample_split):
+    train, valid, _ = sample_split
+    return get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5)).fit(train, valid)
+
+
+def test_methods_are_registered_for_samples():
+    assert set(LLM_METHODS) <= set(available_methods("samples"))
+    assert not set(LLM_METHODS) & set(available_methods("interactions"))
+
+
+def test_forget_retrains_exactly_the_affected_adapter(tiny_causal, sample_split):
+    train, valid, test = sample_split
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5)).fit(train, valid)
+    assert apa.partition_info["sizes"] == [24, 24]  # balanced: ceil(n / K)
+    before = [{k: v.clone() for k, v in a.items()} for a in apa.adapters]
+    shard_ids = [set(train.ids[apa.assignment == k]) for k in range(2)]
+    victim = sorted(shard_ids[1])[3]
+    report = apa.forget(DeletionRequest(samples=[victim]))
+    assert report.details["retrained_adapters"] == [1] and report.removed_rows == 1 and report.seconds > 0
+    assert [p.action for p in report.parts] == ["unchanged", "retrained"]
+    assert all(torch.equal(before[0][k], apa.adapters[0][k]) for k in before[0])
+    # from scratch: the shard's samples minus the victim, in their original order, with the same seed
+    keep = np.array([s in shard_ids[1] and s != victim for s in train.ids])
+    job = AdapterJob(1, apa.config.backbone, apa.config.lora, apa.config.train, apa.config.train.seed + 1,
+                     train.take(keep), valid, "cpu")
+    scratch = train_adapter(job)
+    assert all(torch.equal(scratch.adapter[k], apa.adapters[1][k]) for k in scratch.adapter)
+    assert not all(torch.equal(before[1][k], apa.adapters[1][k]) for k in before[1])
+    assert np.array_equal(scratch.valid_logits, apa.valid_logits[1])  # attention cache refreshed
+    assert report.parts[1].data_hash_after == train.take(keep).content_hash()
+
+
+def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_split):
+    train, valid, _ = sample_split
+    apa = get_method("apa")(fitted_apa.config)
+    apa.__dict__.update({k: v for k, v in fitted_apa.__dict__.items() if k != "config"})
+    apa.adapters = list(fitted_apa.adapters)
+    victim = train.ids[0]
+    first = apa.forget(DeletionRequest(samples=[victim]))
+    again = apa.forget(DeletionRequest(samples=[victim]))
+    assert not first.noop and again.noop and again.removed_rows == 0
+    with pytest.raises(UnknownIdError):
+        apa.forget(DeletionRequest(samples=["no-such-sample"]))
+    with pytest.raises(UnknownIdError):
+        apa.forget(DeletionRequest(users=["no-such-user"]))
+    with pytest.raises(EmptyRequestError):
+        DeletionRequest()
+    user = apa.train.user[0]
+    report = apa.forget(DeletionRequest(users=[user]))
+    assert report.removed_rows == int((train.user == user).sum() - (train.user[0] == user))
+    assert user not in set(apa.train.user)
+    with pytest.raises(RecUnlearnError, match="every training sample"):
+        apa.forget(DeletionRequest(samples=apa.train.ids.tolist()))
+
+
+def test_attention_weights_and_ablations(fitted_apa, sample_split):
+    _, valid, test = sample_split
+    for weighting in ("attention", "average", "major", "semantic"):
+        fitted_apa.set_options(weighting=weighting)
+        w = fitted_apa.weights(test)
+        assert w.shape == (len(test), 2) and np.allclose(w.sum(1), 1.0, atol=1e-6)
+        if weighting == "average":
+            assert np.allclose(w, 0.5)
+        if weighting == "major":
+            assert set(np.unique(w)) <= {0.0, 1.0}
+    fitted_apa.set_options(weighting="attention", tau=0.0)
+    assert np.allclose(fitted_apa.weights(test), 0.5)  # tau = 0: equal weights
+    fitted_apa.set_options(tau=1000.0)
+    # by hand for one sample: softmax(-tau * mean error of each adapter on its nearest validation prompts)
+    query = fitted_apa.representations(test.take([0]))
+    rep = fitted_apa.representations(valid)
+    sim = (rep / np.linalg.norm(rep, axis=1, keepdims=True)) @ (query[0] / np.linalg.norm(query[0]))
+    near = np.argsort(-sim)[:5]
+    error = np.abs(1 / (1 + np.exp(-fitted_apa.valid_logits[:, near])) - valid.label[near]).mean(1)
+    expected = np.exp(-1000 * (error - error.min()))
+    assert np.allclose(fitted_apa.weights(test.take([0]))[0], expected / expected.sum(), atol=1e-4)
+    with pytest.raises(ConfigError):
+        fitted_apa.set_options(n_shards=3)
+
+
+@pytest.mark.parametrize("name", LLM_METHODS)
+def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sample_split, tmp_path):
+    train, valid, test = sample_split
+    extra = {} if name == "llm-retrain" else {"n_shards": 2}
+    method = get_method(name)(method_config(tiny_causal, **extra)).fit(train, valid)
+    scores = method.score(test)
+    assert scores.shape == (len(test),) and np.all((scores > 0) & (scores < 1))
+    victim = train.ids[5]
+    shard = int(method.assignment[5])
+    report = method.forget(DeletionRequest(samples=[victim]))
+    assert report.details["retrained_adapters"] == [shard] and victim not in set(method.train.ids)
+    method.save(tmp_path / name)
+    assert (tmp_path / name / "adapters" / "adapter-0" / "adapter_model.safetensors").is_file()
+    back = LLMUnlearner.load(tmp_path / name)
+    assert type(back) is type(method) and len(back.train) == len(train) - 1
+    assert np.allclose(back.score(test), method.score(test), atol=1e-6)
+    assert back.forget(DeletionRequest(samples=[victim])).noop
+    with pytest.raises(RecUnlearnError, match="SampleTable"):
+        method.score_index(np.array([0]), np.array([0]))
+
+
+def test_sisa_averages_probabilities_and_skips_empty_adapters(tiny_causal, sample_split):
+    train, valid, test = sample_split
+    sisa = get_method("llm-sisa")(method_config(tiny_causal, n_shards=2)).fit(train, valid)
+    per_adapter = 1 / (1 + np.exp(-sisa.adapter_logits(test).astype(np.float64)))
+    assert np.allclose(sisa.score(test), per_adapter.mean(0), atol=1e-6)
+    emptied = sisa.forget(DeletionRequest(samples=sisa.train.ids[sisa.assignment == 1].tolist()))
+    assert emptied.details["empty_adapters"] == [1] and sisa.adapters[1] is None
+    only = 1 / (1 + np.exp(-sisa.adapter_logits(test)[0].astype(np.float64)))
+    assert np.allclose(sisa.score(test), only, atol=1e-6)
+
+
+def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
+    train, valid, test = sample_split
+    apa = get_method("apa")(method_config(tiny_encoder, n_shards=2, aggregation="D")).fit(train, valid)
+    assert apa.backbone.kind == "encoder" and "head.weight" in apa.adapters[0]
+    scores = apa.score(test)
+    one_hot = apa.set_options(weighting="major").score(test)
+    assert scores.shape == one_hot.shape == (len(test),)
+    with pytest.raises(RecUnlearnError):
+        apa.fit(train.take([0]), valid)  # fewer samples than adapters

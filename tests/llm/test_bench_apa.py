@@ -1,0 +1,35 @@
+"""The APA protocol end to end on a tiny random model (seconds), and its table."""
+
+import json
+
+import numpy as np
+
+from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark, simple_features
+from recunlearn.models.llm.samples import build_samples
+from tests.conftest import make_tiny
+
+
+def test_quick_protocol_reports_every_method_and_variant(tmp_path):
+    out = tmp_path / "apa.json"
+    results = run_apa_benchmark(ApaBenchConfig.quick(output=str(out)), log=lambda m: None)
+    rows = {r["method"]: r for r in results["rows"]}
+    assert list(rows) == ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
+    assert set(rows["apa"]["variants"]) == {"APA(ND)", "APA(D)", "average (ND)", "major (ND)", "semantic (ND)"}
+    for name, row in rows.items():
+        assert 0.0 <= row["auc"] <= 1.0 and row["unlearn_s"] > 0 and row["latency_batch_s"] > 0
+        assert len(row["retrained_adapters"]) == 1
+        if name != "llm-retrain":
+            assert len(row["adapter_auc"]) == 4 and row["partition"]["n_shards"] == 4
+    assert rows["llm-retrain"]["unlearn_speedup"] == 1.0
+    assert json.loads(out.read_text())["rows"][1]["method"] == "apa"
+    table = out.with_suffix(".md").read_text()
+    assert "APA ablation: semantic (ND)" in table and "logistic regression" in table
+    assert markdown_table(results).count("\n") == len(table.strip().splitlines()) - 1
+
+
+def test_simple_features_read_the_prompt():
+    samples = build_samples(make_tiny(), history=4, max_samples=20)
+    features = simple_features(samples, {}, 0.5)
+    first = samples.input[0].split("\n")
+    liked, disliked = first[0].count('"') // 2, first[1].count('"') // 2
+    assert np.isclose(features[0, 0], liked / max(liked + disliked, 1)) and features[0, 1] == 0.5
