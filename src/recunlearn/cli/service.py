@@ -44,13 +44,19 @@ def init(
     config: Optional[str] = typer.Option(None, "--config", help="Method config: TOML/JSON file or inline JSON, "
                                          "e.g. '{\"n_shards\": 4, \"train\": {\"max_epochs\": 20}}'."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL; default SQLite in the home."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Label = rating > threshold (3 for MovieLens); "
+                                              "default: the loader's labels (all positive for explicit ratings)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Store the data, train the first model on all of it, publish it, print two API tokens."""
+    from recunlearn.data import binarize
     from recunlearn.data.registry import load_dataset
     from recunlearn.service.initialize import init_service
 
-    result = init_service(_home(home), load_dataset(data), method, _method_config(config), database_url=database_url)
+    table = load_dataset(data)
+    if threshold is not None:
+        table = binarize(table, threshold)
+    result = init_service(_home(home), table, method, _method_config(config), database_url=database_url)
     typer.echo(f"service in {result.home.path}: {result.rows:,} interactions, {method} trained in "
                f"{result.fit_seconds:.1f} s, serving {result.version}")
     typer.echo(f"write token (deletions + reads): {result.write_token}")
