@@ -25,6 +25,8 @@ class GraphEraserConfig(EmbeddingShardedConfig):
 
 @register("grapheraser")
 class GraphEraser(EmbeddingShardedUnlearner):
+    """Balanced embedding k-means (BEKM) shards of the graph, one model each, aggregated (Chen et al. 2022)."""
+
     Config = GraphEraserConfig
 
     def _partition(self) -> PartitionResult:

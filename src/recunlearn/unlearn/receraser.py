@@ -35,6 +35,8 @@ class RecEraserConfig(EmbeddingShardedConfig):
 
 @register("receraser")
 class RecEraser(EmbeddingShardedUnlearner):
+    """Collaboration-preserving balanced shards, one model each, learned attention aggregation (Chen et al. 2022)."""
+
     Config = RecEraserConfig
 
     def _partition(self) -> PartitionResult:

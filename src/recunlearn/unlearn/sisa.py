@@ -15,6 +15,8 @@ class SISAConfig(ShardedConfig):
 
 @register("sisa")
 class SISA(ShardedUnlearner):
+    """Random disjoint shards, one model each, scores averaged (Bourtoule et al. 2021)."""
+
     Config = SISAConfig
 
     def _partition(self) -> np.ndarray:
