@@ -102,3 +102,10 @@ def test_missing_paths_are_clear_errors(tmp_path, capsys):
         main(["run", str(tmp_path / "missing.toml")])
     assert exit_info.value.code == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_every_method_says_what_it_does():
+    from recunlearn.unlearn import available_methods
+
+    undocumented = [name for name, cls in available_methods().items() if not (cls.__doc__ or "").strip()]
+    assert not undocumented, f"methods without a docstring (shown by `recunlearn methods`): {undocumented}"
