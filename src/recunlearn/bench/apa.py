@@ -97,9 +97,9 @@ class ApaBenchConfig(BaseModel):
 
     @classmethod
     def demo(cls, **overrides: Any) -> ApaBenchConfig:
-        """About a minute on 2 CPU cores: 128/100/200 samples, 5-item histories, 2 epochs, K=4."""
+        """About a minute on 2 idle CPU cores: 128/64/160 samples, 5-item histories, 2 epochs, K=4."""
         values: dict[str, Any] = {
-            "data": "ml-100k", "history": 5, "n_train": 128, "n_valid": 100, "n_test": 200,
+            "data": "ml-100k", "history": 5, "n_train": 128, "n_valid": 64, "n_test": 160,
             "methods": ["llm-retrain", "apa", "llm-sisa"], "backbone": {"max_length": 128},
             "train": {"lr": 2e-3, "batch_size": 16, "max_epochs": 2, "patience": 1}, "latency_samples": 4,
             "output": None}

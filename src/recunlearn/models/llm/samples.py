@@ -204,8 +204,8 @@ def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie",
     'movie': per user in time order, every window of ``history`` consecutive rows followed by a target
     row gives one sample (liked history items under "User Preference", the others under "User
     Unpreference"); the latest ``max_samples`` windows by target time are kept (TALLRec: 10,000).
-    'book': per user with more than ``history``-limited ratings, one sample: a random target and up to
-    ``history`` of the user's other items, shuffled (seeded); users need at least 4 ratings.
+    'book': one sample per user with at least 4 ratings: a random target and up to ``history`` of the
+    user's other items, shuffled (seeded).
     Sample ids are ``user:position`` ('movie', position in the user's time order) or ``user:target``.
     """
     if data.item_title is None:
