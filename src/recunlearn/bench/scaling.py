@@ -141,3 +141,80 @@ def markdown_table(rows: list[dict[str, Any]], fitted: dict[str, dict[str, float
     lines += [f"| {m} | {s.get('fit_seconds', float('nan')):.2f} | {s.get('forget_seconds', float('nan')):.2f} | "
               f"{s.get('peak_memory_mb', float('nan')):.2f} |" for m, s in fitted.items()]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- executors (scale-out)
+class ExecutorBenchConfig(BaseModel):
+    """What `recunlearn bench executors` runs: SISA's shard training under each executor."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_interactions: int = Field(1_000_000, ge=1000)
+    """Rows of the synthetic log (each shard trains on about n / K of them)."""
+    n_shards: int = Field(4, ge=2)
+    """Shards K, trained from scratch in one ``fit``."""
+    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf", "dim": 32})
+    """Model of every shard."""
+    train: dict[str, Any] = Field(default_factory=lambda: {"max_epochs": 3, "batch_size": 2048, "lr": 0.01})
+    """Training settings; no validation data, so every shard trains ``max_epochs`` epochs."""
+    data_seed: int = 0
+    """Seed of the synthetic generator."""
+    output: str | None = "benchmarks/results/executors/mf-k4.json"
+    """Results JSON (a markdown table beside it); None writes nothing."""
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> ExecutorBenchConfig:
+        """Seconds: 40k interactions, one epoch."""
+        values: dict[str, Any] = {"n_interactions": 40_000, "train": {"max_epochs": 1, "batch_size": 2048, "lr": 0.01},
+                                  "output": None}
+        return cls.model_validate({**values, **overrides})
+
+
+def run_executors_benchmark(config: ExecutorBenchConfig, log=print) -> ResultsFile:
+    """Time SISA's ``fit`` (K shards) in-process with one thread and with every core, and in the process
+    pool when it must start (cold: spawning workers that import torch) and when it is already running
+    (warm, as for a later ``forget``), after an untimed warm-up fit in this process. Checks that every
+    run gives the same shard models as in-process training with one thread."""
+    import torch
+
+    from recunlearn.unlearn.executors import shutdown_executors
+
+    data = load_dataset("synthetic", n_interactions=config.n_interactions, seed=config.data_seed)
+    options = {"n_shards": config.n_shards, "model": config.model, "train": config.train}
+    cores = os.cpu_count() or 1
+    threads_before = torch.get_num_threads()
+    runs = [("inprocess", 1, "-"), ("inprocess", cores, "-"), ("process", 1, "cold"), ("process", 1, "warm")]
+    rows: list[dict[str, Any]] = []
+    reference = None
+    start = time.perf_counter()
+    get_method("sisa")(options).fit(data.take(np.arange(min(len(data), 2000))))  # first-call costs, not timed
+    shutdown_executors()
+    try:
+        for executor, threads, pool in runs:
+            torch.set_num_threads(threads)
+            method = get_method("sisa")({**options, "executor": executor})
+            began = time.perf_counter()
+            method.fit(data)
+            seconds = time.perf_counter() - began
+            states = [m.state_dict() for m in method.models]
+            if reference is None:
+                reference = states
+            identical = all(torch.equal(a[n], b[n]) for a, b in zip(states, reference) for n in a)
+            rows.append({"method": f"sisa {executor} ({threads} thread{'s' if threads > 1 else ''}"
+                                   f"{', pool ' + pool if pool != '-' else ''})",
+                         "executor": executor, "torch_threads": threads, "pool": pool, "n_shards": config.n_shards,
+                         "fit_seconds": round(seconds, 3), "identical_to_inprocess": identical})
+            log(f"{rows[-1]['method']}: {seconds:.2f} s, identical: {identical}")
+    finally:
+        shutdown_executors()
+        torch.set_num_threads(threads_before)
+    base = rows[0]["fit_seconds"]
+    for row in rows:
+        row["speedup_vs_inprocess"] = round(base / max(row["fit_seconds"], 1e-9), 2)
+    results = make_results(rows, config, protocol="executors", seconds=round(time.perf_counter() - start, 2),
+                           summary={"rows_per_shard": config.n_interactions // config.n_shards, "cores": cores})
+    if config.output:
+        lines = ["| run | fit s | speed-up vs in-process (1 thread) | same models |", "|---|---:|---:|---|"]
+        lines += [f"| {r['method']} | {r['fit_seconds']:.2f} | {r['speedup_vs_inprocess']:.2f}x | "
+                  f"{r['identical_to_inprocess']} |" for r in rows]
+        results.write(config.output, "\n".join(lines))
+    return results

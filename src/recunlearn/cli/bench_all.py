@@ -53,7 +53,23 @@ def bench_scaling(
         config = ScalingConfig.quick(**overrides)
     else:
         config = ScalingConfig(**overrides)
-        config.train["max_epochs"] = epochs
+        config = config.model_copy(update={"train": {**config.train, "max_epochs": epochs}})
     results = run_scaling_benchmark(config)
     typer.echo(markdown_table(results.rows, results.summary["slopes"]))
     typer.echo(f"results: {out}")
+
+
+@bench_app.command("executors")
+def bench_executors(
+    interactions: int = typer.Option(1_000_000, help="Rows of the synthetic log (each shard gets n / K)."),
+    shards: int = typer.Option(4, "--shards", "-k", help="Shards K."),
+    epochs: int = typer.Option(3, help="Training epochs of every shard."),
+    out: Path = typer.Option(Path("benchmarks/results/executors/mf-k4.json"), help="Results JSON (markdown beside it)."),
+) -> None:
+    """SISA's K MF shards trained in-process (1 thread, all cores) and in the process pool (cold, warm)."""
+    from recunlearn.bench.scaling import ExecutorBenchConfig, run_executors_benchmark
+
+    config = ExecutorBenchConfig(n_interactions=interactions, n_shards=shards, output=str(out))
+    config = config.model_copy(update={"train": {**config.train, "max_epochs": epochs}})
+    run_executors_benchmark(config)
+    typer.echo(out.with_suffix(".md").read_text())
