@@ -69,3 +69,16 @@ def test_cli_bench_all_reports_missing_protocols(tmp_path):
     assert result.exit_code == 0, result.output
     assert "nope: missing" in " ".join(result.output.split())
     assert load_results(tmp_path / "suite-quick.json").rows[0]["status"] == "missing"
+
+
+def test_executor_benchmark_records_runs_and_identity(tmp_path, monkeypatch):
+    from recunlearn.bench.scaling import ExecutorBenchConfig, run_executors_benchmark
+
+    monkeypatch.setenv("RECUNLEARN_WORKERS", "1")  # the pool's logic without its start-up (tested elsewhere)
+    out = tmp_path / "executors" / "mf.json"
+    results = run_executors_benchmark(ExecutorBenchConfig.quick(n_interactions=4000, output=str(out)), log=lambda m: None)
+    assert [(r["executor"], r["pool"]) for r in results.rows] == [("inprocess", "-"), ("inprocess", "-"),
+                                                                  ("process", "cold"), ("process", "warm")]
+    assert all(r["identical_to_inprocess"] and r["fit_seconds"] > 0 for r in results.rows)
+    assert results.rows[0]["speedup_vs_inprocess"] == 1.0
+    assert load_results(out).protocol == "executors" and "same models" in out.with_suffix(".md").read_text()
