@@ -109,3 +109,18 @@ def test_every_method_says_what_it_does():
 
     undocumented = [name for name, cls in available_methods().items() if not (cls.__doc__ or "").strip()]
     assert not undocumented, f"methods without a docstring (shown by `recunlearn methods`): {undocumented}"
+
+
+def test_data_info_passes_loader_options():
+    result = runner.invoke(app, ["data", "info", "synthetic", "-o", "n_interactions=3000", "-o", "seed=2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == 3000
+
+
+def test_data_info_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "info", "synthetic", "-o", "n_interactions"])
+    assert "expected key=value" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "info", "synthetic", "-o", "colour=blue"])
+    assert "colour" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recunlearn.cli._app import app, data_app
+from recunlearn.errors import ConfigError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 """Wide enough for the comparison table when output goes to a file or CI log."""
@@ -101,10 +102,37 @@ def data_list() -> None:
     _print_table("datasets", ["name", "what"], [[k, v] for k, v in available_datasets().items()])
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="A downloadable dataset (e.g. ml-100k)."),
+    base_url: Optional[str] = typer.Option(None, help="A mirror to download from instead of the original site."),
+) -> None:
+    """Download a public dataset once into the cache, checking each file's pinned sha256."""
+    from recunlearn.data.download import fetch
+
+    console.print(str(fetch(name, base_url=base_url)))
+
+
+def _parse_options(options: list[str]) -> dict:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans), else kept as text."""
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {option!r}: expected key=value")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
 @data_app.command("info")
 def data_info(
     source: str = typer.Argument(..., help="A dataset name or a path."),
     threshold: Optional[float] = typer.Option(None, help="Binarise labels as rating > threshold first."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="Loader option key=value (repeat), e.g. n_interactions=1000000."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rows, users, items, label balance, density and text availability of a dataset."""
@@ -112,7 +140,7 @@ def data_info(
 
     from recunlearn.data import binarize, load_dataset
 
-    data = load_dataset(source)
+    data = load_dataset(source, **_parse_options(option or []))
     if threshold is not None:
         data = binarize(data, threshold)
     per_user = np.bincount(data.user, minlength=data.n_users)
