@@ -32,3 +32,14 @@ def test_cli_bench_ifru_quick(tmp_path):
     result = CliRunner().invoke(app, ["bench", "ifru", "--quick", "--model", "mf", "-m", "ifru", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "| ifru |" in result.output and out.is_file()
+
+
+def test_scaling_run_times_ifru_and_retraining(tmp_path):
+    from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling
+
+    config = ScalingConfig(sizes=[2000], removed=20, model={"kind": "lightgcn", "dim": 8},
+                           train={"max_epochs": 3, "patience": 2, "batch_size": 512}, output=str(tmp_path / "s.json"))
+    row = run_ifru_scaling(config, log=lambda m: None)["rows"][0]
+    assert row["removed_rows"] == 20 and row["ifru_seconds"] > 0 and row["retrain_seconds"] > 0
+    assert 0 < row["kept_rows"] <= row["users"] + row["items"]
+    assert "| 2,000 |" in (tmp_path / "s.md").read_text()

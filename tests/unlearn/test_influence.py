@@ -39,7 +39,7 @@ def test_objective_is_the_training_objective(tiny_split, config):
     objective = RestrictedObjective(model, every, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
     expected = batch_loss(model, torch.as_tensor(train.user), torch.as_tensor(train.item),
                           torch.as_tensor(train.label), TrainConfig(l2=0.05))
-    assert objective(objective.theta0).item() / len(train) == pytest.approx(float(expected), rel=1e-5)
+    assert objective(objective.theta0).item() / len(train) == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split):

@@ -87,8 +87,8 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
             for seed in config.seeds:
                 runs.append(_run(config, split, names, kind, fraction, seed, log))
     results = {"config": config.model_dump(mode="json"), "data": split.describe(), "runs": runs,
-               "seconds": round(time.perf_counter() - start, 2), "environment": environment(),
-               "command": " ".join(sys.argv)}
+               "rows": flat_rows(runs), "seconds": round(time.perf_counter() - start, 2),
+               "environment": environment(), "command": " ".join(sys.argv)}
     if config.output:
         write_results(results, Path(config.output))
     return results
@@ -137,6 +137,12 @@ def _measure(name, method, report, reference, split, removed, removed_true, rema
     return row
 
 
+def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
+    return [{"model": run["model"], "fraction": run["fraction"], "seed": run["seed"],
+             **{k: v for k, v in row.items() if k != "details"}} for run in runs for row in run["rows"]]
+
+
 COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
            ("auc_and", "AUC AND", "{:.4f}"), ("dist_removed", "|Δ| removed", "{:.4f}"),
            ("dist_test", "|Δ| test", "{:.4f}"), ("param_distance", "param dist", "{:.3f}"),
@@ -163,3 +169,95 @@ def write_results(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, allow_nan=True))
     path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+
+
+class ScalingConfig(BaseModel):
+    """What `recunlearn bench ifru-scaling` runs: IFRU and retraining as the dataset grows."""
+
+    model_config = ConfigDict(extra="forbid")
+    sizes: list[int] = Field(default_factory=lambda: [100_000, 1_000_000, 5_000_000])
+    """Interactions of the synthetic logs (before the 60/20/20 split)."""
+    removed: int = Field(1000, ge=1)
+    """Flipped-and-removed training rows, the same number at every size, so that the removed
+    data's neighbourhood stays comparable while the dataset grows."""
+    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "lightgcn"})
+    """The recommender."""
+    train: dict[str, Any] = Field(default_factory=dict)
+    """Training settings of the original model and of retraining."""
+    seed: int = 0
+    """Seeds the generator, the flipped rows and training."""
+    output: str | None = "benchmarks/results/ifru/scaling.json"
+    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
+
+
+def _peak_memory_reset() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_mib() -> float | None:
+    """Peak GPU memory since the last reset (None on CPU, where no per-call figure is reliable)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
+    """For each size: fit once, then time IFRU's ``forget`` and retraining's on the same removal."""
+    start = time.perf_counter()
+    rows = []
+    for size in config.sizes:
+        split = prepare(DataSpec(dataset="synthetic", options={"n_interactions": size, "seed": config.seed},
+                                 threshold=None, k_core=1))
+        fraction = min(config.removed / len(split.train), 0.5)
+        polluted, request = label_flip_attack(split.train, fraction, config.seed)
+        removed = polluted.take(request.rows(polluted))
+        settings = {"model": config.model, "train": {**config.train, "seed": config.seed}}
+        log(f"{size:,} interactions: fitting ...")
+        reference = get_method("retrain")(settings).fit(polluted, split.valid)
+        ifru = get_method("ifru").adopt(reference, settings)
+        original_auc = auc_report(reference, split.test)["auc"]
+        _peak_memory_reset()
+        report = ifru.forget(request)
+        ifru_memory = _peak_memory_mib()
+        _peak_memory_reset()
+        retrained = reference.forget(request)
+        retrain_memory = _peak_memory_mib()
+        row = {"interactions": size, "train_rows": len(polluted), "removed_rows": len(removed),
+               "users": polluted.n_users, "items": polluted.n_items,
+               "kept_rows": report.details.get("kept_users", 0) + report.details.get("kept_items", 0),
+               "hessian_rows": report.details.get("hessian_rows"), "spillover_rows": report.details.get("spillover_rows"),
+               "ifru_seconds": report.seconds, "retrain_seconds": retrained.seconds,
+               "speedup": retrained.seconds / max(report.seconds, 1e-9),
+               "ifru_peak_mib": ifru_memory, "retrain_peak_mib": retrain_memory,
+               "auc_original": original_auc, "auc_ifru": auc_report(ifru, split.test)["auc"],
+               "auc_retrain": auc_report(reference, split.test)["auc"], "update": report.details.get("update"),
+               "retrain_epochs": reference.fit_info["epochs"]}
+        log(f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({row['speedup']:.0f}x)")
+        rows.append(row)
+    results = {"config": config.model_dump(mode="json"), "rows": rows, "seconds": round(time.perf_counter() - start, 2),
+               "environment": environment(), "command": " ".join(sys.argv)}
+    if config.output:
+        path = Path(config.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1, allow_nan=True))
+        path.with_suffix(".md").write_text(scaling_table(results) + "\n")
+    return results
+
+
+def scaling_table(results: dict[str, Any]) -> str:
+    header = ("| interactions | removed | kept rows | Hessian rows | IFRU s | retrain s | speed-up | IFRU peak MiB "
+              "| retrain peak MiB | AUC original / IFRU / retrain |")
+    lines = [header, "|" + "---|" * 10]
+    for r in results["rows"]:
+        mib = [f"{m:.0f}" if m is not None else "-" for m in (r["ifru_peak_mib"], r["retrain_peak_mib"])]
+        lines.append(f"| {r['interactions']:,} | {r['removed_rows']:,} | {r['kept_rows']:,} | {r['hessian_rows']:,} "
+                     f"| {r['ifru_seconds']:.3f} | {r['retrain_seconds']:.1f} | {r['speedup']:.0f}x | {mib[0]} | {mib[1]} "
+                     f"| {r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f} |")
+    return "\n".join(lines)
