@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
+from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from recunlearn.bench._results import load_results
@@ -48,6 +52,36 @@ def test_a_failing_protocol_is_recorded_and_the_others_run(tmp_path):
     assert [r["status"] for r in suite.rows] == ["failed", "failed"]
     assert "no-such-method" in suite.rows[0]["detail"] and suite.summary["failed"] == ["scaling", "exact"]
     assert suite.summary["report"] is None
+
+
+class FakeBenchConfig(BaseModel):
+    """A protocol whose results file is not one (to check the suite says so)."""
+
+    output: str | None = None
+    """Where the document goes."""
+
+    @classmethod
+    def quick(cls, **overrides):
+        return cls(**overrides)
+
+
+class OtherBenchConfig(FakeBenchConfig):
+    """A second config in the module: the runner's annotation decides."""
+
+
+def run_fake_benchmark(config: FakeBenchConfig, log=print):
+    Path(config.output).parent.mkdir(parents=True)
+    Path(config.output).write_text(json.dumps({"runs": []}))
+
+
+def test_unreadable_results_are_a_failure(tmp_path, monkeypatch):
+    module = types.ModuleType("recunlearn.bench.fake")
+    module.FakeBenchConfig, module.OtherBenchConfig, module.run_fake_benchmark = (
+        FakeBenchConfig, OtherBenchConfig, run_fake_benchmark)
+    monkeypatch.setitem(sys.modules, "recunlearn.bench.fake", module)
+    assert Protocol("fake").config_class is FakeBenchConfig
+    suite = run_suite(SuiteConfig(protocols=["fake"], out=str(tmp_path)), log=lambda m: None)
+    assert suite.rows[0]["status"] == "failed" and "needs a top-level 'rows' list" in suite.rows[0]["detail"]
 
 
 def test_protocols_are_found_by_convention(tmp_path):

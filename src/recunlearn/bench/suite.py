@@ -14,16 +14,18 @@ one that is not installed or not written yet is reported as missing, not an impo
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 import traceback
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recunlearn.bench._results import ResultsFile, write_results
+from recunlearn.bench._results import ResultsFile, load_results, write_results
 from recunlearn.bench.report import write_report
-from recunlearn.errors import ConfigError
+from recunlearn.errors import ConfigError, RecUnlearnError
 
 PROTOCOLS = ("exact", "ifru", "apa", "scaling")
 """Protocols of `bench all`, in the order they run."""
@@ -55,20 +57,28 @@ class Protocol:
             if exc.name not in (f"recunlearn.bench.{name}", "recunlearn.bench"):
                 raise  # the protocol exists but one of its dependencies is missing: say so
             raise ConfigError(f"benchmark protocol {name!r} is not available (no module recunlearn.bench.{name})") from None
-        self.config_class = self._config_class()
         self.runner = getattr(self.module, f"run_{name}_benchmark", None)
         if not callable(self.runner):
             raise ConfigError(f"recunlearn.bench.{name} has no run_{name}_benchmark(config, log) function")
+        self.config_class = self._config_class()
 
     def _config_class(self) -> type[BaseModel]:
-        candidates = [v for k, v in vars(self.module).items() if isinstance(v, type) and issubclass(v, BaseModel)
-                      and v.__module__ == self.module.__name__ and k.endswith("Config") and hasattr(v, "quick")
-                      and "output" in v.model_fields]
-        preferred = [c for c in candidates if c.__name__.endswith("BenchConfig")] or candidates
-        if len(preferred) != 1:
+        """The type of the runner's first parameter; else the module's one ``*BenchConfig`` (or ``*Config``)
+        with ``quick()`` and an ``output`` field."""
+        hints = typing.get_type_hints(self.runner)
+        first = next(iter(inspect.signature(self.runner).parameters), None)
+        annotated = hints.get(first)
+        if isinstance(annotated, type) and issubclass(annotated, BaseModel):
+            candidates = [annotated]
+        else:
+            candidates = [v for k, v in vars(self.module).items() if isinstance(v, type) and issubclass(v, BaseModel)
+                          and v.__module__ == self.module.__name__ and k.endswith("Config")]
+            candidates = [c for c in candidates if c.__name__.endswith("BenchConfig")] or candidates
+        usable = [c for c in candidates if hasattr(c, "quick") and "output" in c.model_fields]
+        if len(usable) != 1:
             raise ConfigError(f"recunlearn.bench.{self.name} needs one config class with quick() and an output "
-                              f"field; found {[c.__name__ for c in preferred]}")
-        return preferred[0]
+                              f"field; found {[c.__name__ for c in candidates]}")
+        return usable[0]
 
     def config(self, mode: str, out: Path, overrides: dict[str, Any]) -> BaseModel:
         """The preset of ``mode`` writing under ``out``/<protocol>/."""
@@ -86,7 +96,6 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
     if unknown_overrides:
         raise ConfigError(f"overrides for protocols that do not run: {unknown_overrides}")
     rows: list[dict[str, Any]] = []
-    produced: list[Path] = []
     start = time.perf_counter()
     for name in config.protocols:
         row: dict[str, Any] = {"protocol": name}
@@ -106,10 +115,18 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
                          "seconds": round(time.perf_counter() - began, 2)})
             log(f"{name}: FAILED\n{traceback.format_exc()}")
             continue
-        produced.append(Path(protocol_config.output))
         rows.append({**row, "status": "ok", "results": str(protocol_config.output),
                      "seconds": round(time.perf_counter() - began, 2)})
-    report = write_report(produced, out / f"report-{config.mode}") if produced else None
+    readable = []
+    for row in rows:
+        if row["status"] == "ok":
+            try:
+                load_results(row["results"])
+                readable.append(Path(row["results"]))
+            except RecUnlearnError as exc:
+                row.update(status="failed", detail=f"results unreadable: {exc}")
+                log(f"{row['protocol']}: FAILED, {exc}")
+    report = write_report(readable, out / f"report-{config.mode}") if readable else None
     summary = {"report": str(report["html"]) if report else None,
                "missing": [r["protocol"] for r in rows if r["status"] == "missing"],
                "failed": [r["protocol"] for r in rows if r["status"] == "failed"]}

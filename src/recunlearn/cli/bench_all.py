@@ -23,7 +23,7 @@ def bench_all(
 
     console = Console()
     config = SuiteConfig(mode="quick" if quick else "full", protocols=protocols or list(PROTOCOLS), out=str(out))
-    results = run_suite(config, log=lambda m: console.print(m, markup=False, highlight=False))
+    results = run_suite(config, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
     for row in results.rows:
         detail = row.get("results") or row.get("detail", "")
         console.print(f"{row['protocol']:>8}: {row['status']:<8} {row.get('seconds', '-')!s:>8} s  {detail}",
