@@ -7,8 +7,7 @@ import torch
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
 from recunlearn.models.llm.train import AdapterJob, train_adapter
-from recunlearn.unlearn import available_methods, get_method
-from recunlearn.unlearn._llm_common import LLMUnlearner
+from recunlearn.unlearn import Unlearner, available_methods, get_method
 from tests.llm.conftest import method_config
 
 LLM_METHODS = ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
@@ -108,7 +107,7 @@ def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sam
     assert report.details["retrained_adapters"] == [shard] and victim not in set(method.train.ids)
     method.save(tmp_path / name)
     assert (tmp_path / name / "adapters" / "adapter-0" / "adapter_model.safetensors").is_file()
-    back = LLMUnlearner.load(tmp_path / name)
+    back = Unlearner.load(tmp_path / name)  # the base class dispatches on the stored method
     assert type(back) is type(method) and len(back.train) == len(train) - 1
     assert np.allclose(back.score(test), method.score(test), atol=1e-6)
     assert back.forget(DeletionRequest(samples=[victim])).noop
