@@ -37,8 +37,8 @@ def test_objective_is_the_training_objective(tiny_split, config):
     model = trained_like(config, train)
     every = KeptRows(np.arange(train.n_users), np.arange(train.n_items))
     objective = RestrictedObjective(model, every, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
-    expected = batch_loss(model, torch.as_tensor(train.user), torch.as_tensor(train.item),
-                          torch.as_tensor(train.label), TrainConfig(l2=0.05))
+    expected = batch_loss(model, torch.tensor(train.user), torch.tensor(train.item),
+                          torch.tensor(train.label), TrainConfig(l2=0.05))
     assert objective(objective.theta0).item() / len(train) == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -54,8 +54,8 @@ def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split):
     theta = kept.gather(model).requires_grad_(True)
     users_w = model.user_emb.weight.detach().index_put((torch.as_tensor(kept.users),), theta[:3])
     items_w = model.item_emb.weight.detach().index_put((torch.as_tensor(kept.items),), theta[3:])
-    logits = model.logits_from(users_w, items_w, torch.as_tensor(train.user[rows]), torch.as_tensor(train.item[rows]))
-    full = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.as_tensor(train.label[rows]),
+    logits = model.logits_from(users_w, items_w, torch.tensor(train.user[rows]), torch.tensor(train.item[rows]))
+    full = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(train.label[rows]),
                                                                 reduction="sum")
     (expected,) = torch.autograd.grad(full, theta)
     torch.testing.assert_close(gradient(objective, kept.gather(model)), expected, rtol=1e-5, atol=1e-6)
@@ -101,6 +101,9 @@ def test_cg_matches_the_exact_inverse(small_system):
                                         preconditioner=block_solver(blocks, 0.01))
     assert relative_error(preconditioned.x, exact) < 1e-4
     assert preconditioned.iterations < plain.iterations, "block-Jacobi preconditioning should pay off"
+    diagonal = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500,
+                                  preconditioner=block_solver(block_preconditioner(objective, diagonal=True), 0.01))
+    assert relative_error(diagonal.x, exact) < 1e-4
 
 
 def test_lissa_and_quadratic_approach_the_exact_inverse(small_system):

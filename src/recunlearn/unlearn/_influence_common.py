@@ -202,7 +202,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         g = gradient(RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2, graph_full),
                      kept.gather(model))
         if self.spillover and graph_after is not None:
-            spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after, removed)
+            spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after)
             g = g + spill
             details["spillover_rows"] = changed_rows
         timings["gradient_s"] = time.perf_counter() - start
@@ -219,8 +219,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
             hvp = hessian.analytic_hvp()
         else:
             hvp = hessian_vector_product(hessian, hessian.theta0)
-        blocks = block_preconditioner(hessian)
-        scale = float(torch.diagonal(blocks, dim1=-2, dim2=-1).mean())
+        kind = self.config.solver.preconditioner
+        blocks = block_preconditioner(hessian, diagonal=kind != "block")
+        scale = float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean())
         details["hessian_rows"] = int(rows.sum())
         timings["hessian_setup_s"] = time.perf_counter() - start
 
@@ -229,7 +230,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
         guard = self.config.guard and self.valid is not None and len(self.valid)
         evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
         result, damping = solve(self.config.solver, hvp, g, scale=max(scale, 1e-12),
-                                preconditioner=lambda d: block_solver(blocks, d), evaluate=evaluate)
+                                preconditioner=None if kind == "none" else (lambda d: block_solver(blocks, d)),
+                                evaluate=evaluate)
         timings["solve_s"] = time.perf_counter() - start
         details.update(solver=self.config.solver.method, iterations=result.iterations, hvps=result.hvps,
                        relative_residual=result.relative_residual, converged=result.converged,
@@ -253,9 +255,10 @@ class InfluenceUnlearner(ApproximateUnlearner):
         return details
 
     def _spillover(self, kept: KeptRows, remaining: Interactions, graph_full: sp.csr_matrix,
-                   graph_after: sp.csr_matrix, removed: Interactions) -> tuple[torch.Tensor, int]:
-        """grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph change moves."""
-        model, l2 = self.model, self.config.train.l2
+                   graph_after: sp.csr_matrix) -> tuple[torch.Tensor, int]:
+        """grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph
+        change moves (the L2 terms cancel, so they are left out)."""
+        model = self.model
         degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
         ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
         changed = np.flatnonzero(ratio > self.spillover_threshold())

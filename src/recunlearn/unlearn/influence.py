@@ -169,10 +169,10 @@ class RestrictedObjective:
                 direction[self.kept_position] = v[self.kept_theta]
                 d_reps = self._propagate(direction)
                 d_u, d_i = d_reps[self.row_u], d_reps[self.row_i]
-                d_logit = (d_u * r_i).sum(-1, keepdim=True) + (r_u * d_i).sum(-1, keepdim=True)
+                coefficient = curvature * torch.addcmul(d_u * r_i, r_u, d_i).sum(-1, keepdim=True)
                 grad = torch.zeros_like(self.base)
-                grad.index_add_(0, self.row_u, curvature * d_logit * r_i + residual * d_i)
-                grad.index_add_(0, self.row_i, curvature * d_logit * r_u + residual * d_u)
+                grad.index_add_(0, self.row_u, torch.addcmul(residual * d_i, coefficient, r_i))
+                grad.index_add_(0, self.row_i, torch.addcmul(residual * d_u, coefficient, r_u))
                 full = self._propagate(grad) + l2_diagonal * direction
                 out = torch.zeros_like(v)
                 out[self.kept_theta] = full[self.kept_position]
@@ -201,8 +201,9 @@ def hessian_vector_product(objective: Callable[[torch.Tensor], torch.Tensor], th
     return hvp
 
 
-def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096) -> torch.Tensor:
-    """Per kept row, the (dim x dim) Gauss-Newton block of the Hessian of ``objective``.
+def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diagonal: bool = False) -> torch.Tensor:
+    """Per kept row, the (dim x dim) Gauss-Newton block of the Hessian of ``objective`` (or, with
+    ``diagonal``, only its diagonal: shape (rows, dim), about 50x cheaper to form for dim 48).
 
     For MF these are exactly the diagonal blocks of the Hessian (sum of sigma'(x) q q^T plus
     ``l2`` per row); for LightGCN the own-embedding path of propagation only (weight 1/(L+1)),
@@ -217,21 +218,30 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096) -> t
         size, dim = objective.theta0.shape
         block_of = torch.full((objective.size,), -1, dtype=torch.long, device=base.device)
         block_of[objective.kept_position] = objective.kept_theta
-        blocks = torch.zeros(size, dim, dim, device=base.device)
+        blocks = torch.zeros((size, dim) if diagonal else (size, dim, dim), device=base.device)
         counts = torch.zeros(size, device=base.device)
         for side, other in ((block_of[objective.row_u], i_rep), (block_of[objective.row_i], u_rep)):
             rows = torch.nonzero(side >= 0).squeeze(1)
-            for start in range(0, len(rows), chunk):
-                r = rows[start:start + chunk]
-                o = other[r]
-                blocks.index_add_(0, side[r], curvature[r, None, None] * o[:, :, None] * o[:, None, :])
-                counts.index_add_(0, side[r], objective.weights[r])
-        blocks += (objective.l2 * counts)[:, None, None] * torch.eye(dim, device=base.device)
+            if diagonal:
+                blocks.index_add_(0, side[rows], curvature[rows, None] * other[rows].square())
+            else:
+                for start in range(0, len(rows), chunk):
+                    r = rows[start:start + chunk]
+                    o = other[r]
+                    blocks.index_add_(0, side[r], curvature[r, None, None] * o[:, :, None] * o[:, None, :])
+            counts.index_add_(0, side[rows], objective.weights[rows])
+        if diagonal:
+            blocks += (objective.l2 * counts)[:, None]
+        else:
+            blocks += (objective.l2 * counts)[:, None, None] * torch.eye(dim, device=base.device)
     return blocks
 
 
 def block_solver(blocks: torch.Tensor, damping: float) -> Operator:
-    """v -> (blocks + damping I)^-1 v row-block by row-block (Cholesky, batched)."""
+    """v -> (blocks + damping I)^-1 v row-block by row-block (Cholesky, batched; elementwise for diagonals)."""
+    if blocks.dim() == 2:
+        inverse = 1.0 / (blocks.clamp_min(0) + damping)
+        return lambda v: v * inverse
     eye = torch.eye(blocks.shape[-1], device=blocks.device, dtype=blocks.dtype)
     factor, info = torch.linalg.cholesky_ex(blocks + damping * eye)
     if (info > 0).any():  # a block is not positive definite: fall back to its diagonal
@@ -413,12 +423,16 @@ class SolverConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["cg", "lissa", "quadratic", "exact"] = "cg"
-    """'cg': conjugate gradients, block-Jacobi preconditioned (default; converges in a few steps);
+    """'cg': preconditioned conjugate gradients (default; converges in 4-10 steps on ML-100K);
     'lissa': the stochastic-free LiSSA recursion; 'quadratic': the reference code's Adam on
     1/2 x'Hx - x'g keeping the best iterate by validation AUC; 'exact': dense solve (tiny problems)."""
     hvp: Literal["analytic", "autograd"] = "analytic"
     """Hessian-vector products in closed form for the bilinear models ('analytic', fast) or by
     double backprop through the objective ('autograd', general); both give the same Hessian."""
+    preconditioner: Literal["block", "diagonal", "none"] = "block"
+    """CG preconditioner: 'block' (the per-row dim x dim Gauss-Newton blocks: about 4 iterations on
+    ML-100K MF), 'diagonal' (their diagonals: about 10 iterations, but cheaper to form: on one
+    loaded CPU thread 1.0-1.8 s per forget against 1.75-1.85 s for 'block'), 'none'."""
     damping: float = Field(1e-3, ge=0)
     """Damping relative to the mean diagonal of the Hessian of the kept rows, so one value fits
     every dataset and size; it keeps a singular or nearly indefinite Hessian solvable."""
