@@ -111,3 +111,22 @@ def test_adopt_copies_the_model_and_refuses_other_settings(tiny_split):
     with pytest.raises(ValueError, match="same model and training"):
         get_method("ifru").adopt(original, {"train": {**FAST_TRAIN, "lr": 0.5}})
     assert TrainConfig(**FAST_TRAIN) == original.config.train
+
+
+@pytest.mark.parametrize("kind", ["pairs", "users", "items", "label_flip"])
+@pytest.mark.parametrize("config", [{"train": FAST_TRAIN}, LIGHTGCN], ids=["mf", "lightgcn"])
+def test_every_deletion_kind(tiny_split, kind, config):
+    from recunlearn.data import item_deletion, random_interactions
+
+    train = tiny_split.train
+    if kind == "label_flip":
+        train, request = label_flip_attack(train, 0.05, seed=1)
+    else:
+        request = {"pairs": lambda: random_interactions(train, 0.05, seed=1),
+                   "users": lambda: user_deletion(train, n_users=2, seed=1),
+                   "items": lambda: item_deletion(train, n_items=2, seed=1)}[kind]()
+    method = get_method("ifru")(config).fit(train, tiny_split.valid)
+    report = method.forget(request)
+    assert report.removed_rows == int(request.rows(train).sum()) and len(method.train) == len(train) - report.removed_rows
+    assert report.details["update"] == "applied" or report.details["update"].startswith(("rejected", "none"))
+    assert np.isfinite(method.score_index(tiny_split.test.user, tiny_split.test.item)).all()
