@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recunlearn.bench._results import SCHEMA, find_seeds, load_results, write_results
-from recunlearn.bench.report import flatten, plots, slopes, write_report
+from recunlearn.bench.report import flatten, label, plots, slopes, write_report
 from recunlearn.cli import _load_commands
 from recunlearn.cli._app import app
 from recunlearn.errors import RecUnlearnError
@@ -90,6 +90,7 @@ def test_plots_are_chosen_by_the_keys_rows_have(results_paths):
         {"method": "sisa", "auc": 0.7, "users": {"request_seconds": 0.5, "request_speedup": 4.0}}]})
     assert [p.slug for p in plots(nested)] == ["utility_vs_time", "speedup"]
     assert flatten({"a": {"b": 1, "c": {"d": 2}}}) == {"a.b": 1, "a.c.d": 2}
+    assert label({"method": "sisa", "n_shards": 4, "model": "mf", "seed": 1}, ("model",)) == "sisa K=4 model=mf"
 
 
 def test_report_is_self_contained_and_records_context(results_paths, tmp_path):

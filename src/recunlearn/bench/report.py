@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from recunlearn.bench._results import ResultsFile, load_results
+from recunlearn.bench._results import PACKAGES, ResultsFile, load_results
 
 UTILITY_KEYS = ("auc", "test_auc", "recall@20", "ndcg@20")
 """Preferred utility measures, in order; the first other ``recall@K`` / ``ndcg@K`` otherwise."""
-TIME_KEYS = ("forget_seconds", "unlearn_seconds")
+TIME_KEYS = ("forget_seconds", "unlearn_seconds", "unlearn_s", "forget_s")
 """Preferred unlearning-time measures; else the first key ending in request_seconds / batch_seconds."""
 
 
@@ -54,11 +54,20 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def label(row: dict[str, Any]) -> str:
-    """How a row is named in legends: method (or family), with its number of shards when it has one."""
+DISTINGUISHING_KEYS = ("model", "dataset", "fraction", "seed")
+"""Row settings named in legends when they differ between rows (e.g. IFRU's runs per model and seed)."""
+
+
+def label(row: dict[str, Any], varying: tuple[str, ...] = ()) -> str:
+    """How a row is named in legends: method (or family), its number of shards when it has one, and the
+    ``varying`` settings (a precomputed ``_label`` wins)."""
+    if "_label" in row:
+        return row["_label"]
     name = str(row.get("method") or row.get("family") or row.get("name") or "?")
     shards = row.get("n_shards")
-    return f"{name} K={shards}" if shards not in (None, "", 0) else name
+    parts = [name] + ([f"K={shards}"] if shards not in (None, "", 0) else [])
+    parts += [f"{key}={row[key]}" for key in varying if row.get(key) is not None]
+    return " ".join(parts)
 
 
 def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
@@ -204,6 +213,8 @@ def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plo
 
 def plots(results: ResultsFile) -> list[Plot]:
     rows = [flatten(r) for r in results.rows]
+    varying = tuple(k for k in DISTINGUISHING_KEYS if len({json.dumps(r.get(k)) for r in rows}) > 1)
+    rows = [{**r, "_label": label(r, varying)} for r in rows]
     made = [utility_vs_time(rows), speedup_bars(rows), completeness_bars(rows), scaling_curves(rows)]
     return [p for p in made if p is not None]
 
@@ -228,11 +239,21 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def _context(results: ResultsFile) -> dict[str, Any]:
-    versions = results.environment.get("versions") or {k: v for k, v in results.environment.items()
-                                                        if k != "hardware"}
+    """Command, seeds, versions and hardware; older documents keep versions and machine facts in one dict."""
+    environment = results.environment
+    if "versions" in environment or "hardware" in environment:
+        versions, hardware = environment.get("versions") or {}, environment.get("hardware") or {}
+    else:
+        names = {"python", *PACKAGES}
+        versions = {k: v for k, v in environment.items() if k in names}
+        hardware = {k: v for k, v in environment.items() if k not in names}
     return {"command": results.command, "created": results.created, "seconds": results.seconds,
             "seeds": results.seeds, "versions": {k: v for k, v in versions.items() if v is not None},
-            "hardware": results.environment.get("hardware", {})}
+            "hardware": hardware}
+
+
+def _inline(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v if not isinstance(v, (list, dict)) else json.dumps(v)}" for k, v in values.items()) or "-"
 
 
 def _section_title(results: ResultsFile, path: str) -> str:
@@ -257,20 +278,30 @@ def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
             parts.append(f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
                          f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>")
         header, cells = table(results.rows)
-        parts.append("<h3>Results</h3><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts.append('<h3>Results</h3><div style="overflow-x:auto"><table><tr>'
+                     + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
-        parts.append("</table>")
+        parts.append("</table></div>")
         fitted = slopes([flatten(r) for r in results.rows])
         if fitted:
-            parts.append(f"<h3>Slopes (log-log)</h3><pre>{e(json.dumps(fitted, indent=1))}</pre>")
+            keys = sorted({k for v in fitted.values() for k in v})
+            parts.append("<h3>Slopes (log-log: cost grows as n^slope)</h3><table><tr><th>method</th>"
+                         + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>")
+            for name, values in fitted.items():
+                parts.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{e(_cell(values.get(k)))}</td>" for k in keys)
+                             + "</tr>")
+            parts.append("</table>")
         context = _context(results)
         parts.append(f"<h3>How it was produced</h3><p>Command: <code>{e(context['command'])}</code><br>"
-                     f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.</p>")
-        for name in ("seeds", "versions", "hardware"):
-            parts.append(f"<h4>{name.capitalize()}</h4><pre>{e(json.dumps(context[name], indent=1))}</pre>")
+                     f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.<br>"
+                     f"<b>Seeds:</b> {e(_inline(context['seeds']))}<br>"
+                     f"<b>Versions:</b> {e(_inline(context['versions']))}<br>"
+                     f"<b>Hardware:</b> {e(_inline(context['hardware']))}</p>")
         if results.summary:
-            parts.append(f"<h4>Summary</h4><pre>{e(json.dumps(results.summary, indent=1))}</pre>")
-        parts.append(f"<h4>Configuration</h4><pre>{e(json.dumps(results.config, indent=1))}</pre>")
+            parts.append(f"<details><summary>Summary</summary><pre>{e(json.dumps(results.summary, indent=1))}</pre>"
+                         "</details>")
+        parts.append(f"<details><summary>Configuration</summary><pre>{e(json.dumps(results.config, indent=1))}</pre>"
+                     "</details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -292,7 +323,7 @@ def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_f
         lines += ["", f"Command: `{context['command']}`  ", f"Written {context['created']}; run time "
                   f"{_cell(context['seconds'])} s.", ""]
         for name in ("seeds", "versions", "hardware"):
-            lines += [f"{name.capitalize()}: `{json.dumps(context[name])}`", ""]
+            lines += [f"{name.capitalize()}: {_inline(context[name])}", ""]
         lines += ["<details><summary>Configuration</summary>", "", "```json", json.dumps(results.config, indent=1),
                   "```", "</details>", ""]
     return "\n".join(lines)
