@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -56,8 +57,19 @@ def check_executor_matches(split, executor, reference):
 
 def test_process_pool_matches_inprocess(tiny_split, reference, monkeypatch):
     monkeypatch.setenv(executors.WORKERS_ENV, "2")
+    check_executor_matches(tiny_split, "process", reference)  # the pool stays up for the next test
+
+
+def _die(job):
+    os._exit(3)
+
+
+def test_a_dead_worker_resets_the_pool():
+    pool = ProcessExecutor(workers=2)
     try:
-        check_executor_matches(tiny_split, "process", reference)
+        with pytest.raises(RuntimeError, match="died.*pool was reset"):
+            pool.map(_die, [1, 2])
+        assert executors._POOL is None
     finally:
         executors.shutdown_executors()
 
@@ -170,3 +182,4 @@ def test_bad_names_and_worker_counts_are_rejected(monkeypatch):
         ProcessExecutor()
     with pytest.raises(ConfigError, match="at least one worker"):
         ProcessExecutor(workers=0)
+

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -145,8 +146,13 @@ class ProcessExecutor:
             return [fn(job) for job in jobs]
         env = _worker_environment()
         pool = _process_pool(self.workers)
-        futures = [pool.submit(_run_job, fn, job, env) for job in jobs]
-        return [future.result() for future in futures]
+        try:
+            futures = [pool.submit(_run_job, fn, job, env) for job in jobs]
+            return [future.result() for future in futures]
+        except BrokenProcessPool:
+            shutdown_executors()  # the next call starts a fresh pool
+            raise RuntimeError("a worker of the 'process' executor died (out of memory?); the pool was reset; "
+                               f"try fewer workers ({WORKERS_ENV})") from None
 
 
 def _import_ray():
