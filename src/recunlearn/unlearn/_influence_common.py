@@ -234,6 +234,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
                                 evaluate=evaluate)
         timings["solve_s"] = time.perf_counter() - start
         details.update(solver=self.config.solver.method, iterations=result.iterations, hvps=result.hvps,
+                       attempts=result.attempts,
                        relative_residual=result.relative_residual, converged=result.converged,
                        damping=damping, step_norm=float(result.x.norm()), gradient_norm=float(g.norm()))
         if not math.isfinite(details["step_norm"]):

@@ -262,6 +262,8 @@ class SolveResult:
     converged: bool = True
     hvps: int = 0
     history: list[float] = field(default_factory=list)
+    attempts: int = 1
+    """Solves run: more than one when CG restarted with more damping after non-positive curvature."""
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -459,18 +461,25 @@ def solve(config: SolverConfig, hvp: Operator, b: torch.Tensor, *, scale: float,
     """Solve with the configured method; ``scale`` (mean Hessian diagonal) turns relative damping
     into an absolute one. Returns the result and the absolute damping used."""
     damping = config.damping * scale
+    calls = [0]
+
+    def counted(v: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return hvp(v)
+
     for attempt in range(config.max_damping_raises + 1):
         try:
             if config.method == "cg":
-                result = conjugate_gradient(hvp, b, damping=damping, tol=config.tol, max_iter=config.max_iter,
+                result = conjugate_gradient(counted, b, damping=damping, tol=config.tol, max_iter=config.max_iter,
                                             preconditioner=preconditioner(damping) if preconditioner else None)
             elif config.method == "lissa":
-                result = lissa(hvp, b, damping=damping, depth=config.max_iter)
+                result = lissa(counted, b, damping=damping, depth=config.max_iter)
             elif config.method == "quadratic":
-                result = quadratic_adam(hvp, b, damping=damping, lr=config.quadratic_lr, steps=config.quadratic_steps,
+                result = quadratic_adam(counted, b, damping=damping, lr=config.quadratic_lr, steps=config.quadratic_steps,
                                         evaluate=evaluate, every=config.quadratic_every)
             else:
-                result = exact_solve(hvp, b, damping=damping)
+                result = exact_solve(counted, b, damping=damping)
+            result.hvps, result.attempts = calls[0], attempt + 1
             return result, damping
         except SolverError as error:
             if attempt == config.max_damping_raises or config.method != "cg":
