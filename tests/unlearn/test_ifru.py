@@ -130,3 +130,17 @@ def test_every_deletion_kind(tiny_split, kind, config):
     assert report.removed_rows == int(request.rows(train).sum()) and len(method.train) == len(train) - report.removed_rows
     assert report.details["update"] == "applied" or report.details["update"].startswith(("rejected", "none"))
     assert np.isfinite(method.score_index(tiny_split.test.user, tiny_split.test.item)).all()
+
+
+def test_save_and_load_after_forgetting_keep_the_scores(tiny_split, tmp_path):
+    """The saved model rebuilds LightGCN's graph from the remaining data: the same graph forget made."""
+    from recunlearn.unlearn import Unlearner
+
+    train, request = label_flip_attack(tiny_split.train, 0.1, seed=2)
+    method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)
+    method.forget(request)
+    method.save(tmp_path / "m")
+    loaded = Unlearner.load(tmp_path / "m")
+    test = tiny_split.test
+    np.testing.assert_array_equal(loaded.score_index(test.user, test.item), method.score_index(test.user, test.item))
+    assert loaded.forget(request).noop
