@@ -26,9 +26,10 @@ from recunlearn.train.loop import fit_model, valid_auc
 from recunlearn.unlearn._cf import (CFMethodConfig, all_item_probabilities, describe_fit, model_state,
                                     probabilities, restore_model)
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
-from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolverConfig, adjacency_to_scipy,
-                                          block_preconditioner, block_solver, expand, gradient,
-                                          SolverError, hessian_vector_product, scipy_to_adjacency, solve)
+from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
+                                          adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
+                                          expand, gradient, hessian_blocks, hessian_vector_product,
+                                          scipy_to_adjacency, solve)
 
 
 def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
@@ -167,7 +168,7 @@ class InfluenceConfig(CFMethodConfig):
     """Settings of the influence-function methods."""
 
     solver: SolverConfig = Field(default_factory=SolverConfig)
-    """How the Newton system is solved (damped, preconditioned CG by default)."""
+    """How the Newton system is solved (the per-row Newton step by default; damped, preconditioned CG by choice)."""
     guard: bool = True
     """Keep the update only if validation AUC is not worse than with no update (else fall back to
     no update and say so in the report); needs validation data."""
@@ -215,12 +216,12 @@ class InfluenceUnlearner(ApproximateUnlearner):
                                                                              depends[depends >= n_nodes] - n_nodes)
         hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
                                       1.0, l2, graph_after)
-        if self.config.solver.hvp == "analytic":
-            hvp = hessian.analytic_hvp()
+        solver = self.config.solver
+        if solver.method == "block":
+            blocks = hessian_blocks(hessian)
         else:
-            hvp = hessian_vector_product(hessian, hessian.theta0)
-        kind = self.config.solver.preconditioner
-        blocks = block_preconditioner(hessian, diagonal=kind != "block")
+            hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
+            blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
         scale = float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean())
         details["hessian_rows"] = int(rows.sum())
         timings["hessian_setup_s"] = time.perf_counter() - start
@@ -228,17 +229,23 @@ class InfluenceUnlearner(ApproximateUnlearner):
         start = time.perf_counter()
         theta = hessian.theta0
         guard = self.config.guard and self.valid is not None and len(self.valid)
-        evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
-        result, damping = solve(self.config.solver, hvp, g, scale=max(scale, 1e-12),
-                                preconditioner=None if kind == "none" else (lambda d: block_solver(blocks, d)),
-                                evaluate=evaluate)
+        if solver.method == "block":
+            damping = solver.damping * max(scale, 1e-12)
+            step = block_newton(blocks, g, damping)
+            result = SolveResult(step.x, 1, hvps=0)
+            details["raised_blocks"] = step.raised_blocks
+        else:
+            evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
+            preconditioner = None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
+            result, damping = solve(solver, hvp, g, scale=max(scale, 1e-12), preconditioner=preconditioner,
+                                    evaluate=evaluate)
         timings["solve_s"] = time.perf_counter() - start
-        details.update(solver=self.config.solver.method, iterations=result.iterations, hvps=result.hvps,
+        details.update(solver=solver.method, iterations=result.iterations, hvps=result.hvps,
                        attempts=result.attempts,
                        relative_residual=result.relative_residual, converged=result.converged,
                        damping=damping, step_norm=float(result.x.norm()), gradient_norm=float(g.norm()))
         if not math.isfinite(details["step_norm"]):
-            raise SolverError(f"the {self.config.solver.method} solver returned a non-finite update")
+            raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
         kept.scatter(model, theta + result.x)
         details["update"] = "applied"
