@@ -54,7 +54,7 @@ def test_run_experiment_from_toml(tmp_path):
     train = ", ".join(f"{k} = {v}" for k, v in FAST_TRAIN.items())
     config = tmp_path / "exp.toml"
     config.write_text(f"""
-methods = ["sisa"]
+methods = ["sisa", "finetune"]
 output = "{out}"
 train = {{ {train} }}
 method_options = {{ sisa = {{ n_shards = 2 }} }}
@@ -68,10 +68,13 @@ count = 2
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    assert [r["method"] for r in results["rows"]] == ["retrain", "sisa"]
-    retrain, sisa = results["rows"]
+    assert [r["method"] for r in results["rows"]] == ["original", "retrain", "sisa", "finetune"]
+    original, retrain, sisa, finetune = results["rows"]
     assert retrain["dist_removed"] == 0.0 and retrain["dist_test"] == 0.0
+    assert original["dist_removed"] > 0, "forgetting two users changes the retrained model"
     assert sisa["dist_test"] > 0 and sisa["removed_rows"] == retrain["removed_rows"] > 0
+    # fine-tuning starts from the original model instead of training it again
+    assert finetune["fit_seconds"] == original["fit_seconds"] == retrain["fit_seconds"]
     assert 0.5 < retrain["auc"] <= 1.0
     assert out.with_suffix(".md").read_text().startswith("| method | AUC")
 
