@@ -74,7 +74,8 @@ def test_influence_moves_towards_retraining(tiny_split):
     train = tiny_split.train
     request = DeletionRequest.from_rows(train, np.arange(0, len(train), 9))
     original = get_method("retrain")(train=converged).fit(train, None)
-    method = get_method("if").adopt(original, {"guard": False, "solver": {"tol": 1e-6}})
+    method = get_method("if").adopt(original, {"guard": False, "solver": {"method": "cg", "tol": 1e-6}})
+    per_row = get_method("if").adopt(original, {"guard": False})  # the default 'block' solver
     assert parameter_distance(method, original) == 0.0
     removed = train.take(request.rows(train))
     original.forget(request)  # now the retrained model
@@ -82,12 +83,15 @@ def test_influence_moves_towards_retraining(tiny_split):
     method.forget(request)
     end = [score_distance(method, original, d) for d in (removed, tiny_split.test)]
     assert end[0] < 0.85 * start[0] and end[1] < 0.85 * start[1]
+    per_row.forget(request)  # a shorter step (its block-diagonal majorant), in the same direction
+    end = [score_distance(per_row, original, d) for d in (removed, tiny_split.test)]
+    assert end[0] < start[0] and end[1] < start[1]
 
 
 def test_guard_rejects_an_update_that_hurts_validation(tiny_split, monkeypatch):
     import recunlearn.unlearn._influence_common as common
 
-    method = get_method("ifru")(train=FAST_TRAIN).fit(tiny_split.train, tiny_split.valid)
+    method = get_method("ifru")(train=FAST_TRAIN, solver={"method": "cg"}).fit(tiny_split.train, tiny_split.valid)
     test = tiny_split.test
     before = method.score_index(test.user, test.item)
 

@@ -169,7 +169,15 @@ def test_hessian_blocks_are_the_diagonal_blocks_of_the_hessian(tiny_split, confi
     objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
     matrix = dense_hessian(hessian_vector_product(objective, objective.theta0), objective.theta0)
     expected = diagonal_blocks(matrix, kept.size, 4)
-    torch.testing.assert_close(hessian_blocks(objective).double(), expected, rtol=1e-4, atol=1e-5)
+    blocks, coupling = hessian_blocks(objective)
+    torch.testing.assert_close(blocks.double(), expected, rtol=1e-4, atol=1e-5)
+    size = kept.size
+    off = matrix - torch.block_diag(*expected)
+    true_coupling = torch.stack([sum(torch.linalg.matrix_norm(off[u * 4:(u + 1) * 4, w * 4:(w + 1) * 4], ord=2)
+                                     for w in range(size)) for u in range(size)])
+    assert (coupling.double() >= true_coupling - 1e-5).all(), "the coupling bound must bound the true coupling"
+    majorant = torch.block_diag(*(expected + coupling.double()[:, None, None] * torch.eye(4, dtype=torch.float64)))
+    assert torch.linalg.eigvalsh(majorant - matrix).min() > -1e-5, "block diagonal + coupling >= Hessian"
 
 
 def test_segment_outer_sum_matches_a_loop():
@@ -181,6 +189,12 @@ def test_segment_outer_sum_matches_a_loop():
         if s >= 0:
             expected[s] += torch.outer(left[k], right[k])
     torch.testing.assert_close(segment_outer_sum(segments, left, right, 4, budget=6), expected)
+    weights = torch.rand(8, generator=generator)
+    expected = torch.zeros(4, 3, 3)
+    for k, s in enumerate(segments.tolist()):
+        if s >= 0:
+            expected[s] += weights[k] * torch.outer(right[k], right[k])
+    torch.testing.assert_close(segment_outer_sum(segments, right, right, 4, weights=weights), expected)
 
 
 def test_block_newton_is_exact_when_the_hessian_is_block_diagonal(tiny_split):
@@ -195,7 +209,7 @@ def test_block_newton_is_exact_when_the_hessian_is_block_diagonal(tiny_split):
     hvp = hessian_vector_product(objective, objective.theta0)
     b = torch.randn(objective.theta0.shape, generator=torch.Generator().manual_seed(2))
     exact = exact_solve(hvp, b, damping=0.01).x
-    assert relative_error(block_newton(hessian_blocks(objective), b, 0.01).x, exact) < 1e-4
+    assert relative_error(block_newton(hessian_blocks(objective)[0], b, 0.01).x, exact) < 1e-4
 
 
 def test_block_newton_is_close_to_cg_and_rescues_indefinite_blocks(small_system):
@@ -204,7 +218,7 @@ def test_block_newton_is_close_to_cg_and_rescues_indefinite_blocks(small_system)
     objective, hvp, b, _ = small_system
     exact = exact_solve(hvp, b, damping=0.01).x
     cg = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500).x
-    block = block_newton(hessian_blocks(objective), b, 0.01).x
+    block = block_newton(hessian_blocks(objective)[0], b, 0.01).x
     cosine = float((block * cg).sum() / (block.norm() * cg.norm()))
     print(f"per-row Newton vs CG: relative distance {relative_error(block, exact):.3f}, cosine {cosine:.3f}")
     assert cosine > 0.95 and relative_error(block, exact) < 0.3

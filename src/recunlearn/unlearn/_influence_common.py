@@ -218,7 +218,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
                                       1.0, l2, graph_after)
         solver = self.config.solver
         if solver.method == "block":
-            blocks = hessian_blocks(hessian)
+            blocks, coupling = hessian_blocks(hessian)
         else:
             hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
             blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
@@ -231,7 +231,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         guard = self.config.guard and self.valid is not None and len(self.valid)
         if solver.method == "block":
             damping = solver.damping * max(scale, 1e-12)
-            step = block_newton(blocks, g, damping)
+            step = block_newton(blocks, g, damping, coupling if solver.coupling else None)
             result = SolveResult(step.x, 1, hvps=0)
             details["raised_blocks"] = step.raised_blocks
         else:
