@@ -139,14 +139,15 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
         axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{index % 10}")
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
-    axes.set_ylabel("speed-up over retraining (x)")
+    reference = "retraining" if not any("_vs_" in k for k in keys) else "the reference"
+    axes.set_ylabel(f"speed-up over {reference} (x)")
     if max((r.get(k) or 0) for r in bars for k in keys if _is_number(r.get(k))) > 50:
         axes.set_yscale("log")
     axes.legend(fontsize=8)
     axes.grid(True, axis="y", alpha=0.3)
     fastest = max(((label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))), key=lambda t: t[2])
-    return Plot("speedup", "Speed-up over retraining", _png(figure),
-                f"The dashed line is retraining (1x); largest: {fastest[0]} {fastest[2]:.1f}x ({fastest[1]}).")
+    return Plot("speedup", f"Speed-up over {reference}", _png(figure),
+                f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x ({fastest[1]}).")
 
 
 def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
