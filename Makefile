@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 install: $(STAMP)
 
+# One torch thread: on 2 cores the shard pool's workers and the main process would otherwise contend.
 demo: $(STAMP)
-	$(VENV)/bin/recunlearn demo
+	OMP_NUM_THREADS=1 $(VENV)/bin/recunlearn demo
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests

@@ -127,3 +127,13 @@ def test_data_info_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["data", "info", "synthetic", "-o", "colour=blue"])
     assert "colour" in capsys.readouterr().err
+
+
+def test_experiment_executor_reaches_shard_methods():
+    from recunlearn.bench.experiment import ExperimentConfig, _method_config
+
+    config = ExperimentConfig(executor="process")
+    assert _method_config(config, "sisa")["executor"] == "process"
+    assert "executor" not in _method_config(config, "retrain")
+    pinned = ExperimentConfig(executor="process", method_options={"sisa": {"executor": "inprocess"}})
+    assert _method_config(pinned, "sisa")["executor"] == "inprocess"

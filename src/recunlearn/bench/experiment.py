@@ -89,6 +89,9 @@ class ExperimentConfig(BaseModel):
     """Per-method settings, e.g. {sisa = {n_shards = 10}}."""
     k: int = Field(20, ge=1)
     """Cut-off of the ranking metrics."""
+    executor: str | None = None
+    """Where shard-based methods train their shards ('inprocess', 'process', 'ray'); None keeps each
+    method's own setting. Shards are independent, so a process pool uses every core."""
     output: str | None = None
     """Where to write results JSON (and a markdown table beside it)."""
 
@@ -137,6 +140,8 @@ def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
         values.setdefault("model", config.model)
     if "train" in fields:
         values.setdefault("train", config.train)
+    if "executor" in fields and config.executor is not None:
+        values.setdefault("executor", config.executor)
     return values
 
 

@@ -45,6 +45,8 @@ def demo(
     model: str = typer.Option("mf", help="mf or lightgcn."),
     methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare (repeat); default: all."),
     fraction: float = typer.Option(0.02, help="Fraction of training labels flipped and then forgotten (IFRU's attack)."),
+    executor: str = typer.Option("process", help="Where shard-based methods train their shards: process (a pool "
+                                 "using every core), inprocess, or ray."),
     llm: bool = typer.Option(True, help="Also run APA and its baselines on the embedded language model (small preset)."),
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the results JSON and markdown."),
 ) -> None:
@@ -52,7 +54,7 @@ def demo(
     from recunlearn.bench.experiment import DataSpec, DeletionSpec, ExperimentConfig, run_experiment
 
     config = ExperimentConfig(data=DataSpec(dataset=dataset), deletion=DeletionSpec(fraction=fraction),
-                              model={"kind": model}, methods=methods or [],
+                              model={"kind": model}, methods=methods or [], executor=executor,
                               output=str(out / "collaborative.json"))
     results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)

@@ -8,11 +8,12 @@ in the training loop and by ``recunlearn.evaluate.auc``; a test checks the two a
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC of ``scores`` for binary ``labels``; NaN when only one class is present."""
+    from scipy.stats import rankdata  # imported here: scipy.stats costs ~2 s in every spawned shard worker
+
     labels = np.asarray(labels) > 0
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos

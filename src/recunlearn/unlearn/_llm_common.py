@@ -60,7 +60,8 @@ class LLMMethodConfig(BaseModel):
     device: str | None = None
     """'cpu', 'cuda', ...; None = $RECUNLEARN_DEVICE, else CUDA when present, else CPU."""
     executor: str = "inprocess"
-    """Where adapter training runs ('inprocess'; process pools or Ray when registered)."""
+    """Where adapter training runs: 'inprocess' (default), 'process' (a local pool) or 'ray' (a Ray
+    cluster, with a GPU per task when it has them)."""
     inference_batch_size: int = Field(64, ge=1)
     """Prompts per forward pass when scoring."""
 

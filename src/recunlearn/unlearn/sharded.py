@@ -36,7 +36,8 @@ class ShardedConfig(CFMethodConfig):
     partition_seed: int = 0
     """Seed of the partition (independent of the models' training seed)."""
     executor: str = "inprocess"
-    """Where shard training runs: 'inprocess' (default); others when registered (process pool, Ray)."""
+    """Where shard training runs: 'inprocess' (default), 'process' (a local pool using every core) or
+    'ray' (a Ray cluster); every executor gives the same models under the same seeds."""
     shard_validation: Literal["all", "touched"] = "all"
     """Validation rows a shard early-stops on: 'all', or 'touched' = those whose user and item both
     occur in the shard's training rows (the pairs it can score; much cheaper when shards hold whole
