@@ -48,6 +48,24 @@ def all_item_probabilities(model: CFModel, users: np.ndarray) -> np.ndarray:
     return torch.sigmoid(model.score_all(torch.as_tensor(users, device=device))).cpu().numpy()
 
 
+class SingleModelMixin:
+    """Scoring and persistence of a method that holds one model in ``self.model`` (and ``self.fit_info``)."""
+
+    def _score_index(self, users, items):
+        return probabilities(self.model, users, items)
+
+    def score_all(self, users):
+        self._check_fitted()
+        return all_item_probabilities(self.model, np.asarray(users, np.int64))
+
+    def _state(self):
+        return model_state(self.model, "model"), {"fit": self.fit_info}
+
+    def _restore(self, tensors, meta):
+        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
+        self.fit_info = meta["fit"]
+
+
 def describe_fit(result: Any) -> dict[str, Any]:
     return {"epochs": result.epochs, "best_epoch": result.best_epoch,
             "best_valid_auc": round(result.best_valid_auc, 6), "seconds": round(result.seconds, 4)}

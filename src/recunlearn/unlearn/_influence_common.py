@@ -23,8 +23,7 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.mf import MF
 from recunlearn.train.loop import fit_model, valid_auc
-from recunlearn.unlearn._cf import (CFMethodConfig, all_item_probabilities, describe_fit, model_state,
-                                    probabilities, restore_model)
+from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
@@ -78,7 +77,7 @@ def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.n
             fresh.item_emb.weight.detach()[torch.as_tensor(items)])
 
 
-class ApproximateUnlearner(Unlearner):
+class ApproximateUnlearner(SingleModelMixin, Unlearner):
     """One model trained once; ``forget`` changes it in place (see :meth:`_update`)."""
 
     exact = False
@@ -148,20 +147,6 @@ class ApproximateUnlearner(Unlearner):
         """Change the model's parameters for the removal; return report details (with 'changed_rows')."""
         raise NotImplementedError
 
-    # scoring and persistence -------------------------------------------------------------------------
-    def _score_index(self, users, items):
-        return probabilities(self.model, users, items)
-
-    def score_all(self, users):
-        self._check_fitted()
-        return all_item_probabilities(self.model, np.asarray(users, np.int64))
-
-    def _state(self):
-        return model_state(self.model, "model"), {"fit": self.fit_info}
-
-    def _restore(self, tensors, meta):
-        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
-        self.fit_info = meta["fit"]
 
 
 class InfluenceConfig(CFMethodConfig):

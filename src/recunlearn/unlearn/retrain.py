@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recunlearn.train.loop import fit_model
-from recunlearn.unlearn._cf import (CFMethodConfig, all_item_probabilities, describe_fit, model_state,
-                                    probabilities, restore_model)
+from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register
 
 
@@ -15,7 +14,7 @@ class RetrainConfig(CFMethodConfig):
 
 
 @register("retrain")
-class Retrain(Unlearner):
+class Retrain(SingleModelMixin, Unlearner):
     """One model; ``forget`` trains a new one from scratch (same seed) without the removed rows."""
 
     exact = True
@@ -33,17 +32,3 @@ class Retrain(Unlearner):
                           data_hash_after=self.train.content_hash(), rows_before=len(before),
                           rows_after=len(self.train))
         return self._report([part], fit=self.fit_info)
-
-    def _score_index(self, users, items):
-        return probabilities(self.model, users, items)
-
-    def score_all(self, users):
-        self._check_fitted()
-        return all_item_probabilities(self.model, np.asarray(users, np.int64))
-
-    def _state(self):
-        return model_state(self.model, "model"), {"fit": self.fit_info}
-
-    def _restore(self, tensors, meta):
-        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
-        self.fit_info = meta["fit"]
