@@ -106,6 +106,20 @@ def write_results(path: str | Path, rows: list[dict[str, Any]], config: dict[str
     return results
 
 
+def markdown_grid(header: list[str], cells: list[list[str]]) -> str:
+    """A markdown table from a header and rows of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def write_document(document: dict[str, Any], path: str | Path, markdown: str) -> None:
+    """A protocol's results document as JSON, with its markdown table beside it (same name, ``.md``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1, allow_nan=True))
+    path.with_suffix(".md").write_text(markdown + "\n")
+
+
 def load_results(path: str | Path) -> ResultsFile:
     """Read a results file (this format, or an older document with config/rows at the top level)."""
     path = Path(path)

@@ -16,7 +16,6 @@ comparison of unlearning methods on one backbone, not as a claim about recommend
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
 
+from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import environment
 from recunlearn.data import DeletionRequest, binarize, load_dataset
 from recunlearn.errors import ConfigError
@@ -275,16 +275,11 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    header, cells = table_rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines)
+    return markdown_grid(*table_rows(results))
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, allow_nan=True))
-    path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    write_document(results, path, markdown_table(results))
 
 
 def run_demo(out: Path, console=None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ time / the method's, for the same request or batch.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._results import write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import DeletionRequest, Interactions
 from recunlearn.evaluate import auc_report, ranking_report
@@ -185,6 +185,4 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, allow_nan=True))
-    path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    write_document(results, path, markdown_table(results))

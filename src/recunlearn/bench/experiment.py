@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.data import (
     DeletionRequest,
     Interactions,
@@ -251,13 +252,8 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    header, cells = table_rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines)
+    return markdown_grid(*table_rows(results))
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, allow_nan=True))
-    path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    write_document(results, path, markdown_table(results))

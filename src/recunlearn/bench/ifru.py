@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._results import write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
 from recunlearn.evaluate import auc_report
@@ -166,9 +167,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, allow_nan=True))
-    path.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    write_document(results, path, markdown_table(results))
 
 
 class ScalingConfig(BaseModel):
