@@ -36,7 +36,7 @@ from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.train.runtime import configure_threads, resolve_device
-from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport, get_method
+from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.executors import get_executor
 
 
@@ -330,12 +330,7 @@ class LLMUnlearner(Unlearner):
     def load(cls, path: str | Path) -> LLMUnlearner:
         """Load a folder written by :meth:`save` (the backbone is loaded again from its config)."""
         path = Path(path)
-        if not (path / "unlearner.json").is_file():
-            raise RecUnlearnError(f"{path} is not a saved unlearner (no unlearner.json)")
-        document = json.loads((path / "unlearner.json").read_text())
-        method = get_method(document["method"])
-        if not issubclass(method, cls):
-            raise RecUnlearnError(f"{path} holds a {document['method']!r} model, not {cls.name!r}")
+        method, document = cls._read_saved(path)
         obj = method(document["config"])
         obj.train = SampleTable.load(path / "train.npz")
         obj.valid = SampleTable.load(path / "valid.npz") if (path / "valid.npz").is_file() else None

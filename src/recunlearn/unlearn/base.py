@@ -232,12 +232,7 @@ class Unlearner(ABC):
     def load(cls, path: str | Path) -> Unlearner:
         """Load a folder written by :meth:`save`; ``Unlearner.load`` dispatches on the stored method."""
         path = Path(path)
-        if not (path / "unlearner.json").is_file():
-            raise RecUnlearnError(f"{path} is not a saved unlearner (no unlearner.json)")
-        document = json.loads((path / "unlearner.json").read_text())
-        method = get_method(document["method"])
-        if cls is not Unlearner and not issubclass(method, cls):
-            raise RecUnlearnError(f"{path} holds a {document['method']!r} model, not {cls.name!r}")
+        method, document = cls._read_saved(path)
         if method.load.__func__ is not Unlearner.load.__func__:  # a family with its own format (LLM samples)
             return method.load(path)
         obj = method(document["config"])
@@ -248,6 +243,17 @@ class Unlearner(ABC):
         obj.fit_seconds = document["fit_seconds"]
         obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
         return obj
+
+    @classmethod
+    def _read_saved(cls, path: Path) -> tuple[type[Unlearner], dict[str, Any]]:
+        """The stored method class and document of a saved folder, checked against ``cls``."""
+        if not (path / "unlearner.json").is_file():
+            raise RecUnlearnError(f"{path} is not a saved unlearner (no unlearner.json)")
+        document = json.loads((path / "unlearner.json").read_text())
+        method = get_method(document["method"])
+        if cls is not Unlearner and not issubclass(method, cls):
+            raise RecUnlearnError(f"{path} holds a {document['method']!r} model, not {cls.name!r}")
+        return method, document
 
     # helpers for subclasses ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
