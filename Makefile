@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/recunlearn demo
 
-test: $(STAMP)
+# The HTML report's screenshot test renders it in headless Chromium from Debian's packages.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "make test needs Debian's chromium: apt-get install chromium (as root)"; exit 1; }
+
+test: $(STAMP) browser
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 clean:
