@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
@@ -308,14 +308,8 @@ class LLMUnlearner(Unlearner):
     def save(self, path: str | Path) -> Path:
         """A folder: ``unlearner.json``, ``state.safetensors``, ``train.npz`` / ``valid.npz`` (samples) and
         ``adapters/adapter-k/`` in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``)."""
-        self._check_fitted()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors, meta = self._state()
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / "state.safetensors"))
-        self.train.save(path / "train.npz")
-        if self.valid is not None:
-            self.valid.save(path / "valid.npz")
+        meta = self._save_state_and_data(path, "state.safetensors")
         for k, adapter in enumerate(self.adapters):
             if adapter is not None:
                 save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.model_type,

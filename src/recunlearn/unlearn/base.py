@@ -215,14 +215,8 @@ class Unlearner(ABC):
     # persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``."""
-        self._check_fitted()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors, meta = self._state()
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / "weights.safetensors"))
-        self.train.save(path / "train.npz")
-        if self.valid is not None:
-            self.valid.save(path / "valid.npz")
+        meta = self._save_state_and_data(path, "weights.safetensors")
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
                     "forgotten": sorted(self._forgotten), "fit_seconds": self.fit_seconds, "state": meta}
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
@@ -243,6 +237,17 @@ class Unlearner(ABC):
         obj.fit_seconds = document["fit_seconds"]
         obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
         return obj
+
+    def _save_state_and_data(self, path: Path, weights_file: str) -> dict[str, Any]:
+        """Write the state tensors and the train/valid tables into ``path``; returns the state's metadata."""
+        self._check_fitted()
+        path.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self._state()
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / weights_file))
+        self.train.save(path / "train.npz")
+        if self.valid is not None:
+            self.valid.save(path / "valid.npz")
+        return meta
 
     @classmethod
     def _read_saved(cls, path: Path) -> tuple[type[Unlearner], dict[str, Any]]:
