@@ -63,3 +63,12 @@ class TestSISA(UnlearnerConformance):
         b = get_method("sisa")(self.config)
         b.train = tiny_split.train
         np.testing.assert_array_equal(a._partition(), b._partition())
+
+    def test_shard_learning_rate_scales_with_the_number_of_shards(self, fitted):
+        """'scaled' trains each shard at K times the full model's rate; a number is used as given; the
+        rate used is what the shard's job (and so an exactness check from scratch) trains with."""
+        assert fitted.shard_job(0).train_config.lr == FAST_TRAIN["lr"] * 3
+        fixed = get_method("sisa")({**self.config, "shard_lr": 0.002})
+        fixed.train, fixed.valid, fixed.assignment = fitted.train, fitted.valid, fitted.assignment
+        assert fixed.shard_job(1).train_config.lr == 0.002
+        assert fixed.shard_job(1).train_config.seed == fitted.shard_job(1).train_config.seed

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import roc_auc_score
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
+from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import predict
 
 
@@ -283,7 +283,7 @@ class AttentionAggregator(Aggregator):
                 optimizer.step()
             if valid is None or len(np.unique(valid.label)) < 2:
                 continue
-            auc = float(roc_auc_score(valid.label, self._probabilities(reps, valid.user, valid.item)))
+            auc = float(roc_auc(valid.label, self._probabilities(reps, valid.user, valid.item)))
             if auc > best_auc:
                 best_auc, best_epoch = auc, epoch + 1
                 best_state = [{k: v.detach().clone() for k, v in side.state_dict().items()}

@@ -45,6 +45,12 @@ class ShardedConfig(CFMethodConfig):
     aggregator: AggregatorConfig = Field(default_factory=AverageConfig)
     """How shard models are combined: {kind = "average"}, {kind = "attention"} (RecEraser) or
     {kind = "weighted", tau = 10} (per-user weights from validation error)."""
+    shard_lr: float | Literal["scaled"] = "scaled"
+    """Adam learning rate of each shard's model. 'scaled' = ``train.lr`` x K: a shard holds about 1/K
+    of the rows, so at the same batch size its epoch is K times fewer Adam steps; the K-times larger
+    step keeps an epoch's progress near full training's, and shards early-stop in about as many epochs
+    as the full model instead of several times more (ML-100K, MF, K=10: about 20 epochs instead of 55
+    to 115, some shards stopping before they learned anything). A number sets it directly."""
 
 
 class ShardedUnlearner(Unlearner):
@@ -70,8 +76,13 @@ class ShardedUnlearner(Unlearner):
         touched = np.isin(self.valid.user, shard_data.user) & np.isin(self.valid.item, shard_data.item)
         return self.valid.take(touched)
 
+    def shard_lr(self) -> float:
+        if self.config.shard_lr == "scaled":
+            return self.config.train.lr * self.config.n_shards
+        return self.config.shard_lr
+
     def shard_job(self, shard: int) -> ShardJob:
-        train_config = self.config.train.model_copy(update={"seed": self.shard_seed(shard)})
+        train_config = self.config.train.model_copy(update={"seed": self.shard_seed(shard), "lr": self.shard_lr()})
         data = self.shard_data(shard)
         return ShardJob(shard, self.config.model, train_config, data, self.shard_validation_data(data))
 
