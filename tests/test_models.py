@@ -54,6 +54,15 @@ def test_early_stopping_restores_the_best_epoch(tiny_split):
         auc(tiny_split.valid.label, predict(result.model, tiny_split.valid.user, tiny_split.valid.item)))
 
 
+@pytest.mark.parametrize("config, patience", [(MFConfig(), 10), (LightGCNConfig(), 20)])
+def test_unset_patience_is_the_models_default(tiny_split, config, patience):
+    """LightGCN waits longer than MF: its validation AUC plateaus before rising again."""
+    settings = TrainConfig(**{**FAST_TRAIN, "max_epochs": 150, "lr": 0.05, "patience": None})
+    result = fit_model(config, tiny_split.train, tiny_split.valid, settings)
+    assert result.epochs < settings.max_epochs, "training should stop early on the tiny data"
+    assert result.epochs == result.best_epoch + patience
+
+
 def test_bpr_loss_trains(tiny_split):
     result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"}))
     assert np.isfinite(result.best_valid_auc)

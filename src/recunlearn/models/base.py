@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -19,6 +20,8 @@ class CFModel(nn.Module, ABC):
 
     user_emb: nn.Embedding
     item_emb: nn.Embedding
+    default_patience: ClassVar[int] = 10
+    """Early-stopping patience (epochs) when the training settings leave it unset (IFRU's 10)."""
 
     def __init__(self, n_users: int, n_items: int, dim: int, init_std: float, generator: torch.Generator):
         super().__init__()

@@ -36,6 +36,11 @@ def normalized_adjacency(n_users: int, n_items: int, user: np.ndarray, item: np.
 
 
 class LightGCN(CFModel):
+    default_patience = 20
+    """On ML-100K its validation AUC climbs for ~8 epochs, stays flat for 10-15, then climbs again to
+    its best near epoch 50-70; with patience 10 some seeds stopped on the plateau (test AUC 0.720
+    instead of 0.742), so retraining swung by 0.02 with the seed."""
+
     def __init__(self, *args, n_layers: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.n_layers = n_layers

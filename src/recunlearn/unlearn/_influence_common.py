@@ -55,6 +55,13 @@ def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: n
     return sp.csr_matrix(((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n))
 
 
+def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
+    """Mask of the rows whose user or item is one of ``nodes`` (users first, then items)."""
+    marked = np.zeros(n_users + data.n_items, bool)
+    marked[nodes] = True
+    return marked[data.user] | marked[n_users + data.item]
+
+
 def clone_model(model: CFModel) -> CFModel:
     """A deep copy of a model; LightGCN's graph (sparse CSR, which deepcopy refuses) is shared,
     as forgetting replaces it rather than changing it in place."""
@@ -197,8 +204,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         n_nodes = model.n_users
         depends = expand(graph_after if graph_after is not None else None, kept.nodes(n_nodes),
                          getattr(model, "n_layers", 0) if graph_after is not None else 0)
-        rows = np.isin(remaining.user, depends[depends < n_nodes]) | np.isin(remaining.item,
-                                                                             depends[depends >= n_nodes] - n_nodes)
+        rows = rows_touching(remaining, depends, n_nodes)
         hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
                                       1.0, l2, graph_after)
         solver = self.config.solver
@@ -257,7 +263,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         changed = np.flatnonzero(ratio > self.spillover_threshold())
         moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
         n_users = model.n_users
-        rows = np.isin(remaining.user, moved[moved < n_users]) | np.isin(remaining.item, moved[moved >= n_users] - n_users)
+        rows = rows_touching(remaining, moved, n_users)
         theta = kept.gather(model)
         args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
         full = gradient(RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full), theta)

@@ -332,17 +332,20 @@ def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.
         l2 = torch.zeros(size, device=device)
         l2[objective.kept_theta] = objective.l2 * counts[objective.kept_position]
         ends = torch.cat([objective.row_u, objective.row_i])
-        others = torch.cat([r_i, r_u])
         both_curvature = torch.cat([curvature, curvature])
         norm_u, norm_i = r_u.norm(dim=-1), r_i.norm(dim=-1)
         magnitude = residual.abs()
         coupling = torch.zeros(size, device=device)
         if objective.adjacency is None:  # MF: P = I, only a row's own ends reach it
-            blocks = segment_outer_sum(kept_of[ends], others, others, size, weights=both_curvature)
+            segment = kept_of[ends]
+            at_kept = segment >= 0  # gather only the endpoints whose block is wanted
+            other = reps[torch.cat([objective.row_i, objective.row_u])[at_kept]]
+            blocks = segment_outer_sum(segment[at_kept], other, other, size, weights=both_curvature[at_kept])
             per_row = curvature * norm_u * norm_i + magnitude
             total = torch.zeros(objective.size, device=device).index_add_(0, ends, torch.cat([per_row, per_row]))
             coupling[objective.kept_theta] = total[objective.kept_position]
         else:
+            others = torch.cat([r_i, r_u])
             reach = _propagation_rows(objective, objective.kept_position.cpu().numpy())  # (kept x closure)
             needed = np.unique(reach.indices)  # the nodes whose M reaches a kept row
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
