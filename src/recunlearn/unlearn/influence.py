@@ -83,17 +83,26 @@ def scipy_to_adjacency(matrix: sp.csr_matrix, device: torch.device | str = "cpu"
                                        torch.from_numpy(matrix.data.astype(np.float32)), matrix.shape).to(device)
 
 
-def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int) -> np.ndarray:
-    """``nodes`` and every node within ``hops`` edges of them (sorted, unique)."""
-    nodes = np.unique(nodes)
-    if graph is None:
-        return nodes
-    for _ in range(hops):
-        grown = np.union1d(nodes, graph[nodes].indices)
-        if len(grown) == len(nodes):
+def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int | None = None) -> np.ndarray:
+    """``nodes`` and every node within ``hops`` edges of them (sorted, unique).
+
+    Marks nodes in a boolean table of the graph's (or ``size``) nodes rather than hashing them, so
+    the cost is linear in the nodes and edges visited.
+    """
+    size = graph.shape[0] if graph is not None else size
+    if size is None:
+        return np.unique(nodes)
+    marked = np.zeros(size, bool)
+    marked[nodes] = True
+    frontier = np.flatnonzero(marked)
+    for _ in range(hops if graph is not None else 0):
+        reached = graph[frontier].indices
+        new = reached[~marked[reached]]
+        if not len(new):
             break
-        nodes = grown
-    return nodes
+        marked[new] = True
+        frontier = np.unique(new)
+    return np.flatnonzero(marked)
 
 
 class RestrictedObjective:
@@ -113,7 +122,8 @@ class RestrictedObjective:
         self.n_layers = getattr(model, "n_layers", 0) if graph is not None else 0
         self.model, self.l2 = model, l2
         row_nodes_u, row_nodes_i = users.astype(np.int64), n_users + items.astype(np.int64)
-        closure = expand(graph if self.n_layers else None, np.concatenate([row_nodes_u, row_nodes_i]), self.n_layers)
+        closure = expand(graph if self.n_layers else None, np.concatenate([row_nodes_u, row_nodes_i]), self.n_layers,
+                         size=n_users + model.n_items)
         self.size = len(closure)
         kept_nodes = kept.nodes(n_users)
         position = np.searchsorted(closure, kept_nodes)
@@ -297,6 +307,38 @@ def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.cs
     return (total / (objective.n_layers + 1)).tocsr()
 
 
+def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+    """Every (kept node u, training row r = (v, j)) with P_vu P_ju != 0: u's slot in ``reach``'s rows,
+    the row, and P_vu P_ju.
+
+    With one layer on the bipartite graph, P = (I + A) / 2 and no third node neighbours both a user
+    and an item, so u is one of the row's own ends and P_vu P_ju = A_vj / 4: found by looking the
+    row's edge up, in time linear in the rows. Deeper propagation intersects ``reach``'s columns
+    (cost: the summed reach of every row's ends, large around popular nodes).
+    """
+    row_u, row_i = objective.row_u.cpu().numpy(), objective.row_i.cpu().numpy()
+    if objective.n_layers == 1:
+        graph = adjacency_to_scipy(objective.adjacency)
+        graph.sort_indices()
+        n = graph.shape[0]
+        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr)) * n + graph.indices
+        wanted = row_u.astype(np.int64) * n + row_i
+        position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        edge = np.where(keys[position] == wanted, graph.data[position], 0.0) if len(keys) else np.zeros(len(wanted))
+        slot_of = np.full(objective.size, -1, np.int64)
+        slot_of[objective.kept_position.cpu().numpy()] = np.arange(len(objective.kept_position))
+        slots, rows, products = [], [], []
+        for end in (row_u, row_i):
+            hit = np.flatnonzero((slot_of[end] >= 0) & (edge != 0))
+            slots.append(slot_of[end[hit]])
+            rows.append(hit)
+            products.append(edge[hit] / 4)
+        return np.concatenate(slots), np.concatenate(rows), np.concatenate(products)
+    by_column = reach.tocsc()
+    both = by_column[:, row_u].multiply(by_column[:, row_i]).tocoo()  # (kept x rows): P_vu P_ju
+    return both.row, both.col, both.data
+
+
 def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact (dim x dim) diagonal blocks of the Hessian of ``objective``, one per kept row, and
     per row an upper bound of its coupling to all other rows, sum_{w != u} ||H_uw||_2.
@@ -358,12 +400,10 @@ def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.
             spread = torch.sparse.mm(squared, own).reshape(-1, dim, dim)
             blocks = torch.zeros((size, dim, dim), device=device)
             blocks[objective.kept_theta] = spread
-            by_column = reach.tocsc()
-            both = (by_column[:, objective.row_u.cpu().numpy()]
-                    .multiply(by_column[:, objective.row_i.cpu().numpy()]).tocoo())  # (kept x rows): P_vu P_ju
-            kept_index = objective.kept_theta[torch.as_tensor(both.row, dtype=torch.long, device=device)]
-            row = torch.as_tensor(both.col, dtype=torch.long, device=device)
-            w = torch.as_tensor(both.data, dtype=torch.float32, device=device)
+            slot_of_both, row_of_both, product = _reached_by_both_ends(objective, reach)
+            kept_index = objective.kept_theta[torch.as_tensor(slot_of_both, dtype=torch.long, device=device)]
+            row = torch.as_tensor(row_of_both, dtype=torch.long, device=device)
+            w = torch.as_tensor(product, dtype=torch.float32, device=device)
             cross = segment_outer_sum(kept_index, r_i[row], r_u[row], size, weights=w * curvature[row])
             second = torch.zeros(size, device=device).index_add_(0, kept_index, 2 * w * residual[row])
             blocks += cross + cross.transpose(1, 2)
