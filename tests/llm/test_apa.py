@@ -6,7 +6,8 @@ import torch
 
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
-from recunlearn.models.llm.train import AdapterJob, train_adapter
+from recunlearn.models.llm.lora import adapter_tensors
+from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from tests.llm.conftest import method_config
 
@@ -24,9 +25,10 @@ def test_methods_are_registered_for_samples():
     assert not set(LLM_METHODS) & set(available_methods("interactions"))
 
 
-def test_forget_retrains_exactly_the_affected_adapter(tiny_causal, sample_split):
+@pytest.mark.parametrize("shared", [False, True])
+def test_forget_retrains_exactly_the_affected_adapter(shared, tiny_causal, sample_split):
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5)).fit(train, valid)
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, shared_init=shared)).fit(train, valid)
     assert apa.partition_info["sizes"] == [24, 24]  # balanced: ceil(n / K)
     before = [{k: v.clone() for k, v in a.items()} for a in apa.adapters]
     shard_ids = [set(train.ids[apa.assignment == k]) for k in range(2)]
@@ -38,12 +40,34 @@ def test_forget_retrains_exactly_the_affected_adapter(tiny_causal, sample_split)
     # from scratch: the shard's samples minus the victim, in their original order, with the same seed
     keep = np.array([s in shard_ids[1] and s != victim for s in train.ids])
     job = AdapterJob(1, apa.config.backbone, apa.config.lora, apa.config.train, apa.config.train.seed + 1,
-                     train.take(keep), valid, "cpu")
+                     train.take(keep), valid, "cpu", init_seed=apa.config.train.seed if shared else None)
     scratch = train_adapter(job)
     assert all(torch.equal(scratch.adapter[k], apa.adapters[1][k]) for k in scratch.adapter)
     assert not all(torch.equal(before[1][k], apa.adapters[1][k]) for k in before[1])
     assert np.array_equal(scratch.valid_logits, apa.valid_logits[1])  # attention cache refreshed
     assert report.parts[1].data_hash_after == train.take(keep).content_hash()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_adapters_share_their_initialisation_only_when_asked(shared, tiny_encoder, sample_split):
+    train, valid, _ = sample_split
+    apa = get_method("apa")(method_config(tiny_encoder, n_shards=3, shared_init=shared))
+    assert not get_method("apa")({}).config.shared_init  # off by default (docs/apa.md)
+    apa.train, apa.valid = train, valid
+    apa._setup()
+    apa.assignment = np.arange(len(train)) % 3
+    jobs = [apa.adapter_job(k) for k in range(3)]
+    assert [j.seed for j in jobs] == [0, 1, 2]  # data order and dropout stay per shard
+    starts = [adapter_tensors(init_adapter(job)[0]) for job in jobs]
+    a_keys = [k for k in starts[0] if k.endswith(".A")]
+    assert a_keys and all(not torch.all(starts[0][k] == 0) for k in a_keys)
+    same = [all(torch.equal(starts[0][k], s[k]) for k in a_keys) for s in starts[1:]]
+    assert same == [shared, shared]
+    for s in starts:  # B and the encoder head start at zero either way
+        assert all(torch.all(v == 0) for k, v in s.items() if not k.endswith(".A"))
+    # shared: the start is drawn with the method's seed (what adapter 0 alone gets), not the shard's
+    alone = AdapterJob(0, apa.config.backbone, apa.config.lora, apa.config.train, 0, train, valid, "cpu")
+    assert all(torch.equal(adapter_tensors(init_adapter(alone)[0])[k], starts[2][k]) for k in a_keys) == shared
 
 
 def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_split):

@@ -73,6 +73,14 @@ class ShardedLLMConfig(LLMMethodConfig):
     """Number of shards K, each with its own adapter (APA's experiments: 4)."""
     partition_seed: int = 0
     """Seed of the partition (independent of the adapters' training seed)."""
+    shared_init: bool = False
+    """Start every adapter from the same initialisation (LoRA A drawn with ``train.seed``; B and the
+    encoder head are zero anyway), with data order and dropout still seeded per shard
+    (``train.seed + k``), so each adapter stays a pure function of its shard. Meant for APA, whose
+    parameter-level aggregation mixes the adapters' A and B (model soups need a shared start). Off by
+    default: on the CPU comparison in docs/apa.md it brought APA's equal-weight mix closer to output
+    averaging but did not raise APA's AUC (its attention is nearly one-hot), so the default keeps the
+    per-shard starts (``train.seed + k``) that the published figures used."""
 
 
 class LLMUnlearner(Unlearner):
@@ -148,13 +156,17 @@ class LLMUnlearner(Unlearner):
     def adapter_seed(self, shard: int) -> int:
         return self.config.train.seed + shard
 
+    def adapter_init_seed(self, shard: int) -> int | None:
+        """Seed of adapter ``shard``'s initialisation; None = its own :meth:`adapter_seed`."""
+        return self.config.train.seed if getattr(self.config, "shared_init", False) else None
+
     def shard_samples(self, shard: int) -> SampleTable:
         return self.train.take(self.assignment == shard)
 
     def adapter_job(self, shard: int) -> AdapterJob:
         """The (picklable) job that trains adapter ``shard`` from scratch on its current samples."""
         return AdapterJob(shard, self.config.backbone, self.config.lora, self.config.train, self.adapter_seed(shard),
-                          self.shard_samples(shard), self.valid, str(self.device))
+                          self.shard_samples(shard), self.valid, str(self.device), self.adapter_init_seed(shard))
 
     def _train_adapters(self, shards: Sequence[int]) -> None:
         jobs = [self.adapter_job(k) for k in shards]

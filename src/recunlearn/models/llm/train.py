@@ -41,7 +41,8 @@ class AdapterTrainConfig(BaseModel):
     patience: int = Field(10, ge=1)
     """Stop after this many epochs without a better validation AUC (TALLRec: 10)."""
     seed: int = 0
-    """Seed of adapter k's initialisation, shuffling and dropout is ``seed + k``."""
+    """Adapter k's shuffling and dropout are seeded with ``seed + k``; its initialisation too, unless
+    the method shares one initialisation across its adapters (APA's ``shared_init``: then ``seed``)."""
     eval_batch_size: int = Field(64, ge=1)
     """Samples per forward pass when scoring."""
 
@@ -58,6 +59,10 @@ class AdapterJob:
     train: SampleTable
     valid: SampleTable | None
     device: str = "cpu"
+    init_seed: int | None = None
+    """Seed of the adapter's initialisation (LoRA A); None = ``seed``. Methods that aggregate adapters
+    at the parameter level give every shard the same ``init_seed`` (a shared starting point), while
+    ``seed`` (data order, dropout) stays per shard."""
 
 
 @dataclass
@@ -73,13 +78,23 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
 
 
+def init_adapter(job: AdapterJob) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """A private scorer with the job's freshly initialised adapter (before any training step), and its
+    trainable parameters. The global RNG is left seeded with ``job.seed`` for dropout."""
+    backbone = load_backbone(job.backbone, job.device)
+    scorer = fresh_scorer(backbone)
+    torch.manual_seed(job.seed if job.init_seed is None else job.init_seed)
+    params = add_trainable_adapter(scorer, job.lora)
+    if job.init_seed is not None:
+        torch.manual_seed(job.seed)  # shared start, per-shard dropout
+    return scorer, params
+
+
 def train_adapter(job: AdapterJob) -> AdapterResult:
     """Pure function of the job (see the module docstring)."""
     start = time.perf_counter()
     backbone = load_backbone(job.backbone, job.device)
-    scorer = fresh_scorer(backbone)
-    torch.manual_seed(job.seed)
-    params = add_trainable_adapter(scorer, job.lora)
+    scorer, params = init_adapter(job)
     optimizer = torch.optim.AdamW(params, lr=job.train_config.lr, weight_decay=job.train_config.weight_decay)
     tok, pad = backbone.tokenizer, backbone.tokenizer.pad_token_id
     cfg, device = job.train_config, backbone.device
