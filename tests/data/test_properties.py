@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recunlearn.data import Interactions, k_core, random_split, temporal_leave_last
+from recunlearn.data.interactions import member_mask
 from recunlearn.errors import DataError
 
 
@@ -79,3 +80,9 @@ def test_save_load_round_trip(tmp_path_factory, table):
     loaded = Interactions.load(path)
     assert loaded.content_hash() == table.content_hash()
     assert loaded.users.ids.tolist() == table.users.ids.tolist()
+
+
+@given(st.lists(st.integers(-50, 50), max_size=60), st.lists(st.integers(-50, 50), max_size=20))
+def test_member_mask_is_isin(values, candidates):
+    values = np.asarray(values, np.int64)
+    np.testing.assert_array_equal(member_mask(values, np.asarray(candidates, np.int64)), np.isin(values, candidates))

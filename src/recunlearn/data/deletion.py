@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from recunlearn.data.interactions import Interactions
+from recunlearn.data.interactions import Interactions, member_mask
 from recunlearn.errors import EmptyRequestError, UnknownIdError
 
 
@@ -67,13 +67,17 @@ class DeletionRequest(BaseModel):
         """
         mask = np.zeros(len(data), dtype=bool)
         if self.users:
-            mask |= np.isin(data.user, data.users.index(self.users))
+            named = np.zeros(data.n_users, bool)
+            named[data.users.index(self.users)] = True
+            mask |= named[data.user]
         if self.items:
-            mask |= np.isin(data.item, data.items.index(self.items))
+            named = np.zeros(data.n_items, bool)
+            named[data.items.index(self.items)] = True
+            mask |= named[data.item]
         if self.pairs:
             u = data.users.index([p[0] for p in self.pairs])
             i = data.items.index([p[1] for p in self.pairs])
-            mask |= np.isin(data.pair_keys, u * np.int64(data.n_items) + i)
+            mask |= member_mask(data.pair_keys, u * np.int64(data.n_items) + i)
         if self.samples:
             raise UnknownIdError("this data has no samples; sample ids apply to prompt datasets")
         return mask

@@ -20,6 +20,16 @@ import pandas as pd
 from recunlearn.errors import DataError, UnknownIdError
 
 
+def member_mask(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``np.isin(values, candidates)`` for integer keys by binary search in the sorted candidates:
+    sorts only the candidates (usually the few keys of a request), not the table's column."""
+    keys = np.unique(np.asarray(candidates, np.int64))
+    if not len(keys):
+        return np.zeros(len(values), bool)
+    position = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return keys[position] == values
+
+
 def _frozen(array: Any, dtype: Any) -> np.ndarray:
     """A read-only array that owns its data: one made here is shared as is, anything else copied."""
     if (isinstance(array, np.ndarray) and not array.flags.writeable and array.base is None

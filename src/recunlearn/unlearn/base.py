@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
-from recunlearn.data.interactions import Interactions, Vocabulary
+from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
 from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError
 
 FORMAT_VERSION = 1
@@ -272,7 +272,7 @@ class Unlearner(ABC):
             data = self.train
             keys = (data.users.index([p[0] for p in request.pairs]) * np.int64(data.n_items)
                     + data.items.index([p[1] for p in request.pairs]))
-            present = np.isin(keys, data.pair_keys) | np.isin(keys, np.fromiter(self._forgotten, np.int64))
+            present = member_mask(keys, data.pair_keys[mask]) | member_mask(keys, np.fromiter(self._forgotten, np.int64))
             if not present.all():
                 bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
                 raise UnknownIdError(f"{int((~present).sum())} pair(s) were never in the training data, e.g. {bad}")
