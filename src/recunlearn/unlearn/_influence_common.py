@@ -27,27 +27,23 @@ from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fi
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
-                                          expand, gradient, hessian_blocks, hessian_vector_product,
+                                          expand, find_entries, gradient, hessian_blocks, hessian_vector_product,
                                           scipy_to_adjacency, solve)
 
 
 def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
     """The normalised adjacency without the (user, item) edges given, renormalised.
 
-    Vectorised over the stored entries (no sort of the graph), and value for value what
+    Vectorised over the stored entries (the graph's indices are sorted), and value for value what
     :func:`recunlearn.models.lightgcn.normalized_adjacency` gives on the remaining edges.
     """
     n = graph.shape[0]
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))
-    keys = row * n + graph.indices
     a, b = users.astype(np.int64), n_users + items.astype(np.int64)
-    gone = np.concatenate([a * n + b, b * n + a])
-    position = np.searchsorted(keys, gone)
-    found = position < len(keys)
-    found[found] &= keys[position[found]] == gone[found]
-    keep = np.ones(len(keys), bool)
+    position, found = find_entries(graph, np.concatenate([a, b]), np.concatenate([b, a]))
+    keep = np.ones(graph.nnz, bool)
     keep[position[found]] = False
-    row, col = row[keep], graph.indices[keep]
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))[keep]
+    col = graph.indices[keep]
     degree = np.bincount(row, minlength=n).astype(np.float64)
     inv_sqrt = np.zeros(n)
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5

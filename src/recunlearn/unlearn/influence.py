@@ -83,6 +83,18 @@ def scipy_to_adjacency(matrix: sp.csr_matrix, device: torch.device | str = "cpu"
                                        torch.from_numpy(matrix.data.astype(np.float32)), matrix.shape).to(device)
 
 
+def find_entries(graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each (rows[k], cols[k]) is stored in ``graph.data`` and whether it is stored at all, by
+    binary search on row * n + col (``graph`` must have sorted indices)."""
+    n = graph.shape[0]
+    keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr)) * n + graph.indices
+    wanted = np.asarray(rows, np.int64) * n + np.asarray(cols, np.int64)
+    position = np.searchsorted(keys, wanted)
+    found = position < len(keys)
+    found[found] &= keys[position[found]] == wanted[found]
+    return position, found
+
+
 def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int | None = None) -> np.ndarray:
     """``nodes`` and every node within ``hops`` edges of them (sorted, unique).
 
@@ -320,11 +332,9 @@ def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix) 
     if objective.n_layers == 1:
         graph = adjacency_to_scipy(objective.adjacency)
         graph.sort_indices()
-        n = graph.shape[0]
-        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr)) * n + graph.indices
-        wanted = row_u.astype(np.int64) * n + row_i
-        position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        edge = np.where(keys[position] == wanted, graph.data[position], 0.0) if len(keys) else np.zeros(len(wanted))
+        position, found = find_entries(graph, row_u, row_i)
+        edge = np.zeros(len(row_u))
+        edge[found] = graph.data[position[found]]
         slot_of = np.full(objective.size, -1, np.int64)
         slot_of[objective.kept_position.cpu().numpy()] = np.arange(len(objective.kept_position))
         slots, rows, products = [], [], []
