@@ -243,10 +243,7 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
     results = {"config": config.model_dump(mode="json"), "rows": rows, "seconds": round(time.perf_counter() - start, 2),
                "environment": environment(), "command": " ".join(sys.argv)}
     if config.output:
-        path = Path(config.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1, allow_nan=True))
-        path.with_suffix(".md").write_text(scaling_table(results) + "\n")
+        write_document(results, config.output, scaling_table(results))
     return results
 
 
