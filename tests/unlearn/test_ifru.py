@@ -148,3 +148,20 @@ def test_save_and_load_after_forgetting_keep_the_scores(tiny_split, tmp_path):
     test = tiny_split.test
     np.testing.assert_array_equal(loaded.score_index(test.user, test.item), method.score_index(test.user, test.item))
     assert loaded.forget(request).noop
+
+
+@pytest.mark.parametrize("config", [{}, LIGHTGCN], ids=["mf", "lightgcn"])
+def test_a_sampled_hessian_uses_fewer_rows_and_moves_the_model_as_the_exact_one(tiny_split, config):
+    """hessian_rows_per_node caps the Hessian's rows per node; its step points where the exact one does."""
+    train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
+    original = get_method("ifru")({**config, "train": FAST_TRAIN}).fit(train, tiny_split.valid)
+    steps, rows = {}, {}
+    for cap in (None, 2):
+        method = get_method("ifru").adopt(original, {"hessian_rows_per_node": cap, "guard": False})
+        before = torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach().clone()
+        report = method.forget(request)
+        steps[cap] = torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach() - before
+        rows[cap] = report.details["hessian_rows"]
+    assert rows[2] < rows[None]
+    cosine = torch.nn.functional.cosine_similarity(steps[2].flatten(), steps[None].flatten(), dim=0)
+    assert cosine > 0.9

@@ -15,7 +15,7 @@ from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolverC
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           conjugate_gradient, dense_hessian, exact_solve, gradient,
                                           hessian_blocks, hessian_vector_product, lissa, quadratic_adam,
-                                          segment_outer_sum, solve)
+                                          sample_rows_per_node, segment_outer_sum, solve)
 
 
 def trained_like(config, data, seed=0, std=0.3):
@@ -226,3 +226,56 @@ def test_block_newton_is_close_to_cg_and_rescues_indefinite_blocks(small_system)
     solved = block_newton(indefinite, torch.tensor([[1.0, 1.0]]), 0.5)
     assert solved.raised_blocks == 1
     torch.testing.assert_close(solved.x, torch.tensor([[1 / 3.5, 1 / 0.5]]))
+
+
+def skewed_rows(n_rows=3000, seed=0):
+    """Rows whose item degrees range from 1 to hundreds (a popular head and a long tail)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 60, n_rows)
+    items = np.minimum(rng.zipf(1.6, n_rows) - 1, 299)
+    return users, items
+
+
+def test_row_sample_keeps_every_row_when_no_node_has_more_than_asked():
+    users, items = skewed_rows()
+    degree = max(np.bincount(users).max(), np.bincount(items).max())
+    chosen, weights = sample_rows_per_node(users, items, 60, int(degree))
+    np.testing.assert_array_equal(chosen, np.arange(len(users)))
+    np.testing.assert_array_equal(weights, 1.0)
+
+
+def test_row_sample_is_bounded_by_the_nodes_and_unbiased_per_node():
+    """At most per_node x nodes rows; each node keeps about min(degree, per_node) rows; and the
+    weighted per-node sums of any row value average to the exact sums (Horvitz-Thompson)."""
+    users, items = skewed_rows()
+    nodes = np.concatenate([users, 60 + items])
+    degree = np.bincount(nodes, minlength=360)
+    value = np.random.default_rng(1).random(len(users))
+    exact = np.bincount(nodes, weights=np.tile(value, 2), minlength=360)
+    estimates, kept_per_node = [], []
+    for seed in range(300):
+        chosen, weights = sample_rows_per_node(users, items, 60, 8, seed=seed)
+        assert len(chosen) <= 8 * np.count_nonzero(degree)
+        ends = np.concatenate([users[chosen], 60 + items[chosen]])
+        estimates.append(np.bincount(ends, weights=np.tile(value[chosen] * weights, 2), minlength=360))
+        kept_per_node.append(np.bincount(ends, minlength=360))
+    seen = degree > 0
+    assert (np.mean(kept_per_node, 0)[seen] >= 0.9 * np.minimum(degree, 8)[seen]).all()
+    busiest = np.argmax(degree)
+    assert np.mean(kept_per_node, 0)[busiest] < 0.25 * degree[busiest]
+    relative = np.abs(np.mean(estimates, 0)[seen] - exact[seen]) / exact[seen]
+    assert relative.max() < 0.1, "the weighted sample must estimate every node's sum without bias"
+
+
+def test_objective_on_another_graph_equals_one_built_on_it(tiny_split):
+    train = tiny_split.train
+    model = trained_like(LightGCNConfig(dim=8, n_layers=2), train)
+    graph = graph_of(model)
+    pos = np.flatnonzero(train.label > 0)[:5]
+    after = remove_edges(graph, train.n_users, train.user[pos], train.item[pos])
+    kept = KeptRows(np.array([0, 2, 4]), np.array([1, 3]))
+    rows = slice(5, 30)
+    args = (model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.0)
+    theta = kept.gather(model)
+    torch.testing.assert_close(gradient(RestrictedObjective(*args, graph).on_graph(after), theta),
+                               gradient(RestrictedObjective(*args, after), theta), rtol=1e-5, atol=1e-6)

@@ -295,13 +295,19 @@ class Interactions:
 
     # identity ------------------------------------------------------------------------------------
     def content_hash(self) -> str:
-        """sha256 of the rows in order, by external id, so audits compare across vocabularies."""
+        """sha256 of the rows in order, by external id, so audits compare across vocabularies.
+
+        Computed once per table: a table is frozen and its arrays are read-only."""
+        cached = self.__dict__.get("_content_hash")
+        if cached is not None:
+            return cached
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.users.ids[self.user]).tobytes())
         h.update(np.ascontiguousarray(self.items.ids[self.item]).tobytes())
         for column in (self.label, self.rating, self.timestamp):
             h.update(np.ascontiguousarray(column).tobytes())
-        return h.hexdigest()
+        self.__dict__["_content_hash"] = h.hexdigest()
+        return self.__dict__["_content_hash"]
 
     # persistence (npz + JSON, never pickle) --------------------------------------------------------
     def save(self, path: str | Path) -> None:

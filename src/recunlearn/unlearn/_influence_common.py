@@ -28,7 +28,7 @@ from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           expand, find_entries, gradient, hessian_blocks, hessian_vector_product,
-                                          scipy_to_adjacency, solve)
+                                          sample_rows_per_node, scipy_to_adjacency, solve)
 
 
 def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
@@ -160,6 +160,10 @@ class InfluenceConfig(CFMethodConfig):
     guard: bool = True
     """Keep the update only if validation AUC is not worse than with no update (else fall back to
     no update and say so in the report); needs validation data."""
+    hessian_rows_per_node: int | None = Field(16, ge=1)
+    """The Hessian is summed over a Poisson sample of the remaining rows that keeps about this many
+    rows per node, weighted by 1 / inclusion probability (an unbiased, sub-sampled Hessian), so its
+    cost follows the nodes involved, not their degrees; None sums over every row (exact)."""
 
 
 class InfluenceUnlearner(ApproximateUnlearner):
@@ -200,9 +204,14 @@ class InfluenceUnlearner(ApproximateUnlearner):
         n_nodes = model.n_users
         depends = expand(graph_after if graph_after is not None else None, kept.nodes(n_nodes),
                          getattr(model, "n_layers", 0) if graph_after is not None else 0)
-        rows = rows_touching(remaining, depends, n_nodes)
+        rows = np.flatnonzero(rows_touching(remaining, depends, n_nodes))
+        weights: np.ndarray | float = 1.0
+        if self.config.hessian_rows_per_node is not None:
+            chosen, weights = sample_rows_per_node(remaining.user[rows], remaining.item[rows], n_nodes,
+                                                   self.config.hessian_rows_per_node, seed=self.config.train.seed)
+            rows = rows[chosen]
         hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
-                                      1.0, l2, graph_after)
+                                      weights, l2, graph_after)
         solver = self.config.solver
         if solver.method == "block":
             blocks, coupling = hessian_blocks(hessian)
@@ -210,7 +219,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
             hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
             blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
         scale = float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean())
-        details["hessian_rows"] = int(rows.sum())
+        details["hessian_rows"] = len(rows)
         timings["hessian_setup_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -262,8 +271,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
         rows = rows_touching(remaining, moved, n_users)
         theta = kept.gather(model)
         args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
-        full = gradient(RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full), theta)
-        after = gradient(RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_after), theta)
+        objective = RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full)
+        full, after = gradient(objective, theta), gradient(objective.on_graph(graph_after), theta)
         return full - after, int(rows.sum())
 
     def spillover_threshold(self) -> float:

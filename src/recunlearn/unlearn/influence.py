@@ -11,6 +11,7 @@ code's quadratic minimisation by Adam, and a dense exact solve for tiny problems
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -117,6 +118,35 @@ def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int 
     return np.flatnonzero(marked)
 
 
+def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per_node: int,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A sample of training rows that holds ``per_node`` rows of every node (all of them where it has
+    fewer), and the Horvitz-Thompson weights (1 / inclusion probability) that make any sum over the
+    sample an unbiased estimate of the sum over all rows.
+
+    Every user and every item draws ``per_node`` of its rows uniformly, independently; a row is in
+    the sample when either of its ends drew it, with probability p_u + p_i - p_u p_i, p = min(1,
+    per_node / degree) (degrees within the rows given). No node is left without rows (so no Hessian
+    block is estimated as zero), and the sample has at most ``per_node`` times the number of nodes
+    rows, whatever the degrees: what makes a sub-sampled Newton step cost follow the nodes it
+    updates rather than their degrees.
+    """
+    users, items = np.asarray(users, np.int64), n_users + np.asarray(items, np.int64)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(users), bool)
+    probability_not = np.ones(len(users))
+    for ends in (users, items):
+        order = np.argsort(ends + rng.random(len(ends)))  # each node's rows, in random order
+        degree = np.bincount(ends)
+        first = np.cumsum(degree) - degree
+        rank = np.empty(len(ends), np.int64)
+        rank[order] = np.arange(len(ends)) - first[ends[order]]
+        chosen |= rank < per_node
+        probability_not *= 1.0 - np.minimum(1.0, per_node / degree[ends])
+    rows = np.flatnonzero(chosen)
+    return rows, (1.0 / (1.0 - probability_not[rows])).astype(np.float32)
+
+
 class RestrictedObjective:
     """sum_r w_r f_r(theta) over given training rows, as a function of the kept rows ``theta``.
 
@@ -136,24 +166,37 @@ class RestrictedObjective:
         row_nodes_u, row_nodes_i = users.astype(np.int64), n_users + items.astype(np.int64)
         closure = expand(graph if self.n_layers else None, np.concatenate([row_nodes_u, row_nodes_i]), self.n_layers,
                          size=n_users + model.n_items)
-        self.size = len(closure)
+        self.size, self.closure = len(closure), closure
+        everything = self.size == n_users + model.n_items
+        slot = np.full(n_users + model.n_items, -1, np.int64)  # node -> position in the closure
+        slot[closure] = np.arange(self.size)
         kept_nodes = kept.nodes(n_users)
-        position = np.searchsorted(closure, kept_nodes)
-        inside = (position < len(closure)) & (closure[np.minimum(position, len(closure) - 1)] == kept_nodes)
+        inside = slot[kept_nodes] >= 0
 
         def on(array, dtype=torch.long):
             return torch.tensor(np.asarray(array), dtype=dtype, device=device)
 
-        self.kept_position, self.kept_theta = on(position[inside]), on(np.flatnonzero(inside))
-        self.row_u, self.row_i = on(np.searchsorted(closure, row_nodes_u)), on(np.searchsorted(closure, row_nodes_i))
+        self.kept_position, self.kept_theta = on(slot[kept_nodes[inside]]), on(np.flatnonzero(inside))
+        self.row_u, self.row_i = on(slot[row_nodes_u]), on(slot[row_nodes_i])
         self.labels = on(labels.copy(), torch.float32)
         self.weights = on(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), torch.float32)
         table = torch.cat([model.user_emb.weight.detach(), model.item_emb.weight.detach()])
-        self.base = table[on(closure)]
+        self.base = table if everything else table[on(closure)]
         self.theta0 = kept.gather(model)
         """The kept rows' current values: the point the gradient and Hessian are taken at."""
-        self.adjacency = scipy_to_adjacency(graph[closure][:, closure], device) if self.n_layers else None
+        self.adjacency = None
+        if self.n_layers:
+            self.adjacency = scipy_to_adjacency(graph if everything else graph[closure][:, closure], device)
         self.n_rows = len(users)
+
+    def on_graph(self, graph: sp.csr_matrix) -> RestrictedObjective:
+        """The same rows and kept rows scored with another graph that has no edge this one lacks (the
+        graph after deleting edges): its closure is inside this one's, so nothing else changes."""
+        twin = copy.copy(self)
+        everything = self.size == graph.shape[0]
+        twin.adjacency = scipy_to_adjacency(graph if everything else graph[self.closure][:, self.closure],
+                                            self.base.device)
+        return twin
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         embeddings = self.base.index_put((self.kept_position,), theta[self.kept_theta])
