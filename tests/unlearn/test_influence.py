@@ -279,3 +279,14 @@ def test_objective_on_another_graph_equals_one_built_on_it(tiny_split):
     theta = kept.gather(model)
     torch.testing.assert_close(gradient(RestrictedObjective(*args, graph).on_graph(after), theta),
                                gradient(RestrictedObjective(*args, after), theta), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [MFConfig(dim=6), LightGCNConfig(dim=6, n_layers=2)], ids=["mf", "lightgcn"])
+def test_analytic_gradient_equals_autograd(tiny_split, config):
+    train = tiny_split.train
+    model = trained_like(config, train)
+    kept = KeptRows(np.array([0, 3, 9]), np.array([1, 4]))
+    weights = np.random.default_rng(0).random(len(train)).astype(np.float32) + 0.5
+    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, weights, 0.05, graph_of(model))
+    torch.testing.assert_close(objective.analytic_gradient(), gradient(objective, objective.theta0),
+                               rtol=1e-4, atol=1e-6)

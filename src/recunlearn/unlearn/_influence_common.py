@@ -27,7 +27,7 @@ from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fi
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
-                                          expand, find_entries, gradient, hessian_blocks, hessian_vector_product,
+                                          expand, find_entries, hessian_blocks, hessian_vector_product,
                                           sample_rows_per_node, scipy_to_adjacency, solve)
 
 
@@ -192,8 +192,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
             return {**details, "changed_rows": 0, "update": "none (no rows left to update)"}
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        g = gradient(RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2, graph_full),
-                     kept.gather(model))
+        g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
+                                graph_full).analytic_gradient()
         if self.spillover and graph_after is not None:
             spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after)
             g = g + spill
@@ -269,10 +269,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
         moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
         n_users = model.n_users
         rows = rows_touching(remaining, moved, n_users)
-        theta = kept.gather(model)
         args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
         objective = RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full)
-        full, after = gradient(objective, theta), gradient(objective.on_graph(graph_after), theta)
+        full, after = objective.analytic_gradient(), objective.on_graph(graph_after).analytic_gradient()
         return full - after, int(rows.sum())
 
     def spillover_threshold(self) -> float:
