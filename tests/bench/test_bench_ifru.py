@@ -42,4 +42,20 @@ def test_scaling_run_times_ifru_and_retraining(tmp_path):
     row = run_ifru_scaling(config, log=lambda m: None)["rows"][0]
     assert row["removed_rows"] == 20 and row["ifru_seconds"] > 0 and row["retrain_seconds"] > 0
     assert 0 < row["kept_rows"] <= row["users"] + row["items"]
+    assert row["ifru_peak_mib"] is not None and row["retrain_peak_mib"] is not None
     assert "| 2,000 |" in (tmp_path / "s.md").read_text()
+
+
+def test_peak_memory_sees_what_a_block_allocates_on_cpu():
+    import numpy as np
+
+    from recunlearn.bench._memory import PeakMemory
+
+    with PeakMemory("cpu") as small:
+        np.ones(1000).sum()
+    with PeakMemory("cpu") as large:
+        block = np.ones(20_000_000)  # 153 MiB, touched
+        block.sum()
+    del block
+    assert large.mib is not None and large.mib > 120
+    assert small.mib is not None and small.mib < large.mib - 100

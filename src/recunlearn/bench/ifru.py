@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._memory import PeakMemory
 from recunlearn.bench._results import write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
@@ -189,24 +190,6 @@ class ScalingConfig(BaseModel):
     """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
 
 
-def _peak_memory_reset() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_memory_mib() -> float | None:
-    """Peak GPU memory since the last reset (None on CPU, where no per-call figure is reliable)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
 def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
     """For each size: fit once, then time IFRU's ``forget`` and retraining's on the same removal."""
     start = time.perf_counter()
@@ -222,19 +205,17 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
         reference = get_method("retrain")(settings).fit(polluted, split.valid)
         ifru = get_method("ifru").adopt(reference, settings)
         original_auc = auc_report(reference, split.test)["auc"]
-        _peak_memory_reset()
-        report = ifru.forget(request)
-        ifru_memory = _peak_memory_mib()
-        _peak_memory_reset()
-        retrained = reference.forget(request)
-        retrain_memory = _peak_memory_mib()
+        with PeakMemory() as ifru_memory:
+            report = ifru.forget(request)
+        with PeakMemory() as retrain_memory:
+            retrained = reference.forget(request)
         row = {"interactions": size, "train_rows": len(polluted), "removed_rows": len(removed),
                "users": polluted.n_users, "items": polluted.n_items,
                "kept_rows": report.details.get("kept_users", 0) + report.details.get("kept_items", 0),
                "hessian_rows": report.details.get("hessian_rows"), "spillover_rows": report.details.get("spillover_rows"),
                "ifru_seconds": report.seconds, "retrain_seconds": retrained.seconds,
                "speedup": retrained.seconds / max(report.seconds, 1e-9),
-               "ifru_peak_mib": ifru_memory, "retrain_peak_mib": retrain_memory,
+               "ifru_peak_mib": ifru_memory.mib, "retrain_peak_mib": retrain_memory.mib,
                "auc_original": original_auc, "auc_ifru": auc_report(ifru, split.test)["auc"],
                "auc_retrain": auc_report(reference, split.test)["auc"], "update": report.details.get("update"),
                "retrain_epochs": reference.fit_info["epochs"]}

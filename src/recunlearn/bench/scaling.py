@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._memory import rss_mib
 from recunlearn.bench._results import ResultsFile, make_results
 from recunlearn.bench.report import slopes
 from recunlearn.data import DeletionRequest, Interactions, load_dataset
@@ -63,14 +64,6 @@ class ScalingConfig(BaseModel):
         return cls.model_validate({**values, **overrides})
 
 
-def _rss_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process from /proc, in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _method_options(config: ScalingConfig, name: str) -> dict[str, Any]:
     fields = get_method(name).Config.model_fields
     options = dict(config.method_options.get(name, {}))
@@ -90,14 +83,14 @@ def measure_one(data_path: str, name: str, options: dict[str, Any], deletion_row
     warm_up = data.take(np.arange(min(len(data), 2000)))
     get_method(name)(options).fit(warm_up).forget(DeletionRequest.from_rows(warm_up, [0]))  # first-call costs
     del warm_up
-    baseline = _rss_mb("VmRSS")
+    baseline = rss_mib("VmRSS")
     method = get_method(name)(options)
     start = time.perf_counter()
     method.fit(data)
     fit_seconds = time.perf_counter() - start
     rows = np.random.default_rng(deletion_seed).choice(len(data), deletion_rows, replace=False)
     report = method.forget(DeletionRequest.from_rows(method.train, np.isin(np.arange(len(data)), rows)))
-    peak = _rss_mb("VmHWM")
+    peak = rss_mib("VmHWM")
     return {"fit_seconds": round(fit_seconds, 3), "forget_seconds": round(report.seconds, 4),
             "peak_memory_mb": round(peak - baseline, 1), "process_peak_mb": round(peak, 1),
             "changed_parts": len(report.changed_parts)}

@@ -49,7 +49,7 @@ def ifru_scaling(
     max_epochs: Optional[int] = typer.Option(None, help="Cap on training epochs (original and retraining alike)."),
     out: Path = typer.Option(Path("benchmarks/results/ifru/scaling.json"), help="Results JSON (markdown beside it)."),
 ) -> None:
-    """IFRU's and retraining's time (and GPU peak memory) as the synthetic dataset grows."""
+    """IFRU's and retraining's time and peak memory (GPU allocated on CUDA, resident-set rise on CPU) as the synthetic dataset grows."""
     from rich.console import Console
 
     from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling, scaling_table
