@@ -1,0 +1,169 @@
+"""CPU comparisons behind issue #5 (APA's AUC): llm-retrain, llm-sisa and APA variants on the same
+samples, seeds and training settings. Measures test AUC only: for the shard methods also each adapter's
+own AUC and epochs, and for APA the D/ND aggregations, equal weights, output weighting and other tau
+values on the same adapters. No forgetting or latency (run_apa_benchmark measures those), so that it
+fits one CPU core.
+
+Run from the repository root:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/apa/variants_cpu.py PRESET [variant ...]
+
+presets (ML-100K movie samples, embedded MiniLM, max_length 128, K=4, lr 1e-3, batch 16, seed 0):
+  small  512 train / 150 valid / 400 test samples, 3 epochs (patience 3)
+         -> benchmarks/results/apa/shared-init-cpu.json (and .md)
+  paper  the paper's 1,024 / 500 / 1,000 samples, up to 8 epochs (patience 2)
+         -> benchmarks/results/apa/paper-cpu.json (and .md)
+variants (default: all):
+  retrain       llm-retrain, one adapter on every sample
+  sisa          llm-sisa, K random shards, output averaging
+  apa-pershard  APA with per-shard adapter initialisation (the default)
+  apa-shared    APA with shared_init=True
+  sisa-lr4x     llm-sisa with the adapters trained at lr x K (4e-3)
+  apa-lr4x      APA (per-shard init) with the adapters trained at lr x K (4e-3)
+The lr x K variants test whether the shard adapters are undertrained: a shard of n/K samples gets K
+times fewer optimiser steps per epoch than the retrained adapter at the same batch size. Each row is
+merged into the preset's JSON (and .md) as soon as it finishes, so partial runs keep their results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recunlearn.bench.apa import ApaBenchConfig, classical_baseline, prepare_samples
+from recunlearn.evaluate.metrics import auc
+from recunlearn.unlearn import get_method
+from recunlearn.unlearn._llm_common import average_probabilities
+
+RESULTS = Path("benchmarks/results/apa")
+K = 4
+PRESETS = {
+    "small": {
+        "out": RESULTS / "shared-init-cpu.json",
+        "bench": ApaBenchConfig(data="ml-100k", n_train=512, n_valid=150, n_test=400, output=None),
+        "common": {"backbone": {"max_length": 128}, "device": "cpu",
+                   "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 3, "patience": 3}},
+    },
+    "paper": {
+        "out": RESULTS / "paper-cpu.json",
+        "bench": ApaBenchConfig(data="ml-100k", n_train=1024, n_valid=500, n_test=1000, output=None),
+        "common": {"backbone": {"max_length": 128}, "device": "cpu",
+                   "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 8, "patience": 2}},
+    },
+}
+LR_X_K = "lr x K"  # placeholder for the preset's lr times K, filled in by options()
+VARIANTS = {
+    "retrain": ("llm-retrain", {}),
+    "sisa": ("llm-sisa", {"n_shards": K}),
+    "apa-pershard": ("apa", {"n_shards": K, "shared_init": False}),
+    "apa-shared": ("apa", {"n_shards": K, "shared_init": True}),
+    "sisa-lr4x": ("llm-sisa", {"n_shards": K, "train": {"lr": LR_X_K}}),
+    "apa-lr4x": ("apa", {"n_shards": K, "shared_init": False, "train": {"lr": LR_X_K}}),
+}
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def options(common: dict, extra: dict) -> tuple[dict, dict]:
+    """The method's config (common settings, then the variant's, nested dicts merged) and the variant's
+    own settings with the lr placeholder resolved."""
+    extra = copy.deepcopy(extra)
+    if extra.get("train", {}).get("lr") == LR_X_K:
+        extra["train"]["lr"] = common["train"]["lr"] * extra["n_shards"]
+    config = copy.deepcopy(common)
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    return config, extra
+
+
+def run(variant: str, common: dict, train, valid, test) -> dict:
+    name, extra = VARIANTS[variant]
+    config, extra = options(common, extra)
+    method = get_method(name)(config)
+    start = time.perf_counter()
+    method.fit(train, valid)
+    row = {"variant": variant, "method": name, "options": extra, "fit_s": round(time.perf_counter() - start, 1),
+           "epochs": [i.get("epochs") for i in method.adapter_info],
+           "best_epoch": [i.get("best_epoch") for i in method.adapter_info],
+           "best_valid_auc": [i.get("best_valid_auc") for i in method.adapter_info]}
+    if name == "llm-retrain":
+        row["auc"] = auc(test.label, method.score(test))
+        return row
+    per = method.adapter_logits(test)
+    row["adapter_auc"] = [round(auc(test.label, lg), 4) for lg in per]
+    row["mean_adapter_auc"] = round(float(np.mean(row["adapter_auc"])), 4)
+    row["output_average_auc"] = auc(test.label, average_probabilities(per))
+    if name == "llm-sisa":
+        row["auc"] = row["output_average_auc"]
+        return row
+    variants = {}
+    for aggregation in ("ND", "D"):
+        method.set_options(aggregation=aggregation, weighting="attention")
+        variants[f"APA({aggregation})"] = auc(test.label, method.score(test))
+    method.set_options(aggregation="ND", weighting="average")
+    variants["average (ND)"] = auc(test.label, method.score(test))
+    method.set_options(aggregation="ND", weighting="attention")
+    w = method.weights(test)  # n x K
+    variants["attention, output-weighted (K passes)"] = auc(test.label, (w.T * sigmoid(per)).sum(0))
+    variants["average, output-averaged (K passes)"] = row["output_average_auc"]
+    for tau in (10.0, 30.0, 100.0, 300.0):  # diagnostics on test (not used to pick a default)
+        method.set_options(aggregation="ND", weighting="attention", tau=tau)
+        variants[f"tau={tau:g} (ND)"] = auc(test.label, method.score(test))
+    method.set_options(aggregation="ND", weighting="attention", tau=1000.0)
+    row["variants"] = {k: round(v, 4) for k, v in variants.items()}
+    row["auc"] = variants["APA(ND)"]
+    row["mean_weight_max"] = round(float(w.max(1).mean()), 4)
+    return row
+
+
+def markdown(doc: dict) -> str:
+    lines = ["| variant | AUC | mean adapter AUC | adapter AUCs | epochs (best) | other | fit s |",
+             "|---|---|---|---|---|---|---|"]
+    for key in VARIANTS:
+        r = doc["rows"].get(key)
+        if not r:
+            continue
+        other = "; ".join(f"{k} {v:.4f}" for k, v in r.get("variants", {}).items() if k != "APA(ND)")
+        epochs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs"], r["best_epoch"]))
+        lines.append(f"| {key} | {r['auc']:.4f} | {r.get('mean_adapter_auc', '-')} | {r.get('adapter_auc', '-')} | "
+                     f"{epochs} | {other} | {r['fit_s']} |")
+    lines.append(f"| logistic regression (2 features; not an LLM) | {doc['classical_baseline_auc']:.4f} | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(preset: str, variants: list[str]) -> None:
+    torch.set_num_threads(1)
+    setting = PRESETS[preset]
+    out, bench, common = setting["out"], setting["bench"], setting["common"]
+    train, valid, test = prepare_samples(bench)
+    doc = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    doc.update(bench=bench.model_dump(mode="json"), common=common, classical_baseline_auc=round(classical_baseline(train, test), 4),
+               samples={"train": len(train), "valid": len(valid), "test": len(test),
+                        "test_users": len(set(test.user.tolist())), "positive_rate_test": round(float(test.label.mean()), 4)})
+    for variant in variants:
+        row = run(variant, common, train, valid, test)
+        print(json.dumps(row), flush=True)
+        doc["rows"][variant] = row
+        out.write_text(json.dumps(doc, indent=1))
+        out.with_suffix(".md").write_text(markdown(doc))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", choices=list(PRESETS))
+    parser.add_argument("variants", nargs="*", metavar="variant", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    main(args.preset, args.variants or list(VARIANTS))
