@@ -66,14 +66,11 @@ class DeletionRequest(BaseModel):
         caller decides whether that is 'already forgotten' or 'never seen'.
         """
         mask = np.zeros(len(data), dtype=bool)
-        if self.users:
-            named = np.zeros(data.n_users, bool)
-            named[data.users.index(self.users)] = True
-            mask |= named[data.user]
-        if self.items:
-            named = np.zeros(data.n_items, bool)
-            named[data.items.index(self.items)] = True
-            mask |= named[data.item]
+        for names, vocabulary, column in ((self.users, data.users, data.user), (self.items, data.items, data.item)):
+            if names:
+                named = np.zeros(len(vocabulary), bool)
+                named[vocabulary.index(names)] = True
+                mask |= named[column]
         if self.pairs:
             u = data.users.index([p[0] for p in self.pairs])
             i = data.items.index([p[1] for p in self.pairs])

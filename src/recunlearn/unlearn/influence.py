@@ -184,28 +184,34 @@ class RestrictedObjective:
         self.base = table if everything else table[on(closure)]
         self.theta0 = kept.gather(model)
         """The kept rows' current values: the point the gradient and Hessian are taken at."""
-        self.adjacency = None
-        if self.n_layers:
-            self.adjacency = scipy_to_adjacency(graph if everything else graph[closure][:, closure], device)
+        self.adjacency = self._on_closure(graph) if self.n_layers else None
         self.n_rows = len(users)
+
+    def _on_closure(self, graph: sp.csr_matrix) -> torch.Tensor:
+        """``graph`` restricted to the closure's nodes, as the tensor propagation uses."""
+        whole = self.size == graph.shape[0]
+        return scipy_to_adjacency(graph if whole else graph[self.closure][:, self.closure], self.base.device)
 
     def on_graph(self, graph: sp.csr_matrix) -> RestrictedObjective:
         """The same rows and kept rows scored with another graph that has no edge this one lacks (the
         graph after deleting edges): its closure is inside this one's, so nothing else changes."""
         twin = copy.copy(self)
-        everything = self.size == graph.shape[0]
-        twin.adjacency = scipy_to_adjacency(graph if everything else graph[self.closure][:, self.closure],
-                                            self.base.device)
+        twin.adjacency = self._on_closure(graph)
         return twin
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        embeddings = self.base.index_put((self.kept_position,), theta[self.kept_theta])
+        embeddings = self.embeddings(theta)
         reps = self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
         logits = (reps[self.row_u] * reps[self.row_i]).sum(-1)
         loss = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
         if self.l2:
             loss = loss + self.l2 / 2 * (embeddings[self.row_u].pow(2).sum(-1) + embeddings[self.row_i].pow(2).sum(-1))
         return (self.weights * loss).sum()
+
+    def embeddings(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """The closure's embedding rows with the kept rows set to ``theta`` (default ``theta0``)."""
+        theta = self.theta0 if theta is None else theta
+        return self.base.index_put((self.kept_position,), theta[self.kept_theta])
 
     def _propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
@@ -215,7 +221,7 @@ class RestrictedObjective:
         """The gradient at ``theta0`` in closed form (what :func:`gradient` gives by autograd, without
         building a graph): with R = P E and residuals d_r = w_r (sigma(x_r) - y_r),
         grad_E = P' [sum_r d_r (r_i at u, r_u at i)] + l2 n_v e_v."""
-        embeddings = self.base.index_put((self.kept_position,), self.theta0[self.kept_theta])
+        embeddings = self.embeddings()
         reps = self._propagate(embeddings)
         r_u, r_i = reps[self.row_u], reps[self.row_i]
         residual = (self.weights * (torch.sigmoid((r_u * r_i).sum(-1)) - self.labels))[:, None]
@@ -238,7 +244,7 @@ class RestrictedObjective:
         powers of a symmetric adjacency), and each row's loss depends on them through the bilinear
         logit <r_u, r_i>, so H v = P' [ sigma' dx (r_i, r_u) + (sigma - y)(dr_i, dr_u) ] + l2 n_v v.
         """
-        embeddings = self.base.index_put((self.kept_position,), self.theta0[self.kept_theta])
+        embeddings = self.embeddings()
         reps = self._propagate(embeddings)
         r_u, r_i = reps[self.row_u], reps[self.row_i]
         logits = (r_u * r_i).sum(-1)
@@ -296,7 +302,7 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diag
     which is what a preconditioner needs: cheap, positive semi-definite, close to the diagonal.
     """
     with torch.no_grad():
-        base = objective.base.index_put((objective.kept_position,), objective.theta0[objective.kept_theta])
+        base = objective.embeddings()
         reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
         u_rep, i_rep = reps[objective.row_u], reps[objective.row_i]
         logits = (u_rep * i_rep).sum(-1)
@@ -432,7 +438,7 @@ def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.
     that is sum over u's rows of sigma' |r_u| |r_i| + |sigma - y|. Linear in the rows.
     """
     with torch.no_grad():
-        base = objective.base.index_put((objective.kept_position,), objective.theta0[objective.kept_theta])
+        base = objective.embeddings()
         reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
         r_u, r_i = reps[objective.row_u], reps[objective.row_i]
         probability = torch.sigmoid((r_u * r_i).sum(-1))
