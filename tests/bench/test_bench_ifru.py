@@ -43,7 +43,19 @@ def test_scaling_run_times_ifru_and_retraining(tmp_path):
     assert row["removed_rows"] == 20 and row["ifru_seconds"] > 0 and row["retrain_seconds"] > 0
     assert 0 < row["kept_rows"] <= row["users"] + row["items"]
     assert row["ifru_peak_mib"] is not None and row["retrain_peak_mib"] is not None
+    assert row["influence_seconds"] > 0 and row["bookkeeping_seconds"] > 0
+    assert row["spillover_rows"] > 0 and row["hessian_rows"] > 0
     assert "| 2,000 |" in (tmp_path / "s.md").read_text()
+
+
+def test_scaling_run_can_remove_whole_users(tmp_path):
+    from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling
+
+    config = ScalingConfig(sizes=[2000], removal="users", removed=2, model={"kind": "lightgcn", "dim": 8},
+                           train={"max_epochs": 2, "patience": 2, "batch_size": 512}, output=None)
+    row = run_ifru_scaling(config, log=lambda m: None)["rows"][0]
+    assert row["removal"] == "users" and row["removed_rows"] > 2  # every row of two users
+    assert row["seeds"] > 2 and row["kept_rows"] >= row["seeds"] - 2  # the users themselves are reset, not kept
 
 
 def test_peak_memory_sees_what_a_block_allocates_on_cpu():

@@ -165,3 +165,45 @@ def test_a_sampled_hessian_uses_fewer_rows_and_moves_the_model_as_the_exact_one(
     assert rows[2] < rows[None]
     cosine = torch.nn.functional.cosine_similarity(steps[2].flatten(), steps[None].flatten(), dim=0)
     assert cosine > 0.9
+
+
+def test_the_importance_floor_bounds_the_kept_nodes_by_the_removed_rows(tiny_split):
+    """Sum over nodes of degree x propagated score <= 2 x removed rows, so nodes kept above the floor
+    number at most 2 x removed / (floor x smallest degree); a floor of 0 leaves the quantile alone."""
+    train = tiny_split.train
+    removed = train.take(np.arange(8))
+    method = get_method("ifru")(keep_quantile=0.0, train=FAST_TRAIN).fit(train, tiny_split.valid)
+    degree = np.concatenate([np.bincount(train.user, minlength=train.n_users),
+                             np.bincount(train.item, minlength=train.n_items)])
+    counts = []
+    for floor in (0.0, 0.01, 0.05, 0.2):
+        method.config = method.config.model_copy(update={"min_importance": floor})
+        users, items, info = method.kept_rows(removed, train, None)
+        beyond_seeds = len(users) + len(items) - info["seeds"]
+        if floor:
+            assert beyond_seeds <= 2 * len(removed) / (floor * degree[degree > 0].min())
+        counts.append(beyond_seeds)
+    assert counts[0] > counts[-1] and counts == sorted(counts, reverse=True)
+
+
+def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_split):
+    """The spillover gradient over the rows that reach a kept row equals the one over every moved row."""
+    from recunlearn.unlearn._influence_common import remove_edges, rows_touching
+    from recunlearn.unlearn.influence import KeptRows, RestrictedObjective, expand
+
+    train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
+    method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)
+    mask = request.rows(train)
+    removed, remaining = train.take(mask), train.drop(mask)
+    full = adjacency_to_scipy(method.model.adjacency)
+    pos = removed.label > 0
+    after = remove_edges(full, train.n_users, removed.user[pos], removed.item[pos])
+    kept = KeptRows(np.unique(removed.user)[:1], np.unique(removed.item)[:1])  # a narrow kept set
+    spill, rows = method._spillover(kept, remaining, full, after)
+    changed = np.flatnonzero(np.diff(full.indptr) != np.diff(after.indptr))
+    every = rows_touching(remaining, expand(full, changed, 1), train.n_users)
+    assert rows < every.sum()
+    args = (remaining.user[every], remaining.item[every], remaining.label[every])
+    objective = RestrictedObjective(method.model, kept, *args, 1.0, 0.0, full)
+    reference = objective.analytic_gradient() - objective.on_graph(after).analytic_gradient()
+    torch.testing.assert_close(spill, reference, atol=1e-6, rtol=1e-4)

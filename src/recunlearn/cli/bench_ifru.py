@@ -44,7 +44,8 @@ def ifru(
 @bench_app.command("ifru-scaling")
 def ifru_scaling(
     sizes: Optional[list[int]] = typer.Option(None, "--size", help="Synthetic interactions (repeat); default 100k, 1M, 5M."),
-    removed: int = typer.Option(1000, help="Flipped-and-removed training rows at every size."),
+    removal: str = typer.Option("rows", help="rows: random training rows, labels flipped (IFRU's attack); users: every row of random users."),
+    removed: int = typer.Option(1000, help="Rows (or users) removed at every size."),
     model: str = typer.Option("lightgcn", help="mf or lightgcn."),
     max_epochs: Optional[int] = typer.Option(None, help="Cap on training epochs (original and retraining alike)."),
     out: Path = typer.Option(Path("benchmarks/results/ifru/scaling.json"), help="Results JSON (markdown beside it)."),
@@ -55,7 +56,7 @@ def ifru_scaling(
     from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling, scaling_table
 
     console = Console()
-    config = ScalingConfig(removed=removed, model={"kind": model}, output=str(out),
+    config = ScalingConfig(removal=removal, removed=removed, model={"kind": model}, output=str(out),
                            train={"max_epochs": max_epochs} if max_epochs else {},
                            **({"sizes": sizes} if sizes else {}))
     results = run_ifru_scaling(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))

@@ -196,6 +196,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         start = time.perf_counter()
         g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
                                 graph_full).analytic_gradient()
+        n_nodes, n_layers = model.n_users, getattr(model, "n_layers", 0)
         if self.spillover and graph_after is not None:
             spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after)
             g = g + spill
@@ -203,9 +204,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
         timings["gradient_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        n_nodes = model.n_users
-        depends = expand(graph_after if graph_after is not None else None, kept.nodes(n_nodes),
-                         getattr(model, "n_layers", 0) if graph_after is not None else 0)
+        # the rows whose loss (on the graph after deletion) depends on a kept row
+        depends = expand(graph_after, kept.nodes(n_nodes), n_layers if graph_after is not None else 0,
+                         size=n_nodes + model.n_items)
         rows = np.flatnonzero(rows_touching(remaining, depends, n_nodes))
         weights: np.ndarray | float = 1.0
         if self.config.hessian_rows_per_node is not None:
@@ -263,14 +264,16 @@ class InfluenceUnlearner(ApproximateUnlearner):
     def _spillover(self, kept: KeptRows, remaining: Interactions, graph_full: sp.csr_matrix,
                    graph_after: sp.csr_matrix) -> tuple[torch.Tensor, int]:
         """grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph
-        change moves (the L2 terms cancel, so they are left out)."""
+        change moves and whose loss depends on a kept row (an end within n_layers hops of one; any
+        other row's gradient with respect to the kept rows is zero). The L2 terms cancel."""
         model = self.model
         degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
         ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
         changed = np.flatnonzero(ratio > self.spillover_threshold())
         moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
         n_users = model.n_users
-        rows = rows_touching(remaining, moved, n_users)
+        depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
+        rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
         args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
         objective = RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full)
         full, after = objective.analytic_gradient(), objective.on_graph(graph_after).analytic_gradient()
