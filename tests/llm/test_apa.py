@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest
+from recunlearn.evaluate.metrics import auc
+from recunlearn.unlearn.apa import APAConfig
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
 from recunlearn.models.llm.lora import adapter_tensors
 from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
@@ -103,7 +105,9 @@ def test_attention_weights_and_ablations(fitted_apa, sample_split):
             assert np.allclose(w, 0.5)
         if weighting == "major":
             assert set(np.unique(w)) <= {0.0, 1.0}
-    fitted_apa.set_options(weighting="attention", tau=0.0)
+    with pytest.raises(ConfigError, match="tau_grid=None"):
+        fitted_apa.set_options(weighting="attention", tau=0.0)  # tau is chosen from the grid
+    fitted_apa.set_options(weighting="attention", tau=0.0, tau_grid=None)
     assert np.allclose(fitted_apa.weights(test), 0.5)  # tau = 0: equal weights
     fitted_apa.set_options(tau=1000.0)
     # by hand for one sample: softmax(-tau * mean error of each adapter on its nearest validation prompts)
@@ -116,6 +120,41 @@ def test_attention_weights_and_ablations(fitted_apa, sample_split):
     assert np.allclose(fitted_apa.weights(test.take([0]))[0], expected / expected.sum(), atol=1e-4)
     with pytest.raises(ConfigError):
         fitted_apa.set_options(n_shards=3)
+    fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default)
+
+
+def test_tau_is_chosen_by_leave_one_out_validation_auc(fitted_apa, sample_split):
+    """Each validation prompt is weighted by its other validation neighbours (never itself: its own
+    error would give its label away); the tau whose mixture of cached probabilities ranks best wins."""
+    _, valid, _ = sample_split
+    grid = (0.0, 10.0, 1000.0)
+    fitted_apa.set_options(weighting="attention", tau_grid=grid)
+    assert set(fitted_apa.tau_selection) == {"0", "10", "1000"}
+    best = max(fitted_apa.tau_selection.values())
+    assert fitted_apa.tau_selection[f"{fitted_apa.tau_:g}"] == best
+    rep = fitted_apa.representations(valid)
+    rep = rep / np.linalg.norm(rep, axis=1, keepdims=True)
+    sim = rep @ rep.T
+    np.fill_diagonal(sim, -np.inf)
+    near = np.argsort(-sim, axis=1)[:, :5]
+    probs = 1 / (1 + np.exp(-fitted_apa.valid_logits.astype(np.float64)))
+    error = np.abs(probs[:, near] - valid.label[near]).mean(-1).T  # valid x K
+    w = np.exp(-10 * (error - error.min(1, keepdims=True)))
+    mixed = ((w / w.sum(1, keepdims=True)) * probs.T).sum(1)
+    assert fitted_apa.tau_selection["10"] == pytest.approx(auc(valid.label, mixed), abs=1e-6)
+    fitted_apa.set_options(tau_grid=(7.0,))
+    assert fitted_apa.tau_ == 7.0  # a one-value grid fixes tau
+    fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default)
+
+
+def test_forget_chooses_tau_again_from_the_retrained_adapters(tiny_causal, sample_split, tmp_path):
+    train, valid, _ = sample_split
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0, 30.0))).fit(train, valid)
+    before = dict(apa.tau_selection)
+    report = apa.forget(DeletionRequest(samples=[train.ids[0]]))
+    assert report.details["tau"] == apa.tau_ and apa.tau_selection != before  # from the retrained adapter's cache
+    loaded = get_method("apa").load(apa.save(tmp_path / "apa"))
+    assert loaded.tau_selection == pytest.approx(apa.tau_selection) and loaded.tau_ == apa.tau_
 
 
 @pytest.mark.parametrize("name", LLM_METHODS)

@@ -240,6 +240,7 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
                 method.set_options(aggregation="ND", weighting=weighting)
                 row["variants"][f"{weighting} (ND)"] = {"auc": auc(test.label, method.score(test))}
             method.set_options(**{"aggregation": "ND", "weighting": "attention", **config.apa})
+            row.update(tau=method.tau_, tau_selection=method.tau_selection)
             main = row["variants"][f"APA({method.config.aggregation})"]
             row.update(auc=main["auc"], latency_sample_s=main["latency_sample_s"], latency_batch_s=main["latency_batch_s"])
     request = DeletionRequest(samples=[train.ids[np.random.default_rng(config.sample_seed).integers(len(train))]])

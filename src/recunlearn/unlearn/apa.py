@@ -28,6 +28,7 @@ import torch
 from pydantic import Field
 
 from recunlearn.errors import ConfigError
+from recunlearn.train.auc import roc_auc
 from recunlearn.models.llm.lora import Aggregation
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
@@ -44,7 +45,14 @@ class APAConfig(ShardedLLMConfig):
     """'attention' (APA); ablations: 'average' (equal weights), 'major' (only the adapter with the least
     error on the neighbours), 'semantic' (softmax of tau x cosine similarity to the shard centres)."""
     tau: float = Field(1000.0, ge=0)
-    """Temperature of the attention softmax (paper: 1000; 0 gives equal weights)."""
+    """Temperature of the attention softmax (paper: 1000; 0 gives equal weights); used as given when
+    ``tau_grid`` is None."""
+    tau_grid: tuple[float, ...] | None = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+    """The attention's tau is chosen from these values, at fit and again after every forget, by
+    leave-one-out validation: each validation prompt gets its weights from its *other* validation
+    neighbours, and the value whose weighted mixture of the adapters' cached validation
+    probabilities ranks the validation labels best (AUC) wins. No forward pass; it follows the
+    current adapters, so a forget leaves no trace of the removed samples in it. None: use ``tau``."""
     neighbours: int = Field(20, ge=1)
     """Validation neighbours per prompt (paper: 20 for movies, 100 for books)."""
     error: Literal["absolute", "bce"] = "absolute"
@@ -67,9 +75,11 @@ class APA(LLMUnlearner):
 
     def set_options(self, **changes) -> APA:
         """Change aggregation, weighting, tau, neighbours or error without retraining (ablations)."""
-        allowed = {"aggregation", "weighting", "tau", "neighbours", "error"}
+        allowed = {"aggregation", "weighting", "tau", "tau_grid", "neighbours", "error"}
         if set(changes) - allowed:
             raise ConfigError(f"only {sorted(allowed)} can change after fit, not {sorted(set(changes) - allowed)}")
+        if "tau" in changes and "tau_grid" not in changes and self.config.tau_grid is not None:
+            raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
         self.config = make_config(APAConfig, self.config, changes)
         self.mixture.mode = self.config.aggregation
         self._after_training(range(self.n_adapters))
@@ -94,6 +104,31 @@ class APA(LLMUnlearner):
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             errors = -(label * np.log(p) + (1 - label) * np.log(1 - p))
         self.valid_errors = torch.as_tensor(errors, dtype=torch.float32)
+        self.tau_ = self.config.tau
+        self.tau_selection: dict[str, float] = {}
+        if self.config.tau_grid is not None and self.config.weighting == "attention" and len(self.valid) > 1:
+            scores = self._validation_auc_by_tau(probs)
+            if all(np.isfinite(list(scores.values()))):  # else one class only: nothing to rank by
+                self.tau_selection = scores
+                self.tau_ = float(max(scores, key=lambda t: (scores[t], -float(t))))  # ties: the softer
+
+    def _validation_auc_by_tau(self, probs: np.ndarray, chunk: int = 2048) -> dict[str, float]:
+        """Leave-one-out validation AUC of the attention-weighted mixture of cached probabilities, per tau."""
+        neighbours = min(self.config.neighbours, len(self.valid) - 1)
+        reps = torch.as_tensor(self.valid_repr)
+        present = torch.as_tensor(self.present)
+        error = torch.empty(len(reps), self.n_adapters)
+        for start in range(0, len(reps), chunk):  # valid x valid similarities, a chunk of rows at a time
+            similarity = reps[start:start + chunk] @ reps.T
+            similarity[torch.arange(len(similarity)), torch.arange(start, start + len(similarity))] = -torch.inf
+            top = similarity.topk(neighbours, dim=1).indices
+            error[start:start + chunk] = self.valid_errors[:, top].mean(-1).T
+        mixed = torch.as_tensor(probs.T, dtype=torch.float32)
+        scores = {}
+        for tau in self.config.tau_grid:
+            weights = torch.softmax((-tau * error).masked_fill(~present, -torch.inf), dim=1)
+            scores[f"{tau:g}"] = roc_auc(self.valid.label, (weights * mixed).sum(1).numpy())
+        return scores
 
     def weights(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
         """Per-sample adapter weights (n x K) under the configured weighting; empty adapters get 0."""
@@ -109,11 +144,14 @@ class APA(LLMUnlearner):
             similarity = query @ torch.as_tensor(self.valid_repr).T
             top = similarity.topk(min(self.config.neighbours, similarity.shape[1]), dim=1).indices
             error = self.valid_errors[:, top].mean(-1).T  # n x K
-            logits = -self.config.tau * error
+            logits = -self.tau_ * error
         logits = logits.masked_fill(~present, -torch.inf)
         if self.config.weighting == "major":
             return torch.nn.functional.one_hot(logits.argmax(1), k).float().numpy()
         return torch.softmax(logits, dim=1).numpy()
+
+    def _report(self, parts, **details):
+        return super()._report(parts, tau=self.tau_, **details)
 
     def _logits(self, token_ids, samples):
         return self._pass(token_ids, weights=self.weights(samples, token_ids))
