@@ -58,6 +58,13 @@ def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.nda
     return marked[data.user] | marked[n_users + data.item]
 
 
+def orphans(removed: np.ndarray, remaining: np.ndarray, size: int) -> np.ndarray:
+    """The nodes among ``removed`` with no row in ``remaining`` (sorted): a count, not a set difference."""
+    left = np.bincount(remaining, minlength=size)
+    candidates = np.unique(removed)
+    return candidates[left[candidates] == 0]
+
+
 def clone_model(model: CFModel) -> CFModel:
     """A deep copy of a model; LightGCN's graph (sparse CSR, which deepcopy refuses) is shared,
     as forgetting replaces it rather than changing it in place."""
@@ -119,8 +126,8 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
             graph_full = adjacency_to_scipy(model.adjacency)
             pos = removed.label > 0
             graph_after = remove_edges(graph_full, model.n_users, removed.user[pos], removed.item[pos])
-        orphan_users = np.setdiff1d(np.unique(removed.user), remaining.user)
-        orphan_items = np.setdiff1d(np.unique(removed.item), remaining.item)
+        orphan_users = orphans(removed.user, remaining.user, model.n_users)
+        orphan_items = orphans(removed.item, remaining.item, model.n_items)
         details = self._update(removed, remaining, graph_full, graph_after, orphan_users, orphan_items)
         users0, items0 = initial_rows(self.config, model.n_users, model.n_items, orphan_users, orphan_items)
         with torch.no_grad():
