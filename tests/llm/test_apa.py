@@ -198,3 +198,14 @@ def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
     assert scores.shape == one_hot.shape == (len(test),)
     with pytest.raises(RecUnlearnError):
         apa.fit(train.take([0]), valid)  # fewer samples than adapters
+
+
+def test_validation_logits_use_the_leave_one_out_weights(fitted_apa):
+    """At tau 0 the leave-one-out weights are equal, so the pass is the 'average' weighting's."""
+    fitted_apa.set_options(aggregation="ND", weighting="attention")
+    equal = fitted_apa.validation_logits(0.0)
+    assert equal.shape == (len(fitted_apa.valid),)
+    fitted_apa.set_options(weighting="average")
+    assert np.allclose(equal, fitted_apa._pass(fitted_apa._valid_tokens, weights=fitted_apa.weights(fitted_apa.valid)),
+                       atol=1e-5)
+    fitted_apa.set_options(weighting="attention")

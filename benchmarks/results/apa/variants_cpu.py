@@ -1,7 +1,9 @@
 """CPU comparisons behind issue #5 (APA's AUC): llm-retrain, llm-sisa and APA variants on the same
 samples, seeds and training settings. Measures test AUC only: for the shard methods also each adapter's
 own AUC and epochs, and for APA (tau chosen on validation, the default) the D/ND aggregations, equal
-weights, output weighting and fixed tau values (the paper's 1000 among them) on the same adapters. No forgetting or latency (run_apa_benchmark measures those), so that it
+weights, output weighting and fixed tau values (the paper's 1000 among them) on the same adapters, and
+the validation AUC of APA's own (parameter-level) mix at each tau of the grid, neighbours leave-one-out,
+beside the output mixture the selection ranks by. No forgetting or latency (run_apa_benchmark measures those), so that it
 fits one CPU core.
 
 Run from the repository root:
@@ -117,6 +119,8 @@ def run(variant: str, common: dict, train, valid, test) -> dict:
     variants["attention, output-weighted (K passes)"] = auc(test.label, (w.T * sigmoid(per)).sum(0))
     variants["average, output-averaged (K passes)"] = row["output_average_auc"]
     row.update(tau=method.tau_, tau_selection=method.tau_selection)  # chosen on validation (leave-one-out)
+    row["validation_nd_auc"] = {f"{tau:g}": round(auc(valid.label, method.validation_logits(tau)), 4)
+                                for tau in method.config.tau_grid}  # what the selection's output mixture stands for
     row["mean_weight_max"] = round(float(w.max(1).mean()), 4)
     for tau in (10.0, 30.0, 100.0, 300.0, 1000.0):  # fixed taus: diagnostics on test (not used to pick tau)
         method.set_options(aggregation="ND", weighting="attention", tau=tau, tau_grid=None)

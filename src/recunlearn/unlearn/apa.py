@@ -112,23 +112,33 @@ class APA(LLMUnlearner):
                 self.tau_selection = scores
                 self.tau_ = float(max(scores, key=lambda t: (scores[t], -float(t))))  # ties: the softer
 
-    def _validation_auc_by_tau(self, probs: np.ndarray, chunk: int = 2048) -> dict[str, float]:
-        """Leave-one-out validation AUC of the attention-weighted mixture of cached probabilities, per tau."""
+    def _leave_one_out_error(self, chunk: int = 2048) -> torch.Tensor:
+        """Per validation prompt (rows) and adapter, the mean error on its nearest *other* validation prompts."""
         neighbours = min(self.config.neighbours, len(self.valid) - 1)
         reps = torch.as_tensor(self.valid_repr)
-        present = torch.as_tensor(self.present)
         error = torch.empty(len(reps), self.n_adapters)
         for start in range(0, len(reps), chunk):  # valid x valid similarities, a chunk of rows at a time
             similarity = reps[start:start + chunk] @ reps.T
             similarity[torch.arange(len(similarity)), torch.arange(start, start + len(similarity))] = -torch.inf
             top = similarity.topk(neighbours, dim=1).indices
             error[start:start + chunk] = self.valid_errors[:, top].mean(-1).T
+        return error
+
+    def _softmax(self, error: torch.Tensor, tau: float) -> torch.Tensor:
+        return torch.softmax((-tau * error).masked_fill(~torch.as_tensor(self.present), -torch.inf), dim=1)
+
+    def _validation_auc_by_tau(self, probs: np.ndarray) -> dict[str, float]:
+        """Leave-one-out validation AUC of the attention-weighted mixture of cached probabilities, per tau."""
+        error = self._leave_one_out_error()
         mixed = torch.as_tensor(probs.T, dtype=torch.float32)
-        scores = {}
-        for tau in self.config.tau_grid:
-            weights = torch.softmax((-tau * error).masked_fill(~present, -torch.inf), dim=1)
-            scores[f"{tau:g}"] = roc_auc(self.valid.label, (weights * mixed).sum(1).numpy())
-        return scores
+        return {f"{tau:g}": roc_auc(self.valid.label, (self._softmax(error, tau) * mixed).sum(1).numpy())
+                for tau in self.config.tau_grid}
+
+    def validation_logits(self, tau: float) -> np.ndarray:
+        """The aggregated model's logits on the validation prompts, each weighted by its other validation
+        neighbours at ``tau``: one forward pass, to check the selection's output mixture against APA's own."""
+        weights = self._softmax(self._leave_one_out_error(), tau).numpy()
+        return self._pass(self._valid_tokens, weights=weights)
 
     def weights(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
         """Per-sample adapter weights (n x K) under the configured weighting; empty adapters get 0."""
