@@ -207,3 +207,15 @@ def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_spl
     objective = RestrictedObjective(method.model, kept, *args, 1.0, 0.0, full)
     reference = objective.analytic_gradient() - objective.on_graph(after).analytic_gradient()
     torch.testing.assert_close(spill, reference, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config", [{"train": FAST_TRAIN}, LIGHTGCN], ids=["mf", "lightgcn"])
+def test_the_guard_scores_again_only_what_the_step_moves_and_gets_the_full_auc(tiny_split, config):
+    from recunlearn.train.loop import valid_auc
+
+    train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
+    method = get_method("ifru")({**config, "min_importance": 0.05}).fit(train, tiny_split.valid)
+    report = method.forget(request)
+    chosen = "valid_auc_update" if report.details["update"] == "applied" else "valid_auc_no_update"
+    assert report.details["reset_rows"] == 0
+    assert report.details[chosen] == pytest.approx(valid_auc(method.model, tiny_split.valid), abs=1e-9)

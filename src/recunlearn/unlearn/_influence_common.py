@@ -22,7 +22,8 @@ from pydantic import Field
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.mf import MF
-from recunlearn.train.loop import fit_model, valid_auc
+from recunlearn.train.auc import roc_auc
+from recunlearn.train.loop import fit_model, predict, valid_auc
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
@@ -253,17 +254,15 @@ class InfluenceUnlearner(ApproximateUnlearner):
         if not math.isfinite(details["step_norm"]):
             raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
-        kept.scatter(model, theta + result.x)
         details["update"] = "applied"
         if guard:
             start = time.perf_counter()
-            with_update = self._valid_auc_with(kept, theta + result.x, graph_after)
-            without = self._valid_auc_with(kept, theta, graph_after)
+            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after)
             details.update(valid_auc_update=with_update, valid_auc_no_update=without)
             if with_update < without:
-                kept.scatter(model, theta)
                 details["update"] = "rejected: validation AUC worse than no update; fell back to no update"
             timings["guard_s"] = time.perf_counter() - start
+        kept.scatter(model, theta + result.x if details["update"] == "applied" else theta)
         details.update({k: round(v, 5) for k, v in timings.items()})
         details["changed_rows"] = kept.size if details["update"] == "applied" else 0
         return details
@@ -289,6 +288,31 @@ class InfluenceUnlearner(ApproximateUnlearner):
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""
         return 0.0
+
+    @torch.no_grad()
+    def _guard_aucs(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
+                    graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+        """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted
+        edges), from one scoring pass: only the validation rows the step can move (an end within
+        n_layers hops of a kept row) are scored again."""
+        model, valid, n_users = self.model, self.valid, self.model.n_users
+        saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
+        if graph_after is not None:
+            model.adjacency = self._after_adjacency(graph_after)
+        try:
+            kept.scatter(model, before)
+            scores = predict(model, valid.user, valid.item)
+            reach = expand(graph_after, kept.nodes(n_users), getattr(model, "n_layers", 0) if graph_after is not None else 0,
+                           size=n_users + model.n_items)
+            moved = np.flatnonzero(rows_touching(valid, reach, n_users))
+            kept.scatter(model, after)
+            stepped = scores.copy()
+            stepped[moved] = predict(model, valid.user[moved], valid.item[moved])
+        finally:
+            kept.scatter(model, saved_rows)
+            if graph_after is not None:
+                model.adjacency = saved_graph
+        return roc_auc(valid.label, scores), roc_auc(valid.label, stepped)
 
     @torch.no_grad()
     def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
