@@ -267,6 +267,29 @@ def test_row_sample_is_bounded_by_the_nodes_and_unbiased_per_node():
     assert relative.max() < 0.1, "the weighted sample must estimate every node's sum without bias"
 
 
+def test_row_sample_drawn_by_some_nodes_is_unbiased_at_them_and_bounded_by_them():
+    """Only the drawing nodes draw: at most per_node x their number of rows, and the sums at them
+    are still estimated without bias; a row with no drawing end is refused (it could never be drawn)."""
+    users, items = skewed_rows()
+    drawing = np.zeros(360, bool)
+    drawing[:20] = True  # users 0-19 draw
+    rows = np.flatnonzero(drawing[users])
+    users, items = users[rows], items[rows]
+    nodes = np.concatenate([users, 60 + items])
+    value = np.random.default_rng(2).random(len(users))
+    exact = np.bincount(nodes, weights=np.tile(value, 2), minlength=360)[:20]
+    estimates = []
+    for seed in range(300):
+        chosen, weights = sample_rows_per_node(users, items, 60, 4, seed=seed, drawing=drawing)
+        assert len(chosen) <= 4 * 20
+        estimates.append(np.bincount(users[chosen], weights=value[chosen] * weights, minlength=360)[:20])
+    seen = exact > 0
+    relative = np.abs(np.mean(estimates, 0)[seen] - exact[seen]) / exact[seen]
+    assert relative.max() < 0.1
+    with pytest.raises(ValueError, match="drawing"):
+        sample_rows_per_node(np.array([30]), np.array([5]), 60, 4, drawing=drawing)
+
+
 def test_objective_on_another_graph_equals_one_built_on_it(tiny_split):
     train = tiny_split.train
     model = trained_like(LightGCNConfig(dim=8, n_layers=2), train)

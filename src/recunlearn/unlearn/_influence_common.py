@@ -218,8 +218,11 @@ class InfluenceUnlearner(ApproximateUnlearner):
         rows = np.flatnonzero(rows_touching(remaining, depends, n_nodes))
         weights: np.ndarray | float = 1.0
         if self.config.hessian_rows_per_node is not None:
+            drawing = np.zeros(n_nodes + model.n_items, bool)
+            drawing[depends] = True  # only the sums at these nodes enter the kept rows' blocks
             chosen, weights = sample_rows_per_node(remaining.user[rows], remaining.item[rows], n_nodes,
-                                                   self.config.hessian_rows_per_node, seed=self.config.train.seed)
+                                                   self.config.hessian_rows_per_node, seed=self.config.train.seed,
+                                                   drawing=drawing)
             rows = rows[chosen]
         hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
                                       weights, l2, graph_after)

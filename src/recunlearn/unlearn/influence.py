@@ -119,7 +119,7 @@ def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int 
 
 
 def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per_node: int,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                         seed: int = 0, drawing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A sample of training rows that holds ``per_node`` rows of every node (all of them where it has
     fewer), and the Horvitz-Thompson weights (1 / inclusion probability) that make any sum over the
     sample an unbiased estimate of the sum over all rows.
@@ -130,19 +130,28 @@ def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per
     block is estimated as zero), and the sample has at most ``per_node`` times the number of nodes
     rows, whatever the degrees: what makes a sub-sampled Newton step cost follow the nodes it
     updates rather than their degrees.
+
+    ``drawing`` (a mask over users then items) limits the draw to those nodes, when only sums at
+    them are wanted: every row must then have a drawing end (else it could never be drawn and the
+    estimate would be biased), and the sample holds at most ``per_node`` x (drawing nodes) rows.
     """
     users, items = np.asarray(users, np.int64), n_users + np.asarray(items, np.int64)
     rng = np.random.default_rng(seed)
     chosen = np.zeros(len(users), bool)
     probability_not = np.ones(len(users))
+    draws = np.zeros(len(users), bool)
     for ends in (users, items):
         order = np.argsort(ends + rng.random(len(ends)))  # each node's rows, in random order
         degree = np.bincount(ends)
         first = np.cumsum(degree) - degree
         rank = np.empty(len(ends), np.int64)
         rank[order] = np.arange(len(ends)) - first[ends[order]]
-        chosen |= rank < per_node
-        probability_not *= 1.0 - np.minimum(1.0, per_node / degree[ends])
+        draws_here = np.ones(len(ends), bool) if drawing is None else drawing[ends]
+        chosen |= (rank < per_node) & draws_here
+        probability_not *= np.where(draws_here, 1.0 - np.minimum(1.0, per_node / degree[ends]), 1.0)
+        draws |= draws_here
+    if not draws.all():
+        raise ValueError("every row needs an end among the drawing nodes")
     rows = np.flatnonzero(chosen)
     return rows, (1.0 / (1.0 - probability_not[rows])).astype(np.float32)
 
@@ -186,6 +195,7 @@ class RestrictedObjective:
         """The kept rows' current values: the point the gradient and Hessian are taken at."""
         self.adjacency = self._on_closure(graph) if self.n_layers else None
         self.n_rows = len(users)
+        self._pairs: tuple[torch.Tensor, ...] | None = None
 
     def _on_closure(self, graph: sp.csr_matrix) -> torch.Tensor:
         """``graph`` restricted to the closure's nodes, as the tensor propagation uses."""
@@ -195,6 +205,7 @@ class RestrictedObjective:
     def on_graph(self, graph: sp.csr_matrix) -> RestrictedObjective:
         """The same rows and kept rows scored with another graph that has no edge this one lacks (the
         graph after deleting edges): its closure is inside this one's, so nothing else changes."""
+        self.pair_pattern()  # the same rows: built once, shared
         twin = copy.copy(self)
         twin.adjacency = self._on_closure(graph)
         return twin
@@ -216,17 +227,41 @@ class RestrictedObjective:
     def _propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
 
+    def pair_pattern(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows as a symmetric closure x closure CSR pattern, each row stored at (u, i) and at (i, u):
+        (crow indices, column indices, the row of each entry). Built once and shared with
+        :meth:`on_graph` twins, so logits come from a sampled dense-dense product and per-node sums
+        from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
+        if self._pairs is None:
+            ends, others = torch.cat([self.row_u, self.row_i]), torch.cat([self.row_i, self.row_u])
+            order = torch.argsort(ends * self.size + others)
+            crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
+            crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
+            self._pairs = (crow, others[order], order % self.n_rows)
+        return self._pairs
+
+    def _pair_matrix(self, values: torch.Tensor) -> torch.Tensor:
+        crow, column, _ = self.pair_pattern()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(crow, column, values, size=(self.size, self.size))
+
     @torch.no_grad()
     def analytic_gradient(self) -> torch.Tensor:
         """The gradient at ``theta0`` in closed form (what :func:`gradient` gives by autograd, without
         building a graph): with R = P E and residuals d_r = w_r (sigma(x_r) - y_r),
-        grad_E = P' [sum_r d_r (r_i at u, r_u at i)] + l2 n_v e_v."""
+        grad_E = P' [sum_r d_r (r_i at u, r_u at i)] + l2 n_v e_v, the bracket being W R for the
+        symmetric sparse W holding d_r at (u, i) and (i, u)."""
         embeddings = self.embeddings()
         reps = self._propagate(embeddings)
-        r_u, r_i = reps[self.row_u], reps[self.row_i]
-        residual = (self.weights * (torch.sigmoid((r_u * r_i).sum(-1)) - self.labels))[:, None]
-        by_rep = torch.zeros_like(embeddings)
-        by_rep.index_add_(0, self.row_u, residual * r_i).index_add_(0, self.row_i, residual * r_u)
+        if self.n_rows:
+            _, _, row = self.pair_pattern()
+            ones = torch.ones(len(row), device=reps.device, dtype=reps.dtype)
+            logits = torch.sparse.sampled_addmm(self._pair_matrix(ones), reps, reps.T, beta=0.0).values()
+            residual = self.weights[row] * (torch.sigmoid(logits) - self.labels[row])
+            by_rep = self._pair_matrix(residual) @ reps
+        else:
+            by_rep = torch.zeros_like(embeddings)
         full = self._propagate(by_rep)
         if self.l2:
             counts = torch.zeros(self.size, device=embeddings.device)
