@@ -11,7 +11,7 @@ from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.lightgcn import normalized_adjacency
 from recunlearn.train.loop import TrainConfig, batch_loss
 from recunlearn.unlearn._influence_common import remove_edges
-from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolverConfig, SolverError,
+from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           conjugate_gradient, dense_hessian, exact_solve, gradient,
                                           hessian_blocks, hessian_vector_product, lissa, quadratic_adam,
@@ -210,6 +210,34 @@ def test_block_newton_is_exact_when_the_hessian_is_block_diagonal(tiny_split):
     b = torch.randn(objective.theta0.shape, generator=torch.Generator().manual_seed(2))
     exact = exact_solve(hvp, b, damping=0.01).x
     assert relative_error(block_newton(hessian_blocks(objective)[0], b, 0.01).x, exact) < 1e-4
+
+
+def test_low_rank_blocks_solve_as_the_formed_blocks_do():
+    """Woodbury for blocks with fewer rows than dimensions, a Cholesky for the others, none for empty ones."""
+    generator = torch.Generator().manual_seed(0)
+    dim, sizes = 6, [0, 1, 3, 5, 6, 7, 15]
+    segments = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)] + [torch.tensor([-1, -1])])
+    rows = torch.randn(len(segments), dim, generator=generator)
+    weights = torch.rand(len(segments), generator=generator)
+    blocks = LowRankBlocks(segments, rows, weights, torch.rand(len(sizes), generator=generator))
+    b = torch.randn(len(sizes), dim, generator=generator)
+    coupling = torch.rand(len(sizes), generator=generator)
+    formed = blocks.dense()
+    expected = torch.linalg.solve(formed + (0.1 + coupling)[:, None, None] * torch.eye(dim), b)
+    torch.testing.assert_close(block_newton(blocks, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(block_newton(formed, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4)
+    assert blocks.diagonal_mean() == pytest.approx(float(torch.diagonal(formed, dim1=1, dim2=2).mean()), rel=1e-5)
+
+
+def test_mf_hessian_blocks_as_rows_are_the_formed_blocks(tiny_split):
+    train = tiny_split.train
+    model = trained_like(MFConfig(dim=8), train)
+    kept = KeptRows(np.arange(5), np.arange(4))
+    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 1e-3, None)
+    formed, coupling = hessian_blocks(objective)
+    rows, coupling_rows = hessian_blocks(objective, low_rank=True)
+    torch.testing.assert_close(rows.dense(), formed)
+    torch.testing.assert_close(coupling_rows, coupling)
 
 
 def test_block_newton_is_close_to_cg_and_rescues_indefinite_blocks(small_system):

@@ -26,8 +26,8 @@ from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import fit_model, predict, valid_auc
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
-from recunlearn.unlearn.influence import (KeptRows, RestrictedObjective, SolveResult, SolverConfig, SolverError,
-                                          adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
+from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
+                                          SolverError, adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           expand, find_entries, hessian_blocks, hessian_vector_product,
                                           sample_rows_per_node, scipy_to_adjacency, solve)
 
@@ -228,11 +228,12 @@ class InfluenceUnlearner(ApproximateUnlearner):
                                       weights, l2, graph_after)
         solver = self.config.solver
         if solver.method == "block":
-            blocks, coupling = hessian_blocks(hessian)
+            blocks, coupling = hessian_blocks(hessian, low_rank=True)
         else:
             hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
             blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
-        scale = float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean())
+        scale = (blocks.diagonal_mean() if isinstance(blocks, LowRankBlocks)
+                 else float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean()))
         details["hessian_rows"] = len(rows)
         timings["hessian_setup_s"] = time.perf_counter() - start
 

@@ -378,16 +378,11 @@ def block_solver(blocks: torch.Tensor, damping: float) -> Operator:
     return lambda v: torch.cholesky_solve(v.unsqueeze(-1), factor).squeeze(-1)
 
 
-def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.Tensor, n_segments: int,
-                      weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25) -> torch.Tensor:
-    """sum_k w_k left_k right_k' for each segment: shape (n_segments, d, d); one batched matmul per group.
-
-    Segments of similar size (within ``spread``, at most ``budget`` padded elements) are gathered
-    into a padded (group, longest, d) tensor, so no (rows, d, d) outer product is ever formed.
-    Rows with a negative segment are ignored; ``left is right`` gathers once.
-    """
-    dim = left.shape[1]
-    out = torch.zeros((n_segments, dim, dim), dtype=left.dtype, device=left.device)
+def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: int = 1 << 22,
+                   spread: float = 1.25):
+    """Segments (rows sharing a non-negative segment id) in groups of similar size (within ``spread``,
+    at most ``budget`` padded elements of width ``dim``): yields (segment ids, (group, longest) row
+    index, mask of the real rows), for padded batched matmuls instead of per-row outer products."""
     counts = torch.bincount(segments.clamp_min(-1) + 1, minlength=n_segments + 1)[1:]
     order = torch.argsort(segments)
     starts = torch.cumsum(counts, 0) - counts + (len(segments) - int(counts.sum()))  # negatives sort first
@@ -401,15 +396,73 @@ def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.T
                and (last + 1 - first) * sizes[last] * dim <= budget):
             last += 1
         group, longest = by_size[first:last], sizes[last - 1]
-        offsets = torch.arange(longest, device=left.device)
+        offsets = torch.arange(longest, device=segments.device)
         mask = offsets[None, :] < counts[group][:, None]
-        index = order[torch.where(mask, starts[group][:, None] + offsets[None, :], 0)]
+        yield group, order[torch.where(mask, starts[group][:, None] + offsets[None, :], 0)], mask
+        first = last
+
+
+def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.Tensor, n_segments: int,
+                      weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25) -> torch.Tensor:
+    """sum_k w_k left_k right_k' for each segment: shape (n_segments, d, d); one batched matmul per group
+    (:func:`segment_groups`), so no (rows, d, d) outer product is ever formed.
+    Rows with a negative segment are ignored; ``left is right`` gathers once.
+    """
+    dim = left.shape[1]
+    out = torch.zeros((n_segments, dim, dim), dtype=left.dtype, device=left.device)
+    for group, index, mask in segment_groups(segments, n_segments, dim, budget, spread):
         scale = mask.to(left.dtype) if weights is None else mask * weights[index]
         gathered_right = right[index]
         gathered_left = (gathered_right if left is right else left[index]) * scale[:, :, None]
         out[group] = torch.bmm(gathered_left.transpose(1, 2), gathered_right)
-        first = last
     return out
+
+
+@dataclass
+class LowRankBlocks:
+    """Diagonal Hessian blocks of the form sum_k w_k z_k z_k' + diagonal_u I (MF's: z = the other end's
+    row, w = sigma'), kept as their rows: a block with fewer rows than dimensions is solved through
+    the Woodbury identity on its (rows x rows) Gram matrix instead of a (dim x dim) Cholesky."""
+
+    segments: torch.Tensor
+    """The block (kept row) each z belongs to; -1: none."""
+    rows: torch.Tensor
+    weights: torch.Tensor
+    diagonal: torch.Tensor
+    """Per block, the multiple of I added (l2 times the weighted row count)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.diagonal)
+
+    def diagonal_mean(self) -> float:
+        """Mean of the blocks' diagonal entries (what the damping is scaled by)."""
+        squares = torch.where(self.segments >= 0, self.weights * self.rows.square().sum(-1), 0.0).sum()
+        return float(squares / (self.size * self.rows.shape[1]) + self.diagonal.mean())
+
+    def dense(self) -> torch.Tensor:
+        blocks = segment_outer_sum(self.segments, self.rows, self.rows, self.size, weights=self.weights)
+        return blocks + self.diagonal[:, None, None] * torch.eye(self.rows.shape[1], device=self.rows.device)
+
+    def solve(self, b: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """x_u = (block_u + shift_u I)^-1 b_u for every block (shift > 0 makes each positive definite)."""
+        dim = self.rows.shape[1]
+        total = self.diagonal + shift  # > 0
+        x = b / total[:, None]  # blocks without rows
+        for group, index, mask in segment_groups(self.segments, self.size, dim):
+            z = self.rows[index] * (mask * self.weights[index]).clamp_min(0).sqrt()[:, :, None]  # (g, m, d)
+            s = total[group]
+            if z.shape[1] < dim:  # Woodbury: x = (b - Z' (s I + Z Z')^-1 Z b) / s
+                gram = torch.bmm(z, z.transpose(1, 2))
+                gram.diagonal(dim1=1, dim2=2).add_(s[:, None])
+                zb = torch.bmm(z, b[group].unsqueeze(-1))
+                y = torch.cholesky_solve(zb, torch.linalg.cholesky(gram))
+                x[group] = (b[group] - torch.bmm(z.transpose(1, 2), y).squeeze(-1)) / s[:, None]
+            else:
+                block = torch.bmm(z.transpose(1, 2), z)
+                block.diagonal(dim1=1, dim2=2).add_(s[:, None])
+                x[group] = torch.cholesky_solve(b[group].unsqueeze(-1), torch.linalg.cholesky(block)).squeeze(-1)
+        return x
 
 
 def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.csr_matrix:
@@ -453,7 +506,8 @@ def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix) 
     return both.row, both.col, both.data
 
 
-def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False
+                   ) -> tuple[torch.Tensor | LowRankBlocks, torch.Tensor]:
     """The exact (dim x dim) diagonal blocks of the Hessian of ``objective``, one per kept row, and
     per row an upper bound of its coupling to all other rows, sum_{w != u} ||H_uw||_2.
 
@@ -471,6 +525,8 @@ def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.
     s_n = sum_w P_nw, sum_w ||H_uw|| <= sum_r sigma' b_ru T_r + |sigma - y| (P_vu s_j + P_ju s_v),
     b_ru = P_vu |r_j| + P_ju |r_v|, T_r = s_v |r_j| + s_j |r_v|, less the row's own term; for MF
     that is sum over u's rows of sigma' |r_u| |r_i| + |sigma - y|. Linear in the rows.
+
+    ``low_rank``: for MF, return the blocks as :class:`LowRankBlocks` (their rows), not formed.
     """
     with torch.no_grad():
         base = objective.embeddings()
@@ -496,10 +552,12 @@ def hessian_blocks(objective: RestrictedObjective) -> tuple[torch.Tensor, torch.
             segment = kept_of[ends]
             at_kept = segment >= 0  # gather only the endpoints whose block is wanted
             other = reps[torch.cat([objective.row_i, objective.row_u])[at_kept]]
-            blocks = segment_outer_sum(segment[at_kept], other, other, size, weights=both_curvature[at_kept])
             per_row = curvature * norm_u * norm_i + magnitude
             total = torch.zeros(objective.size, device=device).index_add_(0, ends, torch.cat([per_row, per_row]))
             coupling[objective.kept_theta] = total[objective.kept_position]
+            if low_rank:
+                return LowRankBlocks(segment[at_kept], other, both_curvature[at_kept], l2), coupling
+            blocks = segment_outer_sum(segment[at_kept], other, other, size, weights=both_curvature[at_kept])
         else:
             others = torch.cat([r_i, r_u])
             reach = _propagation_rows(objective, objective.kept_position.cpu().numpy())  # (kept x closure)
@@ -548,7 +606,7 @@ class BlockSolve:
     """Blocks that were not positive definite after damping and got their own extra shift."""
 
 
-def block_newton(blocks: torch.Tensor, b: torch.Tensor, damping: float,
+def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping: float,
                  row_damping: torch.Tensor | None = None) -> BlockSolve:
     """Solve (block_u + (damping + row_damping_u) I) x_u = b_u for every row at once (batched Cholesky).
 
@@ -557,7 +615,14 @@ def block_newton(blocks: torch.Tensor, b: torch.Tensor, damping: float,
     bound of the objective's model and cannot overshoot where the full Hessian is indefinite.
     A block still not positive definite (LightGCN's second-order term) is shifted so that its
     smallest eigenvalue becomes ``damping``: the damped Newton step of that row alone.
+    :class:`LowRankBlocks` are positive semi-definite, so ``damping`` > 0 is enough.
     """
+    if isinstance(blocks, LowRankBlocks):
+        shift = torch.full_like(blocks.diagonal, damping) + (0 if row_damping is None else row_damping)
+        x = blocks.solve(b, shift)
+        if not torch.isfinite(x).all():
+            raise SolverError("the per-row Newton solve returned a non-finite step; increase damping")
+        return BlockSolve(x, 0)
     eye = torch.eye(blocks.shape[-1], device=blocks.device, dtype=blocks.dtype)
     shift = damping if row_damping is None else (damping + row_damping)[:, None, None]
     damped = blocks + shift * eye
