@@ -11,6 +11,7 @@ code's quadratic minimisation by Adam, and a dense exact solve for tiny problems
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import warnings
@@ -389,12 +390,11 @@ def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: in
     by_size = torch.argsort(counts)
     by_size = by_size[counts[by_size] > 0]
     sizes = counts[by_size].tolist()
-    first = 0
-    while first < len(by_size):
-        last = first + 1  # sizes ascend: grow the group while the padding stays small and fits the budget
-        while (last < len(by_size) and sizes[last] <= spread * sizes[first] + 1
-               and (last + 1 - first) * sizes[last] * dim <= budget):
-            last += 1
+    first, n = 0, len(sizes)
+    while first < n:
+        # sizes ascend: the group takes the segments within ``spread`` of its first, as many as the budget allows
+        last = bisect.bisect_right(sizes, spread * sizes[first] + 1, first + 1)
+        last = max(first + 1, min(last, first + budget // (sizes[last - 1] * dim)))
         group, longest = by_size[first:last], sizes[last - 1]
         offsets = torch.arange(longest, device=segments.device)
         mask = offsets[None, :] < counts[group][:, None]
