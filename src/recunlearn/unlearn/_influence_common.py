@@ -261,7 +261,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         details["update"] = "applied"
         if guard:
             start = time.perf_counter()
-            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after)
+            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after, depends)
             details.update(valid_auc_update=with_update, valid_auc_no_update=without)
             if with_update < without:
                 details["update"] = "rejected: validation AUC worse than no update; fell back to no update"
@@ -295,10 +295,10 @@ class InfluenceUnlearner(ApproximateUnlearner):
 
     @torch.no_grad()
     def _guard_aucs(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
-                    graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+                    graph_after: sp.csr_matrix | None, reach: np.ndarray) -> tuple[float, float]:
         """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted
-        edges), from one scoring pass: only the validation rows the step can move (an end within
-        n_layers hops of a kept row) are scored again."""
+        edges), from one scoring pass: only the validation rows the step can move (an end in ``reach``,
+        the nodes within n_layers hops of a kept row) are scored again."""
         model, valid, n_users = self.model, self.valid, self.model.n_users
         saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
         if graph_after is not None:
@@ -306,8 +306,6 @@ class InfluenceUnlearner(ApproximateUnlearner):
         try:
             kept.scatter(model, before)
             scores = predict(model, valid.user, valid.item)
-            reach = expand(graph_after, kept.nodes(n_users), getattr(model, "n_layers", 0) if graph_after is not None else 0,
-                           size=n_users + model.n_items)
             moved = np.flatnonzero(rows_touching(valid, reach, n_users))
             kept.scatter(model, after)
             stepped = scores.copy()
