@@ -123,28 +123,32 @@ def test_attention_weights_and_ablations(fitted_apa, sample_split):
     fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default)
 
 
-def test_tau_is_chosen_by_leave_one_out_validation_auc(fitted_apa, sample_split):
-    """Each validation prompt is weighted by its other validation neighbours (never itself: its own
-    error would give its label away); the tau whose mixture of cached probabilities ranks best wins."""
+@pytest.mark.parametrize("holdout", ["user", "sample"])
+def test_tau_is_chosen_on_validation_with_each_prompt_held_out(fitted_apa, sample_split, holdout):
+    """Each validation prompt is weighted by validation neighbours it is held out from (never itself:
+    its own error would give its label away; with 'user', none of its user's prompts); the tau whose
+    mixture of cached probabilities ranks best wins."""
     _, valid, _ = sample_split
-    grid = (0.0, 10.0, 1000.0)
-    fitted_apa.set_options(weighting="attention", tau_grid=grid)
+    assert len(set(valid.user.tolist())) > 1
+    fitted_apa.set_options(weighting="attention", tau_grid=(0.0, 10.0, 1000.0), tau_holdout=holdout)
     assert set(fitted_apa.tau_selection) == {"0", "10", "1000"}
-    best = max(fitted_apa.tau_selection.values())
-    assert fitted_apa.tau_selection[f"{fitted_apa.tau_:g}"] == best
+    assert fitted_apa.tau_selection[f"{fitted_apa.tau_:g}"] == max(fitted_apa.tau_selection.values())
     rep = fitted_apa.representations(valid)
     rep = rep / np.linalg.norm(rep, axis=1, keepdims=True)
     sim = rep @ rep.T
-    np.fill_diagonal(sim, -np.inf)
-    near = np.argsort(-sim, axis=1)[:, :5]
+    held_out = np.eye(len(valid), dtype=bool)
+    if holdout == "user":
+        held_out |= valid.user[:, None] == valid.user[None, :]
+    sim[held_out] = -np.inf
     probs = 1 / (1 + np.exp(-fitted_apa.valid_logits.astype(np.float64)))
-    error = np.abs(probs[:, near] - valid.label[near]).mean(-1).T  # valid x K
+    errors = np.abs(probs - valid.label)  # K x valid
+    error = np.stack([errors[:, [j for j in np.argsort(-row)[:5] if np.isfinite(row[j])]].mean(1) for row in sim])
     w = np.exp(-10 * (error - error.min(1, keepdims=True)))
     mixed = ((w / w.sum(1, keepdims=True)) * probs.T).sum(1)
     assert fitted_apa.tau_selection["10"] == pytest.approx(auc(valid.label, mixed), abs=1e-6)
     fitted_apa.set_options(tau_grid=(7.0,))
     assert fitted_apa.tau_ == 7.0  # a one-value grid fixes tau
-    fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default)
+    fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default, tau_holdout="user")
 
 
 def test_forget_chooses_tau_again_from_the_retrained_adapters(tiny_causal, sample_split, tmp_path):
@@ -200,8 +204,8 @@ def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
         apa.fit(train.take([0]), valid)  # fewer samples than adapters
 
 
-def test_validation_logits_use_the_leave_one_out_weights(fitted_apa):
-    """At tau 0 the leave-one-out weights are equal, so the pass is the 'average' weighting's."""
+def test_validation_logits_use_the_held_out_weights(fitted_apa):
+    """At tau 0 the held-out weights are equal, so the pass is the 'average' weighting's."""
     fitted_apa.set_options(aggregation="ND", weighting="attention")
     equal = fitted_apa.validation_logits(0.0)
     assert equal.shape == (len(fitted_apa.valid),)

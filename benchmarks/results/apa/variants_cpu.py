@@ -58,6 +58,8 @@ PRESETS = {
                    "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 8, "patience": 2}},
     },
 }
+APA_OPTIONS = ("aggregation", "weighting", "tau", "tau_grid", "tau_holdout", "neighbours", "error")
+"""What a loaded APA takes from the preset and the variant (settings that need no retraining)."""
 LR_X_K = "lr x K"  # placeholder for the preset's lr times K, filled in by options()
 VARIANTS = {
     "retrain": ("llm-retrain", {}),
@@ -88,13 +90,21 @@ def options(common: dict, extra: dict) -> tuple[dict, dict]:
     return config, extra
 
 
-def run(variant: str, common: dict, train, valid, test) -> dict:
+def run(variant: str, common: dict, train, valid, test, save: Path | None = None, load: Path | None = None) -> dict:
     name, extra = VARIANTS[variant]
     config, extra = options(common, extra)
-    method = get_method(name)(config)
     start = time.perf_counter()
-    method.fit(train, valid)
-    row = {"variant": variant, "method": name, "options": extra, "fit_s": round(time.perf_counter() - start, 1),
+    if load is not None:  # a method fitted (and saved) by an earlier run: evaluated with the current code
+        method = get_method(name).load(load / variant)
+        if hasattr(method, "set_options"):
+            method.set_options(**{k: v for k, v in config.items() if k in APA_OPTIONS})
+    else:
+        method = get_method(name)(config)
+        method.fit(train, valid)
+    if save is not None:
+        method.save(save / variant)
+    fit_s = round(time.perf_counter() - start, 1) if load is None else "loaded"
+    row = {"variant": variant, "method": name, "options": extra, "fit_s": fit_s,
            "epochs": [i.get("epochs") for i in method.adapter_info],
            "best_epoch": [i.get("best_epoch") for i in method.adapter_info],
            "best_valid_auc": [i.get("best_valid_auc") for i in method.adapter_info]}
@@ -147,7 +157,7 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(preset: str, variants: list[str]) -> None:
+def main(preset: str, variants: list[str], save: Path | None = None, load: Path | None = None) -> None:
     torch.set_num_threads(1)
     setting = PRESETS[preset]
     out, bench, common = setting["out"], setting["bench"], setting["common"]
@@ -157,7 +167,7 @@ def main(preset: str, variants: list[str]) -> None:
                samples={"train": len(train), "valid": len(valid), "test": len(test),
                         "test_users": len(set(test.user.tolist())), "positive_rate_test": round(float(test.label.mean()), 4)})
     for variant in variants:
-        row = run(variant, common, train, valid, test)
+        row = run(variant, common, train, valid, test, save, load)
         print(json.dumps(row), flush=True)
         doc["rows"][variant] = row
         out.write_text(json.dumps(doc, indent=1))
@@ -168,8 +178,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", choices=list(PRESETS))
     parser.add_argument("variants", nargs="*", metavar="variant", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--save", type=Path, help="also save each fitted method under this folder (for later analysis)")
+    parser.add_argument("--load", type=Path, help="evaluate the methods --save wrote there instead of fitting them")
     args = parser.parse_args()
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    main(args.preset, args.variants or list(VARIANTS))
+    main(args.preset, args.variants or list(VARIANTS), args.save, args.load)
