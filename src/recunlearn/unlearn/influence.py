@@ -456,13 +456,20 @@ class LowRankBlocks:
                 gram = torch.bmm(z, z.transpose(1, 2))
                 gram.diagonal(dim1=1, dim2=2).add_(s[:, None])
                 zb = torch.bmm(z, b[group].unsqueeze(-1))
-                y = torch.cholesky_solve(zb, torch.linalg.cholesky(gram))
+                y = torch.cholesky_solve(zb, _cholesky(gram))
                 x[group] = (b[group] - torch.bmm(z.transpose(1, 2), y).squeeze(-1)) / s[:, None]
             else:
                 block = torch.bmm(z.transpose(1, 2), z)
                 block.diagonal(dim1=1, dim2=2).add_(s[:, None])
-                x[group] = torch.cholesky_solve(b[group].unsqueeze(-1), torch.linalg.cholesky(block)).squeeze(-1)
+                x[group] = torch.cholesky_solve(b[group].unsqueeze(-1), _cholesky(block)).squeeze(-1)
         return x
+
+
+def _cholesky(matrices: torch.Tensor) -> torch.Tensor:
+    factor, info = torch.linalg.cholesky_ex(matrices)
+    if (info > 0).any():  # positive definite in exact arithmetic; rounding can still break it
+        raise SolverError("a per-row Newton block is not positive definite in float precision; increase damping")
+    return factor
 
 
 def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.csr_matrix:
