@@ -9,6 +9,7 @@ retraining would never touch). Influence methods add the Newton step of :meth:`I
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -293,40 +294,40 @@ class InfluenceUnlearner(ApproximateUnlearner):
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""
         return 0.0
 
+    @contextlib.contextmanager
+    def _trial(self, kept: KeptRows, graph_after: sp.csr_matrix | None):
+        """Inside: the model scores with the graph without the deleted edges and its kept rows may be
+        set freely; on leaving, both are as they were."""
+        model = self.model
+        saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
+        if graph_after is not None:
+            model.adjacency = self._after_adjacency(graph_after)
+        try:
+            yield model
+        finally:
+            kept.scatter(model, saved_rows)
+            if graph_after is not None:
+                model.adjacency = saved_graph
+
     @torch.no_grad()
     def _guard_aucs(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
                     graph_after: sp.csr_matrix | None, reach: np.ndarray) -> tuple[float, float]:
         """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted
         edges), from one scoring pass: only the validation rows the step can move (an end in ``reach``,
         the nodes within n_layers hops of a kept row) are scored again."""
-        model, valid, n_users = self.model, self.valid, self.model.n_users
-        saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
-        if graph_after is not None:
-            model.adjacency = self._after_adjacency(graph_after)
-        try:
+        valid = self.valid
+        with self._trial(kept, graph_after) as model:
             kept.scatter(model, before)
             scores = predict(model, valid.user, valid.item)
-            moved = np.flatnonzero(rows_touching(valid, reach, n_users))
+            moved = np.flatnonzero(rows_touching(valid, reach, model.n_users))
             kept.scatter(model, after)
             stepped = scores.copy()
             stepped[moved] = predict(model, valid.user[moved], valid.item[moved])
-        finally:
-            kept.scatter(model, saved_rows)
-            if graph_after is not None:
-                model.adjacency = saved_graph
         return roc_auc(valid.label, scores), roc_auc(valid.label, stepped)
 
     @torch.no_grad()
     def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
         """Validation AUC with the kept rows set to ``values`` (and the graph without the deleted edges)."""
-        model = self.model
-        saved_rows, saved_graph = kept.gather(model), getattr(model, "adjacency", None)
-        kept.scatter(model, values)
-        if graph_after is not None:
-            model.adjacency = self._after_adjacency(graph_after)
-        try:
+        with self._trial(kept, graph_after) as model:
+            kept.scatter(model, values)
             return valid_auc(model, self.valid)
-        finally:
-            kept.scatter(model, saved_rows)
-            if graph_after is not None:
-                model.adjacency = saved_graph
