@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
@@ -15,7 +16,7 @@ from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObj
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           conjugate_gradient, dense_hessian, exact_solve, gradient,
                                           hessian_blocks, hessian_vector_product, lissa, quadratic_adam,
-                                          sample_rows_per_node, segment_outer_sum, solve)
+                                          sample_neighbours, sample_rows_per_node, segment_outer_sum, solve)
 
 
 def trained_like(config, data, seed=0, std=0.3):
@@ -178,6 +179,48 @@ def test_hessian_blocks_are_the_diagonal_blocks_of_the_hessian(tiny_split, confi
     assert (coupling.double() >= true_coupling - 1e-5).all(), "the coupling bound must bound the true coupling"
     majorant = torch.block_diag(*(expected + coupling.double()[:, None, None] * torch.eye(4, dtype=torch.float64)))
     assert torch.linalg.eigvalsh(majorant - matrix).min() > -1e-5, "block diagonal + coupling >= Hessian"
+
+
+def test_blocks_on_every_neighbour_drawn_are_the_full_blocks(tiny_split):
+    """A neighbour sample that holds every neighbour (per_node >= degree) gives the same blocks and
+    coupling as the full propagation rows."""
+    train = tiny_split.train
+    model = trained_like(LightGCNConfig(dim=4, n_layers=1), train, std=0.4)
+    kept = KeptRows(np.array([0, 3, 9, 11]), np.array([1, 4, 6]))
+    graph = graph_of(model)
+    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.05, graph)
+    everything = sample_neighbours(graph, kept.nodes(train.n_users), int(np.diff(graph.indptr).max()))
+    expected, expected_coupling = hessian_blocks(objective)
+    blocks, coupling = hessian_blocks(objective, neighbours=everything)
+    torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(coupling, expected_coupling, rtol=1e-5, atol=1e-6)
+
+
+def test_neighbour_sample_is_bounded_and_unbiased(tiny_split):
+    """At most per_node neighbours besides the node itself, and the weighted sums of P and P^2 over
+    any node values average to the sums over the whole propagation rows."""
+    model = trained_like(LightGCNConfig(dim=4, n_layers=1), tiny_split.train)
+    graph = graph_of(model)
+    nodes = np.argsort(-np.diff(graph.indptr))[:6]  # the busiest nodes
+    assert np.diff(graph.indptr)[nodes].min() > 3
+    value = np.random.default_rng(0).random(graph.shape[0])
+    full = (sp.identity(graph.shape[0], format="csr") + graph)[nodes] / 2
+    exact_linear, exact_squared = full @ value, full.multiply(full) @ value
+    linear, squared = [], []
+    for seed in range(400):
+        sample = sample_neighbours(graph, nodes, 3, seed=seed)
+        assert (np.diff(sample.linear.indptr) <= 4).all()
+        assert len(sample.nodes) <= 4 * len(nodes)
+        linear.append(sample.linear @ value)
+        squared.append(sample.squared @ value)
+    np.testing.assert_allclose(np.mean(linear, 0), exact_linear, rtol=0.05)
+    np.testing.assert_allclose(np.mean(squared, 0), exact_squared, rtol=0.05)
+    with pytest.raises(ValueError, match="one-layer"):
+        two = trained_like(LightGCNConfig(dim=4, n_layers=2), tiny_split.train)
+        kept = KeptRows(np.array([0]), np.array([1]))
+        train = tiny_split.train
+        objective = RestrictedObjective(two, kept, train.user, train.item, train.label, 1.0, 0.0, graph_of(two))
+        hessian_blocks(objective, neighbours=sample_neighbours(graph_of(two), kept.nodes(train.n_users), 3))
 
 
 def test_segment_outer_sum_matches_a_loop():

@@ -157,6 +157,49 @@ def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per
     return rows, (1.0 / (1.0 - probability_not[rows])).astype(np.float32)
 
 
+@dataclass
+class NeighbourSample:
+    """Rows of one-layer LightGCN's propagation P = (I + A) / 2 for the kept nodes, each holding the
+    node itself and at most ``per_node`` of its graph neighbours (drawn uniformly, without
+    replacement): ``linear`` holds P / pi and ``squared`` P^2 / pi at the drawn entries (pi = the
+    entry's inclusion probability), so sum_n P_nu x_n and sum_n P_nu^2 x_n over a node's whole row
+    are estimated without bias by the same sums over its drawn entries. Rows: the kept nodes in
+    order; columns: every node (users, then items)."""
+
+    linear: sp.csr_matrix
+    squared: sp.csr_matrix
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """Every node drawn (the kept nodes among them): the nodes whose row sums the blocks need."""
+        return np.unique(self.linear.indices)
+
+
+def sample_neighbours(graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, seed: int = 0) -> NeighbourSample:
+    """:class:`NeighbourSample` of ``nodes`` on the normalised adjacency ``graph``: what makes a kept
+    node's Hessian block cost follow ``per_node`` rather than its degree (a popular item's block
+    otherwise sums the rows of every user who rated it)."""
+    nodes = np.asarray(nodes, np.int64)
+    rows = graph[nodes].tocsr()
+    rows.sum_duplicates()
+    degree = np.diff(rows.indptr)
+    owner = np.repeat(np.arange(len(nodes)), degree)
+    order = np.lexsort((np.random.default_rng(seed).random(rows.nnz), owner))  # each row's entries, shuffled
+    rank = np.empty(rows.nnz, np.int64)
+    rank[order] = np.arange(rows.nnz) - rows.indptr[owner[order]]
+    drawn = rank < per_node
+    inverse = np.maximum(1.0, degree / per_node)[owner[drawn]]  # 1 / pi
+    values = rows.data[drawn].astype(np.float64) / 2  # P_nu = A_nu / 2 off the diagonal
+    own = np.arange(len(nodes))
+    row = np.concatenate([own, owner[drawn]])
+    column = np.concatenate([nodes, rows.indices[drawn]])
+    p = np.concatenate([np.full(len(nodes), 0.5), values])  # P_uu = 1 / 2, drawn always
+    weight = np.concatenate([np.ones(len(nodes)), inverse])
+    shape = (len(nodes), graph.shape[1])
+    return NeighbourSample(sp.csr_matrix((p * weight, (row, column)), shape=shape),
+                           sp.csr_matrix((p * p * weight, (row, column)), shape=shape))
+
+
 class RestrictedObjective:
     """sum_r w_r f_r(theta) over given training rows, as a function of the kept rows ``theta``.
 
@@ -483,7 +526,7 @@ def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.cs
     return (total / (objective.n_layers + 1)).tocsr()
 
 
-def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix | None) -> tuple[np.ndarray, ...]:
     """Every (kept node u, training row r = (v, j)) with P_vu P_ju != 0: u's slot in ``reach``'s rows,
     the row, and P_vu P_ju.
 
@@ -513,7 +556,7 @@ def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix) 
     return both.row, both.col, both.data
 
 
-def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False
+def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neighbours: NeighbourSample | None = None
                    ) -> tuple[torch.Tensor | LowRankBlocks, torch.Tensor]:
     """The exact (dim x dim) diagonal blocks of the Hessian of ``objective``, one per kept row, and
     per row an upper bound of its coupling to all other rows, sum_{w != u} ||H_uw||_2.
@@ -534,6 +577,8 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False
     that is sum over u's rows of sigma' |r_u| |r_i| + |sigma - y|. Linear in the rows.
 
     ``low_rank``: for MF, return the blocks as :class:`LowRankBlocks` (their rows), not formed.
+    ``neighbours`` (one-layer LightGCN): the sums over P's rows run over a sample of each kept
+    node's neighbours (:func:`sample_neighbours`, unbiased), so only the drawn nodes' M are formed.
     """
     with torch.no_grad():
         base = objective.embeddings()
@@ -567,15 +612,28 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False
             blocks = segment_outer_sum(segment[at_kept], other, other, size, weights=both_curvature[at_kept])
         else:
             others = torch.cat([r_i, r_u])
-            reach = _propagation_rows(objective, objective.kept_position.cpu().numpy())  # (kept x closure)
-            needed = np.unique(reach.indices)  # the nodes whose M reaches a kept row
+            if neighbours is None:
+                reach = _propagation_rows(objective, objective.kept_position.cpu().numpy())  # (kept x closure)
+                needed = np.unique(reach.indices)  # the nodes whose M reaches a kept row
+                near = reach[:, needed]
+                near_squared = near.multiply(near).tocsr()
+            else:
+                if objective.n_layers != 1:
+                    raise ValueError("sampled neighbours stand for one-layer propagation only")
+                reach = None
+                drawn = neighbours.nodes
+                needed = np.searchsorted(objective.closure, drawn)  # closure positions
+                if (needed >= objective.size).any() or (objective.closure[needed.clip(max=objective.size - 1)] != drawn).any():
+                    raise ValueError("every sampled neighbour must be an end of the objective's rows")
+                kept_rows = objective.kept_theta.cpu().numpy()
+                near = neighbours.linear[kept_rows][:, drawn].tocsr()
+                near_squared = neighbours.squared[kept_rows][:, drawn].tocsr()
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
             slot[torch.as_tensor(needed, device=device)] = torch.arange(len(needed), device=device)
             own = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature).reshape(
                 len(needed), dim * dim)
-            near = reach[:, needed]
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
-            squared = scipy_to_adjacency(near.multiply(near).tocsr(), device)
+            squared = scipy_to_adjacency(near_squared, device)
             spread = torch.sparse.mm(squared, own).reshape(-1, dim, dim)
             blocks = torch.zeros((size, dim, dim), device=device)
             blocks[objective.kept_theta] = spread
