@@ -194,6 +194,13 @@ def test_blocks_on_every_neighbour_drawn_are_the_full_blocks(tiny_split):
     blocks, coupling = hessian_blocks(objective, neighbours=everything)
     torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(coupling, expected_coupling, rtol=1e-5, atol=1e-6)
+    # a kept node none of the rows touch (an item seen only in validation, say) has no block, and no
+    # place in the sums, sampled or not
+    assert graph[3].nnz > 0
+    rows = (train.user != 3) & ~np.isin(train.item, graph[3].indices - train.n_users)  # nor its items
+    objective = RestrictedObjective(model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.05, graph)
+    expected, _ = hessian_blocks(objective)
+    torch.testing.assert_close(hessian_blocks(objective, neighbours=everything)[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_neighbour_sample_is_bounded_and_unbiased(tiny_split):

@@ -621,13 +621,13 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 if objective.n_layers != 1:
                     raise ValueError("sampled neighbours stand for one-layer propagation only")
                 reach = None
-                drawn = neighbours.nodes
+                kept_rows = objective.kept_theta.cpu().numpy()  # kept nodes with rows (the others have no block)
+                linear, near_squared = neighbours.linear[kept_rows], neighbours.squared[kept_rows]
+                drawn = np.unique(linear.indices)
                 needed = np.searchsorted(objective.closure, drawn)  # closure positions
                 if (needed >= objective.size).any() or (objective.closure[needed.clip(max=objective.size - 1)] != drawn).any():
                     raise ValueError("every sampled neighbour must be an end of the objective's rows")
-                kept_rows = objective.kept_theta.cpu().numpy()
-                near = neighbours.linear[kept_rows][:, drawn].tocsr()
-                near_squared = neighbours.squared[kept_rows][:, drawn].tocsr()
+                near, near_squared = linear[:, drawn].tocsr(), near_squared[:, drawn].tocsr()
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
             slot[torch.as_tensor(needed, device=device)] = torch.arange(len(needed), device=device)
             own = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature).reshape(
