@@ -50,6 +50,20 @@ def test_forget_retrains_exactly_the_affected_adapter(shared, tiny_causal, sampl
     assert report.parts[1].data_hash_after == train.take(keep).content_hash()
 
 
+def test_validation_every_few_epochs_scores_the_same_epochs_as_every_epoch(tiny_causal, sample_split):
+    """eval_every=2 validates after epochs 2 and 3 (the last), with the very scores an every-epoch run
+    gets there (validating draws nothing from the training's random streams), and keeps the best."""
+    train, valid, _ = sample_split
+    config = get_method("llm-retrain")(method_config(tiny_causal)).config
+    runs = {}
+    for every in (1, 2):
+        settings = config.train.model_copy(update={"max_epochs": 3, "patience": 5, "eval_every": every})
+        runs[every] = train_adapter(AdapterJob(0, config.backbone, config.lora, settings, 0, train, valid, "cpu"))
+    every_epoch, sparse = runs[1].info["valid_history"], runs[2].info["valid_history"]
+    assert len(every_epoch) == 3 and sparse == every_epoch[1:]
+    assert runs[2].info["epochs"] == 3 and runs[2].info["best_epoch"] == 2 + int(np.argmax(sparse))
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_adapters_share_their_initialisation_only_when_asked(shared, tiny_encoder, sample_split):
     train, valid, _ = sample_split

@@ -21,7 +21,8 @@ def apa(
     n_valid: int = typer.Option(500, help="Validation samples."),
     n_test: int = typer.Option(1000, help="Test samples."),
     max_epochs: int = typer.Option(8, help="Epochs at most per adapter."),
-    patience: int = typer.Option(2, help="Early-stopping patience (epochs without a better validation AUC)."),
+    patience: int = typer.Option(2, help="Early-stopping patience (validations without a better validation AUC)."),
+    eval_every: int = typer.Option(1, help="Validate every this many epochs (TALLRec: 5)."),
     lr: float = typer.Option(1e-3, help="Adapter learning rate."),
     demo: bool = typer.Option(False, help="The demo preset (about a minute on 2 CPU cores)."),
     quick: bool = typer.Option(False, help="Seconds-long smoke run with a tiny random model."),
@@ -43,7 +44,7 @@ def apa(
     else:
         config = ApaBenchConfig(data=data, backbone={"name": backbone}, n_train=n_train, n_valid=n_valid,
                                 n_test=n_test, train={"lr": lr, "batch_size": 16, "max_epochs": max_epochs,
-                                                      "patience": patience}, **overrides)
+                                                      "patience": patience, "eval_every": eval_every}, **overrides)
     results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     typer.echo(markdown_table(results))
     console.print(f"results: {out}")
