@@ -112,3 +112,26 @@ def test_peft_format_round_trip_loads_in_peft(setup, tmp_path):
     ids, mask = collate(tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
     with torch.no_grad():
         assert np.abs(model(ids, mask).numpy() - ours).max() < 1e-5
+
+
+def test_predict_logits_batches_by_length_and_keeps_order_and_weights(setup):
+    """Prompts are batched shortest first; each logit lands at its prompt's position and is scored with
+    that prompt's own mixture weights (``before_batch`` gets the batch's positions)."""
+    backbone, lora, paths, adapters, tokens, weights = setup
+    tokens = [t[: len(t) - 7 * i] for i, t in enumerate(tokens)]  # lengths differ: sorting reorders them
+    assert len({len(t) for t in tokens}) == len(tokens)
+    scorer = fresh_scorer(backbone)
+    mixture = build_mixture(scorer, paths, lora.r, lora.scaling, K, "ND")
+    for k, adapter in enumerate(adapters):
+        load_adapter(scorer, k, adapter)
+    seen = []
+
+    def before(rows):
+        seen.append(rows.tolist())
+        mixture.set(weights=weights[rows])
+
+    batched = predict_logits(scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"), 2, before)
+    assert seen[0] == [4, 3] and sorted(sum(seen, [])) == list(range(len(tokens)))
+    for b in range(len(tokens)):
+        alone = _mixture_scores(backbone, lora, paths, adapters, [tokens[b]], weights[b : b + 1], "ND")
+        assert abs(batched[b] - alone[0]) < 1e-5
