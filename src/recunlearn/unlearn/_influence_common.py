@@ -169,13 +169,14 @@ class InfluenceConfig(CFMethodConfig):
     guard: bool = True
     """Keep the update only if validation AUC is not worse than with no update (else fall back to
     no update and say so in the report); needs validation data."""
-    hessian_rows_per_node: int | None = Field(16, ge=1)
+    hessian_rows_per_node: int | None = Field(8, ge=1)
     """The Hessian is summed over a sample of the remaining rows in which every user and item draws
     this many of its rows (all, if it has fewer), each weighted by 1 / its inclusion probability (an
     unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.sample_rows_per_node`), so its
     cost follows the nodes involved, not their degrees. The gradient is never sampled. None sums over
-    every row (exact). 16 gave the exact sum's test AUC to four decimals on ML-100K (docs/ifru.md)."""
-    hessian_neighbours_per_node: int | None = Field(16, ge=1)
+    every row (exact). 16 gave the exact sum's test AUC to four decimals on ML-100K; 8, 16 and 4 agree to
+    1e-4 and 8 takes a quarter less time than 16 (docs/ifru.md, `benchmarks/results/ifru/sample_sizes.py`)."""
+    hessian_neighbours_per_node: int | None = Field(8, ge=1)
     """One-layer LightGCN with the block solver: a kept node's Hessian block sums, besides its own
     rows, the rows of every graph neighbour (a popular item: every user who rated it); it sums
     them over a uniform sample of at most this many neighbours instead, weighted by 1 / their

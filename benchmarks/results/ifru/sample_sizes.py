@@ -1,0 +1,72 @@
+"""IFRU's Hessian sample sizes on ML-100K (issue #3): for each model and seed, one original model and
+one retraining (the label-flip protocol of `recunlearn bench ifru`, 2% flipped), then IFRU at each
+(rows per node, neighbours per node) setting, three `forget` calls each from the same original model:
+median wall time and test AUC (overall / OR / AND). Evidence behind the defaults of
+`InfluenceConfig.hessian_rows_per_node` and `hessian_neighbours_per_node`.
+
+Run from the repository root:
+    OMP_NUM_THREADS=1 RECUNLEARN_DEVICE=cpu .venv/bin/python benchmarks/results/ifru/sample_sizes.py \
+        [--seeds 0 1 2] [--sizes 16x16 8x8] [--out benchmarks/results/ifru/sample_sizes_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from recunlearn.bench.experiment import DataSpec, environment, prepare
+from recunlearn.data import label_flip_attack
+from recunlearn.evaluate.metrics import auc_report
+from recunlearn.unlearn import get_method
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mf", "lightgcn"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--sizes", nargs="+", default=["16x16", "8x8"], help="ROWSxNEIGHBOURS per node")
+    parser.add_argument("--out", default="benchmarks/results/ifru/sample_sizes_cpu.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes]
+    split = prepare(DataSpec(dataset="ml-100k-shared"))
+    rows = []
+    for kind in args.models:
+        for seed in args.seeds:
+            polluted, request = label_flip_attack(split.train, 0.02, seed)
+            removed = polluted.take(request.rows(polluted))
+            settings = {"model": {"kind": kind}, "train": {"seed": seed}}
+            reference = get_method("retrain")(settings).fit(polluted, split.valid)
+            original = auc_report(reference, split.test, removed)
+            copies = {size: [get_method("ifru").adopt(reference, {**settings, "hessian_rows_per_node": size[0],
+                                                                   "hessian_neighbours_per_node": size[1]})
+                             for _ in range(3)] for size in sizes}
+            retrain_s = reference.forget(request).seconds
+            row = {"model": kind, "seed": seed, "retrain_s": round(retrain_s, 3), "auc_original": original,
+                   "auc_retrain": auc_report(reference, split.test, removed), "ifru": {}}
+            for size, methods in copies.items():
+                seconds = statistics.median(m.forget(request).seconds for m in methods)
+                row["ifru"][f"{size[0]}x{size[1]}"] = {"forget_s": round(seconds, 4), "speedup": round(retrain_s / seconds, 1),
+                                                       **auc_report(methods[0], split.test, removed)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    Path(args.out).write_text(json.dumps({"rows": rows, "environment": environment(), "command": vars(args)}, indent=1))
+    lines = ["| model | seed | retrain s | AUC original / retrain | " + " | ".join(
+        f"IFRU {s} s (speed-up) | IFRU {s} AUC" for s in args.sizes) + " |", "|---" * (4 + 2 * len(sizes)) + "|"]
+    for r in rows:
+        cells = [r["model"], str(r["seed"]), f"{r['retrain_s']:.2f}",
+                 f"{r['auc_original']['auc']:.4f} / {r['auc_retrain']['auc']:.4f}"]
+        for s in args.sizes:
+            v = r["ifru"][s]
+            cells += [f"{v['forget_s']:.3f} ({v['speedup']:.0f}x)", f"{v['auc']:.5f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
