@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 import time
 import tomllib
@@ -225,10 +226,27 @@ def environment() -> dict[str, Any]:
 
     from recunlearn import __version__
 
-    return {"recunlearn": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "processor": platform.machine(),
-            "threads": torch.get_num_threads(),
+    return {"recunlearn": __version__, "commit": source_commit(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
+            "processor": platform.machine(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def source_commit() -> str | None:
+    """The git commit of the package's source tree, with '+changes' if it has uncommitted changes
+    (None outside a git checkout, e.g. an installed wheel): results say which code produced them."""
+    here = Path(__file__).resolve()
+    root = here.parents[3]
+    if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def _jsonable(value: Any) -> Any:
