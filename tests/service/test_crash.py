@@ -3,7 +3,8 @@ published twice, the served version is always complete, and no deleted interacti
 
 The worker runs in a forked child (the same code path as `recunlearn worker`, without re-importing
 torch for each of the kills); its ``stage`` hook kills it with SIGKILL at a named step, at the n-th
-time it gets there, or a given time after it gets there (landing inside retraining or saving).
+time it gets there, or a given time after it gets there (landing inside retraining or saving, or
+just after the pass where the machine outruns the delay).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.service.audit import verify_request
@@ -56,7 +58,9 @@ KILLS = [
 
 
 def _run_worker(home_path: str, stage_name: str, nth: int, delay: float) -> None:
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool: it would hang
     seen = Counter()
+    timers: list[threading.Timer] = []
 
     def kill_now() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -65,11 +69,14 @@ def _run_worker(home_path: str, stage_name: str, nth: int, delay: float) -> None
         seen[name] += 1
         if name == stage_name and seen[name] == nth:
             if delay:
-                threading.Timer(delay, kill_now).start()
+                timers.append(threading.Timer(delay, kill_now))
+                timers[-1].start()
             else:
                 kill_now()
 
     Worker(ServiceHome(home_path), stage=stage).run(drain=True)
+    for timer in timers:  # the pass outran the delay (a fast machine): the kill lands just after it
+        timer.join()
     os._exit(0)
 
 
