@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
 
 import torch
 
+from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
 from recunlearn.evaluate.metrics import auc_report
@@ -54,18 +54,19 @@ def main() -> None:
                                                        **auc_report(methods[0], split.test, removed)}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    Path(args.out).write_text(json.dumps({"rows": rows, "environment": environment(), "command": vars(args)}, indent=1))
-    lines = ["| model | seed | retrain s | AUC original / retrain | " + " | ".join(
-        f"IFRU {s} s (speed-up) | IFRU {s} AUC" for s in args.sizes) + " |", "|---" * (4 + 2 * len(sizes)) + "|"]
+    header = ["model", "seed", "retrain s", "AUC original / retrain"]
+    header += [cell for s in args.sizes for cell in (f"IFRU {s} s (speed-up)", f"IFRU {s} AUC")]
+    cells = []
     for r in rows:
-        cells = [r["model"], str(r["seed"]), f"{r['retrain_s']:.2f}",
-                 f"{r['auc_original']['auc']:.4f} / {r['auc_retrain']['auc']:.4f}"]
+        line = [r["model"], str(r["seed"]), f"{r['retrain_s']:.2f}",
+                f"{r['auc_original']['auc']:.4f} / {r['auc_retrain']['auc']:.4f}"]
         for s in args.sizes:
             v = r["ifru"][s]
-            cells += [f"{v['forget_s']:.3f} ({v['speedup']:.0f}x)", f"{v['auc']:.5f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            line += [f"{v['forget_s']:.3f} ({v['speedup']:.0f}x)", f"{v['auc']:.5f}"]
+        cells.append(line)
+    table = markdown_grid(header, cells)
+    write_document({"rows": rows, "environment": environment(), "command": vars(args)}, args.out, table)
+    print(table)
 
 
 if __name__ == "__main__":
