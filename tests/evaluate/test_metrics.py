@@ -67,3 +67,5 @@ def test_rank_auc_agrees_with_scikit_learn():
     labels = rng.integers(0, 2, 5000)
     scores = np.round(rng.normal(labels * 0.5, 1.0), 1)  # rounding makes many ties
     assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(auc(labels, np.where(np.arange(5000) == 7, np.nan, scores)))
+    assert np.isnan(auc(np.ones(10), scores[:10]))

@@ -69,13 +69,18 @@ def test_a_user_removed_entirely_goes_back_to_its_initial_row(tiny_split, config
 
 def test_influence_moves_towards_retraining(tiny_split):
     """With the guard off and training run to convergence, the Newton step brings the scores closer
-    to the retrained model's than the original model's are (on the removed rows and on test)."""
+    to the retrained model's than the original model's are (on the removed rows and on test).
+
+    The CG step uses the exact Hessian: on 506 rows the default 8-rows-per-node sample changes
+    how far the step goes from draw to draw (0.35-0.87 of the test distance left over 8 draws),
+    though never its direction, which the default per-row step below checks."""
     converged = {"max_epochs": 150, "patience": 150, "batch_size": 4096, "lr": 0.02, "l2": 0.05, "seed": 0}
     train = tiny_split.train
     request = DeletionRequest.from_rows(train, np.arange(0, len(train), 9))
     original = get_method("retrain")(train=converged).fit(train, None)
-    method = get_method("if").adopt(original, {"guard": False, "solver": {"method": "cg", "tol": 1e-6}})
-    per_row = get_method("if").adopt(original, {"guard": False})  # the default 'block' solver
+    method = get_method("if").adopt(original, {"guard": False, "solver": {"method": "cg", "tol": 1e-6},
+                                               "hessian_rows_per_node": None})
+    per_row = get_method("if").adopt(original, {"guard": False})  # the default 'block' solver, sampled Hessian
     assert parameter_distance(method, original) == 0.0
     removed = train.take(request.rows(train))
     original.forget(request)  # now the retrained model

@@ -58,12 +58,19 @@ class DeletionRequest(BaseModel):
     def size(self) -> int:
         return len(self.pairs) + len(self.users) + len(self.items) + len(self.samples)
 
-    def rows(self, data: Interactions) -> np.ndarray:
+    def pair_keys(self, data: Interactions) -> np.ndarray:
+        """The named pairs as ``data``'s row keys (user index x n_items + item index, as
+        :attr:`Interactions.pair_keys`); raises :class:`UnknownIdError` for ids outside its vocabularies."""
+        u = data.users.index([p[0] for p in self.pairs])
+        return u * np.int64(data.n_items) + data.items.index([p[1] for p in self.pairs])
+
+    def rows(self, data: Interactions, pair_keys: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of the rows of ``data`` this request removes.
 
         Raises :class:`UnknownIdError` if it names users or items outside the vocabularies.
         Pairs whose user and item are known but that have no row are simply not matched: the
-        caller decides whether that is 'already forgotten' or 'never seen'.
+        caller decides whether that is 'already forgotten' or 'never seen'. ``pair_keys``:
+        :meth:`pair_keys` of ``data`` when the caller has it already.
         """
         mask = np.zeros(len(data), dtype=bool)
         for names, vocabulary, column in ((self.users, data.users, data.user), (self.items, data.items, data.item)):
@@ -72,9 +79,7 @@ class DeletionRequest(BaseModel):
                 named[vocabulary.index(names)] = True
                 mask |= named[column]
         if self.pairs:
-            u = data.users.index([p[0] for p in self.pairs])
-            i = data.items.index([p[1] for p in self.pairs])
-            mask |= member_mask(data.pair_keys, u * np.int64(data.n_items) + i)
+            mask |= member_mask(data.pair_keys, self.pair_keys(data) if pair_keys is None else pair_keys)
         if self.samples:
             raise UnknownIdError("this data has no samples; sample ids apply to prompt datasets")
         return mask

@@ -268,11 +268,10 @@ class Unlearner(ABC):
 
     def _rows_of(self, request: DeletionRequest) -> np.ndarray:
         """Rows of the current training data the request removes; unknown ids and never-seen pairs raise."""
-        mask = request.rows(self.train)
-        if request.pairs:
-            data = self.train
-            keys = (data.users.index([p[0] for p in request.pairs]) * np.int64(data.n_items)
-                    + data.items.index([p[1] for p in request.pairs]))
+        data = self.train
+        keys = request.pair_keys(data) if request.pairs else None
+        mask = request.rows(data, keys)
+        if keys is not None:
             present = member_mask(keys, data.pair_keys[mask]) | member_mask(keys, np.fromiter(self._forgotten, np.int64))
             if not present.all():
                 bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]

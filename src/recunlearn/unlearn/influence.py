@@ -119,6 +119,20 @@ def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int 
     return np.flatnonzero(marked)
 
 
+def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each element's rank among the elements of its group (a non-negative integer id) in a uniformly
+    random order, and the groups' sizes: drawing the elements of rank < k draws k of each group
+    uniformly without replacement. A random permutation then a stable sort by group (torch's radix
+    sort of integer keys: about 4x faster than sorting random float keys with numpy)."""
+    groups = np.asarray(groups, np.int64)
+    shuffle = rng.permutation(len(groups))
+    order = shuffle[torch.sort(torch.from_numpy(groups[shuffle]), stable=True).indices.numpy()]
+    size = np.bincount(groups)
+    rank = np.empty(len(groups), np.int64)
+    rank[order] = np.arange(len(groups)) - (np.cumsum(size) - size)[groups[order]]
+    return rank, size
+
+
 def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per_node: int,
                          seed: int = 0, drawing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A sample of training rows that holds ``per_node`` rows of every node (all of them where it has
@@ -142,11 +156,7 @@ def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per
     probability_not = np.ones(len(users))
     draws = np.zeros(len(users), bool)
     for ends in (users, items):
-        order = np.argsort(ends + rng.random(len(ends)))  # each node's rows, in random order
-        degree = np.bincount(ends)
-        first = np.cumsum(degree) - degree
-        rank = np.empty(len(ends), np.int64)
-        rank[order] = np.arange(len(ends)) - first[ends[order]]
+        rank, degree = shuffled_ranks(ends, rng)
         draws_here = np.ones(len(ends), bool) if drawing is None else drawing[ends]
         chosen |= (rank < per_node) & draws_here
         probability_not *= np.where(draws_here, 1.0 - np.minimum(1.0, per_node / degree[ends]), 1.0)
@@ -184,9 +194,7 @@ def sample_neighbours(graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, se
     rows.sum_duplicates()
     degree = np.diff(rows.indptr)
     owner = np.repeat(np.arange(len(nodes)), degree)
-    order = np.lexsort((np.random.default_rng(seed).random(rows.nnz), owner))  # each row's entries, shuffled
-    rank = np.empty(rows.nnz, np.int64)
-    rank[order] = np.arange(rows.nnz) - rows.indptr[owner[order]]
+    rank, _ = shuffled_ranks(owner, np.random.default_rng(seed))
     drawn = rank < per_node
     inverse = np.maximum(1.0, degree / per_node)[owner[drawn]]  # 1 / pi
     values = rows.data[drawn].astype(np.float64) / 2  # P_nu = A_nu / 2 off the diagonal
@@ -635,15 +643,31 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
             squared = scipy_to_adjacency(near_squared, device)
             spread = torch.sparse.mm(squared, own).reshape(-1, dim, dim)
-            blocks = torch.zeros((size, dim, dim), device=device)
-            blocks[objective.kept_theta] = spread
+            if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
+                blocks = spread
+            else:
+                blocks = torch.zeros((size, dim, dim), device=device)
+                blocks[objective.kept_theta] = spread
             slot_of_both, row_of_both, product = _reached_by_both_ends(objective, reach)
             kept_index = objective.kept_theta[torch.as_tensor(slot_of_both, dtype=torch.long, device=device)]
             row = torch.as_tensor(row_of_both, dtype=torch.long, device=device)
             w = torch.as_tensor(product, dtype=torch.float32, device=device)
-            cross = segment_outer_sum(kept_index, r_i[row], r_u[row], size, weights=w * curvature[row])
+            if objective.n_layers == 1:
+                # u is an end of each of its rows, so X_u = S_u r_u' (u the user) or r_u S_u' (the item),
+                # S_u = sum of the weighted other ends: rank one, no per-row outer product
+                position_of = torch.zeros(size, dtype=torch.long, device=device)
+                position_of[objective.kept_theta] = objective.kept_position
+                at_user_end = objective.row_u[row] == position_of[kept_index]
+                other_end = torch.where(at_user_end[:, None], r_i[row], r_u[row])
+                partners = torch.zeros((size, dim), device=device).index_add_(
+                    0, kept_index, (w * curvature[row])[:, None] * other_end)
+                own_rep = reps[position_of]
+                blocks.baddbmm_(partners[:, :, None], own_rep[:, None, :]).baddbmm_(own_rep[:, :, None],
+                                                                                     partners[:, None, :])
+            else:
+                cross = segment_outer_sum(kept_index, r_i[row], r_u[row], size, weights=w * curvature[row])
+                blocks += cross + cross.transpose(1, 2)
             second = torch.zeros(size, device=device).index_add_(0, kept_index, 2 * w * residual[row])
-            blocks += cross + cross.transpose(1, 2)
             l2 = l2 + second
             row_sum = objective.model.propagate(torch.ones((objective.size, 1), device=device),
                                                 objective.adjacency).squeeze(1)  # s = P 1
@@ -658,7 +682,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                                               - torch.sparse.mm(squared, own_square[needed_t][:, None])).squeeze(1)
             coupling.index_add_(0, kept_index, -2 * w * (curvature[row] * norm_u[row] * norm_i[row] + magnitude[row]))
             coupling.clamp_(min=0)
-        blocks += l2[:, None, None] * torch.eye(dim, device=device)
+        blocks.diagonal(dim1=1, dim2=2).add_(l2[:, None])
     return blocks, coupling
 
 
