@@ -279,21 +279,22 @@ class RestrictedObjective:
     def _propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
 
-    def pair_pattern(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pair_pattern(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows as a symmetric closure x closure CSR pattern, each row stored at (u, i) and at (i, u):
-        (crow indices, column indices, the row of each entry). Built once and shared with
-        :meth:`on_graph` twins, so logits come from a sampled dense-dense product and per-node sums
-        from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
+        (crow indices, column indices, and each entry's row weight and label). Built once and shared
+        with :meth:`on_graph` twins, so logits come from a sampled dense-dense product and per-node
+        sums from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
         if self._pairs is None:
             ends, others = torch.cat([self.row_u, self.row_i]), torch.cat([self.row_i, self.row_u])
-            order = torch.argsort(ends * self.size + others)
+            order = torch.argsort(ends * self.size + others, stable=True)  # integer keys: a radix sort
             crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
             crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
-            self._pairs = (crow, others[order], order % self.n_rows)
+            row = order % self.n_rows
+            self._pairs = (crow, others[order], self.weights[row], self.labels[row])
         return self._pairs
 
     def _pair_matrix(self, values: torch.Tensor) -> torch.Tensor:
-        crow, column, _ = self.pair_pattern()
+        crow, column, _, _ = self.pair_pattern()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             return torch.sparse_csr_tensor(crow, column, values, size=(self.size, self.size))
@@ -307,10 +308,10 @@ class RestrictedObjective:
         embeddings = self.embeddings()
         reps = self._propagate(embeddings)
         if self.n_rows:
-            _, _, row = self.pair_pattern()
-            ones = torch.ones(len(row), device=reps.device, dtype=reps.dtype)
+            _, _, weights, labels = self.pair_pattern()
+            ones = torch.ones(len(weights), device=reps.device, dtype=reps.dtype)
             logits = torch.sparse.sampled_addmm(self._pair_matrix(ones), reps, reps.T, beta=0.0).values()
-            residual = self.weights[row] * (torch.sigmoid(logits) - self.labels[row])
+            residual = weights * (torch.sigmoid(logits) - labels)
             by_rep = self._pair_matrix(residual) @ reps
         else:
             by_rep = torch.zeros_like(embeddings)
