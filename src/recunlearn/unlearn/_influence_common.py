@@ -131,11 +131,12 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         orphan_users = orphans(removed.user, remaining.user, model.n_users)
         orphan_items = orphans(removed.item, remaining.item, model.n_items)
         details = self._update(removed, remaining, graph_full, graph_after, orphan_users, orphan_items)
-        users0, items0 = initial_rows(self.config, model.n_users, model.n_items, orphan_users, orphan_items)
-        with torch.no_grad():
-            device = model.user_emb.weight.device
-            model.user_emb.weight[torch.as_tensor(orphan_users, device=device)] = users0.to(device)
-            model.item_emb.weight[torch.as_tensor(orphan_items, device=device)] = items0.to(device)
+        if len(orphan_users) or len(orphan_items):
+            users0, items0 = initial_rows(self.config, model.n_users, model.n_items, orphan_users, orphan_items)
+            with torch.no_grad():
+                device = model.user_emb.weight.device
+                model.user_emb.weight[torch.as_tensor(orphan_users, device=device)] = users0.to(device)
+                model.item_emb.weight[torch.as_tensor(orphan_items, device=device)] = items0.to(device)
         if graph_after is not None:
             model.adjacency = self._after_adjacency(graph_after)
         self._after_cache = None
