@@ -17,3 +17,14 @@ def test_environment_names_the_source_commit():
         assert commit in (head, head + "+changes")
     else:  # an installed wheel or an unpacked archive: no history to name
         assert commit is None
+
+
+def test_source_commit_is_read_once_per_process(monkeypatch):
+    """A long benchmark names the code it started with, not a tree edited while it ran."""
+    first = experiment.source_commit()
+
+    def git_again(*args, **kwargs):
+        raise AssertionError("source_commit read git a second time")
+
+    monkeypatch.setattr(experiment.subprocess, "run", git_again)
+    assert experiment.source_commit() == first

@@ -9,6 +9,7 @@ removed pairs and on the test set), efficiency (wall time of ``forget`` and spee
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -232,9 +233,12 @@ def environment() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+@functools.cache
 def source_commit() -> str | None:
     """The git commit of the package's source tree, with '+changes' if it has uncommitted changes
-    (None outside a git checkout, e.g. an installed wheel): results say which code produced them."""
+    (None outside a git checkout, e.g. an installed wheel): results say which code produced them.
+    Read once per process, at the first call (``recunlearn bench`` calls it as a run starts), so a
+    file edited while a long benchmark runs does not change what its results claim."""
     here = Path(__file__).resolve()
     root = here.parents[3]
     if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
