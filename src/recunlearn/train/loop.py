@@ -93,7 +93,7 @@ def predict(model: CFModel, users: np.ndarray, items: np.ndarray, batch: int = 6
     for start in range(0, len(users), batch):
         u = _tensor(users[start:start + batch], device)
         i = _tensor(items[start:start + batch], device)
-        out.append(torch.sigmoid((u_rep[u] * i_rep[i]).sum(-1)).cpu())
+        out.append(torch.sigmoid((u_rep.index_select(0, u) * i_rep.index_select(0, i)).sum(-1)).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 

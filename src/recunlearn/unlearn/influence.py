@@ -334,7 +334,7 @@ class RestrictedObjective:
         """
         embeddings = self.embeddings()
         reps = self._propagate(embeddings)
-        r_u, r_i = reps[self.row_u], reps[self.row_i]
+        r_u, r_i = reps.index_select(0, self.row_u), reps.index_select(0, self.row_i)
         logits = (r_u * r_i).sum(-1)
         probability = torch.sigmoid(logits)
         curvature = (self.weights * probability * (1 - probability))[:, None]
@@ -348,7 +348,7 @@ class RestrictedObjective:
                 direction = torch.zeros_like(self.base)
                 direction[self.kept_position] = v[self.kept_theta]
                 d_reps = self._propagate(direction)
-                d_u, d_i = d_reps[self.row_u], d_reps[self.row_i]
+                d_u, d_i = d_reps.index_select(0, self.row_u), d_reps.index_select(0, self.row_i)
                 coefficient = curvature * torch.addcmul(d_u * r_i, r_u, d_i).sum(-1, keepdim=True)
                 grad = torch.zeros_like(self.base)
                 grad.index_add_(0, self.row_u, torch.addcmul(residual * d_i, coefficient, r_i))
@@ -392,7 +392,7 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diag
     with torch.no_grad():
         base = objective.embeddings()
         reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
-        u_rep, i_rep = reps[objective.row_u], reps[objective.row_i]
+        u_rep, i_rep = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)
         logits = (u_rep * i_rep).sum(-1)
         curvature = objective.weights * torch.sigmoid(logits) * torch.sigmoid(-logits) / (objective.n_layers + 1) ** 2
         size, dim = objective.theta0.shape
@@ -454,19 +454,34 @@ def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: in
         first = last
 
 
+def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows[index]`` for a 2-D index, by a 1-D ``index_select`` (about 3x faster on CPU)."""
+    return rows.index_select(0, index.reshape(-1)).view(*index.shape, -1)
+
+
 def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.Tensor, n_segments: int,
                       weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25) -> torch.Tensor:
     """sum_k w_k left_k right_k' for each segment: shape (n_segments, d, d); one batched matmul per group
     (:func:`segment_groups`), so no (rows, d, d) outer product is ever formed.
-    Rows with a negative segment are ignored; ``left is right`` gathers once.
+    Rows with a negative segment are ignored. With ``left is right`` and no negative weight (a Gram
+    matrix, as every curvature sum is) the rows are scaled by sqrt(w) once and gathered once per group.
     """
     dim = left.shape[1]
-    out = torch.zeros((n_segments, dim, dim), dtype=left.dtype, device=left.device)
+    out = torch.empty((n_segments, dim, dim), dtype=left.dtype, device=left.device)
+    unwritten = torch.nonzero(torch.bincount(segments[segments >= 0], minlength=n_segments) == 0).squeeze(1)
+    if len(unwritten):  # segments without rows; the loop below writes every other one
+        out[unwritten] = 0
+
+    gram = left is right and (weights is None or bool((weights >= 0).all()))
+    root = weights.sqrt()[:, None] if gram and weights is not None else None
     for group, index, mask in segment_groups(segments, n_segments, dim, budget, spread):
-        scale = mask.to(left.dtype) if weights is None else mask * weights[index]
-        gathered_right = right[index]
-        gathered_left = (gathered_right if left is right else left[index]) * scale[:, :, None]
-        out[group] = torch.bmm(gathered_left.transpose(1, 2), gathered_right)
+        keep = mask[:, :, None].to(left.dtype)
+        gathered_right = _gather(right, index).mul_(keep if root is None else keep * _gather(root, index))
+        if gram:
+            gathered_left = gathered_right
+        else:
+            gathered_left = _gather(left, index).mul_(keep if weights is None else keep * _gather(weights[:, None], index))
+        out.index_copy_(0, group, torch.bmm(gathered_left.transpose(1, 2), gathered_right))
     return out
 
 
@@ -502,7 +517,8 @@ class LowRankBlocks:
         total = self.diagonal + shift  # > 0
         x = b / total[:, None]  # blocks without rows
         for group, index, mask in segment_groups(self.segments, self.size, dim):
-            z = self.rows[index] * (mask * self.weights[index]).clamp_min(0).sqrt()[:, :, None]  # (g, m, d)
+            z = _gather(self.rows, index).mul_((mask * _gather(self.weights[:, None], index).squeeze(-1))
+                                               .clamp_min(0).sqrt()[:, :, None])  # (g, m, d)
             s = total[group]
             if z.shape[1] < dim:  # Woodbury: x = (b - Z' (s I + Z Z')^-1 Z b) / s
                 gram = torch.bmm(z, z.transpose(1, 2))
@@ -592,7 +608,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
     with torch.no_grad():
         base = objective.embeddings()
         reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
-        r_u, r_i = reps[objective.row_u], reps[objective.row_i]
+        r_u, r_i = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)  # index_select: ~5x faster than reps[...] on CPU
         probability = torch.sigmoid((r_u * r_i).sum(-1))
         curvature = objective.weights * probability * (1 - probability)
         residual = objective.weights * (probability - objective.labels)
@@ -612,7 +628,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
         if objective.adjacency is None:  # MF: P = I, only a row's own ends reach it
             segment = kept_of[ends]
             at_kept = segment >= 0  # gather only the endpoints whose block is wanted
-            other = reps[torch.cat([objective.row_i, objective.row_u])[at_kept]]
+            other = reps.index_select(0, torch.cat([objective.row_i, objective.row_u])[at_kept])
             per_row = curvature * norm_u * norm_i + magnitude
             total = torch.zeros(objective.size, device=device).index_add_(0, ends, torch.cat([per_row, per_row]))
             coupling[objective.kept_theta] = total[objective.kept_position]
@@ -659,14 +675,15 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 position_of = torch.zeros(size, dtype=torch.long, device=device)
                 position_of[objective.kept_theta] = objective.kept_position
                 at_user_end = objective.row_u[row] == position_of[kept_index]
-                other_end = torch.where(at_user_end[:, None], r_i[row], r_u[row])
+                other_end = torch.where(at_user_end[:, None], r_i.index_select(0, row), r_u.index_select(0, row))
                 partners = torch.zeros((size, dim), device=device).index_add_(
                     0, kept_index, (w * curvature[row])[:, None] * other_end)
-                own_rep = reps[position_of]
+                own_rep = reps.index_select(0, position_of)
                 blocks.baddbmm_(partners[:, :, None], own_rep[:, None, :]).baddbmm_(own_rep[:, :, None],
                                                                                      partners[:, None, :])
             else:
-                cross = segment_outer_sum(kept_index, r_i[row], r_u[row], size, weights=w * curvature[row])
+                cross = segment_outer_sum(kept_index, r_i.index_select(0, row), r_u.index_select(0, row), size,
+                                          weights=w * curvature[row])
                 blocks += cross + cross.transpose(1, 2)
             second = torch.zeros(size, device=device).index_add_(0, kept_index, 2 * w * residual[row])
             l2 = l2 + second
