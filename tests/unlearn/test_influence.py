@@ -16,7 +16,8 @@ from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObj
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
                                           conjugate_gradient, dense_hessian, exact_solve, gradient,
                                           hessian_blocks, hessian_vector_product, lissa, quadratic_adam,
-                                          sample_neighbours, sample_rows_per_node, segment_outer_sum, solve)
+                                          sample_neighbours, sample_rows_per_node, segment_outer_sum,
+                                          shuffled_ranks, solve)
 
 
 def trained_like(config, data, seed=0, std=0.3):
@@ -245,6 +246,12 @@ def test_segment_outer_sum_matches_a_loop():
         if s >= 0:
             expected[s] += weights[k] * torch.outer(right[k], right[k])
     torch.testing.assert_close(segment_outer_sum(segments, right, right, 4, weights=weights), expected)
+    signed = weights - 0.5  # negative weights: not a Gram matrix, the general path
+    expected = torch.zeros(4, 3, 3)
+    for k, s in enumerate(segments.tolist()):
+        if s >= 0:
+            expected[s] += signed[k] * torch.outer(left[k], right[k])
+    torch.testing.assert_close(segment_outer_sum(segments, left, right, 4, weights=signed, budget=6), expected)
 
 
 def test_block_newton_is_exact_when_the_hessian_is_block_diagonal(tiny_split):
@@ -312,6 +319,20 @@ def skewed_rows(n_rows=3000, seed=0):
     users = rng.integers(0, 60, n_rows)
     items = np.minimum(rng.zipf(1.6, n_rows) - 1, 299)
     return users, items
+
+
+def test_shuffled_ranks_are_a_uniform_order_within_each_group():
+    groups = np.array([3, 0, 3, 3, 1, 0, 3])  # group 2 is empty
+    first_place = np.zeros(len(groups))
+    for seed in range(2000):
+        rank, size = shuffled_ranks(groups, np.random.default_rng(seed))
+        np.testing.assert_array_equal(size, [2, 1, 0, 4])
+        for g in (0, 1, 3):
+            np.testing.assert_array_equal(np.sort(rank[groups == g]), np.arange(size[g]))
+        first_place += rank == 0
+    np.testing.assert_allclose(first_place / 2000, 1 / np.array([4, 2, 4, 4, 1, 2, 4]), atol=0.04)
+    empty_rank, empty_size = shuffled_ranks(np.zeros(0, np.int64), np.random.default_rng(0))
+    assert len(empty_rank) == 0 and len(empty_size) == 0
 
 
 def test_row_sample_keeps_every_row_when_no_node_has_more_than_asked():
