@@ -33,3 +33,21 @@ def test_simple_features_read_the_prompt():
     first = samples.input[0].split("\n")
     liked, disliked = first[0].count('"') // 2, first[1].count('"') // 2
     assert np.isclose(features[0, 0], liked / max(liked + disliked, 1)) and features[0, 1] == 0.5
+
+
+def test_cli_seed_reaches_the_draws_and_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from recunlearn.cli import _load_commands
+    from recunlearn.cli._app import app
+
+    _load_commands()
+    documents = {}
+    for seed in (0, 3):
+        out = tmp_path / f"seed{seed}.json"
+        result = CliRunner().invoke(app, ["bench", "apa", "--quick", "-m", "apa", "--seed", str(seed), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        documents[seed] = json.loads(out.read_text())
+    for seed, document in documents.items():
+        assert document["config"]["sample_seed"] == seed and document["config"]["train"]["seed"] == seed
+    assert documents[0]["rows"][0]["auc"] != documents[3]["rows"][0]["auc"]  # other samples, other model

@@ -26,6 +26,8 @@ def apa(
     lr: float = typer.Option(1e-3, help="Adapter learning rate."),
     demo: bool = typer.Option(False, help="The demo preset (about a minute on 2 CPU cores)."),
     quick: bool = typer.Option(False, help="Seconds-long smoke run with a tiny random model."),
+    seed: int = typer.Option(0, help="Seed of the sample draws, the forgotten sample and adapter training; "
+                             "rerun with other seeds to see how much the AUCs move."),
     out: Path = typer.Option(Path("benchmarks/results/apa/ml100k-minilm.json"), help="Results JSON (markdown beside it)."),
 ) -> None:
     """AUC, unlearning time for a one-sample request, and inference latency of APA and its baselines."""
@@ -34,7 +36,7 @@ def apa(
     from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark
 
     console = Console()
-    overrides = {"output": str(out), "n_shards": shards}
+    overrides = {"output": str(out), "n_shards": shards, "sample_seed": seed}
     if methods:
         overrides["methods"] = methods
     if quick:
@@ -45,6 +47,7 @@ def apa(
         config = ApaBenchConfig(data=data, backbone={"name": backbone}, n_train=n_train, n_valid=n_valid,
                                 n_test=n_test, train={"lr": lr, "batch_size": 16, "max_epochs": max_epochs,
                                                       "patience": patience, "eval_every": eval_every}, **overrides)
+    config = config.model_copy(update={"train": {**config.train, "seed": seed}})
     results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     typer.echo(markdown_table(results))
     console.print(f"results: {out}")
