@@ -22,8 +22,7 @@ from recunlearn.errors import DataError, UnknownIdError
 
 def member_mask(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """``np.isin(values, candidates)`` for integer keys by hashing the candidates (pandas): linear
-    in both sizes, sorting neither (a request's 1,191 keys against ML-100K's 98k rows: 1.3 ms,
-    against 5 ms by binary search in the sorted candidates)."""
+    in both sizes, sorting neither (a request's keys against every row of the table)."""
     values = np.asarray(values, np.int64)
     if not len(values):
         return np.zeros(0, bool)
