@@ -237,8 +237,9 @@ def environment() -> dict[str, Any]:
 def source_commit() -> str | None:
     """The git commit of the package's source tree, with '+changes' if it has uncommitted changes
     (None outside a git checkout, e.g. an installed wheel): results say which code produced them.
-    Read once per process, at the first call (``recunlearn bench`` calls it as a run starts), so a
-    file edited while a long benchmark runs does not change what its results claim."""
+    Read once per process, when this module is imported (every benchmark, command or script, imports
+    it before it starts), so a file edited while a long benchmark runs does not change what its
+    results claim."""
     here = Path(__file__).resolve()
     root = here.parents[3]
     if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
@@ -251,6 +252,9 @@ def source_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+changes" if dirty else "")
+
+
+source_commit()  # the code that runs is the code imported now
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,11 +16,3 @@ bench_app = typer.Typer(help="Benchmark protocols that run methods side by side 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
-
-
-@bench_app.callback()
-def _bench_started() -> None:
-    """Read the source commit as a benchmark starts: an edit made while it runs is not credited to it."""
-    from recunlearn.bench.experiment import source_commit
-
-    source_commit()
