@@ -254,6 +254,16 @@ def test_segment_outer_sum_matches_a_loop():
     torch.testing.assert_close(segment_outer_sum(segments, left, right, 4, weights=signed, budget=6), expected)
 
 
+def test_segment_outer_sum_in_group_order_holds_the_same_sums():
+    generator = torch.Generator().manual_seed(1)
+    segments = torch.tensor([4, 0, 4, -1, 4, 1, 0, 4, 1, 1, 1, 0])  # segments 2 and 3 have no rows
+    rows, weights = torch.randn(12, 3, generator=generator), torch.rand(12, generator=generator)
+    scattered = segment_outer_sum(segments, rows, rows, 5, weights=weights, budget=6)
+    ordered, order = segment_outer_sum(segments, rows, rows, 5, weights=weights, budget=6, in_group_order=True)
+    assert sorted(order.tolist()) == [0, 1, 4]
+    torch.testing.assert_close(ordered, scattered[order])
+
+
 def test_block_newton_is_exact_when_the_hessian_is_block_diagonal(tiny_split):
     """Every user with a single item and only the users kept: no cross blocks, so the per-row
     Newton step is the exact inverse."""

@@ -21,6 +21,7 @@ import torch
 from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
+from recunlearn.train.runtime import retain_freed_memory
 from recunlearn.unlearn import get_method, influence
 from recunlearn.unlearn._influence_common import InfluenceUnlearner, remove_edges
 from recunlearn.unlearn.base import Unlearner
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/ifru/profile_forget_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    retain_freed_memory()  # as the CLI does
     split = prepare(DataSpec(dataset="ml-100k-shared"))
     polluted, request = label_flip_attack(split.train, 0.02, args.seed)
     settings = {"model": {"kind": args.model}, "train": {"seed": args.seed}}

@@ -22,6 +22,7 @@ import torch
 from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
+from recunlearn.train.runtime import retain_freed_memory
 from recunlearn.evaluate.metrics import auc_report
 from recunlearn.unlearn import get_method
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/ifru/sample_sizes_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    retain_freed_memory()  # as the CLI does
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes]
     split = prepare(DataSpec(dataset="ml-100k-shared"))
     rows = []

@@ -190,6 +190,9 @@ def hardware() -> dict[str, Any]:
         info["gpu"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
                        if torch.cuda.is_available() else [])
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    runtime = sys.modules.get("recunlearn.train.runtime")  # loaded with torch by anything that trained
+    if runtime is not None:
+        info.update(runtime.allocator_settings())
     return info
 
 

@@ -39,6 +39,7 @@ from recunlearn.data import (
 )
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc_report, ranking_report, score_distance
+from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 
 
@@ -229,7 +230,7 @@ def environment() -> dict[str, Any]:
 
     return {"recunlearn": __version__, "commit": source_commit(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "processor": platform.machine(), "threads": torch.get_num_threads(),
+            "processor": platform.machine(), "threads": torch.get_num_threads(), **allocator_settings(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

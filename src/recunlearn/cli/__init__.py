@@ -8,6 +8,7 @@ import sys
 
 from recunlearn.cli._app import app
 from recunlearn.errors import RecUnlearnError
+from recunlearn.train.runtime import retain_freed_memory
 
 
 def _load_commands() -> None:
@@ -18,6 +19,7 @@ def _load_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input ends with a one-line error naming what is wrong (exit code 2)."""
+    retain_freed_memory()  # an application's choice, made once (see its docstring)
     _load_commands()
     try:
         app(args=argv, standalone_mode=True)

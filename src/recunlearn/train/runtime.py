@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
 
@@ -11,6 +13,14 @@ DEVICE_ENV = "RECUNLEARN_DEVICE"
 """'cpu', 'cuda', 'cuda:1', ... overrides the automatic choice (CUDA when present)."""
 PROGRESS_ENV = "RECUNLEARN_PROGRESS"
 """'0' hides progress bars, '1' shows them even when stderr is not a terminal."""
+RETAIN_MEMORY_ENV = "RECUNLEARN_RETAIN_MEMORY"
+"""'0' leaves the C allocator as it is (see :func:`retain_freed_memory`)."""
+
+# glibc's mallopt parameters and the values set: 32 MiB is the largest value glibc's own dynamic
+# mmap threshold reaches on 64-bit; freed memory up to 256 MiB stays at the top of the heap
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, 256 << 20
+_allocator = {"retain_freed_memory": False}
 
 
 def resolve_device(preference: str | None = None) -> torch.device:
@@ -34,3 +44,34 @@ def show_progress() -> bool:
     if flag is not None:
         return flag not in ("0", "false", "no", "")
     return sys.stderr.isatty()
+
+
+def retain_freed_memory() -> bool:
+    """Have the C allocator (glibc) keep freed memory in the process rather than return it to the OS.
+
+    By default glibc serves a block above its (adaptive) mmap threshold by a fresh mapping and
+    unmaps it on free, and trims the heap's free top, so the next array of megabytes page-faults
+    its memory in again. Influence methods allocate many such short-lived arrays per ``forget``
+    (Hessian blocks, index maps), where this refaulting is a visible share of the call on small
+    datasets (docs/ifru.md measures it). Applications call this once at start: the CLI (so every
+    ``recunlearn bench`` run and the service) and the benchmark scripts; importing the library
+    does not. The process then keeps up to its peak heap. Returns whether it took effect (glibc
+    only; ``RECUNLEARN_RETAIN_MEMORY=0`` turns it off); :func:`allocator_settings` reports it.
+    """
+    if os.environ.get(RETAIN_MEMORY_ENV, "1") in ("0", "false", "no"):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
+        mallopt = None
+    if mallopt is None:
+        return False
+    done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    _allocator["retain_freed_memory"] = _allocator["retain_freed_memory"] or done
+    return done
+
+
+def allocator_settings() -> dict[str, bool]:
+    """What :func:`retain_freed_memory` did in this process (benchmarks record it with their results)."""
+    return dict(_allocator)

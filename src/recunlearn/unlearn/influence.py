@@ -100,8 +100,8 @@ def find_entries(graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> tu
 def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int | None = None) -> np.ndarray:
     """``nodes`` and every node within ``hops`` edges of them (sorted, unique).
 
-    Marks nodes in a boolean table of the graph's (or ``size``) nodes rather than hashing them, so
-    the cost is linear in the nodes and edges visited.
+    Marks nodes in boolean tables of the graph's (or ``size``) nodes rather than hashing them, so
+    the cost is linear in the nodes (a pass per hop) and the edges visited.
     """
     size = graph.shape[0] if graph is not None else size
     if size is None:
@@ -110,23 +110,24 @@ def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int 
     marked[nodes] = True
     frontier = np.flatnonzero(marked)
     for _ in range(hops if graph is not None else 0):
-        reached = graph[frontier].indices
-        new = reached[~marked[reached]]
-        if not len(new):
+        fresh = np.zeros(size, bool)
+        fresh[graph[frontier].indices] = True
+        fresh &= ~marked
+        frontier = np.flatnonzero(fresh)
+        if not len(frontier):
             break
-        marked[new] = True
-        frontier = np.unique(new)
+        marked |= fresh
     return np.flatnonzero(marked)
 
 
 def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Each element's rank among the elements of its group (a non-negative integer id) in a uniformly
     random order, and the groups' sizes: drawing the elements of rank < k draws k of each group
-    uniformly without replacement. A random permutation then a stable sort by group (torch's radix
-    sort of integer keys, cheaper than sorting random float keys with numpy)."""
+    uniformly without replacement. One sort (torch's, of integer keys) by group, then by 31 random bits:
+    two elements of a group tie with probability 2^-31, and only then is their order not random."""
     groups = np.asarray(groups, np.int64)
-    shuffle = rng.permutation(len(groups))
-    order = shuffle[torch.sort(torch.from_numpy(groups[shuffle]), stable=True).indices.numpy()]
+    keys = (groups << 31) | rng.integers(0, 1 << 31, len(groups), dtype=np.int64)
+    order = torch.sort(torch.from_numpy(keys)).indices.numpy()
     size = np.bincount(groups)
     rank = np.empty(len(groups), np.int64)
     rank[order] = np.arange(len(groups)) - (np.cumsum(size) - size)[groups[order]]
@@ -290,7 +291,8 @@ class RestrictedObjective:
             crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
             crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
             row = order % self.n_rows
-            self._pairs = (crow, others[order], self.weights[row], self.labels[row])
+            self._pairs = (crow, others.index_select(0, order), self.weights.index_select(0, row),
+                           self.labels.index_select(0, row))
         return self._pairs
 
     def _pair_matrix(self, values: torch.Tensor) -> torch.Tensor:
@@ -460,29 +462,43 @@ def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.Tensor, n_segments: int,
-                      weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25) -> torch.Tensor:
+                      weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25,
+                      in_group_order: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """sum_k w_k left_k right_k' for each segment: shape (n_segments, d, d); one batched matmul per group
     (:func:`segment_groups`), so no (rows, d, d) outer product is ever formed.
     Rows with a negative segment are ignored. With ``left is right`` and no negative weight (a Gram
     matrix, as every curvature sum is) the rows are scaled by sqrt(w) once and gathered once per group.
+    ``in_group_order``: return (sums, segments) instead, the sums of the segments that have rows in the
+    order the groups compute them, each group's matmul writing its slice in place, where a caller
+    that can reorder its own indices (a sparse matrix's columns) saves scattering them.
     """
     dim = left.shape[1]
-    out = torch.empty((n_segments, dim, dim), dtype=left.dtype, device=left.device)
-    unwritten = torch.nonzero(torch.bincount(segments[segments >= 0], minlength=n_segments) == 0).squeeze(1)
-    if len(unwritten):  # segments without rows; the loop below writes every other one
-        out[unwritten] = 0
+    groups = list(segment_groups(segments, n_segments, dim, budget, spread))
+    if in_group_order:
+        order = torch.cat([group for group, _, _ in groups]) if groups else segments.new_zeros(0)
+        out = torch.empty((len(order), dim, dim), dtype=left.dtype, device=left.device)
+    else:
+        out = torch.empty((n_segments, dim, dim), dtype=left.dtype, device=left.device)
+        unwritten = torch.nonzero(torch.bincount(segments[segments >= 0], minlength=n_segments) == 0).squeeze(1)
+        if len(unwritten):  # segments without rows; the loop below writes every other one
+            out[unwritten] = 0
 
     gram = left is right and (weights is None or bool((weights >= 0).all()))
     root = weights.sqrt()[:, None] if gram and weights is not None else None
-    for group, index, mask in segment_groups(segments, n_segments, dim, budget, spread):
+    start = 0
+    for group, index, mask in groups:
         keep = mask[:, :, None].to(left.dtype)
         gathered_right = _gather(right, index).mul_(keep if root is None else keep * _gather(root, index))
         if gram:
             gathered_left = gathered_right
         else:
             gathered_left = _gather(left, index).mul_(keep if weights is None else keep * _gather(weights[:, None], index))
-        out.index_copy_(0, group, torch.bmm(gathered_left.transpose(1, 2), gathered_right))
-    return out
+        if in_group_order:
+            torch.bmm(gathered_left.transpose(1, 2), gathered_right, out=out[start:start + len(group)])
+            start += len(group)
+        else:
+            out.index_copy_(0, group, torch.bmm(gathered_left.transpose(1, 2), gathered_right))
+    return (out, order) if in_group_order else out
 
 
 @dataclass
@@ -655,11 +671,13 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 near, near_squared = linear[:, drawn].tocsr(), near_squared[:, drawn].tocsr()
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
             slot[torch.as_tensor(needed, device=device)] = torch.arange(len(needed), device=device)
-            own = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature).reshape(
-                len(needed), dim * dim)
+            own, summed = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature,
+                                            in_group_order=True)
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
             squared = scipy_to_adjacency(near_squared, device)
-            spread = torch.sparse.mm(squared, own).reshape(-1, dim, dim)
+            # the sums come in the groups' order (a needed node without rows has none): reorder P o P's columns to it
+            spread = torch.sparse.mm(scipy_to_adjacency(near_squared[:, summed.cpu().numpy()].tocsr(), device),
+                                     own.reshape(len(own), dim * dim)).reshape(-1, dim, dim)
             if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
                 blocks = spread
             else:
@@ -730,9 +748,8 @@ def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping:
         if not torch.isfinite(x).all():
             raise SolverError("the per-row Newton solve returned a non-finite step; increase damping")
         return BlockSolve(x, 0)
-    eye = torch.eye(blocks.shape[-1], device=blocks.device, dtype=blocks.dtype)
-    shift = damping if row_damping is None else (damping + row_damping)[:, None, None]
-    damped = blocks + shift * eye
+    damped = blocks.clone()  # + shift I, on the diagonal only
+    damped.diagonal(dim1=-2, dim2=-1).add_(damping if row_damping is None else (damping + row_damping)[:, None])
     factor, info = torch.linalg.cholesky_ex(damped)
     bad = info > 0
     raised = int(bad.sum())
