@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -58,14 +57,11 @@ def retain_freed_memory() -> bool:
     does not. The process then keeps up to its peak heap. Returns whether it took effect (glibc
     only; ``RECUNLEARN_RETAIN_MEMORY=0`` turns it off); :func:`allocator_settings` reports it.
     """
-    if os.environ.get(RETAIN_MEMORY_ENV, "1") in ("0", "false", "no"):
+    if os.environ.get(RETAIN_MEMORY_ENV, "1") in ("0", "false", "no") or not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
-        mallopt = None
-    if mallopt is None:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc's, without a library search
+    except (OSError, AttributeError):
         return False
     done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     _allocator["retain_freed_memory"] = _allocator["retain_freed_memory"] or done

@@ -124,7 +124,7 @@ def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     """Each element's rank among the elements of its group (a non-negative integer id) in a uniformly
     random order, and the groups' sizes: drawing the elements of rank < k draws k of each group
     uniformly without replacement. One sort (torch's, of integer keys) by group, then by 31 random bits:
-    two elements of a group tie with probability 2^-31, and only then is their order not random."""
+    two given elements of a group tie with probability 2^-31, and only then is their order not random."""
     groups = np.asarray(groups, np.int64)
     keys = (groups << 31) | rng.integers(0, 1 << 31, len(groups), dtype=np.int64)
     order = torch.sort(torch.from_numpy(keys)).indices.numpy()
