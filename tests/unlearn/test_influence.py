@@ -331,13 +331,15 @@ def skewed_rows(n_rows=3000, seed=0):
     return users, items
 
 
-def test_shuffled_ranks_are_a_uniform_order_within_each_group():
-    groups = np.array([3, 0, 3, 3, 1, 0, 3])  # group 2 is empty
+@pytest.mark.parametrize("offset", [0, 1 << 16])  # ids within 16 bits (radix sort) and beyond (key sort)
+def test_shuffled_ranks_are_a_uniform_order_within_each_group(offset):
+    groups = np.array([3, 0, 3, 3, 1, 0, 3]) + offset  # group offset + 2 is empty
     first_place = np.zeros(len(groups))
     for seed in range(2000):
         rank, size = shuffled_ranks(groups, np.random.default_rng(seed))
-        np.testing.assert_array_equal(size, [2, 1, 0, 4])
-        for g in (0, 1, 3):
+        np.testing.assert_array_equal(size[offset:], [2, 1, 0, 4])
+        assert not size[:offset].any()
+        for g in (offset, offset + 1, offset + 3):
             np.testing.assert_array_equal(np.sort(rank[groups == g]), np.arange(size[g]))
         first_place += rank == 0
     np.testing.assert_allclose(first_place / 2000, 1 / np.array([4, 2, 4, 4, 1, 2, 4]), atol=0.04)

@@ -123,14 +123,21 @@ def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int 
 def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Each element's rank among the elements of its group (a non-negative integer id) in a uniformly
     random order, and the groups' sizes: drawing the elements of rank < k draws k of each group
-    uniformly without replacement. One sort (torch's, of integer keys) by group, then by 31 random bits:
-    two given elements of a group tie with probability 2^-31, and only then is their order not random."""
+    uniformly without replacement. A random permutation, then a stable sort by group: numpy's radix
+    sort where the ids fit 16 bits (linear time), else one torch sort of (group, 31 random bits) keys,
+    where two given elements of a group tie with probability 2^-31 (only then is their order not random)."""
     groups = np.asarray(groups, np.int64)
-    keys = (groups << 31) | rng.integers(0, 1 << 31, len(groups), dtype=np.int64)
-    order = torch.sort(torch.from_numpy(keys)).indices.numpy()
+    n = len(groups)
     size = np.bincount(groups)
-    rank = np.empty(len(groups), np.int64)
-    rank[order] = np.arange(len(groups)) - (np.cumsum(size) - size)[groups[order]]
+    if len(size) <= 1 << 16:
+        generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        shuffle = torch.randperm(n, generator=generator).numpy()
+        order = shuffle[np.argsort(groups[shuffle].astype(np.uint16), kind="stable")]
+    else:
+        keys = (groups << 31) | rng.integers(0, 1 << 31, n, dtype=np.int64)
+        order = torch.sort(torch.from_numpy(keys)).indices.numpy()
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - (np.cumsum(size) - size)[groups[order]]
     return rank, size
 
 
