@@ -681,10 +681,11 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
             own, summed = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature,
                                             in_group_order=True)
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
-            squared = scipy_to_adjacency(near_squared, device)
-            # the sums come in the groups' order (a needed node without rows has none): reorder P o P's columns to it
-            spread = torch.sparse.mm(scipy_to_adjacency(near_squared[:, summed.cpu().numpy()].tocsr(), device),
-                                     own.reshape(len(own), dim * dim)).reshape(-1, dim, dim)
+            # the sums come in the groups' order (a needed node without rows has none, and no curvature):
+            # P o P's columns reordered to it
+            squared = scipy_to_adjacency(near_squared[:, summed.cpu().numpy()].tocsr(), device)
+            summed_nodes = needed_t[summed]
+            spread = torch.sparse.mm(squared, own.reshape(len(own), dim * dim)).reshape(-1, dim, dim)
             if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
                 blocks = spread
             else:
@@ -722,7 +723,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 0, ends, torch.cat([curvature * norm_i ** 2, curvature * norm_u ** 2]))
             linear = scipy_to_adjacency(near.tocsr(), device)
             coupling[objective.kept_theta] = (torch.sparse.mm(linear, by_end[needed_t][:, None])
-                                              - torch.sparse.mm(squared, own_square[needed_t][:, None])).squeeze(1)
+                                              - torch.sparse.mm(squared, own_square[summed_nodes][:, None])).squeeze(1)
             coupling.index_add_(0, kept_index, -2 * w * (curvature[row] * norm_u[row] * norm_i[row] + magnitude[row]))
             coupling.clamp_(min=0)
         blocks.diagonal(dim1=1, dim2=2).add_(l2[:, None])
