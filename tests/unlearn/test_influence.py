@@ -11,6 +11,7 @@ import torch
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.lightgcn import normalized_adjacency
 from recunlearn.train.loop import TrainConfig, batch_loss
+from recunlearn.unlearn import influence
 from recunlearn.unlearn._influence_common import remove_edges
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolverConfig, SolverError,
                                           adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
@@ -45,15 +46,18 @@ def test_objective_is_the_training_objective(tiny_split, config):
     assert objective(objective.theta0).item() / len(train) == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split):
-    """Propagating only the rows' n_layers-hop closure gives exactly the full propagation's gradient."""
+@pytest.mark.parametrize("whole_share", [1.0, 0.0], ids=["closure", "whole-graph"])
+def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split, monkeypatch, whole_share):
+    """Propagating only the rows' n_layers-hop closure gives exactly the full propagation's gradient,
+    and so does propagating the whole graph, which objectives reaching most nodes do."""
+    monkeypatch.setattr(influence, "WHOLE_GRAPH_SHARE", whole_share)
     train = tiny_split.train
     model = trained_like(LightGCNConfig(dim=8, n_layers=2), train)
     kept = KeptRows(np.array([0, 5, 7]), np.array([1, 2]))
     rows = slice(0, 15)
     objective = RestrictedObjective(model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.0,
                                     graph_of(model))
-    assert objective.size < train.n_users + train.n_items
+    assert (objective.size < train.n_users + train.n_items) == (whole_share == 1.0)
     theta = kept.gather(model).requires_grad_(True)
     users_w = model.user_emb.weight.detach().index_put((torch.as_tensor(kept.users),), theta[:3])
     items_w = model.item_emb.weight.detach().index_put((torch.as_tensor(kept.items),), theta[3:])

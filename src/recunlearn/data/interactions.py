@@ -81,17 +81,35 @@ class Vocabulary:
         """Indices of external ids; raises :class:`UnknownIdError` naming the unknown ones."""
         if isinstance(external, (str, int, np.integer)):
             external = [external]
+        if isinstance(external, (list, tuple)) and len(external) <= self._SMALL:
+            return self._index_small(external)
         keys = external if isinstance(external, pd.Series) else pd.Series(
             external if isinstance(external, np.ndarray) else list(external), dtype=object)
         if not pd.api.types.is_string_dtype(keys) or keys.dtype == object:
             keys = keys.astype(str)
         positions = self._index.get_indexer(keys) if len(keys) else np.empty(0, np.int64)
         if (positions < 0).any():
-            missing = keys[positions < 0].astype(str).tolist()
-            shown = ", ".join(repr(m) for m in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise UnknownIdError(f"unknown {self.kind} id(s): {shown}{more}")
+            self._unknown(keys[positions < 0].astype(str).tolist())
         return positions.astype(np.int64)
+
+    _SMALL = 20_000
+    """Lists up to this long (a deletion request's ids) are looked up in a dict, not through pandas."""
+
+    def _index_small(self, external: Sequence[Any]) -> np.ndarray:
+        lookup = self.__dict__.get("_lookup")
+        if lookup is None:  # built on first use: a vocabulary is frozen
+            lookup = dict(zip(self.ids.tolist(), range(len(self.ids))))
+            self.__dict__["_lookup"] = lookup
+        keys = [k if type(k) is str else str(k) for k in external]
+        positions = np.fromiter((lookup.get(k, -1) for k in keys), np.int64, len(keys))
+        if (positions < 0).any():
+            self._unknown([keys[j] for j in np.flatnonzero(positions < 0)])
+        return positions
+
+    def _unknown(self, missing: list[str]) -> None:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UnknownIdError(f"unknown {self.kind} id(s): {shown}{more}")
 
     def external(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         return self.ids[np.asarray(index, dtype=np.int64)]
