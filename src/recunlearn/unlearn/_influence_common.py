@@ -258,7 +258,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         guard = self.config.guard and self.valid is not None and len(self.valid)
         if solver.method == "block":
             damping = solver.damping * max(scale, 1e-12)
-            step = block_newton(blocks, g, damping, coupling if solver.coupling else None)
+            step = block_newton(blocks, g, damping, coupling if solver.coupling else None, overwrite_blocks=True)
             result = SolveResult(step.x, 1, hvps=0)
             details["raised_blocks"] = step.raised_blocks
         else:

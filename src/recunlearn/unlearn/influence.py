@@ -214,15 +214,36 @@ def sample_neighbours(graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, se
     rank, _ = shuffled_ranks(owner, np.random.default_rng(seed))
     drawn = rank < per_node
     inverse = np.maximum(1.0, degree / per_node)[owner[drawn]]  # 1 / pi
-    values = rows.data[drawn].astype(np.float64) / 2  # P_nu = A_nu / 2 off the diagonal
-    own = np.arange(len(nodes))
-    row = np.concatenate([own, owner[drawn]])
-    column = np.concatenate([nodes, rows.indices[drawn]])
-    p = np.concatenate([np.full(len(nodes), 0.5), values])  # P_uu = 1 / 2, drawn always
-    weight = np.concatenate([np.ones(len(nodes)), inverse])
+    # CSR rows built in place: each node's own entry (P_uu = 1 / 2, always drawn), then its drawn
+    # neighbours (P_nu = A_nu / 2) in the graph's order
+    indptr = np.concatenate([[0], np.cumsum(1 + np.bincount(owner[drawn], minlength=len(nodes)))])
+    own = np.zeros(indptr[-1], bool)
+    own[indptr[:-1]] = True
+    column = np.empty(indptr[-1], np.int64)
+    column[own], column[~own] = nodes, rows.indices[drawn]
+    p, weight = np.full(indptr[-1], 0.5), np.ones(indptr[-1])
+    p[~own], weight[~own] = rows.data[drawn] / 2, inverse
     shape = (len(nodes), graph.shape[1])
-    return NeighbourSample(sp.csr_matrix((p * weight, (row, column)), shape=shape),
-                           sp.csr_matrix((p * p * weight, (row, column)), shape=shape))
+    return NeighbourSample(sp.csr_matrix((p * weight, column, indptr), shape=shape),
+                           sp.csr_matrix((p * p * weight, column, indptr), shape=shape))
+
+
+def _select_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """``matrix[rows]``, without a copy when ``rows`` are all of them in order."""
+    if len(rows) == matrix.shape[0] and (rows == np.arange(len(rows))).all():
+        return matrix
+    return matrix[rows]
+
+
+def _select_columns(matrix: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """``matrix[:, columns]`` for distinct ``columns``, by one lookup over the stored entries (the
+    entries keep their order within a row, sorted or not)."""
+    lookup = np.full(matrix.shape[1], -1, np.int64)
+    lookup[columns] = np.arange(len(columns))
+    moved = lookup[matrix.indices]
+    keep = moved >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep)])[matrix.indptr]
+    return sp.csr_matrix((matrix.data[keep], moved[keep], indptr), shape=(matrix.shape[0], len(columns)))
 
 
 def _grouped_order(groups: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -318,9 +339,8 @@ class RestrictedObjective:
             order = _grouped_order(ends, self.size)
             crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
             crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
-            row = order % self.n_rows
-            self._pairs = (crow, others.index_select(0, order), self.weights.index_select(0, row),
-                           self.labels.index_select(0, row))
+            self._pairs = (crow, others.index_select(0, order), self.weights.repeat(2).index_select(0, order),
+                           self.labels.repeat(2).index_select(0, order))
         return self._pairs
 
     def _pair_matrix(self, values: torch.Tensor) -> torch.Tensor:
@@ -458,7 +478,7 @@ def block_solver(blocks: torch.Tensor, damping: float) -> Operator:
         bad = info > 0
         diagonal = torch.diagonal(blocks[bad], dim1=-2, dim2=-1).clamp_min(0) + damping
         factor[bad] = torch.diag_embed(diagonal.sqrt())
-    return lambda v: torch.cholesky_solve(v.unsqueeze(-1), factor).squeeze(-1)
+    return lambda v: _cholesky_solve(v.unsqueeze(-1), factor).squeeze(-1)
 
 
 def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: int = 1 << 22,
@@ -574,13 +594,18 @@ class LowRankBlocks:
                 gram = torch.bmm(z, z.transpose(1, 2))
                 gram.diagonal(dim1=1, dim2=2).add_(s[:, None])
                 zb = torch.bmm(z, b[group].unsqueeze(-1))
-                y = torch.cholesky_solve(zb, _cholesky(gram))
+                y = _cholesky_solve(zb, _cholesky(gram))
                 x[group] = (b[group] - torch.bmm(z.transpose(1, 2), y).squeeze(-1)) / s[:, None]
             else:
                 block = torch.bmm(z.transpose(1, 2), z)
                 block.diagonal(dim1=1, dim2=2).add_(s[:, None])
-                x[group] = torch.cholesky_solve(b[group].unsqueeze(-1), _cholesky(block)).squeeze(-1)
+                x[group] = _cholesky_solve(b[group].unsqueeze(-1), _cholesky(block)).squeeze(-1)
         return x
+
+
+def _cholesky_solve(b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``torch.cholesky_solve`` by two batched triangular solves, which MKL runs faster on many small blocks."""
+    return torch.linalg.solve_triangular(factor.mT, torch.linalg.solve_triangular(factor, b, upper=False), upper=True)
 
 
 def _cholesky(matrices: torch.Tensor) -> torch.Tensor:
@@ -697,12 +722,12 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                     raise ValueError("sampled neighbours stand for one-layer propagation only")
                 reach = None
                 kept_rows = objective.kept_theta.cpu().numpy()  # kept nodes with rows (the others have no block)
-                linear, near_squared = neighbours.linear[kept_rows], neighbours.squared[kept_rows]
-                drawn = np.unique(linear.indices)
+                linear, near_squared = _select_rows(neighbours.linear, kept_rows), _select_rows(neighbours.squared, kept_rows)
+                drawn = expand(None, linear.indices, 0, size=linear.shape[1])
                 needed = np.searchsorted(objective.closure, drawn)  # closure positions
                 if (needed >= objective.size).any() or (objective.closure[needed.clip(max=objective.size - 1)] != drawn).any():
                     raise ValueError("every sampled neighbour must be an end of the objective's rows")
-                near, near_squared = linear[:, drawn].tocsr(), near_squared[:, drawn].tocsr()
+                near, near_squared = _select_columns(linear, drawn), _select_columns(near_squared, drawn)
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
             slot[torch.as_tensor(needed, device=device)] = torch.arange(len(needed), device=device)
             own, summed = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature,
@@ -710,7 +735,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
             # the sums come in the groups' order (a needed node without rows has none, and no curvature):
             # P o P's columns reordered to it
-            squared = scipy_to_adjacency(near_squared[:, summed.cpu().numpy()].tocsr(), device)
+            squared = scipy_to_adjacency(_select_columns(near_squared, summed.cpu().numpy()), device)
             summed_nodes = needed_t[summed]
             spread = torch.sparse.mm(squared, own.reshape(len(own), dim * dim)).reshape(-1, dim, dim)
             if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
@@ -728,7 +753,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 position_of = torch.zeros(size, dtype=torch.long, device=device)
                 position_of[objective.kept_theta] = objective.kept_position
                 at_user_end = objective.row_u[row] == position_of[kept_index]
-                other_end = torch.where(at_user_end[:, None], r_i.index_select(0, row), r_u.index_select(0, row))
+                other_end = others.index_select(0, torch.where(at_user_end, row, row + len(r_u)))  # others = (r_i, r_u)
                 partners = torch.zeros((size, dim), device=device).index_add_(
                     0, kept_index, (w * curvature[row])[:, None] * other_end)
                 own_rep = reps.index_select(0, position_of)
@@ -748,7 +773,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 0, ends, torch.cat([spread_r * norm_i + magnitude * s_i, spread_r * norm_u + magnitude * s_u]))
             own_square = torch.zeros(objective.size, device=device).index_add_(
                 0, ends, torch.cat([curvature * norm_i ** 2, curvature * norm_u ** 2]))
-            linear = scipy_to_adjacency(near.tocsr(), device)
+            linear = scipy_to_adjacency(near, device)
             coupling[objective.kept_theta] = (torch.sparse.mm(linear, by_end[needed_t][:, None])
                                               - torch.sparse.mm(squared, own_square[summed_nodes][:, None])).squeeze(1)
             coupling.index_add_(0, kept_index, -2 * w * (curvature[row] * norm_u[row] * norm_i[row] + magnitude[row]))
@@ -767,7 +792,7 @@ class BlockSolve:
 
 
 def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping: float,
-                 row_damping: torch.Tensor | None = None) -> BlockSolve:
+                 row_damping: torch.Tensor | None = None, overwrite_blocks: bool = False) -> BlockSolve:
     """Solve (block_u + (damping + row_damping_u) I) x_u = b_u for every row at once (batched Cholesky).
 
     With ``row_damping`` = the coupling bound of :func:`hessian_blocks`, the block-diagonal matrix
@@ -776,6 +801,7 @@ def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping:
     A block still not positive definite (LightGCN's second-order term) is shifted so that its
     smallest eigenvalue becomes ``damping``: the damped Newton step of that row alone.
     :class:`LowRankBlocks` are positive semi-definite, so ``damping`` > 0 is enough.
+    ``overwrite_blocks``: damp the formed blocks in place (a caller done with them saves a copy).
     """
     if isinstance(blocks, LowRankBlocks):
         shift = torch.full_like(blocks.diagonal, damping) + (0 if row_damping is None else row_damping)
@@ -783,12 +809,12 @@ def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping:
         if not torch.isfinite(x).all():
             raise SolverError("the per-row Newton solve returned a non-finite step; increase damping")
         return BlockSolve(x, 0)
-    damped = blocks.clone()  # + shift I, on the diagonal only
+    damped = blocks if overwrite_blocks else blocks.clone()  # + shift I, on the diagonal only
     damped.diagonal(dim1=-2, dim2=-1).add_(damping if row_damping is None else (damping + row_damping)[:, None])
     factor, info = torch.linalg.cholesky_ex(damped)
     bad = info > 0
     raised = int(bad.sum())
-    x = torch.cholesky_solve(b.unsqueeze(-1), factor).squeeze(-1)
+    x = _cholesky_solve(b.unsqueeze(-1), factor).squeeze(-1)
     if raised:  # by eigendecomposition: exact where Cholesky of a nearly singular shifted block is not
         values, vectors = torch.linalg.eigh(damped[bad])
         values = (values + (damping - values[:, :1])).clamp_min(damping)
