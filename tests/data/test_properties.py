@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recunlearn.data import Interactions, k_core, random_split, temporal_leave_last
+from recunlearn.data import Interactions, interactions, k_core, random_split, temporal_leave_last
 from recunlearn.data.interactions import member_mask
 from recunlearn.errors import DataError
 
@@ -82,7 +84,10 @@ def test_save_load_round_trip(tmp_path_factory, table):
     assert loaded.users.ids.tolist() == table.users.ids.tolist()
 
 
-@given(st.lists(st.integers(-50, 50), max_size=60), st.lists(st.integers(-50, 50), max_size=20))
-def test_member_mask_is_isin(values, candidates):
+@given(st.lists(st.integers(-50, 50), max_size=60), st.lists(st.integers(-50, 50), max_size=20),
+       st.sampled_from([1 << 23, 16]))
+def test_member_mask_is_isin(values, candidates, table_limit):
+    """Both ways of matching, a table over the candidates' range and a hash (ranges over the limit)."""
     values = np.asarray(values, np.int64)
-    np.testing.assert_array_equal(member_mask(values, np.asarray(candidates, np.int64)), np.isin(values, candidates))
+    with patch.object(interactions, "_MEMBER_TABLE", table_limit):
+        np.testing.assert_array_equal(member_mask(values, np.asarray(candidates, np.int64)), np.isin(values, candidates))

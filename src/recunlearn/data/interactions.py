@@ -20,13 +20,26 @@ import pandas as pd
 from recunlearn.errors import DataError, UnknownIdError
 
 
+_MEMBER_TABLE = 1 << 23
+"""Candidates spanning fewer keys than this are marked in a boolean table (at most 8 MB)."""
+
+
 def member_mask(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """``np.isin(values, candidates)`` for integer keys by hashing the candidates (pandas): linear
-    in both sizes, sorting neither (a request's keys against every row of the table)."""
-    values = np.asarray(values, np.int64)
-    if not len(values):
-        return np.zeros(0, bool)
-    return pd.Series(values, copy=False).isin(np.asarray(candidates, np.int64)).to_numpy()
+    """``np.isin(values, candidates)`` for integer keys, linear in both sizes and sorting neither (a
+    request's keys against every row of the table): a boolean table over the candidates' range
+    where it is small, else a hash of the candidates (pandas)."""
+    values, candidates = np.asarray(values, np.int64), np.asarray(candidates, np.int64)
+    if not len(values) or not len(candidates):
+        return np.zeros(len(values), bool)
+    low, high = int(candidates.min()), int(candidates.max())
+    if high - low < _MEMBER_TABLE:
+        table = np.zeros(high - low + 1, bool)
+        table[candidates - low] = True
+        inside = (values >= low) & (values <= high)
+        mask = np.zeros(len(values), bool)
+        mask[inside] = table[values[inside] - low]
+        return mask
+    return pd.Series(values, copy=False).isin(candidates).to_numpy()
 
 
 def _frozen(array: Any, dtype: Any) -> np.ndarray:
@@ -37,6 +50,12 @@ def _frozen(array: Any, dtype: Any) -> np.ndarray:
     out = np.array(array, dtype=dtype, copy=True)
     out.setflags(write=False)
     return out
+
+
+def _sealed(array: np.ndarray) -> np.ndarray:
+    """A new array of this module's own, made read-only so that a table takes it without a copy."""
+    array.setflags(write=False)
+    return array
 
 
 def _sorted_ids(values: Iterable[Any]) -> np.ndarray:
@@ -255,8 +274,7 @@ class Interactions:
     def take(self, rows: np.ndarray | Sequence[int]) -> Interactions:
         """The given rows (a boolean mask or integer positions), in that order."""
         rows = np.asarray(rows)
-        return self._replace(user=self.user[rows], item=self.item[rows], label=self.label[rows],
-                             rating=self.rating[rows], timestamp=self.timestamp[rows])
+        return self._replace(**{k: _sealed(getattr(self, k)[rows]) for k in ("user", "item", "label", "rating", "timestamp")})
 
     def drop(self, mask: np.ndarray) -> Interactions:
         return self.take(~np.asarray(mask, dtype=bool))

@@ -146,7 +146,7 @@ def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
         keys = (groups << 31) | rng.integers(0, 1 << 31, n, dtype=np.int64)
         order = torch.sort(torch.from_numpy(keys)).indices.numpy()
     rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - (np.cumsum(size) - size)[groups[order]]
+    rank[order] = np.arange(n) - np.repeat(np.cumsum(size) - size, size)  # sorted, the groups are repeat(ids, size)
     return rank, size
 
 
@@ -536,13 +536,19 @@ def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.T
 
     gram = left is right and (weights is None or bool((weights >= 0).all()))
     # rows scaled once (by sqrt(w) on both sides of a Gram matrix), with a zero row that padding points at
-    zero = left.new_zeros((1, dim))
+    def padded(rows: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        out = rows.new_empty((len(rows) + 1, dim))
+        out[-1] = 0
+        if scale is None:
+            out[:-1] = rows
+        else:
+            torch.mul(rows, scale[:, None], out=out[:-1])
+        return out
+
     if gram:
-        right = torch.cat([right if weights is None else right * weights.sqrt()[:, None], zero])
-        left = right
+        left = right = padded(right, None if weights is None else weights.sqrt())
     else:
-        left = torch.cat([left if weights is None else left * weights[:, None], zero])
-        right = torch.cat([right, zero])
+        left, right = padded(left, weights), padded(right, None)
     start = 0
     for group, index, _ in groups:
         gathered_right = _gather(right, index)
