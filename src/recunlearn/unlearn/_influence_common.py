@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +25,12 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.mf import MF
 from recunlearn.train.auc import roc_auc
-from recunlearn.train.loop import fit_model, predict, valid_auc
+from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
                                           SolverError, adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
-                                          expand, find_entries, hessian_blocks, hessian_vector_product,
+                                          expand, find_entries, group_order, hessian_blocks, hessian_vector_product,
                                           sample_neighbours, sample_rows_per_node, scipy_to_adjacency, solve)
 
 
@@ -222,16 +223,16 @@ class InfluenceUnlearner(ApproximateUnlearner):
         timings["gradient_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        # the rows whose loss (on the graph after deletion) depends on a kept row
-        depends = expand(graph_after, kept.nodes(n_nodes), n_layers if graph_after is not None else 0,
-                         size=n_nodes + model.n_items)
         solver = self.config.solver
         neighbours = None
         if (solver.method == "block" and graph_after is not None and n_layers == 1
                 and self.config.hessian_neighbours_per_node is not None):
             neighbours = sample_neighbours(graph_after, kept.nodes(n_nodes), self.config.hessian_neighbours_per_node,
                                            seed=self.config.train.seed)
-        summed = depends if neighbours is None else neighbours.nodes  # the nodes whose row sums enter the blocks
+            summed = neighbours.nodes  # the nodes whose row sums enter the blocks
+        else:  # the nodes whose loss (on the graph after deletion) depends on a kept row
+            summed = expand(graph_after, kept.nodes(n_nodes), n_layers if graph_after is not None else 0,
+                            size=n_nodes + model.n_items)
         rows = np.flatnonzero(rows_touching(remaining, summed, n_nodes))
         weights: np.ndarray | float = 1.0
         if self.config.hessian_rows_per_node is not None:
@@ -277,7 +278,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         details["update"] = "applied"
         if guard:
             start = time.perf_counter()
-            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after, depends)
+            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after)
             details.update(valid_auc_update=with_update, valid_auc_no_update=without)
             if with_update < without:
                 details["update"] = "rejected: validation AUC worse than no update; fell back to no update"
@@ -326,23 +327,36 @@ class InfluenceUnlearner(ApproximateUnlearner):
 
     @torch.no_grad()
     def _guard_aucs(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
-                    graph_after: sp.csr_matrix | None, reach: np.ndarray) -> tuple[float, float]:
-        """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted
-        edges), from one scoring pass: only the validation rows the step can move (an end in ``reach``,
-        the nodes within n_layers hops of a kept row) are scored again."""
-        valid = self.valid
+                    graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+        """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
             kept.scatter(model, before)
-            scores = predict(model, valid.user, valid.item)
-            moved = np.flatnonzero(rows_touching(valid, reach, model.n_users))
+            without = self._current_valid_auc(model)
             kept.scatter(model, after)
-            stepped = scores.copy()
-            stepped[moved] = predict(model, valid.user[moved], valid.item[moved])
-        return roc_auc(valid.label, scores), roc_auc(valid.label, stepped)
+            return without, self._current_valid_auc(model)
 
     @torch.no_grad()
     def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
         """Validation AUC with the kept rows set to ``values`` (and the graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
             kept.scatter(model, values)
-            return valid_auc(model, self.valid)
+            return self._current_valid_auc(model)
+
+    def _current_valid_auc(self, model: CFModel) -> float:
+        """What :func:`~recunlearn.train.loop.valid_auc` gives, with the logits of the validation pairs
+        taken from one sampled product over a users x items pattern of them, built once (the
+        validation data never changes), rather than gathering a copy of both ends' rows."""
+        cached = getattr(self, "_valid_pattern", None)
+        if cached is None or cached[0] is not self.valid:
+            valid, device = self.valid, model.user_emb.weight.device
+            order = group_order(valid.user, model.n_users)
+            crow = np.concatenate([[0], np.cumsum(np.bincount(valid.user, minlength=model.n_users))])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+                pattern = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(valid.item[order]),
+                                                  torch.ones(len(valid)), size=(model.n_users, model.n_items)).to(device)
+            cached = self._valid_pattern = (valid, pattern, valid.label[order])
+        _, pattern, labels = cached
+        users, items = model.representations()
+        logits = torch.sparse.sampled_addmm(pattern, users, items.T, beta=0.0).values()
+        return roc_auc(labels, torch.sigmoid(logits).cpu().numpy())

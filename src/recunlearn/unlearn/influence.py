@@ -246,12 +246,17 @@ def _select_columns(matrix: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix
     return sp.csr_matrix((matrix.data[keep], moved[keep], indptr), shape=(matrix.shape[0], len(columns)))
 
 
-def _grouped_order(groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+def group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
     """A stable argsort of non-negative group ids below ``n_groups``: numpy's linear radix sort where
-    they fit 16 bits (on CPU), else torch's sort. What orders rows into a CSR pattern (the columns
-    within a row stay in the rows' order, which no sparse product here needs sorted)."""
-    if n_groups <= 1 << 16 and groups.device.type == "cpu":
-        return torch.from_numpy(np.argsort(groups.numpy().astype(np.uint16), kind="stable"))
+    they fit 16 bits. What orders rows into a CSR pattern (the columns within a row stay in the
+    rows' order, which no sparse product here needs sorted)."""
+    return np.argsort(groups.astype(np.uint16) if n_groups <= 1 << 16 else groups, kind="stable")
+
+
+def _grouped_order(groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """:func:`group_order` of a tensor (torch's sort off the CPU)."""
+    if groups.device.type == "cpu":
+        return torch.from_numpy(group_order(groups.numpy(), n_groups))
     return torch.argsort(groups, stable=True)
 
 
