@@ -32,7 +32,7 @@ PHASES = ("gradient_s", "hessian_setup_s", "solve_s", "guard_s")
 # above, and the objectives' set-up runs inside the phases that build them
 PIECES = [
     ("request to rows (forget's lookup)", Unlearner._rows_of),
-    ("spillover gradients (both graphs)", InfluenceUnlearner._spillover),
+    ("removed rows' and spillover gradients (both graphs)", InfluenceUnlearner._gradient_with_spillover),
     ("row sample", influence.sample_rows_per_node),
     ("neighbour sample", influence.sample_neighbours),
     ("Hessian blocks and coupling bound", influence.hessian_blocks),

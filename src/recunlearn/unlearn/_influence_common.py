@@ -213,13 +213,12 @@ class InfluenceUnlearner(ApproximateUnlearner):
             return {**details, "changed_rows": 0, "update": "none (no rows left to update)"}
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
-                                graph_full).analytic_gradient()
-        n_nodes, n_layers = model.n_users, getattr(model, "n_layers", 0)
         if self.spillover and graph_after is not None:
-            spill, changed_rows = self._spillover(kept, remaining, graph_full, graph_after)
-            g = g + spill
-            details["spillover_rows"] = changed_rows
+            g, details["spillover_rows"] = self._gradient_with_spillover(kept, removed, remaining, graph_full, graph_after)
+        else:
+            g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
+                                    graph_full).analytic_gradient()
+        n_nodes, n_layers = model.n_users, getattr(model, "n_layers", 0)
         timings["gradient_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -288,11 +287,15 @@ class InfluenceUnlearner(ApproximateUnlearner):
         details["changed_rows"] = kept.size if details["update"] == "applied" else 0
         return details
 
-    def _spillover(self, kept: KeptRows, remaining: Interactions, graph_full: sp.csr_matrix,
-                   graph_after: sp.csr_matrix) -> tuple[torch.Tensor, int]:
-        """grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph
+    def _gradient_with_spillover(self, kept: KeptRows, removed: Interactions, remaining: Interactions,
+                                 graph_full: sp.csr_matrix, graph_after: sp.csr_matrix) -> tuple[torch.Tensor, int]:
+        """The removed rows R's gradient, grad sum_R f(G_full) (L2 terms included), plus the spillover
+        grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph
         change moves and whose loss depends on a kept row (an end within n_layers hops of one; any
-        other row's gradient with respect to the kept rows is zero). The L2 terms cancel."""
+        other row's gradient with respect to the kept rows is zero); and the size of C.
+
+        One objective over R and C on the full graph, less its twin on the graph after with R
+        weighted 0: one pattern of rows and two gradients (C's L2 terms cancel)."""
         model = self.model
         degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
         ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
@@ -301,10 +304,12 @@ class InfluenceUnlearner(ApproximateUnlearner):
         n_users = model.n_users
         depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
-        args = (remaining.user[rows], remaining.item[rows], remaining.label[rows])
-        objective = RestrictedObjective(model, kept, *args, 1.0, 0.0, graph_full)
-        full, after = objective.analytic_gradient(), objective.on_graph(graph_after).analytic_gradient()
-        return full - after, int(rows.sum())
+        both = removed.concat(remaining.take(rows))
+        objective = RestrictedObjective(model, kept, both.user, both.item, both.label, 1.0, self.config.train.l2,
+                                        graph_full)
+        without_removed = np.concatenate([np.zeros(len(removed), np.float32), np.ones(len(both) - len(removed), np.float32)])
+        after = objective.on_graph(graph_after, weights=without_removed)
+        return objective.analytic_gradient() - after.analytic_gradient(), len(both) - len(removed)
 
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""

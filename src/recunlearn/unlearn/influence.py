@@ -309,12 +309,16 @@ class RestrictedObjective:
         whole = self.size == graph.shape[0]
         return scipy_to_adjacency(graph if whole else graph[self.closure][:, self.closure], self.base.device)
 
-    def on_graph(self, graph: sp.csr_matrix) -> RestrictedObjective:
+    def on_graph(self, graph: sp.csr_matrix, weights: np.ndarray | None = None) -> RestrictedObjective:
         """The same rows and kept rows scored with another graph that has no edge this one lacks (the
-        graph after deleting edges): its closure is inside this one's, so nothing else changes."""
-        self.pair_pattern()  # the same rows: built once, shared
+        graph after deleting edges): its closure is inside this one's, so nothing else changes.
+        ``weights``: other row weights (the pattern of rows is shared all the same)."""
+        crow, column, pair_weights, pair_labels = self.pair_pattern()  # the same rows: built once, shared
         twin = copy.copy(self)
         twin.adjacency = self._on_closure(graph)
+        if weights is not None:
+            twin.weights = torch.as_tensor(np.asarray(weights, np.float32), device=self.weights.device)
+            twin._pairs = (crow, column, twin.weights.repeat(2).index_select(0, self._pair_order), pair_labels)
         return twin
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
@@ -341,7 +345,7 @@ class RestrictedObjective:
         sums from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
         if self._pairs is None:
             ends, others = torch.cat([self.row_u, self.row_i]), torch.cat([self.row_i, self.row_u])
-            order = _grouped_order(ends, self.size)
+            order = self._pair_order = _grouped_order(ends, self.size)
             crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
             crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
             self._pairs = (crow, others.index_select(0, order), self.weights.repeat(2).index_select(0, order),
