@@ -304,12 +304,11 @@ class InfluenceUnlearner(ApproximateUnlearner):
         n_users = model.n_users
         depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
-        both = removed.concat(remaining.take(rows))
-        objective = RestrictedObjective(model, kept, both.user, both.item, both.label, 1.0, self.config.train.l2,
-                                        graph_full)
-        without_removed = np.concatenate([np.zeros(len(removed), np.float32), np.ones(len(both) - len(removed), np.float32)])
+        both = [np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]]) for k in ("user", "item", "label")]
+        objective = RestrictedObjective(model, kept, *both, 1.0, self.config.train.l2, graph_full)
+        without_removed = np.concatenate([np.zeros(len(removed), np.float32), np.ones(len(both[0]) - len(removed), np.float32)])
         after = objective.on_graph(graph_after, weights=without_removed)
-        return objective.analytic_gradient() - after.analytic_gradient(), len(both) - len(removed)
+        return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(removed)
 
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""

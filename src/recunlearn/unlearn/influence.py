@@ -772,8 +772,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 partners = torch.zeros((size, dim), device=device).index_add_(
                     0, kept_index, (w * curvature[row])[:, None] * other_end)
                 own_rep = reps.index_select(0, position_of)
-                blocks.baddbmm_(partners[:, :, None], own_rep[:, None, :]).baddbmm_(own_rep[:, :, None],
-                                                                                     partners[:, None, :])
+                blocks.baddbmm_(torch.stack([partners, own_rep], 2), torch.stack([own_rep, partners], 1))  # S r' + r S'
             else:
                 cross = segment_outer_sum(kept_index, r_i.index_select(0, row), r_u.index_select(0, row), size,
                                           weights=w * curvature[row])
