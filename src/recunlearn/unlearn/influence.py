@@ -97,7 +97,7 @@ def find_entries(graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> tu
     rows = np.asarray(rows, np.int64)
     wanted = rows * n + np.asarray(cols, np.int64)
     if n <= 1 << 16 and len(rows) > 1024:  # searched row by row (a linear radix sort): far fewer cache misses
-        by_row = np.argsort(rows.astype(np.uint16), kind="stable")
+        by_row = group_order(rows, n)
         position = np.empty(len(wanted), np.int64)
         position[by_row] = np.searchsorted(keys, wanted[by_row])
     else:
@@ -491,11 +491,12 @@ def block_solver(blocks: torch.Tensor, damping: float) -> Operator:
 
 
 def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: int = 1 << 22,
-                   spread: float = 1.25, pad: int = 0):
+                   spread: float = 1.25, pad: int | None = None):
     """Segments (rows sharing a non-negative segment id) in groups of similar size (within ``spread``,
     at most ``budget`` padded elements of width ``dim``): yields (segment ids, (group, longest) row
     index, mask of the real rows), for padded batched matmuls instead of per-row outer products.
-    Padding slots of the index hold ``pad`` (a zero row the caller appends saves masking)."""
+    Padding slots of the index hold ``pad`` (a zero row the caller appends saves masking; None: a
+    real row, which the caller masks)."""
     shifted = segments.clamp_min(-1) + 1
     counts = torch.bincount(shifted, minlength=n_segments + 1)[1:]
     order = _grouped_order(shifted, n_segments + 1)
@@ -512,7 +513,7 @@ def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: in
         offsets = torch.arange(longest, device=segments.device)
         mask = offsets[None, :] < counts[group][:, None]
         index = order[torch.where(mask, starts[group][:, None] + offsets[None, :], 0)]
-        yield group, (index if pad == 0 else index.masked_fill_(~mask, pad)), mask
+        yield group, (index if pad is None else index.masked_fill_(~mask, pad)), mask
         first = last
 
 
@@ -546,13 +547,13 @@ def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.T
     gram = left is right and (weights is None or bool((weights >= 0).all()))
     # rows scaled once (by sqrt(w) on both sides of a Gram matrix), with a zero row that padding points at
     def padded(rows: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-        out = rows.new_empty((len(rows) + 1, dim))
-        out[-1] = 0
+        buffer = rows.new_empty((len(rows) + 1, dim))
+        buffer[-1] = 0
         if scale is None:
-            out[:-1] = rows
+            buffer[:-1] = rows
         else:
-            torch.mul(rows, scale[:, None], out=out[:-1])
-        return out
+            torch.mul(rows, scale[:, None], out=buffer[:-1])
+        return buffer
 
     if gram:
         left = right = padded(right, None if weights is None else weights.sqrt())
