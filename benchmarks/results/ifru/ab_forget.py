@@ -8,7 +8,7 @@ per-round ratio new / old, whose median is the figure to quote.
 
 Run from the repository root (OLD and NEW are `src` folders, e.g. of `git worktree add /tmp/old <commit>`):
     OMP_NUM_THREADS=1 RECUNLEARN_DEVICE=cpu .venv/bin/python benchmarks/results/ifru/ab_forget.py OLD NEW \
-        [--model lightgcn] [--seed 0] [--rounds 10] [--calls 7]
+        [--model lightgcn] [--seed 0] [--rounds 10] [--calls 7] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--calls", type=int, default=7)
+    parser.add_argument("--out", help="also write the figures here as JSON (markdown beside it)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -63,22 +64,38 @@ def main() -> None:
         workers[name] = subprocess.Popen([sys.executable, __file__, "--worker", "--model", args.model,
                                           "--seed", str(args.seed)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True, env=env)
-    for process in workers.values():
-        if process.stdout.readline().strip() != "ready":
-            sys.exit("a worker failed to start")
     medians = {name: [] for name in workers}
-    for _ in range(args.rounds):
-        for name, process in workers.items():
-            process.stdin.write(f"{args.calls}\n")
-            process.stdin.flush()
-            medians[name].append(float(process.stdout.readline()))
+    try:
+        for process in workers.values():
+            if process.stdout.readline().strip() != "ready":
+                sys.exit("a worker failed to start")
+        for _ in range(args.rounds):
+            for name, process in workers.items():
+                process.stdin.write(f"{args.calls}\n")
+                process.stdin.flush()
+                medians[name].append(float(process.stdout.readline()))
+    except BaseException:  # a failed worker or an interrupt: leave no worker running
+        for process in workers.values():
+            process.kill()
+        raise
     for process in workers.values():
         process.stdin.close()
         process.wait()
-    for name, values in medians.items():
-        print(f"{name}: median {statistics.median(values):.1f} ms, rounds: {' '.join(f'{v:.1f}' for v in values)}")
     ratios = [new / old for new, old in zip(medians["new"], medians["old"])]
-    print(f"new / old: median {statistics.median(ratios):.3f}, rounds: {' '.join(f'{r:.3f}' for r in ratios)}")
+    lines = [f"{name}: median {statistics.median(values):.1f} ms, rounds: {' '.join(f'{v:.1f}' for v in values)}"
+             for name, values in medians.items()]
+    lines.append(f"new / old: median {statistics.median(ratios):.3f}, rounds: {' '.join(f'{r:.3f}' for r in ratios)}")
+    print("\n".join(lines))
+    if args.out:
+        from recunlearn.bench._results import write_document
+        from recunlearn.bench.experiment import environment
+
+        commits = {name: subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip() or None
+                   for name, folder in (("old", args.old), ("new", args.new))}
+        document = {"medians_ms": medians, "ratio_median": statistics.median(ratios), "commits": commits,
+                    "command": {k: v for k, v in vars(args).items() if k != "worker"}, "environment": environment()}
+        write_document(document, args.out, "\n\n".join(lines))
 
 
 if __name__ == "__main__":
