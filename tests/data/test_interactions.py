@@ -99,6 +99,9 @@ def test_content_hash_sees_every_column_and_ignores_indexing(small):
     reindexed = small.reindexed(Vocabulary(np.array(["c", "b", "a"]), kind="user"), small.items)
     assert not np.array_equal(reindexed.user, small.user)
     assert reindexed.content_hash() == base
+    # a vocabulary with a longer id stores every id wider; the same rows hash the same
+    wider = small.reindexed(Vocabulary(np.array(["a", "b", "c", "a-much-longer-id"]), kind="user"), small.items)
+    assert wider.users.ids.dtype != small.users.ids.dtype and wider.content_hash() == base
 
 
 def test_save_load_round_trip_without_pickle(small, tmp_path):

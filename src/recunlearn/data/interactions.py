@@ -133,6 +133,18 @@ class Vocabulary:
     def external(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         return self.ids[np.asarray(index, dtype=np.int64)]
 
+    def fingerprints(self) -> np.ndarray:
+        """Per id, the 16-byte BLAKE2b digest of its UTF-8 text (built once: a vocabulary is frozen).
+
+        What content hashes stand for ids with: one id's fingerprint depends on that id alone,
+        where the ids' own array pads every id to the longest one's width (4 bytes a character)."""
+        prints = self.__dict__.get("_fingerprints")
+        if prints is None:
+            prints = np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=16).digest() for i in self.ids.tolist()),
+                                   dtype="V16")
+            self.__dict__["_fingerprints"] = prints
+        return prints
+
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
@@ -332,16 +344,19 @@ class Interactions:
     _HASH_CHUNK = 1 << 18
 
     def content_hash(self) -> str:
-        """sha256 of the rows in order, by external id, so audits compare across vocabularies.
+        """sha256 of the rows in order, each user and item standing as its id's fingerprint
+        (:meth:`Vocabulary.fingerprints`), so audits compare across vocabularies whatever their
+        indices or the width of their ids.
 
         Computed once per table: a table is frozen and its arrays are read-only."""
         cached = self.__dict__.get("_content_hash")
         if cached is not None:
             return cached
-        h = hashlib.sha256()
-        for ids, column in ((self.users.ids, self.user), (self.items.ids, self.item)):
+        h = hashlib.sha256(b"recunlearn interactions v2\0")
+        for vocabulary, column in ((self.users, self.user), (self.items, self.item)):
+            prints = vocabulary.fingerprints()
             for start in range(0, len(column), self._HASH_CHUNK):  # the same bytes, without a table-sized copy
-                h.update(ids[column[start:start + self._HASH_CHUNK]].tobytes())
+                h.update(prints[column[start:start + self._HASH_CHUNK]].tobytes())
         for column in (self.label, self.rating, self.timestamp):
             h.update(memoryview(np.ascontiguousarray(column)))
         self.__dict__["_content_hash"] = h.hexdigest()
