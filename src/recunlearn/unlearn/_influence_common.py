@@ -350,9 +350,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
         """What :func:`~recunlearn.train.loop.valid_auc` gives, with the logits of the validation pairs
         taken from one sampled product over a users x items pattern of them, built once (the
         validation data never changes), rather than gathering a copy of both ends' rows."""
-        cached = getattr(self, "_valid_pattern", None)
-        if cached is None or cached[0] is not self.valid:
-            valid, device = self.valid, model.user_emb.weight.device
+        cached, device = getattr(self, "_valid_pattern", None), model.user_emb.weight.device
+        if cached is None or cached[0] is not self.valid or cached[1].device != device:
+            valid = self.valid
             order = group_order(valid.user, model.n_users)
             crow = np.concatenate([[0], np.cumsum(np.bincount(valid.user, minlength=model.n_users))])
             with warnings.catch_warnings():
