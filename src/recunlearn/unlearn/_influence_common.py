@@ -13,7 +13,6 @@ import contextlib
 import copy
 import math
 import time
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -355,11 +354,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
             valid = self.valid
             order = group_order(valid.user, model.n_users)
             crow = np.concatenate([[0], np.cumsum(np.bincount(valid.user, minlength=model.n_users))])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-                pattern = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(valid.item[order]),
-                                                  torch.ones(len(valid)), size=(model.n_users, model.n_items)).to(device)
-            cached = self._valid_pattern = (valid, pattern, valid.label[order])
+            pairs = sp.csr_matrix((np.ones(len(valid), np.float32), valid.item[order], crow),
+                                  shape=(model.n_users, model.n_items))
+            cached = self._valid_pattern = (valid, scipy_to_adjacency(pairs, device), valid.label[order])
         _, pattern, labels = cached
         users, items = model.representations()
         logits = torch.sparse.sampled_addmm(pattern, users, items.T, beta=0.0).values()

@@ -141,7 +141,7 @@ def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     if len(size) <= 1 << 16:
         generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
         shuffle = torch.randperm(n, generator=generator).numpy()
-        order = shuffle[np.argsort(groups[shuffle].astype(np.uint16), kind="stable")]
+        order = shuffle[group_order(groups[shuffle], len(size))]
     else:
         keys = (groups << 31) | rng.integers(0, 1 << 31, n, dtype=np.int64)
         order = torch.sort(torch.from_numpy(keys)).indices.numpy()
@@ -739,7 +739,7 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 reach = None
                 kept_rows = objective.kept_theta.cpu().numpy()  # kept nodes with rows (the others have no block)
                 linear, near_squared = _select_rows(neighbours.linear, kept_rows), _select_rows(neighbours.squared, kept_rows)
-                drawn = expand(None, linear.indices, 0, size=linear.shape[1])
+                drawn = expand(None, linear.indices, 0, size=linear.shape[1])  # sorted, unique: marked in a table
                 needed = np.searchsorted(objective.closure, drawn)  # closure positions
                 if (needed >= objective.size).any() or (objective.closure[needed.clip(max=objective.size - 1)] != drawn).any():
                     raise ValueError("every sampled neighbour must be an end of the objective's rows")
