@@ -227,3 +227,18 @@ def test_validation_logits_use_the_held_out_weights(fitted_apa):
     assert np.allclose(equal, fitted_apa._pass(fitted_apa._valid_tokens, weights=fitted_apa.weights(fitted_apa.valid)),
                        atol=1e-5)
     fitted_apa.set_options(weighting="attention")
+
+
+def test_random_partition_ablation_trains_sisas_adapters(tiny_causal, sample_split):
+    """partition='random' gives SISA's shards and so SISA's very adapters (same seeds): averaging their
+    outputs is SISA's score, while APA still mixes them in one pass."""
+    train, valid, test = sample_split
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, partition="random")).fit(train, valid)
+    sisa = get_method("llm-sisa")(method_config(tiny_causal, n_shards=2)).fit(train, valid)
+    assert np.array_equal(apa.assignment, sisa.assignment)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, sisa.adapters) for k in a)
+    assert np.allclose(apa._output_average(apa._tokenize(test)), sisa._output_average(sisa._tokenize(test)))
+    assert apa.centres.shape == (2, apa.representations(train).shape[1])
+    k0 = apa.assignment == 0
+    assert np.allclose(apa.centres[0], apa.representations(train.take(k0)).mean(0), atol=1e-6)
+    assert np.isfinite(apa.score(test)).all() and np.isfinite(apa.set_options(weighting="semantic").score(test)).all()

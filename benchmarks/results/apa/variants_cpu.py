@@ -9,11 +9,16 @@ fits one CPU core.
 Run from the repository root:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/apa/variants_cpu.py PRESET [variant ...]
 
-presets (ML-100K movie samples, embedded MiniLM, max_length 128, K=4, lr 1e-3, batch 16, seed 0):
-  small  512 train / 150 valid / 400 test samples, 3 epochs (patience 3)
-         -> benchmarks/results/apa/shared-init-cpu.json (and .md)
-  paper  the paper's 1,024 / 500 / 1,000 samples, up to 8 epochs (patience 2)
-         -> benchmarks/results/apa/paper-cpu.json (and .md)
+presets (ML-100K movie samples, embedded MiniLM, K=4, lr 1e-3, batch 16):
+  small   512 train / 150 valid / 400 test samples, max_length 128, 3 epochs (patience 3)
+          -> benchmarks/results/apa/shared-init-cpu.json (and .md)
+  paper   the paper's 1,024 / 500 / 1,000 samples, max_length 128, up to 8 epochs (patience 2)
+          -> benchmarks/results/apa/paper-cpu.json (and .md)
+  paper5  the paper's samples under the 5-epoch schedule of `recunlearn bench apa --max-epochs 5
+          --eval-every 5 --patience 1` (max_length 512), so that llm-sisa and apa-pershard reproduce
+          that benchmark's AUCs at the same --seed; no fixed-tau diagnostics
+          -> benchmarks/results/apa/paper5-seedN-cpu.json (and .md)
+--seed N (default 0) draws the samples and seeds the adapters as the benchmark's --seed does.
 variants (default: all):
   retrain       llm-retrain, one adapter on every sample
   sisa          llm-sisa, K random shards, output averaging
@@ -21,6 +26,8 @@ variants (default: all):
   apa-shared    APA with shared_init=True
   sisa-lr4x     llm-sisa with the adapters trained at lr x K (4e-3)
   apa-lr4x      APA (per-shard init) with the adapters trained at lr x K (4e-3)
+  apa-random    APA on SISA's random shards (partition="random"): its adapters are llm-sisa's, so
+                its rows tell the partition's part from the aggregation's
 The lr x K variants test whether the shard adapters are undertrained: a shard of n/K samples gets K
 times fewer optimiser steps per epoch than the retrained adapter at the same batch size. Each row is
 merged into the preset's JSON (and .md) as soon as it finishes, so partial runs keep their results.
@@ -57,6 +64,13 @@ PRESETS = {
         "common": {"backbone": {"max_length": 128}, "device": "cpu",
                    "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 8, "patience": 2}},
     },
+    "paper5": {
+        "out": RESULTS / "paper5-seed{seed}-cpu.json",
+        "bench": ApaBenchConfig(n_train=1024, n_valid=500, n_test=1000, output=None),
+        "common": {"device": "cpu",
+                   "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 5, "patience": 1, "eval_every": 5}},
+        "diagnostics": False,
+    },
 }
 APA_OPTIONS = ("aggregation", "weighting", "tau", "tau_grid", "tau_holdout", "neighbours", "error")
 """What a loaded APA takes from the preset and the variant (settings that need no retraining)."""
@@ -68,6 +82,7 @@ VARIANTS = {
     "apa-shared": ("apa", {"n_shards": K, "shared_init": True}),
     "sisa-lr4x": ("llm-sisa", {"n_shards": K, "train": {"lr": LR_X_K}}),
     "apa-lr4x": ("apa", {"n_shards": K, "shared_init": False, "train": {"lr": LR_X_K}}),
+    "apa-random": ("apa", {"n_shards": K, "partition": "random"}),
 }
 
 
@@ -90,7 +105,8 @@ def options(common: dict, extra: dict) -> tuple[dict, dict]:
     return config, extra
 
 
-def run(variant: str, common: dict, train, valid, test, save: Path | None = None, load: Path | None = None) -> dict:
+def run(variant: str, common: dict, train, valid, test, save: Path | None = None, load: Path | None = None,
+        diagnostics: bool = True) -> dict:
     name, extra = VARIANTS[variant]
     config, extra = options(common, extra)
     start = time.perf_counter()
@@ -128,13 +144,14 @@ def run(variant: str, common: dict, train, valid, test, save: Path | None = None
     w = method.weights(test)  # n x K
     variants["attention, output-weighted (K passes)"] = auc(test.label, (w.T * sigmoid(per)).sum(0))
     variants["average, output-averaged (K passes)"] = row["output_average_auc"]
-    row.update(tau=method.tau_, tau_selection=method.tau_selection)  # chosen on validation (leave-one-out)
-    row["validation_nd_auc"] = {f"{tau:g}": round(auc(valid.label, method.validation_logits(tau)), 4)
-                                for tau in method.config.tau_grid}  # what the selection's output mixture stands for
+    row.update(tau=method.tau_, tau_selection=method.tau_selection)  # chosen on validation (held out as configured)
     row["mean_weight_max"] = round(float(w.max(1).mean()), 4)
-    for tau in (10.0, 30.0, 100.0, 300.0, 1000.0):  # fixed taus: diagnostics on test (not used to pick tau)
-        method.set_options(aggregation="ND", weighting="attention", tau=tau, tau_grid=None)
-        variants[f"tau={tau:g} (ND)"] = auc(test.label, method.score(test))
+    if diagnostics:
+        row["validation_nd_auc"] = {f"{tau:g}": round(auc(valid.label, method.validation_logits(tau)), 4)
+                                    for tau in method.config.tau_grid}  # what the selection's output mixture stands for
+        for tau in (10.0, 30.0, 100.0, 300.0, 1000.0):  # fixed taus: diagnostics on test (not used to pick tau)
+            method.set_options(aggregation="ND", weighting="attention", tau=tau, tau_grid=None)
+            variants[f"tau={tau:g} (ND)"] = auc(test.label, method.score(test))
     row["variants"] = {k: round(v, 4) for k, v in variants.items()}
     row["auc"] = variants["APA(ND)"]
     return row
@@ -157,17 +174,23 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(preset: str, variants: list[str], save: Path | None = None, load: Path | None = None) -> None:
+def main(preset: str, variants: list[str], save: Path | None = None, load: Path | None = None, seed: int = 0) -> None:
     torch.set_num_threads(1)
     setting = PRESETS[preset]
-    out, bench, common = setting["out"], setting["bench"], setting["common"]
+    out, bench, common = setting["out"], setting["bench"], copy.deepcopy(setting["common"])
+    out = Path(str(out).format(seed=seed))
+    if seed:
+        if "{seed}" not in str(setting["out"]):
+            out = out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
+        bench = bench.model_copy(update={"sample_seed": seed})
+        common["train"]["seed"] = seed
     train, valid, test = prepare_samples(bench)
     doc = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
     doc.update(bench=bench.model_dump(mode="json"), common=common, classical_baseline_auc=round(classical_baseline(train, test), 4),
                samples={"train": len(train), "valid": len(valid), "test": len(test),
                         "test_users": len(set(test.user.tolist())), "positive_rate_test": round(float(test.label.mean()), 4)})
     for variant in variants:
-        row = run(variant, common, train, valid, test, save, load)
+        row = run(variant, common, train, valid, test, save, load, setting.get("diagnostics", True))
         print(json.dumps(row), flush=True)
         doc["rows"][variant] = row
         out.write_text(json.dumps(doc, indent=1))
@@ -180,8 +203,9 @@ if __name__ == "__main__":
     parser.add_argument("variants", nargs="*", metavar="variant", help=f"any of {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--save", type=Path, help="also save each fitted method under this folder (for later analysis)")
     parser.add_argument("--load", type=Path, help="evaluate the methods --save wrote there instead of fitting them")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample draws and the adapters (as the benchmark's --seed)")
     args = parser.parse_args()
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    main(args.preset, args.variants or list(VARIANTS), args.save, args.load)
+    main(args.preset, args.variants or list(VARIANTS), args.save, args.load, args.seed)

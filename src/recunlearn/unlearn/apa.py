@@ -33,12 +33,16 @@ from recunlearn.models.llm.lora import Aggregation
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
-from recunlearn.unlearn.partition import balanced_semantic_partition
+from recunlearn.unlearn.partition import balanced_semantic_partition, random_partition
 
 
 class APAConfig(ShardedLLMConfig):
     """APA: semantic partition, one adapter per shard, sample-adaptive parameter-level aggregation."""
 
+    partition: Literal["semantic", "random"] = "semantic"
+    """'semantic': APA's balanced semantic partition; 'random': SISA's random shards (an ablation that
+    keeps APA's attention and one-pass aggregation, to tell what the partition itself contributes);
+    the shard centres that 'semantic' weighting uses are then the shards' mean representations."""
     aggregation: Aggregation = "ND"
     """'D': weighted average of the adapters' A and B; 'ND': weighted average of their updates B_k A_k."""
     weighting: Literal["attention", "average", "major", "semantic"] = "attention"
@@ -92,8 +96,12 @@ class APA(LLMUnlearner):
 
     def _partition(self) -> np.ndarray:
         embeddings = self.representations(self.train)
-        result = balanced_semantic_partition(embeddings, self.n_adapters, self.config.partition_seed, metric="cosine")
-        self.centres = result.centres.astype(np.float32)
+        if self.config.partition == "random":
+            result = random_partition(len(self.train), self.n_adapters, self.config.partition_seed)
+            self.centres = np.stack([embeddings[result.assignment == k].mean(0) for k in range(self.n_adapters)])
+        else:
+            result = balanced_semantic_partition(embeddings, self.n_adapters, self.config.partition_seed, metric="cosine")
+            self.centres = result.centres.astype(np.float32)
         self.partition_info = result.summary()
         return result.assignment
 
