@@ -6,7 +6,7 @@
 #                  of the CPU tables in docs/apa.md (llm-retrain, APA, llm-sisa), one process per
 #                  seed, side by side on the one GPU: AUCs are what they would be alone; the times
 #                  are shared-GPU times.
-# Each run is cut at RUN_LIMIT seconds (default 420) so that its log still comes back.
+# Each run is cut at RUN_LIMIT seconds (default 480) so that its log still comes back.
 # A dry run here (benchmarks/device/README.md) sets PYTHON, WHEELS=0, RECUNLEARN_DEVICE=cpu and
 # BENCH_EXTRA (options appended to the bench's, e.g. smaller sample counts).
 PYTHON=${PYTHON:-python3}
@@ -28,7 +28,7 @@ case "$1" in
     "$PYTHON" -c "from recunlearn.models.llm.backbones import smollm2_path; print('converted:', smollm2_path())"
     set +e
     for seed in "${@:-0}"; do
-      timeout "${RUN_LIMIT:-420}" "$PYTHON" -c "import sys; from recunlearn.cli import main; sys.argv[0] = 'recunlearn'; main()" \
+      timeout "${RUN_LIMIT:-480}" "$PYTHON" -c "import sys; from recunlearn.cli import main; sys.argv[0] = 'recunlearn'; main()" \
         bench apa --backbone smollm2 -m apa -m llm-sisa --max-epochs 5 --eval-every 5 --patience 1 \
         --seed "$seed" --out "$OUT/smollm2-seed$seed.json" ${BENCH_EXTRA:-} > "$OUT/smollm2-seed$seed.log" 2>&1 &
     done

@@ -2,8 +2,8 @@
 samples, seeds and training settings. Measures test AUC only: for the shard methods also each adapter's
 own AUC and epochs, and for APA (tau chosen on validation, the default) the D/ND aggregations, equal
 weights, output weighting and fixed tau values (the paper's 1000 among them) on the same adapters, and
-the validation AUC of APA's own (parameter-level) mix at each tau of the grid, neighbours leave-one-out,
-beside the output mixture the selection ranks by. No forgetting or latency (run_apa_benchmark measures those), so that it
+the validation AUC of APA's own (parameter-level) mix at each tau of the grid, neighbours held out as
+`tau_holdout` says, beside the output mixture the selection ranks by. No forgetting or latency (run_apa_benchmark measures those), so that it
 fits one CPU core.
 
 Run from the repository root:
@@ -204,7 +204,7 @@ if __name__ == "__main__":
     parser.add_argument("--save", type=Path, help="also save each fitted method under this folder (for later analysis)")
     parser.add_argument("--load", type=Path, help="evaluate the methods --save wrote there instead of fitting them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample draws and the adapters (as the benchmark's --seed)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come after the preset and variants
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
