@@ -197,6 +197,32 @@ def main(preset: str, variants: list[str], save: Path | None = None, load: Path 
         out.with_suffix(".md").write_text(markdown(doc))
 
 
+SUMMARY = (("mean adapter AUC", "mean_adapter_auc"), ("APA(ND), one pass", "APA(ND)"), ("APA(D), one pass", "APA(D)"),
+           ("equal weights (ND), one pass", "average (ND)"),
+           ("attention, output-weighted (K passes)", "attention, output-weighted (K passes)"),
+           ("equal weights, output-averaged (K passes)", "average, output-averaged (K passes)"))
+
+
+def summary(preset: str) -> str:
+    """Per seed and on average, each APA variant's measures from the preset's per-seed files
+    (paper5: the partition x aggregation comparison), as a markdown table written beside them."""
+    pattern = Path(str(PRESETS[preset]["out"]).format(seed="*"))
+    docs = {int(f.stem.split("seed")[1].split("-")[0]): json.loads(f.read_text())
+            for f in sorted(pattern.parent.glob(pattern.name))}
+    seeds = sorted(docs)
+    variants = [v for v in VARIANTS if VARIANTS[v][0] == "apa" and all(v in docs[s]["rows"] for s in seeds)]
+    lines = ["| variant | measure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|---|" + "---|" * (len(seeds) + 1)]
+    for variant in variants:
+        for label, key in SUMMARY:
+            values = [docs[s]["rows"][variant].get(key, docs[s]["rows"][variant]["variants"].get(key)) for s in seeds]
+            lines.append(f"| {variant} | {label} | " + " | ".join(f"{v:.4f}" for v in values)
+                         + f" | {np.mean(values):.4f} |")
+    table = "\n".join(lines) + "\n"
+    pattern.with_name(f"{preset}-summary-cpu.md").write_text(table)
+    return table
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", choices=list(PRESETS))
@@ -204,7 +230,11 @@ if __name__ == "__main__":
     parser.add_argument("--save", type=Path, help="also save each fitted method under this folder (for later analysis)")
     parser.add_argument("--load", type=Path, help="evaluate the methods --save wrote there instead of fitting them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample draws and the adapters (as the benchmark's --seed)")
+    parser.add_argument("--summary", action="store_true", help="only tabulate the APA variants of the preset's files, per seed and on average")
     args = parser.parse_intermixed_args()  # options may come after the preset and variants
+    if args.summary:
+        print(summary(args.preset), end="")
+        raise SystemExit
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
