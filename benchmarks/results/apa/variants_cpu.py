@@ -46,6 +46,7 @@ import torch
 
 from recunlearn.bench.apa import ApaBenchConfig, classical_baseline, prepare_samples
 from recunlearn.evaluate.metrics import auc
+from recunlearn.models.llm.lora import MixtureLoRALinear
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._llm_common import average_probabilities
 
@@ -106,7 +107,7 @@ def options(common: dict, extra: dict) -> tuple[dict, dict]:
 
 
 def run(variant: str, common: dict, train, valid, test, save: Path | None = None, load: Path | None = None,
-        diagnostics: bool = True) -> dict:
+        diagnostics: bool = True, heads_only: bool = False) -> dict:
     name, extra = VARIANTS[variant]
     config, extra = options(common, extra)
     start = time.perf_counter()
@@ -119,6 +120,10 @@ def run(variant: str, common: dict, train, valid, test, save: Path | None = None
         method.fit(train, valid)
     if save is not None:
         method.save(save / variant)
+    if heads_only:  # every adapter's LoRA switched off: its head alone, on the frozen encoder
+        for layer in method.scorer.modules():
+            if isinstance(layer, MixtureLoRALinear):
+                layer.B.zero_()
     fit_s = round(time.perf_counter() - start, 1) if load is None else "loaded"
     row = {"variant": variant, "method": name, "options": extra, "fit_s": fit_s,
            "epochs": [i.get("epochs") for i in method.adapter_info],
@@ -131,6 +136,7 @@ def run(variant: str, common: dict, train, valid, test, save: Path | None = None
     row["adapter_auc"] = [round(auc(test.label, lg), 4) for lg in per]
     row["mean_adapter_auc"] = round(float(np.mean(row["adapter_auc"])), 4)
     row["output_average_auc"] = auc(test.label, average_probabilities(per))
+    row["logit_average_auc"] = auc(test.label, per.mean(0))
     if name == "llm-sisa":
         row["auc"] = row["output_average_auc"]
         return row
@@ -174,14 +180,24 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(preset: str, variants: list[str], save: Path | None = None, load: Path | None = None, seed: int = 0) -> None:
+def output_path(preset: str, seed: int, heads_only: bool = False) -> Path:
+    """Where a preset's results go: its file (with the seed), '-heads-only' added for that diagnostic."""
+    template = str(PRESETS[preset]["out"])
+    out = Path(template.format(seed=seed))
+    if seed and "{seed}" not in template:
+        out = out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
+    if heads_only:
+        out = out.with_name(out.name.replace("-seed", "-heads-only-seed") if "-seed" in out.name
+                            else f"{out.stem}-heads-only{out.suffix}")
+    return out
+
+
+def main(preset: str, variants: list[str], save: Path | None = None, load: Path | None = None, seed: int = 0,
+         heads_only: bool = False) -> None:
     torch.set_num_threads(1)
     setting = PRESETS[preset]
-    out, bench, common = setting["out"], setting["bench"], copy.deepcopy(setting["common"])
-    out = Path(str(out).format(seed=seed))
+    out, bench, common = output_path(preset, seed, heads_only), setting["bench"], copy.deepcopy(setting["common"])
     if seed:
-        if "{seed}" not in str(setting["out"]):
-            out = out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
         bench = bench.model_copy(update={"sample_seed": seed})
         common["train"]["seed"] = seed
     train, valid, test = prepare_samples(bench)
@@ -190,7 +206,7 @@ def main(preset: str, variants: list[str], save: Path | None = None, load: Path 
                samples={"train": len(train), "valid": len(valid), "test": len(test),
                         "test_users": len(set(test.user.tolist())), "positive_rate_test": round(float(test.label.mean()), 4)})
     for variant in variants:
-        row = run(variant, common, train, valid, test, save, load, setting.get("diagnostics", True))
+        row = run(variant, common, train, valid, test, save, load, setting.get("diagnostics", True), heads_only)
         print(json.dumps(row), flush=True)
         doc["rows"][variant] = row
         out.write_text(json.dumps(doc, indent=1))
@@ -200,14 +216,16 @@ def main(preset: str, variants: list[str], save: Path | None = None, load: Path 
 SUMMARY = (("mean adapter AUC", "mean_adapter_auc"), ("APA(ND), one pass", "APA(ND)"), ("APA(D), one pass", "APA(D)"),
            ("equal weights (ND), one pass", "average (ND)"),
            ("attention, output-weighted (K passes)", "attention, output-weighted (K passes)"),
-           ("equal weights, output-averaged (K passes)", "average, output-averaged (K passes)"))
+           ("equal weights, output-averaged (K passes)", "average, output-averaged (K passes)"),
+           ("equal weights, logit-averaged (K passes)", "logit_average_auc"))
 
 
-def summary(preset: str) -> str:
+def summary(preset: str, heads_only: bool = False) -> str:
     """Per seed and on average, each APA variant's measures from the preset's per-seed files
     (paper5: the partition x aggregation comparison), as a markdown table written beside them."""
-    pattern = Path(str(PRESETS[preset]["out"]).format(seed="*"))
-    docs = {int(f.stem.split("seed")[1].split("-")[0]): json.loads(f.read_text())
+    pattern = output_path(preset, 0, heads_only).with_name(
+        output_path(preset, 1, heads_only).name.replace("seed1", "seed*"))
+    docs = {int(f.stem.split("-seed")[1].split("-")[0]): json.loads(f.read_text())
             for f in sorted(pattern.parent.glob(pattern.name))}
     seeds = sorted(docs)
     variants = [v for v in VARIANTS if VARIANTS[v][0] == "apa" and all(v in docs[s]["rows"] for s in seeds)]
@@ -216,10 +234,11 @@ def summary(preset: str) -> str:
     for variant in variants:
         for label, key in SUMMARY:
             values = [docs[s]["rows"][variant].get(key, docs[s]["rows"][variant]["variants"].get(key)) for s in seeds]
-            lines.append(f"| {variant} | {label} | " + " | ".join(f"{v:.4f}" for v in values)
-                         + f" | {np.mean(values):.4f} |")
+            known = [v for v in values if v is not None]  # runs before a measure was added lack it
+            lines.append(f"| {variant} | {label} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in values)
+                         + (f" | {np.mean(known):.4f} |" if len(known) == len(values) else " | - |"))
     table = "\n".join(lines) + "\n"
-    pattern.with_name(f"{preset}-summary-cpu.md").write_text(table)
+    pattern.with_name(f"{preset}{'-heads-only' if heads_only else ''}-summary-cpu.md").write_text(table)
     return table
 
 
@@ -231,11 +250,16 @@ if __name__ == "__main__":
     parser.add_argument("--load", type=Path, help="evaluate the methods --save wrote there instead of fitting them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample draws and the adapters (as the benchmark's --seed)")
     parser.add_argument("--summary", action="store_true", help="only tabulate the APA variants of the preset's files, per seed and on average")
+    parser.add_argument("--heads-only", action="store_true",
+                        help="with --load: switch every adapter's LoRA off (its head alone on the frozen encoder); "
+                             "results go to the preset's file with '-heads-only' added")
     args = parser.parse_intermixed_args()  # options may come after the preset and variants
     if args.summary:
-        print(summary(args.preset), end="")
+        print(summary(args.preset, args.heads_only), end="")
         raise SystemExit
+    if args.heads_only and args.load is None:
+        parser.error("--heads-only evaluates saved methods: give --load")
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:  # checked here: argparse rejects an empty list when nargs="*" has choices (Python < 3.12)
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    main(args.preset, args.variants or list(VARIANTS), args.save, args.load, args.seed)
+    main(args.preset, args.variants or list(VARIANTS), args.save, args.load, args.seed, args.heads_only)
