@@ -223,8 +223,8 @@ SUMMARY = (("mean adapter AUC", "mean_adapter_auc"), ("APA(ND), one pass", "APA(
 def summary(preset: str, heads_only: bool = False) -> str:
     """Per seed and on average, each APA variant's measures from the preset's per-seed files
     (paper5: the partition x aggregation comparison), as a markdown table written beside them."""
-    pattern = output_path(preset, 0, heads_only).with_name(
-        output_path(preset, 1, heads_only).name.replace("seed1", "seed*"))
+    some_seed = output_path(preset, 1, heads_only)
+    pattern = some_seed.with_name(some_seed.name.replace("seed1", "seed*"))
     docs = {int(f.stem.split("-seed")[1].split("-")[0]): json.loads(f.read_text())
             for f in sorted(pattern.parent.glob(pattern.name))}
     seeds = sorted(docs)
