@@ -83,6 +83,7 @@ count = 2
     ("no_such_key = 1\n", "no_such_key"),
     ("[data]\nk_core = 0\n", "k_core"),
     ("methods = [\"nope\"]\n[data]\ndataset = \"{folder}\"\nk_core = 1\n", "unknown method"),
+    ("methods = [\"apa\"]\n[data]\ndataset = \"{folder}\"\nk_core = 1\n", "work on prompt samples"),
     ("this is not toml", "not valid TOML"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, capsys, content, message):
@@ -127,6 +128,29 @@ def test_data_info_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["data", "info", "synthetic", "-o", "colour=blue"])
     assert "colour" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--fraction", "2", "--no-llm"], "fraction"),
+    (["bench", "ifru", "--quick", "--fraction", "1.5"], "fraction must be in (0, 1)"),
+    (["bench", "apa", "--shards", "0"], "shards"),
+    (["data", "info", "{csv}", "-o", "encoding=no-such-codec"], "unknown encoding"),
+])
+def test_bad_option_values_are_one_line_errors(tmp_path, capsys, args, message):
+    csv = tmp_path / "log.csv"
+    csv.write_text("user,item\n1,2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.replace("{csv}", str(csv)) for a in args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_report_of_missing_results_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "report")])
+    assert capsys.readouterr().err.startswith("error:")
+    assert not (tmp_path / "report").exists()
 
 
 def test_experiment_executor_reaches_shard_methods():

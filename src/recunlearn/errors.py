@@ -26,3 +26,8 @@ class ConfigError(RecUnlearnError):
 
 class NotFittedError(RecUnlearnError):
     """A method used before ``fit``."""
+
+
+def validation_problems(exc) -> str:
+    """A pydantic ``ValidationError`` as one line naming each bad field: ``path: message; ...``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors())

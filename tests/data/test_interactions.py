@@ -125,8 +125,12 @@ def test_load_rejects_missing_corrupt_and_mismatched_files(small, tmp_path):
         Interactions.load(tmp_path / "absent.npz")
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip archive")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="not an .npz archive"):
         Interactions.load(corrupt)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.arange(3))
+    with pytest.raises(DataError, match="not an interactions table .* lacks user, item"):
+        Interactions.load(foreign)
     path = tmp_path / "small.npz"
     small.save(path)
     with pytest.raises(DataError, match="vocabulary differs"):

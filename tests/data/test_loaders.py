@@ -54,13 +54,72 @@ def test_movielens_bad_input(tmp_path):
     with pytest.raises(DataError, match="line 51 is incomplete"):
         load_movielens_100k(folder)
     (folder / "u.data").write_text("\n".join(lines[:10] + ["196\t242\tthree\t881250949"]) + "\n")
-    with pytest.raises(DataError, match="not numeric"):
+    with pytest.raises(DataError, match="line 11: rating 'three' is not a number"):
+        load_movielens_100k(folder)
+    # a line with a fifth field must not shift the columns (pandas would make the first one an index)
+    (folder / "u.data").write_text("1\t10\t4\t881250949\t7\n" + "\n".join(lines[:3]) + "\n")
+    with pytest.raises(DataError, match="expected 4 columns .* found 5"):
+        load_movielens_100k(folder)
+    (folder / "u.data").write_text("\n".join(lines[:3] + ["1\t10\t4\t881250949\t7"]) + "\n")
+    with pytest.raises(DataError, match="malformed"):
+        load_movielens_100k(folder)
+    (folder / "u.data").write_text("")
+    with pytest.raises(DataError, match="empty file"):
         load_movielens_100k(folder)
     (folder / "u.item").unlink()
     with pytest.raises(DataError, match="missing u.item"):
         load_movielens_100k(folder)
     with pytest.raises(DataError, match="no such data folder"):
         load_movielens_100k(tmp_path / "absent")
+
+
+def test_movielens_1m_and_atomic_reject_values_that_are_not_numbers(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n2::20::five::978300761\n")
+    (tmp_path / "movies.dat").write_text("10::A (2001)::Comedy\n20::B (1995)::Crime\n")
+    with pytest.raises(DataError, match="line 2: rating 'five' is not a number"):
+        load_dataset(tmp_path)
+    (tmp_path / "ratings.dat").write_text("")
+    with pytest.raises(DataError, match="ratings.dat: empty file"):
+        load_dataset(tmp_path)
+    atomic = tmp_path / "atomic"
+    atomic.mkdir()
+    inter = atomic / "log.inter"
+    inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t20\t3\tyesterday\n")
+    with pytest.raises(DataError, match="line 3: timestamp 'yesterday' is not a number"):
+        load_dataset(inter)
+    inter.write_text("user_id:token\titem_id:token\trating:float\n1\t10\t\n2\t20\t3\n")  # an empty rating is missing
+    assert np.isnan(load_dataset(inter).rating).tolist() == [True, False]
+    inter.write_text("user_id:token\titem_id:token\n")
+    with pytest.raises(DataError, match="no rows below the header"):
+        load_dataset(inter)
+    inter.write_text("")
+    with pytest.raises(DataError, match="empty file"):
+        load_dataset(inter)
+
+
+def test_from_frame_rejects_values_that_are_not_numbers():
+    frame = pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"], "rating": ["4", "five"], "timestamp": [1, 2]})
+    with pytest.raises(DataError, match="column 'rating': row 1 holds 'five'"):
+        Interactions.from_frame(frame)
+    frame["rating"] = ["4", ""]
+    assert np.isnan(Interactions.from_frame(frame).rating).tolist() == [False, True]
+
+
+def test_loader_options_are_checked_against_the_loader(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("1,a,4,100\n2,a,3,200\n3,a,5,300\n")  # Amazon's headerless user,item,rating,timestamp
+    for text, item_first in (("False", False), ("no", False), ("true", True)):
+        data = load_dataset(path, item_first=text)
+        assert (data.n_users, data.n_items) == ((1, 3) if item_first else (3, 1)), text
+    with pytest.raises(ConfigError, match="item_first: Input should be a valid boolean"):
+        load_dataset(path, item_first="maybe")
+
+
+def test_table_ids_ignore_spaces_around_them(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user, item, rating\n1, 2, 4\n3,2 ,5\n")
+    data = load_dataset(path)
+    assert data.items.ids.tolist() == ["2"] and data.users.ids.tolist() == ["1", "3"]
 
 
 def test_movielens_1m_format(tmp_path):

@@ -67,6 +67,8 @@ def test_tallrec_json_round_trip_and_errors(tmp_path, all_samples):
     assert back.ids.tolist() == all_samples.ids.tolist()
     assert np.array_equal(back.label, all_samples.label) and back.input.tolist() == all_samples.input.tolist()
     assert back.items.tolist() == all_samples.items.tolist()
+    assert np.array_equal(back.timestamp, all_samples.timestamp)  # a time split stays the same split
+    assert back.content_hash() == all_samples.content_hash()
     plain = tmp_path / "plain.json"  # TALLRec's own files have only the three fields
     plain.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "No."},
                                  {"instruction": "i", "input": "y", "output": "Yes."}]))
@@ -74,6 +76,22 @@ def test_tallrec_json_round_trip_and_errors(tmp_path, all_samples):
     plain.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "Maybe"}]))
     with pytest.raises(DataError, match="Maybe"):
         read_tallrec_json(plain)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"output": "Not sure."}, "Not sure"),  # starts with "No" but is no answer
+    ({"timestamp": "noon"}, "timestamp must be an integer"),
+    ({"items": None}, "items must be a list"),
+    ({"items": "1234"}, "items must be a list"),
+    ({"user": None}, "id and user must be text or integers"),
+    ({"input": ["x"]}, "input must be text"),
+])
+def test_tallrec_json_rejects_bad_fields(tmp_path, extra, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "Yes."},
+                                {"instruction": "i", "input": "y", "output": "No.", **extra}]))
+    with pytest.raises(DataError, match=f"record 1.*{message}"):
+        read_tallrec_json(path)
 
 
 def test_table_persistence_hash_and_lookup(tmp_path, all_samples):

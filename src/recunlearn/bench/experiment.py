@@ -37,7 +37,7 @@ from recunlearn.data import (
     temporal_leave_last,
     user_deletion,
 )
-from recunlearn.errors import ConfigError
+from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.evaluate import auc_report, ranking_report, score_distance
 from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
@@ -111,8 +111,7 @@ class ExperimentConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{path}: {problems}") from None
+            raise ConfigError(f"{path}: {validation_problems(exc)}") from None
 
 
 def prepare(spec: DataSpec) -> Split:
@@ -163,7 +162,11 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     candidates = config.methods or list(available_methods("interactions"))
     unknown = [m for m in candidates if m not in available_methods()]
     if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+        raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}")
+    on_samples = [m for m in candidates if m not in available_methods("interactions")]
+    if on_samples:  # the language-model methods run on prompt samples, in `bench apa` and the demo's second part
+        raise ConfigError(f"method(s) {on_samples} work on prompt samples, not an interaction table; "
+                          f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}")
     names = ["retrain"] + [m for m in candidates if m != "retrain"]
 
     # The original model is fitted once (as 'retrain'); methods that update a trained model in place

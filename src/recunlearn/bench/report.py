@@ -339,14 +339,14 @@ def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, 
     """Write ``out``/report.html (self-contained) and ``out``/report.md with its PNGs in ``out``/figures."""
     out = Path(out)
     figures_dir = out / "figures"
+    loaded = [(str(path), load_results(path)) for path in results_paths]  # every input read before anything is written
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for path in results_paths:
-        results = load_results(path)
+    for path, results in loaded:
         figures = plots(results)
         for plot in figures:
-            (figures_dir / _image_name(results, str(path), plot)).write_bytes(plot.png)
-        sections.append((str(path), results, figures))
+            (figures_dir / _image_name(results, path, plot)).write_bytes(plot.png)
+        sections.append((path, results, figures))
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(render_html(sections))
     md_path.write_text(render_markdown(sections, "figures"))

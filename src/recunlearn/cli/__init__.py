@@ -6,8 +6,10 @@ import importlib
 import pkgutil
 import sys
 
+from pydantic import ValidationError
+
 from recunlearn.cli._app import app
-from recunlearn.errors import RecUnlearnError
+from recunlearn.errors import RecUnlearnError, validation_problems
 from recunlearn.train.runtime import retain_freed_memory
 
 
@@ -25,4 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except RecUnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as exc:  # an option value a settings model refuses (e.g. --fraction 2)
+        print(f"error: invalid {exc.title}: {validation_problems(exc)}", file=sys.stderr)
         sys.exit(2)

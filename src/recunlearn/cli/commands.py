@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recunlearn.cli._app import app, data_app
-from recunlearn.errors import ConfigError
+from recunlearn.errors import ConfigError, DataError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 """Wide enough for the comparison table when output goes to a file or CI log."""
@@ -143,6 +143,8 @@ def data_info(
     from recunlearn.data import binarize, load_dataset
 
     data = load_dataset(source, **_parse_options(option or []))
+    if not len(data):
+        raise DataError(f"{source}: the data has no rows")
     if threshold is not None:
         data = binarize(data, threshold)
     per_user = np.bincount(data.user, minlength=data.n_users)

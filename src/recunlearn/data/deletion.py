@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recunlearn.data.interactions import Interactions, member_mask
-from recunlearn.errors import EmptyRequestError, UnknownIdError
+from recunlearn.errors import ConfigError, EmptyRequestError, UnknownIdError
 
 
 def _new_id() -> str:
@@ -137,4 +137,4 @@ def label_flip_attack(train: Interactions, fraction: float = 0.02,
 
 def _check_fraction(fraction: float) -> None:
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"fraction must be in (0, 1), got {fraction}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +221,7 @@ class Interactions:
             raise DataError("user or item column has empty values")
         users = users or Vocabulary.from_values(frame[user].astype(str), kind="user")
         items = items or Vocabulary.from_values(frame[item].astype(str), kind="item")
-        raw_rating = (pd.to_numeric(frame[rating], errors="coerce").to_numpy(np.float32)
+        raw_rating = (_numbers(frame, rating).to_numpy(np.float32)
                       if rating is not None else np.full(len(frame), np.nan, np.float32))
         if label is not None:
             lab = pd.to_numeric(frame[label], errors="coerce").to_numpy(np.float32)
@@ -232,7 +233,7 @@ class Interactions:
             lab = (raw_rating > threshold).astype(np.float32)
         else:
             lab = np.ones(len(frame), np.float32)
-        ts = (pd.to_numeric(frame[timestamp], errors="coerce").fillna(0).to_numpy(np.int64)
+        ts = (_numbers(frame, timestamp).fillna(0).to_numpy(np.int64)
               if timestamp is not None else np.zeros(len(frame), np.int64))
 
         def text(mapping: Mapping[Any, str] | None) -> np.ndarray | None:
@@ -364,7 +365,7 @@ class Interactions:
 
     # persistence (npz + JSON, never pickle) --------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        arrays = {k: getattr(self, k) for k in ("user", "item", "label", "rating", "timestamp")}
+        arrays = {k: getattr(self, k) for k in _SAVED_COLUMNS}
         arrays["users"] = self.users.ids
         arrays["items"] = self.items.ids
         if self.item_title is not None:
@@ -382,18 +383,44 @@ class Interactions:
         path = Path(path)
         if not path.exists():
             raise DataError(f"no such file: {path}")
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is not an .npz archive (write one with Interactions.save)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except Exception as exc:  # zipfile / format errors
             raise DataError(f"cannot read interactions from {path}: {exc}") from exc
+        missing = [k for k in (*_SAVED_COLUMNS, "users", "items", "meta") if k not in data]
+        if missing:
+            raise DataError(f"{path} is not an interactions table written by Interactions.save: "
+                            f"it lacks {', '.join(missing)}")
         meta = json.loads(str(data.pop("meta")))
         user_vocab = Vocabulary(data.pop("users"), kind="user")
         item_vocab = Vocabulary(data.pop("items"), kind="item")
         for given, stored in ((users, user_vocab), (items, item_vocab)):
             if given is not None and not np.array_equal(given.ids, stored.ids):
                 raise DataError(f"{path}: stored {stored.kind} vocabulary differs from the one given")
-        return cls(users=users or user_vocab, items=items or item_vocab, name=meta["name"], **data)
+        columns = {k: data[k] for k in (*_SAVED_COLUMNS, "item_title", "item_author") if k in data}
+        return cls(users=users or user_vocab, items=items or item_vocab, name=meta["name"], **columns)
+
+
+_SAVED_COLUMNS = ("user", "item", "label", "rating", "timestamp")
+"""The per-row arrays :meth:`Interactions.save` writes (besides the vocabularies, text and meta)."""
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as numbers, empty cells missing (NaN); any other value that is not a number raises,
+    rather than silently becoming a missing rating or a zero timestamp."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    if pd.api.types.is_numeric_dtype(raw):
+        return values
+    blank = raw.isna() | (raw.astype(str).str.strip() == "")
+    bad = (values.isna() & ~blank).to_numpy()
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(f"column {column!r}: row {row} holds {raw.iloc[row]!r}, not a number")
+    return values
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,11 @@ def read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: empty file, expected {what}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise DataError(f"{path}: malformed {what} ({exc})") from None
+    except LookupError as exc:  # an unknown encoding
+        raise DataError(f"{path}: {exc}") from None
 
 
-def _first_incomplete(frame: pd.DataFrame, columns: Sequence[str], path: Path, header_lines: int) -> None:
+def check_complete(frame: pd.DataFrame, columns: Sequence[str], path: Path, header_lines: int) -> None:
     """Raise naming the first line with an empty required field (a truncated or malformed file)."""
     empty = frame[list(columns)].isna().any(axis=1).to_numpy()
     if empty.any():
@@ -53,7 +55,8 @@ def _first_incomplete(frame: pd.DataFrame, columns: Sequence[str], path: Path, h
         raise DataError(f"{path}: line {line} is incomplete (truncated or malformed file?)")
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path, header_lines: int) -> pd.Series:
+def numeric_column(frame: pd.DataFrame, column: str, path: Path, header_lines: int) -> pd.Series:
+    """The column as numbers; raise naming the first line whose (non-empty) value is not one."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna().to_numpy() & frame[column].notna().to_numpy()
     if bad.any():
@@ -90,8 +93,8 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     missing = [c for c in columns if c not in ratings.columns]
     if missing:
         raise DataError(f"{ratings_path}: missing column(s) {missing}; the header has {list(ratings.columns)}")
-    _first_incomplete(ratings, columns, ratings_path, header_lines=1)
-    ratings["Book-Rating"] = _numeric(ratings, "Book-Rating", ratings_path, header_lines=1)
+    check_complete(ratings, columns, ratings_path, header_lines=1)
+    ratings["Book-Rating"] = numeric_column(ratings, "Book-Rating", ratings_path, header_lines=1)
     if implicit == "drop":
         ratings = ratings[ratings["Book-Rating"] > 0]
         if ratings.empty:
@@ -131,9 +134,9 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     if frame.shape[1] != 4:
         raise DataError(f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}")
     frame.columns = names
-    _first_incomplete(frame, names, path, header_lines=0)
-    frame["rating"] = _numeric(frame, "rating", path, header_lines=0)
-    frame["timestamp"] = _numeric(frame, "timestamp", path, header_lines=0).astype(np.int64)
+    check_complete(frame, names, path, header_lines=0)
+    frame["rating"] = numeric_column(frame, "rating", path, header_lines=0)
+    frame["timestamp"] = numeric_column(frame, "timestamp", path, header_lines=0).astype(np.int64)
     return Interactions.from_frame(frame, name=path.stem)
 
 
@@ -221,7 +224,7 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
         header_lines = 0
     else:
         options = {"sep": sep or TABLE_SUFFIXES.get(suffix) or ",", "encoding": encoding,
-                   "keep_default_na": False, "na_values": [""]}
+                   "keep_default_na": False, "na_values": [""], "skipinitialspace": True}
         header = read_csv(path, "table with a header line", nrows=0, **options)
         found = _roles(list(header.columns), path, given)
         text_columns = [found[r] for r in ("user", "item", "title", "author") if found[r] is not None]
@@ -229,17 +232,17 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
         header_lines = 1
     if frame.empty:
         raise DataError(f"{path}: the table has no rows")
-    _first_incomplete(frame, [found["user"], found["item"]], path, header_lines)
+    check_complete(frame, [found["user"], found["item"]], path, header_lines)
     for role in ("rating", "label"):
         if found[role] is not None:
-            frame[found[role]] = _numeric(frame, found[role], path, header_lines)
+            frame[found[role]] = numeric_column(frame, found[role], path, header_lines)
     if found["timestamp"] is not None:
         frame[found["timestamp"]] = _as_seconds(frame[found["timestamp"]], path)
+    for role in ("user", "item"):  # "2" and "2 " are one id: a stray space must not split a user or an item
+        frame[found[role]] = frame[found[role]].astype(str).str.strip()
     first = frame.drop_duplicates(found["item"])
-    text = {role: dict(zip(first[found["item"]].astype(str), first[found[role]].fillna("").astype(str)))
+    text = {role: dict(zip(first[found["item"]], first[found[role]].fillna("").astype(str)))
             for role in ("title", "author") if found[role] is not None}
-    frame[found["user"]] = frame[found["user"]].astype(str)
-    frame[found["item"]] = frame[found["item"]].astype(str)
     if found["label"] is not None and not frame[found["label"]].isin([0, 1]).all():
         raise DataError(f"{path}: label column {found['label']!r} must hold only 0 and 1")
     return Interactions.from_frame(frame, user=found["user"], item=found["item"], rating=found["rating"],

@@ -9,8 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.data.loaders import read_csv
+from recunlearn.data.loaders import check_complete, numeric_column, read_csv
 from recunlearn.errors import DataError
+
+RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
+"""The fields of a line of ``u.data`` and ``ratings.dat``, in order."""
 
 SHARED_ML100K_ENV = "RECUNLEARN_ML100K"
 """Environment variable pointing at a folder with MovieLens-100K's ``u.data`` and ``u.item``."""
@@ -24,16 +27,23 @@ def _require(path: Path, *names: str) -> None:
         raise DataError(f"{path} is missing {', '.join(missing)}")
 
 
-def _read_table(path: Path, expected_columns: int, **kwargs) -> pd.DataFrame:
+def _read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
+    """A headerless GroupLens file with exactly ``columns`` (a line with more or fewer fields is an
+    error, not a shifted row), every field present and every one numeric."""
     try:
         frame = pd.read_csv(path, header=None, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: malformed file ({exc})") from exc
-    if frame.shape[1] != expected_columns:
-        raise DataError(f"{path}: expected {expected_columns} columns, found {frame.shape[1]}")
-    if frame.isna().any().any():
-        bad = int(frame.isna().any(axis=1).to_numpy().argmax()) + 1
-        raise DataError(f"{path}: line {bad} is incomplete (truncated or malformed file?)")
+    if frame.empty:
+        raise DataError(f"{path}: empty file")
+    if frame.shape[1] != len(columns):
+        raise DataError(f"{path}: expected {len(columns)} columns ({', '.join(columns)}), found {frame.shape[1]}")
+    frame.columns = columns
+    check_complete(frame, columns, path, header_lines=0)
+    for column in columns:
+        frame[column] = numeric_column(frame, column, path, header_lines=0)
     return frame
 
 
@@ -41,10 +51,7 @@ def load_movielens_100k(path: str | Path) -> Interactions:
     """MovieLens-100K from ``u.data`` (tab-separated) and ``u.item`` (pipe-separated, latin-1)."""
     path = Path(path)
     _require(path, "u.data", "u.item")
-    ratings = _read_table(path / "u.data", 4, sep="\t", names=["user", "item", "rating", "timestamp"])
-    for col in ratings.columns:
-        if not pd.api.types.is_numeric_dtype(ratings[col]):
-            raise DataError(f"{path / 'u.data'}: column {col} is not numeric")
+    ratings = _read_table(path / "u.data", RATING_COLUMNS, sep="\t")
     movies = read_csv(path / "u.item", "MovieLens movie list (id|title|...)", sep="|", header=None,
                       encoding="latin-1", usecols=[0, 1], names=["item", "title"])
     titles = dict(zip(movies["item"].astype(str), movies["title"].fillna("").astype(str).str.strip()))
@@ -55,8 +62,7 @@ def load_movielens_1m(path: str | Path) -> Interactions:
     """MovieLens-1M from ``ratings.dat`` and ``movies.dat`` ('::'-separated, latin-1)."""
     path = Path(path)
     _require(path, "ratings.dat", "movies.dat")
-    ratings = _read_table(path / "ratings.dat", 4, sep="::", engine="python",
-                          names=["user", "item", "rating", "timestamp"], encoding="latin-1")
+    ratings = _read_table(path / "ratings.dat", RATING_COLUMNS, sep="::", engine="python", encoding="latin-1")
     movies = read_csv(path / "movies.dat", "MovieLens movie list (id::title::genres)", sep="::",
                       engine="python", header=None, names=["item", "title", "genres"], encoding="latin-1")
     titles = dict(zip(movies["item"].astype(str), movies["title"].astype(str)))
@@ -75,19 +81,27 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
         try:
             frame = pd.read_csv(path / f"{name}{suffix}", sep="\t", dtype=str, keep_default_na=False,
                                 quoting=3, encoding="utf-8", encoding_errors="replace")
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path / (name + suffix)}: empty file, expected a field:type header") from None
         except pd.errors.ParserError as exc:
             raise DataError(f"{path / (name + suffix)}: malformed atomic file ({exc})") from exc
         frame.columns = [c.split(":")[0] for c in frame.columns]
         return frame
 
+    inter_path = path / f"{name}.inter"
     inter = read(".inter")
     missing = {"user_id", "item_id"} - set(inter.columns)
     if missing:
-        raise DataError(f"{path / (name + '.inter')}: missing field(s) {sorted(missing)}")
+        raise DataError(f"{inter_path}: missing field(s) {sorted(missing)}")
+    if inter.empty:
+        raise DataError(f"{inter_path}: no rows below the header")
     if (inter[["user_id", "item_id"]] == "").any().any():
-        raise DataError(f"{path / (name + '.inter')}: rows with empty user or item (truncated file?)")
+        raise DataError(f"{inter_path}: rows with empty user or item (truncated file?)")
     rating = "rating" if "rating" in inter.columns else None
     timestamp = "timestamp" if "timestamp" in inter.columns else None
+    for column in filter(None, (rating, timestamp)):  # an empty field is missing; any other must be a number
+        inter[column] = inter[column].mask(inter[column] == "")
+        inter[column] = numeric_column(inter, column, inter_path, header_lines=1)
     titles = authors = None
     if (path / f"{name}.item").is_file():
         item = read(".item")

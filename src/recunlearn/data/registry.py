@@ -12,9 +12,11 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError, validate_call
+
 from recunlearn.data import download, loaders, movielens, synthetic
 from recunlearn.data.interactions import Interactions
-from recunlearn.errors import ConfigError, DataError
+from recunlearn.errors import ConfigError, DataError, validation_problems
 
 _NAMED: dict[str, tuple[Callable[..., Interactions], str]] = {}
 _DETECTORS: list[tuple[str, Callable[[Path], bool], Callable[..., Interactions]]] = []
@@ -43,7 +45,15 @@ def _call(what: str, loader: Callable[..., Interactions], *args, **options) -> I
     unknown = sorted(set(options) - set(accepted)) if not takes_any else []
     if unknown:
         raise ConfigError(f"{what} takes no option(s) {unknown}; it takes {accepted or 'none'}")
-    return loader(*args, **options)
+    if not options:
+        return loader(*args)
+    # options arrive as text or JSON from the command line: checked against the loader's annotations,
+    # so that item_first=False is False, not a non-empty (true) string
+    checked = validate_call(loader, config={"arbitrary_types_allowed": True})
+    try:
+        return checked(*args, **options)
+    except ValidationError as exc:
+        raise ConfigError(f"{what}: {validation_problems(exc)}") from None
 
 
 def load_dataset(name_or_path: str | Path, **options) -> Interactions:

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recunlearn.data.interactions import Interactions, Vocabulary
-from recunlearn.errors import ConfigError
+from recunlearn.errors import ConfigError, validation_problems
 
 GENRE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "horror": (("Haunted", "Cursed", "Bloody", "Screaming", "Undead", "Sinister", "Possessed", "Wicked"),
@@ -251,6 +251,5 @@ def synthetic(**options) -> Interactions:
     try:
         config = SyntheticConfig(**options)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"synthetic dataset: {problems}") from None
+        raise ConfigError(f"synthetic dataset: {validation_problems(exc)}") from None
     return generate(config).interactions

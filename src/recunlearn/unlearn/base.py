@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
-from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError
+from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError, validation_problems
 
 FORMAT_VERSION = 1
 
@@ -114,8 +114,7 @@ def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, 
     try:
         return config_class.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid {config_class.__name__}: {problems}") from None
+        raise ConfigError(f"invalid {config_class.__name__}: {validation_problems(exc)}") from None
 
 
 # the contract --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,10 +139,11 @@ class SampleTable:
     def to_records(self) -> list[dict[str, Any]]:
         """TALLRec's JSON records (``instruction`` / ``input`` / ``output``) plus our ids."""
         return [{"instruction": ins, "input": text, "output": "Yes." if lab else "No.", "id": sid, "user": user,
-                 "items": items.split(ITEM_SEPARATOR) if items else []}
-                for sid, ins, text, lab, user, items in zip(self.ids.tolist(), self.instruction.tolist(),
-                                                            self.input.tolist(), self.label.tolist(),
-                                                            self.user.tolist(), self.items.tolist())]
+                 "items": items.split(ITEM_SEPARATOR) if items else [], "timestamp": stamp}
+                for sid, ins, text, lab, user, items, stamp in zip(self.ids.tolist(), self.instruction.tolist(),
+                                                                   self.input.tolist(), self.label.tolist(),
+                                                                   self.user.tolist(), self.items.tolist(),
+                                                                   self.timestamp.tolist())]
 
 
 _COLUMNS = ("ids", "instruction", "input", "label", "user", "items", "timestamp")
@@ -150,8 +152,9 @@ _COLUMNS = ("ids", "instruction", "input", "label", "user", "items", "timestamp"
 def read_tallrec_json(path: str | Path, name: str | None = None) -> SampleTable:
     """A TALLRec data file: a JSON list of ``{"instruction", "input", "output"}`` records.
 
-    ``output`` must start with "Yes" or "No". Optional ``id``, ``user`` and ``items`` fields (as
-    :meth:`SampleTable.to_records` writes) are kept; without ``id`` the sample id is the record's position.
+    ``output`` must start with the word "Yes" or "No". Optional ``id``, ``user``, ``items`` and
+    ``timestamp`` fields (as :meth:`SampleTable.to_records` writes) are kept; without ``id`` the
+    sample id is the record's position, and without ``timestamp`` the position orders the samples.
     """
     path = Path(path)
     try:
@@ -162,18 +165,31 @@ def read_tallrec_json(path: str | Path, name: str | None = None) -> SampleTable:
         raise DataError(f"{path}: expected a non-empty JSON list of records")
     columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
     for position, record in enumerate(records):
+        where = f"{path}: record {position}"
         if not isinstance(record, dict) or not {"instruction", "input", "output"} <= set(record):
-            raise DataError(f"{path}: record {position} lacks instruction/input/output")
-        answer = str(record["output"]).strip().lower()
-        if not answer.startswith(("yes", "no")):
-            raise DataError(f"{path}: record {position} has output {record['output']!r}; expected 'Yes.' or 'No.'")
-        columns["ids"].append(str(record.get("id", position)))
-        columns["instruction"].append(str(record["instruction"]))
-        columns["input"].append(str(record["input"]))
-        columns["label"].append(1.0 if answer.startswith("yes") else 0.0)
-        columns["user"].append(str(record.get("user", "")))
-        columns["items"].append(ITEM_SEPARATOR.join(map(str, record.get("items", []))))
-        columns["timestamp"].append(int(record.get("timestamp", position)))
+            raise DataError(f"{where} lacks instruction/input/output")
+        for field in ("instruction", "input", "output"):
+            if not isinstance(record[field], str):
+                raise DataError(f"{where}: {field} must be text, got {record[field]!r}")
+        answer = re.match(r"(yes|no)\b", record["output"].strip().lower())
+        if answer is None:
+            raise DataError(f"{where} has output {record['output']!r}; expected 'Yes.' or 'No.'")
+        sample_id, user = record.get("id", position), record.get("user", "")
+        if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool) or not isinstance(user, (str, int)):
+            raise DataError(f"{where}: id and user must be text or integers, got {sample_id!r} and {user!r}")
+        items = record.get("items", [])
+        if not isinstance(items, list) or not all(isinstance(i, (str, int)) for i in items):
+            raise DataError(f"{where}: items must be a list of item ids, got {items!r}")
+        stamp = record.get("timestamp", position)
+        if not isinstance(stamp, int) or isinstance(stamp, bool):
+            raise DataError(f"{where}: timestamp must be an integer (Unix seconds), got {stamp!r}")
+        columns["ids"].append(str(sample_id))
+        columns["instruction"].append(record["instruction"])
+        columns["input"].append(record["input"])
+        columns["label"].append(1.0 if answer.group(1) == "yes" else 0.0)
+        columns["user"].append(str(user))
+        columns["items"].append(ITEM_SEPARATOR.join(map(str, items)))
+        columns["timestamp"].append(stamp)
     return SampleTable(**columns, name=name or path.stem)
 
 
