@@ -90,6 +90,36 @@ def test_malformed_and_huge_bodies(client, service):
     assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
 
 
+def test_inputs_json_cannot_echo_get_a_4xx_not_a_5xx(client, service):
+    headers = {**service.headers(), "Content-Type": "application/json"}
+    nan = client.post("/v1/deletions", content=b'{"request_id": "x", "users": [NaN]}', headers=headers)
+    assert nan.status_code == 422 and nan.json()["detail"][0]["loc"] == ["body", "users", 0]
+    surrogate = client.post("/v1/deletions", content=b'{"request_id": "x", "users": ["\\udfff"]}', headers=headers)
+    assert 400 <= surrogate.status_code < 500 and surrogate.json()["detail"]
+
+
+def test_request_ids_with_a_slash_can_be_read_back(client, service):
+    submitted = client.post("/v1/deletions", json={"request_id": "ticket/1001", "users": ["u1"]},
+                            headers=service.headers())
+    assert submitted.status_code == 202
+    back = client.get("/v1/deletions/ticket%2F1001", headers=service.headers())
+    assert back.status_code == 200 and back.json()["request_id"] == "ticket/1001"
+
+
+def test_unknown_tokens_are_not_cached(client, service, monkeypatch):
+    from recunlearn.service.store import Ledger
+
+    asked = []
+    original = Ledger.token_role
+    monkeypatch.setattr(Ledger, "token_role", lambda self, token: (asked.append(token), original(self, token))[1])
+    for n in range(3):
+        assert client.get("/v1/recommendations/u1", headers={"Authorization": f"Bearer guess{n % 2}"}).status_code == 401
+    assert asked == ["guess0", "guess1", "guess0"], "every unknown token is looked up again, none kept in memory"
+    for _ in range(2):
+        assert client.get("/v1/recommendations/u1", headers=service.headers("read")).status_code == 200
+    assert asked.count(service.read_token) == 1, "a known token's role is cached"
+
+
 def test_recommendations_and_scores_refuse_unknown_ids_and_bad_k(client, service):
     assert client.get("/v1/recommendations/nobody", headers=service.headers()).status_code == 404
     assert client.get("/v1/recommendations/u1?k=0", headers=service.headers()).status_code == 422

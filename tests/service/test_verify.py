@@ -63,6 +63,42 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     assert _failed(home, "u7") == {"served version complete"}
 
 
+def _resign(home: ServiceHome, name: str) -> None:
+    manifest = read_manifest(home.versions / name)
+    manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
+    (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_served_versions_keep_no_list_of_what_was_forgotten(service):
+    home = service.home
+    _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2"), ("u3", "i0")]))
+    name = current_name(home)
+    document = json.loads((home.versions / name / "unlearner.json").read_text())
+    assert document["forgotten"] == [], "the deleted pairs' keys would decode with the served vocabularies"
+    assert verify_request(home, "p", retrain=False).ok
+    _, model = load_current(home)
+    model._forgotten = {123, 456}
+    model.save(home.versions / name)  # a copy that keeps its forget log, re-signed
+    _resign(home, name)
+    assert _failed(home, "p") == {"no forget log"}
+
+
+def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
+    home = ServiceHome(tmp_path / "home")
+    config = {"n_shards": 3, "train": FAST_TRAIN, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 512}}
+    init_service(home, make_tiny(), "receraser", config)
+    _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
+    record = Ledger(home.database_url()).get("p")
+    assert "aggregator" in record.audit["changed_parts"] and "aggregator" in record.audit["part_data_sha256"]
+    assert verify_request(home, "p", retrain=True).ok
+    name, model = load_current(home)
+    with torch.no_grad():
+        next(iter(model.aggregator.users.parameters())).add_(1e-3)  # an aggregator retraining would not give
+    model.save(home.versions / name)
+    _resign(home, name)
+    assert _failed(home, "p", retrain=True) == {"exact retraining"}
+
+
 def test_exact_retraining_check_catches_a_part_that_differs(service):
     home = service.home
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
@@ -73,9 +109,7 @@ def test_exact_retraining_check_catches_a_part_that_differs(service):
     with torch.no_grad():
         model.models[shard].user_emb.weight[0] += 1e-3  # a part that is not what retraining gives
     model.save(home.versions / name)  # re-signed, so only retraining can tell
-    manifest = read_manifest(home.versions / name)
-    manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
-    (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
+    _resign(home, name)
     assert _failed(home, "p", retrain=True) == {"exact retraining"}
 
 

@@ -72,3 +72,15 @@ def test_a_shard_that_becomes_empty(tiny_split, aggregator):
     other = model.train.users.ids[model.train.user[model.assignment == 1][0]]
     report = model.forget(user_deletion(model.train, users=[other]))
     assert report.details["retrained_shards"] == [1] and model.models[0] is None
+
+
+def test_rows_two_batched_requests_name_are_reported_once(tiny_split):
+    """As one by one: the first request removes a shared row, the second removes only what is left."""
+    model = get_method("sisa")(STREAM_CONFIGS["sisa"]).fit(tiny_split.train, tiny_split.valid)
+    train = tiny_split.train
+    first = DeletionRequest.from_rows(train, [0, 1], request_id="first")
+    second = DeletionRequest.from_rows(train, [1, 2], request_id="second")
+    same = DeletionRequest.from_rows(train, [0], request_id="same")
+    reports = model.forget_many([first, second, same])
+    assert [r.removed_rows for r in reports] == [2, 1, 0] and [r.noop for r in reports] == [False, False, True]
+    assert len(model.train) == len(train) - 3

@@ -15,8 +15,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
@@ -132,6 +135,18 @@ class ServedModel:
             self._loading.release()
 
 
+TOKEN_CACHE_SIZE = 1024
+"""Known tokens whose role is kept in memory (10 s each)."""
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON written as ASCII: an id holding a lone surrogate (valid JSON, not encodable as UTF-8) is
+    echoed in an error as an escape instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Error} for code in codes}
 
@@ -157,16 +172,36 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         stop.set()
 
     app = FastAPI(title="recunlearn deletion service", version="1", lifespan=lifespan,
+                  default_response_class=AsciiJSONResponse,
                   description="Deletion requests against a deployed recommender: every request is stored, "
                               "applied by an unlearning method, published in a new model version and audited.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError) -> AsciiJSONResponse:
+        """422 naming each bad field, without echoing the input (a NaN or a lone surrogate cannot be
+        written as JSON, and the client has its input already)."""
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return AsciiJSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException) -> AsciiJSONResponse:
+        return AsciiJSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                                 headers=getattr(exc, "headers", None))
     bearer = HTTPBearer(auto_error=False)
 
     def role_of(token: str) -> str | None:
+        """The token's role, cached for 10 s; unknown tokens are not cached (the cache would grow with
+        every guess) and the cache is bounded."""
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = token_cache.get(key)
         if cached is None or time.monotonic() - cached[0] > 10.0:
-            cached = (time.monotonic(), ledger.token_role(token))
-            token_cache[key] = cached
+            role = ledger.token_role(token)
+            if role is None:
+                token_cache.pop(key, None)
+                return None
+            if len(token_cache) >= TOKEN_CACHE_SIZE:
+                token_cache.clear()
+            cached = token_cache[key] = (time.monotonic(), role)
         return cached[1]
 
     def require(needed: str):
@@ -219,7 +254,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             response.status_code = 200
         return record
 
-    @app.get("/v1/deletions/{request_id}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
+    @app.get("/v1/deletions/{request_id:path}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
     def get_deletion(request_id: Annotated[str, Path(max_length=200)],
                      _role: Annotated[str, Depends(require("read"))]) -> DeletionRecord:
         """A request's status, and once applied its audit: what was removed, how, and in which version."""
@@ -228,7 +263,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         except RequestNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/v1/recommendations/{user}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
+    @app.get("/v1/recommendations/{user:path}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
     def recommendations(user: Annotated[str, Path(max_length=200)],
                         _role: Annotated[str, Depends(require("read"))],
                         k: Annotated[int, Query(ge=1, le=1000)] = 10) -> RecommendationsOut:

@@ -9,6 +9,7 @@ scratch and compares them bitwise with the served ones.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
 from recunlearn.service.versions import check_version, current_name, load_version, part_hashes, read_manifest
 from recunlearn.train.loop import fit_model
+from recunlearn.unlearn.aggregate import build_aggregator
 from recunlearn.unlearn.base import Unlearner
 from recunlearn.unlearn.executors import train_shard
 from recunlearn.unlearn.sharded import ShardedUnlearner
@@ -69,6 +71,12 @@ def _rebuild_check(model: Unlearner, parts: list[str]) -> Check:
     if isinstance(model, ShardedUnlearner):
         differing = []
         for part in parts:
+            if part == "aggregator":  # refitted from its seed on the served shards and the remaining rows
+                fresh_aggregator = build_aggregator(model.config.aggregator)
+                fresh_aggregator.fit(model.models, model.train, model.valid, range(model.config.n_shards))
+                if not _same_state(fresh_aggregator.tensors(), model.aggregator.tensors()):
+                    differing.append(part)
+                continue
             shard = int(part.split("-")[1])
             if model.models[shard] is None:
                 continue
@@ -139,10 +147,17 @@ def _model_checks(home: ServiceHome, served: str, record: DeletionRecord, retrai
     checks.append(Check(name="part manifests", ok=not mismatched,
                         detail=f"data hashes differ for {sorted(set(mismatched))}" if mismatched
                         else f"{len(actual)} part(s): recorded data hashes match the data they hold"))
+    forgotten = json.loads((home.versions / served / "unlearner.json").read_text()).get("forgotten", [])
+    checks.append(Check(name="no forget log", ok=not forgotten,
+                        detail=f"the served version lists {len(forgotten)} forgotten pair(s) or sample(s)" if forgotten
+                        else "the served version keeps no list of what was forgotten (the ledger does)"))
     if retrain and model.exact:
-        changed = [p for p in (record.audit or {}).get("changed_parts", []) if p in actual]
+        changed = (record.audit or {}).get("changed_parts", [])
+        unknown = [p for p in changed if p not in actual]
         try:
-            checks.append(_rebuild_check(model, changed))
+            checks.append(_rebuild_check(model, [p for p in changed if p in actual]) if not unknown else
+                          Check(name="exact retraining", ok=False,
+                                detail=f"changed part(s) {unknown} have no data hash in the served version to check"))
         except RecUnlearnError as exc:
             checks.append(Check(name="exact retraining", ok=False, detail=str(exc)))
     elif not model.exact:

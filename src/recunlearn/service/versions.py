@@ -62,7 +62,10 @@ def _fsync_dir(path: Path) -> None:
 def part_hashes(model: Unlearner) -> dict[str, str]:
     """Content hash of the training data each part of the model depends on."""
     if isinstance(model, ShardedUnlearner):
-        return {f"shard-{k}": model.shard_data(k).content_hash() for k in range(model.config.n_shards)}
+        hashes = {f"shard-{k}": model.shard_data(k).content_hash() for k in range(model.config.n_shards)}
+        if model.aggregator.depends_on_shards:  # fitted on every remaining row (RecEraser's attention)
+            hashes["aggregator"] = model.train.content_hash()
+        return hashes
     return {"model": model.train.content_hash()}
 
 
@@ -73,7 +76,7 @@ def stage_version(home: ServiceHome, model: Unlearner, number: int, request_ids:
     name = version_name(number)
     home.versions.mkdir(parents=True, exist_ok=True)
     staging = home.versions / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    model.save(staging)
+    model.save(staging, keep_forgotten=False)  # served versions hold no trace of deleted data; the ledger is the record
     stage("saved")
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     manifest = {"version": number, "name": name, "method": model.name, "exact": model.exact,

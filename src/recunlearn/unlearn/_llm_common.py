@@ -317,9 +317,10 @@ class LLMUnlearner(Unlearner):
         self.adapter_info = meta["adapter_info"]
         self.partition_info = meta["partition_info"]
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
         """A folder: ``unlearner.json``, ``state.safetensors``, ``train.npz`` / ``valid.npz`` (samples) and
-        ``adapters/adapter-k/`` in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+        ``adapters/adapter-k/`` in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``).
+        ``keep_forgotten``: as :meth:`Unlearner.save` (the ids of the samples forgotten so far)."""
         path = Path(path)
         meta = self._save_state_and_data(path, "state.safetensors")
         for k, adapter in enumerate(self.adapters):
@@ -327,7 +328,8 @@ class LLMUnlearner(Unlearner):
                 save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.model_type,
                                   self.config.backbone.name)
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
-                    "forgotten": sorted(self._forgotten), "known_users": sorted(self._known_users),
+                    "forgotten": sorted(self._forgotten) if keep_forgotten else [],
+                    "known_users": sorted(self._known_users),
                     "fit_seconds": self.fit_seconds, "state": meta}
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path

@@ -213,12 +213,18 @@ class Unlearner(ABC):
         return [(str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])]
 
     # persistence ------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``."""
+    def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
+        """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``.
+
+        ``keep_forgotten``: also write the keys of the pairs forgotten so far, so that the loaded copy
+        still tells an already-forgotten pair (nothing to do) from one it never saw (an error). A copy
+        that must hold no trace of deleted data (a served version) leaves them out; it then treats
+        them as never seen."""
         path = Path(path)
         meta = self._save_state_and_data(path, "weights.safetensors")
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
-                    "forgotten": sorted(self._forgotten), "fit_seconds": self.fit_seconds, "state": meta}
+                    "forgotten": sorted(self._forgotten) if keep_forgotten else [], "fit_seconds": self.fit_seconds,
+                    "state": meta}
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
 

@@ -153,8 +153,11 @@ class ShardedUnlearner(Unlearner):
         if not requests:
             return []
         self._check_fitted()
-        masks = [self._rows_of(r) for r in requests]
-        union = np.logical_or.reduce(masks)
+        masks, union = [], np.zeros(len(self.train), bool)
+        for request in requests:  # a row two requests name is removed (and reported) by the first, as one by one
+            mask = self._rows_of(request) & ~union
+            masks.append(mask)
+            union |= mask
         if not union.any():
             return [self.forget(r) for r in requests]
         data = self.train
