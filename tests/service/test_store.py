@@ -28,6 +28,10 @@ def test_submit_is_idempotent_by_id_and_conflicts_on_other_content(tmp_path):
     with pytest.raises(ConflictError, match="different deletion"):
         ledger.submit(DeletionRequest(request_id="a", users=["u2"]))
     assert [e["kind"] for e in ledger.events("a")] == ["received"]
+    ledger.submit(DeletionRequest(request_id="b", users=["u1", "u2"], pairs=[("u3", "i1"), ("u4", "i2")]))
+    reordered = DeletionRequest(request_id="b", users=["u2", "u1", "u2"], pairs=[("u4", "i2"), ("u3", "i1")])
+    assert ledger.submit(reordered)[1] is False, "the same ids in another order are the same request"
+    assert ledger.checkpoint(), "no reader holds the store: the WAL is copied into the file and truncated"
 
 
 def test_apply_deletes_rows_and_records_in_one_transaction(tmp_path):

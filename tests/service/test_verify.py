@@ -69,6 +69,14 @@ def _resign(home: ServiceHome, name: str) -> None:
     (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
 
 
+def test_verify_fails_while_a_reader_holds_off_the_store_checkpoint(service, monkeypatch):
+    home = service.home
+    _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    assert "store file" in {c.name for c in verify_request(home, "u7", retrain=False).checks}
+    monkeypatch.setattr(Ledger, "checkpoint", lambda self: False)
+    assert _failed(home, "u7") == {"store file"}
+
+
 def test_served_versions_keep_no_list_of_what_was_forgotten(service):
     home = service.home
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2"), ("u3", "i0")]))

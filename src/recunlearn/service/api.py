@@ -263,7 +263,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         except RequestNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/v1/recommendations/{user:path}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
+    @app.get("/v1/recommendations/{user}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
     def recommendations(user: Annotated[str, Path(max_length=200)],
                         _role: Annotated[str, Depends(require("read"))],
                         k: Annotated[int, Query(ge=1, le=1000)] = 10) -> RecommendationsOut:

@@ -107,6 +107,11 @@ def verify_request(home: ServiceHome, request_id: str, retrain: bool = True) -> 
                         + (f" in version {record.version}" if record.version else ""))]
         left = ledger.matching_rows(request)
         checks.append(Check(name="store", ok=left == 0, detail=f"{left} stored interaction(s) match the request"))
+        flushed = ledger.checkpoint()
+        checks.append(Check(name="store file", ok=flushed,
+                            detail="checkpointed: deleted rows' pages are overwritten in the database file" if flushed
+                            else "a reader holds the store open, so the database file may still hold deleted "
+                                 "rows' old pages; run verify again when it is idle"))
     finally:
         ledger.close()
     served = current_name(home)

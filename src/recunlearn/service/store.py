@@ -128,6 +128,13 @@ def spec_json(request: DeletionRequest) -> str:
     return json.dumps(request.model_dump(mode="json"), sort_keys=True)
 
 
+def _named(request: DeletionRequest) -> tuple[list, ...]:
+    """What a request names, whatever the order or repetition of its ids (a resubmission may list
+    them differently and is still the same request)."""
+    return (sorted(set(request.users)), sorted(set(request.items)), sorted(set(map(tuple, request.pairs))),
+            sorted(set(request.samples)))
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -243,7 +250,8 @@ class Ledger:
         with self.write() as connection:
             row = connection.execute(select(requests).where(requests.c.id == request.request_id)).mappings().first()
             if row is not None:
-                if row["spec_sha256"] != _sha256(text):
+                if row["spec_sha256"] != _sha256(text) and (
+                        _named(DeletionRequest.model_validate_json(row["spec"])) != _named(request)):
                     raise ConflictError(f"request id {request.request_id!r} was already used for a different "
                                         "deletion; choose a new id")
                 return self._record(row), False
@@ -313,7 +321,7 @@ class Ledger:
                                                        request_ids=json.dumps(sorted(audits))))
             self._event(connection, "staged", None, version, {"requests": sorted(audits)})
             before_commit()
-        self._checkpoint()
+        self.checkpoint()
         return deleted
 
     def record_initial_version(self, version: int, name: str, manifest_sha256: str) -> None:
@@ -383,12 +391,16 @@ class Ledger:
         return role
 
     # helpers ------------------------------------------------------------------------------------------------
-    def _checkpoint(self) -> None:
-        """SQLite: copy the WAL into the database file and truncate it, so old page images of deleted rows
-        do not linger in the log (best effort: a reader in the middle of a transaction can postpone it)."""
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    def checkpoint(self) -> bool:
+        """SQLite: copy the WAL into the database file and truncate it, so that the file's old page images
+        of deleted rows are overwritten (secure_delete zeroes them) and none linger in the log. False
+        when a reader in the middle of a transaction held it off (the worker tries again each pass,
+        and ``verify`` fails its store check until it succeeds); True otherwise and for other databases."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        with self.engine.connect() as connection:
+            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+        return busy == 0
 
     @staticmethod
     def _event(connection: Connection, kind: str, request_id: str | None, version: int | None = None,

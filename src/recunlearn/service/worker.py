@@ -118,6 +118,8 @@ class Worker:
                                       f"complete ({'; '.join(problems)}); restore it from backup")
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
+        if not self.ledger.checkpoint():  # the last pass's checkpoint may have been held off by a reader
+            log.warning("the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs")
         self.stage("recovered")
 
     # one batch ------------------------------------------------------------------------------------------------
