@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from recunlearn.data import DeletionRequest, user_deletion
-from recunlearn.errors import ConfigError, EmptyRequestError, UnknownIdError
+from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
 from recunlearn.unlearn import Unlearner, get_method
 
 FAST_TRAIN = {"max_epochs": 8, "patience": 3, "batch_size": 256, "lr": 0.01, "seed": 0}
@@ -63,6 +63,12 @@ class UnlearnerConformance:
             fitted.forget(DeletionRequest(users=["nobody"]))
         with pytest.raises(UnknownIdError, match="never in the training data"):
             fitted.forget(DeletionRequest(pairs=self._absent_pairs(fitted)))
+
+    def test_a_request_for_every_row_is_refused(self, fitted):
+        rows = len(fitted.train)
+        with pytest.raises(RecUnlearnError, match="may not remove every training row"):
+            fitted.forget(DeletionRequest(users=list(fitted.train.users.ids)))
+        assert len(fitted.train) == rows, "nothing was removed"
 
     @staticmethod
     def _absent_pairs(model: Unlearner) -> list[tuple[str, str]]:

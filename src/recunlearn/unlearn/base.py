@@ -167,6 +167,9 @@ class Unlearner(ABC):
         if not mask.any():
             return UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
                                     removed_rows=0, noop=True, seconds=time.perf_counter() - start)
+        if mask.all():
+            raise RecUnlearnError(f"{self.name}: a request may not remove every training row (nothing would be left "
+                                  "to recommend from); fit a new model instead")
         removed = self.train.take(mask)
         report = self._forget(mask)
         self._forgotten.update(removed.pair_keys.tolist())

@@ -119,9 +119,6 @@ class ShardedUnlearner(Unlearner):
 
     # unlearning -------------------------------------------------------------------------------------------
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
-        if mask.all():
-            raise RecUnlearnError(f"{self.name}: a request may not remove every training row (nothing would be left "
-                                  "to recommend from); fit a new model instead")
         before = [self.shard_info[k].get("data_hash") for k in range(self.config.n_shards)]
         rows_before = self.shard_sizes()
         affected = sorted(np.unique(self.assignment[mask]).tolist())
