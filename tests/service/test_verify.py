@@ -133,6 +133,9 @@ def test_cli_walk_through_with_retrain(tmp_path):
                                "--home", str(home)])
     assert made.exit_code == 0, made.output
     assert "write token" in made.output and "serving v000001" in made.output
+    missing = runner.invoke(app, ["service", "init", "--data", str(data), "--config", "absent.toml",
+                                  "--home", str(tmp_path / "other")])
+    assert missing.exit_code != 0 and "--config 'absent.toml': no such file" in str(missing.exception)
     again = runner.invoke(app, ["service", "init", "--data", str(data), "--home", str(home)])
     assert again.exit_code != 0 and "already holds a service" in str(again.exception)
     ledger = Ledger(ServiceHome(home).database_url())

@@ -18,7 +18,7 @@ def exact(
     model: str = typer.Option("mf", help="mf or lightgcn."),
     batch_users: int = typer.Option(10, help="Users in the user-deletion batch."),
     batch_interactions: int = typer.Option(100, help="Interactions in the random-deletion batch."),
-    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log."),
+    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log, instead of --dataset."),
     out: Path = typer.Option(Path("benchmarks/results/exact/ml100k.json"), help="Results JSON (markdown beside it)."),
 ) -> None:
     """Exact unlearning by partition: utility, time per request and per batch, speed-up over retraining."""

@@ -18,7 +18,7 @@ def ifru(
     seeds: Optional[list[int]] = typer.Option(None, "--seed", help="Seeds (repeat); default 0."),
     methods: Optional[list[str]] = typer.Option(None, "--method", "-m",
                                                 help="Methods (repeat); default retrain, sisa, if, scif, finetune, neggrad, ifru."),
-    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log."),
+    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log, instead of --dataset."),
     out: Path = typer.Option(Path("benchmarks/results/ifru/ml100k.json"), help="Results JSON (markdown beside it)."),
 ) -> None:
     """Approximate unlearning of label-flipped data: utility, completeness, time and speed-up over retraining."""

@@ -29,6 +29,8 @@ def _method_config(text: Optional[str]) -> dict:
     if not text:
         return {}
     path = Path(text)
+    if not path.is_file() and not text.lstrip().startswith("{"):
+        raise ConfigError(f"--config {text!r}: no such file (inline JSON starts with '{{')")
     try:
         if path.is_file():
             return tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
