@@ -162,3 +162,27 @@ def test_worker_survives_sigkill_at_every_stage(service):
 def _versions(ledger: Ledger) -> list[dict]:
     with ledger.engine.connect() as connection:
         return [dict(row) for row in connection.exec_driver_sql("SELECT * FROM versions").mappings()]
+
+
+def test_load_current_retries_whatever_a_version_switch_mid_read_raises(service, monkeypatch):
+    """The worker deletes the old folder right after moving the pointer: a reader caught in between may
+    see a missing table or a cut safetensors file, not only an OSError; it reads the new version."""
+    import recunlearn.service.versions as versions
+    from recunlearn.errors import DataError
+
+    served = current_name(service.home)
+    pointers = iter(["v000001", "v000002"])  # the pointer moves while the first read runs
+    monkeypatch.setattr(versions, "current_name", lambda home: next(pointers, "v000002"))
+    real = versions.load_version
+
+    def load(home, name):
+        if name == "v000001":
+            raise DataError("no such file: train.npz")
+        return real(home, served)
+
+    monkeypatch.setattr(versions, "load_version", load)
+    name, model = versions.load_current(service.home)
+    assert name == "v000002" and len(model.train)
+    monkeypatch.setattr(versions, "current_name", lambda home: "v000001")  # it did not move: the error stands
+    with pytest.raises(DataError):
+        versions.load_current(service.home)

@@ -159,7 +159,7 @@ def load_current(home: ServiceHome, attempts: int = 5) -> tuple[str, Unlearner]:
             raise VersionError(f"{home.path} has no published model version (no CURRENT pointer)")
         try:
             return name, load_version(home, name)
-        except (VersionError, OSError):
+        except Exception:  # whatever a half-deleted folder makes a reader raise (a missing table, a cut safetensors)
             if attempt == attempts - 1 or current_name(home) == name:
                 raise
     raise AssertionError("unreachable")
