@@ -68,3 +68,22 @@ def test_request_round_trips_through_json(tiny):
     again = DeletionRequest.model_validate_json(request.model_dump_json())
     assert again == request
     np.testing.assert_array_equal(again.rows(tiny), request.rows(tiny))
+
+
+def test_erased_users_become_unknown_and_requests_skip_them(tiny):
+    from recunlearn.data import DeletionRequest
+    from recunlearn.errors import DataError
+
+    u3 = tiny.users.index(["u3"])[0]
+    rest = tiny.drop(tiny.user == u3)
+    erased = rest.with_erased_users([u3])
+    assert "u3" not in erased.users and len(erased.users) == len(tiny.users)
+    assert erased.users.ids[u3].startswith("<erased ") and erased.content_hash() == rest.content_hash()
+    with pytest.raises(DataError, match="only users without rows"):
+        tiny.with_erased_users([u3])
+    with pytest.raises(UnknownIdError):
+        DeletionRequest(users=["u3"]).rows(erased)
+    assert DeletionRequest(users=["u3"]).known_to(erased) is None
+    partial = DeletionRequest(users=["u3", "u4"], pairs=[("u3", "i1")]).known_to(erased)
+    assert partial.users == ("u4",) and partial.pairs == ()
+    assert partial.rows(erased).sum() == (erased.user == erased.users.index(["u4"])[0]).sum()

@@ -60,7 +60,10 @@ def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service)
 
     _wait_for_version(client, service, "v000002")
     gone = client.get("/v1/recommendations/u3", headers=service.headers())
-    assert gone.status_code == 404 and "no interactions" in gone.json()["detail"]
+    assert gone.status_code == 404 and "unknown user id" in gone.json()["detail"], "u3 is erased from the version"
+    assert audit["erased_users"] == 1
+    again_later = client.post("/v1/deletions", json={"request_id": "late", "users": ["u3"]}, headers=service.headers())
+    assert again_later.status_code == 404, "an erased user is unknown to the served version"
     scores = client.post("/v1/scores", json={"pairs": [["u1", "i1"], ["u2", "i2"]]}, headers=service.headers())
     assert scores.status_code == 200 and scores.json()["version"] == "v000002" and len(scores.json()["scores"]) == 2
 

@@ -108,7 +108,9 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
             if record.status in ("applied", "published"):
                 assert ledger.matching_rows(record.request) == 0, "applied means deleted from the store"
             if record.status == "published":
-                assert not record.request.rows(model.train).any(), "published means gone from the served model"
+                known = record.request.known_to(model.train)
+                assert known is None or not known.rows(model.train).any(), "published means gone from the served model"
+                assert not any(u in model.train.users for u in record.request.users), "and users deleted whole erased"
     finally:
         ledger.close()
 
@@ -153,7 +155,8 @@ def test_worker_survives_sigkill_at_every_stage(service):
     _, model = load_current(home)
     assert model_pairs(model) == stored_pairs(home), "the served model trains on exactly what the store holds"
     for request in submitted.values():
-        assert not request.rows(model.train).any()
+        known = request.known_to(model.train)
+        assert known is None or not known.rows(model.train).any()
     results = [verify_request(home, rid, retrain=rid == "req-0") for rid in submitted]
     failed = [(r.request_id, [c for c in r.checks if not c.ok]) for r in results if not r.ok]
     assert not failed

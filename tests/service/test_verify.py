@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from recunlearn.cli import _load_commands
 from recunlearn.cli._app import app
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
@@ -41,6 +42,15 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     shutil.copytree(home.versions / current_name(home), old)  # the version still holding u7's rows
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
     assert verify_request(home, "u7", retrain=True).ok
+    name, model = load_current(home)
+    assert "u7" not in model.train.users and len(model.train.users) == len(make_tiny().users), "erased, same shape"
+    shutil.copytree(home.versions / name, tmp_path / "erased")
+    model.train = model.train._replace(users=Interactions.load(old / "train.npz").users)  # u7 named again
+    model.save(home.versions / name)
+    _resign(home, name)
+    assert _failed(home, "u7") == {"users erased"}
+    shutil.rmtree(home.versions / name)
+    shutil.copytree(tmp_path / "erased", home.versions / name)
 
     cache = home.path / "cache"
     shutil.copytree(old, cache)

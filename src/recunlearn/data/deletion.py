@@ -58,6 +58,16 @@ class DeletionRequest(BaseModel):
     def size(self) -> int:
         return len(self.pairs) + len(self.users) + len(self.items) + len(self.samples)
 
+    def known_to(self, data: Interactions) -> DeletionRequest | None:
+        """The request less the ids ``data``'s vocabularies do not hold (None if nothing is left): what
+        still applies to a table from which some named ids have been erased."""
+        users, items = data.users, data.items
+        known = {"users": tuple(u for u in self.users if u in users), "items": tuple(i for i in self.items if i in items),
+                 "pairs": tuple(p for p in self.pairs if p[0] in users and p[1] in items)}
+        if not any(known.values()):
+            return None
+        return DeletionRequest.model_construct(request_id=self.request_id, samples=(), **known)
+
     def pair_keys(self, data: Interactions) -> np.ndarray:
         """The named pairs as ``data``'s row keys (user index x n_items + item index, as
         :attr:`Interactions.pair_keys`); raises :class:`UnknownIdError` for ids outside its vocabularies."""

@@ -134,6 +134,22 @@ class Vocabulary:
     def external(self, index: np.ndarray | Sequence[int]) -> np.ndarray:
         return self.ids[np.asarray(index, dtype=np.int64)]
 
+    def erased(self, indices: np.ndarray | Sequence[int]) -> Vocabulary:
+        """The same indices with the ids at ``indices`` replaced by placeholders (``<erased N>``, N the
+        index), so that a table or model keeps its shape but no longer names who was erased; an
+        erased id is then unknown. A placeholder that is some real id gets primes until unique."""
+        ids = self.ids.astype(object)
+        taken = set(self.ids.tolist())
+        for index in np.unique(np.asarray(indices, np.int64)).tolist():
+            if ids[index].startswith(ERASED_PREFIX):
+                continue
+            placeholder = f"{ERASED_PREFIX}{index}>"
+            while placeholder in taken:
+                placeholder += "'"
+            taken.add(placeholder)
+            ids[index] = placeholder
+        return Vocabulary(ids, kind=self.kind)
+
     def fingerprints(self) -> np.ndarray:
         """Per id, the 16-byte BLAKE2b digest of its UTF-8 text (built once: a vocabulary is frozen).
 
@@ -145,6 +161,10 @@ class Vocabulary:
                                    dtype="V16")
             self.__dict__["_fingerprints"] = prints
         return prints
+
+
+ERASED_PREFIX = "<erased "
+"""How :meth:`Vocabulary.erased` placeholders begin."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,6 +317,14 @@ class Interactions:
 
     def with_name(self, name: str) -> Interactions:
         return self._replace(name=name)
+
+    def with_erased_users(self, users: np.ndarray | Sequence[int]) -> Interactions:
+        """The same rows with the ids of ``users`` (indices that no row may hold) replaced by
+        placeholders (:meth:`Vocabulary.erased`): what a served copy keeps of users deleted whole."""
+        users = np.asarray(users, np.int64)
+        if np.isin(self.user, users).any():
+            raise DataError("only users without rows can be erased from the vocabulary")
+        return self._replace(users=self.users.erased(users)) if len(users) else self
 
     def concat(self, other: Interactions) -> Interactions:
         if other.users is not self.users or other.items is not self.items:

@@ -50,12 +50,8 @@ class Verification(BaseModel):
 
 def _remaining(request: DeletionRequest, data: Interactions) -> int:
     """Rows of ``data`` the request names (ids the table has never seen name no rows)."""
-    known = DeletionRequest.model_construct(
-        request_id=request.request_id, samples=(),
-        users=tuple(u for u in request.users if u in data.users),
-        items=tuple(i for i in request.items if i in data.items),
-        pairs=tuple(p for p in request.pairs if p[0] in data.users and p[1] in data.items))
-    return int(known.rows(data).sum()) if (known.users or known.items or known.pairs) else 0
+    known = request.known_to(data)
+    return int(known.rows(data).sum()) if known is not None else 0
 
 
 def _data_files(home: ServiceHome) -> list[Path]:
@@ -143,6 +139,10 @@ def _model_checks(home: ServiceHome, served: str, record: DeletionRecord, retrai
                         detail=f"rows the request names remain in {found}" if found
                         else f"none of {len(traces)} data file(s) under the home holds a row the request names"))
     model = load_version(home, served)
+    kept = [u for u in request.users if u in model.train.users]
+    checks.append(Check(name="users erased", ok=not kept,
+                        detail=f"the served vocabulary still names {kept[:5]}" if kept
+                        else f"none of the {len(request.users)} user(s) deleted whole is named by the served version"))
     manifest = read_manifest(home.versions / served)
     actual = part_hashes(model)
     mismatched = sorted(p for p in actual if manifest["parts"].get(p) != actual[p])

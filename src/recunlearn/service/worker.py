@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
@@ -129,8 +130,10 @@ class Worker:
         self.stage("model_loaded")
         masks: dict[str, np.ndarray] = {}
         for record in batch:
-            try:
-                masks[record.request_id] = record.request.rows(model.train)
+            try:  # ids erased by an earlier request name nothing (the API refused never-seen ids already)
+                known = record.request.known_to(model.train)
+                masks[record.request_id] = (known.rows(model.train) if known is not None
+                                            else np.zeros(len(model.train), bool))
             except RecUnlearnError as exc:
                 self.ledger.fail(record.request_id, str(exc))
         failed = len(batch) - len(masks)
@@ -149,6 +152,9 @@ class Worker:
                 return 1
             log.warning("batch of %d failed (%s); applying its requests one by one", len(batch), exc)
             return failed + sum(self._apply([record]) for record in batch)
+        erased = erased_users(model.train, [r.request for r in batch])
+        model.train = model.train.with_erased_users(erased)
+        erased_ids = set(train_before.users.ids[erased].tolist())
         self.stage("forgotten")
         forget_done = time.time()
         number = max(self.ledger.latest_version_number(), int(parent[1:])) + 1
@@ -156,8 +162,9 @@ class Worker:
         name, manifest_sha256 = stage_version(self.home, model, number, ids, self.stage)
         saved = time.time()
         hashes = part_hashes(model)
-        audits = {r.request_id: self._audit(r, reports.get(r.request_id), model, train_before, hashes, parent,
-                                            number, len(batch), started, forget_done, saved)
+        audits = {r.request_id: {**self._audit(r, reports.get(r.request_id), model, train_before, hashes, parent,
+                                               number, len(batch), started, forget_done, saved),
+                                 "erased_users": len(erased_ids & {*r.request.users, *(p[0] for p in r.request.pairs)})}
                   for r in batch}
         self.ledger.record_applied(number, name, manifest_sha256, audits,
                                    before_commit=lambda: self.stage("store_deleted"))
@@ -189,6 +196,17 @@ class Worker:
         return {**common, "removed_rows": report.removed_rows, "removed_pairs": [list(p) for p in report.removed_pairs],
                 "parts": [p.model_dump() for p in report.parts], "changed_parts": report.changed_parts,
                 "noop": report.noop, "forget_seconds": round(report.seconds, 4), "details": report.details}
+
+
+def erased_users(data: Interactions, requests: list[DeletionRequest]) -> np.ndarray:
+    """Users the requests name (whole, or through a pair) who have no row left in ``data``: their ids
+    leave the served version's vocabulary (a served model keeps no id of a user deleted whole)."""
+    vocabulary = data.users
+    named = sorted({u for r in requests for u in (*r.users, *(p[0] for p in r.pairs)) if u in vocabulary})
+    if not named:
+        return np.zeros(0, np.int64)
+    indices = vocabulary.index(named)
+    return indices[np.bincount(data.user, minlength=len(vocabulary))[indices] == 0]
 
 
 def run_in_thread(home: ServiceHome, stop: threading.Event, on_error: Callable[[BaseException], None]) -> threading.Thread:
