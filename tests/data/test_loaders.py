@@ -73,28 +73,25 @@ def test_movielens_bad_input(tmp_path):
         load_movielens_100k(tmp_path / "absent")
 
 
-def test_movielens_1m_and_atomic_reject_values_that_are_not_numbers(tmp_path):
-    (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n2::20::five::978300761\n")
+@pytest.mark.parametrize("name, content, message", [
+    ("ratings.dat", "1::10::5::978300760\n2::20::five::978300761\n", "line 2: rating 'five' is not a number"),
+    ("ratings.dat", "", "ratings.dat: empty file"),
+    ("log.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t100\n2\t20\tyesterday\n",
+     "line 3: timestamp 'yesterday' is not a number"),
+    ("log.inter", "user_id:token\titem_id:token\n", "no rows below the header"),
+    ("log.inter", "", "empty file"),
+])
+def test_movielens_1m_and_atomic_reject_bad_values_and_empty_files(tmp_path, name, content, message):
     (tmp_path / "movies.dat").write_text("10::A (2001)::Comedy\n20::B (1995)::Crime\n")
-    with pytest.raises(DataError, match="line 2: rating 'five' is not a number"):
-        load_dataset(tmp_path)
-    (tmp_path / "ratings.dat").write_text("")
-    with pytest.raises(DataError, match="ratings.dat: empty file"):
-        load_dataset(tmp_path)
-    atomic = tmp_path / "atomic"
-    atomic.mkdir()
-    inter = atomic / "log.inter"
-    inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t20\t3\tyesterday\n")
-    with pytest.raises(DataError, match="line 3: timestamp 'yesterday' is not a number"):
-        load_dataset(inter)
-    inter.write_text("user_id:token\titem_id:token\trating:float\n1\t10\t\n2\t20\t3\n")  # an empty rating is missing
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / name)
+
+
+def test_atomic_empty_rating_is_missing(tmp_path):
+    inter = tmp_path / "log.inter"
+    inter.write_text("user_id:token\titem_id:token\trating:float\n1\t10\t\n2\t20\t3\n")
     assert np.isnan(load_dataset(inter).rating).tolist() == [True, False]
-    inter.write_text("user_id:token\titem_id:token\n")
-    with pytest.raises(DataError, match="no rows below the header"):
-        load_dataset(inter)
-    inter.write_text("")
-    with pytest.raises(DataError, match="empty file"):
-        load_dataset(inter)
 
 
 def test_from_frame_rejects_values_that_are_not_numbers():
