@@ -63,6 +63,18 @@ def test_unset_patience_is_the_models_default(tiny_split, config, patience):
     assert result.epochs == result.best_epoch + patience
 
 
+def test_validation_with_one_label_class_is_refused(tiny_split):
+    """Its AUC is undefined: no epoch would ever be best, and training would stop after `patience`."""
+    valid = tiny_split.valid
+    liked_only = valid.take(np.flatnonzero(valid.label > 0))
+    from recunlearn.errors import DataError
+
+    with pytest.raises(DataError, match="one label class only"):
+        fit_model(MFConfig(), tiny_split.train, liked_only, TrainConfig(**FAST_TRAIN))
+    with pytest.raises(DataError, match="no rows"):
+        fit_model(MFConfig(), tiny_split.train, valid.take([]), TrainConfig(**FAST_TRAIN))
+
+
 def test_bpr_loss_trains(tiny_split):
     result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"}))
     assert np.isfinite(result.best_valid_auc)

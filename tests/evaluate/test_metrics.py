@@ -60,6 +60,17 @@ def test_ranking_metrics_mask_training_items():
     assert top1["recall@1"] == 0.0
 
 
+def test_recall_divides_by_every_relevant_item_and_nan_scores_give_nan():
+    test = table([("a", "x", 1), ("a", "y", 1), ("a", "z", 1), ("b", "w", 1)])
+    # user a: 3 relevant, top 2 = x, y (both relevant); user b: w ranks 4th
+    scorer = TableScorer([[0.9, 0.8, 0.1, 0.2], [0.9, 0.8, 0.7, 0.1]])
+    report = ranking_report(scorer, table([]), test, k=2)
+    assert report["recall@2"] == pytest.approx((2 / 3 + 0) / 2), "2 of a's 3 relevant items, not 2 of min(3, k)"
+    assert report["ndcg@2"] == pytest.approx(0.5), "a's top 2 is ideal"
+    broken = TableScorer([[np.nan, 0.8, 0.1, 0.2], [0.9, 0.8, 0.7, 0.1]])
+    assert all(np.isnan(v) for v in ranking_report(broken, table([]), test, k=2).values())
+
+
 def test_rank_auc_agrees_with_scikit_learn():
     from sklearn.metrics import roc_auc_score
 

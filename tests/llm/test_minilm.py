@@ -20,3 +20,25 @@ def test_embedded_minilm_trains_an_adapter(sample_split):
     assert "head.weight" in result.adapter and result.adapter["head.weight"].shape == (1, 384)
     assert any(k.endswith("query.A") for k in result.adapter) and result.valid_logits.shape == (8,)
     assert np.abs(result.adapter["head.weight"].numpy()).max() > 0  # it moved from its zero start
+
+
+@pytest.mark.parametrize("name", ["minilm", "tiny_encoder", "tiny_causal"])
+def test_a_prompt_scores_the_same_whatever_shares_its_batch(name, sample_split, request):
+    """Batches are left-padded: positions must count from each prompt's first token (an encoder
+    numbering them from the first column would move a prompt's score with its batch's longest prompt)."""
+    import torch
+
+    from recunlearn.models.llm.scoring import collate, tokenize
+
+    train, _, _ = sample_split
+    backbone = load_backbone(BackboneConfig(name=name if name == "minilm" else request.getfixturevalue(name),
+                                            max_length=128))
+    prompts = train.prompts(backbone.template)
+    short, long = prompts[0], prompts[1] + " " + prompts[2]
+    tokens = tokenize(backbone.tokenizer, [short, long], 128)
+    assert len(tokens[1]) > len(tokens[0]) + 10, "the batch pads the short prompt"
+    pad = backbone.tokenizer.pad_token_id
+    with torch.no_grad():
+        alone = backbone.scorer.hidden_states(*collate(tokens[:1], pad, torch.device("cpu")))[-1][0, -1]
+        batched = backbone.scorer.hidden_states(*collate(tokens, pad, torch.device("cpu")))[-1][0, -1]
+    assert torch.allclose(alone, batched, atol=1e-4), float((alone - batched).abs().max())

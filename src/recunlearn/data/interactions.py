@@ -307,6 +307,8 @@ class Interactions:
     def take(self, rows: np.ndarray | Sequence[int]) -> Interactions:
         """The given rows (a boolean mask or integer positions), in that order."""
         rows = np.asarray(rows)
+        if rows.dtype != bool:
+            rows = rows.astype(np.int64)  # an empty list arrives as float
         return self._replace(**{k: _sealed(getattr(self, k)[rows]) for k in ("user", "item", "label", "rating", "timestamp")})
 
     def drop(self, mask: np.ndarray) -> Interactions:

@@ -41,7 +41,10 @@ def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: in
                    batch_users: int = 256) -> dict[str, float]:
     """Recall@k, NDCG@k and HitRate@k over all items, items seen in training masked.
 
-    Only positive-label test rows are relevant; users without one are skipped.
+    Only positive-label test rows are relevant; users without one are skipped. Recall@k is a user's
+    relevant items in the top k over all their relevant items (as the LightGCN and RecEraser
+    evaluation code computes it; it cannot reach 1 for a user with more than k), NDCG@k's ideal DCG
+    is that of min(relevant, k) hits. A model that scores NaN anywhere gets NaN, not a ranking.
     """
     pos = test.label > 0
     users = np.unique(test.user[pos])
@@ -56,6 +59,8 @@ def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: in
     for start in range(0, len(users), batch_users):
         batch = users[start:start + batch_users]
         scores = np.asarray(model.score_all(batch), dtype=np.float64)
+        if np.isnan(scores).any():  # argpartition would rank NaN last, below the masked training items
+            return {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"), f"hit@{k}": float("nan")}
         row_of = {u: r for r, u in enumerate(batch.tolist())}
         in_batch = np.isin(seen_u, batch)
         scores[[row_of[u] for u in seen_u[in_batch].tolist()], seen_i[in_batch]] = -np.inf
@@ -65,7 +70,7 @@ def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: in
             rel = relevant[u]
             hits = np.array([i in rel for i in top[row].tolist()], dtype=np.float64)
             ideal = discounts[: min(len(rel), k)].sum()
-            recall.append(hits.sum() / min(len(rel), k))
+            recall.append(hits.sum() / len(rel))
             ndcg.append((hits * discounts[: len(hits)]).sum() / ideal)
             hit.append(float(hits.any()))
     return {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg)), f"hit@{k}": float(np.mean(hit))}

@@ -42,8 +42,9 @@ class DeletionIn(BaseModel):
     """A deletion request; ``request_id`` is the client's idempotency key."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: Id
-    """Resubmitting the same id returns the same record; the same id with other content is 409."""
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^/]+$")]
+    """Resubmitting the same id returns the same record; the same id with other content is 409. No '/':
+    the id is read back as a path segment (``GET /v1/deletions/{id}``)."""
     pairs: list[tuple[Id, Id]] = Field(default_factory=list)
     """(user, item) interactions to remove."""
     users: list[Id] = Field(default_factory=list)
@@ -254,7 +255,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             response.status_code = 200
         return record
 
-    @app.get("/v1/deletions/{request_id:path}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
+    @app.get("/v1/deletions/{request_id}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
     def get_deletion(request_id: Annotated[str, Path(max_length=200)],
                      _role: Annotated[str, Depends(require("read"))]) -> DeletionRecord:
         """A request's status, and once applied its audit: what was removed, how, and in which version."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.errors import DataError
 from recunlearn.models.base import CFModel
 from recunlearn.models.config import LightGCNConfig, MFConfig, build_model
 from recunlearn.train.auc import roc_auc
@@ -115,6 +116,10 @@ def fit_model(model_config: MFConfig | LightGCNConfig, train: Interactions, vali
 def continue_training(model: CFModel, train: Interactions, valid: Interactions | None, config: TrainConfig,
                       *, desc: str = "train") -> FitResult:
     """Train ``model`` further (fine-tuning uses this with a few epochs)."""
+    if valid is not None and len(np.unique(valid.label)) < 2:  # its AUC is undefined: no epoch would ever be best
+        raise DataError(f"validation data with {'no rows' if not len(valid) else 'one label class only'} cannot "
+                        "early-stop on AUC, which needs liked and disliked rows; pass no validation data to "
+                        "train max_epochs epochs")
     start = time.perf_counter()
     device = model.user_emb.weight.device
     generator = torch.Generator().manual_seed(config.seed)

@@ -54,9 +54,26 @@ class EncoderScorer(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.model_type = encoder.config.model_type
 
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The encoder's hidden states (all layers if asked, else the last), left-aligned like the input.
+
+        Batches are left-padded (what causal scoring needs); an encoder numbers positions from the
+        first column (BERT) or from its own count of real tokens (RoBERTa), so each row is rotated
+        to start at its first real token before encoding and rotated back after: a prompt's
+        states do not depend on the other prompts in its batch."""
+        width = input_ids.shape[1]
+        columns = torch.arange(width, device=input_ids.device)[None, :]
+        pads = (attention_mask == 0).sum(1, keepdim=True)
+        to_right, to_left = (columns + pads) % width, (columns - pads) % width
+        out = self.encoder(input_ids=input_ids.gather(1, to_right), attention_mask=attention_mask.gather(1, to_right),
+                           **options)
+        states = out.hidden_states if options.get("output_hidden_states") else (out.last_hidden_state,)
+        index = to_left[..., None].expand(-1, -1, states[0].shape[-1])
+        return tuple(s.gather(1, index) for s in states), attention_mask
+
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return masked_mean(states, attention_mask)
+        (states,), mask = self._encode(input_ids, attention_mask)
+        return masked_mean(states, mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pooled = self.pooled(input_ids, attention_mask)
@@ -66,7 +83,7 @@ class EncoderScorer(nn.Module):
         return self.encoder.get_input_embeddings()
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+        return self._encode(input_ids, attention_mask, output_hidden_states=True)[0]
 
 
 def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
