@@ -64,6 +64,18 @@ def _die(job):
     os._exit(3)
 
 
+def test_a_single_job_runs_on_one_thread_as_a_pool_worker_would():
+    """A shard retrained alone (in this process) must equal the same shard retrained in a batch (in a
+    one-thread worker) bit for bit: the CPU's float sums depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert ProcessExecutor(workers=2).map(lambda job: torch.get_num_threads(), [0]) == [1]
+        assert torch.get_num_threads() == 2, "the caller's setting is restored"
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_dead_worker_resets_the_pool():
     pool = ProcessExecutor(workers=2)
     try:

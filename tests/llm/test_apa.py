@@ -99,6 +99,10 @@ def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_s
         apa.forget(DeletionRequest(samples=["no-such-sample"]))
     with pytest.raises(UnknownIdError):
         apa.forget(DeletionRequest(users=["no-such-user"]))
+    with pytest.raises(UnknownIdError, match="no training prompt ever mentioned: 'no-such-item'"):
+        apa.forget(DeletionRequest(items=["no-such-item"]))
+    with pytest.raises(UnknownIdError, match="no-such-item"):
+        apa.forget(DeletionRequest(pairs=[(apa.train.user[0], "no-such-item")]))
     with pytest.raises(EmptyRequestError):
         DeletionRequest()
     user = apa.train.user[0]
@@ -196,15 +200,19 @@ def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sam
         method.score_index(np.array([0]), np.array([0]))
 
 
-def test_sisa_averages_probabilities_and_skips_empty_adapters(tiny_causal, sample_split):
+def test_sisa_averages_probabilities_and_skips_empty_adapters(tiny_causal, sample_split, tmp_path):
     train, valid, test = sample_split
     sisa = get_method("llm-sisa")(method_config(tiny_causal, n_shards=2)).fit(train, valid)
     per_adapter = 1 / (1 + np.exp(-sisa.adapter_logits(test).astype(np.float64)))
     assert np.allclose(sisa.score(test), per_adapter.mean(0), atol=1e-6)
+    sisa.save(tmp_path / "sisa")
     emptied = sisa.forget(DeletionRequest(samples=sisa.train.ids[sisa.assignment == 1].tolist()))
     assert emptied.details["empty_adapters"] == [1] and sisa.adapters[1] is None
     only = 1 / (1 + np.exp(-sisa.adapter_logits(test)[0].astype(np.float64)))
     assert np.allclose(sisa.score(test), only, atol=1e-6)
+    sisa.save(tmp_path / "sisa")  # over the folder that still held adapter 1
+    back = Unlearner.load(tmp_path / "sisa")
+    assert back.adapters[1] is None and np.allclose(back.score(test), only, atol=1e-6), "the forgotten adapter stays gone"
 
 
 def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
@@ -216,6 +224,10 @@ def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
     assert scores.shape == one_hot.shape == (len(test),)
     with pytest.raises(RecUnlearnError):
         apa.fit(train.take([0]), valid)  # fewer samples than adapters
+    blind = get_method("apa")(method_config(tiny_encoder, n_shards=2, weighting="average")).fit(train, None)
+    with pytest.raises(ConfigError, match="needs validation samples"):
+        blind.set_options(weighting="attention")
+    assert blind.config.weighting == "average" and blind.score(test).shape == (len(test),), "still usable"
 
 
 def test_validation_logits_use_the_held_out_weights(fitted_apa):

@@ -10,6 +10,7 @@ combined at scoring time (:meth:`LLMUnlearner._logits`).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,7 @@ class LLMUnlearner(Unlearner):
         self.train, self.valid = train, valid
         self._forgotten = set()
         self._known_users = set(train.user.tolist())
+        self._known_items = train.mentioned_items()
         start = time.perf_counter()
         self._fit()
         self.fit_seconds = time.perf_counter() - start
@@ -240,6 +242,9 @@ class LLMUnlearner(Unlearner):
         unknown_users = [u for u in list(request.users) + [p[0] for p in request.pairs] if u not in self._known_users]
         if unknown_users:
             raise UnknownIdError(f"unknown user id(s): {', '.join(map(repr, unknown_users[:5]))}")
+        unknown_items = [i for i in list(request.items) + [p[1] for p in request.pairs] if i not in self._known_items]
+        if unknown_items:  # a mistyped id would otherwise look like a deletion already done
+            raise UnknownIdError(f"item id(s) no training prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
         if request.users:
             mask |= np.isin(data.user, list(request.users))
         if request.items:
@@ -323,13 +328,16 @@ class LLMUnlearner(Unlearner):
         ``keep_forgotten``: as :meth:`Unlearner.save` (the ids of the samples forgotten so far)."""
         path = Path(path)
         meta = self._save_state_and_data(path, "state.safetensors")
+        shutil.rmtree(path / "adapters", ignore_errors=True)  # an adapter saved here before, since forgotten, must not return
         for k, adapter in enumerate(self.adapters):
             if adapter is not None:
                 save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.model_type,
                                   self.config.backbone.name)
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
                     "forgotten": sorted(self._forgotten) if keep_forgotten else [],
-                    "known_users": sorted(self._known_users),
+                    # without the forget log, no id of forgotten data either: only what the samples still name
+                    "known_users": sorted(self._known_users if keep_forgotten else set(self.train.user.tolist())),
+                    "known_items": sorted(self._known_items if keep_forgotten else self.train.mentioned_items()),
                     "fit_seconds": self.fit_seconds, "state": meta}
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
@@ -344,6 +352,7 @@ class LLMUnlearner(Unlearner):
         obj.valid = SampleTable.load(path / "valid.npz") if (path / "valid.npz").is_file() else None
         obj._forgotten = set(document["forgotten"])
         obj._known_users = set(document["known_users"])
+        obj._known_items = set(document["known_items"]) if "known_items" in document else obj.train.mentioned_items()
         obj.fit_seconds = document["fit_seconds"]
         obj._setup()
         obj._restore(load_file(str(path / "state.safetensors")), document["state"])

@@ -89,7 +89,10 @@ class APA(LLMUnlearner):
             raise ConfigError(f"only {sorted(allowed)} can change after fit, not {sorted(set(changes) - allowed)}")
         if "tau" in changes and "tau_grid" not in changes and self.config.tau_grid is not None:
             raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
-        self.config = make_config(APAConfig, self.config, changes)
+        config = make_config(APAConfig, self.config, changes)
+        if self.valid is None and config.weighting in ("attention", "major"):
+            raise ConfigError(f"weighting {config.weighting!r} needs validation samples; this APA was fitted without")
+        self.config = config
         self.mixture.mode = self.config.aggregation
         self._after_training(range(self.n_adapters))
         return self

@@ -256,6 +256,8 @@ class Unlearner(ABC):
         self.train.save(path / "train.npz")
         if self.valid is not None:
             self.valid.save(path / "valid.npz")
+        else:  # a table saved here before must not be read back as this model's
+            (path / "valid.npz").unlink(missing_ok=True)
         return meta
 
     @classmethod

@@ -127,7 +127,9 @@ class ProcessExecutor:
     """A local pool of spawned processes with one torch thread each.
 
     Spawned (not forked) so that workers never inherit torch's thread pools or locks mid-use; a single
-    job runs in this process, since shipping it would only add start-up time.
+    job runs in this process, since shipping it would only add start-up time, on one torch thread as
+    a worker would (a CPU float sum's order depends on the thread count, and a shard retrained alone
+    must equal the same shard retrained in a batch, bit for bit).
     """
 
     def __init__(self, workers: int | None = None):
@@ -143,7 +145,12 @@ class ProcessExecutor:
     def map(self, fn, jobs):
         jobs = list(jobs)
         if len(jobs) <= 1 or self.workers == 1:
-            return [fn(job) for job in jobs]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return [fn(job) for job in jobs]
+            finally:
+                torch.set_num_threads(threads)
         env = _worker_environment()
         pool = _process_pool(self.workers)
         try:

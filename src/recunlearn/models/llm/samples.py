@@ -104,6 +104,10 @@ class SampleTable:
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return np.fromiter((lookup[s] for s in sample_ids), np.int64, len(sample_ids))
 
+    def mentioned_items(self) -> set[str]:
+        """Every item id some prompt mentions (as target or in the history)."""
+        return {i for row in self.items.tolist() if row for i in row.split(ITEM_SEPARATOR)}
+
     def mentions(self, items: Sequence[str]) -> np.ndarray:
         """Rows whose prompt mentions any of the item ids (as target or in the history)."""
         wanted = set(map(str, items))
