@@ -54,7 +54,7 @@ class EncoderScorer(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.model_type = encoder.config.model_type
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (all layers if asked, else the last), left-aligned like the input.
 
         Batches are left-padded (what causal scoring needs); an encoder numbers positions from the
@@ -69,11 +69,11 @@ class EncoderScorer(nn.Module):
                            **options)
         states = out.hidden_states if options.get("output_hidden_states") else (out.last_hidden_state,)
         index = to_left[..., None].expand(-1, -1, states[0].shape[-1])
-        return tuple(s.gather(1, index) for s in states), attention_mask
+        return tuple(s.gather(1, index) for s in states)
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        (states,), mask = self._encode(input_ids, attention_mask)
-        return masked_mean(states, mask)
+        (states,) = self._encode(input_ids, attention_mask)
+        return masked_mean(states, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pooled = self.pooled(input_ids, attention_mask)
@@ -83,7 +83,7 @@ class EncoderScorer(nn.Module):
         return self.encoder.get_input_embeddings()
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._encode(input_ids, attention_mask, output_hidden_states=True)[0]
+        return self._encode(input_ids, attention_mask, output_hidden_states=True)
 
 
 def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
