@@ -438,13 +438,24 @@ _SAVED_COLUMNS = ("user", "item", "label", "rating", "timestamp")
 """The per-row arrays :meth:`Interactions.save` writes (besides the vocabularies, text and meta)."""
 
 
-def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A column as numbers, empty cells missing (NaN); any other value that is not a number raises,
-    rather than silently becoming a missing rating or a zero timestamp."""
-    raw = frame[column]
+def parse_numbers(raw: pd.Series) -> tuple[pd.Series, int | None]:
+    """A column as numbers, blank cells (missing, empty or spaces) NaN, and the position of the first
+    cell that is neither blank nor a number (None when there is none)."""
     values = pd.to_numeric(raw, errors="coerce")
     if pd.api.types.is_numeric_dtype(raw):
-        return values
+        return values, None
+    blank = raw.isna() | (raw.astype(str).str.strip() == "")
+    bad = (values.isna() & ~blank).to_numpy()
+    return values, int(bad.argmax()) if bad.any() else None
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    """:func:`parse_numbers` of a column; a value that is not a number raises, rather than silently
+    becoming a missing rating or a zero timestamp."""
+    values, bad = parse_numbers(frame[column])
+    if bad is not None:
+        raise DataError(f"column {column!r}: row {bad} holds {frame[column].iloc[bad]!r}, not a number")
+    return values
     blank = raw.isna() | (raw.astype(str).str.strip() == "")
     bad = (values.isna() & ~blank).to_numpy()
     if bad.any():

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recunlearn.data.interactions import Interactions
+from recunlearn.data.interactions import Interactions, parse_numbers
 from recunlearn.errors import DataError
 
 BX_RATINGS = "BX-Book-Ratings.csv"
@@ -56,12 +56,10 @@ def check_complete(frame: pd.DataFrame, columns: Sequence[str], path: Path, head
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path, header_lines: int) -> pd.Series:
-    """The column as numbers; raise naming the first line whose (non-empty) value is not one."""
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna().to_numpy() & frame[column].notna().to_numpy()
-    if bad.any():
-        line = int(bad.argmax()) + 1 + header_lines
-        raise DataError(f"{path}: line {line}: {column} {frame[column].iloc[int(bad.argmax())]!r} is not a number")
+    """The column as numbers (blank cells NaN); raise naming the first line whose value is not one."""
+    values, bad = parse_numbers(frame[column])
+    if bad is not None:
+        raise DataError(f"{path}: line {bad + 1 + header_lines}: {column} {frame[column].iloc[bad]!r} is not a number")
     return values
 
 

@@ -100,7 +100,6 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
     rating = "rating" if "rating" in inter.columns else None
     timestamp = "timestamp" if "timestamp" in inter.columns else None
     for column in filter(None, (rating, timestamp)):  # an empty field is missing; any other must be a number
-        inter[column] = inter[column].mask(inter[column] == "")
         inter[column] = numeric_column(inter, column, inter_path, header_lines=1)
     titles = authors = None
     if (path / f"{name}.item").is_file():

@@ -76,11 +76,14 @@ class APA(LLMUnlearner):
 
     def _setup(self) -> None:
         super()._setup()
-        if self.valid is None and self.config.weighting in ("attention", "major"):
-            raise ConfigError("APA's attention needs validation samples: fit(train, valid)")
+        self._check_weighting(self.config)
         self.valid_repr = (_unit(self.representations(self.valid, self._valid_tokens))
                            if self.valid is not None else None)
         self.mixture.mode = self.config.aggregation
+
+    def _check_weighting(self, config: APAConfig) -> None:
+        if self.valid is None and config.weighting in ("attention", "major"):
+            raise ConfigError(f"APA's {config.weighting!r} weighting needs validation samples: fit(train, valid)")
 
     def set_options(self, **changes) -> APA:
         """Change aggregation, weighting, tau, neighbours or error without retraining (ablations)."""
@@ -90,8 +93,7 @@ class APA(LLMUnlearner):
         if "tau" in changes and "tau_grid" not in changes and self.config.tau_grid is not None:
             raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
         config = make_config(APAConfig, self.config, changes)
-        if self.valid is None and config.weighting in ("attention", "major"):
-            raise ConfigError(f"weighting {config.weighting!r} needs validation samples; this APA was fitted without")
+        self._check_weighting(config)
         self.config = config
         self.mixture.mode = self.config.aggregation
         self._after_training(range(self.n_adapters))
