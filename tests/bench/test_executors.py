@@ -76,6 +76,22 @@ def test_a_single_job_runs_on_one_thread_as_a_pool_worker_would():
         torch.set_num_threads(threads)
 
 
+def test_training_does_not_raise_a_lone_jobs_thread_count_back_to_omp_num_threads(monkeypatch):
+    """fit_model honours OMP_NUM_THREADS (configure_threads); applied again inside a lone job, it undid
+    the one thread, so a shard forgotten alone differed in its last bits from the same shard in a batch."""
+    from recunlearn.train import runtime
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(runtime, "_threads", {"configured": False})
+    threads = torch.get_num_threads()
+    try:
+        assert ProcessExecutor(workers=2).map(lambda job: (runtime.configure_threads(), torch.get_num_threads())[1],
+                                              [0]) == [1]
+        assert torch.get_num_threads() == 2, "OMP_NUM_THREADS applies outside the job"
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_dead_worker_resets_the_pool():
     pool = ProcessExecutor(workers=2)
     try:

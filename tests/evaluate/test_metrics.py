@@ -80,3 +80,13 @@ def test_rank_auc_agrees_with_scikit_learn():
     assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert np.isnan(auc(labels, np.where(np.arange(5000) == 7, np.nan, scores)))
     assert np.isnan(auc(np.ones(10), scores[:10]))
+
+
+def test_masked_training_items_are_never_hits_even_when_k_reaches_them():
+    """With k at least the items left unmasked, the masked ones fill the top k: a test row that repeats
+    a training pair must not count as a hit there either (it can never be recommended)."""
+    train, test = table([("a", "x", 1)]), table([("a", "x", 1)])
+    scorer = TableScorer([[0.1, 0.9, 0.8, 0.7], [0.1, 0.2, 0.3, 0.4]])
+    for k in (1, 3, 4):
+        report = ranking_report(scorer, train, test, k=k)
+        assert report[f"hit@{k}"] == 0.0 and report[f"recall@{k}"] == 0.0 and report[f"ndcg@{k}"] == 0.0

@@ -179,6 +179,33 @@ def test_forget_chooses_tau_again_from_the_retrained_adapters(tiny_causal, sampl
     assert loaded.tau_selection == pytest.approx(apa.tau_selection) and loaded.tau_ == apa.tau_
 
 
+def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(tiny_causal, sample_split, monkeypatch):
+    """A forget that fails after the retrained adapter is in the mixture (here: refreshing the
+    attention cache) puts everything back, the mixture's weights included, and can be retried."""
+    from recunlearn.unlearn.apa import APA
+
+    train, valid, test = sample_split
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))).fit(train, valid)
+    scores, tau, errors = apa.score(test), apa.tau_, apa.valid_errors.clone()
+    adapters, logits = [{k: v.clone() for k, v in a.items()} for a in apa.adapters], apa.valid_logits.copy()
+    refresh = APA._after_training
+
+    def refresh_then_fail(self, shards):
+        refresh(self, shards)
+        raise RuntimeError("injected failure")
+
+    request = DeletionRequest(samples=[train.ids[0]])
+    with monkeypatch.context() as patch:
+        patch.setattr(APA, "_after_training", refresh_then_fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            apa.forget(request)
+    assert apa.train is train and apa.tau_ == tau and torch.equal(apa.valid_errors, errors)
+    assert np.array_equal(apa.valid_logits, logits)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, adapters) for k in a)
+    np.testing.assert_array_equal(apa.score(test), scores)
+    assert apa.forget(request).removed_rows == 1
+
+
 @pytest.mark.parametrize("name", LLM_METHODS)
 def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sample_split, tmp_path):
     train, valid, test = sample_split

@@ -88,3 +88,18 @@ def test_random_partition_sizes_differ_by_at_most_one():
     assert result.centres is None
     np.testing.assert_array_equal(result.assignment, random_partition(103, 10, seed=3).assignment)
     assert not np.array_equal(result.assignment, random_partition(103, 10, seed=4).assignment)
+
+
+@pytest.mark.parametrize("n, k", [(115, 7), (100, 3), (1000, 13)])
+def test_a_capacity_of_exactly_n_over_k_is_not_refused_for_float_rounding(n, k):
+    """slack 1.0 gives capacity n / K, whose product with K can round one ulp below n."""
+    from recunlearn.unlearn.partition import receraser_partition
+
+    rng = np.random.default_rng(0)
+    assignment = capped_greedy_assignment(rng.random((n, k)), 1.0 * n / k)
+    assert (assignment >= 0).all() and np.bincount(assignment, minlength=k).max() <= math.ceil(n / k)
+    result = receraser_partition(rng.random((n, 4)), rng.random((n, 4)), np.arange(n), np.arange(n), k,
+                                 kind="interaction", slack=1.0)
+    assert len(result.assignment) == n and np.bincount(result.assignment, minlength=k).max() <= math.ceil(n / k)
+    with pytest.raises(ConfigError, match="cannot hold"):
+        capped_greedy_assignment(rng.random((n, k)), 0.99 * n / k)

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from recunlearn.data import DeletionRequest, user_deletion
+from recunlearn.errors import ConfigError
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.executors import train_shard
 from tests.conformance import FAST_TRAIN, UnlearnerConformance
@@ -72,3 +74,6 @@ class TestSISA(UnlearnerConformance):
         fixed.train, fixed.valid, fixed.assignment = fitted.train, fitted.valid, fitted.assignment
         assert fixed.shard_job(1).train_config.lr == 0.002
         assert fixed.shard_job(1).train_config.seed == fitted.shard_job(1).train_config.seed
+        for bad in (0, -0.01):  # 0 trained nothing, silently; a negative rate failed deep in torch
+            with pytest.raises(ConfigError, match="shard_lr"):
+                get_method("sisa")({**self.config, "shard_lr": bad})

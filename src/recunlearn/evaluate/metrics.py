@@ -68,7 +68,8 @@ def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: in
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
         for row, u in enumerate(batch.tolist()):
             rel = relevant[u]
-            hits = np.array([i in rel for i in top[row].tolist()], dtype=np.float64)
+            # a masked training item is never recommended: where k reaches past the items left, it is no hit
+            hits = np.array([i in rel for i in top[row].tolist()], dtype=np.float64) * np.isfinite(scores[row, top[row]])
             ideal = discounts[: min(len(rel), k)].sum()
             recall.append(hits.sum() / len(rel))
             ndcg.append((hits * discounts[: len(hits)]).sum() / ideal)

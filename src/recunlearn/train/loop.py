@@ -75,7 +75,8 @@ def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels:
         logits = (u_rep[users] * i_rep[items]).sum(-1)
         loss = pointwise_bce(logits, labels)
     else:
-        neg = torch.randint(0, model.n_items, items.shape, generator=generator, device=items.device)
+        # drawn on the CPU, where the generator lives (a CUDA draw refuses a CPU generator), then moved
+        neg = torch.randint(0, model.n_items, items.shape, generator=generator).to(items.device)
         pos_logits = (u_rep[users] * i_rep[items]).sum(-1)
         neg_logits = (u_rep[users] * i_rep[neg]).sum(-1)
         loss = bpr(pos_logits, neg_logits)

@@ -30,11 +30,18 @@ def resolve_device(preference: str | None = None) -> torch.device:
     return device
 
 
+_threads = {"configured": False}
+
+
 def configure_threads() -> int:
-    """Honour ``OMP_NUM_THREADS`` (torch reads it at start-up, but only if set before import)."""
-    value = os.environ.get("OMP_NUM_THREADS")
-    if value and value.isdigit() and int(value) > 0 and torch.get_num_threads() != int(value):
-        torch.set_num_threads(int(value))
+    """Honour ``OMP_NUM_THREADS`` (torch reads it at start-up, but only if set before import), once per
+    process: a later call leaves a thread count set since alone (the process executor trains a lone
+    shard on one thread, as its workers do, for the same floats)."""
+    if not _threads["configured"]:
+        _threads["configured"] = True
+        value = os.environ.get("OMP_NUM_THREADS")
+        if value and value.isdigit() and int(value) > 0 and torch.get_num_threads() != int(value):
+            torch.set_num_threads(int(value))
     return torch.get_num_threads()
 
 

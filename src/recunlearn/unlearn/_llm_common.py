@@ -37,7 +37,7 @@ from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.train.runtime import configure_threads, resolve_device
-from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport
+from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport, restored_on_error
 from recunlearn.unlearn.executors import get_executor
 
 
@@ -107,6 +107,9 @@ class LLMUnlearner(Unlearner):
     def _after_training(self, shards: Sequence[int]) -> None:
         """Refresh what depends on the given adapters (e.g. APA's attention cache)."""
 
+    _forget_state: ClassVar[tuple[str, ...]] = ("train", "assignment", "adapters", "adapter_info", "valid_logits")
+    """Attributes ``forget`` changes: put back if it fails (a subclass adds what ``_after_training`` sets)."""
+
     # fit -------------------------------------------------------------------------------------------------
     def fit(self, train: SampleTable, valid: SampleTable | None = None) -> LLMUnlearner:  # type: ignore[override]
         """Train on prompt samples; ``valid`` drives early stopping (and APA's attention)."""
@@ -115,12 +118,13 @@ class LLMUnlearner(Unlearner):
         if len(train) < self.n_adapters:
             raise RecUnlearnError(f"{self.name}: {len(train)} samples cannot fill {self.n_adapters} adapters")
         configure_threads()
-        self.train, self.valid = train, valid
-        self._forgotten = set()
-        self._known_users = set(train.user.tolist())
-        self._known_items = train.mentioned_items()
-        start = time.perf_counter()
-        self._fit()
+        with self._as_before_on_error():
+            self.train, self.valid = train, valid
+            self._forgotten = set()
+            self._known_users = set(train.user.tolist())
+            self._known_items = train.mentioned_items()
+            start = time.perf_counter()
+            self._fit()
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -276,9 +280,15 @@ class LLMUnlearner(Unlearner):
         before = [dict(info) for info in self.adapter_info]
         rows_before = np.bincount(self.assignment, minlength=self.n_adapters)
         affected = sorted(np.unique(self.assignment[mask]).tolist())
-        self.train = self.train.drop(mask)
-        self.assignment = self.assignment[~mask]
-        self._train_adapters(affected)
+
+        def reload_adapters() -> None:  # the mixture holds the adapters' weights outside the attributes
+            for k in affected:
+                load_adapter(self.scorer, k, self.adapters[k])
+
+        with restored_on_error(self, self._forget_state, after=reload_adapters):
+            self.train = self.train.drop(mask)
+            self.assignment = self.assignment[~mask]
+            self._train_adapters(affected)
         self._forgotten.update(removed_ids)
         rows_after = np.bincount(self.assignment, minlength=self.n_adapters)
         parts = [PartChange(part=f"adapter-{k}", action="retrained" if k in affected else "unchanged",

@@ -73,6 +73,7 @@ class APA(LLMUnlearner):
     """Adapter partition and aggregation: exact unlearning of an LLM recommender (Hu et al. 2024)."""
 
     Config = APAConfig
+    _forget_state = (*LLMUnlearner._forget_state, "valid_errors", "tau_", "tau_selection")
 
     def _setup(self) -> None:
         super()._setup()

@@ -9,10 +9,12 @@ timing, content hashes, and the on-disk format (safetensors + npz + JSON, never 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -117,6 +119,33 @@ def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, 
         raise ConfigError(f"invalid {config_class.__name__}: {validation_problems(exc)}") from None
 
 
+@contextmanager
+def restored_on_error(owner: object, names: Sequence[str], deep: Sequence[str] = (),
+                      after: Callable[[], None] | None = None) -> Iterator[None]:
+    """Put ``owner``'s named attributes back if the block raises, so that a failed ``forget`` (a shard
+    whose training fails, a worker that dies) leaves the model as it was, still holding the rows, and
+    the request can be retried, instead of half-updated with its rows already gone.
+
+    Lists, dicts, sets and arrays among ``names`` are copied one level (the block may write into
+    them), anything else there is only rebound; ``deep`` names are deep-copied (objects the block
+    changes in place). ``after``
+    runs once the attributes are back (to reload state that lives outside them)."""
+    saved = {}
+    for name in (*names, *deep):
+        if name in vars(owner):
+            value = vars(owner)[name]
+            saved[name] = (copy.deepcopy(value) if name in deep
+                           else copy.copy(value) if isinstance(value, (list, dict, set, np.ndarray)) else value)
+    try:
+        yield
+    except BaseException:
+        for name, value in saved.items():
+            setattr(owner, name, value)
+        if after is not None:
+            after()
+        raise
+
+
 # the contract --------------------------------------------------------------------------------------
 T = TypeVar("T", bound="Unlearner")
 
@@ -149,10 +178,11 @@ class Unlearner(ABC):
         if valid is not None and (valid.users is not train.users or valid.items is not train.items):
             if not (np.array_equal(valid.users.ids, train.users.ids) and np.array_equal(valid.items.ids, train.items.ids)):
                 raise RecUnlearnError("validation data must share the training data's vocabularies")
-        self.train, self.valid = train, valid
-        self._forgotten = set()
-        start = time.perf_counter()
-        self._fit()
+        with self._as_before_on_error():
+            self.train, self.valid = train, valid
+            self._forgotten = set()
+            start = time.perf_counter()
+            self._fit()
         train.content_hash()  # fingerprinted once, as part of fitting: every forget report names it
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -272,6 +302,18 @@ class Unlearner(ABC):
         return method, document
 
     # helpers for subclasses ------------------------------------------------------------------------
+    @contextmanager
+    def _as_before_on_error(self) -> Iterator[None]:
+        """Every attribute as it was if the block raises: a failed ``fit`` leaves the object unfitted
+        (or as its last fit left it), not half-built."""
+        before = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
     def _check_fitted(self) -> None:
         if self.train is None:
             raise NotFittedError(f"{self.name}: call fit() first")

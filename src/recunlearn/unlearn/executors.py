@@ -33,7 +33,7 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.models.config import LightGCNConfig, MFConfig
 from recunlearn.train.loop import TrainConfig, fit_model
-from recunlearn.train.runtime import DEVICE_ENV, PROGRESS_ENV
+from recunlearn.train.runtime import DEVICE_ENV, PROGRESS_ENV, configure_threads
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -145,7 +145,7 @@ class ProcessExecutor:
     def map(self, fn, jobs):
         jobs = list(jobs)
         if len(jobs) <= 1 or self.workers == 1:
-            threads = torch.get_num_threads()
+            threads = configure_threads()  # applied now, so that training does not apply it over the 1 below
             torch.set_num_threads(1)
             try:
                 return [fn(job) for job in jobs]

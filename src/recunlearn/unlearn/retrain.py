@@ -6,7 +6,7 @@ import numpy as np
 
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register
+from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register, restored_on_error
 
 
 class RetrainConfig(CFMethodConfig):
@@ -26,8 +26,9 @@ class Retrain(SingleModelMixin, Unlearner):
 
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
         before = self.train
-        self.train = self.train.drop(mask)
-        self._fit()
+        with restored_on_error(self, ("train",)):  # _fit rebinds the model only once it is trained
+            self.train = self.train.drop(mask)
+            self._fit()
         part = PartChange(part="model", action="retrained", data_hash_before=before.content_hash(),
                           data_hash_after=self.train.content_hash(), rows_before=len(before),
                           rows_after=len(self.train))

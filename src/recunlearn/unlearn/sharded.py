@@ -9,7 +9,7 @@ A subclass says how to partition (:meth:`ShardedUnlearner._partition`); how shar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from recunlearn.train.loop import fit_model
 from recunlearn.train.runtime import resolve_device
 from recunlearn.unlearn._cf import CFMethodConfig
 from recunlearn.unlearn.aggregate import AggregatorConfig, AverageConfig, build_aggregator
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
+from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, restored_on_error
 from recunlearn.unlearn.executors import ShardJob, get_executor, train_shard
 from recunlearn.unlearn.partition import PartitionResult
 
@@ -37,15 +37,18 @@ class ShardedConfig(CFMethodConfig):
     """Seed of the partition (independent of the models' training seed)."""
     executor: str = "inprocess"
     """Where shard training runs: 'inprocess' (default), 'process' (a local pool using every core) or
-    'ray' (a Ray cluster); every executor gives the same models under the same seeds."""
+    'ray' (a Ray cluster). Every executor gives the same models under the same seeds, bit for bit
+    where training runs on one thread (as 'process' and 'ray' workers do; 'inprocess' uses this
+    process's torch threads, and a float sum's order depends on their number)."""
     shard_validation: Literal["all", "touched"] = "all"
     """Validation rows a shard early-stops on: 'all', or 'touched' = those whose user and item both
     occur in the shard's training rows (the pairs it can score; much cheaper when shards hold whole
-    users or items, as in RecEraser and GraphEraser)."""
+    users or items, as in RecEraser and GraphEraser); a shard whose touched rows hold one label
+    class or none early-stops on all of them."""
     aggregator: AggregatorConfig = Field(default_factory=AverageConfig)
     """How shard models are combined: {kind = "average"}, {kind = "attention"} (RecEraser) or
     {kind = "weighted", tau = 10} (per-user weights from validation error)."""
-    shard_lr: float | Literal["scaled"] = "scaled"
+    shard_lr: Annotated[float, Field(gt=0)] | Literal["scaled"] = "scaled"
     """Adam learning rate of each shard's model. 'scaled' = ``train.lr`` x K: a shard holds about 1/K
     of the rows, so at the same batch size its epoch is K times fewer Adam steps; the K-times larger
     step keeps an epoch's progress near full training's, and shards early-stop in about as many epochs
@@ -74,6 +77,10 @@ class ShardedUnlearner(Unlearner):
         if self.valid is None or self.config.shard_validation == "all":
             return self.valid
         touched = np.isin(self.valid.user, shard_data.user) & np.isin(self.valid.item, shard_data.item)
+        if len(np.unique(self.valid.label[touched])) < 2:
+            # no AUC to early-stop on (a small shard, or one a deletion shrank): every row instead,
+            # still a function of the shard's data, so a retrained shard equals one trained afresh
+            return self.valid
         return self.valid.take(touched)
 
     def shard_lr(self) -> float:
@@ -123,12 +130,14 @@ class ShardedUnlearner(Unlearner):
         rows_before = self.shard_sizes()
         affected = sorted(np.unique(self.assignment[mask]).tolist())
         hash_before = self.train.content_hash()
-        self.train = self.train.drop(mask)
-        self.assignment = self.assignment[~mask]
-        self._train_shards(affected)
         refit = self.aggregator.depends_on_shards
-        if refit:
-            self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, affected)
+        with restored_on_error(self, ("train", "assignment", "models", "shard_info", "aggregator_info"),
+                               deep=("aggregator",) if refit else ()):
+            self.train = self.train.drop(mask)
+            self.assignment = self.assignment[~mask]
+            self._train_shards(affected)
+            if refit:
+                self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, affected)
         rows_after = self.shard_sizes()
         parts = [PartChange(part=f"shard-{k}", action="retrained" if k in affected else "unchanged",
                             data_hash_before=before[k], data_hash_after=self.shard_info[k].get("data_hash"),
