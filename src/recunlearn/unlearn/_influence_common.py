@@ -13,18 +13,19 @@ import contextlib
 import copy
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.mf import MF
 from recunlearn.train.auc import roc_auc
-from recunlearn.train.loop import fit_model
+from recunlearn.train.loop import TrainConfig, fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
@@ -67,6 +68,12 @@ def orphans(removed: np.ndarray, remaining: np.ndarray, size: int) -> np.ndarray
     return candidates[left[candidates] == 0]
 
 
+def changed_rows(before: torch.Tensor, after: torch.Tensor) -> int:
+    """How many rows of ``after`` differ from ``before`` in some entry (nested counts: twice as fast
+    as ``any(1)`` on the CPU, 0.15 ms for ML-100K's two tables)."""
+    return int(torch.count_nonzero(torch.count_nonzero(after.detach() != before, dim=1)))
+
+
 def clone_model(model: CFModel) -> CFModel:
     """A deep copy of a model; LightGCN's graph (sparse CSR, which deepcopy refuses) is shared,
     as forgetting replaces it rather than changing it in place."""
@@ -87,6 +94,37 @@ def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.n
     fresh = MF(n_users, n_items, config.model.dim, config.model.init_std, generator)
     return (fresh.user_emb.weight.detach()[torch.as_tensor(users)],
             fresh.item_emb.weight.detach()[torch.as_tensor(items)])
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """The users and items a removal leaves with no training rows, and the values training from
+    scratch starts their rows at (drawn once: influence methods reset them once their gradient is
+    taken and ``forget`` again at the end, which must then cost nothing)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    user_rows: torch.Tensor
+    item_rows: torch.Tensor
+
+    @classmethod
+    def of(cls, config: CFMethodConfig, removed: Interactions, remaining: Interactions) -> Orphans:
+        users = orphans(removed.user, remaining.user, remaining.n_users)
+        items = orphans(removed.item, remaining.item, remaining.n_items)
+        if not len(users) and not len(items):
+            return cls(users, items, torch.zeros(0), torch.zeros(0))
+        return cls(users, items, *initial_rows(config, remaining.n_users, remaining.n_items, users, items))
+
+    def __len__(self) -> int:
+        return len(self.users) + len(self.items)
+
+    @torch.no_grad()
+    def reset(self, model: CFModel) -> None:
+        """Put the orphans' rows of ``model`` back at their initial values."""
+        if len(self):
+            device = model.user_emb.weight.device
+            model.user_emb.weight[torch.as_tensor(self.users, device=device)] = self.user_rows.to(device)
+            model.item_emb.weight[torch.as_tensor(self.items, device=device)] = self.item_rows.to(device)
 
 
 class ApproximateUnlearner(SingleModelMixin, Unlearner):
@@ -116,6 +154,7 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
             raise ValueError("adopt() needs the same model and training settings as the fitted method")
         method.train, method.valid, method.fit_seconds = fitted.train, fitted.valid, fitted.fit_seconds
         method.model, method.fit_info = clone_model(fitted.model), dict(getattr(fitted, "fit_info", {}))
+        method._forgotten = set(fitted._forgotten)  # a pair the original forgot is a no-op here too, not unknown
         return method
 
     # forgetting -----------------------------------------------------------------------------------------
@@ -123,29 +162,33 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         before = self.train
         removed, remaining = before.take(mask), before.drop(mask)
         model = self.model
+        start = (model.user_emb.weight.detach().clone(), model.item_emb.weight.detach().clone())
+        adjacency = getattr(model, "adjacency", None)
         graph_full = graph_after = None
-        if getattr(model, "adjacency", None) is not None:
-            graph_full = adjacency_to_scipy(model.adjacency)
+        if adjacency is not None:
+            graph_full = adjacency_to_scipy(adjacency)
             pos = removed.label > 0
             graph_after = remove_edges(graph_full, model.n_users, removed.user[pos], removed.item[pos])
-        orphan_users = orphans(removed.user, remaining.user, model.n_users)
-        orphan_items = orphans(removed.item, remaining.item, model.n_items)
-        details = self._update(removed, remaining, graph_full, graph_after, orphan_users, orphan_items)
-        if len(orphan_users) or len(orphan_items):
-            users0, items0 = initial_rows(self.config, model.n_users, model.n_items, orphan_users, orphan_items)
+        orphaned = Orphans.of(self.config, removed, remaining)
+        try:
+            details = self._update(removed, remaining, graph_full, graph_after, orphaned)
+        except BaseException:  # the model as it was (an influence update resets the orphans before its solve)
             with torch.no_grad():
-                device = model.user_emb.weight.device
-                model.user_emb.weight[torch.as_tensor(orphan_users, device=device)] = users0.to(device)
-                model.item_emb.weight[torch.as_tensor(orphan_items, device=device)] = items0.to(device)
+                model.user_emb.weight.copy_(start[0])
+                model.item_emb.weight.copy_(start[1])
+            if adjacency is not None:
+                model.adjacency = adjacency
+            raise
+        orphaned.reset(model)
         if graph_after is not None:
             model.adjacency = self._after_adjacency(graph_after)
         self._after_cache = None
         self.train = remaining
-        details["reset_rows"] = int(len(orphan_users) + len(orphan_items))
+        details["reset_rows"] = len(orphaned)
+        changed = changed_rows(start[0], model.user_emb.weight) + changed_rows(start[1], model.item_emb.weight)
         part = PartChange(part="model", action="updated", data_hash_before=before.content_hash(),
                           data_hash_after=remaining.content_hash(), rows_before=len(before),
-                          rows_after=len(remaining), parameter_rows=int(details.pop("changed_rows", 0))
-                          + details["reset_rows"])
+                          rows_after=len(remaining), parameter_rows=changed)
         return self._report([part], **details)
 
     def _after_adjacency(self, graph_after: sp.csr_matrix) -> torch.Tensor:
@@ -156,10 +199,23 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         return self._after_cache[1]
 
     def _update(self, removed: Interactions, remaining: Interactions, graph_full: sp.csr_matrix | None,
-                graph_after: sp.csr_matrix | None, orphan_users: np.ndarray, orphan_items: np.ndarray) -> dict[str, Any]:
-        """Change the model's parameters for the removal; return report details (with 'changed_rows')."""
+                graph_after: sp.csr_matrix | None, orphaned: Orphans) -> dict[str, Any]:
+        """Change the model's parameters for the removal; return report details. ``forget`` resets
+        the orphans' rows afterwards (an update may reset them sooner, once it is done with their
+        trained values)."""
         raise NotImplementedError
 
+
+
+def damping_scale(blocks: torch.Tensor | LowRankBlocks) -> float:
+    """What the relative damping is a fraction of: the mean diagonal of the Hessian blocks or, where
+    that is not positive (LightGCN's second-order term on an under-trained model), the mean of its
+    absolute values, so that the damping never collapses to nothing (and a step to 1e13)."""
+    if isinstance(blocks, LowRankBlocks):
+        return blocks.diagonal_mean()  # weighted squares plus L2 counts: positive
+    diagonal = blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)
+    mean = float(diagonal.mean())
+    return mean if mean > 0 else float(diagonal.abs().mean())
 
 
 class InfluenceConfig(CFMethodConfig):
@@ -185,6 +241,16 @@ class InfluenceConfig(CFMethodConfig):
     inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.sample_neighbours`), and
     only the drawn nodes draw Hessian rows. None: every neighbour."""
 
+    @field_validator("train")
+    @classmethod
+    def _bce_only(cls, train: TrainConfig) -> TrainConfig:
+        """The gradient and Hessian are those of the BCE objective: on a BPR model they would be of
+        another loss than the one trained (fine-tuning and NegGrad use the training loss itself)."""
+        if train.loss != "bce":
+            raise ValueError(f"influence methods need train.loss = 'bce' (their gradient and Hessian are the BCE "
+                             f"objective's), got train.loss = {train.loss!r}; use finetune or neggrad for it")
+        return train
+
 
 class InfluenceUnlearner(ApproximateUnlearner):
     """One Newton step on the kept rows: theta_S += (H + damping I)^-1 g.
@@ -203,13 +269,13 @@ class InfluenceUnlearner(ApproximateUnlearner):
         """User and item rows to update (before orphans are taken out), and details for the report."""
         raise NotImplementedError
 
-    def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
+    def _update(self, removed, remaining, graph_full, graph_after, orphaned):
         model, l2 = self.model, self.config.train.l2
         users, items, details = self.kept_rows(removed, self.train, graph_full)
-        kept = KeptRows(np.setdiff1d(users, orphan_users), np.setdiff1d(items, orphan_items))
+        kept = KeptRows(np.setdiff1d(users, orphaned.users), np.setdiff1d(items, orphaned.items))
         details.update(kept_users=len(kept.users), kept_items=len(kept.items))
         if kept.size == 0:
-            return {**details, "changed_rows": 0, "update": "none (no rows left to update)"}
+            return {**details, "update": "none (no rows left to update)"}
         timings: dict[str, float] = {}
         start = time.perf_counter()
         if self.spillover and graph_after is not None:
@@ -217,6 +283,10 @@ class InfluenceUnlearner(ApproximateUnlearner):
         else:
             g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
                                     graph_full).analytic_gradient()
+        # The removed rows' gradient was the last use of the orphans' trained rows (their influence);
+        # the Hessian (remaining rows: none of theirs) does not read them, and the solve's and the
+        # guard's validation AUCs must judge the model that is kept, orphans reset.
+        orphaned.reset(model)
         n_nodes, n_layers = model.n_users, getattr(model, "n_layers", 0)
         timings["gradient_s"] = time.perf_counter() - start
 
@@ -247,8 +317,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         else:
             hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
             blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
-        scale = (blocks.diagonal_mean() if isinstance(blocks, LowRankBlocks)
-                 else float((blocks if blocks.dim() == 2 else torch.diagonal(blocks, dim1=-2, dim2=-1)).mean()))
+        scale = max(damping_scale(blocks), 1e-12)
         details["hessian_rows"] = len(rows)
         timings["hessian_setup_s"] = time.perf_counter() - start
 
@@ -256,14 +325,14 @@ class InfluenceUnlearner(ApproximateUnlearner):
         theta = hessian.theta0
         guard = self.config.guard and self.valid is not None and len(self.valid)
         if solver.method == "block":
-            damping = solver.damping * max(scale, 1e-12)
+            damping = solver.damping * scale
             step = block_newton(blocks, g, damping, coupling if solver.coupling else None, overwrite_blocks=True)
             result = SolveResult(step.x, 1, hvps=0)
             details["raised_blocks"] = step.raised_blocks
         else:
             evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
             preconditioner = None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
-            result, damping = solve(solver, hvp, g, scale=max(scale, 1e-12), preconditioner=preconditioner,
+            result, damping = solve(solver, hvp, g, scale=scale, preconditioner=preconditioner,
                                     evaluate=evaluate)
         timings["solve_s"] = time.perf_counter() - start
         details.update(solver=solver.method, iterations=result.iterations, hvps=result.hvps,
@@ -283,7 +352,6 @@ class InfluenceUnlearner(ApproximateUnlearner):
             timings["guard_s"] = time.perf_counter() - start
         kept.scatter(model, theta + result.x if details["update"] == "applied" else theta)
         details.update({k: round(v, 5) for k, v in timings.items()})
-        details["changed_rows"] = kept.size if details["update"] == "applied" else 0
         return details
 
     def _gradient_with_spillover(self, kept: KeptRows, removed: Interactions, remaining: Interactions,

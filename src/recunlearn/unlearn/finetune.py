@@ -25,11 +25,10 @@ class FineTune(ApproximateUnlearner):
 
     Config = FineTuneConfig
 
-    def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
+    def _update(self, removed, remaining, graph_full, graph_after, orphaned):
         if graph_after is not None:
             self.model.adjacency = self._after_adjacency(graph_after)
         settings = self.config.train.model_copy(update={"max_epochs": self.config.epochs, "patience": self.config.epochs,
                                                         "lr": self.config.lr or self.config.train.lr})
         result = continue_training(self.model, remaining, self.valid, settings, desc="finetune")
-        return {"epochs": result.epochs, "best_epoch": result.best_epoch,
-                "changed_rows": self.model.n_users + self.model.n_items}
+        return {"epochs": result.epochs, "best_epoch": result.best_epoch}

@@ -26,7 +26,7 @@ class NegGrad(ApproximateUnlearner):
 
     Config = NegGradConfig
 
-    def _update(self, removed, remaining, graph_full, graph_after, orphan_users, orphan_items):
+    def _update(self, removed, remaining, graph_full, graph_after, orphaned):
         model = self.model
         device = model.user_emb.weight.device
         users = torch.tensor(removed.user, device=device)
@@ -40,5 +40,4 @@ class NegGrad(ApproximateUnlearner):
             loss.backward()
             optimizer.step()
         model.eval()
-        return {"steps": self.config.steps, "final_removed_loss": -loss.item(),
-                "changed_rows": len(set(removed.user.tolist())) + len(set(removed.item.tolist()))}
+        return {"steps": self.config.steps, "final_removed_loss": -loss.item()}
