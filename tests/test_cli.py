@@ -161,3 +161,103 @@ def test_experiment_executor_reaches_shard_methods():
     assert "executor" not in _method_config(config, "retrain")
     pinned = ExperimentConfig(executor="process", method_options={"sisa": {"executor": "inprocess"}})
     assert _method_config(pinned, "sisa")["executor"] == "inprocess"
+
+
+class Built(Exception):
+    """Raised in place of a benchmark run: carries the configuration the command built."""
+
+
+@pytest.fixture
+def built(monkeypatch, tmp_path):
+    """``built(module, function, args)``: the config a bench command hands to its run function (run in
+    a scratch folder, so that a regression cannot write over committed results)."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(module: str, function: str, args: list[str]):
+        def capture(config, *rest, **options):
+            raise Built(config)
+
+        monkeypatch.setattr(importlib.import_module(module), function, capture)
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, Built), result.output
+        return result.exception.args[0]
+
+    return run
+
+
+@pytest.mark.parametrize("args, module, function, output", [
+    (["bench", "scaling", "--quick"], "recunlearn.bench.scaling", "run_scaling_benchmark", "scaling/quick.json"),
+    (["bench", "exact", "--quick"], "recunlearn.bench.exact", "run_exact_benchmark", "exact/quick.json"),
+    (["bench", "ifru", "--quick"], "recunlearn.bench.ifru", "run_ifru_benchmark", "ifru/quick.json"),
+    (["bench", "apa", "--quick"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/quick.json"),
+    (["bench", "apa", "--demo"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/demo.json"),
+    (["bench", "scaling", "--quick", "--out", "x/s.json"], "recunlearn.bench.scaling", "run_scaling_benchmark", "x/s.json"),
+    (["bench", "scaling"], "recunlearn.bench.scaling", "run_scaling_benchmark", "scaling/synthetic.json"),
+])
+def test_presets_do_not_write_over_the_full_runs_results(built, args, module, function, output):
+    """The full runs' files are committed and cited; a smoke run writes beside them, as `bench all` does."""
+    assert built(module, function, args).output.endswith(output)
+
+
+def test_options_given_with_a_preset_apply_on_top_of_it(built):
+    scaling = "recunlearn.bench.scaling", "run_scaling_benchmark"
+    assert built(*scaling, ["bench", "scaling", "--quick"]).train["max_epochs"] == 1
+    assert built(*scaling, ["bench", "scaling", "--quick", "--epochs", "3"]).train["max_epochs"] == 3
+    exact = built("recunlearn.bench.exact", "run_exact_benchmark",
+                  ["bench", "exact", "--quick", "--batch-users", "4", "--batch-interactions", "7"])
+    assert (exact.batch_users, exact.batch_interactions, exact.data.dataset) == (4, 7, "synthetic")
+    apa = "recunlearn.bench.apa", "run_apa_benchmark"
+    quick = built(*apa, ["bench", "apa", "--quick", "--data", "ml-100k", "--n-train", "40", "--n-valid", "20",
+                         "--n-test", "30", "--max-epochs", "3", "--patience", "2", "--eval-every", "2", "--lr", "0.05"])
+    assert (quick.data, quick.n_train, quick.n_valid, quick.n_test, quick.tiny_backbone) == ("ml-100k", 40, 20, 30, "causal")
+    assert quick.train == {"lr": 0.05, "batch_size": 16, "max_epochs": 3, "patience": 2, "eval_every": 2, "seed": 0}
+    demo = built(*apa, ["bench", "apa", "--demo", "--backbone", "smollm2"])
+    assert demo.backbone == {"max_length": 96, "name": "smollm2"} and demo.n_train == 96
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    """Bad input must be refused before any data is prepared (and so before any model trains); in a
+    scratch folder, so that a regression cannot write over committed results."""
+    monkeypatch.chdir(tmp_path)
+
+    def prepare(*args, **kwargs):
+        raise AssertionError("data prepared before the settings were checked")
+
+    for module in ("experiment", "exact", "ifru"):
+        monkeypatch.setattr(f"recunlearn.bench.{module}.prepare", prepare)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "exact", "--quick", "-k", "0"], "n_shards"),
+    (["bench", "exact", "--quick", "-m", "ifru"], "exact methods"),
+    (["bench", "exact", "--quick", "-m", "sisa", "-m", "sisa"], "listed more than once: sisa"),
+    (["bench", "ifru", "--quick", "-m", "apa"], "not 'apa'"),
+    (["bench", "scaling", "--quick", "-m", "retrain", "-m", "retrain"], "listed more than once: retrain"),
+    (["demo", "--executor", "foo", "--no-llm"], "unknown executor 'foo'"),
+    (["demo", "-m", "ifru", "-m", "ifru", "--no-llm"], "listed more than once: ifru"),
+    (["bench", "exact", "--quick", "--dataset", "ml-100k"], "--dataset"),
+    (["bench", "ifru", "--quick", "--dataset", "ml-100k"], "--dataset"),
+    (["bench", "apa", "--quick", "--backbone", "smollm2"], "--backbone"),
+    (["bench", "apa", "--quick", "--demo"], "choose one"),
+    (["bench", "all", "-p", "nosuch"], "no module recunlearn.bench.nosuch"),
+    (["bench", "all", "-p", "exact", "--out", "{file}/results"], "cannot create"),
+])
+def test_bad_input_is_refused_before_anything_runs(no_training, tmp_path, capsys, args, message):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.replace("{file}", str(tmp_path / "file")) for a in args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_method_listed_twice_is_refused(no_training, tmp_path, capsys):
+    """Its second forget would find nothing left to forget, and its time would stand for both."""
+    config = tmp_path / "dup.toml"
+    config.write_text('methods = ["ifru", "ifru", "finetune"]\n')
+    with pytest.raises(SystemExit):
+        main(["run", str(config)])
+    assert "methods: Value error, listed more than once: ifru" in capsys.readouterr().err

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
-from recunlearn.bench import experiment
+from recunlearn.bench import _results, experiment
 
 
 def test_environment_names_the_source_commit():
@@ -19,12 +20,20 @@ def test_environment_names_the_source_commit():
         assert commit is None
 
 
+def test_results_files_name_the_commit_too(tmp_path):
+    """The shared results format (scaling, executors, suites) records it like the older documents."""
+    path = tmp_path / "scaling" / "r.json"
+    _results.write_results(path, [{"method": "retrain", "fit_seconds": 1.0}], {"seed": 0})
+    assert json.loads(path.read_text())["environment"]["commit"] == experiment.environment()["commit"]
+    assert experiment.source_commit is _results.source_commit  # one definition
+
+
 def test_source_commit_is_read_once_per_process(monkeypatch):
     """A long benchmark names the code it started with, not a tree edited while it ran."""
-    first = experiment.source_commit()
+    first = _results.source_commit()
 
     def git_again(*args, **kwargs):
         raise AssertionError("source_commit read git a second time")
 
-    monkeypatch.setattr(experiment.subprocess, "run", git_again)
-    assert experiment.source_commit() == first
+    monkeypatch.setattr(_results.subprocess, "run", git_again)
+    assert _results.source_commit() == first

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from recunlearn.bench._results import SCHEMA, find_seeds, load_results, write_results
-from recunlearn.bench.report import flatten, label, plots, slopes, write_report
+from recunlearn.bench.report import flatten, label, measured_rows, plots, slopes, write_report
 from recunlearn.cli import _load_commands
 from recunlearn.cli._app import app
 from recunlearn.errors import RecUnlearnError
@@ -75,6 +78,30 @@ def test_seeds_are_found_at_any_depth():
     assert find_seeds(config) == {"seed": 1, "methods.0.partition_seed": 2, "data.seed": 3}
 
 
+def test_lists_of_seeds_are_seeds():
+    """IFRU's protocol repeats its runs over ``seeds: list[int]``; the report's Seeds line names them."""
+    config = {"seeds": [0, 1, 2], "data": {"seed": 1024}, "train": {"n_seeds": 3, "seeds": [], "flags": [True]}}
+    assert find_seeds(config) == {"seeds": [0, 1, 2], "data.seed": 1024}
+
+
+def test_older_documents_are_dated_by_their_file(tmp_path):
+    """Not by the time the report is made: a file that records no date says which date it shows."""
+    legacy = tmp_path / "ifru" / "old.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({"config": {"seeds": [0, 1]}, "rows": [{"method": "ifru", "auc": 0.7}]}))
+    then = datetime(2021, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    os.utime(legacy, (then.timestamp(), then.timestamp()))
+    results = load_results(legacy)
+    assert (results.created, results.created_from) == ("2021-03-04T05:06:07+00:00", "file modification time")
+    assert results.seeds == {"seeds": [0, 1]}
+    dated = tmp_path / "dated.json"
+    dated.write_text(json.dumps({"rows": [], "created": "2020-01-01T00:00:00+00:00"}))
+    assert (load_results(dated).created, load_results(dated).created_from) == ("2020-01-01T00:00:00+00:00", "recorded")
+    markdown = write_report([legacy], tmp_path / "out")["markdown"].read_text()
+    assert "Written 2021-03-04T05:06:07+00:00 (file modification time" in markdown
+    assert "Seeds: seeds [0, 1]" in markdown
+
+
 def test_slopes_recover_the_exponent():
     fitted = slopes(scaling_rows(exponent=1.5))
     assert fitted["retrain"]["fit_seconds"] == pytest.approx(1.5, abs=1e-3)
@@ -105,6 +132,51 @@ def test_report_is_self_contained_and_records_context(results_paths, tmp_path):
     linked = re.findall(r"!\[[^\]]+\]\((figures/[^)]+\.png)\)", markdown)
     assert len(linked) == 4 and all((tmp_path / "out" / link).stat().st_size > 5000 for link in linked)
     assert "| method | auc | forget_seconds |" in markdown
+
+
+def test_figures_of_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_path):
+    """Two runs of one protocol kept in two folders under the same file name, in one report."""
+    paths = [tmp_path / run / "ifru" / "tiny.json" for run in ("a", "b")]
+    for path, auc in zip(paths, (0.6, 0.9)):
+        write_results(path, [{**row, "auc": auc} for row in METHOD_ROWS], {}, "recunlearn bench ifru")
+    markdown = write_report(paths, tmp_path / "out")["markdown"].read_text()
+    linked = re.findall(r"!\[[^\]]+\]\((figures/[^)]+\.png)\)", markdown)
+    assert len(linked) == 6 and len(set(linked)) == 6
+    assert len(list((tmp_path / "out" / "figures").iterdir())) == 6
+
+
+def ifru_scaling_rows():
+    """Rows as `bench ifru-scaling` writes them: one per size, a column set per method."""
+    return [{"interactions": n, "removed_rows": 1000, "ifru_seconds": 0.01 * n / 1e5, "influence_seconds": 0.005,
+             "retrain_seconds": 5.0 * (n / 1e5) ** 2, "speedup": 500.0 * n / 1e5, "ifru_peak_mib": 20.0,
+             "retrain_peak_mib": None, "auc_original": 0.7, "auc_ifru": 0.72, "auc_retrain": 0.74}
+            for n in (100_000, 1_000_000)]
+
+
+def test_ifru_scaling_rows_are_plotted_per_method(tmp_path):
+    path = tmp_path / "ifru" / "scaling.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"config": {"seed": 0}, "rows": ifru_scaling_rows(), "command": "bench ifru-scaling"}))
+    results = load_results(path)
+    rows = measured_rows(results.rows)
+    assert [(r["method"], r["n_interactions"]) for r in rows] == [
+        ("ifru", 100_000), ("retrain", 100_000), ("ifru", 1_000_000), ("retrain", 1_000_000)]
+    assert rows[2]["speedup"] == pytest.approx(5000.0) and rows[3]["speedup"] == 1.0
+    assert [p.slug for p in plots(results)] == ["utility_vs_time", "speedup", "scaling"]
+    fitted = slopes(rows)
+    assert fitted["retrain"]["forget_seconds"] == pytest.approx(2.0) and fitted["ifru"]["forget_seconds"] == pytest.approx(1.0)
+    assert "peak_memory_mb" in fitted["ifru"] and "peak_memory_mb" not in fitted["retrain"]
+    page = write_report([path], tmp_path / "out")["html"].read_text()
+    assert "Slopes" in page and page.count("data:image/png;base64,") == 3
+
+
+def test_committed_ifru_scaling_results_still_load():
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ifru"
+    committed = sorted(root.glob("scaling_cpu*.json"))
+    assert committed, "the committed scaling results are part of the repository"
+    for path in committed:
+        rows = measured_rows(load_results(path).rows)
+        assert {r["method"] for r in rows} == {"ifru", "retrain"}, path
 
 
 def test_cli_writes_the_report(results_paths):

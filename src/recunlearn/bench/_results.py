@@ -16,22 +16,26 @@ the scaling study); keep numbers as numbers. Conventional keys the report unders
 ``speedup``, ``dist_removed``, ``dist_test`` (completeness: score distance to retraining),
 ``n_interactions``, ``peak_memory_mb``. Anything else is kept and shown in the tables.
 
-Seeds default to every key ending in ``seed`` found in the configuration (``{"data.seed": 1024}``).
-Reading: :func:`load_results` accepts this format and the older documents of `bench exact` /
-`recunlearn run` (``config``, ``rows``, ``environment``, ``command`` at the top level).
+Seeds default to every key ending in ``seed`` found in the configuration (``{"data.seed": 1024}``),
+and every list of integers under a key ending in ``seeds`` (``{"seeds": [0, 1, 2]}``).
+Reading: :func:`load_results` accepts this format and the older documents of `bench exact`,
+`bench ifru`, `bench apa` and `recunlearn run` (``config``, ``rows``, ``environment``, ``command`` at
+the top level).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,16 +60,20 @@ class ResultsFile(BaseModel):
     """The command line that produced it, to rerun it."""
     config: dict[str, Any] = Field(default_factory=dict)
     """The protocol's full configuration (defaults included), as JSON."""
-    seeds: dict[str, int] = Field(default_factory=dict)
-    """Every seed that determines the results, by dotted config path."""
+    seeds: dict[str, int | list[int]] = Field(default_factory=dict)
+    """Every seed that determines the results, by dotted config path (a list where the protocol
+    repeats its runs over several seeds)."""
     environment: dict[str, Any] = Field(default_factory=dict)
-    """Package versions and hardware (see :func:`environment`)."""
+    """Source commit, package versions and hardware (see :func:`environment`)."""
     rows: list[dict[str, Any]] = Field(default_factory=list)
     """One dict per measured unit; see the module docstring for the keys the report understands."""
     summary: dict[str, Any] = Field(default_factory=dict)
     """Protocol-level facts that are not rows (data description, deletion-set sizes, fitted slopes)."""
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = Field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
     """When the file was written (UTC), to tell runs apart."""
+    created_from: Literal["recorded", "file modification time"] = Field("recorded", exclude=True)
+    """Where ``created`` comes from when a file is read: the file itself, or, for an older document
+    that records none, the file's modification time (never written: it describes the reading)."""
     seconds: float | None = None
     """Wall time of the whole run."""
 
@@ -121,7 +129,10 @@ def write_document(document: dict[str, Any], path: str | Path, markdown: str) ->
 
 
 def load_results(path: str | Path) -> ResultsFile:
-    """Read a results file (this format, or an older document with config/rows at the top level)."""
+    """Read a results file (this format, or an older document with config/rows at the top level).
+
+    A document without ``created`` is dated by the file's modification time, and says so
+    (``created_from``), rather than passing for one written now."""
     path = Path(path)
     if not path.is_file():
         raise RecUnlearnError(f"no such results file: {path}")
@@ -131,15 +142,20 @@ def load_results(path: str | Path) -> ResultsFile:
         raise RecUnlearnError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
         raise RecUnlearnError(f"{path}: not a results file (needs a top-level 'rows' list)")
+    if isinstance(document.get("created"), str):
+        created = {"created": document["created"]}
+    else:  # an older document: the file's date, not the time it is read
+        created = {"created": _iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)),
+                   "created_from": "file modification time"}
     if document.get("schema_version") == SCHEMA:
-        return ResultsFile.model_validate(document)
-    known = {"command", "config", "rows", "environment", "seconds"}
+        return ResultsFile.model_validate({**document, **created})
+    known = {"command", "config", "rows", "environment", "seconds", "created"}
     config = document.get("config") or {}
     return ResultsFile(protocol=document.get("protocol") or path.parent.name or "benchmark",
                        command=document.get("command") or "(not recorded)", config=config,
                        seeds=find_seeds(config), environment=document.get("environment") or {},
                        rows=document["rows"], seconds=document.get("seconds"),
-                       summary={k: v for k, v in document.items() if k not in known})
+                       summary={k: v for k, v in document.items() if k not in known}, **created)
 
 
 def command_line() -> str:
@@ -149,13 +165,16 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def find_seeds(config: Any, prefix: str = "") -> dict[str, int]:
-    """Every integer under a key ending in 'seed', by dotted path."""
-    seeds: dict[str, int] = {}
+def find_seeds(config: Any, prefix: str = "") -> dict[str, int | list[int]]:
+    """Every integer under a key ending in 'seed', and every list of integers under a key ending in
+    'seeds' (a protocol repeated over seeds, like IFRU's), by dotted path."""
+    seeds: dict[str, int | list[int]] = {}
     if isinstance(config, dict):
         for key, value in config.items():
             path = f"{prefix}{key}"
-            if str(key).endswith("seed") and isinstance(value, int) and not isinstance(value, bool):
+            if str(key).endswith("seed") and _is_int(value):
+                seeds[path] = value
+            elif str(key).endswith("seeds") and isinstance(value, list) and value and all(map(_is_int, value)):
                 seeds[path] = value
             else:
                 seeds.update(find_seeds(value, path + "."))
@@ -165,15 +184,43 @@ def find_seeds(config: Any, prefix: str = "") -> dict[str, int]:
     return seeds
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def environment() -> dict[str, Any]:
-    """Versions of the packages that shape results, and the hardware they ran on."""
+    """The source commit, versions of the packages that shape results, and the hardware they ran on."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"versions": versions, "hardware": hardware()}
+    return {"commit": source_commit(), "versions": versions, "hardware": hardware()}
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the package's source tree, with '+changes' if it has uncommitted changes
+    (None outside a git checkout, e.g. an installed wheel): results say which code produced them.
+    Read once per process, when this module is imported (every benchmark, command or script that
+    writes results imports it before it starts), so a file edited while a long benchmark runs does
+    not change what its results claim."""
+    here = Path(__file__).resolve()
+    root = here.parents[3]
+    if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
+source_commit()  # the code that runs is the code imported now
 
 
 def hardware() -> dict[str, Any]:
@@ -211,6 +258,10 @@ def _memory_gb() -> float | None:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
 
 
 def _plain(value: Any) -> Any:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
 
 from recunlearn.bench._results import markdown_grid, write_document
-from recunlearn.bench.experiment import environment
+from recunlearn.bench.experiment import MethodNames, environment
 from recunlearn.data import DeletionRequest, binarize, load_dataset
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate.metrics import auc
@@ -42,6 +42,7 @@ from recunlearn.models.llm.samples import (
     subsample,
 )
 from recunlearn.unlearn import get_method
+from recunlearn.unlearn.base import make_config
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
 
 METHODS = ("llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser")
@@ -71,7 +72,7 @@ class ApaBenchConfig(BaseModel):
     """Test samples (paper: 1,000)."""
     sample_seed: int = 0
     """Seed of the draws and of the sample forgotten."""
-    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'llm-retrain' always runs (the reference)."""
     n_shards: int = Field(4, ge=1)
     """K for the shard methods (paper: 4)."""
@@ -181,9 +182,7 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["llm-retrain"] + [m for m in config.methods if m != "llm-retrain"]
-    for name in names:
-        if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r} for the APA protocol; use some of {', '.join(METHODS)}")
+    check_methods(config, names)
     train, valid, test = prepare_samples(config)
     log(f"samples: train {len(train)}, valid {len(valid)}, test {len(test)}; positive rate "
         f"{train.label.mean():.3f} / {valid.label.mean():.3f} / {test.label.mean():.3f}")
@@ -207,14 +206,34 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
     return results
 
 
-def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], train: SampleTable,
-                valid: SampleTable, test: SampleTable, log) -> dict[str, Any]:
+APA_OPTIONS = ("aggregation", "weighting", "tau", "tau_grid", "tau_holdout", "neighbours", "error")
+"""APA's settings that ``APA.set_options`` changes: after the ablations they are set back to the configured ones."""
+
+
+def check_methods(config: ApaBenchConfig, names: list[str]) -> None:
+    """Refuse, before any sample is built or adapter trained, an unknown method and settings a method
+    refuses, including APA's: ``tau`` alone is refused as ``APA.set_options`` refuses it (tau is then
+    chosen from ``tau_grid``, so the given value would be silently replaced)."""
+    for name in names:
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r} for the APA protocol; use some of {', '.join(METHODS)}")
+        settings = make_config(get_method(name).Config, _method_options(name, config, config.backbone), {})
+        if name == "apa" and "tau" in config.apa and "tau_grid" not in config.apa and settings.tau_grid is not None:
+            raise ConfigError("apa: tau is chosen from tau_grid; pass tau_grid = None with tau to fix it")
+
+
+def _method_options(name: str, config: ApaBenchConfig, backbone: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {"backbone": backbone, "lora": config.lora, "train": config.train, "device": config.device}
     if name != "llm-retrain":
         options["n_shards"] = config.n_shards
     if name == "apa":
         options.update(config.apa)
-    method = get_method(name)(options)
+    return options
+
+
+def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], train: SampleTable,
+                valid: SampleTable, test: SampleTable, log) -> dict[str, Any]:
+    method = get_method(name)(_method_options(name, config, backbone))
     log(f"{name}: fitting ...")
     method.fit(train, valid)
     row: dict[str, Any] = {"method": name, "fit_s": round(method.fit_seconds, 3),
@@ -231,6 +250,7 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
             row["auc"] = auc(test.label, average_probabilities(per_adapter))
             row.update(_latency(method, test, config))
         else:
+            configured = method.config  # set_options replaces it: these are the options asked for
             row["variants"] = {}
             for aggregation in ("ND", "D"):
                 method.set_options(aggregation=aggregation, weighting="attention")
@@ -239,9 +259,12 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
             for weighting in ("average", "major", "semantic"):
                 method.set_options(aggregation="ND", weighting=weighting)
                 row["variants"][f"{weighting} (ND)"] = {"auc": auc(test.label, method.score(test))}
-            method.set_options(**{"aggregation": "ND", "weighting": "attention", **config.apa})
+            method.set_options(**{key: getattr(configured, key) for key in APA_OPTIONS})  # undo the ablations
             row.update(tau=method.tau_, tau_selection=method.tau_selection)
-            main = row["variants"][f"APA({method.config.aggregation})"]
+            if configured.weighting == "attention":  # scored above under these very options
+                main = row["variants"][f"APA({configured.aggregation})"]
+            else:  # an ablation weighting as the configured one: score it as set
+                main = {"auc": auc(test.label, method.score(test)), **_latency(method, test, config)}
             row.update(auc=main["auc"], latency_sample_s=main["latency_sample_s"], latency_batch_s=main["latency_batch_s"])
     request = DeletionRequest(samples=[train.ids[np.random.default_rng(config.sample_seed).integers(len(train))]])
     report = method.forget(request)

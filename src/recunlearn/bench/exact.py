@@ -14,16 +14,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._results import write_document
-from recunlearn.bench.experiment import DataSpec, environment, prepare
+from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import DeletionRequest, Interactions
 from recunlearn.evaluate import auc_report, ranking_report
-from recunlearn.unlearn import Unlearner, get_method
+from recunlearn.errors import ConfigError
+from recunlearn.unlearn import Unlearner, available_methods, get_method
+from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "sisa", "receraser", "grapheraser")
 
@@ -34,9 +36,9 @@ class ExactBenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k-shared"))
     """Dataset and split (default: ML-100K from ../shared/data, IFRU's 60/20/20 protocol)."""
-    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (it is the reference)."""
-    n_shards: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    n_shards: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     """Values of K for the shard-based methods."""
     deletions: list[Literal["users", "random"]] = Field(default_factory=lambda: ["users", "random"])
     """Deletion sets: 'users' = every row of random users, one request per user; 'random' = random
@@ -99,12 +101,11 @@ def _utility(method: Unlearner, split, k: int) -> dict[str, float]:
 def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
+    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    check_methods(config, names)
     split = prepare(config.data)
     log(f"data: {split.describe()}")
     requests = {kind: deletion_requests(kind, split.train, config) for kind in config.deletions}
-    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
-    for name in names:
-        get_method(name)  # unknown names fail before any training
     rows: list[dict[str, Any]] = []
     retrain_seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -121,6 +122,18 @@ def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
     if config.output:
         write_results(results, Path(config.output))
     return results
+
+
+def check_methods(config: ExactBenchConfig, names: list[str]) -> None:
+    """Refuse, before any training, a method this protocol cannot run and settings a method refuses."""
+    for name in names:
+        cls = get_method(name)
+        if not cls.exact or name not in available_methods("interactions"):
+            exact = [n for n, c in available_methods("interactions").items() if c.exact]
+            raise ConfigError(f"bench exact compares exact methods on interactions ({', '.join(exact)}), "
+                              f"not {name!r}")
+        for n_shards in config.n_shards:
+            make_config(cls.Config, _method_config(config, name, n_shards), {})
 
 
 def _run_method(config: ExactBenchConfig, split, name: str, n_shards: int, requests: dict[str, list[DeletionRequest]],

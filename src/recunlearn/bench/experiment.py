@@ -9,20 +9,18 @@ removed pairs and on the test set), efficiency (wall time of ``forget`` and spee
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
-import subprocess
 import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from recunlearn.bench._results import markdown_grid, write_document
+from recunlearn.bench._results import markdown_grid, source_commit, write_document
 from recunlearn.data import (
     DeletionRequest,
     Interactions,
@@ -41,6 +39,20 @@ from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.evaluate import auc_report, ranking_report, score_distance
 from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
+from recunlearn.unlearn.base import make_config
+from recunlearn.unlearn.executors import available_executors
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)} (each method runs once)")
+    return names
+
+
+MethodNames = Annotated[list[str], AfterValidator(_distinct)]
+"""Methods to compare, each once: one listed twice would forget a request already forgotten, and its
+second (empty) run would stand for both."""
 
 
 class DataSpec(BaseModel):
@@ -87,7 +99,7 @@ class ExperimentConfig(BaseModel):
     """Model settings given to every method (e.g. {kind = "lightgcn", dim = 32})."""
     train: dict[str, Any] = Field(default_factory=dict)
     """Training settings given to every method (lr, l2, batch_size, max_epochs, patience, seed)."""
-    methods: list[str] = Field(default_factory=list)
+    methods: MethodNames = Field(default_factory=list)
     """Methods to compare; empty = every registered method for interaction data. 'retrain' always runs."""
     method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method settings, e.g. {sisa = {n_shards = 10}}."""
@@ -98,6 +110,13 @@ class ExperimentConfig(BaseModel):
     method's own setting. Shards are independent, so a process pool uses every core."""
     output: str | None = None
     """Where to write results JSON (and a markdown table beside it)."""
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_executors():  # refused before anything trains
+            raise ValueError(f"unknown executor {value!r}; available: {', '.join(available_executors())}")
+        return value
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ExperimentConfig:
@@ -151,14 +170,6 @@ def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
 def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     """Run every method; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    split = prepare(config.data)
-    train, request = make_deletion(config.deletion, split.train)
-    removed = train.take(request.rows(train))
-    if config.deletion.kind == "label_flip":  # judge completeness on the true labels of the flipped rows
-        removed = split.train.take(request.rows(split.train))
-    log(f"data: {split.describe()}")
-    log(f"deletion: {config.deletion.kind}, {len(removed):,} training rows")
-
     candidates = config.methods or list(available_methods("interactions"))
     unknown = [m for m in candidates if m not in available_methods()]
     if unknown:
@@ -168,6 +179,15 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
         raise ConfigError(f"method(s) {on_samples} work on prompt samples, not an interaction table; "
                           f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}")
     names = ["retrain"] + [m for m in candidates if m != "retrain"]
+    for name in names:  # every method's settings are checked before anything loads or trains
+        make_config(get_method(name).Config, _method_config(config, name), {})
+    split = prepare(config.data)
+    train, request = make_deletion(config.deletion, split.train)
+    removed = train.take(request.rows(train))
+    if config.deletion.kind == "label_flip":  # judge completeness on the true labels of the flipped rows
+        removed = split.train.take(request.rows(split.train))
+    log(f"data: {split.describe()}")
+    log(f"deletion: {config.deletion.kind}, {len(removed):,} training rows")
 
     # The original model is fitted once (as 'retrain'); methods that update a trained model in place
     # (the approximate ones) start from a copy of it instead of training the same model again.
@@ -187,7 +207,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
                 **auc_report(reference, split.test, removed), **ranking_report(reference, train, split.test, config.k)}
 
     rows: list[dict[str, Any]] = []
-    seconds: dict[str, float] = {}  # unrounded, for the speed-ups
+    seconds: list[float] = []  # each row's own forget time, unrounded, for the speed-ups
     for name in names:
         method = methods[name]
         if method is None:
@@ -198,7 +218,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
         rows.append({"method": name, "exact": method.exact, "fit_seconds": round(method.fit_seconds, 3),
                      "forget_seconds": round(report.seconds, 4), "changed_parts": len(report.changed_parts),
                      "removed_rows": report.removed_rows, "details": _jsonable(report.details)})
-        seconds[name] = report.seconds
+        seconds.append(report.seconds)
         log(f"{name}: forget took {report.seconds:.3f} s")
 
     remaining = reference.train
@@ -206,13 +226,13 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     after_test = reference.score_index(split.test.user, split.test.item)
     original["dist_removed"] = float(np.mean(np.abs(before_removed.astype(np.float64) - after_removed)))
     original["dist_test"] = float(np.mean(np.abs(before_test.astype(np.float64) - after_test)))
-    for row in rows:
+    for row, own in zip(rows, seconds):
         method = methods[row["method"]]
         row.update(auc_report(method, split.test, removed))
         row.update(ranking_report(method, remaining, split.test, config.k))
         row["dist_removed"] = score_distance(method, reference, removed)
         row["dist_test"] = score_distance(method, reference, split.test)
-        row["speedup"] = seconds[names[0]] / max(seconds[row["method"]], 1e-9)
+        row["speedup"] = seconds[0] / max(own, 1e-9)  # rows[0] is retraining's
     rows.insert(0, original)
     results = {
         "config": config.model_dump(mode="json"),
@@ -237,30 +257,6 @@ def environment() -> dict[str, Any]:
             "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
             "processor": platform.machine(), "threads": torch.get_num_threads(), **allocator_settings(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-@functools.cache
-def source_commit() -> str | None:
-    """The git commit of the package's source tree, with '+changes' if it has uncommitted changes
-    (None outside a git checkout, e.g. an installed wheel): results say which code produced them.
-    Read once per process, when this module is imported (every benchmark, command or script, imports
-    it before it starts), so a file edited while a long benchmark runs does not change what its
-    results claim."""
-    here = Path(__file__).resolve()
-    root = here.parents[3]
-    if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
-        return None
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+changes" if dirty else "")
-
-
-source_commit()  # the code that runs is the code imported now
 
 
 def _jsonable(value: Any) -> Any:

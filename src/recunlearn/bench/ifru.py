@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._memory import PeakMemory
 from recunlearn.bench._results import write_document
-from recunlearn.bench.experiment import DataSpec, environment, prepare
+from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import label_flip_attack, user_deletion
 from recunlearn.evaluate import auc_report
 from recunlearn.evaluate.completeness import completeness_report
-from recunlearn.unlearn import Unlearner, get_method
+from recunlearn.errors import ConfigError
+from recunlearn.unlearn import Unlearner, available_methods, get_method
+from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "sisa", "if", "scif", "finetune", "neggrad", "ifru")
 
@@ -44,7 +46,7 @@ class IFRUBenchConfig(BaseModel):
     """Fractions of the training rows whose labels are flipped (IFRU: 1% and 2%)."""
     seeds: list[int] = Field(default_factory=lambda: [0])
     """Each seed picks the flipped rows and seeds training."""
-    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (the reference for completeness and time)."""
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per model kind, settings beyond the defaults, e.g. {lightgcn = {dim = 64}}."""
@@ -79,8 +81,7 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["retrain"] + [m for m in config.methods if m != "retrain"]
-    for name in names:
-        get_method(name)  # unknown names fail before any training
+    check_methods(config, names)
     split = prepare(config.data)
     log(f"data: {split.describe()}")
     runs = []
@@ -94,6 +95,18 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
     if config.output:
         write_results(results, Path(config.output))
     return results
+
+
+def check_methods(config: IFRUBenchConfig, names: list[str]) -> None:
+    """Refuse, before any training, a method this protocol cannot run and settings a method refuses."""
+    interactions = available_methods("interactions")
+    for name in names:
+        cls = get_method(name)
+        if name not in interactions:
+            raise ConfigError(f"bench ifru runs methods on interactions ({', '.join(interactions)}), not {name!r}")
+        for kind in config.models:
+            for seed in config.seeds:
+                make_config(cls.Config, _method_config(config, name, kind, seed), {})
 
 
 def _run(config: IFRUBenchConfig, split, names: list[str], kind: str, fraction: float, seed: int,

@@ -6,7 +6,9 @@ utility vs unlearning time per method (``auc`` / ``recall@K`` against ``forget_s
 ``*request_seconds`` / ``*batch_seconds`` key), speed-up bars (keys containing ``speedup``),
 completeness bars (``dist_*``: score distance to retraining, lower is closer), and scaling curves
 (``n_interactions`` against ``*_seconds`` and ``peak_memory_mb``, log-log, with fitted slopes).
-Then the rows as a table, and what produced them: command, configuration, seeds, versions, hardware.
+Rows with a column set per method instead of a ``method`` (`bench ifru-scaling`) are plotted as one
+row per method (see :func:`measured_rows`). Then the rows as a table, and what produced them:
+command, date, commit, configuration, seeds, versions, hardware.
 ``recunlearn report RESULTS.json`` runs :func:`write_report`.
 """
 
@@ -70,6 +72,34 @@ def label(row: dict[str, Any], varying: tuple[str, ...] = ()) -> str:
     return " ".join(parts)
 
 
+def measured_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The flattened rows that plots and slopes read. A row without ``method`` that holds a column set
+    per method m (``<m>_seconds`` with ``auc_<m>``, and ``<m>_peak_mib``, at ``interactions``: one row
+    per size of `bench ifru-scaling`) becomes one row per method in the conventional keys, its
+    speed-up over ``retrain`` computed when retraining is among them."""
+    measured: list[dict[str, Any]] = []
+    for row in map(flatten, rows):
+        methods = [key.removesuffix("_seconds") for key in row
+                   if key.endswith("_seconds") and f"auc_{key.removesuffix('_seconds')}" in row]
+        if "method" in row or not methods:
+            measured.append(row)
+            continue
+        reference = row.get("retrain_seconds")
+        for name in methods:
+            seconds = row[f"{name}_seconds"]
+            measured.append({"method": name, "n_interactions": row.get("interactions"), "auc": row[f"auc_{name}"],
+                             "forget_seconds": seconds, "peak_memory_mb": row.get(f"{name}_peak_mib"),
+                             "speedup": reference / max(seconds, 1e-9)
+                             if _is_number(reference) and _is_number(seconds) else None})
+    return measured
+
+
+def _point_label(row: dict[str, Any]) -> str:
+    """A row's name where each row is one point or bar: with its data size when it has one."""
+    size = row.get("n_interactions")
+    return label(row) + (f" n={size:,}" if _is_number(size) else "")
+
+
 def _numeric(rows: list[dict[str, Any]], key: str) -> bool:
     values = [r.get(key) for r in rows]
     return any(_is_number(v) for v in values)
@@ -107,7 +137,7 @@ def _png(figure) -> bytes:
 def utility_vs_time(rows: list[dict[str, Any]]) -> Plot | None:
     utility = _first_key(rows, UTILITY_KEYS, r"^(recall|ndcg)@\d+$")
     seconds = _first_key(rows, TIME_KEYS, r"request_seconds$", r"batch_seconds$")
-    points = [(label(r), r[seconds], r[utility]) for r in rows
+    points = [(_point_label(r), r[seconds], r[utility]) for r in rows
               if _is_number(r.get(seconds)) and _is_number(r.get(utility))]
     if utility is None or seconds is None or not points:
         return None
@@ -138,14 +168,14 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
         values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
         axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{index % 10}")
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
+    axes.set_xticks(positions, [_point_label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     reference = "retraining" if not any("_vs_" in k for k in keys) else "the reference"
     axes.set_ylabel(f"speed-up over {reference} (x)")
     if max((r.get(k) or 0) for r in bars for k in keys if _is_number(r.get(k))) > 50:
         axes.set_yscale("log")
     axes.legend(fontsize=8)
     axes.grid(True, axis="y", alpha=0.3)
-    fastest = max(((label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))), key=lambda t: t[2])
+    fastest = max(((_point_label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))), key=lambda t: t[2])
     return Plot("speedup", f"Speed-up over {reference}", _png(figure),
                 f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x ({fastest[1]}).")
 
@@ -213,7 +243,7 @@ def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plo
 
 
 def plots(results: ResultsFile) -> list[Plot]:
-    rows = [flatten(r) for r in results.rows]
+    rows = measured_rows(results.rows)
     varying = tuple(k for k in DISTINGUISHING_KEYS if len({json.dumps(r.get(k)) for r in rows}) > 1)
     rows = [{**r, "_label": label(r, varying)} for r in rows]
     made = [utility_vs_time(rows), speedup_bars(rows), completeness_bars(rows), scaling_curves(rows)]
@@ -240,17 +270,21 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def _context(results: ResultsFile) -> dict[str, Any]:
-    """Command, seeds, versions and hardware; older documents keep versions and machine facts in one dict."""
+    """Command, date, commit, seeds, versions and hardware; older documents keep versions and machine
+    facts in one dict."""
     environment = results.environment
     if "versions" in environment or "hardware" in environment:
         versions, hardware = environment.get("versions") or {}, environment.get("hardware") or {}
     else:
         names = {"python", *PACKAGES}
         versions = {k: v for k, v in environment.items() if k in names}
-        hardware = {k: v for k, v in environment.items() if k not in names}
-    return {"command": results.command, "created": results.created, "seconds": results.seconds,
-            "seeds": results.seeds, "versions": {k: v for k, v in versions.items() if v is not None},
-            "hardware": hardware}
+        hardware = {k: v for k, v in environment.items() if k not in names and k != "commit"}
+    created = results.created
+    if results.created_from != "recorded":
+        created += f" ({results.created_from}: the file records no date)"
+    return {"command": results.command, "created": created, "commit": environment.get("commit") or "not recorded",
+            "seconds": results.seconds, "seeds": results.seeds,
+            "versions": {k: v for k, v in versions.items() if v is not None}, "hardware": hardware}
 
 
 def _inline(values: dict[str, Any]) -> str:
@@ -283,7 +317,7 @@ def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
                      + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
         parts.append("</table></div>")
-        fitted = slopes([flatten(r) for r in results.rows])
+        fitted = slopes(measured_rows(results.rows))
         if fitted:
             keys = sorted({k for v in fitted.values() for k in v})
             parts.append("<h3>Slopes (log-log: cost grows as n^slope)</h3><table><tr><th>method</th>"
@@ -295,6 +329,7 @@ def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
         context = _context(results)
         parts.append(f"<h3>How it was produced</h3><p>Command: <code>{e(context['command'])}</code><br>"
                      f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.<br>"
+                     f"<b>Commit:</b> {e(context['commit'])}<br>"
                      f"<b>Seeds:</b> {e(_inline(context['seeds']))}<br>"
                      f"<b>Versions:</b> {e(_inline(context['versions']))}<br>"
                      f"<b>Hardware:</b> {e(_inline(context['hardware']))}</p>")
@@ -309,20 +344,20 @@ def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
 
 def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_folder: str) -> str:
     lines = ["# recunlearn report", ""]
-    for path, results, figures in sections:
+    for index, (path, results, figures) in enumerate(sections):
         lines += [f"## {_section_title(results, path)}", ""]
         for plot in figures:
-            lines += [f"![{plot.title}]({image_folder}/{_image_name(results, path, plot)})", "",
+            lines += [f"![{plot.title}]({image_folder}/{_image_name(index, results, path, plot)})", "",
                       f"*{plot.title}.* {plot.caption}", ""]
         header, cells = table(results.rows)
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        fitted = slopes([flatten(r) for r in results.rows])
+        fitted = slopes(measured_rows(results.rows))
         if fitted:
             lines += ["", "Slopes (log-log):", "```json", json.dumps(fitted, indent=1), "```"]
         context = _context(results)
         lines += ["", f"Command: `{context['command']}`  ", f"Written {context['created']}; run time "
-                  f"{_cell(context['seconds'])} s.", ""]
+                  f"{_cell(context['seconds'])} s.", "", f"Commit: {context['commit']}", ""]
         for name in ("seeds", "versions", "hardware"):
             lines += [f"{name.capitalize()}: {_inline(context[name])}", ""]
         lines += ["<details><summary>Configuration</summary>", "", "```json", json.dumps(results.config, indent=1),
@@ -330,8 +365,9 @@ def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_f
     return "\n".join(lines)
 
 
-def _image_name(results: ResultsFile, path: str, plot: Plot) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{results.protocol}-{Path(path).stem}")
+def _image_name(index: int, results: ResultsFile, path: str, plot: Plot) -> str:
+    """Unique per section (its ``index``): two inputs may share protocol and file name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{index + 1}-{results.protocol}-{Path(path).stem}")
     return f"{stem}-{plot.slug}.png"
 
 
@@ -342,10 +378,10 @@ def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, 
     loaded = [(str(path), load_results(path)) for path in results_paths]  # every input read before anything is written
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for path, results in loaded:
+    for index, (path, results) in enumerate(loaded):
         figures = plots(results)
         for plot in figures:
-            (figures_dir / _image_name(results, path, plot)).write_bytes(plot.png)
+            (figures_dir / _image_name(index, results, path, plot)).write_bytes(plot.png)
         sections.append((path, results, figures))
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(render_html(sections))

@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._memory import rss_mib
 from recunlearn.bench._results import ResultsFile, make_results
+from recunlearn.bench.experiment import MethodNames
 from recunlearn.bench.report import slopes
 from recunlearn.data import DeletionRequest, Interactions, load_dataset
 from recunlearn.errors import ConfigError
 from recunlearn.unlearn import available_methods, get_method
+from recunlearn.unlearn.base import make_config
 
 FULL_SIZES = [100_000, 300_000, 1_000_000, 3_000_000, 10_000_000]
 
@@ -39,7 +41,7 @@ class ScalingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sizes: list[int] = Field(default_factory=lambda: list(FULL_SIZES))
     """Interactions of the synthetic logs (users and items grow with them, 100 rows per user)."""
-    methods: list[str] = Field(default_factory=lambda: ["retrain", "sisa", "ifru"])
+    methods: MethodNames = Field(default_factory=lambda: ["retrain", "sisa", "ifru"])
     """One method per family: retraining (the reference), partition (SISA), influence (IFRU)."""
     model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf", "dim": 32})
     """Model of every method."""
@@ -58,7 +60,8 @@ class ScalingConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides: Any) -> ScalingConfig:
-        """Under a minute on 2 cores: 25k to 100k interactions, one epoch."""
+        """25k to 100k interactions, one epoch: about 80 s on 2 cores (78 s in
+        benchmarks/results/suite-quick.json), mostly starting a fresh process per run."""
         values: dict[str, Any] = {"sizes": [25_000, 50_000, 100_000],
                                   "train": {"max_epochs": 1, "batch_size": 8192, "lr": 0.01}, "output": None}
         return cls.model_validate({**values, **overrides})
@@ -101,6 +104,8 @@ def run_scaling_benchmark(config: ScalingConfig, log=print) -> ResultsFile:
     unknown = [m for m in config.methods if m not in available_methods("interactions")]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}")
+    for name in config.methods:  # settings a method refuses fail now, not in a worker after the first sizes
+        make_config(get_method(name).Config, _method_options(config, name), {})
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")

@@ -95,6 +95,10 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
     unknown_overrides = sorted(set(config.overrides) - set(config.protocols))
     if unknown_overrides:
         raise ConfigError(f"overrides for protocols that do not run: {unknown_overrides}")
+    try:  # a folder that cannot be written is found now, not after hours of runs
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"results folder {out}: cannot create it ({exc.strerror or exc})") from None
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for name in config.protocols:

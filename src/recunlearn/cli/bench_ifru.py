@@ -8,10 +8,12 @@ from typing import Optional
 import typer
 
 from recunlearn.cli._app import bench_app
+from recunlearn.cli._options import refuse, results_path
 
 
 @bench_app.command("ifru")
 def ifru(
+    ctx: typer.Context,
     dataset: str = typer.Option("ml-100k-shared", help="Dataset name or path (default: ML-100K from ../shared/data)."),
     models: Optional[list[str]] = typer.Option(None, "--model", help="mf / lightgcn (repeat); default both."),
     fractions: Optional[list[float]] = typer.Option(None, "--fraction", help="Flipped fraction (repeat); default 0.02."),
@@ -19,7 +21,8 @@ def ifru(
     methods: Optional[list[str]] = typer.Option(None, "--method", "-m",
                                                 help="Methods (repeat); default retrain, sisa, if, scif, finetune, neggrad, ifru."),
     quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log, instead of --dataset."),
-    out: Path = typer.Option(Path("benchmarks/results/ifru/ml100k.json"), help="Results JSON (markdown beside it)."),
+    out: Path = typer.Option(Path("benchmarks/results/ifru/ml100k.json"),
+                             help="Results JSON (markdown beside it); --quick without --out: quick.json in that folder."),
 ) -> None:
     """Approximate unlearning of label-flipped data: utility, completeness, time and speed-up over retraining."""
     from rich.console import Console
@@ -28,11 +31,13 @@ def ifru(
     from recunlearn.bench.ifru import IFRUBenchConfig, markdown_table, run_ifru_benchmark
 
     console = Console()
+    out = results_path(ctx, out, "ifru", "quick" if quick else None)
     overrides: dict = {"output": str(out)}
     for key, value in (("models", models), ("fractions", fractions), ("seeds", seeds), ("methods", methods)):
         if value:
             overrides[key] = value
     if quick:
+        refuse(ctx, ("dataset",), "--quick runs on its own small synthetic log; drop one of them")
         config = IFRUBenchConfig.quick(**overrides)
     else:
         config = IFRUBenchConfig(data=DataSpec(dataset=dataset), **overrides)

@@ -1,0 +1,37 @@
+"""What the bench commands share: which options were typed, and where a preset's results go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from recunlearn.errors import ConfigError
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` (its parameter name) was set by the user rather than left at its default:
+    a preset keeps its own value unless the user asked for another. (Sources are compared by name:
+    typer may bring its own copy of click's ``ParameterSource``.)"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def flag(ctx: typer.Context, name: str) -> str:
+    """How the user writes option ``name`` (e.g. ``--batch-users``), for error messages."""
+    return next(p.opts[0] for p in ctx.command.params if p.name == name)
+
+
+def refuse(ctx: typer.Context, names: tuple[str, ...], reason: str) -> None:
+    """A one-line error naming the first of ``names`` the user gave, which ``reason`` says has no effect."""
+    for name in names:
+        if given(ctx, name):
+            raise ConfigError(f"{flag(ctx, name)}: {reason}")
+
+
+def results_path(ctx: typer.Context, out: Path, protocol: str, preset: str | None) -> Path:
+    """``out`` as given; by default a preset's run writes ``benchmarks/results/<protocol>/<preset>.json``
+    (as `bench all` names them), never the full benchmark's file that the docs cite."""
+    if preset is None or given(ctx, "out"):
+        return out
+    return Path("benchmarks/results") / protocol / f"{preset}.json"
