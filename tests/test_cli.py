@@ -244,11 +244,15 @@ def no_training(monkeypatch, tmp_path):
     (["bench", "apa", "--quick", "--demo"], "choose one"),
     (["bench", "all", "-p", "nosuch"], "no module recunlearn.bench.nosuch"),
     (["bench", "all", "-p", "exact", "--out", "{file}/results"], "cannot create"),
+    (["bench", "exact", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
+    (["bench", "ifru", "--quick", "--out", "{dir}"], "cannot write a file there"),
+    (["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r.json"], "cannot create its folder"),
+    (["bench", "apa", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
 ])
 def test_bad_input_is_refused_before_anything_runs(no_training, tmp_path, capsys, args, message):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        main([a.replace("{file}", str(tmp_path / "file")) for a in args])
+        main([a.replace("{file}", str(tmp_path / "file")).replace("{dir}", str(tmp_path)) for a in args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1

@@ -221,3 +221,17 @@ def test_browser_shows_the_plots(results_paths, tmp_path):
     assert colourful_fraction(with_plots) > 0.01 > 10 * colourful_fraction(without)
     tab_blue = np.abs(with_plots - np.array([31, 119, 180]) / 255).max(axis=2) < 0.05  # matplotlib's C0
     assert tab_blue.sum() > 500
+
+
+def test_a_scripts_argument_dict_is_a_command_and_a_bad_file_is_named(tmp_path):
+    """Study scripts record their arguments as a dict (vars(args)); a file that is not a results
+    file is refused with its path, not a bare validation error."""
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"command": {"seed": 1, "calls": 20}, "rows": [{"method": "ifru", "auc": 0.7}]}))
+    assert json.loads(load_results(path).command) == {"seed": 1, "calls": 20}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": SCHEMA, "rows": [], "protocol": 3}))
+    from recunlearn.errors import RecUnlearnError
+
+    with pytest.raises(RecUnlearnError, match=f"{bad}: not a results file"):
+        load_results(bad)

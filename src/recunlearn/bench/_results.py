@@ -37,9 +37,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recunlearn.errors import RecUnlearnError
+from recunlearn.errors import RecUnlearnError, validation_problems
 
 SCHEMA = "recunlearn.results/1"
 
@@ -147,15 +147,19 @@ def load_results(path: str | Path) -> ResultsFile:
     else:  # an older document: the file's date, not the time it is read
         created = {"created": _iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)),
                    "created_from": "file modification time"}
-    if document.get("schema_version") == SCHEMA:
-        return ResultsFile.model_validate({**document, **created})
-    known = {"command", "config", "rows", "environment", "seconds", "created"}
-    config = document.get("config") or {}
-    return ResultsFile(protocol=document.get("protocol") or path.parent.name or "benchmark",
-                       command=document.get("command") or "(not recorded)", config=config,
-                       seeds=find_seeds(config), environment=document.get("environment") or {},
-                       rows=document["rows"], seconds=document.get("seconds"),
-                       summary={k: v for k, v in document.items() if k not in known}, **created)
+    try:
+        if document.get("schema_version") == SCHEMA:
+            return ResultsFile.model_validate({**document, **created})
+        known = {"command", "config", "rows", "environment", "seconds", "created"}
+        config = document.get("config") or {}
+        command = document.get("command") or "(not recorded)"
+        return ResultsFile(protocol=document.get("protocol") or path.parent.name or "benchmark",
+                           command=command if isinstance(command, str) else json.dumps(command),  # a script's arguments
+                           config=config, seeds=find_seeds(config), environment=document.get("environment") or {},
+                           rows=document["rows"], seconds=document.get("seconds"),
+                           summary={k: v for k, v in document.items() if k not in known}, **created)
+    except ValidationError as exc:
+        raise RecUnlearnError(f"{path}: not a results file ({validation_problems(exc)})") from None
 
 
 def command_line() -> str:

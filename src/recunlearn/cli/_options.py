@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -31,7 +32,19 @@ def refuse(ctx: typer.Context, names: tuple[str, ...], reason: str) -> None:
 
 def results_path(ctx: typer.Context, out: Path, protocol: str, preset: str | None) -> Path:
     """``out`` as given; by default a preset's run writes ``benchmarks/results/<protocol>/<preset>.json``
-    (as `bench all` names them), never the full benchmark's file that the docs cite."""
+    (as `bench all` names them), never the full benchmark's file that the docs cite. Checked writable."""
     if preset is None or given(ctx, "out"):
-        return out
-    return Path("benchmarks/results") / protocol / f"{preset}.json"
+        return writable(out)
+    return writable(Path("benchmarks/results") / protocol / f"{preset}.json")
+
+
+def writable(out: Path) -> Path:
+    """``out``, once its folder exists and takes files: a run of minutes or hours must not end
+    unable to write what it measured."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write a file there")
+    return out

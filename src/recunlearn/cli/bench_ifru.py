@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import refuse, results_path
+from recunlearn.cli._options import refuse, results_path, writable
 
 
 @bench_app.command("ifru")
@@ -61,7 +61,7 @@ def ifru_scaling(
     from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling, scaling_table
 
     console = Console()
-    config = ScalingConfig(removal=removal, removed=removed, model={"kind": model}, output=str(out),
+    config = ScalingConfig(removal=removal, removed=removed, model={"kind": model}, output=str(writable(out)),
                            train={"max_epochs": max_epochs} if max_epochs else {},
                            **({"sizes": sizes} if sizes else {}))
     results = run_ifru_scaling(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
