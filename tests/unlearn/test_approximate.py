@@ -77,13 +77,13 @@ def test_parameter_rows_are_the_rows_that_changed(originals, name, kind):
 
 
 def test_parameter_rows_are_0_when_the_step_is_0(originals, tiny_split, monkeypatch):
-    """A solver that returns x = 0 changes no row, whatever it reports."""
+    """A solver that returns x = 0 changes no row, and the report says no update was made."""
     import recunlearn.unlearn._influence_common as common
 
     method = get_method("ifru").adopt(originals["mf"], {"solver": {"method": "cg"}, "guard": False})
     monkeypatch.setattr(common, "solve", lambda config, hvp, b, **_: (common.SolveResult(torch.zeros_like(b), 0), 0.0))
     report = method.forget(DeletionRequest.from_rows(tiny_split.train, np.arange(5)))
-    assert report.details["update"] == "applied" and report.parts[0].parameter_rows == 0
+    assert report.details["update"] == "none (the solver's step is zero)" and report.parts[0].parameter_rows == 0
 
 
 def test_the_damping_scale_is_positive_and_the_mean_diagonal_where_that_is():

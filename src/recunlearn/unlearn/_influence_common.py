@@ -342,8 +342,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
         if not math.isfinite(details["step_norm"]):
             raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
-        details["update"] = "applied"
-        if guard:
+        details["update"] = "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
+        if guard and details["update"] == "applied":
             start = time.perf_counter()
             without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after)
             details.update(valid_auc_update=with_update, valid_auc_no_update=without)

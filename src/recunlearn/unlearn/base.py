@@ -56,7 +56,8 @@ class UnlearningReport(BaseModel):
     parts: list[PartChange] = Field(default_factory=list)
     seconds: float = 0.0
     noop: bool = False
-    """True when everything the request names had already been forgotten."""
+    """True when the request removes nothing: what it names was already forgotten, or (a user or item
+    of the vocabulary) has no training rows, e.g. one seen only in validation or test data."""
     details: dict[str, Any] = Field(default_factory=dict)
 
     @property
