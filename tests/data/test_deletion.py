@@ -87,3 +87,14 @@ def test_erased_users_become_unknown_and_requests_skip_them(tiny):
     partial = DeletionRequest(users=["u3", "u4"], pairs=[("u3", "i1")]).known_to(erased)
     assert partial.users == ("u4",) and partial.pairs == ()
     assert partial.rows(erased).sum() == (erased.user == erased.users.index(["u4"])[0]).sum()
+
+
+@pytest.mark.parametrize("pairs", [("u1", "i2"), ["u1", "i2"], "u1i2", [("u1", "i2", "x")], [3]])
+def test_a_pair_not_given_as_a_pair_is_refused(pairs):
+    """A bare pair passed as the list was split character by character: ('12', '34') named user '1'
+    item '2' and user '3' item '4', other users' rows."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="pairs"):
+        DeletionRequest(pairs=pairs)
+    assert DeletionRequest(pairs=[("u1", "i2"), ["u3", 4]]).pairs == (("u1", "i2"), ("u3", "4"))

@@ -40,7 +40,17 @@ class DeletionRequest(BaseModel):
     @field_validator("pairs", mode="before")
     @classmethod
     def _pairs_as_strings(cls, value: Iterable) -> tuple:
-        return tuple((str(u), str(i)) for u, i in value)
+        """Each pair must be a (user, item) sequence of two: a bare pair of ids passed as the list would
+        otherwise be split character by character ('12' -> user '1', item '2'), naming other users' rows."""
+        if isinstance(value, (str, bytes)):
+            raise ValueError("pairs must be a list of [user, item] pairs, not a string")
+        pairs = []
+        for pair in value:
+            if isinstance(pair, (str, bytes, int)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise ValueError(f"each pair must be [user, item], got {pair!r}; "
+                                 "a single pair goes in a list: pairs=[[user, item]]")
+            pairs.append((str(pair[0]), str(pair[1])))
+        return tuple(pairs)
 
     @field_validator("users", "items", "samples", mode="before")
     @classmethod
