@@ -42,3 +42,10 @@ def test_the_main_auc_is_scored_under_the_configured_options():
     assert row["auc"] == row["variants"]["major (ND)"]["auc"]
     assert row["auc"] != row["variants"]["APA(ND)"]["auc"]  # so the check above tells them apart
     assert row["latency_batch_s"] > 0
+
+
+def test_the_label_threshold_follows_the_prompt_style_unless_given():
+    """TALLRec labels movies liked above 3 and books above 5; books built with 3 were mislabelled."""
+    assert ApaBenchConfig().label_threshold == 3.0
+    assert ApaBenchConfig(style="book").label_threshold == 5.0
+    assert ApaBenchConfig(style="book", threshold=7).label_threshold == 7.0

@@ -46,6 +46,8 @@ from recunlearn.unlearn.base import make_config
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
 
 METHODS = ("llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser")
+TALLREC_THRESHOLDS = {"movie": 3.0, "book": 5.0}
+"""Liked = rating above this, by prompt style (TALLRec's MovieLens and BookCrossing protocols)."""
 AVERAGED = ("llm-sisa", "llm-receraser", "llm-grapheraser")
 
 
@@ -58,8 +60,9 @@ class ApaBenchConfig(BaseModel):
     80/10/10 in order), or a folder with TALLRec's train.json / valid.json / test.json."""
     style: Literal["movie", "book"] = "movie"
     """Prompt style when building from interactions: movie windows (time order) or book samples (by user)."""
-    threshold: float = 3.0
-    """Label = rating > threshold when building from interactions (TALLRec: 3 for movies, 5 for books)."""
+    threshold: float | None = None
+    """Label = rating > threshold when building from interactions; None = TALLRec's for the style
+    (3 for movies, 5 for books)."""
     history: int = Field(10, ge=1)
     """Items in a prompt's history (TALLRec: 10)."""
     max_samples: int = Field(10_000, ge=10)
@@ -108,6 +111,11 @@ class ApaBenchConfig(BaseModel):
             "output": None}
         return cls.model_validate({**values, **overrides})
 
+    @property
+    def label_threshold(self) -> float:
+        """The rating above which a sample is labelled liked."""
+        return self.threshold if self.threshold is not None else TALLREC_THRESHOLDS[self.style]
+
     @classmethod
     def quick(cls, **overrides: Any) -> ApaBenchConfig:
         """Seconds: a synthetic log, a tiny random causal LM, every method (tests and smoke checks)."""
@@ -128,7 +136,7 @@ def prepare_samples(config: ApaBenchConfig) -> tuple[SampleTable, SampleTable, S
         train, valid, test = split_samples(read_tallrec_json(path), by="time")
     else:
         data = load_dataset(config.data)
-        data = binarize(data, config.threshold)
+        data = binarize(data, config.label_threshold)
         samples = build_samples(data, config.style, config.history, config.max_samples, config.sample_seed)
         train, valid, test = split_samples(samples, by="time" if config.style == "movie" else "user",
                                            seed=config.sample_seed)
