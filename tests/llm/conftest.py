@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-from recunlearn.models.llm.backbones import create_tiny_model
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.models.llm.backbones import Backbone, create_tiny_model
 from recunlearn.models.llm.samples import build_samples, split_samples, subsample
+from recunlearn.models.llm.scoring import collate, position_ids
 from tests.conftest import make_tiny
 
 FAST = {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1}
@@ -35,3 +41,17 @@ def tiny_encoder(tmp_path_factory, all_samples):
 
 def method_config(backbone: str, **extra):
     return {"backbone": {"name": backbone, "max_length": 128}, "train": FAST, "device": "cpu", **extra}
+
+
+def plain_peft_yes_no(folder: Path, backbone: Backbone, tokens: list[list[int]]) -> np.ndarray:
+    """Yes/No logits of a saved adapter as a peft user gets them: the Hugging Face model its config
+    names, with the folder applied by ``PeftModel.from_pretrained`` (nothing of recunlearn)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(folder)).eval()
+    ids, mask = collate(tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        last = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -1]
+    return (last[:, backbone.scorer.yes_id] - last[:, backbone.scorer.no_id]).numpy()

@@ -11,7 +11,7 @@ from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, U
 from recunlearn.models.llm.lora import adapter_tensors
 from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
 from recunlearn.unlearn import Unlearner, available_methods, get_method
-from tests.llm.conftest import method_config
+from tests.llm.conftest import method_config, plain_peft_yes_no
 
 LLM_METHODS = ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
 
@@ -225,6 +225,15 @@ def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sam
     assert back.forget(DeletionRequest(samples=[victim])).noop
     with pytest.raises(RecUnlearnError, match="SampleTable"):
         method.score_index(np.array([0]), np.array([0]))
+
+
+def test_saved_adapters_load_in_plain_peft(fitted_apa, sample_split, tmp_path):
+    """Each saved adapter names a loadable model folder (not our alias) and its keys fit that model.
+    (Compared with the reloaded APA: an earlier test retrains adapters in fitted_apa's shared scorer.)"""
+    test = sample_split[2]
+    back = Unlearner.load(fitted_apa.save(tmp_path / "apa"))
+    peft = plain_peft_yes_no(tmp_path / "apa" / "adapters" / "adapter-0", back.backbone, back._tokenize(test))
+    assert np.abs(peft - back.adapter_logits(test)[0]).max() < 1e-5
 
 
 def test_sisa_averages_probabilities_and_skips_empty_adapters(tiny_causal, sample_split, tmp_path):

@@ -1,13 +1,18 @@
-"""The mixture-of-LoRA layer against peft: per-sample batched aggregation equals merging per sample."""
+"""The mixture-of-LoRA layer against peft: per-sample batched aggregation equals merging per sample, and
+saved adapters load in plain peft onto the Hugging Face model they name."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
+from recunlearn.errors import RecUnlearnError
 from recunlearn.models.llm.backbones import BackboneConfig, fresh_scorer, load_backbone
 from recunlearn.models.llm.lora import (
+    HEAD_FILE,
     LoRAConfig,
     build_mixture,
     load_adapter,
@@ -17,6 +22,7 @@ from recunlearn.models.llm.lora import (
     target_paths,
 )
 from recunlearn.models.llm.scoring import collate, predict_logits, tokenize
+from tests.llm.conftest import plain_peft_yes_no
 
 K = 3
 
@@ -98,20 +104,93 @@ def test_static_merge_equals_mixture_for_one_weight_vector(setup, mode):
         assert np.abs(scorer(ids, mask).numpy() - batched).max() < 1e-5
 
 
-def test_peft_format_round_trip_loads_in_peft(setup, tmp_path):
-    from peft import PeftModel
-
+def test_saved_adapter_loads_in_plain_peft_onto_the_hf_model(setup, tiny_causal, tmp_path):
+    """Keys were relative to our scorer (``lm.model...``): peft then matched no layer and silently ran
+    the bare model."""
     backbone, lora, paths, adapters, tokens, _ = setup
-    folder = save_peft_adapter(tmp_path / "adapter", adapters[1], lora, "llama", "tiny")
-    back = load_peft_adapter(folder)
+    folder = save_peft_adapter(tmp_path / "adapter", adapters[1], lora, backbone.scorer, tiny_causal)
+    back = load_peft_adapter(folder, backbone.scorer)
     assert back.keys() == adapters[1].keys() and all(torch.equal(back[k], adapters[1][k]) for k in back)
     one_hot = torch.zeros(len(tokens), K)
     one_hot[:, 1] = 1.0
     ours = _mixture_scores(backbone, lora, paths, adapters, tokens, one_hot, "ND")
-    model = PeftModel.from_pretrained(copy.deepcopy(backbone.scorer), str(folder)).eval()
-    ids, mask = collate(tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
-    with torch.no_grad():
-        assert np.abs(model(ids, mask).numpy() - ours).max() < 1e-5
+    assert np.abs(plain_peft_yes_no(folder, backbone, tokens) - ours).max() < 1e-5
+    plain = predict_logits(backbone.scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
+    assert np.abs(plain - ours).max() > 1e-3  # the adapter does change the scores
+
+
+def test_merged_nd_adapter_saves_with_its_own_rank(setup, tiny_causal, tmp_path):
+    """ND concatenates ranks (K r); the file's config used to keep r, so peft refused the tensors."""
+    backbone, lora, paths, adapters, tokens, weights = setup
+    w = weights[0]
+    merged, rank, alpha = merge_adapters(adapters, w.tolist(), "ND", lora.scaling)
+    folder = save_peft_adapter(tmp_path / "merged", merged, lora, backbone.scorer, tiny_causal)
+    document = json.loads((folder / "adapter_config.json").read_text())
+    assert (document["r"], document["lora_alpha"]) == (rank, alpha) == (K * lora.r, K * lora.alpha)
+    back = load_peft_adapter(folder, backbone.scorer)
+    assert all(torch.equal(back[k], merged[k]) for k in merged)
+    mixed = _mixture_scores(backbone, lora, paths, adapters, tokens, w.expand(len(tokens), K), "ND")
+    assert np.abs(plain_peft_yes_no(folder, backbone, tokens) - mixed).max() < 1e-5
+
+
+def _encoder_adapter(backbone, lora):
+    gen = torch.Generator().manual_seed(1)
+    adapter = {}
+    for p in target_paths(backbone.scorer, lora):
+        layer = backbone.scorer.get_submodule(p)
+        adapter[f"{p}.A"] = torch.randn(lora.r, layer.in_features, generator=gen) * 0.3
+        adapter[f"{p}.B"] = torch.randn(layer.out_features, lora.r, generator=gen) * 0.3
+    adapter["head.weight"] = torch.randn(1, 32, generator=gen)
+    adapter["head.bias"] = torch.randn(1, generator=gen)
+    return adapter
+
+
+def test_encoder_adapter_loads_in_peft_with_its_head_beside_it(tiny_encoder, sample_split, tmp_path):
+    """The LoRA file fits the plain BERT model; the head (no module of that model) is a separate file."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    backbone = load_backbone(BackboneConfig(name=tiny_encoder, max_length=128))
+    lora = LoRAConfig(r=4, alpha=8)
+    adapter = _encoder_adapter(backbone, lora)
+    folder = save_peft_adapter(tmp_path / "adapter", adapter, lora, backbone.scorer, tiny_encoder)
+    assert not any("head" in k for k in load_file(str(folder / "adapter_model.safetensors")))
+    back = load_peft_adapter(folder, backbone.scorer)
+    assert back.keys() == adapter.keys() and all(torch.equal(back[k], adapter[k]) for k in back)
+    scorer = fresh_scorer(backbone)
+    build_mixture(scorer, target_paths(scorer, lora), lora.r, lora.scaling, 1).set(single=0)
+    load_adapter(scorer, 0, back)
+    model = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_encoder), str(folder)).eval()
+    head = load_file(str(folder / HEAD_FILE))
+    for tokens in tokenize(backbone.tokenizer, sample_split[2].prompts("input")[:3], 128):
+        ids = torch.tensor([tokens])
+        with torch.no_grad():
+            pooled = model(input_ids=ids).last_hidden_state.mean(1)
+            theirs = float(pooled @ head["weight"].T + head["bias"])
+            ours = float(scorer(ids, torch.ones_like(ids)))
+        assert abs(theirs - ours) < 1e-5
+
+
+def test_folders_in_the_old_scorer_relative_layout_still_load(tiny_encoder, tmp_path):
+    """Before, keys were relative to the scorer (``encoder.encoder.layer...``) with the head inside the
+    LoRA file, as peft itself writes for the scorer; such folders load, and a foreign layer is named."""
+    from peft import get_peft_model
+    from peft.utils import set_peft_model_state_dict
+
+    backbone = load_backbone(BackboneConfig(name=tiny_encoder, max_length=128))
+    lora = LoRAConfig(r=4, alpha=8)
+    adapter = _encoder_adapter(backbone, lora)
+    peft_config = lora.peft_config("bert")
+    peft_config.modules_to_save = ["head"]
+    model = get_peft_model(copy.deepcopy(backbone.scorer), peft_config)
+    state = {f"base_model.model.{k[:-2]}.lora_{k[-1]}.weight": v for k, v in adapter.items() if not k.startswith("head.")}
+    set_peft_model_state_dict(model, state | {f"base_model.model.{k}": v for k, v in adapter.items() if k.startswith("head.")})
+    model.save_pretrained(str(tmp_path / "old"))
+    back = load_peft_adapter(tmp_path / "old", backbone.scorer)
+    assert back.keys() == adapter.keys() and all(torch.equal(back[k], adapter[k]) for k in back)
+    save_file({"base_model.model.decoder.q.lora_A.weight": torch.zeros(4, 32)}, str(tmp_path / "adapter_model.safetensors"))
+    with pytest.raises(RecUnlearnError, match="adapter layer 'decoder.q' is not in the bert backbone"):
+        load_peft_adapter(tmp_path, backbone.scorer)
 
 
 def test_predict_logits_batches_by_length_and_keeps_order_and_weights(setup):

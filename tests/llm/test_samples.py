@@ -105,6 +105,20 @@ def test_table_persistence_hash_and_lookup(tmp_path, all_samples):
     assert all_samples.mentions([all_samples.items[0].split(ITEM_SEPARATOR)[0]])[0]
 
 
+def test_max_samples_must_be_positive():
+    """``argsort(...)[-0:]`` is the whole array: 0 used to keep every sample."""
+    with pytest.raises(DataError, match="max_samples must be at least 1"):
+        build_samples(make_tiny(), history=4, max_samples=0)
+    assert len(build_samples(make_tiny(), history=4, max_samples=1)) == 1
+
+
+def test_loading_a_foreign_file_names_it(tmp_path):
+    """A .npy loads as a bare array, which used to raise a raw TypeError."""
+    np.save(tmp_path / "x.npy", np.arange(3))
+    with pytest.raises(DataError, match=r"x\.npy is not an \.npz archive"):
+        SampleTable.load(tmp_path / "x.npy")
+
+
 def test_prompt_templates():
     assert render_prompt("do it", "text", "input") == "text"
     alpaca = render_prompt("do it", "text", "alpaca")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
-from recunlearn.models.llm.backbones import Backbone, BackboneConfig, fresh_scorer, load_backbone
+from recunlearn.models.llm.backbones import Backbone, BackboneConfig, fresh_scorer, load_backbone, resolve_model_path
 from recunlearn.models.llm.lora import (
     LoRAConfig,
     MixtureWeights,
@@ -334,15 +334,17 @@ class LLMUnlearner(Unlearner):
 
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
         """A folder: ``unlearner.json``, ``state.safetensors``, ``train.npz`` / ``valid.npz`` (samples) and
-        ``adapters/adapter-k/`` in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``).
+        ``adapters/adapter-k/`` in peft's format for the backbone's Hugging Face model
+        (``adapter_model.safetensors`` + ``adapter_config.json`` naming the model's folder; an encoder's
+        head in ``recunlearn_head.safetensors``).
         ``keep_forgotten``: as :meth:`Unlearner.save` (the ids of the samples forgotten so far)."""
         path = Path(path)
         meta = self._save_state_and_data(path, "state.safetensors")
         shutil.rmtree(path / "adapters", ignore_errors=True)  # an adapter saved here before, since forgotten, must not return
         for k, adapter in enumerate(self.adapters):
             if adapter is not None:
-                save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.model_type,
-                                  self.config.backbone.name)
+                save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.scorer,
+                                  resolve_model_path(self.config.backbone.name))
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
                     "forgotten": sorted(self._forgotten) if keep_forgotten else [],
                     # without the forget log, no id of forgotten data either: only what the samples still name
@@ -369,7 +371,7 @@ class LLMUnlearner(Unlearner):
         obj.adapters = []
         for k in range(obj.n_adapters):
             folder = path / "adapters" / f"adapter-{k}"
-            obj.adapters.append(load_peft_adapter(folder) if folder.is_dir() else None)
+            obj.adapters.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
             load_adapter(obj.scorer, k, obj.adapters[k])
         obj._after_training(range(obj.n_adapters))
         return obj

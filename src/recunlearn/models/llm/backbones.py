@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.samples import Template, render_prompt
@@ -53,11 +53,22 @@ class BackboneConfig(BaseModel):
     with short contexts); 'auto' = alpaca for causal LMs, input for encoders."""
     representation_layer: int = 0
     """Hidden state whose pooled value represents a prompt for APA's partition and attention:
-    0 = token embeddings (free at inference: no extra pass), -1 = last layer (one extra frozen pass)."""
+    0 = token embeddings (free at inference: no extra pass), -1 = last layer (one extra frozen pass);
+    from -(L + 1) to L for a model with L layers."""
     pooling: Literal["mean", "last"] = "mean"
-    """Pooling of the representation over tokens: mean over the prompt, or the last token's state."""
+    """Pooling of the representation over tokens: mean over the prompt, or the last token's state
+    (needs a layer other than 0)."""
     seed: int = 0
     """Seed for any randomly initialised part of the frozen model (e.g. weights a checkpoint lacks)."""
+
+    @model_validator(mode="after")
+    def _last_token_needs_context(self) -> BackboneConfig:
+        """Every prompt ends with the template's same token, so its embedding (layer 0) is the same for
+        all prompts: APA's partition and attention would see no difference between them."""
+        if self.pooling == "last" and self.representation_layer == 0:
+            raise ValueError("pooling='last' needs a representation_layer other than 0 (e.g. -1): at layer 0 "
+                             "the last token is the template's same token in every prompt")
+        return self
 
 
 @dataclass
@@ -113,11 +124,13 @@ def smollm2_path() -> Path:
 
 
 def resolve_model_path(name: str) -> str:
+    """Where Hugging Face loads backbone ``name`` from: an absolute folder (so a saved adapter that
+    names it loads from anywhere), or the hub name as given."""
     if name == "minilm":
         return str(embedded_minilm_path())
     if name == "smollm2":
         return str(smollm2_path())
-    return name
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
 def _detect_kind(path: str) -> str:

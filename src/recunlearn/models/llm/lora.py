@@ -10,7 +10,8 @@ and per-sample weights w (batch x K) a :class:`MixtureLoRALinear` computes, for 
 
 :func:`merge_adapters` gives the same as one static adapter for a single weight vector (what peft's
 ``add_weighted_adapter`` computes with ``combination_type='cat'`` for ND, or 'linear' with squared
-weights for D), and :func:`save_peft_adapter` writes an adapter in peft's own format.
+weights for D), and :func:`save_peft_adapter` writes an adapter in peft's own format for the Hugging
+Face model inside the scorer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from torch import nn
 from recunlearn.errors import ConfigError, RecUnlearnError
 
 PEFT_PREFIX = "base_model.model."
+HEAD_FILE = "recunlearn_head.safetensors"
+"""An encoder scorer's binary head (``weight``, ``bias``) in a saved adapter's folder: it is not a
+module of the Hugging Face model, so it stays out of the LoRA file that peft loads onto that model."""
 Aggregation = Literal["D", "ND"]
 
 
@@ -226,38 +230,65 @@ def merge_adapters(adapters: list[dict[str, torch.Tensor]], weights: list[float]
     return merged, new_rank, scaling * new_rank
 
 
-def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], config: LoRAConfig, model_type: str,
+def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], config: LoRAConfig, scorer: nn.Module,
                       base_model: str) -> Path:
-    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` as peft's ``save_pretrained`` does
-    (keys ``base_model.model.<path>.lora_A.weight``; an encoder's head under ``modules_to_save``)."""
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` as peft's ``save_pretrained`` does for
+    the Hugging Face model at ``base_model`` (a local folder or hub name), so that plain
+    ``PeftModel.from_pretrained(AutoModel...from_pretrained(base_model), folder)`` applies the adapter.
+
+    Keys are ``base_model.model.<path>.lora_A.weight`` with ``path`` relative to that model (the
+    scorer's ``model_prefix`` dropped). The rank is read from the tensors (a merged ND adapter has rank
+    K r) and alpha keeps ``config``'s scaling alpha / r. An encoder's head is not part of the Hugging
+    Face model, so it goes to :data:`HEAD_FILE`, which only :func:`load_peft_adapter` reads.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    prefix = scorer.model_prefix
+    ranks = {value.shape[0] for key, value in adapter.items() if key.endswith(".A")}
+    if len(ranks) != 1:
+        raise RecUnlearnError(f"an adapter saved in peft's format needs one rank for every layer, got {sorted(ranks)}")
+    tensors, head = {}, {}
     for key, value in adapter.items():
         if key.startswith("head."):
-            tensors[f"{PEFT_PREFIX}{key}"] = value.contiguous()
-        else:
-            path, part = key.rsplit(".", 1)
-            tensors[f"{PEFT_PREFIX}{path}.lora_{part}.weight"] = value.contiguous()
+            head[key.removeprefix("head.")] = value.contiguous()
+            continue
+        if not key.startswith(prefix):
+            raise RecUnlearnError(f"adapter layer {key!r} is outside the scorer's model ({prefix!r})")
+        path, part = key.removeprefix(prefix).rsplit(".", 1)
+        tensors[f"{PEFT_PREFIX}{path}.lora_{part}.weight"] = value.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    document = config.peft_config(model_type).to_dict()
-    document.update({"base_model_name_or_path": base_model, "target_modules": sorted(document["target_modules"]),
-                     "modules_to_save": ["head"] if "head.weight" in adapter else None})
+    (folder / HEAD_FILE).unlink(missing_ok=True)
+    if head:
+        save_file(head, str(folder / HEAD_FILE))
+    (rank,) = ranks
+    peft_config = config.model_copy(update={"r": rank, "alpha": config.scaling * rank}).peft_config(scorer.model_type)
+    document = peft_config.to_dict()
+    document.update({"base_model_name_or_path": base_model, "target_modules": sorted(document["target_modules"])})
     (folder / "adapter_config.json").write_text(json.dumps(document, indent=1, default=str))
     return folder
 
 
-def load_peft_adapter(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Read an adapter written by :func:`save_peft_adapter` (or by peft for the same scorer)."""
-    path = Path(folder) / "adapter_model.safetensors"
+def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.Tensor]:
+    """Read an adapter written by :func:`save_peft_adapter` or by peft for the scorer's Hugging Face
+    model, keyed by the scorer's paths (+ the head from :data:`HEAD_FILE`). Folders saved before
+    keys were made relative to the Hugging Face model (keys relative to the scorer, the head inside the
+    LoRA file) load too: a key is taken as whichever of the two names a layer of the scorer."""
+    folder = Path(folder)
+    path = folder / "adapter_model.safetensors"
     if not path.is_file():
         raise RecUnlearnError(f"{folder} holds no adapter_model.safetensors")
+    modules = {name for name, _ in scorer.named_modules()}
     adapter = {}
     for key, value in load_file(str(path)).items():
-        key = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
-        if key.startswith("head."):
+        key = key.removeprefix(PEFT_PREFIX)
+        if key.startswith("head."):  # the old layout
             adapter[key] = value
-        else:
-            path_, part = key.rsplit(".lora_", 1)
-            adapter[f"{path_}.{part.split('.')[0]}"] = value
+            continue
+        module, part = key.rsplit(".lora_", 1)
+        layer = next((m for m in (scorer.model_prefix + module, module) if m in modules), None)
+        if layer is None:
+            raise RecUnlearnError(f"{folder}: adapter layer {module!r} is not in the {scorer.model_type} backbone")
+        adapter[f"{layer}.{part.split('.')[0]}"] = value
+    if (folder / HEAD_FILE).is_file():
+        adapter.update({f"head.{k}": v for k, v in load_file(str(folder / HEAD_FILE)).items()})
     return adapter

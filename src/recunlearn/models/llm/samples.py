@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,8 @@ class SampleTable:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no such sample file: {path}")
+        if not zipfile.is_zipfile(path):  # np.load would return a bare array for .npy
+            raise DataError(f"{path} is not an .npz archive (write one with SampleTable.save)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{c: z[c] for c in _COLUMNS}, name=str(z["name"]))
@@ -232,6 +235,8 @@ def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie",
         raise DataError(f"{data.name}: building prompts needs item titles")
     if history < 1:
         raise DataError(f"history must be at least 1, got {history}")
+    if max_samples is not None and max_samples < 1:  # [-0:] would keep every sample
+        raise DataError(f"max_samples must be at least 1 (or None for all), got {max_samples}")
     order = np.lexsort((data.item, data.timestamp, data.user))
     user, item, label, stamp = data.user[order], data.item[order], data.label[order] > 0, data.timestamp[order]
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recunlearn.errors import ConfigError
+
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from each row's first real token, so left padding does not shift them."""
@@ -24,11 +26,18 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class CausalYesNoScorer(nn.Module):
+    model_prefix = "lm."
+    """Where the Hugging Face model sits in the scorer (saved adapters are keyed relative to it)."""
+
     def __init__(self, lm: nn.Module, yes_id: int, no_id: int):
         super().__init__()
         self.lm = lm
         self.yes_id, self.no_id = yes_id, no_id
         self.model_type = lm.config.model_type
+
+    @property
+    def n_layers(self) -> int:
+        return self.lm.config.num_hidden_layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
@@ -46,6 +55,9 @@ class CausalYesNoScorer(nn.Module):
 
 
 class EncoderScorer(nn.Module):
+    model_prefix = "encoder."
+    """Where the Hugging Face model sits in the scorer (saved adapters are keyed relative to it)."""
+
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
@@ -53,6 +65,10 @@ class EncoderScorer(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.model_type = encoder.config.model_type
+
+    @property
+    def n_layers(self) -> int:
+        return self.encoder.config.num_hidden_layers
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (all layers if asked, else the last), left-aligned like the input.
@@ -142,6 +158,10 @@ def representations(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_i
                     layer: int = 0, pooling: str = "mean", batch_size: int = 64) -> np.ndarray:
     """Frozen-model representation of each prompt: the ``layer``-th hidden state (0 = token embeddings),
     pooled over the prompt's tokens by mean or by its last token."""
+    n = scorer.n_layers
+    if not -(n + 1) <= layer <= n:
+        raise ConfigError(f"representation_layer {layer} is out of range for a model with {n} layers "
+                          f"(0..{n}, or -{n + 1}..-1 from the last)")
     out = None
     for rows in length_batches(token_ids, batch_size):
         ids, mask = collate([token_ids[r] for r in rows], pad_id, device)
