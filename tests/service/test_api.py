@@ -7,7 +7,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from recunlearn.data.deletion import DeletionRequest
 from recunlearn.service.api import create_app
+from recunlearn.service.audit import verify_request
+from recunlearn.service.store import Ledger
+from recunlearn.service.versions import load_current
 from recunlearn.service.worker import Worker
 from tests.conftest import make_tiny
 
@@ -147,3 +151,46 @@ def test_in_process_worker_publishes_while_serving(service):
         health = client.get("/v1/health").json()
         assert health["worker"] == "in-process" and health["worker_error"] is None
         assert health["requests"] == {"published": 1}
+
+
+def test_a_retry_is_answered_from_the_ledger_after_its_users_are_erased(client, service):
+    """Resubmitting an acknowledged request is idempotent even once the served version no longer
+    knows the users it erased, and even when no version can be served."""
+    body = {"request_id": "forget-u5", "users": ["u5"]}
+    assert client.post("/v1/deletions", json=body, headers=service.headers()).status_code == 202
+    assert Worker(service.home).run(drain=True) == 1
+    _wait_for_version(client, service, "v000002")
+    again = client.post("/v1/deletions", json=body, headers=service.headers())
+    assert again.status_code == 200 and again.json()["status"] == "published" and again.json()["version"] == 2
+    changed = client.post("/v1/deletions", json={**body, "users": ["u5", "u6"]}, headers=service.headers())
+    assert changed.status_code == 409 and "different deletion" in changed.json()["detail"]
+    assert client.post("/v1/deletions", json={"request_id": "new", "users": ["u5"]},
+                       headers=service.headers()).status_code == 404, "a new request still needs known ids"
+
+    service.home.pointer.write_text("v999999\n")  # nothing loadable
+    with TestClient(create_app(service.home)) as broken:
+        assert broken.post("/v1/deletions", json=body, headers=service.headers()).status_code == 200
+        assert broken.post("/v1/deletions", json={"request_id": "other", "users": ["u1"]},
+                           headers=service.headers()).status_code == 503
+
+
+def test_placeholders_of_erased_users_are_unknown_ids(client, service):
+    assert client.post("/v1/deletions", json={"request_id": "u7", "users": ["u7"]},
+                       headers=service.headers()).status_code == 202
+    Worker(service.home).run(drain=True)
+    _wait_for_version(client, service, "v000002")
+    _, model = load_current(service.home)
+    placeholder = next(u for u in model.train.users.ids.tolist() if u.startswith("<erased"))
+    recommended = client.get(f"/v1/recommendations/{placeholder}", headers=service.headers())
+    assert recommended.status_code == 404 and "unknown user id" in recommended.json()["detail"]
+    scored = client.post("/v1/scores", json={"pairs": [[placeholder, "i1"]]}, headers=service.headers())
+    assert scored.status_code == 404 and placeholder in scored.json()["detail"]
+    deleted = client.post("/v1/deletions", json={"request_id": "ph", "users": [placeholder]}, headers=service.headers())
+    assert deleted.status_code == 404 and placeholder in deleted.json()["detail"]
+
+    ledger = Ledger(service.home.database_url())  # one stored before the API refused placeholders
+    ledger.submit(DeletionRequest(request_id="old", users=[placeholder]))
+    ledger.close()
+    Worker(service.home).run(drain=True)
+    checks = verify_request(service.home, "old", retrain=False).checks
+    assert all(c.ok for c in checks if c.name == "users erased"), "a placeholder names nobody: nothing is kept"

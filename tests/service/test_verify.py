@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from recunlearn.cli import _load_commands
@@ -18,7 +19,7 @@ from recunlearn.errors import ConfigError
 from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
-from recunlearn.service.store import Ledger
+from recunlearn.service.store import Ledger, versions
 from recunlearn.service.versions import current_name, file_sha256, load_current, read_manifest
 from recunlearn.service.worker import Worker
 from tests.conformance import FAST_TRAIN
@@ -51,6 +52,7 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     assert _failed(home, "u7") == {"users erased"}
     shutil.rmtree(home.versions / name)
     shutil.copytree(tmp_path / "erased", home.versions / name)
+    _resign(home, name)  # the ledger holds the forged manifest's sha256 now
 
     cache = home.path / "cache"
     shutil.copytree(old, cache)
@@ -73,10 +75,56 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     assert _failed(home, "u7") == {"served version complete"}
 
 
-def _resign(home: ServiceHome, name: str) -> None:
+def _resign(home: ServiceHome, name: str, in_ledger: bool = True) -> None:
+    """Rewrite the folder's manifest to match its files; ``in_ledger``: record its new sha256 in the
+    ledger too (a forger who can also write the ledger), so only the other checks can tell."""
     manifest = read_manifest(home.versions / name)
     manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
     (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
+    if in_ledger:
+        with Ledger(home.database_url()).write() as connection:
+            connection.execute(update(versions).where(versions.c.name == name)
+                               .values(manifest_sha256=file_sha256(home.versions / name / "manifest.json")))
+
+
+def test_verify_catches_a_rewritten_version_and_one_that_does_not_load(service):
+    """A folder whose files and manifest were rewritten together matches itself but not the ledger's
+    record of it; weights that do not load are a failed check, not a traceback."""
+    home = service.home
+    old_weights = (home.versions / "v000001" / "weights.safetensors").read_bytes()
+    _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    name = current_name(home)
+    _resign(home, name, in_ledger=False)
+    assert _failed(home, "u7") == {"ledger's version record"}
+    (home.versions / name / "weights.safetensors").write_bytes(old_weights)  # the model trained with u7's rows
+    _resign(home, name, in_ledger=False)
+    assert _failed(home, "u7") == {"ledger's version record", "served version loads"}
+    _resign(home, name)
+    result = verify_request(home, "u7", retrain=True)
+    assert {c.name for c in result.checks if not c.ok} == {"served version loads"} and not result.ok
+
+
+def test_verify_passes_while_the_worker_handles_a_later_request(service):
+    """The worker's staging folder, its new version and the version it just retired are not left-overs
+    of an earlier request; a staging table that does not read yet is 'busy', not a crash."""
+    home = service.home
+    _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    ledger = Ledger(home.database_url())
+    ledger.submit(DeletionRequest(request_id="u8", users=["u8"]))
+    ledger.close()
+    seen = {}
+
+    def stage(name: str) -> None:
+        if name in ("saved", "manifest_written", "version_renamed", "applied_committed", "pointer_renamed"):
+            seen[name] = _failed(home, "u7")
+
+    Worker(home, stage=stage).run(drain=True)
+    assert len(seen) == 5 and all(not failed for failed in seen.values()), seen
+    staging = home.versions / ".staging-v000004-0123abcd"
+    staging.mkdir()
+    (staging / "train.npz").write_bytes(b"PK\x03\x04 half written")
+    checks = {c.name: c for c in verify_request(home, "u7", retrain=False).checks}
+    assert {n for n, c in checks.items() if not c.ok} == {"data files"} and "busy, retry" in checks["data files"].detail
 
 
 def test_verify_fails_while_a_reader_holds_off_the_store_checkpoint(service, monkeypatch):

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.data.interactions import Vocabulary
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceConfig, ServiceHome
 from recunlearn.service.store import ConflictError, DeletionRecord, Ledger, RequestNotFound
-from recunlearn.service.versions import current_name, load_current
+from recunlearn.service.versions import current_name, erased_placeholders, load_current
 from recunlearn.train.runtime import configure_threads
 from recunlearn.unlearn.base import Unlearner
 
@@ -225,8 +226,12 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         except (RecUnlearnError, OSError) as exc:
             raise HTTPException(503, f"no model version can be served: {exc}") from None
 
-    def known(vocabulary, ids: list[str], kind: str) -> None:
-        missing = [i for i in dict.fromkeys(ids) if i not in vocabulary]
+    def known(vocabulary: Vocabulary, ids: list[str], kind: str) -> None:
+        """404 naming the ids the served version does not know; the placeholder an erased id left in
+        its vocabulary names nobody, so it is unknown too."""
+        named = list(dict.fromkeys(ids))
+        placeholders = erased_placeholders(vocabulary, named)
+        missing = [i for i in named if i not in vocabulary or i in placeholders]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -237,17 +242,27 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
                          **_errors(400, 401, 403, 404, 409, 413, 503)})
     def submit_deletion(body: DeletionIn, response: Response,
                         _role: Annotated[str, Depends(require("write"))]) -> DeletionRecord:
-        """Ask to forget interactions, users or items. Answers 202 once the request is durably stored."""
+        """Ask to forget interactions, users or items. Answers 202 once the request is durably stored.
+
+        A retry is answered from the ledger before the ids are checked against the served version:
+        once published, that version no longer knows the users the request erased."""
         size = len(body.pairs) + len(body.users) + len(body.items)
         if size == 0:
             raise HTTPException(400, "the request names no pairs, users or items")
         if size > config.max_request_ids:
             raise HTTPException(413, f"the request names {size} ids; at most {config.max_request_ids} per request")
+        request = DeletionRequest(request_id=body.request_id, pairs=body.pairs, users=body.users, items=body.items)
+        try:
+            stored = ledger.resubmission(request)
+        except ConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
+        if stored is not None:
+            response.status_code = 200
+            return stored
         _, current = model()
         known(current.train.users, body.users + [p[0] for p in body.pairs], "user")
         known(current.train.items, body.items + [p[1] for p in body.pairs], "item")
-        request = DeletionRequest(request_id=body.request_id, pairs=body.pairs, users=body.users, items=body.items)
-        try:
+        try:  # the ledger checks the id again: a concurrent submission may have stored it meanwhile
             record, created = ledger.submit(request)
         except ConflictError as exc:
             raise HTTPException(409, str(exc)) from None
@@ -270,8 +285,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
                         k: Annotated[int, Query(ge=1, le=1000)] = 10) -> RecommendationsOut:
         """Top-k unseen items for a user, from the served version."""
         name, current = model()
-        if user not in current.train.users:
-            raise HTTPException(404, f"unknown user id {user!r}")
+        known(current.train.users, [user], "user")
         if not served.users_with_data[current.train.users.index([user])[0]]:
             raise HTTPException(404, f"user {user!r} has no interactions in the served model (deleted)")
         top = current.recommend(user, k=k)

@@ -3,14 +3,18 @@
 The audit record (written by the worker) says what was removed and how; verification re-derives what
 it can instead of trusting it: it looks for the named data in the store, in the served version's
 training tables, in every data file under the service home, checks the served version against its
-manifest and each part's data hash, and (exact methods) retrains the parts the request changed from
-scratch and compares them bitwise with the served ones.
+manifest, the manifest against the ledger's record of that version, and each part's data hash, and
+(exact methods) retrains the parts the request changed from scratch and compares them bitwise with
+the served ones.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -20,7 +24,8 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
-from recunlearn.service.versions import check_version, current_name, load_version, part_hashes, read_manifest
+from recunlearn.service.versions import (MANIFEST, STAGING_PREFIX, check_version, current_name, erased_placeholders,
+                                         file_sha256, load_version, part_hashes, read_manifest)
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn.aggregate import build_aggregator
 from recunlearn.unlearn.base import Unlearner
@@ -41,6 +46,8 @@ class Verification(BaseModel):
     status: str
     version: int | None
     served_version: str | None
+    parts_scope: str | None = None
+    """Whose the audit's changed parts are: 'request' (the parts that held its rows) or 'batch'."""
     checks: list[Check]
 
     @property
@@ -52,10 +59,6 @@ def _remaining(request: DeletionRequest, data: Interactions) -> int:
     """Rows of ``data`` the request names (ids the table has never seen name no rows)."""
     known = request.known_to(data)
     return int(known.rows(data).sum()) if known is not None else 0
-
-
-def _data_files(home: ServiceHome) -> list[Path]:
-    return sorted(p for p in home.path.rglob("*.npz") if p.is_file())
 
 
 def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -108,38 +111,125 @@ def verify_request(home: ServiceHome, request_id: str, retrain: bool = True) -> 
                             detail="checkpointed: deleted rows' pages are overwritten in the database file" if flushed
                             else "a reader holds the store open, so the database file may still hold deleted "
                                  "rows' old pages; run verify again when it is idle"))
+        served = current_name(home)
+        number = _folder_number(served) if served is not None else None
+        served_row = ledger.version(number) if number is not None else None
+        request_row = ledger.version(record.version) if record.version is not None else None
     finally:
         ledger.close()
-    served = current_name(home)
     if record.status == "published" and served is not None:
-        checks += _model_checks(home, served, record, retrain)
+        try:
+            _model_checks(checks, home, served, record, served_row, request_row, retrain)
+        except Exception as exc:  # a check that cannot finish is a failed check with its reason, not a traceback
+            moved = current_name(home) != served
+            checks.append(Check(name="served version", ok=False,
+                                detail=f"checking {served} failed ({type(exc).__name__}: {exc})"
+                                + ("; the worker published another version meanwhile: run verify again" if moved
+                                   else "")))
     return Verification(request_id=request_id, status=record.status, version=record.version,
-                        served_version=served, checks=checks)
+                        served_version=served, parts_scope=_parts_scope(record.audit) if record.audit else None,
+                        checks=checks)
 
 
-def _model_checks(home: ServiceHome, served: str, record: DeletionRecord, retrain: bool) -> list[Check]:
-    """Checks of the served version and of every data file under the home."""
+_VERSION_FOLDER = re.compile(rf"^(?:{re.escape(STAGING_PREFIX)})?v(\d+)(?:-[0-9a-f]+)?$")
+
+
+def _folder_number(name: str) -> int | None:
+    """The version number of a version or staging folder's name (None: not a version folder)."""
+    match = _VERSION_FOLDER.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _ledger_check(home: ServiceHome, served: str, record: DeletionRecord, served_row: dict[str, Any] | None,
+                  request_row: dict[str, Any] | None) -> Check:
+    """The served folder is the one the ledger recorded (the sha256 of its manifest, which holds every
+    file's sha256), so a folder whose files and manifest were both rewritten is caught; the ledger's
+    version of the request lists it."""
+    problems = []
+    if served_row is None:
+        problems.append(f"the ledger records no version {served}")
+    else:
+        actual = file_sha256(home.versions / served / MANIFEST)
+        if actual != served_row["manifest_sha256"]:
+            problems.append(f"{served}'s {MANIFEST} (sha256 {actual[:12]}) is not the one the ledger recorded "
+                            f"({served_row['manifest_sha256'][:12]}): the folder was rewritten after it was staged")
+        if served_row["status"] not in ("published", "staged"):  # staged: the worker is between pointer and ledger
+            problems.append(f"{served} is {served_row['status']} in the ledger, not the published version")
+    if request_row is None:
+        problems.append(f"the ledger records no version {record.version}")
+    elif record.request_id not in json.loads(request_row["request_ids"]) or request_row["status"] not in (
+            "published", "retired"):
+        problems.append(f"version {record.version} is {request_row['status']} in the ledger and lists "
+                        f"{json.loads(request_row['request_ids'])[:5]}, not this published request")
+    return Check(name="ledger's version record", ok=not problems,
+                 detail="; ".join(problems) or f"{served}'s manifest is the one the ledger recorded; version "
+                 f"{record.version} lists the request")
+
+
+def _others_check(home: ServiceHome, served: str, record: DeletionRecord) -> Check:
+    """Version folders older than the request's version could hold its data; the served one, newer ones
+    and the worker's staging folders for them were made from a model without it (the data files check
+    still reads them)."""
+    others = sorted(p.name for p in home.versions.iterdir()
+                    if p.name != served and (_folder_number(p.name) or 0) < (record.version or 0))
+    return Check(name="no other versions", ok=not others,
+                 detail=f"left over: {others}" if others else
+                 f"no version older than {record.version} is on disk besides the served one")
+
+
+def _data_files_check(home: ServiceHome, request: DeletionRequest) -> Check:
+    """Every ``.npz`` under the home, read now. The worker writes and deletes version folders meanwhile:
+    a file deleted since the listing holds nothing any more; one in a staging folder that does not
+    read is being written (retry); any other unreadable file fails the check, as it could hold the rows."""
+    found, busy, unreadable, read = {}, [], [], 0
+    for folder, _dirs, files in os.walk(home.path):  # os.walk skips folders deleted while it walks
+        for path in sorted(Path(folder) / f for f in files if f.endswith(".npz")):
+            name = str(path.relative_to(home.path))
+            try:
+                rows = _remaining(request, Interactions.load(path))
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # whatever a half-written or damaged table makes numpy raise
+                if path.parent.parent == home.versions and path.parent.name.startswith(STAGING_PREFIX):
+                    busy.append(name)
+                else:
+                    unreadable.append(f"{name} ({type(exc).__name__}: {exc})")
+                continue
+            read += 1
+            if rows:
+                found[name] = rows
+    problems = ([f"rows the request names remain in {found}"] if found else []) + \
+        ([f"cannot read {unreadable}"] if unreadable else []) + \
+        ([f"busy, retry: the worker is writing {busy}; run verify again when it has published"] if busy else [])
+    return Check(name="data files", ok=not problems, detail="; ".join(problems) or
+                 f"none of {read} data file(s) under the home holds a row the request names")
+
+
+def _model_checks(checks: list[Check], home: ServiceHome, served: str, record: DeletionRecord,
+                  served_row: dict[str, Any] | None, request_row: dict[str, Any] | None, retrain: bool) -> None:
+    """Append the checks of the served version and of every data file under the home to ``checks``."""
     request = record.request
-    checks = []
     problems = check_version(home.versions / served)
     checks.append(Check(name="served version complete", ok=not problems,
                         detail="; ".join(problems) or f"{served}: every file matches the manifest"))
     if problems:
-        return checks
-    newer = int(served[1:]) >= (record.version or 0)
+        return
+    checks.append(_ledger_check(home, served, record, served_row, request_row))
+    number = _folder_number(served)
+    newer = number is not None and number >= (record.version or 0)
     checks.append(Check(name="served version includes the deletion", ok=newer,
                         detail=f"served {served}, request published in version {record.version}"))
-    others = sorted(p.name for p in home.versions.iterdir() if p.name != served)
-    checks.append(Check(name="no other versions", ok=not others,
-                        detail=f"left over: {others}" if others else "only the served version is on disk"))
-    traces = {str(path.relative_to(home.path)): _remaining(request, Interactions.load(path))
-              for path in _data_files(home)}
-    found = {path: n for path, n in traces.items() if n}
-    checks.append(Check(name="data files", ok=not found,
-                        detail=f"rows the request names remain in {found}" if found
-                        else f"none of {len(traces)} data file(s) under the home holds a row the request names"))
-    model = load_version(home, served)
-    kept = [u for u in request.users if u in model.train.users]
+    checks.append(_others_check(home, served, record))
+    checks.append(_data_files_check(home, request))
+    try:
+        model = load_version(home, served)
+    except Exception as exc:  # files that match the manifest but not each other (weights of another version)
+        checks.append(Check(name="served version loads", ok=False,
+                            detail=f"{served} does not load ({type(exc).__name__}: {exc})"))
+        return
+    vocabulary = model.train.users
+    placeholders = erased_placeholders(vocabulary, list(request.users))  # an old request may name one: nobody
+    kept = [u for u in request.users if u in vocabulary and u not in placeholders]
     checks.append(Check(name="users erased", ok=not kept,
                         detail=f"the served vocabulary still names {kept[:5]}" if kept
                         else f"none of the {len(request.users)} user(s) deleted whole is named by the served version"))
@@ -156,24 +246,37 @@ def _model_checks(home: ServiceHome, served: str, record: DeletionRecord, retrai
     checks.append(Check(name="no forget log", ok=not forgotten,
                         detail=f"the served version lists {len(forgotten)} forgotten pair(s) or sample(s)" if forgotten
                         else "the served version keeps no list of what was forgotten (the ledger does)"))
+    audit = record.audit or {}
     if retrain and model.exact:
-        changed = (record.audit or {}).get("changed_parts", [])
+        changed = audit.get("changed_parts", [])
         unknown = [p for p in changed if p not in actual]
         try:
-            checks.append(_rebuild_check(model, [p for p in changed if p in actual]) if not unknown else
-                          Check(name="exact retraining", ok=False,
-                                detail=f"changed part(s) {unknown} have no data hash in the served version to check"))
+            check = (_rebuild_check(model, [p for p in changed if p in actual]) if not unknown else
+                     Check(name="exact retraining", ok=False,
+                           detail=f"changed part(s) {unknown} have no data hash in the served version to check"))
         except RecUnlearnError as exc:
-            checks.append(Check(name="exact retraining", ok=False, detail=str(exc)))
+            check = Check(name="exact retraining", ok=False, detail=str(exc))
+        checks.append(check.model_copy(update={"detail": f"{check.detail} ({_describe_scope(audit)})"}))
     elif not model.exact:
-        distance = (record.audit or {}).get("details", {})
         checks.append(Check(name="exact retraining", ok=True,
-                            detail=f"approximate method {model.name}: not bitwise checkable; its report: {distance}"))
-    return checks
+                            detail=f"approximate method {model.name}: not bitwise checkable; its report: "
+                                   f"{audit.get('details', {})}"))
+
+
+def _parts_scope(audit: dict[str, Any]) -> str:
+    """Whose the audit's changed parts are, 'request' or 'batch' (audits written before ``parts_scope``
+    was recorded list the batch's parts when the request was batched)."""
+    return audit.get("parts_scope", "batch" if audit.get("batched_with", 1) > 1 else "request")
+
+
+def _describe_scope(audit: dict[str, Any]) -> str:
+    return ("changed parts: those that held this request's rows" if _parts_scope(audit) == "request"
+            else f"changed parts: those of its whole batch of {audit.get('batched_with')} request(s)")
 
 
 def describe(result: Verification) -> str:
-    lines = [f"request {result.request_id}: {result.status}, served version {result.served_version}"]
+    lines = [f"request {result.request_id}: {result.status}, served version {result.served_version}"
+             + (f", parts audited per {result.parts_scope}" if result.parts_scope else "")]
     lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in result.checks]
     lines.append("verified" if result.ok else "NOT verified")
     return "\n".join(lines)

@@ -250,16 +250,27 @@ class Ledger:
         with self.write() as connection:
             row = connection.execute(select(requests).where(requests.c.id == request.request_id)).mappings().first()
             if row is not None:
-                if row["spec_sha256"] != _sha256(text) and (
-                        _named(DeletionRequest.model_validate_json(row["spec"])) != _named(request)):
-                    raise ConflictError(f"request id {request.request_id!r} was already used for a different "
-                                        "deletion; choose a new id")
-                return self._record(row), False
+                return self._resubmitted(row, request), False
             now = time.time()
             connection.execute(insert(requests).values(id=request.request_id, status="received", spec=text,
                                                        spec_sha256=_sha256(text), received_at=now))
             self._event(connection, "received", request.request_id, detail={"size": request.size})
         return self.get(request.request_id), True
+
+    def resubmission(self, request: DeletionRequest) -> DeletionRecord | None:
+        """The stored record if ``request``'s id was submitted before (None if new); a
+        :class:`ConflictError` if that id holds a different deletion. Lets the API answer a retry from
+        the ledger before checking ids against the served model, which may have erased them since."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(requests).where(requests.c.id == request.request_id)).mappings().first()
+        return None if row is None else self._resubmitted(row, request)
+
+    def _resubmitted(self, row: Any, request: DeletionRequest) -> DeletionRecord:
+        if row["spec_sha256"] != _sha256(spec_json(request)) and (
+                _named(DeletionRequest.model_validate_json(row["spec"])) != _named(request)):
+            raise ConflictError(f"request id {request.request_id!r} was already used for a different "
+                                "deletion; choose a new id")
+        return self._record(row)
 
     def get(self, request_id: str) -> DeletionRecord:
         with self.engine.connect() as connection:

@@ -33,8 +33,10 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
-from recunlearn.service.versions import (Stage, check_version, current_name, load_current, part_hashes,
-                                         point_to, remove_unserved, stage_version)
+from recunlearn.service.versions import (MANIFEST, Stage, check_version, current_name, file_sha256, load_current,
+                                         part_hashes, point_to, remove_unserved, stage_version)
+from recunlearn.unlearn.base import Unlearner, UnlearningReport
+from recunlearn.unlearn.sharded import ShardedUnlearner
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +115,14 @@ class Worker:
     def recover(self) -> None:
         """Finish a publication a crash interrupted, and delete every folder that is not served."""
         for version in self.ledger.staged_versions():
-            problems = check_version(self.home.versions / version["name"])
+            folder = self.home.versions / version["name"]
+            problems = check_version(folder)
             if problems:
                 raise RecUnlearnError(f"version {version['name']} is recorded as applied but its folder is not "
                                       f"complete ({'; '.join(problems)}); restore it from backup")
+            if file_sha256(folder / MANIFEST) != version["manifest_sha256"]:  # files and manifest both rewritten
+                raise RecUnlearnError(f"version {version['name']} is recorded as applied but its {MANIFEST} is not "
+                                      "the one the ledger recorded (the folder was altered); restore it from backup")
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
         if not self.ledger.checkpoint():  # the last pass's checkpoint may have been held off by a reader
@@ -143,6 +149,7 @@ class Worker:
         to_forget = [DeletionRequest.from_rows(model.train, masks[r.request_id], request_id=r.request_id)
                      for r in batch if masks[r.request_id].any()]
         train_before = model.train
+        held = self._parts_held(model, [masks[r.request_id] for r in batch])
         self.stage("forget_started")
         try:
             reports = {r.request_id: r for r in model.forget_many(to_forget)}
@@ -154,18 +161,24 @@ class Worker:
             return failed + sum(self._apply([record]) for record in batch)
         erased = erased_users(model.train, [r.request for r in batch])
         model.train = model.train.with_erased_users(erased)
-        erased_ids = set(train_before.users.ids[erased].tolist())
+        erased_by = first_named(train_before.users.ids[erased].tolist(), [r.request for r in batch])
         self.stage("forgotten")
         forget_done = time.time()
         number = max(self.ledger.latest_version_number(), int(parent[1:])) + 1
         ids = [r.request_id for r in batch]
         name, manifest_sha256 = stage_version(self.home, model, number, ids, self.stage)
         saved = time.time()
-        hashes = part_hashes(model)
-        audits = {r.request_id: {**self._audit(r, reports.get(r.request_id), model, train_before, hashes, parent,
-                                               number, len(batch), started, forget_done, saved),
-                                 "erased_users": len(erased_ids & {*r.request.users, *(p[0] for p in r.request.pairs)})}
-                  for r in batch}
+        common = {"method": model.name, "exact": model.exact, "version": number, "previous_version": parent,
+                  "batched_with": len(batch),
+                  "batch_changed_parts": sorted({p for report in reports.values() for p in report.changed_parts}),
+                  "part_data_sha256": part_hashes(model), "train_sha256_before": train_before.content_hash(),
+                  "train_sha256": model.train.content_hash()}
+        audits = {r.request_id: {**common, **self._audit(reports.get(r.request_id), held[k]),
+                                 "erased_users": len(erased_by[k]),
+                                 "timings": {"queued_s": round(started - r.received_at, 4),
+                                             "forget_s": round(forget_done - started, 4),
+                                             "save_s": round(saved - forget_done, 4)}}
+                  for k, r in enumerate(batch)}
         self.ledger.record_applied(number, name, manifest_sha256, audits,
                                    before_commit=lambda: self.stage("store_deleted"))
         self.stage("applied_committed")
@@ -181,21 +194,46 @@ class Worker:
         self.stage("published_committed")
 
     @staticmethod
-    def _audit(record: DeletionRecord, report: Any, model: Any, train_before: Any, hashes: dict[str, str],
-               parent: str, number: int, batch_size: int, started: float, forget_done: float,
-               saved: float) -> dict[str, Any]:
-        """What the request removed, how, which parts changed, timings, and the data each part now holds."""
-        common = {"method": model.name, "exact": model.exact, "version": number, "previous_version": parent,
-                  "batched_with": batch_size, "part_data_sha256": hashes,
-                  "train_sha256_before": train_before.content_hash(), "train_sha256": model.train.content_hash(),
-                  "timings": {"queued_s": round(started - record.received_at, 4),
-                              "forget_s": round(forget_done - started, 4), "save_s": round(saved - forget_done, 4)}}
+    def _parts_held(model: Unlearner, masks: list[np.ndarray]) -> list[set[str] | None]:
+        """Per request (in batch order), the parts that held the rows it removes first (a row two
+        requests name is the first's, as in ``forget_many``): a sharded method's shards, and the
+        aggregator where one is fitted on every row. None for other methods: they report no parts per row."""
+        if not isinstance(model, ShardedUnlearner):
+            return [None] * len(masks)
+        taken, held = np.zeros(len(model.train), bool), []
+        for mask in masks:
+            own = mask & ~taken
+            taken |= own
+            shards = {f"shard-{k}" for k in np.unique(model.assignment[own]).tolist()}
+            held.append(shards | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set()))
+        return held
+
+    @staticmethod
+    def _audit(report: UnlearningReport | None, held: set[str] | None) -> dict[str, Any]:
+        """What the request removed and which parts it changed. ``parts_scope`` says whose the parts are:
+        'request' (those that held its rows) or 'batch' (a method that retrained the batch together and
+        reports its parts for the whole batch only)."""
         if report is None:
-            return {**common, "removed_rows": 0, "removed_pairs": [], "parts": [], "changed_parts": [],
+            return {"removed_rows": 0, "removed_pairs": [], "parts": [], "changed_parts": [], "parts_scope": "request",
                     "noop": True, "details": {"reason": "nothing the request names is in the training data"}}
-        return {**common, "removed_rows": report.removed_rows, "removed_pairs": [list(p) for p in report.removed_pairs],
-                "parts": [p.model_dump() for p in report.parts], "changed_parts": report.changed_parts,
+        parts, scope = report.parts, "batch" if report.details.get("batched_with", 1) > 1 else "request"
+        if held is not None:
+            parts, scope = [p for p in report.parts if p.part in held], "request"
+        return {"removed_rows": report.removed_rows, "removed_pairs": [list(p) for p in report.removed_pairs],
+                "parts": [p.model_dump() for p in parts],
+                "changed_parts": [p.part for p in parts if p.action != "unchanged"], "parts_scope": scope,
                 "noop": report.noop, "forget_seconds": round(report.seconds, 4), "details": report.details}
+
+
+def first_named(erased: list[str], requests: list[DeletionRequest]) -> list[set[str]]:
+    """Per request, the erased users it is the first of the batch to name: each erased user is
+    counted once, in the audit of the request that asked first."""
+    left, claimed = set(erased), []
+    for request in requests:
+        mine = left & {*request.users, *(p[0] for p in request.pairs)}
+        left -= mine
+        claimed.append(mine)
+    return claimed
 
 
 def erased_users(data: Interactions, requests: list[DeletionRequest]) -> np.ndarray:

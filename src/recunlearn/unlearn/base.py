@@ -212,8 +212,42 @@ class Unlearner(ABC):
         return report
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
-        """Process waiting requests; methods that can batch (shard-based) override this."""
+        """Process waiting requests; methods that can batch (retraining, shard-based) override this
+        with :meth:`_forget_union`."""
         return [self.forget(r) for r in requests]
+
+    def _forget_union(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
+        """Forget the union of the requests' rows in one ``forget`` call (what an exact method retrains
+        once instead of once per request); one report per request, in order.
+
+        A row two requests name is removed by (and reported in) the first, as one by one; a request
+        that removes nothing new is a no-op. The others share the batch's parts, timing and details
+        (the work was done once for all), with ``details["batched_with"]`` saying how many requests.
+        """
+        if not requests:
+            return []
+        self._check_fitted()
+        masks, union = [], np.zeros(len(self.train), bool)
+        for request in requests:
+            mask = self._rows_of(request) & ~union
+            masks.append(mask)
+            union |= mask
+        if not union.any():  # every request is a no-op: forget reports each one as such
+            return [self.forget(r) for r in requests]
+        data = self.train
+        batch = self.forget(DeletionRequest.from_rows(data, union, request_id="batch"))
+        reports = []
+        for request, mask in zip(requests, masks):
+            if not mask.any():
+                reports.append(UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
+                                                removed_rows=0, noop=True))
+                continue
+            removed = data.take(mask)
+            pairs = list(zip(removed.users.ids[removed.user].tolist(), removed.items.ids[removed.item].tolist()))
+            reports.append(batch.model_copy(update={
+                "request_id": request.request_id, "removed_rows": int(mask.sum()), "removed_pairs": pairs,
+                "details": {**batch.details, "batched_with": len(requests)}}))
+        return reports
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
         """Scores (higher = more likely liked) of (user, item) pairs given by external ids."""

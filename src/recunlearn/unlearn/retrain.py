@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from recunlearn.data.deletion import DeletionRequest
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register, restored_on_error
@@ -33,3 +36,9 @@ class Retrain(SingleModelMixin, Unlearner):
                           data_hash_after=self.train.content_hash(), rows_before=len(before),
                           rows_after=len(self.train))
         return self._report([part], fit=self.fit_info)
+
+    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
+        """One retraining for the whole batch (N requests one by one would retrain the model N times);
+        the model equals forgetting the union of their rows at once."""
+        return self._forget_union(requests)
+

@@ -151,35 +151,8 @@ class ShardedUnlearner(Unlearner):
         return self._report(parts, retrained_shards=affected, empty_shards=empty)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
-        """Group waiting requests so each affected shard is retrained once; one report per request.
-
-        Each report carries the whole batch's timing and changed parts (they were done together);
-        requests that remove nothing new are reported as no-ops.
-        """
-        if not requests:
-            return []
-        self._check_fitted()
-        masks, union = [], np.zeros(len(self.train), bool)
-        for request in requests:  # a row two requests name is removed (and reported) by the first, as one by one
-            mask = self._rows_of(request) & ~union
-            masks.append(mask)
-            union |= mask
-        if not union.any():
-            return [self.forget(r) for r in requests]
-        data = self.train
-        batch = self.forget(DeletionRequest.from_rows(data, union, request_id="batch"))
-        reports = []
-        for request, mask in zip(requests, masks):
-            if not mask.any():
-                reports.append(UnlearningReport(request_id=request.request_id, method=self.name, exact=True,
-                                                removed_rows=0, noop=True))
-                continue
-            removed = data.take(mask)
-            pairs = list(zip(removed.users.ids[removed.user].tolist(), removed.items.ids[removed.item].tolist()))
-            reports.append(batch.model_copy(update={
-                "request_id": request.request_id, "removed_rows": int(mask.sum()), "removed_pairs": pairs,
-                "details": {**batch.details, "batched_with": len(requests)}}))
-        return reports
+        """Group waiting requests so each affected shard is retrained once (:meth:`_forget_union`)."""
+        return self._forget_union(requests)
 
     # scoring ---------------------------------------------------------------------------------------------------
     def _score_index(self, users, items):

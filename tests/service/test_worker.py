@@ -1,0 +1,77 @@
+"""The worker's audits of batched requests and its recovery of a staged version."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recunlearn.data.deletion import DeletionRequest
+from recunlearn.errors import RecUnlearnError
+from recunlearn.service.audit import verify_request
+from recunlearn.service.store import Ledger, requests
+from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
+from recunlearn.service.worker import Worker
+
+
+class Crash(Exception):
+    """Stands for the worker dying at a stage."""
+
+
+def _crash_at(stage: str):
+    def hook(name: str) -> None:
+        if name == stage:
+            raise Crash(name)
+
+    return hook
+
+
+def test_recover_refuses_a_staged_version_whose_manifest_was_rewritten(service):
+    """A folder altered between staging and publication (files and manifest rewritten together) is
+    not the version the ledger recorded: the worker names it and publishes nothing."""
+    home = service.home
+    ledger = Ledger(home.database_url())
+    ledger.submit(DeletionRequest(request_id="u7", users=["u7"]))
+    with pytest.raises(Crash):
+        Worker(home, stage=_crash_at("applied_committed"), ledger=ledger).run(drain=True)
+    staged = home.versions / "v000002"
+    (staged / MANIFEST).write_text(json.dumps(read_manifest(staged)))  # same content, other bytes
+    with pytest.raises(RecUnlearnError, match=r"version v000002 .* not the one the ledger recorded"):
+        Worker(home, ledger=ledger).run(drain=True)
+    assert current_name(home) == "v000001" and ledger.get("u7").status == "applied"
+    ledger.close()
+
+
+def test_each_request_of_a_batch_audits_its_own_parts_and_erased_users(service):
+    """A user erased in a batch counts for the first request naming it; a sharded method's audit lists
+    the shards that held the request's rows, and the batch's changed parts apart."""
+    home = service.home
+    _, before = load_current(home)
+    train = before.train
+    u7 = np.flatnonzero(train.user == train.users.index(["u7"])[0])
+    u8 = np.flatnonzero(train.user == train.users.index(["u8"])[0])
+    u7_item, u8_item = (str(train.items.ids[train.item[rows[0]]]) for rows in (u7, u8))
+    ledger = Ledger(home.database_url())
+    ledger.submit(DeletionRequest(request_id="A", users=["u7"]))
+    ledger.submit(DeletionRequest(request_id="B", pairs=[("u7", u7_item), ("u8", u8_item)]))
+    ledger.submit(DeletionRequest(request_id="C", items=[u8_item]))
+    assert Worker(home, ledger=ledger).run(drain=True) == 3
+    a, b, c = (ledger.get(r).audit for r in "ABC")
+    assert (a["erased_users"], b["erased_users"], c["erased_users"]) == (1, 0, 0)
+    assert b["removed_pairs"] == [["u8", u8_item]], "(u7, item) was A's"
+    assert b["changed_parts"] == [f"shard-{before.assignment[u8[0]]}"] and b["parts_scope"] == "request"
+    assert a["changed_parts"] == sorted(f"shard-{k}" for k in set(before.assignment[u7].tolist()))
+    assert b["batch_changed_parts"] == sorted({*a["changed_parts"], *b["changed_parts"], *c["changed_parts"]})
+    result = verify_request(home, "B", retrain=True)
+    checks = {c.name: c for c in result.checks}
+    assert result.ok and result.parts_scope == "request"
+    assert "held this request's rows" in checks["exact retraining"].detail
+
+    old = {k: v for k, v in b.items() if k not in ("parts_scope", "batch_changed_parts")}  # written before both
+    with ledger.write() as connection:
+        connection.execute(requests.update().where(requests.c.id == "B").values(audit=json.dumps(old)))
+    result = verify_request(home, "B", retrain=True)
+    checks = {c.name: c for c in result.checks}
+    assert result.ok and result.parts_scope == "batch" and "whole batch of 3" in checks["exact retraining"].detail
+    ledger.close()
