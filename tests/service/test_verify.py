@@ -213,3 +213,15 @@ def test_init_refuses_an_unknown_method_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="unknown method"):
         init_service(ServiceHome(tmp_path / "h"), make_tiny(), "no-such-method", {"train": FAST_TRAIN})
     assert not (tmp_path / "h").exists()
+
+
+def test_init_refuses_one_label_class_for_a_bce_model_before_writing(tmp_path):
+    """Without --threshold explicit ratings load as all-liked: a BCE model learnt nothing (every score
+    about 0.99) and the service served it."""
+    data = make_tiny()
+    ones = data.with_labels(np.ones(len(data), dtype=data.label.dtype))
+    with pytest.raises(ConfigError, match="--threshold"):
+        init_service(ServiceHome(tmp_path / "h"), ones, "sisa", {"train": FAST_TRAIN})
+    assert not (tmp_path / "h").exists()
+    bpr = {"train": {**FAST_TRAIN, "loss": "bpr"}, "n_shards": 2}
+    init_service(ServiceHome(tmp_path / "b"), ones, "sisa", bpr)  # BPR samples its own negatives

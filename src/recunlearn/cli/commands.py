@@ -43,7 +43,8 @@ def _print_experiment(results: dict) -> None:
 def demo(
     dataset: str = typer.Option("ml-100k", help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel)."),
     model: str = typer.Option("mf", help="mf or lightgcn."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare (repeat); default: all."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare on interactions (repeat); default: all. The language-model part "
+                                                 "runs its own preset (--no-llm skips it)."),
     fraction: float = typer.Option(0.02, help="Fraction of training labels flipped and then forgotten (IFRU's attack)."),
     executor: str = typer.Option("process", help="Where shard-based methods train their shards: process (a pool "
                                  "using every core), inprocess, or ray."),
@@ -75,7 +76,7 @@ def _llm_demo(out: Path) -> None:
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="TOML file with [data], [deletion], model, train, methods ...")) -> None:
+def run(config: Path = typer.Argument(..., help="TOML file with the data and deletion tables, model, train, methods ...")) -> None:
     """Run an experiment described by a TOML config (see docs/experiments.md)."""
     from recunlearn.bench.experiment import ExperimentConfig, run_experiment
 

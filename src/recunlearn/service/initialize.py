@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.service.config import ServiceConfig, ServiceHome
@@ -39,6 +41,11 @@ def init_service(home: ServiceHome, data: Interactions, method: str, method_conf
     unlearner = get_method(method)(config.method_config)  # validates the method's config before any work
     if unlearner.data_kind != "interactions":
         raise ConfigError(f"method {method!r} works on {unlearner.data_kind}; the service serves interactions")
+    train = getattr(unlearner.config, "train", None)
+    if getattr(train, "loss", "bce") == "bce" and len(np.unique(data.label)) < 2:
+        raise ConfigError(f"every training label is {data.label[0]:g}: a model trained with BCE learns nothing "
+                          "from one class; give a rating threshold (--threshold, e.g. 3 for MovieLens) or train "
+                          "with loss 'bpr'")
     home.path.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(home.database_url(config))
     try:
