@@ -214,3 +214,13 @@ def test_predict_logits_batches_by_length_and_keeps_order_and_weights(setup):
     for b in range(len(tokens)):
         alone = _mixture_scores(backbone, lora, paths, adapters, [tokens[b]], weights[b : b + 1], "ND")
         assert abs(batched[b] - alone[0]) < 1e-5
+
+
+def test_an_adapter_for_other_target_modules_is_refused_by_name(setup):
+    """Loading it into a mixture with more layers raised a bare KeyError."""
+    backbone, lora, paths, adapters, _, _ = setup
+    scorer = fresh_scorer(backbone)
+    build_mixture(scorer, paths, lora.r, lora.scaling, K, "ND")
+    partial = {k: v for k, v in adapters[0].items() if not k.startswith(paths[0] + ".")}
+    with pytest.raises(RecUnlearnError, match="other LoRA target modules"):
+        load_adapter(scorer, 0, partial)

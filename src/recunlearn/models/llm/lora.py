@@ -197,6 +197,14 @@ def build_mixture(scorer: nn.Module, paths: list[str], rank: int, scaling: float
 @torch.no_grad()
 def load_adapter(scorer: nn.Module, k: int, adapter: dict[str, torch.Tensor] | None) -> None:
     """Put adapter ``k`` into a scorer built by :func:`build_mixture` (None = an empty, all-zero adapter)."""
+    if adapter:
+        wanted = {f"{name}.{part}" for name, module in scorer.named_modules() if isinstance(module, MixtureLoRALinear)
+                  for part in ("A", "B")}
+        wanted |= {"head.weight", "head.bias"} if any(isinstance(m, MixtureHead) for m in scorer.modules()) else set()
+        if wanted - adapter.keys():
+            missing = sorted(wanted - adapter.keys())
+            raise RecUnlearnError(f"adapter {k} has no weights for {len(missing)} layer(s) of the backbone, e.g. "
+                                  f"{missing[0]!r}: it was trained with other LoRA target modules")
     for name, module in scorer.named_modules():
         if isinstance(module, MixtureLoRALinear):
             module.A[k] = adapter[f"{name}.A"].to(module.A) if adapter else 0.0
