@@ -82,3 +82,16 @@ def test_temporal_leave_last_keeps_only_seen_items():
     assert len(split.valid) == 2
     assert len(split.test) == 0
     _seen_only(split)
+
+
+def test_a_repeated_pair_is_never_on_both_sides_of_a_split(tiny):
+    """Re-ratings (the same user and item twice) used to land in train and test alike, testing the
+    model on pairs it trained on; tables without repeats split exactly as before."""
+    frame = tiny.to_frame()
+    repeated = pd.concat([frame, frame.sample(frac=0.3, random_state=0)], ignore_index=True)
+    data = Interactions.from_frame(repeated, threshold=3, name="repeated")
+    for split in (random_split(data, seed=0), temporal_leave_last(data)):
+        for part in (split.valid, split.test):
+            assert not np.isin(part.pair_keys, split.train.pair_keys).any()
+    plain = random_split(tiny, seed=0)
+    assert len(plain.train) + len(plain.valid) + len(plain.test) == len(tiny)  # nothing dropped without repeats

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recunlearn.data.interactions import Interactions, Split
+from recunlearn.data.interactions import Interactions, Split, member_mask
 from recunlearn.errors import DataError
 
 
@@ -35,11 +35,16 @@ def k_core(data: Interactions, k: int) -> Interactions:
 
 
 def _keep_seen(train: Interactions, other: Interactions) -> Interactions:
+    """The rows of ``other`` whose user and item occur in ``train`` but whose pair does not: a repeated
+    (user, item) row (a re-rating) on both sides of a split would test the model on a pair it trained
+    on. Tables without repeated pairs lose only the unseen users and items."""
     seen_u = np.zeros(train.n_users, bool)
     seen_u[train.user] = True
     seen_i = np.zeros(train.n_items, bool)
     seen_i[train.item] = True
-    return other.take(seen_u[other.user] & seen_i[other.item])
+    keep = seen_u[other.user] & seen_i[other.item]
+    keep &= ~member_mask(other.pair_keys, train.pair_keys)
+    return other.take(keep)
 
 
 def random_split(data: Interactions, ratios: Sequence[float] = (0.6, 0.2, 0.2),
