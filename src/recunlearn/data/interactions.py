@@ -150,6 +150,16 @@ class Vocabulary:
             ids[index] = placeholder
         return Vocabulary(ids, kind=self.kind)
 
+    def placeholders(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that are placeholders :meth:`erased` left here (``<erased N>`` at index N,
+        primed if a real id had that text): they name nobody. A real id of exactly that form at that
+        index cannot be told apart."""
+        candidates = [i for i in ids if i.startswith(ERASED_PREFIX) and i in self]
+        if not candidates:
+            return set()
+        return {i for i, index in zip(candidates, self.index(candidates).tolist())
+                if i.rstrip("'") == f"{ERASED_PREFIX}{index}>"}
+
     def fingerprints(self) -> np.ndarray:
         """Per id, the 16-byte BLAKE2b digest of its UTF-8 text (built once: a vocabulary is frozen).
 
@@ -455,12 +465,6 @@ def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
     values, bad = parse_numbers(frame[column])
     if bad is not None:
         raise DataError(f"column {column!r}: row {bad} holds {frame[column].iloc[bad]!r}, not a number")
-    return values
-    blank = raw.isna() | (raw.astype(str).str.strip() == "")
-    bad = (values.isna() & ~blank).to_numpy()
-    if bad.any():
-        row = int(bad.argmax())
-        raise DataError(f"column {column!r}: row {row} holds {raw.iloc[row]!r}, not a number")
     return values
 
 

@@ -26,7 +26,7 @@ from recunlearn.data.interactions import Vocabulary
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceConfig, ServiceHome
 from recunlearn.service.store import ConflictError, DeletionRecord, Ledger, RequestNotFound
-from recunlearn.service.versions import current_name, erased_placeholders, load_current
+from recunlearn.service.versions import current_name, load_current
 from recunlearn.train.runtime import configure_threads
 from recunlearn.unlearn.base import Unlearner
 
@@ -230,7 +230,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         """404 naming the ids the served version does not know; the placeholder an erased id left in
         its vocabulary names nobody, so it is unknown too."""
         named = list(dict.fromkeys(ids))
-        placeholders = erased_placeholders(vocabulary, named)
+        placeholders = vocabulary.placeholders(named)
         missing = [i for i in named if i not in vocabulary or i in placeholders]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5])

@@ -24,8 +24,8 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
-from recunlearn.service.versions import (MANIFEST, STAGING_PREFIX, check_version, current_name, erased_placeholders,
-                                         file_sha256, load_version, part_hashes, read_manifest)
+from recunlearn.service.versions import (MANIFEST, STAGING_PREFIX, check_version, current_name, file_sha256,
+                                         load_version, part_hashes, read_manifest)
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn.aggregate import build_aggregator
 from recunlearn.unlearn.base import Unlearner
@@ -228,7 +228,7 @@ def _model_checks(checks: list[Check], home: ServiceHome, served: str, record: D
                             detail=f"{served} does not load ({type(exc).__name__}: {exc})"))
         return
     vocabulary = model.train.users
-    placeholders = erased_placeholders(vocabulary, list(request.users))  # an old request may name one: nobody
+    placeholders = vocabulary.placeholders(request.users)  # an old request may name one: nobody
     kept = [u for u in request.users if u in vocabulary and u not in placeholders]
     checks.append(Check(name="users erased", ok=not kept,
                         detail=f"the served vocabulary still names {kept[:5]}" if kept

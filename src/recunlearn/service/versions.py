@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recunlearn.data.interactions import ERASED_PREFIX, Vocabulary
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.unlearn.base import Unlearner
@@ -68,17 +67,6 @@ def part_hashes(model: Unlearner) -> dict[str, str]:
             hashes["aggregator"] = model.train.content_hash()
         return hashes
     return {"model": model.train.content_hash()}
-
-
-def erased_placeholders(vocabulary: Vocabulary, ids: list[str]) -> set[str]:
-    """The ids among ``ids`` that are placeholders :meth:`Vocabulary.erased` left in ``vocabulary``
-    (``<erased N>`` at index N, primed if a real id had that text): they name nobody, so the service
-    treats them as unknown. A real id of exactly that form at that index cannot be told apart."""
-    candidates = [i for i in ids if i.startswith(ERASED_PREFIX) and i in vocabulary]
-    if not candidates:
-        return set()
-    return {i for i, index in zip(candidates, vocabulary.index(candidates).tolist())
-            if i.rstrip("'") == f"{ERASED_PREFIX}{index}>"}
 
 
 def stage_version(home: ServiceHome, model: Unlearner, number: int, request_ids: list[str],

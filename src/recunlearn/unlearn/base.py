@@ -129,8 +129,8 @@ def restored_on_error(owner: object, names: Sequence[str], deep: Sequence[str] =
 
     Lists, dicts, sets and arrays among ``names`` are copied one level (the block may write into
     them), anything else there is only rebound; ``deep`` names are deep-copied (objects the block
-    changes in place). ``after``
-    runs once the attributes are back (to reload state that lives outside them)."""
+    changes in place). ``after`` runs once the attributes are back (to reload state that lives
+    outside them)."""
     saved = {}
     for name in (*names, *deep):
         if name in vars(owner):
