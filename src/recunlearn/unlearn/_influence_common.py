@@ -282,7 +282,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
             g, details["spillover_rows"] = self._gradient_with_spillover(kept, removed, remaining, graph_full, graph_after)
         else:
             g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
-                                    graph_full).analytic_gradient()
+                                    graph_full, getattr(model, "adjacency", None)).analytic_gradient()
         # The removed rows' gradient was the last use of the orphans' trained rows (their influence);
         # the Hessian (remaining rows: none of theirs) does not read them, and the solve's and the
         # guard's validation AUCs must judge the model that is kept, orphans reset.
@@ -311,7 +311,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
                                                    drawing=drawing)
             rows = rows[chosen]
         hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
-                                      weights, l2, graph_after)
+                                      weights, l2, graph_after,
+                                      None if graph_after is None else self._after_adjacency(graph_after))
         if solver.method == "block":
             blocks, coupling = hessian_blocks(hessian, low_rank=True, neighbours=neighbours)
         else:
@@ -372,9 +373,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
         depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
         both = [np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]]) for k in ("user", "item", "label")]
-        objective = RestrictedObjective(model, kept, *both, 1.0, self.config.train.l2, graph_full)
+        objective = RestrictedObjective(model, kept, *both, 1.0, self.config.train.l2, graph_full, model.adjacency)
         without_removed = np.concatenate([np.zeros(len(removed), np.float32), np.ones(len(both[0]) - len(removed), np.float32)])
-        after = objective.on_graph(graph_after, weights=without_removed)
+        after = objective.on_graph(graph_after, weights=without_removed, adjacency=self._after_adjacency(graph_after))
         return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(removed)
 
     def spillover_threshold(self) -> float:

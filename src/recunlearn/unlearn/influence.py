@@ -267,11 +267,14 @@ class RestrictedObjective:
     cross-entropy of the row's logit plus ``l2 / 2`` times the squared norms of its raw user and
     item rows. Only the nodes the rows need are propagated (the ``n_layers``-hop closure of their
     users and items), so the cost follows the rows, not the dataset; rows outside the kept set
-    keep their current values. ``graph`` is the normalised adjacency to score with (None: MF).
+    keep their current values. ``graph`` is the normalised adjacency to score with (None: MF);
+    ``adjacency``, the same graph as the tensor the model propagates with, where the caller has it
+    (used when the closure is the whole graph, saving a conversion).
     """
 
     def __init__(self, model: CFModel, kept: KeptRows, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
-                 weights: np.ndarray | float, l2: float, graph: sp.csr_matrix | None):
+                 weights: np.ndarray | float, l2: float, graph: sp.csr_matrix | None,
+                 adjacency: torch.Tensor | None = None):
         device = model.user_emb.weight.device
         n_users = model.n_users
         self.n_layers = getattr(model, "n_layers", 0) if graph is not None else 0
@@ -300,22 +303,29 @@ class RestrictedObjective:
         self.base = table if everything else table[on(closure)]
         self.theta0 = kept.gather(model)
         """The kept rows' current values: the point the gradient and Hessian are taken at."""
-        self.adjacency = self._on_closure(graph) if self.n_layers else None
+        self.graph = self.adjacency = None
+        if self.n_layers:
+            self.graph, self.adjacency = self._on_closure(graph, adjacency)
         self.n_rows = len(users)
         self._pairs: tuple[torch.Tensor, ...] | None = None
 
-    def _on_closure(self, graph: sp.csr_matrix) -> torch.Tensor:
-        """``graph`` restricted to the closure's nodes, as the tensor propagation uses."""
-        whole = self.size == graph.shape[0]
-        return scipy_to_adjacency(graph if whole else graph[self.closure][:, self.closure], self.base.device)
+    def _on_closure(self, graph: sp.csr_matrix, adjacency: torch.Tensor | None = None
+                    ) -> tuple[sp.csr_matrix, torch.Tensor]:
+        """``graph`` restricted to the closure's nodes, and as the tensor propagation uses."""
+        if self.size == graph.shape[0]:
+            return graph, scipy_to_adjacency(graph, self.base.device) if adjacency is None else adjacency
+        graph = graph[self.closure][:, self.closure]
+        return graph, scipy_to_adjacency(graph, self.base.device)
 
-    def on_graph(self, graph: sp.csr_matrix, weights: np.ndarray | None = None) -> RestrictedObjective:
+    def on_graph(self, graph: sp.csr_matrix, weights: np.ndarray | None = None,
+                 adjacency: torch.Tensor | None = None) -> RestrictedObjective:
         """The same rows and kept rows scored with another graph that has no edge this one lacks (the
         graph after deleting edges): its closure is inside this one's, so nothing else changes.
-        ``weights``: other row weights (the pattern of rows is shared all the same)."""
+        ``weights``: other row weights (the pattern of rows is shared all the same); ``adjacency``:
+        as for the constructor."""
         crow, column, pair_weights, pair_labels = self.pair_pattern()  # the same rows: built once, shared
         twin = copy.copy(self)
-        twin.adjacency = self._on_closure(graph)
+        twin.graph, twin.adjacency = self._on_closure(graph, adjacency)
         if weights is not None:
             twin.weights = torch.as_tensor(np.asarray(weights, np.float32), device=self.weights.device)
             twin._pairs = (crow, column, twin.weights.repeat(2).index_select(0, self._pair_order), pair_labels)
@@ -633,13 +643,24 @@ def _cholesky(matrices: torch.Tensor) -> torch.Tensor:
 
 def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.csr_matrix:
     """Rows ``rows`` (closure positions) of LightGCN's propagation P = mean_k A^k over the closure."""
-    graph = adjacency_to_scipy(objective.adjacency).astype(np.float64)
+    graph = objective.graph.astype(np.float64)
     power = sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), rows)), shape=(len(rows), graph.shape[0]))
     total = power.copy()
     for _ in range(objective.n_layers):
         power = power @ graph
         total = total + power
     return (total / (objective.n_layers + 1)).tocsr()
+
+
+def _triangle_maps(dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (dim x dim) matrices flattened row-major: the positions of the upper triangle (i <= j), and
+    for every position the index of its entry in that triangle (a symmetric matrix from its triangle).
+    A sparse product over the triangle moves half the bytes: for dim 32 on this project's CPU, 0.8 ms
+    against 2.0-2.5 ms for the full rows on ML-100K's sizes (1,374 blocks from 2,300 sums)."""
+    rows, cols = torch.triu_indices(dim, dim, device=device)
+    symmetric = torch.empty((dim, dim), dtype=torch.long, device=device)
+    symmetric[rows, cols] = symmetric[cols, rows] = torch.arange(len(rows), device=device)
+    return rows * dim + cols, symmetric.reshape(-1)
 
 
 def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix | None) -> tuple[np.ndarray, ...]:
@@ -653,8 +674,9 @@ def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix |
     """
     row_u, row_i = objective.row_u.cpu().numpy(), objective.row_i.cpu().numpy()
     if objective.n_layers == 1:
-        graph = adjacency_to_scipy(objective.adjacency)
-        graph.sort_indices()
+        graph = objective.graph
+        if not graph.has_sorted_indices:
+            graph = graph.sorted_indices()
         position, found = find_entries(graph, row_u, row_i)
         edge = np.zeros(len(row_u))
         edge[found] = graph.data[position[found]]
@@ -753,7 +775,9 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
             # P o P's columns reordered to it
             squared = scipy_to_adjacency(_select_columns(near_squared, summed.cpu().numpy()), device)
             summed_nodes = needed_t[summed]
-            spread = torch.sparse.mm(squared, own.reshape(len(own), dim * dim)).reshape(-1, dim, dim)
+            upper, symmetric = _triangle_maps(dim, device)  # the M are symmetric: spread one triangle
+            spread = torch.sparse.mm(squared, own.reshape(len(own), dim * dim).index_select(1, upper))
+            spread = spread.index_select(1, symmetric).reshape(-1, dim, dim)
             if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
                 blocks = spread
             else:
