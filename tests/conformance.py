@@ -61,7 +61,7 @@ class UnlearnerConformance:
             fitted.score(["nobody"], ["i0"])
         with pytest.raises(UnknownIdError):
             fitted.forget(DeletionRequest(users=["nobody"]))
-        with pytest.raises(UnknownIdError, match="never in the training data"):
+        with pytest.raises(UnknownIdError, match="never in the training or validation data"):
             fitted.forget(DeletionRequest(pairs=self._absent_pairs(fitted)))
 
     def test_a_request_for_every_row_is_refused(self, fitted):
@@ -73,7 +73,7 @@ class UnlearnerConformance:
     @staticmethod
     def _absent_pairs(model: Unlearner) -> list[tuple[str, str]]:
         train = model.train
-        present = set(train.pair_keys.tolist())
+        present = set(train.pair_keys.tolist()) | set(model.valid.pair_keys.tolist())
         for u in range(train.n_users):
             for i in range(train.n_items):
                 if u * train.n_items + i not in present:
@@ -99,10 +99,29 @@ class UnlearnerConformance:
         assert len(model.train) == n_before - removed
         assert not (model.train.user == model.train.users.index(["u3"])[0]).any()
         assert report.seconds > 0 and report.parts
+        in_valid = int((tiny_split.valid.users.ids[tiny_split.valid.user] == "u3").sum())
+        assert report.removed_valid_rows == in_valid > 0, "the user's validation rows leave with them"
+        assert len(model.valid) == len(tiny_split.valid) - in_valid
+        assert not (model.valid.user == model.valid.users.index(["u3"])[0]).any()
         scores = model.score_index(tiny_split.test.user, tiny_split.test.item)
         again = model.forget(request)
         assert again.noop and again.removed_rows == 0
         np.testing.assert_array_equal(model.score_index(tiny_split.test.user, tiny_split.test.item), scores)
+
+    def test_a_validation_pair_is_forgotten_without_touching_training(self, tiny_split, tmp_path):
+        model = self.fresh(tiny_split)
+        valid = tiny_split.valid
+        row = int(np.flatnonzero(~np.isin(valid.pair_keys, tiny_split.train.pair_keys))[0])
+        pair = (str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))
+        train_hash = model.train.content_hash()
+        report = model.forget(DeletionRequest(pairs=[pair]))
+        assert not report.noop and report.removed_rows == 0 and report.removed_valid_rows == 1
+        assert report.removed_pairs == [pair] and report.details.get("validation_only")
+        assert model.train.content_hash() == train_hash and len(model.valid) == len(valid) - 1
+        assert model.valid.pair_keys.tolist().count(int(valid.pair_keys[row])) == 0
+        assert model.forget(DeletionRequest(pairs=[pair])).noop, "forgetting it again is a no-op"
+        loaded = Unlearner.load(model.save(tmp_path / "m"))
+        assert loaded.valid.content_hash() == model.valid.content_hash(), "the saved folder does not hold it either"
 
     def test_save_load_round_trip(self, fitted, tiny_split, tmp_path):
         fitted.save(tmp_path / "m")

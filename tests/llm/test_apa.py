@@ -97,7 +97,7 @@ def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_s
         apa.forget(DeletionRequest(samples=["no-such-sample"]))
     with pytest.raises(UnknownIdError):
         apa.forget(DeletionRequest(users=["no-such-user"]))
-    with pytest.raises(UnknownIdError, match="no training prompt ever mentioned: 'no-such-item'"):
+    with pytest.raises(UnknownIdError, match="no training or validation prompt ever mentioned: 'no-such-item'"):
         apa.forget(DeletionRequest(items=["no-such-item"]))
     with pytest.raises(UnknownIdError, match="no-such-item"):
         apa.forget(DeletionRequest(pairs=[(apa.train.user[0], "no-such-item")]))
@@ -288,3 +288,46 @@ def test_random_partition_ablation_trains_sisas_adapters(tiny_causal, sample_spl
     k0 = apa.assignment == 0
     assert np.allclose(apa.centres[0], apa.representations(train.take(k0)).mean(0), atol=1e-6)
     assert np.isfinite(apa.score(test)).all() and np.isfinite(apa.set_options(weighting="semantic").score(test)).all()
+
+
+def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_them(tiny_causal, sample_split,
+                                                                                    tmp_path, monkeypatch):
+    """Forgetting a user drops their validation prompts too (they hold the user's history), and APA's
+    attention cache is what it would be computed from the remaining ones; a validation sample alone
+    is forgotten without retraining; a failed forget puts the validation data back."""
+    from recunlearn.unlearn.apa import APA, _unit
+
+    train, valid, test = sample_split
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))).fit(train, valid)
+    user = next(u for u in valid.user.tolist() if u in set(train.user.tolist()))
+    theirs = int((valid.user == user).sum())
+
+    refresh = APA._after_training
+
+    def fail(self, shards):
+        refresh(self, shards)
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(APA, "_after_training", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            apa.forget(DeletionRequest(users=[user]))
+    assert apa.valid is valid and apa.valid_logits.shape == (2, len(valid)) and len(apa.valid_repr) == len(valid)
+
+    report = apa.forget(DeletionRequest(users=[user]))
+    assert report.removed_valid_rows == theirs > 0 and user not in set(apa.valid.user.tolist())
+    assert apa.valid_logits.shape == (2, len(valid) - theirs) == tuple(apa.valid_errors.shape)
+    np.testing.assert_allclose(apa.valid_repr, _unit(apa.representations(apa.valid)), atol=1e-5)
+    for k in range(2):  # each adapter's cached validation logits: its own pass over the remaining prompts
+        np.testing.assert_allclose(apa.valid_logits[k], apa._pass(apa._valid_tokens, single=k), atol=1e-5)
+
+    sample = apa.valid.ids[0]
+    adapters = [{k: v.clone() for k, v in a.items()} for a in apa.adapters]
+    alone = apa.forget(DeletionRequest(samples=[sample]))
+    assert not alone.noop and alone.removed_rows == 0 and alone.removed_valid_rows == 1
+    assert alone.details["retrained_adapters"] == [] and sample not in set(apa.valid.ids.tolist())
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, adapters) for k in a)
+    assert apa.forget(DeletionRequest(samples=[sample])).noop
+    loaded = get_method("apa").load(apa.save(tmp_path / "apa"))
+    assert loaded.valid.content_hash() == apa.valid.content_hash()
+    np.testing.assert_allclose(loaded.score(test), apa.score(test), atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest, Interactions, Vocabulary
-from recunlearn.errors import NotFittedError
+from recunlearn.errors import NotFittedError, RecUnlearnError
 from recunlearn.unlearn import get_method, retrain, sharded
 from recunlearn.unlearn.aggregate import WeightedAggregator
 from tests.conformance import FAST_TRAIN
@@ -102,5 +102,19 @@ def test_a_shard_whose_touched_validation_has_one_class_early_stops_on_all_of_it
     report = method.forget(DeletionRequest(users=["u4"]))
     assert report.details["retrained_shards"] == [shard]
     data = method.shard_data(shard)
-    assert method.shard_validation_data(data) is valid  # touched: u3/i0 and u5/i2, both negative
+    assert len(method.valid) == len(valid) - 1  # u4's validation row left with u4
+    assert method.shard_validation_data(data) is method.valid  # touched: u3/i0 and u5/i2, both negative
     assert len(np.unique(method.shard_validation_data(method.shard_data(1 - shard)).label)) == 2
+
+
+def test_a_request_that_would_leave_one_validation_class_is_refused_before_anything_changes(tiny_split):
+    """Early stopping on AUC needs both classes: removing every liked validation row is refused with a
+    clear error, the training and validation data untouched (not a half-done forget)."""
+    method = get_method("sisa")({"n_shards": 2, "train": FAST_TRAIN}).fit(tiny_split.train, tiny_split.valid)
+    valid = tiny_split.valid
+    request = DeletionRequest.from_rows(valid, valid.label > 0)
+    train, weights = method.train, _weights(method)
+    with pytest.raises(RecUnlearnError, match="one label class only"):
+        method.forget(request)
+    assert method.train is train and method.valid is valid and _same_weights(_weights(method), weights)
+    assert not method._forgotten

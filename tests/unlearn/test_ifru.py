@@ -220,15 +220,16 @@ def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_spl
 @pytest.mark.parametrize("orphans", [False, True], ids=["flipped", "orphans"])
 @pytest.mark.parametrize("config", [{"train": FAST_TRAIN}, LIGHTGCN], ids=["mf", "lightgcn"])
 def test_the_guards_validation_auc_is_valid_auc(tiny_split, config, orphans):
-    """The guard judges the model that is kept: with the users who have the most validation rows
-    removed entirely, their rows are reset before it scores either candidate."""
+    """The guard judges the model that is kept: with every training row of the users who have the
+    most validation rows removed (by pair, so their validation rows stay), their rows are reset
+    before it scores either candidate."""
     from recunlearn.train.loop import valid_auc
 
     train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
     if orphans:
         users, counts = np.unique(tiny_split.valid.user, return_counts=True)
         train = tiny_split.train
-        request = DeletionRequest(users=train.users.ids[users[np.argsort(-counts)[:3]]].tolist())
+        request = DeletionRequest.from_rows(train, np.isin(train.user, users[np.argsort(-counts)[:3]]))
     method = get_method("ifru")({**config, "min_importance": 0.05}).fit(train, tiny_split.valid)
     report = method.forget(request)
     chosen = "valid_auc_update" if report.details["update"] == "applied" else "valid_auc_no_update"

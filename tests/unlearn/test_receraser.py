@@ -101,6 +101,28 @@ class TestRecEraser(UnlearnerConformance):
     def test_weighted_aggregator_refreshes_only_changed_shards_and_stays_exact(self, tiny_split):
         config = {**self.config, "aggregator": {"kind": "weighted", "tau": 5.0}}
         model = get_method("receraser")(config).fit(tiny_split.train, tiny_split.valid)
-        report = assert_exact_after_forget(model, user_deletion(tiny_split.train, users=["u7"]), 3)
+        train, valid = tiny_split.train, tiny_split.valid
+        u7 = train.users.index(["u7"])[0]
+        item = int(train.item[train.user == u7][0])  # one training pair of u7's: no validation row changes
+        pair = DeletionRequest(pairs=[("u7", str(train.items.ids[item]))])
+        assert not pair.rows(valid).any()
+        report = assert_exact_after_forget(model, pair, 3)
         assert model.aggregator_info["changed"] == report.details["retrained_shards"]
         assert_aggregator_refit_from_scratch(model)
+        assert user_deletion(train, users=["u7"]).rows(valid).any()
+        assert_exact_after_forget(model, user_deletion(train, users=["u7"]), 3)
+        assert model.aggregator_info["changed"] == [0, 1, 2], "u7's validation rows left every shard's errors"
+        assert_aggregator_refit_from_scratch(model)
+
+
+def test_a_validation_only_deletion_refits_a_weighted_aggregator_and_keeps_the_shards(tiny_split):
+    train, valid = tiny_split.train, tiny_split.valid
+    model = get_method("receraser")({"n_shards": 3, "train": FAST_TRAIN,
+                                     "aggregator": {"kind": "weighted", "tau": 5.0}}).fit(train, valid)
+    weights = [{k: v.clone() for k, v in m.state_dict().items()} for m in model.models]
+    row = int(np.flatnonzero(~np.isin(valid.pair_keys, train.pair_keys))[0])
+    report = model.forget(DeletionRequest(pairs=[(str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))]))
+    assert report.removed_rows == 0 and report.removed_valid_rows == 1
+    assert report.changed_parts == ["aggregator"] and model.aggregator_info["changed"] == [0, 1, 2]
+    assert all(torch.equal(m.state_dict()[k], w[k]) for m, w in zip(model.models, weights) for k in w)
+    assert_aggregator_refit_from_scratch(model)

@@ -77,3 +77,18 @@ class TestSISA(UnlearnerConformance):
         for bad in (0, -0.01):  # 0 trained nothing, silently; a negative rate failed deep in torch
             with pytest.raises(ConfigError, match="shard_lr"):
                 get_method("sisa")({**self.config, "shard_lr": bad})
+
+
+def test_a_batch_drops_each_requests_validation_rows_once(tiny_split):
+    """forget_many retrains once for the batch; each report counts the validation rows its request
+    was the first to name, a validation-only request included."""
+    train, valid = tiny_split.train, tiny_split.valid
+    model = get_method("sisa")({"n_shards": 3, "train": FAST_TRAIN}).fit(train, valid)
+    row = int(np.flatnonzero(~np.isin(valid.pair_keys, train.pair_keys) & (valid.user != valid.users.index(["u2"])[0]))[0])
+    pair = (str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))
+    requests = [user_deletion(train, users=["u2"]), DeletionRequest(pairs=[pair]), user_deletion(train, users=["u2"])]
+    first, second, third = model.forget_many(requests)
+    u2 = int((valid.users.ids[valid.user] == "u2").sum())
+    assert first.removed_valid_rows == u2 > 0 and second.removed_valid_rows == 1 and second.removed_rows == 0
+    assert third.noop and len(model.valid) == len(valid) - u2 - 1
+    assert first.details["batched_with"] == 3 and pair in second.removed_pairs

@@ -109,6 +109,7 @@ class LLMUnlearner(Unlearner):
 
     _forget_state: ClassVar[tuple[str, ...]] = ("train", "assignment", "adapters", "adapter_info", "valid_logits")
     """Attributes ``forget`` changes: put back if it fails (a subclass adds what ``_after_training`` sets)."""
+    _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
     # fit -------------------------------------------------------------------------------------------------
     def fit(self, train: SampleTable, valid: SampleTable | None = None) -> LLMUnlearner:  # type: ignore[override]
@@ -121,8 +122,8 @@ class LLMUnlearner(Unlearner):
         with self._as_before_on_error():
             self.train, self.valid = train, valid
             self._forgotten = set()
-            self._known_users = set(train.user.tolist())
-            self._known_items = train.mentioned_items()
+            self._known_users = set(train.user.tolist()) | (set(valid.user.tolist()) if valid is not None else set())
+            self._known_items = train.mentioned_items() | (valid.mentioned_items() if valid is not None else set())
             start = time.perf_counter()
             self._fit()
         self.fit_seconds = time.perf_counter() - start
@@ -242,13 +243,16 @@ class LLMUnlearner(Unlearner):
         mask = np.zeros(len(data), bool)
         if request.samples:
             current = [s for s in request.samples if s not in self._forgotten]
-            mask[data.positions(current)] = True
+            in_train = set(data.ids.tolist())
+            validation = set(self.valid.ids.tolist()) if self.valid is not None else set()
+            # a validation sample is _valid_rows_of's; an id in neither table raises here
+            mask[data.positions([s for s in current if s in in_train or s not in validation])] = True
         unknown_users = [u for u in list(request.users) + [p[0] for p in request.pairs] if u not in self._known_users]
         if unknown_users:
             raise UnknownIdError(f"unknown user id(s): {', '.join(map(repr, unknown_users[:5]))}")
         unknown_items = [i for i in list(request.items) + [p[1] for p in request.pairs] if i not in self._known_items]
         if unknown_items:  # a mistyped id would otherwise look like a deletion already done
-            raise UnknownIdError(f"item id(s) no training prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
+            raise UnknownIdError(f"item id(s) no training or validation prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
         if request.users:
             mask |= np.isin(data.user, list(request.users))
         if request.items:
@@ -257,21 +261,55 @@ class LLMUnlearner(Unlearner):
             mask |= (data.user == user) & data.mentions([item])
         return mask
 
-    def forget(self, request: DeletionRequest) -> UnlearningReport:
-        """Retrain the adapters whose shards held the removed samples (and refresh what depends on them);
-        ``seconds`` is the wall time of the whole call."""
-        self._check_fitted()
-        start = time.perf_counter()
-        if not isinstance(request, DeletionRequest):
-            raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
-        mask = self._rows_of(request)
-        if not mask.any():
-            return UnlearningReport(request_id=request.request_id, method=self.name, exact=True, removed_rows=0,
-                                    noop=True, seconds=time.perf_counter() - start)
-        report = self._forget(mask)
-        report.request_id = request.request_id
-        report.seconds = time.perf_counter() - start
+    def _valid_rows_of(self, request: DeletionRequest) -> np.ndarray:
+        """Validation samples the request names, as :meth:`_rows_of` finds training samples (a prompt
+        that mentions a deleted user's item holds their data too). Ids were checked by ``_rows_of``."""
+        valid = self.valid
+        mask = np.zeros(len(valid) if valid is not None else 0, bool)
+        if valid is None or not len(valid):
+            return mask
+        if request.samples:
+            mask |= np.isin(valid.ids, [s for s in request.samples if s not in self._forgotten])
+        if request.users:
+            mask |= np.isin(valid.user, list(request.users))
+        if request.items:
+            mask |= valid.mentions(request.items)
+        for user, item in request.pairs:
+            mask |= (valid.user == user) & valid.mentions([item])
+        return mask
+
+    def _forget_rows(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
+        """Retrain the adapters whose shards held the removed samples (and refresh what depends on
+        them), the named validation samples dropped first (see :meth:`Unlearner.forget`)."""
+        if not mask.any() and not valid_mask.any():
+            return UnlearningReport(request_id="", method=self.name, exact=True, removed_rows=0, noop=True)
+        if mask.all():
+            raise RecUnlearnError(f"{self.name}: a request may not remove every training sample; fit a new model instead")
+        self._check_validation_left(valid_mask)
+        removed_valid = self.valid.ids[valid_mask].tolist() if valid_mask.any() else []
+        self._validation_changed = bool(removed_valid)
+        try:
+            with restored_on_error(self, self._validation_state):
+                if removed_valid:
+                    self._drop_validation(valid_mask)
+                report = self._forget(mask) if mask.any() else self._forget_validation_only()
+        finally:
+            self._validation_changed = False
+        self._forgotten.update(removed_valid)
+        report.removed_valid_rows = len(removed_valid)
+        report.details["removed_valid_samples"] = removed_valid
         return report
+
+    def _drop_validation(self, valid_mask: np.ndarray) -> None:
+        keep = ~valid_mask
+        self.valid = self.valid.drop(valid_mask)
+        self.valid_logits = self.valid_logits[:, keep]
+        self._valid_tokens = [tokens for tokens, kept in zip(self._valid_tokens, keep) if kept]
+
+    def _forget_validation_only(self) -> UnlearningReport:
+        self._after_training([])  # what is cached from the validation samples (APA's attention)
+        return self._report([PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_adapters)],
+                            retrained_adapters=[], validation_only=True)
 
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
         if mask.all():
@@ -307,18 +345,22 @@ class LLMUnlearner(Unlearner):
         if not requests:
             return []
         self._check_fitted()
-        masks = [self._rows_of(r) for r in requests]
-        union = np.logical_or.reduce(masks)
-        if not union.any():
+        start = time.perf_counter()
+        masks, valid_masks = [self._rows_of(r) for r in requests], [self._valid_rows_of(r) for r in requests]
+        union, valid_union = np.logical_or.reduce(masks), np.logical_or.reduce(valid_masks)
+        if not union.any() and not valid_union.any():
             return [self.forget(r) for r in requests]
-        ids = self.train.ids
-        batch = self.forget(DeletionRequest(samples=ids[union].tolist(), request_id="batch"))
+        ids, valid_ids = self.train.ids, self.valid.ids if self.valid is not None else np.zeros(0, str)
+        batch = self._forget_rows(union, valid_union)
+        batch.seconds = time.perf_counter() - start
         return [UnlearningReport(request_id=r.request_id, method=self.name, exact=True, removed_rows=0, noop=True)
-                if not m.any() else
+                if not m.any() and not v.any() else
                 batch.model_copy(update={"request_id": r.request_id, "removed_rows": int(m.sum()),
+                                         "removed_valid_rows": int(v.sum()),
                                          "details": {**batch.details, "removed_samples": ids[m].tolist(),
+                                                     "removed_valid_samples": valid_ids[v].tolist(),
                                                      "batched_with": len(requests)}})
-                for r, m in zip(requests, masks)]
+                for r, m, v in zip(requests, masks, valid_masks)]
 
     # persistence ---------------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -348,11 +390,18 @@ class LLMUnlearner(Unlearner):
         document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
                     "forgotten": sorted(self._forgotten) if keep_forgotten else [],
                     # without the forget log, no id of forgotten data either: only what the samples still name
-                    "known_users": sorted(self._known_users if keep_forgotten else set(self.train.user.tolist())),
-                    "known_items": sorted(self._known_items if keep_forgotten else self.train.mentioned_items()),
+                    "known_users": sorted(self._known_users if keep_forgotten else self._named_users()),
+                    "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
                     "fit_seconds": self.fit_seconds, "state": meta}
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
+
+    def _named_users(self) -> set[str]:
+        """The users the training and validation samples still name."""
+        return set(self.train.user.tolist()) | (set(self.valid.user.tolist()) if self.valid is not None else set())
+
+    def _named_items(self) -> set[str]:
+        return self.train.mentioned_items() | (self.valid.mentioned_items() if self.valid is not None else set())
 
     @classmethod
     def load(cls, path: str | Path) -> LLMUnlearner:

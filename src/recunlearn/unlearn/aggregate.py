@@ -11,8 +11,8 @@ Three aggregators, chosen by a typed config (``kind``):
   (seconds: it has K d^2 parameters per side and trains on frozen inputs).
 - ``weighted``: a sample-dependent weighted mean: shard k's weight for user u is
   softmax_k(-tau * error of shard k on u's validation rows), APA's sample-adaptive weighting with the
-  user's validation rows as the neighbours. Validation data is never deleted, so after a deletion only
-  the changed shards' errors are recomputed.
+  user's validation rows as the neighbours. After a deletion only the changed shards' errors are
+  recomputed, unless the deletion also removed validation rows (then every shard's are).
 
 Every aggregator is a pure function of the shard models, the data and its seed, so refitting it after a
 deletion gives what fitting it from scratch on the remaining data gives.
@@ -102,6 +102,9 @@ class Aggregator(ABC):
 
     depends_on_shards: bool = True
     """Whether :meth:`fit` must run again after a shard is retrained."""
+    uses_validation: bool = True
+    """Whether :meth:`fit` reads the validation data (it must run again, for every shard, when
+    validation rows are deleted)."""
 
     @abstractmethod
     def fit(self, models: Sequence[CFModel | None], train: Interactions, valid: Interactions | None,
@@ -128,6 +131,7 @@ class Aggregator(ABC):
 
 class AverageAggregator(Aggregator):
     depends_on_shards = False
+    uses_validation = False
 
     def __init__(self, config: AverageConfig):
         self.config = config

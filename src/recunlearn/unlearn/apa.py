@@ -74,6 +74,7 @@ class APA(LLMUnlearner):
 
     Config = APAConfig
     _forget_state = (*LLMUnlearner._forget_state, "valid_errors", "tau_", "tau_selection")
+    _validation_state = (*LLMUnlearner._validation_state, "valid_repr", "valid_errors", "tau_", "tau_selection")
 
     def _setup(self) -> None:
         super()._setup()
@@ -81,6 +82,10 @@ class APA(LLMUnlearner):
         self.valid_repr = (_unit(self.representations(self.valid, self._valid_tokens))
                            if self.valid is not None else None)
         self.mixture.mode = self.config.aggregation
+
+    def _drop_validation(self, valid_mask: np.ndarray) -> None:
+        super()._drop_validation(valid_mask)
+        self.valid_repr = self.valid_repr[~valid_mask]
 
     def _check_weighting(self, config: APAConfig) -> None:
         if self.valid is None and config.weighting in ("attention", "major"):

@@ -52,12 +52,14 @@ class UnlearningReport(BaseModel):
     method: str
     exact: bool
     removed_rows: int
+    removed_valid_rows: int = 0
+    """Rows of the validation data the request named, dropped with it (see :meth:`Unlearner.forget`)."""
     removed_pairs: list[tuple[str, str]] = Field(default_factory=list)
     parts: list[PartChange] = Field(default_factory=list)
     seconds: float = 0.0
     noop: bool = False
     """True when the request removes nothing: what it names was already forgotten, or (a user or item
-    of the vocabulary) has no training rows, e.g. one seen only in validation or test data."""
+    of the vocabulary) has no training or validation rows, e.g. one seen only in test data."""
     details: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -169,6 +171,7 @@ class Unlearner(ABC):
         self.train: Interactions | None = None
         self.valid: Interactions | None = None
         self._forgotten: set[int] = set()  # pair keys removed so far
+        self._validation_changed = False  # inside forget: whether it dropped validation rows
         self.fit_seconds: float = float("nan")
 
     # public API ------------------------------------------------------------------------------------
@@ -189,27 +192,77 @@ class Unlearner(ABC):
         return self
 
     def forget(self, request: DeletionRequest) -> UnlearningReport:
-        """Remove the data ``request`` names; the report's ``seconds`` is the wall time of this call."""
+        """Remove the data ``request`` names; the report's ``seconds`` is the wall time of this call.
+
+        The training rows it names leave the model; the validation rows it names (a deleted user's,
+        a validation pair) leave the validation data first, so that what is retrained early-stops
+        and what is cached from validation (aggregator errors, APA's attention, IFRU's guard) is
+        computed without them. Choices already made with them (an unaffected shard's stopping
+        epoch) are not revisited."""
         self._check_fitted()
         start = time.perf_counter()
         if not isinstance(request, DeletionRequest):
             raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
-        mask = self._rows_of(request)
-        if not mask.any():
-            return UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
-                                    removed_rows=0, noop=True, seconds=time.perf_counter() - start)
+        report = self._forget_rows(self._rows_of(request), self._valid_rows_of(request))
+        report.request_id = request.request_id
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _forget_rows(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
+        """Forget the masked training and validation rows (``forget`` less the request's parsing)."""
+        if not mask.any() and not valid_mask.any():
+            return UnlearningReport(request_id="", method=self.name, exact=self.exact, removed_rows=0, noop=True)
         if mask.all():
             raise RecUnlearnError(f"{self.name}: a request may not remove every training row (nothing would be left "
                                   "to recommend from); fit a new model instead")
+        self._check_validation_left(valid_mask)
         removed = self.train.take(mask)
-        report = self._forget(mask)
-        self._forgotten.update(removed.pair_keys.tolist())
-        report.request_id = request.request_id
+        removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
+        self._validation_changed = removed_valid is not None  # read by methods that cache from validation
+        try:
+            with restored_on_error(self, self._validation_state):
+                if removed_valid is not None:
+                    self._drop_validation(valid_mask)
+                report = self._forget(mask) if mask.any() else self._forget_validation_only()
+        finally:
+            self._validation_changed = False
+        for table in (removed, removed_valid):
+            if table is not None:
+                self._forgotten.update(table.pair_keys.tolist())
         report.removed_rows = int(mask.sum())
-        report.removed_pairs = list(zip(removed.users.ids[removed.user].tolist(),
-                                        removed.items.ids[removed.item].tolist()))
-        report.seconds = time.perf_counter() - start
+        report.removed_valid_rows = int(valid_mask.sum())
+        report.removed_pairs = [(u, i) for table in (removed, removed_valid) if table is not None
+                                for u, i in zip(table.users.ids[table.user].tolist(), table.items.ids[table.item].tolist())]
         return report
+
+    _validation_state: ClassVar[tuple[str, ...]] = ("valid",)
+    """Attributes that hold the validation data or what is cached from it: put back if ``forget`` fails."""
+
+    def _valid_rows_of(self, request: DeletionRequest) -> np.ndarray:
+        """Rows of the validation data the request names (none without validation data)."""
+        if self.valid is None or not len(self.valid):
+            return np.zeros(0 if self.valid is None else len(self.valid), bool)
+        return request.rows(self.valid)
+
+    def _check_validation_left(self, valid_mask: np.ndarray) -> None:
+        """Refuse, before anything changes, a request that would leave validation data with one label
+        class or none: early stopping on its AUC (and every cache built from it) would be undefined."""
+        if not valid_mask.any() or len(np.unique(self.valid.label)) < 2:
+            return
+        left = np.unique(self.valid.label[~valid_mask])
+        if len(left) < 2:
+            raise RecUnlearnError(f"{self.name}: forgetting these rows would leave the validation data with "
+                                  f"{'no rows' if not len(left) else 'one label class only'}, on which early stopping "
+                                  "(AUC) is undefined; fit again with other validation data, or without any")
+
+    def _drop_validation(self, valid_mask: np.ndarray) -> None:
+        """Remove the masked validation rows, and from whatever is cached from them."""
+        self.valid = self.valid.drop(valid_mask)
+
+    def _forget_validation_only(self) -> UnlearningReport:
+        """A request that names validation rows only: the model's parameters stay (they were trained on
+        none of them); a method that caches something from the validation data refreshes it."""
+        return self._report([], validation_only=True)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
         """Process waiting requests; methods that can batch (retraining, shard-based) override this
@@ -227,25 +280,31 @@ class Unlearner(ABC):
         if not requests:
             return []
         self._check_fitted()
+        start = time.perf_counter()
         masks, union = [], np.zeros(len(self.train), bool)
+        valid_masks, valid_union = [], np.zeros(len(self.valid) if self.valid is not None else 0, bool)
         for request in requests:
-            mask = self._rows_of(request) & ~union
+            mask, valid_mask = self._rows_of(request) & ~union, self._valid_rows_of(request) & ~valid_union
             masks.append(mask)
+            valid_masks.append(valid_mask)
             union |= mask
-        if not union.any():  # every request is a no-op: forget reports each one as such
+            valid_union |= valid_mask
+        if not union.any() and not valid_union.any():  # every request is a no-op: forget reports each one as such
             return [self.forget(r) for r in requests]
-        data = self.train
-        batch = self.forget(DeletionRequest.from_rows(data, union, request_id="batch"))
+        data, valid = self.train, self.valid
+        batch = self._forget_rows(union, valid_union)
+        batch.seconds = time.perf_counter() - start
         reports = []
-        for request, mask in zip(requests, masks):
-            if not mask.any():
+        for request, mask, valid_mask in zip(requests, masks, valid_masks):
+            if not mask.any() and not valid_mask.any():
                 reports.append(UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
                                                 removed_rows=0, noop=True))
                 continue
-            removed = data.take(mask)
-            pairs = list(zip(removed.users.ids[removed.user].tolist(), removed.items.ids[removed.item].tolist()))
+            pairs = [(u, i) for table, rows in ((data, mask), (valid, valid_mask)) if rows.any()
+                     for u, i in zip(table.users.ids[table.user[rows]].tolist(), table.items.ids[table.item[rows]].tolist())]
             reports.append(batch.model_copy(update={
-                "request_id": request.request_id, "removed_rows": int(mask.sum()), "removed_pairs": pairs,
+                "request_id": request.request_id, "removed_rows": int(mask.sum()),
+                "removed_valid_rows": int(valid_mask.sum()), "removed_pairs": pairs,
                 "details": {**batch.details, "batched_with": len(requests)}}))
         return reports
 
@@ -360,9 +419,12 @@ class Unlearner(ABC):
         mask = request.rows(data, keys)
         if keys is not None:
             present = member_mask(keys, data.pair_keys[mask]) | member_mask(keys, np.fromiter(self._forgotten, np.int64))
+            if self.valid is not None and not present.all():  # a validation pair is the model's data too
+                present |= member_mask(keys, self.valid.pair_keys)
             if not present.all():
                 bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
-                raise UnknownIdError(f"{int((~present).sum())} pair(s) were never in the training data, e.g. {bad}")
+                raise UnknownIdError(f"{int((~present).sum())} pair(s) were never in the training or validation "
+                                     f"data, e.g. {bad}")
         return mask
 
     @staticmethod

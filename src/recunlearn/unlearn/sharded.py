@@ -130,14 +130,16 @@ class ShardedUnlearner(Unlearner):
         rows_before = self.shard_sizes()
         affected = sorted(np.unique(self.assignment[mask]).tolist())
         hash_before = self.train.content_hash()
-        refit = self.aggregator.depends_on_shards
+        every_shard = self._validation_changed and self.aggregator.uses_validation  # its cached errors hold dropped rows
+        refit = self.aggregator.depends_on_shards or every_shard
         with restored_on_error(self, ("train", "assignment", "models", "shard_info", "aggregator_info"),
                                deep=("aggregator",) if refit else ()):
             self.train = self.train.drop(mask)
             self.assignment = self.assignment[~mask]
             self._train_shards(affected)
             if refit:
-                self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, affected)
+                changed = range(self.config.n_shards) if every_shard else affected
+                self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, changed)
         rows_after = self.shard_sizes()
         parts = [PartChange(part=f"shard-{k}", action="retrained" if k in affected else "unchanged",
                             data_hash_before=before[k], data_hash_after=self.shard_info[k].get("data_hash"),
@@ -149,6 +151,17 @@ class ShardedUnlearner(Unlearner):
                                     rows_after=len(self.train)))
         empty = [k for k in range(self.config.n_shards) if rows_after[k] == 0]
         return self._report(parts, retrained_shards=affected, empty_shards=empty)
+
+    def _forget_validation_only(self) -> UnlearningReport:
+        """The shards stay; an aggregator fitted with the validation data is fitted again without the rows."""
+        if not self.aggregator.uses_validation:
+            return super()._forget_validation_only()
+        with restored_on_error(self, ("aggregator_info",), deep=("aggregator",)):
+            self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, range(self.config.n_shards))
+        part = PartChange(part="aggregator", action="retrained", data_hash_before=self.train.content_hash(),
+                          data_hash_after=self.train.content_hash(), rows_before=len(self.train),
+                          rows_after=len(self.train))
+        return self._report([part], validation_only=True)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
         """Group waiting requests so each affected shard is retrained once (:meth:`_forget_union`)."""
