@@ -136,6 +136,9 @@ def test_solvers_raise_clear_errors_on_divergence():
     b = torch.tensor([1.0, 1.0])
     with pytest.raises(SolverError, match="diverged"):
         lissa(lambda v: indefinite @ v, b, scale=1.0, depth=2000)
+    negative = torch.diag(torch.tensor([0.5, -3.0]))  # the dominant eigenvalue is negative: named, not "scale"
+    with pytest.raises(SolverError, match="positive definite damped Hessian; its dominant eigenvalue is -2.9"):
+        lissa(lambda v: negative @ v, b, damping=0.1)
     with pytest.raises(SolverError, match="too large"):
         exact_solve(lambda v: v, torch.ones(10), max_size=5)
     raised = solve(SolverConfig(method="cg", damping=0.0, max_damping_raises=4), lambda v: indefinite @ v, b, scale=1.0)

@@ -950,7 +950,11 @@ def lissa(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, scale: float 
     """
     hvps = 0
     if scale is None:
-        scale = 1.1 * (largest_eigenvalue(hvp, b) + damping)
+        dominant = largest_eigenvalue(hvp, b) + damping  # the eigenvalue of largest magnitude, damped
+        if not dominant > 0:
+            raise SolverError(f"LiSSA needs a positive definite damped Hessian; its dominant eigenvalue is {dominant:.3g} "
+                              "(damping included): raise the damping, or use the 'block' or 'cg' solver")
+        scale = 1.1 * dominant
         hvps += 30
     if not scale > 0:
         raise SolverError(f"LiSSA needs a positive scale, got {scale}")
