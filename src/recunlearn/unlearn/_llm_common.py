@@ -261,6 +261,9 @@ class LLMUnlearner(Unlearner):
             mask |= (data.user == user) & data.mentions([item])
         return mask
 
+    def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        return self._rows_of(request), self._valid_rows_of(request)
+
     def _valid_rows_of(self, request: DeletionRequest) -> np.ndarray:
         """Validation samples the request names, as :meth:`_rows_of` finds training samples (a prompt
         that mentions a deleted user's item holds their data too). Ids were checked by ``_rows_of``."""
@@ -346,7 +349,7 @@ class LLMUnlearner(Unlearner):
             return []
         self._check_fitted()
         start = time.perf_counter()
-        masks, valid_masks = [self._rows_of(r) for r in requests], [self._valid_rows_of(r) for r in requests]
+        masks, valid_masks = zip(*(self._masks_of(r) for r in requests))
         union, valid_union = np.logical_or.reduce(masks), np.logical_or.reduce(valid_masks)
         if not union.any() and not valid_union.any():
             return [self.forget(r) for r in requests]

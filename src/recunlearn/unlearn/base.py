@@ -203,7 +203,7 @@ class Unlearner(ABC):
         start = time.perf_counter()
         if not isinstance(request, DeletionRequest):
             raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
-        report = self._forget_rows(self._rows_of(request), self._valid_rows_of(request))
+        report = self._forget_rows(*self._masks_of(request))
         report.request_id = request.request_id
         report.seconds = time.perf_counter() - start
         return report
@@ -238,11 +238,17 @@ class Unlearner(ABC):
     _validation_state: ClassVar[tuple[str, ...]] = ("valid",)
     """Attributes that hold the validation data or what is cached from it: put back if ``forget`` fails."""
 
-    def _valid_rows_of(self, request: DeletionRequest) -> np.ndarray:
+    def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the training data and of the validation data the request names; unknown ids and
+        never-seen pairs raise. The tables share vocabularies, so the pairs' keys are computed once."""
+        keys = request.pair_keys(self.train) if request.pairs else None
+        return self._rows_of(request, keys), self._valid_rows_of(request, keys)
+
+    def _valid_rows_of(self, request: DeletionRequest, keys: np.ndarray | None = None) -> np.ndarray:
         """Rows of the validation data the request names (none without validation data)."""
         if self.valid is None or not len(self.valid):
             return np.zeros(0 if self.valid is None else len(self.valid), bool)
-        return request.rows(self.valid)
+        return request.rows(self.valid, keys)
 
     def _check_validation_left(self, valid_mask: np.ndarray) -> None:
         """Refuse, before anything changes, a request that would leave validation data with one label
@@ -284,7 +290,8 @@ class Unlearner(ABC):
         masks, union = [], np.zeros(len(self.train), bool)
         valid_masks, valid_union = [], np.zeros(len(self.valid) if self.valid is not None else 0, bool)
         for request in requests:
-            mask, valid_mask = self._rows_of(request) & ~union, self._valid_rows_of(request) & ~valid_union
+            mask, valid_mask = self._masks_of(request)
+            mask, valid_mask = mask & ~union, valid_mask & ~valid_union
             masks.append(mask)
             valid_masks.append(valid_mask)
             union |= mask
@@ -412,10 +419,12 @@ class Unlearner(ABC):
         if self.train is None:
             raise NotFittedError(f"{self.name}: call fit() first")
 
-    def _rows_of(self, request: DeletionRequest) -> np.ndarray:
-        """Rows of the current training data the request removes; unknown ids and never-seen pairs raise."""
+    def _rows_of(self, request: DeletionRequest, keys: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the current training data the request removes; unknown ids and never-seen pairs
+        raise. ``keys``: the request's :meth:`DeletionRequest.pair_keys` where the caller has them."""
         data = self.train
-        keys = request.pair_keys(data) if request.pairs else None
+        if keys is None and request.pairs:
+            keys = request.pair_keys(data)
         mask = request.rows(data, keys)
         if keys is not None:
             present = member_mask(keys, data.pair_keys[mask]) | member_mask(keys, np.fromiter(self._forgotten, np.int64))
