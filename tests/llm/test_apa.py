@@ -331,3 +331,18 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     loaded = get_method("apa").load(apa.save(tmp_path / "apa"))
     assert loaded.valid.content_hash() == apa.valid.content_hash()
     np.testing.assert_allclose(loaded.score(test), apa.score(test), atol=1e-6)
+
+
+def test_forgetting_every_validation_sample_is_refused_and_a_batch_counts_each_sample_once(tiny_causal, sample_split):
+    """Validation data of one class (LLM training accepts it) may lose rows but not all of them: APA's
+    attention would average over no neighbours. In a batch, a sample two requests name is the first's."""
+    train, valid, _ = sample_split
+    liked = valid.take(valid.label > 0)
+    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5)).fit(train, liked)
+    with pytest.raises(RecUnlearnError, match="no rows"):
+        apa.forget(DeletionRequest(samples=liked.ids.tolist()))
+    assert apa.valid is liked and apa.valid_logits.shape == (2, len(liked))
+    user = next(u for u in liked.user.tolist() if u in set(train.user.tolist()))
+    first, second = apa.forget_many([DeletionRequest(users=[user]), DeletionRequest(users=[user])])
+    assert first.removed_valid_rows == int((liked.user == user).sum()) and first.removed_rows > 0
+    assert second.noop and second.removed_rows == second.removed_valid_rows == 0

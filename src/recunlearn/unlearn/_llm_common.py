@@ -349,8 +349,15 @@ class LLMUnlearner(Unlearner):
             return []
         self._check_fitted()
         start = time.perf_counter()
-        masks, valid_masks = zip(*(self._masks_of(r) for r in requests))
-        union, valid_union = np.logical_or.reduce(masks), np.logical_or.reduce(valid_masks)
+        masks, valid_masks = [], []
+        union = np.zeros(len(self.train), bool)
+        valid_union = np.zeros(len(self.valid) if self.valid is not None else 0, bool)
+        for request in requests:  # a sample two requests name is the first's, as one by one
+            mask, valid_mask = self._masks_of(request)
+            masks.append(mask & ~union)
+            valid_masks.append(valid_mask & ~valid_union)
+            union |= mask
+            valid_union |= valid_mask
         if not union.any() and not valid_union.any():
             return [self.forget(r) for r in requests]
         ids, valid_ids = self.train.ids, self.valid.ids if self.valid is not None else np.zeros(0, str)
@@ -415,8 +422,9 @@ class LLMUnlearner(Unlearner):
         obj.train = SampleTable.load(path / "train.npz")
         obj.valid = SampleTable.load(path / "valid.npz") if (path / "valid.npz").is_file() else None
         obj._forgotten = set(document["forgotten"])
-        obj._known_users = set(document["known_users"])
-        obj._known_items = set(document["known_items"]) if "known_items" in document else obj.train.mentioned_items()
+        # folders saved before validation samples could be forgotten list training ids only
+        obj._known_users = set(document["known_users"]) | obj._named_users()
+        obj._known_items = set(document.get("known_items", ())) | obj._named_items()
         obj.fit_seconds = document["fit_seconds"]
         obj._setup()
         obj._restore(load_file(str(path / "state.safetensors")), document["state"])

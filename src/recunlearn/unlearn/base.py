@@ -251,23 +251,25 @@ class Unlearner(ABC):
         return request.rows(self.valid, keys)
 
     def _check_validation_left(self, valid_mask: np.ndarray) -> None:
-        """Refuse, before anything changes, a request that would leave validation data with one label
-        class or none: early stopping on its AUC (and every cache built from it) would be undefined."""
-        if not valid_mask.any() or len(np.unique(self.valid.label)) < 2:
+        """Refuse, before anything changes, a request that would leave no validation data, or one label
+        class where there were two: validation AUC (early stopping, APA's choice of tau) would be
+        undefined, and what is built from the validation data (APA's attention) would have nothing."""
+        if not valid_mask.any():
             return
         left = np.unique(self.valid.label[~valid_mask])
-        if len(left) < 2:
+        if len(left) < min(2, len(np.unique(self.valid.label))):
             raise RecUnlearnError(f"{self.name}: forgetting these rows would leave the validation data with "
-                                  f"{'no rows' if not len(left) else 'one label class only'}, on which early stopping "
-                                  "(AUC) is undefined; fit again with other validation data, or without any")
+                                  f"{'no rows' if not len(left) else 'one label class only'}, on which validation AUC "
+                                  "is undefined; fit again with other validation data, or without any")
 
     def _drop_validation(self, valid_mask: np.ndarray) -> None:
         """Remove the masked validation rows, and from whatever is cached from them."""
         self.valid = self.valid.drop(valid_mask)
 
     def _forget_validation_only(self) -> UnlearningReport:
-        """A request that names validation rows only: the model's parameters stay (they were trained on
-        none of them); a method that caches something from the validation data refreshes it."""
+        """A request that names validation rows only: nothing trained on training rows changes (none
+        is removed); a method that caches or fits something from the validation data (an aggregator,
+        APA's attention) does it again without them."""
         return self._report([], validation_only=True)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
