@@ -253,12 +253,19 @@ class LLMUnlearner(Unlearner):
         unknown_items = [i for i in list(request.items) + [p[1] for p in request.pairs] if i not in self._known_items]
         if unknown_items:  # a mistyped id would otherwise look like a deletion already done
             raise UnknownIdError(f"item id(s) no training or validation prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
+        return mask | self._named_by(request, data)
+
+    @staticmethod
+    def _named_by(request: DeletionRequest, samples: SampleTable) -> np.ndarray:
+        """Samples of a user the request names, or whose prompt mentions an item it names (of that
+        user, for a pair): every prompt that holds the named data."""
+        mask = np.zeros(len(samples), bool)
         if request.users:
-            mask |= np.isin(data.user, list(request.users))
+            mask |= np.isin(samples.user, list(request.users))
         if request.items:
-            mask |= data.mentions(request.items)
+            mask |= samples.mentions(request.items)
         for user, item in request.pairs:
-            mask |= (data.user == user) & data.mentions([item])
+            mask |= (samples.user == user) & samples.mentions([item])
         return mask
 
     def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
@@ -268,17 +275,11 @@ class LLMUnlearner(Unlearner):
         """Validation samples the request names, as :meth:`_rows_of` finds training samples (a prompt
         that mentions a deleted user's item holds their data too). Ids were checked by ``_rows_of``."""
         valid = self.valid
-        mask = np.zeros(len(valid) if valid is not None else 0, bool)
         if valid is None or not len(valid):
-            return mask
+            return np.zeros(len(valid) if valid is not None else 0, bool)
+        mask = self._named_by(request, valid)
         if request.samples:
             mask |= np.isin(valid.ids, [s for s in request.samples if s not in self._forgotten])
-        if request.users:
-            mask |= np.isin(valid.user, list(request.users))
-        if request.items:
-            mask |= valid.mentions(request.items)
-        for user, item in request.pairs:
-            mask |= (valid.user == user) & valid.mentions([item])
         return mask
 
     def _forget_rows(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
@@ -290,14 +291,7 @@ class LLMUnlearner(Unlearner):
             raise RecUnlearnError(f"{self.name}: a request may not remove every training sample; fit a new model instead")
         self._check_validation_left(valid_mask)
         removed_valid = self.valid.ids[valid_mask].tolist() if valid_mask.any() else []
-        self._validation_changed = bool(removed_valid)
-        try:
-            with restored_on_error(self, self._validation_state):
-                if removed_valid:
-                    self._drop_validation(valid_mask)
-                report = self._forget(mask) if mask.any() else self._forget_validation_only()
-        finally:
-            self._validation_changed = False
+        report = self._forget_after_validation(mask, valid_mask)
         self._forgotten.update(removed_valid)
         report.removed_valid_rows = len(removed_valid)
         report.details["removed_valid_samples"] = removed_valid

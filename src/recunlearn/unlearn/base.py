@@ -218,14 +218,7 @@ class Unlearner(ABC):
         self._check_validation_left(valid_mask)
         removed = self.train.take(mask)
         removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
-        self._validation_changed = removed_valid is not None  # read by methods that cache from validation
-        try:
-            with restored_on_error(self, self._validation_state):
-                if removed_valid is not None:
-                    self._drop_validation(valid_mask)
-                report = self._forget(mask) if mask.any() else self._forget_validation_only()
-        finally:
-            self._validation_changed = False
+        report = self._forget_after_validation(mask, valid_mask)
         for table in (removed, removed_valid):
             if table is not None:
                 self._forgotten.update(table.pair_keys.tolist())
@@ -234,6 +227,18 @@ class Unlearner(ABC):
         report.removed_pairs = [(u, i) for table in (removed, removed_valid) if table is not None
                                 for u, i in zip(table.users.ids[table.user].tolist(), table.items.ids[table.item].tolist())]
         return report
+
+    def _forget_after_validation(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
+        """Drop the masked validation rows, then ``_forget`` the masked training rows (or, if none,
+        ``_forget_validation_only``); the validation data and its caches are put back if that fails."""
+        self._validation_changed = bool(valid_mask.any())  # read by methods that cache from validation
+        try:
+            with restored_on_error(self, self._validation_state):
+                if self._validation_changed:
+                    self._drop_validation(valid_mask)
+                return self._forget(mask) if mask.any() else self._forget_validation_only()
+        finally:
+            self._validation_changed = False
 
     _validation_state: ClassVar[tuple[str, ...]] = ("valid",)
     """Attributes that hold the validation data or what is cached from it: put back if ``forget`` fails."""
