@@ -217,7 +217,8 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
         report = method.forget(request)
         rows.append({"method": name, "exact": method.exact, "fit_seconds": round(method.fit_seconds, 3),
                      "forget_seconds": round(report.seconds, 4), "changed_parts": len(report.changed_parts),
-                     "removed_rows": report.removed_rows, "details": _jsonable(report.details)})
+                     "removed_rows": report.removed_rows, "removed_valid_rows": report.removed_valid_rows,
+                     "details": _jsonable(report.details)})
         seconds.append(report.seconds)
         log(f"{name}: forget took {report.seconds:.3f} s")
 
