@@ -98,3 +98,17 @@ def test_a_pair_not_given_as_a_pair_is_refused(pairs):
     with pytest.raises(ValidationError, match="pairs"):
         DeletionRequest(pairs=pairs)
     assert DeletionRequest(pairs=[("u1", "i2"), ["u3", 4]]).pairs == (("u1", "i2"), ("u3", "4"))
+
+
+def test_an_id_that_begins_like_a_placeholder_is_still_erased():
+    """Only an index that holds its own placeholder was erased before; a real id such as
+    '<erased 7>' at index 0 used to be skipped, so the erased user kept their id."""
+    from recunlearn.data import Vocabulary
+
+    vocabulary = Vocabulary.from_values(["<erased 7>", "<erased 1>", "bob"], kind="user")
+    first = vocabulary.ids.tolist().index("<erased 7>")
+    erased = vocabulary.erased([first])
+    assert "<erased 7>" not in erased and erased.ids[first].startswith("<erased ")
+    again = erased.erased([first])
+    assert again.ids.tolist() == erased.ids.tolist(), "erasing twice changes nothing"
+    assert erased.placeholders([erased.ids[first]]) == {erased.ids[first]}

@@ -137,11 +137,13 @@ class Vocabulary:
     def erased(self, indices: np.ndarray | Sequence[int]) -> Vocabulary:
         """The same indices with the ids at ``indices`` replaced by placeholders (``<erased N>``, N the
         index), so that a table or model keeps its shape but no longer names who was erased; an
-        erased id is then unknown. A placeholder that is some real id gets primes until unique."""
+        erased id is then unknown. A placeholder that is some real id gets primes until unique. An
+        index that holds its placeholder already stays as it is; any other id is replaced, one that
+        merely begins like a placeholder included."""
         ids = self.ids.astype(object)
         taken = set(self.ids.tolist())
         for index in np.unique(np.asarray(indices, np.int64)).tolist():
-            if ids[index].startswith(ERASED_PREFIX):
+            if ids[index].rstrip("'") == f"{ERASED_PREFIX}{index}>":  # erased before
                 continue
             placeholder = f"{ERASED_PREFIX}{index}>"
             while placeholder in taken:
