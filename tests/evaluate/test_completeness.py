@@ -72,3 +72,14 @@ def test_parameter_distance_of_models(tiny_split):
     b = get_method("retrain")(train={**fast, "seed": 1}).fit(tiny_split.train, None)
     assert parameter_distance(a, a) == 0.0 and parameter_distance(a, b) > 0.1
     assert np.isnan(parameter_distance(a, TableScorer(np.zeros((2, 2)))))
+
+
+def test_a_nan_loss_makes_the_attack_undefined_not_perfectly_forgotten():
+    """A NaN loss compares False with every threshold, which read as 'no removed row is a member':
+    a diverged model looked like perfect forgetting."""
+    data = grid()
+    matrix = np.full((4, 4), 0.5)
+    matrix[3, 3] = np.nan  # one test row
+    attack = membership_inference(TableScorer(matrix), data.take(np.arange(8)), data.take(np.arange(8, 16)),
+                                  removed=data.take(np.arange(3)))
+    assert all(np.isnan(v) for v in attack.values())

@@ -90,3 +90,11 @@ def test_masked_training_items_are_never_hits_even_when_k_reaches_them():
     for k in (1, 3, 4):
         report = ranking_report(scorer, train, test, k=k)
         assert report[f"hit@{k}"] == 0.0 and report[f"recall@{k}"] == 0.0 and report[f"ndcg@{k}"] == 0.0
+
+
+def test_a_relevant_item_scored_plus_infinity_is_a_hit():
+    """Masked training items are told apart by the mask, not by a finite score: a scorer returning
+    logits may give an unmasked item +inf, and ranked first it is a hit."""
+    train, test = table([("a", "y", 1)]), table([("a", "x", 1)])
+    scorer = TableScorer([[np.inf, 0.9, 0.8, 0.7], [0.1, 0.2, 0.3, 0.4]])
+    assert ranking_report(scorer, train, test, k=2) == {"recall@2": 1.0, "ndcg@2": 1.0, "hit@2": 1.0}

@@ -53,12 +53,16 @@ def membership_inference(model: Scorer, members: Interactions, non_members: Inte
 
     The threshold is the loss that best separates the model's training rows (``members``) from
     unseen rows (``non_members``, e.g. the test set) by balanced accuracy; the attack calls a row a
-    member when its loss is below it. ``removed_member_rate`` is the fraction of the removed rows
+    member when its loss is at most it. ``removed_member_rate`` is the fraction of the removed rows
     it calls members: after complete unlearning it should match the retrained model's, for which
-    they are truly unseen. ``attack_auc`` says how well loss separates members at all.
+    they are truly unseen. ``attack_auc`` says how well loss separates members at all. Any NaN loss
+    (a diverged model) makes all three NaN.
     """
     member_loss, other_loss = pair_losses(model, members), pair_losses(model, non_members)
-    if not len(member_loss) or not len(other_loss) or not len(removed):
+    removed_loss = pair_losses(model, removed)
+    undefined = not len(member_loss) or not len(other_loss) or not len(removed_loss)
+    if undefined or np.isnan(member_loss).any() or np.isnan(other_loss).any() or np.isnan(removed_loss).any():
+        # a NaN loss compares False with any threshold: the removed rows would all read as non-members
         return {"attack_auc": float("nan"), "threshold": float("nan"), "removed_member_rate": float("nan")}
     losses = np.concatenate([member_loss, other_loss])
     is_member = np.concatenate([np.ones(len(member_loss)), np.zeros(len(other_loss))])
@@ -67,7 +71,7 @@ def membership_inference(model: Scorer, members: Interactions, non_members: Inte
     fpr = (other_loss[None, :] <= candidates[:, None]).mean(1)
     threshold = float(candidates[np.argmax(tpr - fpr)])
     return {"attack_auc": auc(is_member, -losses), "threshold": threshold,
-            "removed_member_rate": float((pair_losses(model, removed) <= threshold).mean())}
+            "removed_member_rate": float((removed_loss <= threshold).mean())}
 
 
 def completeness_report(model: Scorer, retrained: Scorer, removed: Interactions, removed_true: Interactions,

@@ -63,13 +63,15 @@ def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: in
             return {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"), f"hit@{k}": float("nan")}
         row_of = {u: r for r, u in enumerate(batch.tolist())}
         in_batch = np.isin(seen_u, batch)
-        scores[[row_of[u] for u in seen_u[in_batch].tolist()], seen_i[in_batch]] = -np.inf
+        masked = np.zeros(scores.shape, bool)
+        masked[[row_of[u] for u in seen_u[in_batch].tolist()], seen_i[in_batch]] = True
+        scores[masked] = -np.inf
         top = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
         for row, u in enumerate(batch.tolist()):
             rel = relevant[u]
             # a masked training item is never recommended: where k reaches past the items left, it is no hit
-            hits = np.array([i in rel for i in top[row].tolist()], dtype=np.float64) * np.isfinite(scores[row, top[row]])
+            hits = np.array([i in rel for i in top[row].tolist()], dtype=np.float64) * ~masked[row, top[row]]
             ideal = discounts[: min(len(rel), k)].sum()
             recall.append(hits.sum() / len(rel))
             ndcg.append((hits * discounts[: len(hits)]).sum() / ideal)
