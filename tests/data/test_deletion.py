@@ -112,3 +112,20 @@ def test_an_id_that_begins_like_a_placeholder_is_still_erased():
     again = erased.erased([first])
     assert again.ids.tolist() == erased.ids.tolist(), "erasing twice changes nothing"
     assert erased.placeholders([erased.ids[first]]) == {erased.ids[first]}
+
+
+def test_label_flip_flips_every_row_of_a_repeated_pair():
+    """A request names pairs: flipping one of two rows of a pair made its request remove the clean
+    copy too, so 'retraining without the flipped rows' lost a clean row."""
+    import pandas as pd
+
+    from recunlearn.data import Interactions
+
+    frame = pd.DataFrame({"user": ["a", "a", "a", "b", "b", "c"], "item": ["x", "x", "y", "x", "y", "y"],
+                          "rating": [5.0, 1.0, 4.0, 2.0, 5.0, 3.0]})
+    data = Interactions.from_frame(frame, timestamp=None, threshold=3)
+    for seed in range(20):
+        polluted, request = label_flip_attack(data, fraction=0.2, seed=seed)
+        flipped = polluted.label != data.label
+        np.testing.assert_array_equal(request.rows(data), flipped)
+        assert flipped[0] == flipped[1], "the two rows of (a, x) go together"

@@ -135,3 +135,11 @@ def test_load_rejects_missing_corrupt_and_mismatched_files(small, tmp_path):
     small.save(path)
     with pytest.raises(DataError, match="vocabulary differs"):
         Interactions.load(path, users=Vocabulary(np.array(["a", "b", "z"]), kind="user"))
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for damaged, match in (({"meta": np.array("{not json")}, "meta record is damaged"),
+                           ({"meta": np.array("{}")}, "meta record is damaged"),
+                           ({"user": arrays["user"] + 0.7}, "user must hold integers, not float64")):
+        np.savez(tmp_path / "damaged.npz", **{**arrays, **damaged})
+        with pytest.raises(DataError, match=match):
+            Interactions.load(tmp_path / "damaged.npz")

@@ -324,3 +324,18 @@ def test_shared_movielens_is_found_from_any_directory_or_the_environment(tmp_pat
     assert shared_movielens_100k_path() == expected
     monkeypatch.setenv(SHARED_ML100K_ENV, str(tmp_path))
     assert shared_movielens_100k_path() == tmp_path
+
+
+def test_parquet_dates_are_unix_seconds_and_a_blank_timestamp_is_refused(tmp_path):
+    """A datetime column read back from Parquet is not numeric: it went through to_numeric and came out
+    in micro- or nanoseconds; a blank timestamp became 0 (1970), the oldest row in any time split."""
+    frame = pd.DataFrame({"user_id": [1, 2], "item_id": ["a", "b"],
+                          "time": pd.to_datetime(["2020-01-01", "2020-01-02"])})
+    frame.to_parquet(tmp_path / "dates.parquet")
+    assert load_dataset(tmp_path / "dates.parquet").timestamp.tolist() == [1577836800, 1577923200]
+    frame["time"] = frame["time"].dt.tz_localize("Europe/Paris")  # midnight in Paris is 23:00 UTC
+    frame.to_parquet(tmp_path / "zoned.parquet")
+    assert load_dataset(tmp_path / "zoned.parquet").timestamp.tolist() == [1577833200, 1577919600]
+    (tmp_path / "blank.csv").write_text("user,item,rating,timestamp\n1,10,5,100\n2,10,5,\n")
+    with pytest.raises(DataError, match="line 3 is incomplete"):
+        load_table(tmp_path / "blank.csv")

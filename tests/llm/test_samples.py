@@ -123,3 +123,12 @@ def test_prompt_templates():
     assert render_prompt("do it", "text", "input") == "text"
     alpaca = render_prompt("do it", "text", "alpaca")
     assert "### Instruction:\ndo it" in alpaca and alpaca.endswith("### Response:\n")
+
+
+def test_content_hashes_of_tables_whose_texts_hold_separators_differ(all_samples):
+    """Texts were joined with NUL and columns closed by \\x01, so moving a separator between two ids
+    gave two different tables one hash."""
+    first, second = all_samples.take([0, 1]), all_samples.take([0, 1])
+    object.__setattr__(first, "ids", np.array(["s1\x00s2", "z"]))
+    object.__setattr__(second, "ids", np.array(["s1", "s2\x00z"]))
+    assert first.content_hash() != second.content_hash()

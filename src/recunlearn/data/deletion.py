@@ -113,7 +113,8 @@ class DeletionRequest(BaseModel):
 
 
 def random_interactions(data: Interactions, fraction: float, seed: int = 0) -> DeletionRequest:
-    """A uniformly random fraction of the rows."""
+    """A uniformly random fraction of the rows (as a request names (user, item) pairs, it also
+    removes the other rows of a chosen row's pair, where a table repeats pairs)."""
     _check_fraction(fraction)
     n = max(1, int(round(fraction * len(data))))
     rows = np.random.default_rng(seed).choice(len(data), size=n, replace=False)
@@ -145,11 +146,15 @@ def label_flip_attack(train: Interactions, fraction: float = 0.02,
     """IFRU's 'unusable data': flip the labels of a random fraction of the training rows.
 
     Returns the polluted training table (what the original model trains on) and the request that
-    removes the flipped rows (retraining on the rest is the exact reference).
+    removes the flipped rows (retraining on the rest is the exact reference). A request names
+    (user, item) pairs, so where a table repeats a pair every row of a chosen pair is flipped: the
+    request then removes exactly the flipped rows, never a clean copy.
     """
     _check_fraction(fraction)
     n = max(1, int(round(fraction * len(train))))
     rows = np.sort(np.random.default_rng(seed).choice(len(train), size=n, replace=False))
+    keys = train.pair_keys
+    rows = np.flatnonzero(member_mask(keys, keys[rows]))  # the same rows where no pair repeats
     label = train.label.copy()
     label[rows] = 1.0 - label[rows]
     return train.with_labels(label), DeletionRequest.from_rows(train, rows)

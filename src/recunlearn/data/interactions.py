@@ -265,8 +265,13 @@ class Interactions:
             lab = (raw_rating > threshold).astype(np.float32)
         else:
             lab = np.ones(len(frame), np.float32)
-        ts = (_numbers(frame, timestamp).fillna(0).to_numpy(np.int64)
-              if timestamp is not None else np.zeros(len(frame), np.int64))
+        if timestamp is not None:
+            stamps = _numbers(frame, timestamp)
+            if stamps.isna().any():  # a blank read as 0 would date the row to 1970, first in any time split
+                raise DataError(f"timestamp column {timestamp!r}: row {int(stamps.isna().to_numpy().argmax())} is blank")
+            ts = stamps.to_numpy(np.int64)
+        else:
+            ts = np.zeros(len(frame), np.int64)
 
         def text(mapping: Mapping[Any, str] | None) -> np.ndarray | None:
             if mapping is None:
@@ -436,14 +441,22 @@ class Interactions:
         if missing:
             raise DataError(f"{path} is not an interactions table written by Interactions.save: "
                             f"it lacks {', '.join(missing)}")
-        meta = json.loads(str(data.pop("meta")))
+        try:
+            meta = json.loads(str(data.pop("meta")))
+            name = meta["name"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: its meta record is damaged ({exc!r})") from None
+        wrong = [k for k in ("user", "item", "timestamp") if data[k].dtype.kind not in "iu"]
+        if wrong:  # a float index would be truncated to another user or item without a word
+            raise DataError(f"{path}: column(s) {', '.join(wrong)} must hold integers, not "
+                            f"{', '.join(str(data[k].dtype) for k in wrong)}")
         user_vocab = Vocabulary(data.pop("users"), kind="user")
         item_vocab = Vocabulary(data.pop("items"), kind="item")
         for given, stored in ((users, user_vocab), (items, item_vocab)):
             if given is not None and not np.array_equal(given.ids, stored.ids):
                 raise DataError(f"{path}: stored {stored.kind} vocabulary differs from the one given")
         columns = {k: data[k] for k in (*_SAVED_COLUMNS, "item_title", "item_author") if k in data}
-        return cls(users=users or user_vocab, items=items or item_vocab, name=meta["name"], **columns)
+        return cls(users=users or user_vocab, items=items or item_vocab, name=name, **columns)
 
 
 _SAVED_COLUMNS = ("user", "item", "label", "rating", "timestamp")

@@ -181,7 +181,10 @@ def _roles(columns: list[str], path: Path, given: dict[str, str | None]) -> dict
 
 
 def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
-    """Integer timestamps as they are; date strings parsed and turned into Unix seconds."""
+    """Integer timestamps as they are; dates (a datetime column, or strings) as Unix seconds."""
+    if pd.api.types.is_datetime64_any_dtype(values):  # Parquet's: its ticks are micro- or nanoseconds
+        moments = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        return (moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     if pd.api.types.is_numeric_dtype(values):
         return values
     numeric = pd.to_numeric(values, errors="coerce")
@@ -230,7 +233,7 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
         header_lines = 1
     if frame.empty:
         raise DataError(f"{path}: the table has no rows")
-    check_complete(frame, [found["user"], found["item"]], path, header_lines)
+    check_complete(frame, [found[r] for r in ("user", "item", "timestamp") if found[r] is not None], path, header_lines)
     for role in ("rating", "label"):
         if found[role] is not None:
             frame[found[role]] = numeric_column(frame, found[role], path, header_lines)

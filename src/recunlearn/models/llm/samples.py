@@ -117,13 +117,17 @@ class SampleTable:
 
     # identity and persistence ------------------------------------------------------------------------
     def content_hash(self) -> str:
-        """sha256 of every column in row order (what an adapter's training data was)."""
-        digest = hashlib.sha256()
+        """sha256 of every column in row order (what an adapter's training data was); each text is
+        preceded by its length, so no two different tables (texts holding separators included) share it."""
+        digest = hashlib.sha256(b"recunlearn samples v2\0")
         for column in _COLUMNS:
             value = getattr(self, column)
-            digest.update(np.ascontiguousarray(value).tobytes() if value.dtype.kind != "U"
-                          else "\x00".join(value.tolist()).encode("utf-8"))
-            digest.update(b"\x01")
+            if value.dtype.kind != "U":
+                digest.update(np.ascontiguousarray(value).tobytes())
+                continue
+            for text in value.tolist():
+                encoded = text.encode("utf-8")
+                digest.update(len(encoded).to_bytes(8, "little") + encoded)
         return digest.hexdigest()
 
     def save(self, path: str | Path) -> None:
