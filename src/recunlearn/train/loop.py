@@ -69,19 +69,24 @@ def _tensor(array: np.ndarray, device: torch.device, dtype=torch.long) -> torch.
 
 def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
                config: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The training objective on one batch (mean loss plus L2 on the rows it touches)."""
+    """The training objective on one batch (mean loss plus L2 on the rows it touches: for BPR the
+    sampled negatives' too, as LightGCN's code).
+
+    Rows are gathered with ``index_select``: its backward adds a repeated row's gradients in a
+    fixed order, where advanced indexing's does not on several CPU threads (same seed, other model)."""
     u_rep, i_rep = model.representations()
+    u = u_rep.index_select(0, users)
     if config.loss == "bce":
-        logits = (u_rep[users] * i_rep[items]).sum(-1)
-        loss = pointwise_bce(logits, labels)
+        loss = pointwise_bce((u * i_rep.index_select(0, items)).sum(-1), labels)
+        touched = (items,)
     else:
         # drawn on the CPU, where the generator lives (a CUDA draw refuses a CPU generator), then moved
         neg = torch.randint(0, model.n_items, items.shape, generator=generator).to(items.device)
-        pos_logits = (u_rep[users] * i_rep[items]).sum(-1)
-        neg_logits = (u_rep[users] * i_rep[neg]).sum(-1)
-        loss = bpr(pos_logits, neg_logits)
+        loss = bpr((u * i_rep.index_select(0, items)).sum(-1), (u * i_rep.index_select(0, neg)).sum(-1))
+        touched = (items, neg)
     if config.l2:
-        loss = loss + config.l2 * l2_penalty(model.user_emb.weight[users], model.item_emb.weight[items])
+        loss = loss + config.l2 * l2_penalty(model.user_emb.weight.index_select(0, users),
+                                             *(model.item_emb.weight.index_select(0, i) for i in touched))
     return loss
 
 

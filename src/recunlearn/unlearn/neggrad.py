@@ -29,13 +29,18 @@ class NegGrad(ApproximateUnlearner):
     def _update(self, removed, remaining, graph_full, graph_after, orphaned):
         model = self.model
         device = model.user_emb.weight.device
+        if self.config.train.loss == "bpr":  # BPR trained on the positive rows only: climb theirs
+            removed = removed.take(removed.label > 0)
+            if not len(removed):
+                return {"steps": 0, "update": "none (BPR trained on none of the removed rows)"}
         users = torch.tensor(removed.user, device=device)
         items = torch.tensor(removed.item, device=device)
         labels = torch.tensor(removed.label, device=device)
+        generator = torch.Generator().manual_seed(self.config.train.seed)  # BPR's negatives: the same every run
         optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
         model.train()
         for _ in range(self.config.steps):
-            loss = -batch_loss(model, users, items, labels, self.config.train)
+            loss = -batch_loss(model, users, items, labels, self.config.train, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
