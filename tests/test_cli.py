@@ -248,6 +248,12 @@ def no_training(monkeypatch, tmp_path):
     (["bench", "ifru", "--quick", "--out", "{dir}"], "cannot write a file there"),
     (["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r.json"], "cannot create its folder"),
     (["bench", "apa", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
+    (["demo", "--no-llm", "-m", "ifru", "--out", "{file}/demo"], "cannot create the folder"),
+    (["bench", "executors", "--interactions", "2000", "--out", "{file}/e.json"], "cannot create its folder"),
+    (["report", "{file}", "--out", "{file}/report"], "cannot create a folder there"),
+    (["service", "init", "--data", "{file}", "--home", "{file}/svc"], "cannot create a folder there"),
+    (["bench", "ifru", "--quick", "--seed", "-1"], "seeds.0: Input should be greater than or equal to 0"),
+    (["bench", "apa", "--quick", "--seed", "99999999999999999999"], "sample_seed: Input should be less than"),
 ])
 def test_bad_input_is_refused_before_anything_runs(no_training, tmp_path, capsys, args, message):
     (tmp_path / "file").write_text("not a folder")
@@ -265,3 +271,38 @@ def test_a_method_listed_twice_is_refused(no_training, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(config)])
     assert "methods: Value error, listed more than once: ifru" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "99999"], ["bench", "ifru-scaling", "--max-epochs", "0"],
+                                  ["bench", "executors", "-k", "0"]])
+def test_out_of_range_numbers_are_usage_errors(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_bench_runs_with_other_settings_never_replace_the_cited_results(no_training, tmp_path, monkeypatch):
+    """`bench executors -k 2` wrote its K=2 run over mf-k4.json, and `bench scaling -n ...` over the
+    10M study's synthetic.json, which the docs cite."""
+    from pathlib import Path
+
+    from recunlearn.bench import scaling
+
+    written = []
+
+    class Recorded(Exception):
+        pass
+
+    def record(config):
+        written.append(config.output)
+        raise Recorded
+
+    monkeypatch.setattr(scaling, "run_executors_benchmark", record)
+    monkeypatch.setattr(scaling, "run_scaling_benchmark", record)
+    monkeypatch.chdir(tmp_path)
+    for args in (["bench", "executors", "-k", "2", "--interactions", "4000", "--epochs", "1"], ["bench", "executors"],
+                 ["bench", "scaling", "-n", "2000", "-m", "retrain"], ["bench", "scaling"]):
+        with pytest.raises(Recorded):
+            main(args)
+    assert written == ["benchmarks/results/executors/mf-k2-n4000-e1.json", "benchmarks/results/executors/mf-k4.json",
+                       "benchmarks/results/scaling/custom.json", "benchmarks/results/scaling/synthetic.json"]
+    assert not Path("benchmarks/results/scaling/synthetic.json").exists()

@@ -23,7 +23,11 @@ def test_quick_ifru_benchmark_measures_every_method(tmp_path):
         assert rows["ifru"]["details"]["kept_users"] > 0
     saved = json.loads(out.read_text())
     assert saved["runs"][0]["rows"][0]["method"] == "original"
-    assert "| ifru |" in out.with_suffix(".md").read_text()
+    markdown = out.with_suffix(".md").read_text()
+    assert "| ifru |" in markdown
+    header, rule = [line for line in markdown.splitlines() if line.startswith("|")][:2]
+    cells = [c for c in header.replace("\\|", "").split("|")[1:-1]]
+    assert "\\|Δ\\| removed" in header and len(cells) == rule.count("---"), "the header splits into its columns"
 
 
 def test_cli_bench_ifru_quick(tmp_path):
@@ -73,3 +77,9 @@ def test_peak_memory_sees_what_a_block_allocates_on_cpu():
     block.close()
     assert large.mib is not None and large.mib > 120
     assert small.mib is not None and small.mib < large.mib - 100
+
+
+def test_speedups_below_ten_keep_two_significant_figures():
+    from recunlearn.bench.ifru import speedup_text
+
+    assert [speedup_text(x) for x in (1449.2, 12.4, 3.21, 0.334)] == ["1449x", "12x", "3.2x", "0.33x"]

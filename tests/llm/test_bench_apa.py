@@ -25,6 +25,8 @@ def test_quick_protocol_reports_every_method_and_variant(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "APA ablation: semantic (ND)" in table and "logistic regression" in table
     assert markdown_table(results).count("\n") == len(table.strip().splitlines()) - 1
+    fewer = {**results, "samples": {**results["samples"], "test": 5}}  # fewer test samples than the batch
+    assert "batch of 5 s" in markdown_table(fewer).splitlines()[0], "the column names the batch actually scored"
 
 
 def test_simple_features_read_the_prompt():

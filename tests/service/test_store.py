@@ -69,3 +69,11 @@ def test_tokens_are_stored_hashed_with_roles(tmp_path):
     assert token not in stored
     with pytest.raises(ValueError, match="role"):
         ledger.add_token("admin", "t")
+
+
+@pytest.mark.parametrize("url", ["bogus://x", "not a url"])
+def test_a_bad_database_url_is_a_config_error(url):
+    from recunlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="database URL"):
+        Ledger(url)

@@ -114,10 +114,15 @@ def write_results(path: str | Path, rows: list[dict[str, Any]], config: dict[str
     return results
 
 
+def markdown_cell(text: Any) -> str:
+    """A table cell's text with its pipes escaped (a header such as '|Δ| test' split the row)."""
+    return str(text).replace("|", "\\|")
+
+
 def markdown_grid(header: list[str], cells: list[list[str]]) -> str:
     """A markdown table from a header and rows of already formatted cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in cells])
 
 
 def write_document(document: dict[str, Any], path: str | Path, markdown: str) -> None:

@@ -41,6 +41,7 @@ from recunlearn.models.llm.samples import (
     split_samples,
     subsample,
 )
+from recunlearn.seeds import Seed
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.base import make_config
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
@@ -73,7 +74,7 @@ class ApaBenchConfig(BaseModel):
     """Validation samples (paper: 500)."""
     n_test: int = Field(1000, ge=2)
     """Test samples (paper: 1,000)."""
-    sample_seed: int = 0
+    sample_seed: Seed = 0
     """Seed of the draws and of the sample forgotten."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'llm-retrain' always runs (the reference)."""
@@ -278,14 +279,14 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
     report = method.forget(request)
     row.update(unlearn_s=round(report.seconds, 3), retrained_adapters=report.details["retrained_adapters"])
     log(f"{name}: AUC {row['auc']:.4f}, fit {row['fit_s']:.1f} s, forget one sample {report.seconds:.1f} s, "
-        f"batch of {config.latency_batch} scored in {row['latency_batch_s']:.3f} s")
+        f"batch of {min(config.latency_batch, len(test))} scored in {row['latency_batch_s']:.3f} s")
     return row
 
 
 # tables -----------------------------------------------------------------------------------------------------
 def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells: one line per method (APA: one per aggregation and ablation)."""
-    batch = results["config"]["latency_batch"]
+    batch = min(results["config"]["latency_batch"], results["samples"]["test"])  # what was scored
     header = ["method", "AUC", "mean adapter AUC", "fit s", "forget 1 sample s", "speed-up", "1 sample s",
               f"batch of {batch} s"]
     cells = []

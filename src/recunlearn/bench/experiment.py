@@ -37,6 +37,7 @@ from recunlearn.data import (
 )
 from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.evaluate import auc_report, ranking_report, score_distance
+from recunlearn.seeds import Seed
 from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
@@ -71,7 +72,7 @@ class DataSpec(BaseModel):
     """'random': 60/20/20 shuffled (IFRU); 'temporal': each user's last interaction to test."""
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     """Train/validation/test fractions of the random split."""
-    seed: int = 1024
+    seed: Seed = 1024
     """Seed of the split (IFRU's reference code uses 1024)."""
 
 
@@ -86,7 +87,7 @@ class DeletionSpec(BaseModel):
     """Fraction of training rows for 'label_flip' and 'random'."""
     count: int = Field(1, ge=1)
     """Number of users or items for 'users' / 'items'."""
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ExperimentConfig(BaseModel):

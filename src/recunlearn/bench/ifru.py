@@ -22,12 +22,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._memory import PeakMemory
-from recunlearn.bench._results import write_document
+from recunlearn.bench._results import markdown_cell, write_document
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import label_flip_attack, user_deletion
 from recunlearn.evaluate import auc_report
 from recunlearn.evaluate.completeness import completeness_report
 from recunlearn.errors import ConfigError
+from recunlearn.seeds import Seed
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
 
@@ -44,7 +45,7 @@ class IFRUBenchConfig(BaseModel):
     """Recommenders to run the protocol on."""
     fractions: list[float] = Field(default_factory=lambda: [0.02])
     """Fractions of the training rows whose labels are flipped (IFRU: 1% and 2%)."""
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
     """Each seed picks the flipped rows and seeds training."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (the reference for completeness and time)."""
@@ -152,6 +153,11 @@ def _measure(name, method, report, reference, split, removed, removed_true, rema
     return row
 
 
+def speedup_text(ratio: float) -> str:
+    """'1449x', '12x', '0.33x': whole numbers from 10 up, two significant figures below."""
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+
+
 def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
     return [{"model": run["model"], "fraction": run["fraction"], "seed": run["seed"],
@@ -170,12 +176,12 @@ def markdown_table(results: dict[str, Any]) -> str:
     out = []
     for run in results["runs"]:
         out.append(f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), seed {run['seed']}\n")
-        out.append("| " + " | ".join(title for _, title, _ in COLUMNS) + " | note |")
+        out.append("| " + " | ".join(markdown_cell(title) for _, title, _ in COLUMNS) + " | note |")
         out.append("|" + "---|" * (len(COLUMNS) + 1))
         for row in run["rows"]:
             cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS]
             update = row.get("details", {}).get("update", "")
-            out.append("| " + " | ".join(cells) + f" | {update if update != 'applied' else ''} |")
+            out.append("| " + " | ".join(cells) + f" | {markdown_cell(update) if update != 'applied' else ''} |")
         out.append("")
     return "\n".join(out)
 
@@ -199,7 +205,7 @@ class ScalingConfig(BaseModel):
     """The recommender."""
     train: dict[str, Any] = Field(default_factory=dict)
     """Training settings of the original model and of retraining."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds the generator, the flipped rows and training."""
     output: str | None = "benchmarks/results/ifru/scaling.json"
     """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
@@ -243,7 +249,7 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
                "auc_original": original_auc, "auc_ifru": auc_report(ifru, split.test)["auc"],
                "auc_retrain": auc_report(reference, split.test)["auc"], "update": report.details.get("update"),
                "retrain_epochs": reference.fit_info["epochs"]}
-        log(f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({row['speedup']:.0f}x)")
+        log(f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({speedup_text(row['speedup'])})")
         rows.append(row)
     results = {"config": config.model_dump(mode="json"), "rows": rows, "seconds": round(time.perf_counter() - start, 2),
                "environment": environment(), "command": " ".join(sys.argv)}
@@ -267,6 +273,6 @@ def scaling_table(results: dict[str, Any]) -> str:
         removed = f"{r['removed_rows']:,}" + (" (users)" if r.get("removal") == "users" else "")
         lines.append(f"| {r['interactions']:,} | {removed} | {r['kept_rows']:,} | {r.get('spillover_rows') or 0:,} "
                      f"| {r['hessian_rows'] or 0:,} | {r['ifru_seconds']:.3f}{split} | {r['retrain_seconds']:.1f} "
-                     f"| {r['speedup']:.0f}x | {mib[0]} | {mib[1]} "
+                     f"| {speedup_text(r['speedup'])} | {mib[0]} | {mib[1]} "
                      f"| {r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f} |")
     return "\n".join(lines)

@@ -48,3 +48,21 @@ def writable(out: Path) -> Path:
     if out.is_dir() or not os.access(out.parent, os.W_OK):
         raise ConfigError(f"--out {out}: cannot write a file there")
     return out
+
+
+def writable_folder(folder: Path, option: str = "--out", create: bool = True) -> Path:
+    """``folder``, created and writable (checked before a run, so it cannot end unable to save);
+    ``create=False``: only checked that it could be (its nearest existing folder takes files)."""
+    if not create:
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ConfigError(f"{option} {folder}: cannot create a folder there ({existing} is "
+                              f"{'not a folder' if not existing.is_dir() else 'not writable'})")
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option} {folder}: cannot write there")
+    return folder

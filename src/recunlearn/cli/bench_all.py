@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import given, results_path
+from recunlearn.cli._options import given, results_path, writable
 
 
 @bench_app.command("all")
@@ -45,11 +45,15 @@ def bench_scaling(
     quick: bool = typer.Option(False, help="25k-100k interactions, one epoch (about 80 s on 2 cores); the other "
                                "options given apply on top."),
     out: Path = typer.Option(Path("benchmarks/results/scaling/synthetic.json"),
-                             help="Results JSON (markdown beside it); --quick without --out: quick.json in that folder."),
+                             help="Results JSON (markdown beside it); --quick without --out: quick.json in that "
+                             "folder; other --size/--method/--epochs without --out: custom.json there."),
 ) -> None:
     """Training and unlearning time and peak memory against data size, per method family; log-log slopes."""
     from recunlearn.bench.scaling import ScalingConfig, markdown_table, run_scaling_benchmark
 
+    custom = not given(ctx, "out") and not quick and any(given(ctx, n) for n in ("sizes", "methods", "epochs"))
+    if custom:  # not the documented study's settings: never over the file the docs cite
+        out = out.with_name("custom.json")
     out = results_path(ctx, out, "scaling", "quick" if quick else None)
     overrides: dict = {"output": str(out)}
     if sizes:
@@ -66,14 +70,20 @@ def bench_scaling(
 
 @bench_app.command("executors")
 def bench_executors(
-    interactions: int = typer.Option(1_000_000, help="Rows of the synthetic log (each shard gets n / K)."),
-    shards: int = typer.Option(4, "--shards", "-k", help="Shards K."),
-    epochs: int = typer.Option(3, help="Training epochs of every shard."),
-    out: Path = typer.Option(Path("benchmarks/results/executors/mf-k4.json"), help="Results JSON (markdown beside it)."),
+    ctx: typer.Context,
+    interactions: int = typer.Option(1_000_000, min=1, help="Rows of the synthetic log (each shard gets n / K)."),
+    shards: int = typer.Option(4, "--shards", "-k", min=1, help="Shards K."),
+    epochs: int = typer.Option(3, min=1, help="Training epochs of every shard."),
+    out: Path = typer.Option(Path("benchmarks/results/executors/mf-k4.json"),
+                             help="Results JSON (markdown beside it); other settings without --out: "
+                             "mf-k<K>-n<interactions>-e<epochs>.json in that folder."),
 ) -> None:
     """SISA's K MF shards trained in-process (1 thread, all cores) and in the process pool (cold, warm)."""
     from recunlearn.bench.scaling import ExecutorBenchConfig, run_executors_benchmark
 
+    if not given(ctx, "out") and any(given(ctx, n) for n in ("interactions", "shards", "epochs")):
+        out = out.with_name(f"mf-k{shards}-n{interactions}-e{epochs}.json")  # never over the cited default run
+    out = writable(out)
     config = ExecutorBenchConfig(n_interactions=interactions, n_shards=shards, output=str(out))
     config = config.model_copy(update={"train": {**config.train, "max_epochs": epochs}})
     run_executors_benchmark(config)

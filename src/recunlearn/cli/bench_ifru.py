@@ -52,7 +52,7 @@ def ifru_scaling(
     removal: str = typer.Option("rows", help="rows: random training rows, labels flipped (IFRU's attack); users: every row of random users."),
     removed: int = typer.Option(1000, help="Rows (or users) removed at every size."),
     model: str = typer.Option("lightgcn", help="mf or lightgcn."),
-    max_epochs: Optional[int] = typer.Option(None, help="Cap on training epochs (original and retraining alike)."),
+    max_epochs: Optional[int] = typer.Option(None, min=1, help="Cap on training epochs (original and retraining alike)."),
     out: Path = typer.Option(Path("benchmarks/results/ifru/scaling.json"), help="Results JSON (markdown beside it)."),
 ) -> None:
     """IFRU's and retraining's time and peak memory (GPU allocated on CUDA, resident-set rise on CPU) as the synthetic dataset grows."""
@@ -62,7 +62,7 @@ def ifru_scaling(
 
     console = Console()
     config = ScalingConfig(removal=removal, removed=removed, model={"kind": model}, output=str(writable(out)),
-                           train={"max_epochs": max_epochs} if max_epochs else {},
+                           train={"max_epochs": max_epochs} if max_epochs is not None else {},
                            **({"sizes": sizes} if sizes else {}))
     results = run_ifru_scaling(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     typer.echo(scaling_table(results))

@@ -53,7 +53,9 @@ def demo(
 ) -> None:
     """The main job: train, forget a deletion set with each method, compare utility, completeness and time."""
     from recunlearn.bench.experiment import DataSpec, DeletionSpec, ExperimentConfig, run_experiment
+    from recunlearn.cli._options import writable_folder
 
+    writable_folder(out)
     config = ExperimentConfig(data=DataSpec(dataset=dataset), deletion=DeletionSpec(fraction=fraction),
                               model={"kind": model}, methods=methods or [], executor=executor,
                               output=str(out / "collaborative.json"))
@@ -81,6 +83,10 @@ def run(config: Path = typer.Argument(..., help="TOML file with the data and del
     from recunlearn.bench.experiment import ExperimentConfig, run_experiment
 
     experiment = ExperimentConfig.from_toml(config)
+    if experiment.output:
+        from recunlearn.cli._options import writable
+
+        writable(Path(experiment.output))
     results = run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)
     if experiment.output:

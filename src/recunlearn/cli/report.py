@@ -19,6 +19,8 @@ def report(
     """Plots (utility vs time, speed-up, completeness, scaling), tables, and what produced the results."""
     from recunlearn.bench.report import write_report
 
-    folder = out or results[0].with_name(results[0].stem + "-report")
+    from recunlearn.cli._options import writable_folder
+
+    folder = writable_folder(out or results[0].with_name(results[0].stem + "-report"), create=False)  # inputs first
     paths = write_report(results, folder)
     typer.echo(f"html: {paths['html']}\nmarkdown: {paths['markdown']}")

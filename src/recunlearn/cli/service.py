@@ -51,14 +51,17 @@ def init(
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Store the data, train the first model on all of it, publish it, print two API tokens."""
+    from recunlearn.cli._options import writable_folder
     from recunlearn.data import binarize
     from recunlearn.data.registry import load_dataset
     from recunlearn.service.initialize import init_service
 
+    location = _home(home)
+    writable_folder(location.path, "--home", create=False)
     table = load_dataset(data)
     if threshold is not None:
         table = binarize(table, threshold)
-    result = init_service(_home(home), table, method, _method_config(config), database_url=database_url)
+    result = init_service(location, table, method, _method_config(config), database_url=database_url)
     typer.echo(f"service in {result.home.path}: {result.rows:,} interactions, {method} trained in "
                f"{result.fit_seconds:.1f} s, serving {result.version}")
     typer.echo(f"write token (deletions + reads): {result.write_token}")
@@ -105,7 +108,7 @@ def migrate(home: Optional[Path] = HomeOption) -> None:
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port."),
     worker: bool = typer.Option(False, "--worker/--no-worker", help="Also process deletions in this process."),
     home: Optional[Path] = HomeOption,
 ) -> None:

@@ -26,10 +26,11 @@ from pydantic import BaseModel
 from sqlalchemy import (BigInteger, Column, Engine, Float, Index, Integer, MetaData, String, Table, Text,
                         create_engine, delete, event, func, insert, or_, select, tuple_, update)
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, Vocabulary
-from recunlearn.errors import RecUnlearnError
+from recunlearn.errors import ConfigError, RecUnlearnError
 
 Status = Literal["received", "applied", "published", "failed"]
 Role = Literal["read", "write"]
@@ -184,7 +185,10 @@ class Ledger:
         is_sqlite = url.startswith("sqlite")
         if is_sqlite and url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
+        try:
+            self.engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:  # a malformed URL, an unknown dialect or driver
+            raise ConfigError(f"database URL {url!r}: {exc}") from None
         if is_sqlite:
             _sqlite_pragmas(self.engine)
         self._writer = self.engine.execution_options(write=True)

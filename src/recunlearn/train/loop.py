@@ -21,6 +21,7 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import DataError
 from recunlearn.models.base import CFModel
 from recunlearn.models.config import LightGCNConfig, MFConfig, build_model
+from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
 from recunlearn.train.losses import bpr, l2_penalty, pointwise_bce
 from recunlearn.train.runtime import configure_threads, resolve_device, show_progress
@@ -45,7 +46,7 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(None, ge=1)
     """Stop after this many epochs without a validation-AUC gain; None = the model's default
     (MF 10 as IFRU; LightGCN 20, whose validation AUC plateaus for 10-15 epochs before rising again)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds initialisation and batch order; same seed and data give the same model bitwise on CPU."""
     device: str | None = None
     """'cpu', 'cuda', ...; default: $RECUNLEARN_DEVICE, else CUDA when present, else CPU."""

@@ -184,8 +184,12 @@ def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(config.name)
-    kind = _detect_kind(path) if config.kind == "auto" else config.kind
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        kind = _detect_kind(path) if config.kind == "auto" else config.kind
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:  # no such folder, and no hub model that Hugging Face could find
+        raise ConfigError(f"backbone {config.name!r}: not 'minilm', 'smollm2', a model folder, or a Hugging Face "
+                          f"model it could load ({str(exc).splitlines()[0]})") from None
     tokenizer.padding_side = "left"  # the answer position (causal) is then the last one in every row
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:

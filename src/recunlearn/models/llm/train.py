@@ -22,6 +22,7 @@ from recunlearn.models.llm.backbones import BackboneConfig, fresh_scorer, load_b
 from recunlearn.models.llm.lora import LoRAConfig, add_trainable_adapter, adapter_tensors
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import batches, collate, predict_logits, tokenize
+from recunlearn.seeds import Seed
 
 
 class AdapterTrainConfig(BaseModel):
@@ -46,7 +47,7 @@ class AdapterTrainConfig(BaseModel):
     stay a small share of its training, as they do for retraining. With 1, a 256-sample shard's
     epoch cost 0.36 of a 1,024-sample retraining epoch (500 validation prompts; 1/K = 0.25), and
     with 5 one forget took 1.06/K of retraining's time (docs/apa.md)."""
-    seed: int = 0
+    seed: Seed = 0
     """Adapter k's shuffling and dropout are seeded with ``seed + k``; its initialisation too, unless
     the method shares one initialisation across its adapters (APA's ``shared_init``: then ``seed``)."""
     eval_batch_size: int = Field(64, ge=1)
