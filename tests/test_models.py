@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recunlearn.data import ifru_protocol
+from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.lightgcn import normalized_adjacency
@@ -85,8 +86,11 @@ def test_device_override(monkeypatch):
     assert resolve_device().type == "cpu"
     if not torch.cuda.is_available():
         monkeypatch.setenv("RECUNLEARN_DEVICE", "cuda")
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device()
+    monkeypatch.setenv("RECUNLEARN_DEVICE", "gpu0")  # not a torch device: one line, not a traceback
+    with pytest.raises(ConfigError, match="device 'gpu0'"):
+        resolve_device()
 
 
 @pytest.mark.realdata

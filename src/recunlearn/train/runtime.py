@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from recunlearn.errors import ConfigError
+
 DEVICE_ENV = "RECUNLEARN_DEVICE"
 """'cpu', 'cuda', 'cuda:1', ... overrides the automatic choice (CUDA when present)."""
 PROGRESS_ENV = "RECUNLEARN_PROGRESS"
@@ -23,10 +25,15 @@ _allocator = {"retain_freed_memory": False}
 
 
 def resolve_device(preference: str | None = None) -> torch.device:
+    """The device asked for (or ``$RECUNLEARN_DEVICE``), else CUDA where there is one, else the CPU;
+    a device this machine lacks or torch does not know is a :class:`ConfigError`."""
     choice = preference or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(choice)
+    try:
+        device = torch.device(choice)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {choice!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {choice!r} requested but CUDA is not available")
+        raise ConfigError(f"device {choice!r} requested but CUDA is not available")
     return device
 
 
