@@ -38,15 +38,15 @@ def results_path(ctx: typer.Context, out: Path, protocol: str, preset: str | Non
     return writable(Path("benchmarks/results") / protocol / f"{preset}.json")
 
 
-def writable(out: Path) -> Path:
+def writable(out: Path, option: str = "--out") -> Path:
     """``out``, once its folder exists and takes files: a run of minutes or hours must not end
-    unable to write what it measured."""
+    unable to write what it measured. ``option`` names where the path came from, for the error."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+        raise ConfigError(f"{option} {out}: cannot create its folder ({exc.strerror or exc})") from None
     if out.is_dir() or not os.access(out.parent, os.W_OK):
-        raise ConfigError(f"--out {out}: cannot write a file there")
+        raise ConfigError(f"{option} {out}: cannot write a file there")
     return out
 
 

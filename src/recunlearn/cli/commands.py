@@ -86,7 +86,7 @@ def run(config: Path = typer.Argument(..., help="TOML file with the data and del
     if experiment.output:
         from recunlearn.cli._options import writable
 
-        writable(Path(experiment.output))
+        writable(Path(experiment.output), option=f"{config}: output")
     results = run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)
     if experiment.output:
