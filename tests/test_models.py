@@ -134,3 +134,10 @@ def test_bpr_regularises_the_sampled_negatives_too(tiny_split):
     u, i, j = model.user_emb.weight[users], model.item_emb.weight[items], model.item_emb.weight[neg]
     expected = bpr((u * i).sum(-1), (u * j).sum(-1)) + 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / 2 / 3
     torch.testing.assert_close(loss, expected)
+
+
+def test_devices_this_machine_lacks_are_config_errors():
+    """mps on a Linux build, or a CUDA index past the devices, ended in a torch traceback mid-run."""
+    for name in ("mps", f"cuda:{torch.cuda.device_count()}"):
+        with pytest.raises(ConfigError, match="device"):
+            resolve_device(name)

@@ -339,3 +339,10 @@ def test_parquet_dates_are_unix_seconds_and_a_blank_timestamp_is_refused(tmp_pat
     (tmp_path / "blank.csv").write_text("user,item,rating,timestamp\n1,10,5,100\n2,10,5,\n")
     with pytest.raises(DataError, match="line 3 is incomplete"):
         load_table(tmp_path / "blank.csv")
+
+
+def test_an_atomic_file_with_a_blank_timestamp_is_refused_naming_its_line(tmp_path):
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                      "1\t10\t5\t100\n2\t10\t4\t\n")
+    with pytest.raises(DataError, match="x.inter: line 3 is incomplete"):
+        load_dataset(tmp_path / "x.inter")

@@ -77,3 +77,11 @@ def test_a_bad_database_url_is_a_config_error(url):
 
     with pytest.raises(ConfigError, match="database URL"):
         Ledger(url)
+
+
+def test_a_sqlite_url_whose_folder_cannot_be_made_is_a_config_error(tmp_path):
+    from recunlearn.errors import ConfigError
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="database URL"):
+        Ledger(f"sqlite:///{tmp_path / 'file' / 'x.db'}")

@@ -126,3 +126,25 @@ def test_a_validation_only_deletion_refits_a_weighted_aggregator_and_keeps_the_s
     assert report.changed_parts == ["aggregator"] and model.aggregator_info["changed"] == [0, 1, 2]
     assert all(torch.equal(m.state_dict()[k], w[k]) for m, w in zip(model.models, weights) for k in w)
     assert_aggregator_refit_from_scratch(model)
+
+
+@pytest.mark.realdata
+def test_attention_aggregator_refits_bitwise_on_two_threads(ml100k):
+    """Its pairs' rows were gathered by advanced indexing, whose backward adds repeated rows in a
+    varying order on several CPU threads: refits of one aggregator on ML-100K differed."""
+    from recunlearn.data import ifru_protocol
+    from recunlearn.unlearn.aggregate import build_aggregator
+
+    split = ifru_protocol(ml100k)
+    model = get_method("receraser")({"n_shards": 3, "train": {"max_epochs": 2}}).fit(split.train, split.valid)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fits = []
+        for _ in range(3):
+            aggregator = build_aggregator(model.config.aggregator)
+            aggregator.fit(model.models, model.train, model.valid, range(3))
+            fits.append(aggregator.tensors())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(fits[0][k], other[k]) for other in fits[1:] for k in fits[0])

@@ -24,6 +24,7 @@ from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prep
 from recunlearn.data import DeletionRequest, Interactions
 from recunlearn.evaluate import auc_report, ranking_report
 from recunlearn.errors import ConfigError
+from recunlearn.seeds import Seed
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
 
@@ -47,7 +48,7 @@ class ExactBenchConfig(BaseModel):
     """Users in the 'users' batch (the single-request time uses the first)."""
     batch_interactions: int = Field(100, ge=1)
     """Interactions in the 'random' batch."""
-    deletion_seed: int = 0
+    deletion_seed: Seed = 0
     """Seed that picks the users / interactions deleted."""
     model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf"})
     """Model of every method (and of the partition embeddings)."""

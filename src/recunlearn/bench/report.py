@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from recunlearn.bench._results import PACKAGES, ResultsFile, load_results
+from recunlearn.bench._results import PACKAGES, ResultsFile, load_results, markdown_grid
 
 UTILITY_KEYS = ("auc", "test_auc", "recall@20", "ndcg@20")
 """Preferred utility measures, in order; the first other ``recall@K`` / ``ndcg@K`` otherwise."""
@@ -350,8 +350,7 @@ def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_f
             lines += [f"![{plot.title}]({image_folder}/{_image_name(index, results, path, plot)})", "",
                       f"*{plot.title}.* {plot.caption}", ""]
         header, cells = table(results.rows)
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        lines += markdown_grid(header, cells).splitlines()
         fitted = slopes(measured_rows(results.rows))
         if fitted:
             lines += ["", "Slopes (log-log):", "```json", json.dumps(fitted, indent=1), "```"]

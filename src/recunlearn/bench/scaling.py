@@ -29,6 +29,7 @@ from recunlearn.bench.experiment import MethodNames
 from recunlearn.bench.report import slopes
 from recunlearn.data import DeletionRequest, Interactions, load_dataset
 from recunlearn.errors import ConfigError
+from recunlearn.seeds import Seed
 from recunlearn.unlearn import available_methods, get_method
 from recunlearn.unlearn.base import make_config
 
@@ -51,9 +52,9 @@ class ScalingConfig(BaseModel):
     """Per-method settings."""
     deletion_rows: int = Field(1, ge=1)
     """Random training interactions forgotten in one request."""
-    data_seed: int = 0
+    data_seed: Seed = 0
     """Seed of the synthetic generator."""
-    deletion_seed: int = 0
+    deletion_seed: Seed = 0
     """Seed that picks the forgotten interactions."""
     output: str | None = "benchmarks/results/scaling/synthetic.json"
     """Results JSON (a markdown table beside it); None writes nothing."""
@@ -154,7 +155,7 @@ class ExecutorBenchConfig(BaseModel):
     """Model of every shard."""
     train: dict[str, Any] = Field(default_factory=lambda: {"max_epochs": 3, "batch_size": 2048, "lr": 0.01})
     """Training settings; no validation data, so every shard trains ``max_epochs`` epochs."""
-    data_seed: int = 0
+    data_seed: Seed = 0
     """Seed of the synthetic generator."""
     output: str | None = "benchmarks/results/executors/mf-k4.json"
     """Results JSON (a markdown table beside it); None writes nothing."""

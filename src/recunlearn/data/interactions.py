@@ -268,7 +268,8 @@ class Interactions:
         if timestamp is not None:
             stamps = _numbers(frame, timestamp)
             if stamps.isna().any():  # a blank read as 0 would date the row to 1970, first in any time split
-                raise DataError(f"timestamp column {timestamp!r}: row {int(stamps.isna().to_numpy().argmax())} is blank")
+                raise DataError(f"timestamp column {timestamp!r} is blank in row {int(stamps.isna().to_numpy().argmax()) + 1} "
+                                "(counting from 1, without a header)")
             ts = stamps.to_numpy(np.int64)
         else:
             ts = np.zeros(len(frame), np.int64)

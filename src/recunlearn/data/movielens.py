@@ -101,6 +101,8 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
     timestamp = "timestamp" if "timestamp" in inter.columns else None
     for column in filter(None, (rating, timestamp)):  # an empty field is missing; any other must be a number
         inter[column] = numeric_column(inter, column, inter_path, header_lines=1)
+    if timestamp is not None:  # a missing rating may be; a missing time would sort the row first (1970)
+        check_complete(inter, [timestamp], inter_path, header_lines=1)
     titles = authors = None
     if (path / f"{name}.item").is_file():
         item = read(".item")

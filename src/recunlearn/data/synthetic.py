@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from recunlearn.data.interactions import Interactions, Vocabulary
 from recunlearn.errors import ConfigError, validation_problems
+from recunlearn.seeds import Seed
 
 GENRE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "horror": (("Haunted", "Cursed", "Bloody", "Screaming", "Undead", "Sinister", "Possessed", "Wicked"),
@@ -63,7 +64,7 @@ class SyntheticConfig(BaseModel):
     """Items (each gets at least one row); default as many as users, at least n_genres."""
     n_genres: int = Field(8, ge=1, le=len(GENRES))
     """Latent genres; they name the title words, so at most as many as there are word lists."""
-    seed: int = 0
+    seed: Seed = 0
     """The same seed and sizes give the same table, bit for bit."""
     popularity: float = Field(1.0, ge=0.0)
     """Zipf exponent of item popularity (0 = uniform): a few items get most interactions."""

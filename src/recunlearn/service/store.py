@@ -183,12 +183,12 @@ class Ledger:
 
     def __init__(self, url: str, *, upgrade: bool = True):
         is_sqlite = url.startswith("sqlite")
-        if is_sqlite and url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if is_sqlite and url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
-        except (ArgumentError, NoSuchModuleError, ImportError) as exc:  # a malformed URL, an unknown dialect or driver
-            raise ConfigError(f"database URL {url!r}: {exc}") from None
+        except (ArgumentError, NoSuchModuleError, ImportError, OSError) as exc:  # a malformed URL, an unknown
+            raise ConfigError(f"database URL {url!r}: {exc}") from None  # dialect or driver, a folder it cannot make
         if is_sqlite:
             _sqlite_pragmas(self.engine)
         self._writer = self.engine.execution_options(write=True)

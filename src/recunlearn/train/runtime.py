@@ -34,6 +34,13 @@ def resolve_device(preference: str | None = None) -> torch.device:
         raise ConfigError(f"device {choice!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {choice!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {choice!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        try:  # mps, xpu, ...: whether this build and machine have one
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as exc:
+            raise ConfigError(f"device {choice!r} is not available here ({str(exc).splitlines()[0]})") from None
     return device
 
 

@@ -416,8 +416,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
 
     def _current_valid_auc(self, model: CFModel) -> float:
         """What :func:`~recunlearn.train.loop.valid_auc` gives, with the logits of the validation pairs
-        taken from one sampled product over a users x items pattern of them, built once (the
-        validation data never changes), rather than gathering a copy of both ends' rows."""
+        taken from one sampled product over a users x items pattern of them, built once per validation
+        table (a forget that drops validation rows makes a new one), rather than gathering a copy of
+        both ends' rows."""
         cached, device = getattr(self, "_valid_pattern", None), model.user_emb.weight.device
         if cached is None or cached[0] is not self.valid or cached[1].device != device:
             valid = self.valid

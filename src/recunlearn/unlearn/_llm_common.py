@@ -36,6 +36,7 @@ from recunlearn.models.llm.lora import (
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
+from recunlearn.seeds import Seed
 from recunlearn.train.runtime import configure_threads, resolve_device
 from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport, restored_on_error
 from recunlearn.unlearn.executors import get_executor
@@ -72,7 +73,7 @@ class ShardedLLMConfig(LLMMethodConfig):
 
     n_shards: int = Field(4, ge=1)
     """Number of shards K, each with its own adapter (APA's experiments: 4)."""
-    partition_seed: int = 0
+    partition_seed: Seed = 0
     """Seed of the partition (independent of the adapters' training seed)."""
     shared_init: bool = False
     """Start every adapter from the same initialisation (LoRA A drawn with ``train.seed``; B and the

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
+from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import predict
 
@@ -59,7 +60,7 @@ class AttentionConfig(BaseModel):
     """L2 penalty on the transforms and attention weights."""
     batch_size: int = Field(8192, gt=0)
     """Rows per Adam step (large: a step's cost is set by the distinct users and items it touches)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seeds initialisation and batch order, so a refit after a deletion is reproducible bitwise."""
 
 
@@ -258,8 +259,9 @@ class AttentionAggregator(Aggregator):
         user_reps, item_reps, present = reps
         distinct_users, user_of_row = torch.unique(users, return_inverse=True)
         distinct_items, item_of_row = torch.unique(items, return_inverse=True)
-        e_u = self.users(user_reps[:, distinct_users], present)[user_of_row]
-        e_i = self.items(item_reps[:, distinct_items], present)[item_of_row]
+        # index_select: its backward adds repeated rows in a fixed order on any number of threads
+        e_u = self.users(user_reps.index_select(1, distinct_users), present).index_select(0, user_of_row)
+        e_i = self.items(item_reps.index_select(1, distinct_items), present).index_select(0, item_of_row)
         return (e_u * e_i).sum(-1)
 
     def fit(self, models, train, valid, changed):

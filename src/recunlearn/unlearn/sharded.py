@@ -19,6 +19,7 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
 from recunlearn.models.base import CFModel
 from recunlearn.models.config import ModelConfig, build_model
+from recunlearn.seeds import Seed
 from recunlearn.train.loop import fit_model
 from recunlearn.train.runtime import resolve_device
 from recunlearn.unlearn._cf import CFMethodConfig
@@ -33,7 +34,7 @@ class ShardedConfig(CFMethodConfig):
 
     n_shards: int = Field(5, ge=1)
     """Number of shards K; each holds about n/K training rows and has its own model."""
-    partition_seed: int = 0
+    partition_seed: Seed = 0
     """Seed of the partition (independent of the models' training seed)."""
     executor: str = "inprocess"
     """Where shard training runs: 'inprocess' (default), 'process' (a local pool using every core) or

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.samples import Template, render_prompt
 from recunlearn.models.llm.scoring import CausalYesNoScorer, EncoderScorer
+from recunlearn.seeds import Seed
 
 CACHE_ENV = "RECUNLEARN_CACHE"
 """Folder for converted models (default ``~/.cache/recunlearn``)."""
@@ -58,7 +59,7 @@ class BackboneConfig(BaseModel):
     pooling: Literal["mean", "last"] = "mean"
     """Pooling of the representation over tokens: mean over the prompt, or the last token's state
     (needs a layer other than 0)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed for any randomly initialised part of the frozen model (e.g. weights a checkpoint lacks)."""
 
     @model_validator(mode="after")
@@ -187,7 +188,7 @@ def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
     try:
         kind = _detect_kind(path) if config.kind == "auto" else config.kind
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:  # no such folder, and no hub model that Hugging Face could find
+    except (OSError, ValueError) as exc:  # no such folder or hub model, or a folder that holds no model
         raise ConfigError(f"backbone {config.name!r}: not 'minilm', 'smollm2', a model folder, or a Hugging Face "
                           f"model it could load ({str(exc).splitlines()[0]})") from None
     tokenizer.padding_side = "left"  # the answer position (causal) is then the last one in every row
