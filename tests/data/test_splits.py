@@ -93,5 +93,6 @@ def test_a_repeated_pair_is_never_on_both_sides_of_a_split(tiny):
     for split in (random_split(data, seed=0), temporal_leave_last(data)):
         for part in (split.valid, split.test):
             assert not np.isin(part.pair_keys, split.train.pair_keys).any()
+        assert not np.isin(split.valid.pair_keys, split.test.pair_keys).any(), "nor in validation and test"
     plain = random_split(tiny, seed=0)
     assert len(plain.train) + len(plain.valid) + len(plain.test) == len(tiny)  # nothing dropped without repeats

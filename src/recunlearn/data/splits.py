@@ -47,6 +47,12 @@ def _keep_seen(train: Interactions, other: Interactions) -> Interactions:
     return other.take(keep)
 
 
+def _without_test_pairs(valid: Interactions, test: Interactions) -> Interactions:
+    """``valid`` less the rows whose (user, item) pair the test set holds: choosing epochs on a pair
+    that is then tested leaks the test set into model selection (only tables with repeats have any)."""
+    return valid.take(~member_mask(valid.pair_keys, test.pair_keys))
+
+
 def random_split(data: Interactions, ratios: Sequence[float] = (0.6, 0.2, 0.2),
                  seed: int = 1024) -> Split:
     """Shuffle rows and cut by ``ratios`` (IFRU's 60/20/20); valid/test keep users and items seen in train."""
@@ -58,7 +64,7 @@ def random_split(data: Interactions, ratios: Sequence[float] = (0.6, 0.2, 0.2),
     train = data.take(order[:n_train]).with_name(f"{data.name}/train")
     valid = _keep_seen(train, data.take(order[n_train:n_train + n_valid])).with_name(f"{data.name}/valid")
     test = _keep_seen(train, data.take(order[n_train + n_valid:])).with_name(f"{data.name}/test")
-    return Split(train, valid, test)
+    return Split(train, _without_test_pairs(valid, test), test)
 
 
 def temporal_leave_last(data: Interactions, n_last: int = 1) -> Split:
@@ -77,7 +83,7 @@ def temporal_leave_last(data: Interactions, n_last: int = 1) -> Split:
     train = data.take(np.flatnonzero(train_mask)).with_name(f"{data.name}/train")
     valid = _keep_seen(train, data.take(np.sort(valid_rows))).with_name(f"{data.name}/valid")
     test = _keep_seen(train, data.take(np.sort(test_rows))).with_name(f"{data.name}/test")
-    return Split(train, valid, test)
+    return Split(train, _without_test_pairs(valid, test), test)
 
 
 def ifru_protocol(data: Interactions, threshold: float = 3.0, k: int = 5, seed: int = 1024) -> Split:
