@@ -141,3 +141,18 @@ def test_devices_this_machine_lacks_are_config_errors():
     for name in ("mps", f"cuda:{torch.cuda.device_count()}"):
         with pytest.raises(ConfigError, match="device"):
             resolve_device(name)
+
+
+def test_bpr_negatives_avoid_the_users_positives():
+    """LightGCN's code samples a negative the user has not liked; a uniform draw gave one of the user's
+    own positives about 7% of the time on ML-100K (a 'negative' the loss then pushed down)."""
+    from recunlearn.train.loop import sample_negatives
+
+    n_items, users = 5, torch.tensor([0, 0, 1, 1] * 200)
+    liked = torch.tensor(sorted([0 * n_items + i for i in (0, 1, 2, 3)] + [1 * n_items + 4]))
+    negatives = sample_negatives(n_items, users, torch.Generator().manual_seed(0), liked)
+    keys = users * n_items + negatives
+    assert not torch.isin(keys, liked).any()
+    assert (negatives[users == 0] == 4).all() and set((negatives[users == 1]).tolist()) == {0, 1, 2, 3}
+    again = sample_negatives(n_items, users, torch.Generator().manual_seed(0), liked)
+    assert torch.equal(negatives, again), "seeded"

@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     loss: Literal["bce", "bpr"] = "bce"
     """'bce': pointwise cross-entropy on labels (IFRU protocol); 'bpr': pairwise on positives with
-    one uniformly sampled negative item per positive."""
+    one negative item per positive, uniform over the items the user has no training positive with."""
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate."""
     l2: float = Field(1e-2, ge=0)
@@ -68,10 +68,34 @@ def _tensor(array: np.ndarray, device: torch.device, dtype=torch.long) -> torch.
     return torch.tensor(np.asarray(array), dtype=dtype, device=device)
 
 
+NEGATIVE_REDRAWS = 100
+"""BPR: how many times a sampled negative that is one of the user's positives is drawn again (a user
+who liked almost every item keeps a positive 'negative' only if every draw hits one)."""
+
+
+def sample_negatives(n_items: int, users: torch.Tensor, generator: torch.Generator | None,
+                     positives: torch.Tensor | None = None) -> torch.Tensor:
+    """One item per row, uniform; with ``positives`` (sorted user x n_items + item keys of the training
+    positives), one the user liked is drawn again, up to :data:`NEGATIVE_REDRAWS` times, as LightGCN's
+    code samples negatives. Drawn on the CPU, where the generator lives (a CUDA draw refuses a CPU
+    generator), then moved."""
+    negatives = torch.randint(0, n_items, users.shape, generator=generator)
+    if positives is not None and len(positives):
+        owners = users.cpu()
+        for _ in range(NEGATIVE_REDRAWS):
+            keys = owners * n_items + negatives
+            found = positives[torch.searchsorted(positives, keys).clamp_(max=len(positives) - 1)] == keys
+            if not found.any():
+                break
+            negatives[found] = torch.randint(0, n_items, (int(found.sum()),), generator=generator)
+    return negatives.to(users.device)
+
+
 def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
-               config: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+               config: TrainConfig, generator: torch.Generator | None = None,
+               positives: torch.Tensor | None = None) -> torch.Tensor:
     """The training objective on one batch (mean loss plus L2 on the rows it touches: for BPR the
-    sampled negatives' too, as LightGCN's code).
+    sampled negatives' too, as LightGCN's code; ``positives``: see :func:`sample_negatives`).
 
     Rows are gathered with ``index_select``: its backward adds a repeated row's gradients in a
     fixed order, where advanced indexing's does not on several CPU threads (same seed, other model)."""
@@ -81,8 +105,7 @@ def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels:
         loss = pointwise_bce((u * i_rep.index_select(0, items)).sum(-1), labels)
         touched = (items,)
     else:
-        # drawn on the CPU, where the generator lives (a CUDA draw refuses a CPU generator), then moved
-        neg = torch.randint(0, model.n_items, items.shape, generator=generator).to(items.device)
+        neg = sample_negatives(model.n_items, users, generator, positives)
         loss = bpr((u * i_rep.index_select(0, items)).sum(-1), (u * i_rep.index_select(0, neg)).sum(-1))
         touched = (items, neg)
     if config.l2:
@@ -133,9 +156,11 @@ def continue_training(model: CFModel, train: Interactions, valid: Interactions |
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     users, items = _tensor(train.user, device), _tensor(train.item, device)
     labels = _tensor(train.label, device, torch.float32)
+    positives = None
     if config.loss == "bpr":
         keep = labels > 0
         users, items, labels = users[keep], items[keep], labels[keep]
+        positives = torch.unique(users.cpu() * model.n_items + items.cpu())  # sorted: what negatives avoid
     patience = config.patience if config.patience is not None else model.default_patience
     result = FitResult(model=model)
     best_state, best_auc, since_best = None, -np.inf, 0
@@ -145,7 +170,7 @@ def continue_training(model: CFModel, train: Interactions, valid: Interactions |
         order = torch.randperm(len(users), generator=generator).to(device)
         for start_row in range(0, len(order), config.batch_size):
             idx = order[start_row:start_row + config.batch_size]
-            loss = batch_loss(model, users[idx], items[idx], labels[idx], config, generator)
+            loss = batch_loss(model, users[idx], items[idx], labels[idx], config, generator, positives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
