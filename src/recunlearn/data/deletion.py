@@ -65,6 +65,16 @@ class DeletionRequest(BaseModel):
             raise EmptyRequestError("deletion request names no pairs, users, items or samples")
 
     @property
+    def named_users(self) -> tuple[str, ...]:
+        """The users it names, whole or through a pair (in order; a user named twice appears twice)."""
+        return (*self.users, *(p[0] for p in self.pairs))
+
+    @property
+    def named_items(self) -> tuple[str, ...]:
+        """The items it names, whole or through a pair."""
+        return (*self.items, *(p[1] for p in self.pairs))
+
+    @property
     def size(self) -> int:
         return len(self.pairs) + len(self.users) + len(self.items) + len(self.samples)
 
@@ -107,9 +117,7 @@ class DeletionRequest(BaseModel):
     @classmethod
     def from_rows(cls, data: Interactions, rows: np.ndarray, request_id: str | None = None) -> DeletionRequest:
         """A request naming the (user, item) pairs of the given rows of ``data``."""
-        sub = data.take(rows)
-        pairs = list(zip(sub.users.ids[sub.user].tolist(), sub.items.ids[sub.item].tolist()))
-        return cls(pairs=pairs, **({"request_id": request_id} if request_id else {}))
+        return cls(pairs=data.take(rows).id_pairs(), **({"request_id": request_id} if request_id else {}))
 
 
 def random_interactions(data: Interactions, fraction: float, seed: int = 0) -> DeletionRequest:

@@ -310,6 +310,10 @@ class Interactions:
         """One int64 key per row identifying its (user, item) pair."""
         return self.user * np.int64(self.n_items) + self.item
 
+    def id_pairs(self) -> list[tuple[str, str]]:
+        """Each row's (user id, item id), in row order."""
+        return list(zip(self.users.ids[self.user].tolist(), self.items.ids[self.item].tolist()))
+
     def __repr__(self) -> str:
         return (f"Interactions({self.name!r}: {len(self):,} rows, {self.n_users:,} users, "
                 f"{self.n_items:,} items, positive rate {self.label.mean() if len(self) else 0:.3f})")

@@ -230,7 +230,7 @@ def first_named(erased: list[str], requests: list[DeletionRequest]) -> list[set[
     counted once, in the audit of the request that asked first."""
     left, claimed = set(erased), []
     for request in requests:
-        mine = left & {*request.users, *(p[0] for p in request.pairs)}
+        mine = left & set(request.named_users)
         left -= mine
         claimed.append(mine)
     return claimed
@@ -240,7 +240,7 @@ def erased_users(data: Interactions, requests: list[DeletionRequest]) -> np.ndar
     """Users the requests name (whole, or through a pair) who have no row left in ``data``: their ids
     leave the served version's vocabulary (a served model keeps no id of a user deleted whole)."""
     vocabulary = data.users
-    named = sorted({u for r in requests for u in (*r.users, *(p[0] for p in r.pairs)) if u in vocabulary})
+    named = sorted({u for r in requests for u in r.named_users if u in vocabulary})
     if not named:
         return np.zeros(0, np.int64)
     indices = vocabulary.index(named)

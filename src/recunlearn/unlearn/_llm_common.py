@@ -248,10 +248,10 @@ class LLMUnlearner(Unlearner):
             validation = set(self.valid.ids.tolist()) if self.valid is not None else set()
             # a validation sample is _valid_rows_of's; an id in neither table raises here
             mask[data.positions([s for s in current if s in in_train or s not in validation])] = True
-        unknown_users = [u for u in list(request.users) + [p[0] for p in request.pairs] if u not in self._known_users]
+        unknown_users = [u for u in request.named_users if u not in self._known_users]
         if unknown_users:
             raise UnknownIdError(f"unknown user id(s): {', '.join(map(repr, unknown_users[:5]))}")
-        unknown_items = [i for i in list(request.items) + [p[1] for p in request.pairs] if i not in self._known_items]
+        unknown_items = [i for i in request.named_items if i not in self._known_items]
         if unknown_items:  # a mistyped id would otherwise look like a deletion already done
             raise UnknownIdError(f"item id(s) no training or validation prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
         return mask | self._named_by(request, data)
@@ -340,32 +340,12 @@ class LLMUnlearner(Unlearner):
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
         """Waiting requests together: each affected adapter is retrained once; one report per request
         (each carries the batch's time and changed parts)."""
-        if not requests:
-            return []
-        self._check_fitted()
-        start = time.perf_counter()
-        masks, valid_masks = [], []
-        union = np.zeros(len(self.train), bool)
-        valid_union = np.zeros(len(self.valid) if self.valid is not None else 0, bool)
-        for request in requests:  # a sample two requests name is the first's, as one by one
-            mask, valid_mask = self._masks_of(request)
-            masks.append(mask & ~union)
-            valid_masks.append(valid_mask & ~valid_union)
-            union |= mask
-            valid_union |= valid_mask
-        if not union.any() and not valid_union.any():
-            return [self.forget(r) for r in requests]
-        ids, valid_ids = self.train.ids, self.valid.ids if self.valid is not None else np.zeros(0, str)
-        batch = self._forget_rows(union, valid_union)
-        batch.seconds = time.perf_counter() - start
-        return [UnlearningReport(request_id=r.request_id, method=self.name, exact=True, removed_rows=0, noop=True)
-                if not m.any() and not v.any() else
-                batch.model_copy(update={"request_id": r.request_id, "removed_rows": int(m.sum()),
-                                         "removed_valid_rows": int(v.sum()),
-                                         "details": {**batch.details, "removed_samples": ids[m].tolist(),
-                                                     "removed_valid_samples": valid_ids[v].tolist(),
-                                                     "batched_with": len(requests)}})
-                for r, m, v in zip(requests, masks, valid_masks)]
+        return self._forget_union(requests)
+
+    def _batch_share(self, data: SampleTable, valid: SampleTable | None, mask: np.ndarray,
+                     valid_mask: np.ndarray) -> dict[str, Any]:
+        return {"details": {"removed_samples": data.ids[mask].tolist(),
+                            "removed_valid_samples": valid.ids[valid_mask].tolist() if valid is not None else []}}
 
     # persistence ---------------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

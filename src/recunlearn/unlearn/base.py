@@ -224,8 +224,7 @@ class Unlearner(ABC):
                 self._forgotten.update(table.pair_keys.tolist())
         report.removed_rows = int(mask.sum())
         report.removed_valid_rows = int(valid_mask.sum())
-        report.removed_pairs = [(u, i) for table in (removed, removed_valid) if table is not None
-                                for u, i in zip(table.users.ids[table.user].tolist(), table.items.ids[table.item].tolist())]
+        report.removed_pairs = removed.id_pairs() + (removed_valid.id_pairs() if removed_valid is not None else [])
         return report
 
     def _forget_after_validation(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
@@ -314,13 +313,19 @@ class Unlearner(ABC):
                 reports.append(UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
                                                 removed_rows=0, noop=True))
                 continue
-            pairs = [(u, i) for table, rows in ((data, mask), (valid, valid_mask)) if rows.any()
-                     for u, i in zip(table.users.ids[table.user[rows]].tolist(), table.items.ids[table.item[rows]].tolist())]
+            share = self._batch_share(data, valid, mask, valid_mask)
             reports.append(batch.model_copy(update={
                 "request_id": request.request_id, "removed_rows": int(mask.sum()),
-                "removed_valid_rows": int(valid_mask.sum()), "removed_pairs": pairs,
-                "details": {**batch.details, "batched_with": len(requests)}}))
+                "removed_valid_rows": int(valid_mask.sum()), **share,
+                "details": {**batch.details, **share.get("details", {}), "batched_with": len(requests)}}))
         return reports
+
+    def _batch_share(self, data: Interactions, valid: Interactions | None, mask: np.ndarray,
+                     valid_mask: np.ndarray) -> dict[str, Any]:
+        """Report fields of one request's share of a batch (the tables as they were before it): the
+        pairs it removed."""
+        return {"removed_pairs": data.take(mask).id_pairs() + (valid.take(valid_mask).id_pairs()
+                                                               if valid_mask.any() else [])}
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
         """Scores (higher = more likely liked) of (user, item) pairs given by external ids."""
