@@ -12,6 +12,8 @@ from recunlearn.evaluate import auc
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.lightgcn import normalized_adjacency
 from recunlearn.train import TrainConfig, fit_model, predict, resolve_device
+from recunlearn.train.loop import BPR_LR
+from recunlearn.train.ranking import RankingTask
 from tests.conformance import FAST_TRAIN
 
 
@@ -50,8 +52,9 @@ def test_early_stopping_restores_the_best_epoch(tiny_split):
     result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid,
                        TrainConfig(**{**FAST_TRAIN, "max_epochs": 30, "patience": 2}))
     assert result.best_epoch <= result.epochs
-    assert result.best_valid_auc == pytest.approx(max(result.history))
-    assert result.best_valid_auc == pytest.approx(
+    assert result.best_valid == pytest.approx(max(result.history))
+    assert result.valid_metric == "auc"
+    assert result.best_valid == pytest.approx(
         auc(tiny_split.valid.label, predict(result.model, tiny_split.valid.user, tiny_split.valid.item)))
 
 
@@ -76,9 +79,26 @@ def test_validation_with_one_label_class_is_refused(tiny_split):
         fit_model(MFConfig(), tiny_split.train, valid.take([]), TrainConfig(**FAST_TRAIN))
 
 
-def test_bpr_loss_trains(tiny_split):
+def test_bpr_loss_trains_and_early_stops_on_validation_recall(tiny_split):
     result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"}))
-    assert np.isfinite(result.best_valid_auc)
+    assert result.valid_metric == "recall"
+    task = RankingTask(tiny_split.train, tiny_split.valid, 20)
+    assert result.best_valid == pytest.approx(task.evaluate(lambda u: result.model.score_all(torch.as_tensor(u)))["recall@20"])
+
+
+def test_bpr_learning_rate_defaults_to_the_ranking_rate_unless_given():
+    assert TrainConfig(loss="bpr").lr == BPR_LR
+    assert TrainConfig(loss="bpr", lr=0.5).lr == 0.5
+    assert TrainConfig().lr == 1e-3
+
+
+def test_ranking_early_stopping_accepts_positive_only_validation(tiny_split):
+    """Implicit feedback has no disliked rows: AUC is undefined there, a ranking is not."""
+    valid = tiny_split.valid
+    liked_only = valid.take(np.flatnonzero(valid.label > 0))
+    result = fit_model(MFConfig(), tiny_split.train, liked_only,
+                       TrainConfig(**{**FAST_TRAIN, "valid_metric": "ndcg", "max_epochs": 5}))
+    assert result.valid_metric == "ndcg" and np.isfinite(result.best_valid)
 
 
 def test_device_override(monkeypatch):

@@ -97,4 +97,5 @@ def test_a_relevant_item_scored_plus_infinity_is_a_hit():
     logits may give an unmasked item +inf, and ranked first it is a hit."""
     train, test = table([("a", "y", 1)]), table([("a", "x", 1)])
     scorer = TableScorer([[np.inf, 0.9, 0.8, 0.7], [0.1, 0.2, 0.3, 0.4]])
-    assert ranking_report(scorer, train, test, k=2) == {"recall@2": 1.0, "ndcg@2": 1.0, "hit@2": 1.0}
+    assert ranking_report(scorer, train, test, k=2) == {"recall@2": 1.0, "ndcg@2": 1.0, "hit@2": 1.0, "mrr@2": 1.0,
+                                                        "coverage@2": 0.5}

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest
-from recunlearn.errors import ConfigError
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._influence_common import damping_scale
 from recunlearn.unlearn.influence import LowRankBlocks, SolverError
@@ -30,14 +29,18 @@ def embedding_rows(method) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["ifru", "if", "scif"])
-def test_influence_methods_refuse_a_bpr_model(tiny_split, name):
-    """Their gradient and Hessian are the BCE objective's: on a BPR model they would be of another loss."""
-    bpr = {**FAST_TRAIN, "loss": "bpr"}
-    with pytest.raises(ConfigError, match="train.loss"):
-        get_method(name)(train=bpr)
-    original = get_method("retrain")(train={**bpr, "max_epochs": 1}).fit(tiny_split.train, tiny_split.valid)
-    with pytest.raises(ConfigError, match="train.loss"):
-        get_method(name).adopt(original)
+@pytest.mark.parametrize("kind", ["mf", "lightgcn"])
+def test_influence_methods_update_a_bpr_model(tiny_split, name, kind):
+    """They differentiate the expected BPR objective (recunlearn.unlearn._pairwise) of a BPR model."""
+    config = {"train": {**FAST_TRAIN, "loss": "bpr"}, "model": {"kind": kind, "dim": 16}}
+    original = get_method("retrain")(config).fit(tiny_split.train, tiny_split.valid)
+    method = get_method(name).adopt(original, {"guard": False})
+    before = embedding_rows(method)
+    report = method.forget(DeletionRequest.from_rows(tiny_split.train, np.arange(5)))
+    assert report.details["objective"] == "bpr" and report.details["update"] == "applied"
+    after = embedding_rows(method)
+    assert not torch.equal(before[0], after[0]) or not torch.equal(before[1], after[1])
+    assert all(torch.isfinite(t).all() for t in after)
 
 
 @pytest.mark.parametrize("name", ["finetune", "neggrad"])

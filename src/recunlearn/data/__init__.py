@@ -11,7 +11,16 @@ from recunlearn.data.download import fetch
 from recunlearn.data.interactions import Interactions, Split, Vocabulary
 from recunlearn.data.loaders import load_amazon, load_bookcrossing, load_table
 from recunlearn.data.registry import available_datasets, load_dataset, register_dataset, register_detector
-from recunlearn.data.splits import binarize, ifru_protocol, k_core, random_split, temporal_leave_last
+from recunlearn.data.splits import (
+    binarize,
+    ifru_protocol,
+    implicit_protocol,
+    k_core,
+    per_user_split,
+    positive_interactions,
+    random_split,
+    temporal_leave_last,
+)
 from recunlearn.data.synthetic import SyntheticConfig, synthetic
 
 __all__ = [
@@ -24,6 +33,7 @@ __all__ = [
     "binarize",
     "fetch",
     "ifru_protocol",
+    "implicit_protocol",
     "item_deletion",
     "k_core",
     "label_flip_attack",
@@ -31,6 +41,8 @@ __all__ = [
     "load_bookcrossing",
     "load_dataset",
     "load_table",
+    "per_user_split",
+    "positive_interactions",
     "random_interactions",
     "random_split",
     "register_dataset",

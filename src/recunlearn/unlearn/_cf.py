@@ -68,4 +68,4 @@ class SingleModelMixin:
 
 def describe_fit(result: Any) -> dict[str, Any]:
     return {"epochs": result.epochs, "best_epoch": result.best_epoch,
-            "best_valid_auc": round(result.best_valid_auc, 6), "seconds": round(result.seconds, 4)}
+            "valid_metric": result.valid_metric, "best_valid": round(result.best_valid, 6), "seconds": round(result.seconds, 4)}

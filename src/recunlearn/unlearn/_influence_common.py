@@ -19,13 +19,14 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.models.mf import MF
 from recunlearn.train.auc import roc_auc
-from recunlearn.train.loop import TrainConfig, fit_model
+from recunlearn.train.loop import fit_model
+from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
@@ -241,15 +242,9 @@ class InfluenceConfig(CFMethodConfig):
     inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.sample_neighbours`), and
     only the drawn nodes draw Hessian rows. None: every neighbour."""
 
-    @field_validator("train")
-    @classmethod
-    def _bce_only(cls, train: TrainConfig) -> TrainConfig:
-        """The gradient and Hessian are those of the BCE objective: on a BPR model they would be of
-        another loss than the one trained (fine-tuning and NegGrad use the training loss itself)."""
-        if train.loss != "bce":
-            raise ValueError(f"influence methods need train.loss = 'bce' (their gradient and Hessian are the BCE "
-                             f"objective's), got train.loss = {train.loss!r}; use finetune or neggrad for it")
-        return train
+    negatives_per_positive: int = Field(4, ge=1)
+    """A model trained with BPR: negatives drawn per positive row to estimate the expected pairwise
+    loss the update differentiates (see :mod:`recunlearn.unlearn._pairwise`)."""
 
 
 class InfluenceUnlearner(ApproximateUnlearner):
@@ -270,6 +265,10 @@ class InfluenceUnlearner(ApproximateUnlearner):
         raise NotImplementedError
 
     def _update(self, removed, remaining, graph_full, graph_after, orphaned):
+        if self.config.train.loss == "bpr":
+            from recunlearn.unlearn._pairwise import pairwise_update
+
+            return pairwise_update(self, removed, remaining, graph_full, graph_after, orphaned)
         model, l2 = self.model, self.config.train.l2
         users, items, details = self.kept_rows(removed, self.train, graph_full)
         kept = KeptRows(np.setdiff1d(users, orphaned.users), np.setdiff1d(items, orphaned.items))
@@ -346,10 +345,12 @@ class InfluenceUnlearner(ApproximateUnlearner):
         details["update"] = "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
         if guard and details["update"] == "applied":
             start = time.perf_counter()
-            without, with_update = self._guard_aucs(kept, theta, theta + result.x, graph_after)
-            details.update(valid_auc_update=with_update, valid_auc_no_update=without)
+            without, with_update = self._guard_measures(kept, theta, theta + result.x, graph_after)
+            metric = self.config.train.stopping_metric
+            details.update({f"valid_{metric}_update": with_update, f"valid_{metric}_no_update": without})
             if with_update < without:
-                details["update"] = "rejected: validation AUC worse than no update; fell back to no update"
+                details["update"] = (f"rejected: validation {'AUC' if metric == 'auc' else metric} worse than no "
+                                     "update; fell back to no update")
             timings["guard_s"] = time.perf_counter() - start
         kept.scatter(model, theta + result.x if details["update"] == "applied" else theta)
         details.update({k: round(v, 5) for k, v in timings.items()})
@@ -398,21 +399,35 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 model.adjacency = saved_graph
 
     @torch.no_grad()
-    def _guard_aucs(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
-                    graph_after: sp.csr_matrix | None) -> tuple[float, float]:
-        """Validation AUC with the kept rows at ``before`` and at ``after`` (graph without the deleted edges)."""
+    def _guard_measures(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
+                        graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+        """The validation measure early stopping watches, with the kept rows at ``before`` and at
+        ``after`` (graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
             kept.scatter(model, before)
-            without = self._current_valid_auc(model)
+            without = self._current_valid_measure(model)
             kept.scatter(model, after)
-            return without, self._current_valid_auc(model)
+            return without, self._current_valid_measure(model)
 
     @torch.no_grad()
     def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
         """Validation AUC with the kept rows set to ``values`` (and the graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
             kept.scatter(model, values)
+            return self._current_valid_measure(model)
+
+    def _current_valid_measure(self, model: CFModel) -> float:
+        """Validation AUC, or the ranking measure early stopping watches (its task built once per
+        validation table, as the AUC's pattern)."""
+        train = self.config.train
+        if train.stopping_metric == "auc":
             return self._current_valid_auc(model)
+        cached = getattr(self, "_valid_ranking", None)
+        if cached is None or cached[0] is not self.valid or cached[1] is not self.train:
+            cached = self._valid_ranking = (self.valid, self.train, RankingTask(self.train, self.valid, train.valid_k))
+        device = model.user_emb.weight.device
+        scores = cached[2].evaluate(lambda users: model.score_all(torch.as_tensor(users, device=device)))
+        return scores[f"{train.stopping_metric}@{train.valid_k}"]
 
     def _current_valid_auc(self, model: CFModel) -> float:
         """What :func:`~recunlearn.train.loop.valid_auc` gives, with the logits of the validation pairs

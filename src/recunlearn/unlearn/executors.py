@@ -65,7 +65,7 @@ def train_shard(job: ShardJob) -> ShardResult:
     result = fit_model(job.model, job.train, job.valid, job.train_config, desc=f"shard {job.shard}")
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     info = {"epochs": result.epochs, "best_epoch": result.best_epoch,
-            "best_valid_auc": round(result.best_valid_auc, 6), "seconds": round(result.seconds, 4),
+            "valid_metric": result.valid_metric, "best_valid": round(result.best_valid, 6), "seconds": round(result.seconds, 4),
             "rows": len(job.train), "data_hash": job.train.content_hash()}
     return ShardResult(job.shard, state, info)
 

@@ -270,19 +270,24 @@ class RestrictedObjective:
     keep their current values. ``graph`` is the normalised adjacency to score with (None: MF);
     ``adjacency``, the same graph as the tensor the model propagates with, where the caller has it
     (used when the closure is the whole graph, saving a conversion).
+
+    With ``negatives`` (one item per row), ``f_r`` is the BPR row -log sigma(x_ui - x_uj) plus
+    ``l2 / 2`` times the squared norms of its user, item and negative rows, and ``labels`` are not
+    read: the pairwise objective, whose gradient and Hessian-vector products come from autograd.
     """
 
     def __init__(self, model: CFModel, kept: KeptRows, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
                  weights: np.ndarray | float, l2: float, graph: sp.csr_matrix | None,
-                 adjacency: torch.Tensor | None = None):
+                 adjacency: torch.Tensor | None = None, negatives: np.ndarray | None = None):
         device = model.user_emb.weight.device
         n_users = model.n_users
         self.n_layers = getattr(model, "n_layers", 0) if graph is not None else 0
         self.model, self.l2 = model, l2
         row_nodes_u, row_nodes_i = users.astype(np.int64), n_users + items.astype(np.int64)
         n_nodes = n_users + model.n_items
-        closure = expand(graph if self.n_layers else None, np.concatenate([row_nodes_u, row_nodes_i]), self.n_layers,
-                         size=n_nodes)
+        row_nodes_j = None if negatives is None else n_users + negatives.astype(np.int64)
+        ends = [row_nodes_u, row_nodes_i] + ([] if row_nodes_j is None else [row_nodes_j])
+        closure = expand(graph if self.n_layers else None, np.concatenate(ends), self.n_layers, size=n_nodes)
         everything = len(closure) > WHOLE_GRAPH_SHARE * n_nodes
         if everything:  # propagating a few nodes more is cheaper than cutting the graph down to the closure
             closure = np.arange(n_nodes)
@@ -297,6 +302,7 @@ class RestrictedObjective:
 
         self.kept_position, self.kept_theta = on(slot[kept_nodes[inside]]), on(np.flatnonzero(inside))
         self.row_u, self.row_i = on(slot[row_nodes_u]), on(slot[row_nodes_i])
+        self.row_j = None if row_nodes_j is None else on(slot[row_nodes_j])
         self.labels = on(labels.copy(), torch.float32)
         self.weights = on(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), torch.float32)
         table = torch.cat([model.user_emb.weight.detach(), model.item_emb.weight.detach()])
@@ -331,13 +337,23 @@ class RestrictedObjective:
             twin._pairs = (crow, column, twin.weights.repeat(2).index_select(0, self._pair_order), pair_labels)
         return twin
 
+    @property
+    def pairwise(self) -> bool:
+        """Whether the rows are BPR triples (user, item, negative item)."""
+        return self.row_j is not None
+
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         embeddings = self.embeddings(theta)
         reps = self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
-        logits = (reps[self.row_u] * reps[self.row_i]).sum(-1)
-        loss = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
+        r_u = reps.index_select(0, self.row_u)
+        logits = (r_u * reps.index_select(0, self.row_i)).sum(-1)
+        if self.pairwise:
+            loss = -F.logsigmoid(logits - (r_u * reps.index_select(0, self.row_j)).sum(-1))
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
         if self.l2:
-            loss = loss + self.l2 / 2 * (embeddings[self.row_u].pow(2).sum(-1) + embeddings[self.row_i].pow(2).sum(-1))
+            ends = (self.row_u, self.row_i) + ((self.row_j,) if self.pairwise else ())
+            loss = loss + self.l2 / 2 * sum(embeddings.index_select(0, end).pow(2).sum(-1) for end in ends)
         return (self.weights * loss).sum()
 
     def embeddings(self, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -353,6 +369,8 @@ class RestrictedObjective:
         (crow indices, column indices, and each entry's row weight and label). Built once and shared
         with :meth:`on_graph` twins, so logits come from a sampled dense-dense product and per-node
         sums from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
+        if self.pairwise:
+            raise NotImplementedError("the closed forms are the BCE objective's: differentiate a pairwise one by autograd")
         if self._pairs is None:
             ends, others = torch.cat([self.row_u, self.row_i]), torch.cat([self.row_i, self.row_u])
             order = self._pair_order = _grouped_order(ends, self.size)
@@ -401,6 +419,8 @@ class RestrictedObjective:
         powers of a symmetric adjacency), and each row's loss depends on them through the bilinear
         logit <r_u, r_i>, so H v = P' [ sigma' dx (r_i, r_u) + (sigma - y)(dr_i, dr_u) ] + l2 n_v v.
         """
+        if self.pairwise:
+            raise NotImplementedError("the closed forms are the BCE objective's: differentiate a pairwise one by autograd")
         embeddings = self.embeddings()
         reps = self._propagate(embeddings)
         r_u, r_i = reps.index_select(0, self.row_u), reps.index_select(0, self.row_i)
@@ -455,21 +475,30 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diag
     ``diagonal``, only its diagonal: shape (rows, dim), about 50x cheaper to form for dim 48).
 
     For MF these are exactly the diagonal blocks of the Hessian (sum of sigma'(x) q q^T plus
-    ``l2`` per row); for LightGCN the own-embedding path of propagation only (weight 1/(L+1)),
-    which is what a preconditioner needs: cheap, positive semi-definite, close to the diagonal.
+    ``l2`` per row; for a BPR triple, sigma'(z) times (q_i - q_j)(q_i - q_j)' at the user and
+    p_u p_u' at either item, z = x_ui - x_uj); for LightGCN the own-embedding path of propagation
+    only (weight 1/(L+1)), which is what a preconditioner needs: cheap, positive semi-definite,
+    close to the diagonal.
     """
     with torch.no_grad():
         base = objective.embeddings()
         reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
         u_rep, i_rep = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)
         logits = (u_rep * i_rep).sum(-1)
+        if objective.pairwise:
+            j_rep = reps.index_select(0, objective.row_j)
+            logits = logits - (u_rep * j_rep).sum(-1)
+            sides = ((objective.row_u, i_rep - j_rep), (objective.row_i, u_rep), (objective.row_j, u_rep))
+        else:
+            sides = ((objective.row_u, i_rep), (objective.row_i, u_rep))
         curvature = objective.weights * torch.sigmoid(logits) * torch.sigmoid(-logits) / (objective.n_layers + 1) ** 2
         size, dim = objective.theta0.shape
         block_of = torch.full((objective.size,), -1, dtype=torch.long, device=base.device)
         block_of[objective.kept_position] = objective.kept_theta
         blocks = torch.zeros((size, dim) if diagonal else (size, dim, dim), device=base.device)
         counts = torch.zeros(size, device=base.device)
-        for side, other in ((block_of[objective.row_u], i_rep), (block_of[objective.row_i], u_rep)):
+        for end, other in sides:
+            side = block_of[end]
             rows = torch.nonzero(side >= 0).squeeze(1)
             if diagonal:
                 blocks.index_add_(0, side[rows], curvature[rows, None] * other[rows].square())
