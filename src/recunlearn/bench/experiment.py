@@ -26,6 +26,7 @@ from recunlearn.data import (
     Interactions,
     Split,
     binarize,
+    implicit_protocol,
     item_deletion,
     k_core,
     label_flip_attack,
@@ -64,16 +65,27 @@ class DataSpec(BaseModel):
     """A registered name (see `recunlearn data list`) or a path to a file/folder in a known format."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Keyword options for the loader (e.g. sizes of the synthetic generator)."""
+    protocol: Literal["labels", "implicit"] = "labels"
+    """'labels': IFRU's explicit protocol (liked / disliked labels, judged by AUC); 'implicit': the
+    positive interactions alone, judged by top-K ranking of all items (models train with BPR)."""
     threshold: float | None = 3.0
-    """Label = rating > threshold; None keeps the loader's labels."""
+    """Liked = rating > threshold (3: MovieLens' 4 and 5 stars); None (or "none" in TOML) keeps the
+    loader's labels, where every row is a positive interaction (a table without ratings)."""
     k_core: int = Field(5, ge=1)
     """Keep users and items with at least this many interactions."""
     split: Literal["random", "temporal"] = "random"
-    """'random': 60/20/20 shuffled (IFRU); 'temporal': each user's last interaction to test."""
-    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    """Train/validation/test fractions of the random split."""
+    """'random': shuffled (IFRU's 60/20/20 over all rows; per user for 'implicit'); 'temporal': by
+    time (each user's last interaction to test; per user, the latest rows to test, for 'implicit')."""
+    ratios: tuple[float, float, float] | None = None
+    """Train/validation/test fractions; None: 60/20/20 for 'labels' (IFRU), 80/10/10 for 'implicit'."""
     seed: Seed = 1024
     """Seed of the split (IFRU's reference code uses 1024)."""
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _none_in_toml(cls, value: Any) -> Any:
+        """TOML has no null: the string "none" stands for it."""
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
 
 class DeletionSpec(BaseModel):
@@ -136,11 +148,14 @@ class ExperimentConfig(BaseModel):
 
 def prepare(spec: DataSpec) -> Split:
     data = load_dataset(spec.dataset, **spec.options)
+    if spec.protocol == "implicit":
+        return implicit_protocol(data, spec.threshold, spec.k_core, spec.ratios or (0.8, 0.1, 0.1), spec.seed,
+                                 by="time" if spec.split == "temporal" else "random")
     if spec.threshold is not None:
         data = binarize(data, spec.threshold)
     data = k_core(data, spec.k_core)
     if spec.split == "random":
-        return random_split(data, spec.ratios, spec.seed)
+        return random_split(data, spec.ratios or (0.6, 0.2, 0.2), spec.seed)
     return temporal_leave_last(data)
 
 

@@ -2,6 +2,7 @@
 
 from recunlearn.data.deletion import (
     DeletionRequest,
+    fake_user_attack,
     item_deletion,
     label_flip_attack,
     random_interactions,
@@ -30,6 +31,7 @@ __all__ = [
     "SyntheticConfig",
     "Vocabulary",
     "available_datasets",
+    "fake_user_attack",
     "binarize",
     "fetch",
     "ifru_protocol",

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from recunlearn.data.interactions import Interactions, member_mask
+from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
 from recunlearn.errors import ConfigError, EmptyRequestError, UnknownIdError
 
 
@@ -166,6 +166,52 @@ def label_flip_attack(train: Interactions, fraction: float = 0.02,
     label = train.label.copy()
     label[rows] = 1.0 - label[rows]
     return train.with_labels(label), DeletionRequest.from_rows(train, rows)
+
+
+def fake_user_attack(train: Interactions, n_users: int, n_targets: int = 5, profile_size: int = 50,
+                     seed: int = 0) -> tuple[Interactions, DeletionRequest, np.ndarray]:
+    """A shilling attack on implicit feedback: ``n_users`` fake users join, each with a positive for
+    every one of ``n_targets`` target items (drawn among the less popular half of the catalogue)
+    and for ``profile_size`` filler items drawn by popularity, so that the targets look like what
+    popular taste also likes and climb into real users' top-K lists.
+
+    Returns the polluted training table (its user vocabulary extended by the fake users, after the
+    real ones, so a real user's index is unchanged: reindex validation and test tables onto it),
+    the request that deletes the fake users, and the target items' indices.
+    """
+    if n_users < 1 or n_targets < 1 or profile_size < 0:
+        raise ConfigError(f"a fake-user attack needs n_users >= 1, n_targets >= 1 and profile_size >= 0, got "
+                          f"{n_users}, {n_targets}, {profile_size}")
+    rng = np.random.default_rng(seed)
+    popularity = np.bincount(train.item, minlength=train.n_items).astype(np.float64)
+    present = np.flatnonzero(popularity > 0)
+    if n_targets + profile_size > len(present):
+        raise ConfigError(f"a fake profile of {n_targets} targets and {profile_size} fillers needs that many items "
+                          f"with training rows; {len(present)} have some")
+    below_median = present[popularity[present] <= np.median(popularity[present])]
+    targets = np.sort(rng.choice(below_median, size=min(n_targets, len(below_median)), replace=False))
+    candidates = np.setdiff1d(present, targets)
+    weights = popularity[candidates] / popularity[candidates].sum()
+    taken = set(train.users.ids.tolist())
+    fake_ids, number = [], 0
+    while len(fake_ids) < n_users:
+        name = f"fake-{number}"
+        number += 1
+        if name not in taken:
+            fake_ids.append(name)
+    users = Vocabulary(np.concatenate([train.users.ids, np.array(fake_ids)]), kind=train.users.kind)
+    fake_user, fake_item = [], []
+    for offset in range(n_users):
+        fillers = rng.choice(candidates, size=profile_size, replace=False, p=weights)
+        profile = np.concatenate([targets, fillers])
+        fake_user.append(np.full(len(profile), train.n_users + offset))
+        fake_item.append(profile)
+    fake = Interactions(
+        user=np.concatenate(fake_user), item=np.concatenate(fake_item), label=np.ones(sum(map(len, fake_item))),
+        rating=np.full(sum(map(len, fake_item)), np.nan), timestamp=np.zeros(sum(map(len, fake_item)), np.int64),
+        users=users, items=train.items, item_title=train.item_title, item_author=train.item_author)
+    polluted = train.reindexed(users, train.items).concat(fake).with_name(f"{train.name}+fake-users")
+    return polluted, DeletionRequest(users=fake_ids), targets
 
 
 def _check_fraction(fraction: float) -> None:

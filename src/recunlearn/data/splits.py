@@ -92,15 +92,16 @@ def ifru_protocol(data: Interactions, threshold: float = 3.0, k: int = 5, seed: 
 
 
 def positive_interactions(data: Interactions, threshold: float | None) -> Interactions:
-    """The rows that count as positive feedback, every label 1: ratings at or above ``threshold``, or
-    every row with ``threshold=None`` (clicks, views, purchases; a table without ratings)."""
+    """The rows that count as positive feedback, every label 1: ratings above ``threshold`` (as
+    :func:`binarize` reads it: 3 keeps MovieLens' 4 and 5 stars), or every row with ``threshold=None``
+    (clicks, views, purchases; a table without ratings)."""
     if threshold is None:
         return data.with_labels(np.ones(len(data), np.float32))
     if np.isnan(data.rating).any():
         raise DataError(f"{data.name}: some rows have no rating; use threshold=None to count every row as positive")
-    kept = data.take(np.flatnonzero(data.rating >= threshold))
+    kept = data.take(np.flatnonzero(data.rating > threshold))
     if not len(kept):
-        raise DataError(f"{data.name}: no rating is at or above the threshold {threshold}")
+        raise DataError(f"{data.name}: no rating is above the threshold {threshold}")
     return kept.with_labels(np.ones(len(kept), np.float32))
 
 
@@ -136,9 +137,9 @@ def per_user_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1)
     return Split(train, _without_test_pairs(valid, test), test)
 
 
-def implicit_protocol(data: Interactions, threshold: float | None = 4.0, k: int = 5,
+def implicit_protocol(data: Interactions, threshold: float | None = 3.0, k: int = 5,
                       ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 1024, by: str = "random") -> Split:
-    """Implicit feedback judged by top-K ranking: the positive rows (rating >= ``threshold``, or every
+    """Implicit feedback judged by top-K ranking: the positive rows (rating > ``threshold``, or every
     row when None), a ``k``-core of them, and a seeded per-user split (``by="time"`` where the table
     has timestamps). Every row of every part is a positive; models rank all items."""
     return per_user_split(k_core(positive_interactions(data, threshold), k), ratios, seed, by)

@@ -1,5 +1,6 @@
 """Measures of the three goals: utility (metrics), completeness (distance to retraining), efficiency (timing)."""
 
+from recunlearn.evaluate.baselines import MostPopular
 from recunlearn.evaluate.completeness import (
     completeness_report,
     membership_inference,
@@ -10,6 +11,7 @@ from recunlearn.evaluate.completeness import (
 from recunlearn.evaluate.metrics import auc, auc_report, ranking_report, subset_masks
 
 __all__ = [
+    "MostPopular",
     "auc",
     "auc_report",
     "completeness_report",

@@ -47,6 +47,27 @@ class RankingTask:
         self.users = np.flatnonzero(np.diff(self.relevant.indptr) > 0)
         self.discounts = torch.tensor(1.0 / np.log2(np.arange(2, k + 2)), dtype=torch.float64)
 
+    _CACHED = 1 << 26
+    """Masks of at most this many (user, item) cells are kept between calls (early stopping and the
+    guard rank the same users again and again); larger ones are built batch by batch each time."""
+
+    def _batches(self, k: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per batch of users: the training mask, the relevant mask, the relevant counts and ideal DCGs."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None:
+            return cached
+        built = []
+        for start in range(0, len(self.users), self.batch_users):
+            batch = self.users[start:start + self.batch_users]
+            relevant = self.relevant[batch]
+            n_relevant = torch.from_numpy(np.diff(relevant.indptr)).to(torch.float64)
+            ideal = torch.cumsum(self.discounts[:k], 0)[(n_relevant.clamp(max=k) - 1).long()]
+            built.append((torch.from_numpy(self.seen[batch].toarray()), torch.from_numpy(relevant.toarray()),
+                          n_relevant, ideal))
+        if len(self.users) * self.n_items <= self._CACHED:
+            self._cache = built
+        return built
+
     def names(self) -> list[str]:
         return [f"{name}@{self.k}" for name in ("recall", "ndcg", "hit", "mrr", "coverage")]
 
@@ -60,26 +81,22 @@ class RankingTask:
         recall = ndcg = hit = mrr = 0.0
         shown = torch.zeros(self.n_items, dtype=torch.bool)
         ranks = torch.arange(1, k + 1, dtype=torch.float64)
-        for start in range(0, len(self.users), self.batch_users):
+        for start, (masked, is_relevant, n_relevant, ideal) in zip(range(0, len(self.users), self.batch_users),
+                                                                   self._batches(k)):
             batch = self.users[start:start + self.batch_users]
-            scores = torch.as_tensor(score_all(batch)).detach().to("cpu", torch.float64)
+            scores = torch.as_tensor(score_all(batch)).detach().cpu()
             if torch.isnan(scores).any():
                 return nan
-            masked = torch.from_numpy(self.seen[batch].toarray())
-            scores = scores.masked_fill(masked, -torch.inf)
-            top = torch.topk(scores, k, dim=1, sorted=True).indices
-            relevant = self.relevant[batch]
-            is_relevant = torch.from_numpy(relevant.toarray())
+            top = torch.topk(scores.masked_fill(masked, -torch.inf), k, dim=1, sorted=True).indices
             # a masked training item is never recommended: where K reaches past the items left, no hit
-            hits = (is_relevant.gather(1, top) & ~masked.gather(1, top)).to(torch.float64)
-            n_relevant = torch.from_numpy(np.diff(relevant.indptr)).to(torch.float64)
-            ideal = torch.cumsum(self.discounts[:k], 0)[(n_relevant.clamp(max=k) - 1).long()]
+            shown_items = ~masked.gather(1, top)
+            hits = (is_relevant.gather(1, top) & shown_items).to(torch.float64)
             recall += float((hits.sum(1) / n_relevant).sum())
             ndcg += float(((hits * self.discounts[:k]).sum(1) / ideal).sum())
             found = hits.any(1)
             hit += float(found.sum())
             first = torch.where(hits > 0, ranks, torch.inf).min(1).values
             mrr += float(torch.where(found, 1.0 / first, 0.0).sum())
-            shown[top[~masked.gather(1, top)]] = True
+            shown[top[shown_items]] = True
         n = len(self.users)
         return dict(zip(self.names(), (recall / n, ndcg / n, hit / n, mrr / n, float(shown.sum()) / self.n_items)))
