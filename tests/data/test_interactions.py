@@ -63,8 +63,15 @@ def test_inconsistent_columns_are_rejected(small):
 
 
 def test_missing_columns_in_a_frame_are_named():
-    with pytest.raises(DataError, match="missing column.*'rating'"):
-        Interactions.from_frame(pd.DataFrame({"user": [1], "item": [2]}), timestamp=None)
+    with pytest.raises(DataError, match="missing column.*'stars'"):
+        Interactions.from_frame(pd.DataFrame({"user": [1], "item": [2]}), rating="stars")
+    with pytest.raises(DataError, match="missing column.*'item'"):
+        Interactions.from_frame(pd.DataFrame({"user": [1], "rating": [2]}))
+
+
+def test_a_user_item_frame_loads_as_positive_interactions():
+    data = Interactions.from_frame(pd.DataFrame({"user": [1, 1, 2], "item": [2, 3, 2]}))
+    assert len(data) == 3 and (data.label == 1).all() and np.isnan(data.rating).all()
 
 
 def test_take_drop_keep_vocabularies_and_order(small):

@@ -244,8 +244,12 @@ class Interactions:
         """Build from a table with named columns.
 
         The label is taken from ``label`` if given, else ``rating > threshold``; with neither,
-        every row is a positive (implicit feedback).
+        every row is a positive (implicit feedback). The default ``rating`` and ``timestamp``
+        columns are optional (a ``user,item`` table of clicks loads as it is); a column named
+        otherwise must be there.
         """
+        rating = None if rating == "rating" and rating not in frame.columns else rating
+        timestamp = None if timestamp == "timestamp" and timestamp not in frame.columns else timestamp
         missing = [c for c in (user, item, rating, label, timestamp) if c is not None and c not in frame.columns]
         if missing:
             raise DataError(f"missing column(s) {missing}; the table has {list(frame.columns)}")

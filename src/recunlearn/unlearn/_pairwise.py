@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.train.loop import sample_negatives
+from recunlearn.train.loop import NEGATIVE_REDRAWS, sample_negatives
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolverError, block_newton,
                                           block_preconditioner, block_solver, expand,
                                           hessian_vector_product, sample_rows_per_node, solve)
@@ -52,21 +52,39 @@ class Triples:
 
 
 class NegativeSampler:
-    """Seeded negatives that avoid each user's training positives (as training draws them)."""
+    """Seeded negatives that avoid each user's training positives, redrawn as training redraws them
+    (:func:`recunlearn.train.loop.sample_negatives`), looked up in a user x item table where it is small."""
 
     def __init__(self, train: Interactions, per_positive: int, seed: int):
         positives = train.positives()
         self.n_items, self.per_positive = train.n_items, per_positive
-        self.keys = torch.unique(torch.as_tensor(positives.user * train.n_items + positives.item, dtype=torch.long))
+        keys = positives.user.astype(np.int64) * train.n_items + positives.item
+        self.table: np.ndarray | None = None
+        self.keys: torch.Tensor | None = None
+        if train.n_users * train.n_items <= 1 << 26:
+            self.table = np.zeros(train.n_users * train.n_items, bool)
+            self.table[keys] = True
+        else:
+            self.keys = torch.unique(torch.as_tensor(keys))
         self.generator = torch.Generator().manual_seed(seed)
+
+    def _draw(self, users: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            return sample_negatives(self.n_items, torch.as_tensor(users), self.generator, self.keys).numpy()
+        negatives = torch.randint(0, self.n_items, (len(users),), generator=self.generator).numpy()
+        for _ in range(NEGATIVE_REDRAWS):
+            found = np.flatnonzero(self.table[users * self.n_items + negatives])
+            if not len(found):
+                break
+            negatives[found] = torch.randint(0, self.n_items, (len(found),), generator=self.generator).numpy()
+        return negatives
 
     def triples(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray | float = 1.0,
                 per_positive: int | None = None) -> Triples:
         m = per_positive or self.per_positive
         users_m, items_m = np.repeat(users.astype(np.int64), m), np.repeat(items.astype(np.int64), m)
-        negatives = sample_negatives(self.n_items, torch.as_tensor(users_m), self.generator, self.keys).numpy()
         weights_m = np.repeat(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), m) / m
-        return Triples(users_m, items_m, negatives, weights_m.astype(np.float32))
+        return Triples(users_m, items_m, self._draw(users_m), weights_m.astype(np.float32))
 
     def as_negative(self, items: np.ndarray, rows: Interactions, per_item: int) -> Triples:
         """For each item, ``per_item`` rows of ``rows`` drawn uniformly with that item as their negative,
@@ -201,7 +219,7 @@ def pairwise_update(method: InfluenceUnlearner, removed: Interactions, remaining
         moved = expand(graph_full, changed, n_layers)
         depends = expand(graph_full, kept.nodes(n_users), n_layers)
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
-        spill = sampler.triples(remaining.user[rows], remaining.item[rows])
+        spill = sampler.triples(remaining.user[rows], remaining.item[rows], per_positive=1)  # a difference of two graphs
         after_adjacency = method._after_adjacency(graph_after)
         g = (pairwise_gradient(_objective(method, kept, removed_triples + spill, graph_full, full_adjacency))
              - pairwise_gradient(_objective(method, kept, spill, graph_after, after_adjacency)))
