@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recunlearn.data import Interactions, fake_user_attack, implicit_protocol, per_user_split, positive_interactions
+from recunlearn.data import (Interactions, fake_positive_attack, fake_user_attack, implicit_protocol, per_user_split,
+                             positive_interactions)
 from recunlearn.errors import ConfigError, DataError
 from tests.conftest import make_tiny
 
@@ -76,3 +77,13 @@ def test_fake_users_join_after_the_real_ones_and_the_request_names_them(tiny_spl
 def test_an_attack_larger_than_the_catalogue_is_refused(tiny_split):
     with pytest.raises(ConfigError, match="needs that many items"):
         fake_user_attack(tiny_split.train, n_users=1, n_targets=5, profile_size=10_000)
+
+
+def test_fake_positives_are_new_pairs_after_the_real_rows(tiny_split):
+    train = tiny_split.train
+    polluted, request = fake_positive_attack(train, 0.2, seed=0)
+    fake = polluted.take(np.arange(len(train), len(polluted)))
+    assert len(fake) == round(0.2 * len(train)) and (fake.label == 1).all()
+    assert not set(fake.pair_keys.tolist()) & set(train.pair_keys.tolist())
+    assert len(set(fake.pair_keys.tolist())) == len(fake)
+    assert np.array_equal(np.flatnonzero(request.rows(polluted)), np.arange(len(train), len(polluted)))

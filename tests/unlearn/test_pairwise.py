@@ -92,3 +92,12 @@ def test_ifru_moves_a_bpr_model_towards_retraining_on_the_removed_rows(kind):
     assert report.details["update"] == "applied"
     assert np.abs(after - retrained).mean() < np.abs(before - retrained).mean()
     assert after.mean() < before.mean()  # the removed positives are liked less once forgotten
+
+
+@pytest.mark.parametrize("config", [MFConfig(dim=3), LightGCNConfig(dim=3, n_layers=1), LightGCNConfig(dim=3, n_layers=2)])
+def test_the_closed_form_hessian_vector_product_is_autograds(implicit_split, config):
+    from recunlearn.unlearn._pairwise import pairwise_hvp
+
+    f = objective(config, implicit_split, [0, 3, 7], [1, 2, 5])
+    v = torch.randn(f.theta0.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(pairwise_hvp(f)(v), hessian_vector_product(f, f.theta0)(v), atol=1e-5, rtol=1e-4)

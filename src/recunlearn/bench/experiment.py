@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recunlearn.bench._results import markdown_grid, source_commit, write_document
 from recunlearn.data import (
@@ -26,6 +26,8 @@ from recunlearn.data import (
     Interactions,
     Split,
     binarize,
+    fake_positive_attack,
+    fake_user_attack,
     implicit_protocol,
     item_deletion,
     k_core,
@@ -37,7 +39,7 @@ from recunlearn.data import (
     user_deletion,
 )
 from recunlearn.errors import ConfigError, validation_problems
-from recunlearn.evaluate import auc_report, ranking_report, score_distance
+from recunlearn.evaluate import MostPopular, auc_report, ranking_report, score_distance
 from recunlearn.seeds import Seed
 from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
@@ -92,14 +94,30 @@ class DeletionSpec(BaseModel):
     """What is forgotten."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["label_flip", "random", "users", "items"] = "label_flip"
+    kind: Literal["label_flip", "random", "users", "items", "fake_positives", "fake_users", "named"] = "label_flip"
     """'label_flip': IFRU's attack (a fraction of training labels flipped, then removed);
-    'random': random interactions; 'users' / 'items': all interactions of random users / items."""
+    'random': random interactions; 'users' / 'items': all interactions of random users / items;
+    'fake_positives': random fake positives injected (noise in implicit feedback), then removed;
+    'fake_users': injected fake users (a shilling attack on implicit feedback), then removed;
+    'named': the ``users`` and ``pairs`` listed here."""
     fraction: float = Field(0.02, gt=0, lt=1)
-    """Fraction of training rows for 'label_flip' and 'random'."""
+    """Fraction of training rows for 'label_flip', 'random' and 'fake_positives'; of the real users, as
+    fake ones, for 'fake_users'."""
     count: int = Field(1, ge=1)
     """Number of users or items for 'users' / 'items'."""
+    users: list[str] = Field(default_factory=list)
+    """'named': users all of whose interactions are deleted (external ids)."""
+    pairs: list[tuple[str, str]] = Field(default_factory=list)
+    """'named': (user, item) interactions deleted (external ids)."""
     seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _names_only_when_named(self) -> DeletionSpec:
+        if self.kind == "named" and not (self.users or self.pairs):
+            raise ValueError("a 'named' deletion lists users or pairs to delete")
+        if self.kind != "named" and (self.users or self.pairs):
+            raise ValueError(f"users and pairs are listed for kind = 'named', not {self.kind!r}")
+        return self
 
 
 class ExperimentConfig(BaseModel):
@@ -159,15 +177,41 @@ def prepare(spec: DataSpec) -> Split:
     return temporal_leave_last(data)
 
 
-def make_deletion(spec: DeletionSpec, train: Interactions) -> tuple[Interactions, DeletionRequest]:
-    """The training table methods fit on, and the request they must honour."""
+def make_deletion(spec: DeletionSpec, split: Split) -> tuple[Split, DeletionRequest]:
+    """The split methods fit on (the polluted training table for an attack) and the request they must
+    honour; refuses, before anything trains, a request the data cannot satisfy."""
+    train = split.train
     if spec.kind == "label_flip":
-        return label_flip_attack(train, spec.fraction, spec.seed)
+        polluted, request = label_flip_attack(train, spec.fraction, spec.seed)
+        return Split(polluted, split.valid, split.test), request
     if spec.kind == "random":
-        return train, random_interactions(train, spec.fraction, spec.seed)
-    if spec.kind == "users":
-        return train, user_deletion(train, n_users=spec.count, seed=spec.seed)
-    return train, item_deletion(train, n_items=spec.count, seed=spec.seed)
+        return split, random_interactions(train, spec.fraction, spec.seed)
+    if spec.kind in ("users", "items"):
+        present = len(np.unique(train.user if spec.kind == "users" else train.item))
+        if spec.count > present:
+            raise ConfigError(f"deletion.count = {spec.count}: the training data has only {present} {spec.kind}")
+        if spec.kind == "users":
+            return split, user_deletion(train, n_users=spec.count, seed=spec.seed)
+        return split, item_deletion(train, n_items=spec.count, seed=spec.seed)
+    if spec.kind == "fake_positives":
+        polluted, request = fake_positive_attack(train, spec.fraction, spec.seed)
+        return Split(polluted, split.valid, split.test), request
+    if spec.kind == "fake_users":
+        n_fake = max(1, round(spec.fraction * len(np.unique(train.user))))
+        polluted, request, _ = fake_user_attack(train, n_fake, seed=spec.seed)
+        return Split(polluted, *(part.reindexed(polluted.users, polluted.items)
+                                 for part in (split.valid, split.test))), request
+    request = DeletionRequest(users=spec.users, pairs=spec.pairs)
+    if not request.rows(train).any():  # an unknown id is named here, before anything trains
+        raise ConfigError("the deletion's users and pairs name no training row")
+    return split, request
+
+
+def _train_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """Training settings for every method: on implicit feedback the loss is BPR unless one is given."""
+    if config.data.protocol == "implicit":
+        return {"loss": "bpr", **config.train}
+    return config.train
 
 
 def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
@@ -177,7 +221,7 @@ def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
     if "model" in fields:
         values.setdefault("model", config.model)
     if "train" in fields:
-        values.setdefault("train", config.train)
+        values.setdefault("train", _train_settings(config))
     if "executor" in fields and config.executor is not None:
         values.setdefault("executor", config.executor)
     return values
@@ -197,11 +241,12 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     names = ["retrain"] + [m for m in candidates if m != "retrain"]
     for name in names:  # every method's settings are checked before anything loads or trains
         make_config(get_method(name).Config, _method_config(config, name), {})
-    split = prepare(config.data)
-    train, request = make_deletion(config.deletion, split.train)
+    clean = prepare(config.data)
+    split, request = make_deletion(config.deletion, clean)
+    train = split.train
     removed = train.take(request.rows(train))
     if config.deletion.kind == "label_flip":  # judge completeness on the true labels of the flipped rows
-        removed = split.train.take(request.rows(split.train))
+        removed = clean.train.take(request.rows(clean.train))
     log(f"data: {split.describe()}")
     log(f"deletion: {config.deletion.kind}, {len(removed):,} training rows")
 
@@ -220,6 +265,9 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     before_removed = reference.score_index(removed.user, removed.item)
     before_test = reference.score_index(split.test.user, split.test.item)
     remaining = train.drop(request.rows(train))  # every row masks these training items, the original's too
+    popular = MostPopular(remaining)
+    baseline = {"method": "most-popular", "exact": None, **auc_report(popular, split.test, removed),
+                **ranking_report(popular, remaining, split.test, config.k)}
     original = {"method": "original", "exact": None, "fit_seconds": round(reference.fit_seconds, 3),
                 **auc_report(reference, split.test, removed),
                 **ranking_report(reference, remaining, split.test, config.k)}
@@ -251,11 +299,12 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
         row["dist_removed"] = score_distance(method, reference, removed)
         row["dist_test"] = score_distance(method, reference, split.test)
         row["speedup"] = seconds[0] / max(own, 1e-9)  # rows[0] is retraining's
-    rows.insert(0, original)
+    rows[:0] = [baseline, original]
     results = {
         "config": config.model_dump(mode="json"),
         "data": split.describe(),
-        "deletion": {"kind": config.deletion.kind, "rows": len(removed)},
+        "deletion": {"kind": config.deletion.kind, "rows": len(removed), "users": list(request.users),
+                     "pairs": [list(pair) for pair in request.pairs]},
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 2),
         "environment": environment(),
@@ -283,14 +332,19 @@ def _jsonable(value: Any) -> Any:
 
 COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
            ("auc_and", "AUC AND", "{:.4f}"), ("recall@20", "Recall@20", "{:.4f}"), ("ndcg@20", "NDCG@20", "{:.4f}"),
+           ("mrr@20", "MRR@20", "{:.4f}"), ("coverage@20", "coverage@20", "{:.3f}"),
            ("dist_removed", "|Δ| removed", "{:.4f}"), ("dist_test", "|Δ| test", "{:.4f}"),
            ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", "{:.1f}x")]
+LABEL_ONLY = ("auc", "auc_or", "auc_and")
+"""Columns an implicit-feedback table leaves out: every held-out row is a positive, AUC is undefined."""
 
 
 def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the comparison table."""
     k = results["config"]["k"]
-    columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS]
+    implicit = results["config"]["data"].get("protocol") == "implicit"
+    columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS
+               if not (implicit and key in LABEL_ONLY)]
     cells = []
     for row in results["rows"]:
         cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns])

@@ -1,7 +1,7 @@
 """Unlearning on implicit feedback, judged by top-K ranking: every method on BPR-trained models.
 
 For each model (MF, LightGCN), deletion and seed: the original model is trained with BPR on the
-training positives (with the injected fake users for the attack); retraining (the exact
+training positives (with the injected data for an attack); retraining (the exact
 reference), the approximate methods (IFRU, IF, SCIF, fine-tuning, NegGrad, each on a copy of the
 same original model) and any partition method (SISA, RecEraser, GraphEraser, trained on their
 shards) forget the request. Measured: Recall / NDCG / MRR / coverage@K over all items with the
@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._results import markdown_cell, write_document
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
-from recunlearn.data import DeletionRequest, Split, fake_user_attack, random_interactions, user_deletion
+from recunlearn.data import (DeletionRequest, Split, fake_positive_attack, fake_user_attack, random_interactions,
+                             user_deletion)
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import MostPopular, ranking_report, score_distance
@@ -33,13 +34,19 @@ from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "finetune", "neggrad", "if", "scif", "ifru")
-DELETIONS = ("random", "users", "attack")
+DELETIONS = ("random", "users", "fake_positives")
+ATTACKS = ("fake_positives", "fake_users")
+"""Deletions of injected data: retraining is the model never attacked, and each row says how much of
+the Recall@K the attack cost its forget wins back."""
 
 
 class AttackSpec(BaseModel):
-    """The injected fake users (:func:`recunlearn.data.fake_user_attack`)."""
+    """The injected data: random fake positives (:func:`recunlearn.data.fake_positive_attack`) or fake
+    users (:func:`recunlearn.data.fake_user_attack`)."""
 
     model_config = ConfigDict(extra="forbid")
+    positives_fraction: float = Field(0.1, gt=0, lt=1)
+    """Fake positives as a fraction of the training rows."""
     users_fraction: float = Field(0.05, gt=0, lt=1)
     """Fake users as a fraction of the real ones."""
     targets: int = Field(5, ge=1)
@@ -56,15 +63,16 @@ class ImplicitBenchConfig(BaseModel):
     """Dataset and split (default: ML-100K, rating > 3 as positives, 5-core, per-user 80/10/10)."""
     models: list[Literal["mf", "lightgcn"]] = Field(default_factory=lambda: ["mf", "lightgcn"])
     """Recommenders to run the protocol on."""
-    deletions: list[Literal["random", "users", "attack"]] = Field(default_factory=lambda: list(DELETIONS))
+    deletions: list[Literal["random", "users", "fake_positives", "fake_users"]] = Field(
+        default_factory=lambda: list(DELETIONS))
     """'random': a fraction of the training positives; 'users': every positive of random users;
-    'attack': the injected fake users, whose removal should restore the ranking."""
+    'fake_positives' / 'fake_users': injected data, whose removal should restore the ranking."""
     fraction: float = Field(0.01, gt=0, lt=1)
     """Share of the training positives a 'random' deletion removes."""
     users: int = Field(10, ge=1)
     """Users a 'users' deletion removes."""
     attack: AttackSpec = Field(default_factory=AttackSpec)
-    """The fake users of an 'attack' deletion."""
+    """The injected data of the 'fake_positives' and 'fake_users' deletions."""
     seeds: list[Seed] = Field(default_factory=lambda: [0])
     """Each seed picks the deleted data and seeds training."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
@@ -89,6 +97,7 @@ class ImplicitBenchConfig(BaseModel):
             "data": DataSpec(dataset="synthetic", options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
                              protocol="implicit", threshold=None, k_core=3),
             "users": 2, "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),
+            "deletions": ["random", "users", "fake_positives", "fake_users"],
             "train": {"loss": "bpr", "max_epochs": 6, "patience": 3, "batch_size": 512},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
             "method_options": {"sisa": {"n_shards": 2}, "receraser": {"n_shards": 2}, "grapheraser": {"n_shards": 2}},
@@ -120,6 +129,9 @@ def deletion(config: ImplicitBenchConfig, kind: str, split: Split, seed: int) ->
             raise ConfigError(f"cannot delete {config.users} users: the training data has "
                               f"{len(np.unique(split.train.user))}")
         return split, user_deletion(split.train, n_users=config.users, seed=seed)
+    if kind == "fake_positives":
+        polluted, request = fake_positive_attack(split.train, config.attack.positives_fraction, seed)
+        return Split(polluted, split.valid, split.test), request
     n_fake = max(1, round(config.attack.users_fraction * len(np.unique(split.train.user))))
     polluted, request, _ = fake_user_attack(split.train, n_fake, config.attack.targets, config.attack.profile_size,
                                             seed)
@@ -174,7 +186,7 @@ def _run(config: ImplicitBenchConfig, clean: Split, names: list[str], kind: str,
     for row in rows[2:]:  # rows[2] is retraining's
         row["speedup"] = rows[2]["forget_seconds"] / max(row["forget_seconds"], 1e-9)
     recall = f"recall@{config.k}"
-    if removal == "attack":  # retraining is the model never attacked: how much of its lead does each forget win back?
+    if removal in ATTACKS:  # retraining is the model never attacked: how much of its lead does each forget win back?
         cost = rows[2][recall] - rows[1][recall]
         for row in rows[1:]:
             row["attack_recovered"] = (row[recall] - rows[1][recall]) / cost if cost > 0 else float("nan")

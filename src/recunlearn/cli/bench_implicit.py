@@ -16,7 +16,7 @@ def implicit(
     ctx: typer.Context,
     dataset: str = typer.Option("ml-100k", help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel)."),
     models: Optional[list[str]] = typer.Option(None, "--model", help="mf / lightgcn (repeat); default both."),
-    deletions: Optional[list[str]] = typer.Option(None, "--deletion", help="random / users / attack (repeat); default all three."),
+    deletions: Optional[list[str]] = typer.Option(None, "--deletion", help="random / users / fake_positives / fake_users (repeat); default the first three."),
     users: int = typer.Option(10, min=1, help="Users a 'users' deletion removes."),
     fraction: float = typer.Option(0.01, help="Share of the training positives a 'random' deletion removes."),
     seeds: Optional[list[int]] = typer.Option(None, "--seed", help="Seeds (repeat); default 0."),

@@ -2,6 +2,7 @@
 
 from recunlearn.data.deletion import (
     DeletionRequest,
+    fake_positive_attack,
     fake_user_attack,
     item_deletion,
     label_flip_attack,
@@ -31,6 +32,7 @@ __all__ = [
     "SyntheticConfig",
     "Vocabulary",
     "available_datasets",
+    "fake_positive_attack",
     "fake_user_attack",
     "binarize",
     "fetch",

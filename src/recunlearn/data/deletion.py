@@ -168,6 +168,29 @@ def label_flip_attack(train: Interactions, fraction: float = 0.02,
     return train.with_labels(label), DeletionRequest.from_rows(train, rows)
 
 
+def fake_positive_attack(train: Interactions, fraction: float = 0.1,
+                         seed: int = 0) -> tuple[Interactions, DeletionRequest]:
+    """Noise injected into implicit feedback: positives for random (user, item) pairs the table does not
+    hold, as many as ``fraction`` of its rows (accidental clicks, a bot's views, a poisoning campaign
+    spread over real accounts), appended after the real rows. Returns the polluted table and the
+    request that deletes the injected pairs."""
+    _check_fraction(fraction)
+    rng = np.random.default_rng(seed)
+    n = max(1, int(round(fraction * len(train))))
+    users = train.user[rng.integers(0, len(train), 2 * n)]  # users drawn by activity, items uniformly
+    items = rng.integers(0, train.n_items, 2 * n)
+    keys = users * np.int64(train.n_items) + items
+    fresh = ~member_mask(keys, train.pair_keys)
+    _, first = np.unique(keys[fresh], return_index=True)
+    chosen = np.flatnonzero(fresh)[np.sort(first)][:n]
+    fake = Interactions(user=users[chosen], item=items[chosen], label=np.ones(len(chosen)),
+                        rating=np.full(len(chosen), np.nan), timestamp=np.zeros(len(chosen), np.int64),
+                        users=train.users, items=train.items, item_title=train.item_title,
+                        item_author=train.item_author)
+    polluted = train.concat(fake).with_name(f"{train.name}+fake-positives")
+    return polluted, DeletionRequest.from_rows(polluted, np.arange(len(train), len(polluted)))
+
+
 def fake_user_attack(train: Interactions, n_users: int, n_targets: int = 5, profile_size: int = 50,
                      seed: int = 0) -> tuple[Interactions, DeletionRequest, np.ndarray]:
     """A shilling attack on implicit feedback: ``n_users`` fake users join, each with a positive for

@@ -19,4 +19,4 @@ class MostPopular:
         return self.counts[np.asarray(items, np.int64)]
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.counts, (len(users), len(self.counts)))
+        return np.repeat(self.counts[None, :], len(users), axis=0)

@@ -242,6 +242,10 @@ class InfluenceConfig(CFMethodConfig):
     inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.sample_neighbours`), and
     only the drawn nodes draw Hessian rows. None: every neighbour."""
 
+    guard_tolerance: float = Field(1e-3, ge=0)
+    """A model trained with BPR: the guard keeps an update whose validation BPR loss is at most this
+    fraction above no update's. Forgetting a positive may cost held-out fit a little (the retrained
+    model's loss is not the original's); a step that overshoots costs far more."""
     negatives_per_positive: int = Field(4, ge=1)
     """A model trained with BPR: negatives drawn per positive row to estimate the expected pairwise
     loss the update differentiates (see :mod:`recunlearn.unlearn._pairwise`)."""

@@ -34,7 +34,9 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
-from recunlearn.train.loop import predict
+from recunlearn.train.loop import predict, sample_negatives
+from recunlearn.train.losses import bpr
+from recunlearn.train.ranking import RankingTask
 
 
 class AverageConfig(BaseModel):
@@ -52,7 +54,7 @@ class AttentionConfig(BaseModel):
     attention_dim: int = Field(16, gt=0)
     """Hidden size of the attention network (RecEraser uses half the embedding size)."""
     epochs: int = Field(2, gt=0)
-    """Passes over the training rows; the epoch with the best validation AUC is kept (on ML-100K with
+    """Passes over the training rows; the epoch with the best validation measure is kept (on ML-100K with
     K=10 validation AUC peaks at the second epoch, so more only costs unlearning time)."""
     lr: float = Field(0.01, gt=0)
     """Adam learning rate."""
@@ -62,6 +64,10 @@ class AttentionConfig(BaseModel):
     """Rows per Adam step (large: a step's cost is set by the distinct users and items it touches)."""
     seed: Seed = 0
     """Seeds initialisation and batch order, so a refit after a deletion is reproducible bitwise."""
+    loss: Literal["bce", "bpr"] | None = None
+    """'bce' on the training labels, or 'bpr' on the positives with sampled negatives (RecEraser's
+    own, for implicit feedback), the epoch kept by validation Recall@20; None: the shards' training
+    loss (a sharded method's config fills it in)."""
 
 
 class WeightedConfig(BaseModel):
@@ -274,32 +280,55 @@ class AttentionAggregator(Aggregator):
         self.items = _AttentionSide(n_shards, dim, config.attention_dim, generator).to(device)
         parameters = list(self.users.parameters()) + list(self.items.parameters())
         optimizer = torch.optim.Adam(parameters, lr=config.lr)
-        users = torch.tensor(train.user, device=device)
-        items = torch.tensor(train.item, device=device)
-        labels = torch.tensor(train.label, dtype=torch.float32, device=device)
-        best_auc, best_state, best_epoch = -math.inf, None, 0
+        pairwise = config.loss == "bpr"
+        rows = train.positives() if pairwise else train
+        users = torch.tensor(rows.user, device=device)
+        items = torch.tensor(rows.item, device=device)
+        labels = torch.tensor(rows.label, dtype=torch.float32, device=device)
+        positives = torch.unique(users.cpu() * train.n_items + items.cpu()) if pairwise else None
+        measure = self._validation_measure(reps, train, valid)
+        best_score, best_state, best_epoch = -math.inf, None, 0
         for epoch in range(config.epochs):
             order = torch.randperm(len(users), generator=generator).to(device)
             for start in range(0, len(order), config.batch_size):
                 idx = order[start:start + config.batch_size]
-                loss = F.binary_cross_entropy_with_logits(self._logits(reps, users[idx], items[idx]), labels[idx])
+                logits = self._logits(reps, users[idx], items[idx])
+                if pairwise:
+                    negatives = sample_negatives(train.n_items, users[idx], generator, positives)
+                    loss = bpr(logits, self._logits(reps, users[idx], negatives))
+                else:
+                    loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
                 loss = loss + config.l2 * (self.users.penalty() + self.items.penalty())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            if valid is None or len(np.unique(valid.label)) < 2:
+            if measure is None:
                 continue
-            auc = float(roc_auc(valid.label, self._probabilities(reps, valid.user, valid.item)))
-            if auc > best_auc:
-                best_auc, best_epoch = auc, epoch + 1
+            score = measure()
+            if score > best_score:
+                best_score, best_epoch = score, epoch + 1
                 best_state = [{k: v.detach().clone() for k, v in side.state_dict().items()}
                               for side in (self.users, self.items)]
         if best_state is not None:
             self.users.load_state_dict(best_state[0])
             self.items.load_state_dict(best_state[1])
         return {"epochs": config.epochs, "best_epoch": best_epoch or config.epochs,
-                "best_valid_auc": round(best_auc, 6) if best_state is not None else None,
+                "valid_metric": "recall@20" if pairwise else "auc",
+                "best_valid": round(best_score, 6) if best_state is not None else None,
                 "training_rows": len(train), "training_data_hash": train.content_hash()}
+
+    def _validation_measure(self, reps, train: Interactions, valid: Interactions | None):
+        """What picks the epoch: validation AUC, or Recall@20 of a ranking for BPR (None: undefined)."""
+        if valid is None:
+            return None
+        if self.config.loss == "bpr":
+            if not (valid.label > 0).any():
+                return None
+            task = RankingTask(train, valid, 20)
+            return lambda: task.evaluate(lambda users: self._score_all(reps, users))["recall@20"]
+        if len(np.unique(valid.label)) < 2:
+            return None
+        return lambda: float(roc_auc(valid.label, self._probabilities(reps, valid.user, valid.item)))
 
     @torch.no_grad()
     def _probabilities(self, reps, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -310,13 +339,14 @@ class AttentionAggregator(Aggregator):
     def score(self, models, users, items):
         return self._probabilities(self._representations(models), users, items)
 
-    @torch.no_grad()
     def score_all(self, models, users, n_items):
-        user_reps, item_reps, present = self._representations(models)
-        device = user_reps.device
-        e_u = self.users(user_reps[:, torch.as_tensor(users, device=device)], present)
-        e_i = self.items(item_reps, present)
-        return torch.sigmoid(e_u @ e_i.T).cpu().numpy()
+        return torch.sigmoid(self._score_all(self._representations(models), users)).cpu().numpy()
+
+    @torch.no_grad()
+    def _score_all(self, reps, users: np.ndarray) -> torch.Tensor:
+        user_reps, item_reps, present = reps
+        e_u = self.users(user_reps[:, torch.as_tensor(users, device=user_reps.device)], present)
+        return e_u @ self.items(item_reps, present).T
 
     def tensors(self):
         return {f"{side}.{k}": v for side, module in (("users", self.users), ("items", self.items))

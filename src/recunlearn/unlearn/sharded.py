@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
@@ -55,6 +55,13 @@ class ShardedConfig(CFMethodConfig):
     step keeps an epoch's progress near full training's, and shards early-stop in about as many epochs
     as the full model instead of several times more (ML-100K, MF, K=10: about 20 epochs instead of 55
     to 115, some shards stopping before they learned anything). A number sets it directly."""
+
+    @model_validator(mode="after")
+    def _aggregator_follows_the_training_loss(self) -> ShardedConfig:
+        """A learned aggregator left without a loss trains with the shards' own (BPR on implicit feedback)."""
+        if getattr(self.aggregator, "loss", "") is None:
+            self.aggregator = self.aggregator.model_copy(update={"loss": self.train.loss})
+        return self
 
 
 class ShardedUnlearner(Unlearner):
