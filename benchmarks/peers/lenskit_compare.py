@@ -60,6 +60,10 @@ from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import warnings  # noqa: E402
+
+# LensKit hands torch read-only NumPy arrays of item numbers; torch's warning about it is noise here.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -114,8 +118,8 @@ class LensKitSide:
         if self.dataset.interaction_count != len(train):
             raise SystemExit("LensKit's dataset has another number of interactions")
         # LensKit's numbers of recunlearn's users / items, index by index
-        self.user_num = self.dataset.users.numbers(train.users.ids)
-        self.item_num = self.dataset.items.numbers(train.items.ids)
+        self.user_num = np.array(self.dataset.users.numbers(train.users.ids), dtype=np.int64)
+        self.item_num = np.array(self.dataset.items.numbers(train.items.ids), dtype=np.int64)
         if (self.user_num < 0).any() or (self.item_num < 0).any():
             raise SystemExit("an id of the training set is missing from LensKit's vocabulary")
         self.train = train
@@ -172,7 +176,7 @@ def lenskit_spec(side: LensKitSide, name: str, kind: str, config: dict | None = 
         else:
             scorer, train = side.lightgcn(seed, **config)
         timed = _timed(train)
-        extra: dict = {"config": scorer.config.model_dump()}
+        extra: dict = {"epochs": scorer.config.epochs, "config": scorer.config.model_dump()}
         if kind == "imf":
             scores = side.implicit_mf_scores(scorer)
         else:
@@ -228,8 +232,10 @@ def _version(package: str) -> str:
 
 
 def _nproc() -> str:
+    # GNU nproc honours OMP_NUM_THREADS, which this script sets: ask it without that variable
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
     try:
-        return subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["nproc"], capture_output=True, text=True, check=True, env=env).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return str(os.cpu_count())
 
@@ -240,7 +246,7 @@ def _summary(rows: list[dict], names: list[str]) -> list[dict]:
     for name in names:
         mine = [r for r in rows if r["model"] == name]
         entry: dict = {"model": name, "library": mine[0]["library"], "seeds": [r["seed"] for r in mine]}
-        for m in measures + (["epochs"] if "epochs" in mine[0] else []):
+        for m in measures + (["epochs"] if all("epochs" in r for r in mine) else []):
             values = np.array([r[m] for r in mine], dtype=np.float64)
             entry[m] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                         "min": float(values.min()), "max": float(values.max())}
@@ -269,16 +275,20 @@ def _markdown(payload: dict) -> str:
     lines += ["", "## LightGCN: LensKit fit time over recunlearn's (means; above 1: recunlearn faster), "
               "and Recall@20 of each", "",
               "| LensKit row | recunlearn row | wall s LensKit / recunlearn | CPU s LensKit / recunlearn "
-              "| Recall@20 LensKit | Recall@20 recunlearn |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| Recall@20 LensKit | Recall@20 recunlearn | recunlearn no slower (wall) at equal or better Recall@20 |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in payload["comparisons"]:
         lines.append(f"| {c['lenskit']} | {c['recunlearn']} | {c['wall_ratio_lenskit_over_recunlearn']:.2f} | "
                      f"{c['cpu_ratio_lenskit_over_recunlearn']:.2f} | "
-                     f"{c['recall_lenskit']:.4f} | {c['recall_recunlearn']:.4f} |")
+                     f"{c['recall_lenskit']:.4f} | {c['recall_recunlearn']:.4f} | "
+                     f"{'yes' if c['recunlearn_no_slower_at_equal_or_better_recall'] else 'no'} |")
     lines += ["", f"Command: `{payload['command']}`", "",
               f"recunlearn commit {payload['recunlearn_commit']}{' (working tree had changes)' if payload['tree_dirty'] else ''}; "
               f"torch {payload['versions']['torch']}, torch_geometric {payload['versions']['torch_geometric']}, "
-              f"Python {payload['versions']['python']}; {payload['machine']['platform']}, nproc {payload['machine']['nproc']}.",
+              f"Python {payload['versions']['python']}; {payload['machine']['platform']}, nproc {payload['machine']['nproc']}; "
+              f"1-minute load average {payload['machine']['loadavg_1min_start']:.2f} at the start, "
+              f"{payload['machine']['loadavg_1min_end']:.2f} at the end (other work on the machine stretches wall "
+              "time past CPU time).",
               ""]
     if payload.get("notes"):
         lines += ["Notes:", ""] + [f"- {n}" for n in payload["notes"]] + [""]
@@ -297,6 +307,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     threads = torch.get_num_threads()
+    load_start = os.getloadavg()[0]
     out = args.out or HERE / "results" / f"ml100k_implicit_cpu{threads}.json"
 
     from recunlearn.data import implicit_protocol, load_dataset
@@ -383,6 +394,7 @@ def main() -> None:
                      "recunlearn": _version("recunlearn"), "recbole": _version("recbole")},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "nproc": _nproc(), "torch_threads": threads,
+                    "loadavg_1min_start": load_start, "loadavg_1min_end": os.getloadavg()[0],
                     "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "LK_NUM_THREADS",
                                                            "LK_NUM_BACKEND_THREADS")}},
         "split": {"protocol": "implicit_protocol(load_dataset('ml-100k')): rating >= 4, 5-core, "
