@@ -13,12 +13,14 @@ from recunlearn.unlearn.base import (
     get_method,
     register,
 )
+from recunlearn.unlearn.adopt import adopt_factors
 
 __all__ = [
     "DeletionRequest",
     "PartChange",
     "Unlearner",
     "UnlearningReport",
+    "adopt_factors",
     "available_methods",
     "get_method",
     "register",

@@ -20,7 +20,8 @@ class CFMethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: ModelConfig = Field(default_factory=MFConfig)
-    """The recommender: ``{kind = "mf", dim = 48}`` or ``{kind = "lightgcn", dim = 32, n_layers = 1}``."""
+    """The recommender: ``{kind = "mf", dim = 48}``, ``{kind = "lightgcn", dim = 32, n_layers = 1}``, or a kind
+    registered with ``register_model`` or by an installed package (docs/own-model.md)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Optimiser, batch size, early stopping, seed."""
 

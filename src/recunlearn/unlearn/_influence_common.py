@@ -23,11 +23,11 @@ from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
-from recunlearn.models.mf import MF
 from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import fit_model
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
+from recunlearn.unlearn._generic_influence import generic_update, has_closed_form
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
                                           SolverError, adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
@@ -92,7 +92,7 @@ def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.n
                  items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The values training from scratch starts the given rows at (same seed, same draw order)."""
     generator = torch.Generator().manual_seed(config.train.seed)
-    fresh = MF(n_users, n_items, config.model.dim, config.model.init_std, generator)
+    fresh = config.model.build(n_users, n_items, generator)
     return (fresh.user_emb.weight.detach()[torch.as_tensor(users)],
             fresh.item_emb.weight.detach()[torch.as_tensor(items)])
 
@@ -269,6 +269,8 @@ class InfluenceUnlearner(ApproximateUnlearner):
         raise NotImplementedError
 
     def _update(self, removed, remaining, graph_full, graph_after, orphaned):
+        if not has_closed_form(self.model):  # a user's model: autograd through its representations
+            return generic_update(self, removed, remaining, orphaned)
         if self.config.train.loss == "bpr":
             from recunlearn.unlearn._pairwise import pairwise_update
 

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
 from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError, validation_problems
+from recunlearn.plugins import METHOD_GROUP, load_entry_points
 
 FORMAT_VERSION = 1
 
@@ -96,17 +97,31 @@ def _import_methods() -> None:
             importlib.import_module(f"recunlearn.unlearn.{info.name}")
 
 
+def _register_entry_point(name: str, loaded: object) -> None:
+    """A ``recunlearn.methods`` entry point names an Unlearner subclass, or a module whose import registers ``name``."""
+    if name in _REGISTRY:
+        return
+    if not (isinstance(loaded, type) and issubclass(loaded, Unlearner)) or loaded in _REGISTRY.values():
+        raise ConfigError(f"entry point {name!r} of {METHOD_GROUP!r} names neither an Unlearner subclass not yet "
+                          "registered nor a module that registers that name")
+    register(name)(loaded)
+
+
 def available_methods(data_kind: str | None = None) -> dict[str, type[Unlearner]]:
-    """Registered methods by name, optionally only those for ``data_kind`` ('interactions', 'samples')."""
+    """Registered methods by name (installed packages' included), optionally only those for
+    ``data_kind`` ('interactions', 'samples')."""
     _import_methods()
+    load_entry_points(METHOD_GROUP, _register_entry_point)
     return {n: c for n, c in sorted(_REGISTRY.items()) if data_kind is None or c.data_kind == data_kind}
 
 
 def get_method(name: str) -> type[Unlearner]:
-    methods = available_methods()
-    if name not in methods:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(methods)}")
-    return methods[name]
+    _import_methods()
+    if name not in _REGISTRY:  # an installed package's method, loaded on first use
+        load_entry_points(METHOD_GROUP, _register_entry_point, name=name)
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[name]
 
 
 def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, overrides: dict) -> BaseModel:
