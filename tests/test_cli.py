@@ -68,8 +68,9 @@ count = 2
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    assert [r["method"] for r in results["rows"]] == ["original", "retrain", "sisa", "finetune"]
-    original, retrain, sisa, finetune = results["rows"]
+    assert [r["method"] for r in results["rows"]] == ["most-popular", "original", "retrain", "sisa", "finetune"]
+    popular, original, retrain, sisa, finetune = results["rows"]
+    assert 0 <= popular["recall@20"] <= 1
     assert retrain["dist_removed"] == 0.0 and retrain["dist_test"] == 0.0
     assert original["dist_removed"] > 0, "forgetting two users changes the retrained model"
     assert sisa["dist_test"] > 0 and sisa["removed_rows"] == retrain["removed_rows"] > 0
@@ -77,6 +78,77 @@ count = 2
     assert finetune["fit_seconds"] == original["fit_seconds"] == retrain["fit_seconds"]
     assert 0.5 < retrain["auc"] <= 1.0
     assert out.with_suffix(".md").read_text().startswith("| method | AUC")
+
+
+def write_clicks(tmp_path):
+    """The tiny data as a user,item CSV: implicit feedback with no rating column."""
+    frame = make_tiny().to_frame()
+    path = tmp_path / "clicks.csv"
+    frame[["user", "item"]].to_csv(path, index=False)
+    return path
+
+
+def test_a_user_item_file_trains_and_forgets_named_users_through_toml(tmp_path):
+    from recunlearn.bench.experiment import DataSpec, prepare
+
+    clicks = write_clicks(tmp_path)
+    train = prepare(DataSpec(dataset=str(clicks), protocol="implicit", threshold="none", k_core=2)).train
+    pair = [str(train.users.ids[train.user[0]]), str(train.items.ids[train.item[0]])]
+    out = tmp_path / "results.json"
+    settings = ", ".join(f"{k} = {v}" for k, v in FAST_TRAIN.items())
+    config = tmp_path / "clicks.toml"
+    config.write_text(f"""
+methods = ["ifru", "sisa"]
+output = "{out}"
+train = {{ {settings} }}
+method_options = {{ sisa = {{ n_shards = 2 }} }}
+[data]
+dataset = "{clicks}"
+protocol = "implicit"
+threshold = "none"
+k_core = 2
+[deletion]
+kind = "named"
+users = ["u3", "u7"]
+pairs = [["{pair[0]}", "{pair[1]}"]]
+""")
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert results["deletion"]["users"] == ["u3", "u7"] and results["deletion"]["pairs"] == [pair]
+    assert results["config"]["data"]["threshold"] is None
+    rows = {r["method"]: r for r in results["rows"]}
+    assert rows["ifru"]["details"]["objective"] == "bpr"
+    assert "auc" not in out.with_suffix(".md").read_text().split("\n")[0].lower()
+
+
+def test_the_demo_runs_on_a_user_item_file(tmp_path):
+    clicks = write_clicks(tmp_path)
+    result = runner.invoke(app, ["demo", "--dataset", str(clicks), "--threshold", "none", "--no-llm",
+                                 "-m", "retrain", "-m", "scif", "--executor", "inprocess", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "most-popular" in result.output and "scif" in result.output
+
+
+def test_deleting_more_users_than_exist_is_refused_before_training(tmp_path, capsys):
+    clicks = write_clicks(tmp_path)
+    config = tmp_path / "too-many.toml"
+    config.write_text(f"""
+[data]
+dataset = "{clicks}"
+protocol = "implicit"
+threshold = "none"
+k_core = 2
+[deletion]
+kind = "users"
+count = 100000
+""")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(config)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "deletion.count = 100000" in err and len(err.strip().splitlines()) == 1
+    assert "fitting" not in err
 
 
 @pytest.mark.parametrize("content, message", [

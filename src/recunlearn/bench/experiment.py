@@ -38,6 +38,7 @@ from recunlearn.data import (
     temporal_leave_last,
     user_deletion,
 )
+from recunlearn.data.interactions import member_mask
 from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.evaluate import MostPopular, auc_report, ranking_report, score_distance
 from recunlearn.seeds import Seed
@@ -202,8 +203,12 @@ def make_deletion(spec: DeletionSpec, split: Split) -> tuple[Split, DeletionRequ
         return Split(polluted, *(part.reindexed(polluted.users, polluted.items)
                                  for part in (split.valid, split.test))), request
     request = DeletionRequest(users=spec.users, pairs=spec.pairs)
-    if not request.rows(train).any():  # an unknown id is named here, before anything trains
-        raise ConfigError("the deletion's users and pairs name no training row")
+    request.rows(train)  # an unknown user or item is named here, before anything trains
+    if spec.pairs:
+        held = member_mask(request.pair_keys(train), train.pair_keys)
+        if not held.all():
+            missing = [list(pair) for pair, there in zip(spec.pairs, held) if not there]
+            raise ConfigError(f"deletion.pairs: {len(missing)} pair(s) are not in the training data, e.g. {missing[:3]}")
     return split, request
 
 

@@ -36,7 +36,8 @@ def _print_experiment(results: dict) -> None:
     _print_table(f"{results['config']['data']['dataset']}, {results['config']['model'].get('kind', 'mf')}: "
                  f"forgetting {deletion['rows']:,} rows ({deletion['kind']})", header, cells)
     console.print("|Δ| = mean absolute score difference to the retrained model (0 = exact); "
-                  "speed-up = retraining's forget time / the method's.")
+                  "speed-up = retraining's forget time / the method's; most-popular = one list for everyone, "
+                  "the floor a recommender must clear.")
 
 
 @app.command()
@@ -45,7 +46,12 @@ def demo(
     model: str = typer.Option("mf", help="mf or lightgcn."),
     methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare on interactions (repeat); default: all. The language-model part "
                                                  "runs its own preset (--no-llm skips it)."),
-    fraction: float = typer.Option(0.02, help="Fraction of training labels flipped and then forgotten (IFRU's attack)."),
+    protocol: str = typer.Option("implicit", help="implicit: positives ranked over all items, BPR models, random fake "
+                                 "positives injected and then forgotten; labels: IFRU's protocol, flipped labels forgotten."),
+    fraction: Optional[float] = typer.Option(None, help="Share of the training rows injected (implicit, default 0.1) or "
+                                             "whose labels are flipped (labels, default 0.02), then forgotten."),
+    threshold: Optional[str] = typer.Option(None, help="Liked = rating > threshold (default 3); 'none' counts every row "
+                                            "as a positive (a user,item table without ratings)."),
     executor: str = typer.Option("process", help="Where shard-based methods train their shards: process (a pool "
                                  "using every core), inprocess, or ray."),
     llm: bool = typer.Option(True, help="Also run APA and its baselines on the embedded language model (small preset)."),
@@ -55,10 +61,15 @@ def demo(
     from recunlearn.bench.experiment import DataSpec, DeletionSpec, ExperimentConfig, run_experiment
     from recunlearn.cli._options import writable_folder
 
+    if protocol not in ("implicit", "labels"):
+        raise ConfigError(f"--protocol must be implicit or labels, got {protocol!r}")
     writable_folder(out)
-    config = ExperimentConfig(data=DataSpec(dataset=dataset), deletion=DeletionSpec(fraction=fraction),
-                              model={"kind": model}, methods=methods or [], executor=executor,
-                              output=str(out / "collaborative.json"))
+    implicit = protocol == "implicit"
+    data = DataSpec(dataset=dataset, protocol=protocol, **({"threshold": threshold} if threshold is not None else {}))
+    deletion = DeletionSpec(kind="fake_positives" if implicit else "label_flip",
+                            fraction=fraction if fraction is not None else 0.1 if implicit else 0.02)
+    config = ExperimentConfig(data=data, deletion=deletion, model={"kind": model}, methods=methods or [],
+                              executor=executor, output=str(out / "collaborative.json"))
     results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)
     console.print(f"results: {out / 'collaborative.json'}")
