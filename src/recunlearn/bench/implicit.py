@@ -217,12 +217,45 @@ COLUMNS = [("method", "method", "{}"), ("recall@20", "Recall@20", "{:.4f}"), ("n
            ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", None)]
 
 
+def summary_table(results: dict[str, Any]) -> str:
+    """One line per (model, deletion, method): means over the seeds, and the speed-ups' range."""
+    k = results["config"]["k"]
+    recall, ndcg = f"recall@{k}", f"ndcg@{k}"
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in results["runs"]:
+        for row in run["rows"]:
+            groups.setdefault((run["model"], run["deletion"], row["method"]), []).append(row)
+    seeds = len({run["seed"] for run in results["runs"]})
+    lines = [f"Means over {seeds} seed(s); speed-up: lowest and highest; attack recovered: the share of the "
+             f"Recall@{k} the attack cost (retraining's mean less the original's) that the method's mean wins back.\n",
+             f"| model | deletion | method | Recall@{k} | NDCG@{k} | \\|Δ\\| removed | attack recovered | forget s | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return fmt.format(float(np.mean(values))) if values else "-"
+
+    for (model, removal, method), rows in groups.items():
+        speedups = [r["speedup"] for r in rows if "speedup" in r]
+        low, high = (speedup_text(min(speedups)), speedup_text(max(speedups))) if speedups else ("-", "-")
+        recovered = "-"
+        if removal in ATTACKS and method != "most-popular":  # from the mean Recall@K: per-seed ratios of a small cost are noise
+            original, retrain = (float(np.mean([r[recall] for r in groups[(model, removal, name)]]))
+                                 for name in ("original", "retrain"))
+            mine = float(np.mean([r[recall] for r in rows]))
+            recovered = f"{(mine - original) / (retrain - original):.0%}" if retrain > original else "-"
+        lines.append(f"| {model} | {removal} | {method} | {mean(rows, recall, '{:.4f}')} | {mean(rows, ndcg, '{:.4f}')} "
+                     f"| {mean(rows, 'dist_removed', '{:.4f}')} | {recovered} "
+                     f"| {mean(rows, 'forget_seconds', '{:.3f}')} | {low if low == high else f'{low}-{high}'} |")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """One table per run (model, deletion, seed); |Δ| removed is the mean absolute score difference to
-    the retrained model on the removed rows (0 = what retraining gives)."""
+    """The summary over seeds, then one table per run (model, deletion, seed); |Δ| removed is the mean
+    absolute score difference to the retrained model on the removed rows (0 = what retraining gives)."""
     k = results["config"]["k"]
     columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS]
-    out = []
+    out = [summary_table(results), ""]
     for run in results["runs"]:
         if not any("attack_recovered" in r for r in run["rows"]):
             shown = [c for c in columns if c[0] != "attack_recovered"]
