@@ -327,6 +327,8 @@ def main() -> None:
                         dict(lr=0.01, l2=1e-4, batch_size=8192, max_epochs=200, patience=10), train, valid, True),
         recunlearn_spec("recunlearn LightGCN dim 16, 2 layers, 10 epochs", LightGCNConfig(dim=16, n_layers=2),
                         dict(lr=0.01, l2=1e-4, batch_size=4096, max_epochs=10), train, valid, False),
+        recunlearn_spec("recunlearn LightGCN dim 16, 2 layers, 10 epochs, batch 8192", LightGCNConfig(dim=16, n_layers=2),
+                        dict(lr=0.02, l2=1e-4, batch_size=8192, max_epochs=10), train, valid, False),
         recunlearn_spec("recunlearn LightGCN dim 64, 2 layers, 10 epochs", LightGCNConfig(dim=64, n_layers=2),
                         dict(lr=0.01, l2=1e-4, batch_size=4096, max_epochs=10), train, valid, False),
         recunlearn_spec("recunlearn LightGCN dim 32, 1 layer, early-stopped", LightGCNConfig(dim=32, n_layers=1),
