@@ -27,7 +27,7 @@ from tests.conftest import make_tiny
 
 
 def _delete(home: ServiceHome, request: DeletionRequest) -> None:
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(request)
     ledger.close()
     Worker(home).run(drain=True)
@@ -64,11 +64,11 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     assert _failed(home, "u7") == {"no other versions", "data files"}
     shutil.rmtree(home.versions / "v000001")
 
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.add_interactions(make_tiny().take(np.flatnonzero(make_tiny().to_frame().user == "u7")[:1]))
     ledger.close()
     assert _failed(home, "u7") == {"store"}
-    with Ledger(home.database_url()).write() as connection:
+    with home.ledger().write() as connection:
         connection.exec_driver_sql("DELETE FROM interactions WHERE user_id = 'u7'")
 
     (served / "weights.safetensors").write_bytes((served / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8)
@@ -82,7 +82,7 @@ def _resign(home: ServiceHome, name: str, in_ledger: bool = True) -> None:
     manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
     (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
     if in_ledger:
-        with Ledger(home.database_url()).write() as connection:
+        with home.ledger().write() as connection:
             connection.execute(update(versions).where(versions.c.name == name)
                                .values(manifest_sha256=file_sha256(home.versions / name / "manifest.json")))
 
@@ -109,7 +109,7 @@ def test_verify_passes_while_the_worker_handles_a_later_request(service):
     of an earlier request; a staging table that does not read yet is 'busy', not a crash."""
     home = service.home
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(DeletionRequest(request_id="u8", users=["u8"]))
     ledger.close()
     seen = {}
@@ -154,7 +154,7 @@ def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
     config = {"n_shards": 3, "train": FAST_TRAIN, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 512}}
     init_service(home, make_tiny(), "receraser", config)
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
-    record = Ledger(home.database_url()).get("p")
+    record = home.ledger().get("p")
     assert "aggregator" in record.audit["changed_parts"] and "aggregator" in record.audit["part_data_sha256"]
     assert verify_request(home, "p", retrain=True).ok
     name, model = load_current(home)
@@ -168,7 +168,7 @@ def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
 def test_exact_retraining_check_catches_a_part_that_differs(service):
     home = service.home
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
-    record = Ledger(home.database_url()).get("p")
+    record = home.ledger().get("p")
     assert record.audit["removed_rows"] == 1 and len(record.audit["changed_parts"]) == 1
     name, model = load_current(home)
     shard = int(record.audit["changed_parts"][0].split("-")[1])
@@ -196,7 +196,7 @@ def test_cli_walk_through_with_retrain(tmp_path):
     assert missing.exit_code != 0 and "--config 'absent.toml': no such file" in str(missing.exception)
     again = runner.invoke(app, ["service", "init", "--data", str(data), "--home", str(home)])
     assert again.exit_code != 0 and "already holds a service" in str(again.exception)
-    ledger = Ledger(ServiceHome(home).database_url())
+    ledger = ServiceHome(home).ledger()
     ledger.submit(DeletionRequest(request_id="r", users=["u5"], items=["i9"]))
     ledger.close()
     worked = runner.invoke(app, ["worker", "--drain", "--home", str(home)])
