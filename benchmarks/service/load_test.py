@@ -60,11 +60,11 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
 
 
 def commit() -> str:
-    """The checked-out commit, '+changes' when the tree differs from it."""
+    """The checked-out commit, '+changes' when the code (src/, this script) differs from it."""
     root = Path(__file__).resolve().parents[2]
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src",
+                            "benchmarks/service/load_test.py"], capture_output=True, text=True).stdout.strip()
     return (head or "unknown") + ("+changes" if dirty else "")
 
 
@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0, help="Upper bound on phase 1.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before the deletion.")
     parser.add_argument("--stream-seconds", type=float, default=60.0, help="How long one-user deletions arrive.")
-    parser.add_argument("--stream-interval", type=float, default=1.0, help="Seconds between two of them.")
+    parser.add_argument("--stream-interval", type=float, default=0.25,
+                        help="Seconds between two of them (faster than the worker settles them, to measure its rate).")
     parser.add_argument("--drain-seconds", type=float, default=120.0, help="Upper bound on waiting for the stream.")
     parser.add_argument("--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls.")
     parser.add_argument("--out", type=Path, default=None,
