@@ -205,6 +205,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         for thread in threads:
             thread.join()
     finally:
+        stop.set()  # also on an error: the client threads end
         api.close()
         server.terminate()
         worker.terminate()

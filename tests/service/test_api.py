@@ -169,8 +169,6 @@ def test_revoked_and_expired_tokens_are_refused(service, monkeypatch):
 
 
 def test_unknown_tokens_are_not_cached(client, service, monkeypatch):
-    from recunlearn.service.store import Ledger
-
     asked = []
     original = Ledger.token_role
     monkeypatch.setattr(Ledger, "token_role", lambda self, token: (asked.append(token), original(self, token))[1])

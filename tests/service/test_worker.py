@@ -10,7 +10,7 @@ import pytest
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.audit import verify_request
-from recunlearn.service.store import Ledger, requests
+from recunlearn.service.store import requests
 from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
 from recunlearn.service.worker import Worker
 

@@ -66,7 +66,7 @@ def init(
                f"{result.fit_seconds:.1f} s, serving {result.version}")
     typer.echo(f"write token (deletions + reads): {result.write_token}")
     typer.echo(f"read token (recommendations, scores, status): {result.read_token}")
-    typer.echo("tokens are shown once; `recunlearn service token` makes more")
+    typer.echo("tokens are shown once; `recunlearn service token --name NAME` makes more (--list, --revoke NAME)")
 
 
 @service_app.command("token")
