@@ -100,8 +100,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="Client threads.")
     parser.add_argument("--seconds", type=float, default=90.0, help="Upper bound on phase 1.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before the deletion.")
-    parser.add_argument("--stream-seconds", type=float, default=60.0, help="How long one-user deletions arrive.")
-    parser.add_argument("--stream-interval", type=float, default=0.25,
+    parser.add_argument("--stream-seconds", type=float, default=30.0, help="How long one-user deletions arrive.")
+    parser.add_argument("--stream-interval", type=float, default=0.05,
                         help="Seconds between two of them (faster than the worker settles them, to measure its rate).")
     parser.add_argument("--drain-seconds", type=float, default=120.0, help="Upper bound on waiting for the stream.")
     parser.add_argument("--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls.")

@@ -166,7 +166,8 @@ def verify(
                                              "pair as removed (by its keyed digest); repeatable."),
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Check that no trace of a deletion request's data is left (exit code 1 if any check fails)."""
+    """Check that a deletion request's data is gone from the store, the served version and every data file
+    (exit code 1 if any check fails; notes say what the checks cannot see)."""
     from recunlearn.service.audit import describe, verify_request
 
     pairs = []
