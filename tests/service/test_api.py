@@ -232,6 +232,23 @@ def test_the_in_process_worker_waits_for_a_held_lock_and_health_says_503_meanwhi
         holder.close()
 
 
+def test_health_is_503_when_the_in_process_worker_failed(service, monkeypatch):
+    from recunlearn.errors import RecUnlearnError
+
+    def fail(self, stop=None, drain=False, on_running=lambda _: None):
+        raise RecUnlearnError("version v000002 is recorded as applied but its folder is not complete")
+
+    monkeypatch.setattr(Worker, "run", fail)
+    with TestClient(create_app(service.home, worker=True)) as client:
+        for _ in range(100):
+            health = client.get("/v1/health")
+            if health.json()["status"] != "worker-waiting":
+                break
+            time.sleep(0.02)
+        assert health.status_code == 503 and health.json()["status"] == "worker-failed"
+        assert "folder is not complete" in health.json()["worker_error"]
+
+
 def test_a_retry_is_answered_from_the_ledger_after_its_users_are_erased(client, service):
     """Resubmitting an acknowledged request is idempotent even once the served version no longer
     knows the users it erased, and even when no version can be served."""

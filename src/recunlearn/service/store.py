@@ -284,8 +284,12 @@ class Ledger:
     def _drop_ids_of_older_records(self) -> None:
         """Records written before proofs existed (an empty proof after the migration): give them their
         proof, and drop the ids of applied ones and the removed pairs their audits listed."""
+        older = select(requests).where(requests.c.proof == "")
+        with self.engine.connect() as connection:  # a read first: opening a converted ledger takes no write lock
+            if connection.execute(older.limit(1)).first() is None:
+                return
         with self.write() as connection:
-            for row in connection.execute(select(requests).where(requests.c.proof == "")).mappings().all():
+            for row in connection.execute(older).mappings().all():
                 request = DeletionRequest.model_validate_json(row["spec"])
                 done = row["status"] in ("applied", "published")
                 audit = None if row["audit"] is None else json.loads(row["audit"])
