@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser postgres clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,28 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| { echo "make test needs Debian's chromium: apt-get install chromium (as root)"; exit 1; }
 
-test: $(STAMP) browser
+# The service tests also run on PostgreSQL ($$RECUNLEARN_TEST_POSTGRES_URL, default the server on
+# 127.0.0.1:5432, database test): without a server there, install and start Debian's, with trust auth
+# on 127.0.0.1 and a database test.
+postgres:
+	@if [ -n "$$RECUNLEARN_TEST_POSTGRES_URL" ]; then echo "postgres: tests use $$RECUNLEARN_TEST_POSTGRES_URL"; \
+	elif pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then echo "postgres: server on 127.0.0.1:5432 is up"; \
+	else \
+		echo "postgres: no server on 127.0.0.1:5432; installing and starting Debian's postgresql (needs root)"; \
+		{ command -v pg_ctlcluster >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; } \
+			|| { echo "make test needs PostgreSQL: apt-get install postgresql (as root), or set RECUNLEARN_TEST_POSTGRES_URL"; exit 1; }; \
+		version=$$(ls /etc/postgresql | sort -n | tail -1); \
+		[ -n "$$version" ] || { pg_createcluster $$(ls /usr/lib/postgresql | sort -n | tail -1) main && version=$$(ls /etc/postgresql | sort -n | tail -1); }; \
+		hba=/etc/postgresql/$$version/main/pg_hba.conf; \
+		grep -q '^host all all 127.0.0.1/32 trust' $$hba || sed -i '1i host all all 127.0.0.1/32 trust' $$hba; \
+		pg_ctlcluster $$version main start 2>/dev/null || pg_ctlcluster $$version main reload; \
+		for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+		psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+			|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" >/dev/null; \
+		echo "postgres: started PostgreSQL $$version on 127.0.0.1:5432 (trust auth from 127.0.0.1, database test)"; \
+	fi
+
+test: $(STAMP) browser postgres
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 clean:

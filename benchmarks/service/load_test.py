@@ -1,11 +1,20 @@
-"""Load test on loopback: recommendations keep being served while a deletion is processed.
+"""Load test on loopback: recommendations keep being served while deletions are processed, on SQLite
+or PostgreSQL.
 
-Builds a service (SISA on MovieLens-100K by default), starts ``recunlearn serve`` and ``recunlearn worker``
-on 127.0.0.1, and runs client threads that ask for recommendations for random users; after a warm-up
-it submits one deletion and records every request's latency and status, split into before / during
-(submitted .. published) / after. Bounded in time and in count. Writes a JSON with p50/p99 per phase.
+Builds a service (SISA on MovieLens-100K by default) with its ledger in SQLite (a file in the home) or
+in a fresh PostgreSQL database (created on the server of ``--postgres-url``, dropped after), starts
+``recunlearn serve`` and ``recunlearn worker`` on 127.0.0.1, and runs client threads that ask for
+recommendations for random users throughout. Two phases:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --out benchmarks/service/results/load_test.json
+1. one deletion naming ``--delete-users`` users, after a warm-up; read latency before / during
+   (submitted .. published) / after;
+2. a stream of one-user deletions, one every ``--stream-interval`` seconds for ``--stream-seconds``;
+   deletions published per minute (first submission to last publication) and read latency meanwhile.
+
+Bounded in time and in count. Writes a JSON with the figures, the command, the commit and the machine.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store sqlite
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store postgres
 """
 
 from __future__ import annotations
@@ -20,16 +29,20 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import create_engine, make_url
 
+from recunlearn.data import binarize
 from recunlearn.data.registry import load_dataset
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
 
 HOST = "127.0.0.1"
+POSTGRES_URL = os.environ.get("RECUNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def free_port() -> int:
@@ -46,27 +59,78 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
+def commit() -> str:
+    """The checked-out commit, '+changes' when the code (src/, this script) differs from it."""
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src",
+                            "benchmarks/service/load_test.py"], capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
+class Postgres:
+    """A fresh database on a PostgreSQL server, dropped on exit."""
+
+    def __init__(self, url: str):
+        self.admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        self.name = f"recunlearn_load_{uuid.uuid4().hex[:8]}"
+        self.url = make_url(url).set(database=self.name).render_as_string(hide_password=False)
+
+    def __enter__(self) -> Postgres:
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+            self.version = connection.exec_driver_sql("SHOW server_version").scalar()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="Server on which a fresh database is made.")
     parser.add_argument("--data", default="ml-100k")
+    parser.add_argument("--threshold", type=float, default=3.0, help="Label = rating > threshold.")
     parser.add_argument("--method", default="sisa")
     parser.add_argument("--config", default='{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}')
-    parser.add_argument("--delete-users", type=int, default=20, help="Users named by the one deletion request.")
+    parser.add_argument("--delete-users", type=int, default=20, help="Users named by the phase-1 deletion.")
     parser.add_argument("--threads", type=int, default=4, help="Client threads.")
-    parser.add_argument("--seconds", type=float, default=60.0, help="Upper bound on the whole run.")
-    parser.add_argument("--max-requests", type=int, default=50_000, help="Upper bound on recommendation calls.")
+    parser.add_argument("--seconds", type=float, default=90.0, help="Upper bound on phase 1.")
     parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before the deletion.")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/service/results/load_test.json"))
+    parser.add_argument("--stream-seconds", type=float, default=30.0, help="How long one-user deletions arrive.")
+    parser.add_argument("--stream-interval", type=float, default=0.05,
+                        help="Seconds between two of them (faster than the worker settles them, to measure its rate).")
+    parser.add_argument("--drain-seconds", type=float, default=120.0, help="Upper bound on waiting for the stream.")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Default: benchmarks/service/results/load_test-<store>.json")
     args = parser.parse_args()
+    out = args.out or Path(f"benchmarks/service/results/load_test-{args.store}.json")
+    if args.store == "postgres":
+        with Postgres(args.postgres_url) as database:
+            result = run(args, database.url, {"server_version": database.version})
+    else:
+        result = run(args, None, {})
+    result["command"] = " ".join(["python", "benchmarks/service/load_test.py"] + sys.argv[1:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
 
+
+def run(args: argparse.Namespace, database_url: str | None, store_info: dict) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="recunlearn-load-"))
     home = ServiceHome(workdir / "home")
-    data = load_dataset(args.data)
-    made = init_service(home, data, args.method, json.loads(args.config))
+    data = binarize(load_dataset(args.data), args.threshold)
+    made = init_service(home, data, args.method, json.loads(args.config), database_url=database_url)
     users = np.unique(data.users.ids[data.user]).tolist()
     rng = np.random.default_rng(0)
-    doomed = rng.choice(users, size=args.delete_users, replace=False).tolist()
-    askable = [u for u in users if u not in set(doomed)]
+    n_stream = int(args.stream_seconds / args.stream_interval)
+    chosen = rng.choice(users, size=args.delete_users + n_stream, replace=False).tolist()
+    doomed, streamed = chosen[:args.delete_users], chosen[args.delete_users:]
+    askable = sorted(set(users) - set(chosen))
     port = free_port()
     env = {**os.environ, "RECUNLEARN_PROGRESS": "0"}
     cli = [sys.executable, "-c", "from recunlearn.cli import main; main()"]
@@ -79,19 +143,23 @@ def main() -> None:
     samples: list[tuple[float, float, int, str]] = []  # (start, seconds, status, version)
     lock = threading.Lock()
     stop = threading.Event()
+    api = httpx.Client(base_url=base, headers=headers, timeout=30)
+
+    def status(request_id: str) -> dict:
+        return api.get(f"/v1/deletions/{request_id}").json()
+
     try:
         for _ in range(600):
             try:
-                if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                if api.get("/v1/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        deadline = time.monotonic() + args.seconds
 
         def client(seed: int) -> None:
             local = np.random.default_rng(seed)
             with httpx.Client(base_url=base, headers=headers, timeout=30) as session:
-                while not stop.is_set() and time.monotonic() < deadline:
+                while not stop.is_set():
                     with lock:
                         if len(samples) >= args.max_requests:
                             return
@@ -99,32 +167,46 @@ def main() -> None:
                     start = time.monotonic()
                     try:
                         response = session.get(f"/v1/recommendations/{user}", params={"k": 10})
-                        status, version = response.status_code, response.json().get("version", "")
+                        code, version = response.status_code, response.json().get("version", "")
                     except httpx.HTTPError:
-                        status, version = -1, ""
+                        code, version = -1, ""
                     with lock:
-                        samples.append((start, time.monotonic() - start, status, version))
+                        samples.append((start, time.monotonic() - start, code, version))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.threads)]
         for thread in threads:
             thread.start()
+        deadline = time.monotonic() + args.seconds
         time.sleep(args.warmup)
         submitted = time.monotonic()
-        answer = httpx.post(f"{base}/v1/deletions", headers=headers, timeout=30,
-                            json={"request_id": "load-test", "users": doomed})
-        answer.raise_for_status()
+        api.post("/v1/deletions", json={"request_id": "load-test", "users": doomed}).raise_for_status()
         published, record = None, {"status": "not finished within --seconds"}
         while time.monotonic() < deadline:
-            record = httpx.get(f"{base}/v1/deletions/load-test", headers=headers, timeout=30).json()
+            record = status("load-test")
             if record["status"] in ("published", "failed"):
                 published = time.monotonic()
                 break
             time.sleep(0.2)
-        time.sleep(min(args.warmup, max(0.0, deadline - time.monotonic())))
+        time.sleep(args.warmup)
+        after_end = stream_start = time.monotonic()
+        for k, user in enumerate(streamed):  # phase 2: a stream of one-user deletions
+            api.post("/v1/deletions", json={"request_id": f"stream-{k}", "users": [user]}).raise_for_status()
+            time.sleep(max(0.0, stream_start + (k + 1) * args.stream_interval - time.monotonic()))
+        stream_end = time.monotonic()
+        done: dict[str, float] = {}
+        while len(done) < len(streamed) and time.monotonic() < stream_end + args.drain_seconds:
+            for k in range(len(streamed)):
+                if f"stream-{k}" not in done and status(f"stream-{k}")["status"] in ("published", "failed"):
+                    done[f"stream-{k}"] = time.monotonic()
+            time.sleep(0.5)
+        stream_records = [status(f"stream-{k}") for k in range(len(streamed))]
+        drained = time.monotonic()
         stop.set()
         for thread in threads:
             thread.join()
     finally:
+        stop.set()  # also on an error: the client threads end
+        api.close()
         server.terminate()
         worker.terminate()
         server.wait(30)
@@ -133,27 +215,34 @@ def main() -> None:
     def phase(lo: float, hi: float) -> list[tuple[float, float, int, str]]:
         return [s for s in samples if lo <= s[0] < hi]
 
-    end = published or float("inf")
-    phases = {"before": phase(0, submitted), "during": phase(submitted, end), "after": phase(end, float("inf"))}
-    result = {
-        "command": " ".join(["python", "benchmarks/service/load_test.py"] + sys.argv[1:]),
+    end = published or after_end
+    phases = {"before": phase(0, submitted), "during": phase(submitted, end), "after": phase(end, after_end),
+              "stream": phase(stream_start, drained)}
+    settled = [r for r in stream_records if r["status"] == "published"]
+    last = max(done.values(), default=None)
+    batches = sorted({r["version"] for r in settled})
+    return {
+        "commit": commit(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                     "load_average_at_end": os.getloadavg()},
-        "data": args.data, "rows": len(data), "method": args.method, "config": json.loads(args.config),
+        "store": {"kind": args.store, **store_info},
+        "data": args.data, "threshold": args.threshold, "rows": len(data), "method": args.method, "config": json.loads(args.config),
         "fit_seconds": round(made.fit_seconds, 2), "client_threads": args.threads,
         "deletion": {"users": len(doomed), "status": record["status"],
                      "removed_rows": (record.get("audit") or {}).get("removed_rows"),
                      "submitted_to_published_s": round(end - submitted, 2) if published else None,
                      "worker_forget_s": ((record.get("audit") or {}).get("timings") or {}).get("forget_s")},
+        "stream": {"requests": len(streamed), "interval_s": args.stream_interval,
+                   "published": len(settled), "failed": sum(r["status"] == "failed" for r in stream_records),
+                   "versions": len(batches),
+                   "first_submitted_to_last_published_s": round(last - stream_start, 2) if last else None,
+                   "deletions_per_minute": round(len(settled) / (last - stream_start) * 60, 1) if last else None},
         "requests": len(samples), "errors": sum(1 for s in samples if s[2] != 200),
-        "versions_served": sorted({s[3] for s in samples if s[3]}),
+        "versions_served": len({s[3] for s in samples if s[3]}),
         "latency": {name: {**percentiles([s[1] for s in rows]), "errors": sum(1 for s in rows if s[2] != 200)}
                     for name, rows in phases.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import time
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,7 +36,7 @@ def _wait_for_version(client, service, name: str) -> None:
 def test_tokens_401_without_or_with_unknown_token_403_for_a_read_token(client, service):
     assert client.get("/v1/recommendations/u1").status_code == 401
     bad = client.get("/v1/recommendations/u1", headers={"Authorization": "Bearer not-a-token"})
-    assert bad.status_code == 401 and "unknown bearer token" in bad.json()["detail"]
+    assert bad.status_code == 401 and "unknown, revoked or expired bearer token" in bad.json()["detail"]
     assert client.get("/v1/recommendations/u1", headers=service.headers("read")).status_code == 200
     refused = client.post("/v1/deletions", json={"request_id": "a", "users": ["u1"]}, headers=service.headers("read"))
     assert refused.status_code == 403 and "may read but not submit" in refused.json()["detail"]
@@ -54,11 +57,16 @@ def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service)
     assert Worker(service.home).run(drain=True) == 1
     record = client.get("/v1/deletions/forget-u3", headers=service.headers("read")).json()
     assert record["status"] == "published" and record["version"] == 2
+    assert record["named"] == {"pairs": 1, "users": 1, "items": 0} and "request" not in record
     audit = record["audit"]
     assert audit["method"] == "sisa" and audit["removed_rows"] == audit["store_rows_removed"] > 0
     tiny = make_tiny().to_frame()
-    assert {("u3", i) for i in tiny.item[tiny.user == "u3"]} <= {tuple(p) for p in audit["removed_pairs"]}
-    assert all(p[0] == "u3" or tuple(p) == ("u4", "i1") for p in audit["removed_pairs"])
+    removed = {("u3", i) for i in tiny.item[tiny.user == "u3"]} | ({("u4", "i1")} & set(zip(tiny.user, tiny.item)))
+    assert len(audit["removed_pair_digests"]) == len(removed) and "removed_pairs" not in audit
+    ledger = service.home.ledger()
+    stored = ledger.get("forget-u3")
+    assert all(ledger.was_removed(stored, u, i) for u, i in removed) and not ledger.was_removed(stored, "u4", "i2")
+    ledger.close()
     assert set(audit["changed_parts"]) <= set(audit["part_data_sha256"])
     assert {"queued_s", "forget_s", "save_s"} <= set(audit["timings"])
 
@@ -105,16 +113,62 @@ def test_inputs_json_cannot_echo_get_a_4xx_not_a_5xx(client, service):
     assert 400 <= surrogate.status_code < 500 and surrogate.json()["detail"]
 
 
-def test_request_ids_with_a_slash_are_refused(client, service):
-    """The id is read back as a path segment, where a '/' (even as %2F) cannot stand."""
-    submitted = client.post("/v1/deletions", json={"request_id": "ticket/1001", "users": ["u1"]},
-                            headers=service.headers())
+RULE = "request ids are 1 to 200 printable characters"
+
+
+@pytest.mark.parametrize("request_id, message", [
+    ("ticket/1001", RULE), (".", RULE), ("..", RULE), ("nul\u0000inside", RULE), ("line\nbreak", RULE),
+    ("x" * 201, "at most 200 characters"), ("lone\udfff", "unable to parse raw data as a unicode string"),
+])
+def test_request_ids_outside_the_rule_are_a_422(client, service, request_id, message):
+    """One rule (printable, 1 to 200 characters, no '/', not '.' or '..'): the id is read back as a
+    path segment, and PostgreSQL text cannot hold NUL."""
+    body = json.dumps({"request_id": request_id, "users": ["u1"]}).encode()
+    submitted = client.post("/v1/deletions", content=body, headers={**service.headers(),
+                                                                    "Content-Type": "application/json"})
     assert submitted.status_code == 422 and submitted.json()["detail"][0]["loc"] == ["body", "request_id"]
+    assert message in submitted.json()["detail"][0]["msg"]
+    if message == RULE and "/" not in request_id and request_id not in (".", ".."):
+        read = client.get(f"/v1/deletions/{quote(request_id, safe='')}", headers=service.headers("read"))
+        assert read.status_code == 422 and read.json()["detail"][0]["loc"] == ["path", "request_id"]
+        assert RULE in read.json()["detail"][0]["msg"]
+
+
+def test_a_read_token_sees_status_not_the_removed_data(client, service):
+    body = {"request_id": "private", "pairs": [["u2", "i3"], ["u4", "i5"]], "users": ["u6"]}
+    assert client.post("/v1/deletions", json=body, headers=service.headers()).status_code == 202
+    for stage in ("received", "published"):
+        answer = client.get("/v1/deletions/private", headers=service.headers("read"))
+        assert answer.status_code == 200 and answer.json()["status"] == stage
+        assert not any(f'"{x}"' in answer.text for x in ("u2", "i3", "u4", "i5", "u6")), answer.text
+        assert answer.json()["named"] == {"pairs": 2, "users": 1, "items": 0}
+        if stage == "received":
+            assert Worker(service.home).run(drain=True) == 1
+    assert answer.json()["audit"]["removed_rows"] > 0
+
+
+def test_revoked_and_expired_tokens_are_refused(service, monkeypatch):
+    import recunlearn.service.api as api
+
+    ledger = service.home.ledger()
+    doomed = ledger.add_token("read", "doomed")
+    brief = ledger.add_token("read", "brief", expires_in=30)
+    with TestClient(create_app(service.home)) as client:
+        for token in (doomed, brief):
+            assert client.get("/v1/recommendations/u1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert ledger.revoke_token("doomed") == 1
+        now = time.time()
+        monkeypatch.setattr(api.time, "time", lambda: now + 11)  # past the 10 s cache
+        refused = client.get("/v1/recommendations/u1", headers={"Authorization": f"Bearer {doomed}"})
+        assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+        assert client.get("/v1/recommendations/u1", headers={"Authorization": f"Bearer {brief}"}).status_code == 200
+        monkeypatch.setattr(api.time, "time", lambda: now + 31)
+        monkeypatch.setattr("recunlearn.service.store.time.time", lambda: now + 31)
+        assert client.get("/v1/recommendations/u1", headers={"Authorization": f"Bearer {brief}"}).status_code == 401
+    ledger.close()
 
 
 def test_unknown_tokens_are_not_cached(client, service, monkeypatch):
-    from recunlearn.service.store import Ledger
-
     asked = []
     original = Ledger.token_role
     monkeypatch.setattr(Ledger, "token_role", lambda self, token: (asked.append(token), original(self, token))[1])
@@ -153,6 +207,48 @@ def test_in_process_worker_publishes_while_serving(service):
         assert health["requests"] == {"published": 1}
 
 
+def test_the_in_process_worker_waits_for_a_held_lock_and_health_says_503_meanwhile(service):
+    """Another worker holds the lock: health is 503 'worker-waiting' and requests wait; once that
+    worker stops, the in-process one takes the lock (trying again with back-off) and publishes."""
+    holder = open(service.home.lock_file, "a+")
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with TestClient(create_app(service.home, worker=True)) as client:
+            sent = client.post("/v1/deletions", json={"request_id": "w", "items": ["i7"]}, headers=service.headers())
+            assert sent.status_code == 202
+            time.sleep(1.0)
+            health = client.get("/v1/health")
+            assert health.status_code == 503 and health.json()["status"] == "worker-waiting"
+            assert client.get("/v1/deletions/w", headers=service.headers()).json()["status"] == "received"
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            for _ in range(200):
+                if client.get("/v1/deletions/w", headers=service.headers()).json()["status"] == "published":
+                    break
+                time.sleep(0.05)
+            health = client.get("/v1/health")
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert client.get("/v1/deletions/w", headers=service.headers()).json()["status"] == "published"
+    finally:
+        holder.close()
+
+
+def test_health_is_503_when_the_in_process_worker_failed(service, monkeypatch):
+    from recunlearn.errors import RecUnlearnError
+
+    def fail(self, stop=None, drain=False, on_running=lambda _: None):
+        raise RecUnlearnError("version v000002 is recorded as applied but its folder is not complete")
+
+    monkeypatch.setattr(Worker, "run", fail)
+    with TestClient(create_app(service.home, worker=True)) as client:
+        for _ in range(100):
+            health = client.get("/v1/health")
+            if health.json()["status"] != "worker-waiting":
+                break
+            time.sleep(0.02)
+        assert health.status_code == 503 and health.json()["status"] == "worker-failed"
+        assert "folder is not complete" in health.json()["worker_error"]
+
+
 def test_a_retry_is_answered_from_the_ledger_after_its_users_are_erased(client, service):
     """Resubmitting an acknowledged request is idempotent even once the served version no longer
     knows the users it erased, and even when no version can be served."""
@@ -188,7 +284,7 @@ def test_placeholders_of_erased_users_are_unknown_ids(client, service):
     deleted = client.post("/v1/deletions", json={"request_id": "ph", "users": [placeholder]}, headers=service.headers())
     assert deleted.status_code == 404 and placeholder in deleted.json()["detail"]
 
-    ledger = Ledger(service.home.database_url())  # one stored before the API refused placeholders
+    ledger = service.home.ledger()  # one stored before the API refused placeholders
     ledger.submit(DeletionRequest(request_id="old", users=[placeholder]))
     ledger.close()
     Worker(service.home).run(drain=True)

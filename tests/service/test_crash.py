@@ -92,7 +92,7 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
     served = current_name(home)
     assert served is not None and check_version(home.versions / served) == [], "served version is complete"
     _, model = load_current(home)
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     try:
         records = {r.request_id: r for r in ledger.records()}
         assert set(records) == set(submitted), "no acknowledged request is lost"
@@ -103,14 +103,18 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
             live = [row[0] for row in connection.exec_driver_sql(
                 "SELECT name FROM versions WHERE status = 'published'")]
         assert len(live) == 1 and served in live + staged, "the pointer names the published or the staged version"
+        stored = stored_pairs(home)
         for record in records.values():
             assert record.status != "failed", record.error
+            request = submitted[record.request_id]
             if record.status in ("applied", "published"):
-                assert ledger.matching_rows(record.request) == 0, "applied means deleted from the store"
+                assert record.request is None, "an applied request keeps digests, not ids"
+                assert ledger.matching_digests(record.proof) == 0, "applied means deleted from the store"
+                assert not stored & set(request.pairs), "also by the ids themselves"
             if record.status == "published":
-                known = record.request.known_to(model.train)
+                known = request.known_to(model.train)
                 assert known is None or not known.rows(model.train).any(), "published means gone from the served model"
-                assert not any(u in model.train.users for u in record.request.users), "and users deleted whole erased"
+                assert not any(u in model.train.users for u in request.users), "and users deleted whole erased"
     finally:
         ledger.close()
 
@@ -134,7 +138,7 @@ def test_worker_survives_sigkill_at_every_stage(service):
     _, model = load_current(home)
     for number, (stage_name, nth, delay) in enumerate(KILLS):
         request = _request(model, number)
-        ledger = Ledger(home.database_url())
+        ledger = home.ledger()
         ledger.submit(request)
         ledger.close()
         submitted[request.request_id] = request
@@ -146,7 +150,7 @@ def test_worker_survives_sigkill_at_every_stage(service):
     assert _kill_at(home, "no such stage", 1, 0.0) == 0, "a restarted worker drains the queue"
     _check_invariants(home, submitted)
 
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     records = ledger.records()
     versions_of = Counter(rid for v in _versions(ledger) for rid in json.loads(v["request_ids"]))
     ledger.close()

@@ -27,7 +27,7 @@ from tests.conftest import make_tiny
 
 
 def _delete(home: ServiceHome, request: DeletionRequest) -> None:
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(request)
     ledger.close()
     Worker(home).run(drain=True)
@@ -64,11 +64,11 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     assert _failed(home, "u7") == {"no other versions", "data files"}
     shutil.rmtree(home.versions / "v000001")
 
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.add_interactions(make_tiny().take(np.flatnonzero(make_tiny().to_frame().user == "u7")[:1]))
     ledger.close()
     assert _failed(home, "u7") == {"store"}
-    with Ledger(home.database_url()).write() as connection:
+    with home.ledger().write() as connection:
         connection.exec_driver_sql("DELETE FROM interactions WHERE user_id = 'u7'")
 
     (served / "weights.safetensors").write_bytes((served / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8)
@@ -82,7 +82,7 @@ def _resign(home: ServiceHome, name: str, in_ledger: bool = True) -> None:
     manifest["files"] = {f: file_sha256(home.versions / name / f) for f in manifest["files"]}
     (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
     if in_ledger:
-        with Ledger(home.database_url()).write() as connection:
+        with home.ledger().write() as connection:
             connection.execute(update(versions).where(versions.c.name == name)
                                .values(manifest_sha256=file_sha256(home.versions / name / "manifest.json")))
 
@@ -109,7 +109,7 @@ def test_verify_passes_while_the_worker_handles_a_later_request(service):
     of an earlier request; a staging table that does not read yet is 'busy', not a crash."""
     home = service.home
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(DeletionRequest(request_id="u8", users=["u8"]))
     ledger.close()
     seen = {}
@@ -154,7 +154,7 @@ def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
     config = {"n_shards": 3, "train": FAST_TRAIN, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 512}}
     init_service(home, make_tiny(), "receraser", config)
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
-    record = Ledger(home.database_url()).get("p")
+    record = home.ledger().get("p")
     assert "aggregator" in record.audit["changed_parts"] and "aggregator" in record.audit["part_data_sha256"]
     assert verify_request(home, "p", retrain=True).ok
     name, model = load_current(home)
@@ -168,7 +168,7 @@ def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
 def test_exact_retraining_check_catches_a_part_that_differs(service):
     home = service.home
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
-    record = Ledger(home.database_url()).get("p")
+    record = home.ledger().get("p")
     assert record.audit["removed_rows"] == 1 and len(record.audit["changed_parts"]) == 1
     name, model = load_current(home)
     shard = int(record.audit["changed_parts"][0].split("-")[1])
@@ -196,17 +196,55 @@ def test_cli_walk_through_with_retrain(tmp_path):
     assert missing.exit_code != 0 and "--config 'absent.toml': no such file" in str(missing.exception)
     again = runner.invoke(app, ["service", "init", "--data", str(data), "--home", str(home)])
     assert again.exit_code != 0 and "already holds a service" in str(again.exception)
-    ledger = Ledger(ServiceHome(home).database_url())
+    ledger = ServiceHome(home).ledger()
     ledger.submit(DeletionRequest(request_id="r", users=["u5"], items=["i9"]))
     ledger.close()
     worked = runner.invoke(app, ["worker", "--drain", "--home", str(home)])
     assert worked.exit_code == 0 and "settled 1 request" in worked.output, worked.output
     verified = runner.invoke(app, ["verify", "r", "--home", str(home)])
     assert verified.exit_code == 0 and "[ok] exact retraining" in verified.output, verified.output
+    frame = make_tiny().to_frame()
+    u5_item = str(frame.item[frame.user == "u5"].iloc[0])
+    proved = runner.invoke(app, ["verify", "r", "--no-retrain", "--pair", f"u5,{u5_item}", "--home", str(home)])
+    assert proved.exit_code == 0 and f"[ok] pair removed: ('u5', '{u5_item}') is among" in proved.output
+    kept = str(frame.user[(frame.user != "u5") & (frame.item != "i9")].iloc[0])
+    other = str(frame.item[(frame.user == kept) & (frame.item != "i9")].iloc[0])
+    unproved = runner.invoke(app, ["verify", "r", "--no-retrain", "--pair", f"{kept},{other}", "--home", str(home)])
+    assert unproved.exit_code == 1 and "[FAIL] pair removed" in unproved.output
+    bad_pair = runner.invoke(app, ["verify", "r", "--pair", "u5", "--home", str(home)])
+    assert bad_pair.exit_code != 0 and "give USER,ITEM" in str(bad_pair.exception)
     status = runner.invoke(app, ["service", "status", "--home", str(home)])
     assert '"published": 1' in status.output and "v000002" in status.output
     missing = runner.invoke(app, ["verify", "nope", "--home", str(home)])
     assert missing.exit_code != 0 and "no deletion request with id 'nope'" in str(missing.exception)
+
+
+def test_cli_tokens_are_made_listed_by_name_and_revoked(tmp_path):
+    _load_commands()
+    runner = CliRunner()
+    home = ServiceHome(tmp_path / "home")
+    init_service(home, make_tiny(), "sisa", {"n_shards": 2, "train": FAST_TRAIN})
+
+    def run(*args: str):
+        return runner.invoke(app, ["service", "token", *args, "--home", str(home.path)])
+
+    made = run("--role", "write", "--name", "ops", "--expires-days", "1")
+    token = made.output.strip()
+    assert made.exit_code == 0 and len(token) > 30
+    listed = run("--list")
+    assert listed.exit_code == 0 and token not in listed.output
+    assert [line.split("\t")[:3] for line in listed.output.splitlines()] == [
+        ["init-write", "write", "live"], ["init-read", "read", "live"], ["ops", "write", "live"]]
+    assert "already named 'ops'" in str(run("--name", "ops").exception)
+    revoked = run("--revoke", "ops")
+    assert revoked.exit_code == 0 and "revoked 1 token(s) named 'ops'" in revoked.output
+    assert "ops\twrite\trevoked" in run("--list").output
+    ledger = home.ledger()
+    assert ledger.token_role(token) is None
+    ledger.close()
+    assert "no live token is named 'ops'" in str(run("--revoke", "ops").exception)
+    assert "give one of --name NAME" in str(run().exception)
+    assert "--expires-days must be positive" in str(run("--name", "x", "--expires-days", "0").exception)
 
 
 def test_init_refuses_an_unknown_method_before_writing(tmp_path):
@@ -225,3 +263,42 @@ def test_init_refuses_one_label_class_for_a_bce_model_before_writing(tmp_path):
     assert not (tmp_path / "h").exists()
     bpr = {"train": {**FAST_TRAIN, "loss": "bpr"}, "n_shards": 2}
     init_service(ServiceHome(tmp_path / "b"), ones, "sisa", bpr)  # BPR samples its own negatives
+
+
+def _table_bytes(ledger: Ledger, table: str) -> bytes:
+    """The table's files (heap and TOAST) as PostgreSQL holds them on disk, after a CHECKPOINT."""
+    with ledger.engine.connect() as connection:
+        connection.exec_driver_sql("CHECKPOINT")
+        paths = connection.exec_driver_sql(
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c WHERE c.oid = %(t)s::regclass "
+            "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = %(t)s::regclass)", {"t": table}).scalars()
+        return b"".join(connection.exec_driver_sql("SELECT pg_read_binary_file(%(p)s)", {"p": p}).scalar()
+                        for p in paths if p)
+
+
+def _tuple_bytes(user: str, item: str) -> bytes:
+    """A (user_id, item_id) pair as a PostgreSQL heap tuple stores it: two short varlenas in a row."""
+    return b"".join(bytes([(len(v) + 1) << 1 | 1]) + v.encode() for v in (user, item))
+
+
+@pytest.mark.parametrize("store", ["postgres"])
+def test_on_postgresql_the_deleted_rows_leave_the_table_files_and_verify_names_the_log(service):
+    """VACUUM FULL rewrites the tables, so their files hold no deleted row; what the write-ahead log
+    still holds is stated, with the settings that bound it, not claimed checked."""
+    home = service.home
+    frame = make_tiny().to_frame()
+    pairs = list(zip(frame.user[frame.user == "u7"], frame.item[frame.user == "u7"]))
+    ledger = home.ledger()
+    before = _table_bytes(ledger, "interactions")
+    assert pairs and all(_tuple_bytes(u, i) in before for u, i in pairs), "the scan finds stored rows"
+    _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    result = verify_request(home, "u7", retrain=False)
+    assert result.ok, [c for c in result.checks if not c.ok]
+    store_file = next(c for c in result.checks if c.name == "store file")
+    assert "VACUUM FULL" in store_file.detail
+    assert len(result.notes) == 1 and "write-ahead log" in result.notes[0] and "max_wal_size=" in result.notes[0]
+    after = _table_bytes(ledger, "interactions") + _table_bytes(ledger, "requests")
+    assert not any(_tuple_bytes(u, i) in after for u, i in pairs), "no deleted row is left in the table files"
+    assert b'"u7"' not in after, "nor the request's ids in an old version of its ledger row"
+    assert _tuple_bytes("u8", str(frame.item[frame.user == "u8"].iloc[0])) in after, "the scan still sees kept rows"
+    ledger.close()

@@ -10,7 +10,7 @@ import pytest
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.audit import verify_request
-from recunlearn.service.store import Ledger, requests
+from recunlearn.service.store import requests
 from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
 from recunlearn.service.worker import Worker
 
@@ -31,7 +31,7 @@ def test_recover_refuses_a_staged_version_whose_manifest_was_rewritten(service):
     """A folder altered between staging and publication (files and manifest rewritten together) is
     not the version the ledger recorded: the worker names it and publishes nothing."""
     home = service.home
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(DeletionRequest(request_id="u7", users=["u7"]))
     with pytest.raises(Crash):
         Worker(home, stage=_crash_at("applied_committed"), ledger=ledger).run(drain=True)
@@ -52,14 +52,14 @@ def test_each_request_of_a_batch_audits_its_own_parts_and_erased_users(service):
     u7 = np.flatnonzero(train.user == train.users.index(["u7"])[0])
     u8 = np.flatnonzero(train.user == train.users.index(["u8"])[0])
     u7_item, u8_item = (str(train.items.ids[train.item[rows[0]]]) for rows in (u7, u8))
-    ledger = Ledger(home.database_url())
+    ledger = home.ledger()
     ledger.submit(DeletionRequest(request_id="A", users=["u7"]))
     ledger.submit(DeletionRequest(request_id="B", pairs=[("u7", u7_item), ("u8", u8_item)]))
     ledger.submit(DeletionRequest(request_id="C", items=[u8_item]))
     assert Worker(home, ledger=ledger).run(drain=True) == 3
     a, b, c = (ledger.get(r).audit for r in "ABC")
     assert (a["erased_users"], b["erased_users"], c["erased_users"]) == (1, 0, 0)
-    assert b["removed_pairs"] == [["u8", u8_item]], "(u7, item) was A's"
+    assert b["removed_pair_digests"] == ledger.pair_digests([("u8", u8_item)]), "(u7, item) was A's"
     assert b["changed_parts"] == [f"shard-{before.assignment[u8[0]]}"] and b["parts_scope"] == "request"
     assert a["changed_parts"] == sorted(f"shard-{k}" for k in set(before.assignment[u7].tolist()))
     assert b["batch_changed_parts"] == sorted({*a["changed_parts"], *b["changed_parts"], *c["changed_parts"]})

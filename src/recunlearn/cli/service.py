@@ -66,30 +66,53 @@ def init(
                f"{result.fit_seconds:.1f} s, serving {result.version}")
     typer.echo(f"write token (deletions + reads): {result.write_token}")
     typer.echo(f"read token (recommendations, scores, status): {result.read_token}")
-    typer.echo("tokens are shown once; `recunlearn service token` makes more")
+    typer.echo("tokens are shown once; `recunlearn service token --name NAME` makes more (--list, --revoke NAME)")
 
 
 @service_app.command("token")
 def token(role: str = typer.Option("read", help="'read' or 'write'."),
-          name: str = typer.Option("cli", help="A note saying who holds it."),
+          name: Optional[str] = typer.Option(None, help="Who holds it (unique among live tokens); "
+                                             "required to create one."),
+          expires_days: Optional[float] = typer.Option(None, "--expires-days", help="Lifetime in days "
+                                                       "(default: until revoked)."),
+          revoke: Optional[str] = typer.Option(None, "--revoke", help="Revoke the live token(s) with this name."),
+          list_: bool = typer.Option(False, "--list", help="List tokens by name (never the tokens themselves)."),
           home: Optional[Path] = HomeOption) -> None:
-    """Create an API bearer token (printed once; only its hash is stored)."""
-    from recunlearn.service.store import Ledger
+    """Create an API bearer token (printed once; only its hash is stored), revoke one, or list them."""
+    from datetime import datetime, timezone
 
-    location = _home(home)
-    ledger = Ledger(location.database_url())
-    typer.echo(ledger.add_token(role, name))
-    ledger.close()
+    if sum((name is not None, revoke is not None, list_)) != 1:
+        raise ConfigError("give one of --name NAME (create), --revoke NAME or --list")
+    ledger = _home(home).ledger()
+    try:
+        if list_:
+            def when(t):
+                return "-" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+            for t in ledger.list_tokens():
+                state = "live" if t["live"] else "revoked" if t["revoked_at"] is not None else "expired"
+                typer.echo(f"{t['name']}\t{t['role']}\t{state}\tcreated {when(t['created_at'])}"
+                           f"\texpires {when(t['expires_at'])}")
+        elif revoke is not None:
+            revoked = ledger.revoke_token(revoke)
+            if not revoked:
+                raise ConfigError(f"no live token is named {revoke!r} (see --list)")
+            typer.echo(f"revoked {revoked} token(s) named {revoke!r} (servers refuse them within 10 s)")
+        else:
+            if expires_days is not None and not expires_days > 0:
+                raise ConfigError(f"--expires-days must be positive, got {expires_days:g}")
+            typer.echo(ledger.add_token(role, name, None if expires_days is None else expires_days * 86400))
+    finally:
+        ledger.close()
 
 
 @service_app.command("status")
 def status(home: Optional[Path] = HomeOption) -> None:
     """Served version and requests by status."""
-    from recunlearn.service.store import Ledger
     from recunlearn.service.versions import current_name
 
     location = _home(home)
-    ledger = Ledger(location.database_url())
+    ledger = location.ledger()
     typer.echo(json.dumps({"served_version": current_name(location), "method": location.config().method,
                            "interactions": ledger.count_interactions(), "requests": ledger.by_status()}, indent=1))
     ledger.close()
@@ -98,10 +121,8 @@ def status(home: Optional[Path] = HomeOption) -> None:
 @service_app.command("migrate")
 def migrate(home: Optional[Path] = HomeOption) -> None:
     """Upgrade the database schema to the newest migration (serve and worker also do this at start)."""
-    from recunlearn.service.store import Ledger
-
     location = _home(home)
-    Ledger(location.database_url()).close()
+    location.ledger().close()
     typer.echo(f"schema of {location.database_url()} is up to date")
 
 
@@ -141,11 +162,20 @@ def verify(
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="Exact methods: retrain the changed "
                                  "parts from scratch and compare bitwise."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    pair: Optional[list[str]] = typer.Option(None, "--pair", help="USER,ITEM: check that the audit lists this "
+                                             "pair as removed (by its keyed digest); repeatable."),
     home: Optional[Path] = HomeOption,
 ) -> None:
-    """Check that no trace of a deletion request's data is left (exit code 1 if any check fails)."""
+    """Check that a deletion request's data is gone from the store, the served version and every data file
+    (exit code 1 if any check fails; notes say what the checks cannot see)."""
     from recunlearn.service.audit import describe, verify_request
 
-    result = verify_request(_home(home), request_id, retrain=retrain)
+    pairs = []
+    for text in pair or []:
+        user, comma, item = text.partition(",")
+        if not comma or not user or not item:
+            raise ConfigError(f"--pair {text!r}: give USER,ITEM")
+        pairs.append((user, item))
+    result = verify_request(_home(home), request_id, retrain=retrain, pairs=tuple(pairs))
     typer.echo(json.dumps({**result.model_dump(), "ok": result.ok}, indent=1) if as_json else describe(result))
     raise typer.Exit(0 if result.ok else 1)

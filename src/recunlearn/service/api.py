@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI; the OpenAPI spec is at /openapi.json).
 
-Every route but /v1/health needs ``Authorization: Bearer <token>``: no or an unknown token is 401, a
-read token on a write route is 403. Recommendations and scores come from the served version, held in
+Every route but /v1/health needs ``Authorization: Bearer <token>``: no, an unknown, a revoked or an
+expired token is 401, a read token on a write route is 403. Answers show where a deletion stands, never
+the ids it named. Recommendations and scores come from the served version, held in
 memory and swapped for a newer one in the background, so serving never waits for the worker.
 """
 
@@ -18,19 +19,21 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Vocabulary
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceConfig, ServiceHome
-from recunlearn.service.store import ConflictError, DeletionRecord, Ledger, RequestNotFound
+from recunlearn.service.store import (REQUEST_ID_RULE, ConflictError, DeletionStatus, RequestNotFound,
+                                      check_request_id)
 from recunlearn.service.versions import current_name, load_current
 from recunlearn.train.runtime import configure_threads
 from recunlearn.unlearn.base import Unlearner
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_request_id)]
 
 
 class Error(BaseModel):
@@ -43,9 +46,8 @@ class DeletionIn(BaseModel):
     """A deletion request; ``request_id`` is the client's idempotency key."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^/]+$")]
-    """Resubmitting the same id returns the same record; the same id with other content is 409. No '/':
-    the id is read back as a path segment (``GET /v1/deletions/{id}``)."""
+    request_id: RequestId = Field(description=f"Request ids are {REQUEST_ID_RULE}.")
+    """Resubmitting the same id returns the same record; the same id with other content is 409."""
     pairs: list[tuple[Id, Id]] = Field(default_factory=list)
     """(user, item) interactions to remove."""
     users: list[Id] = Field(default_factory=list)
@@ -78,7 +80,9 @@ class RecommendationsOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "no-model", "worker-failed"]
+    status: Literal["ok", "no-model", "worker-waiting", "worker-failed"]
+    """'worker-waiting': the in-process worker waits for the lock another worker holds (503, as
+    'worker-failed' and 'no-model')."""
     version: str | None
     requests: dict[str, int]
     """Number of deletion requests by status."""
@@ -156,10 +160,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
     """The API of one service home; ``worker=True`` also runs the worker in a thread of this process."""
     config: ServiceConfig = home.config()
-    ledger = Ledger(home.database_url(config))
+    ledger = home.ledger(config)
     served = ServedModel(home, config.poll_seconds)
-    state: dict[str, Any] = {"worker_error": None}
-    token_cache: dict[str, tuple[float, str | None]] = {}
+    state: dict[str, Any] = {"worker_error": None, "worker_running": False}
+    token_cache: dict[str, tuple[float, str]] = {}
     configure_threads()
 
     @asynccontextmanager
@@ -169,7 +173,8 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         if worker:
             from recunlearn.service.worker import run_in_thread
 
-            run_in_thread(home, stop, lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"))
+            run_in_thread(home, stop, lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"),
+                          lambda running: state.update(worker_running=running))
         yield
         stop.set()
 
@@ -192,18 +197,20 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
 
     def role_of(token: str) -> str | None:
-        """The token's role, cached for 10 s; unknown tokens are not cached (the cache would grow with
-        every guess) and the cache is bounded."""
+        """The token's role, cached for 10 s (or until it expires, if sooner): a revoked token is refused
+        within 10 s. Unknown tokens are not cached (the cache would grow with every guess) and the
+        cache is bounded."""
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = token_cache.get(key)
-        if cached is None or time.monotonic() - cached[0] > 10.0:
-            role = ledger.token_role(token)
-            if role is None:
+        if cached is None or time.time() > cached[0]:
+            found = ledger.token_role(token)
+            if found is None:
                 token_cache.pop(key, None)
                 return None
+            role, expires_at = found
             if len(token_cache) >= TOKEN_CACHE_SIZE:
                 token_cache.clear()
-            cached = token_cache[key] = (time.monotonic(), role)
+            cached = token_cache[key] = (min(time.time() + 10.0, expires_at or float("inf")), role)
         return cached[1]
 
     def require(needed: str):
@@ -213,7 +220,8 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
                                     headers={"WWW-Authenticate": "Bearer"})
             role = role_of(credentials.credentials)
             if role is None:
-                raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(401, "unknown, revoked or expired bearer token",
+                                    headers={"WWW-Authenticate": "Bearer"})
             if needed == "write" and role != "write":
                 raise HTTPException(403, "this token may read but not submit deletions")
             return role
@@ -237,11 +245,11 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise HTTPException(404, f"unknown {kind} id(s): {shown}{more}")
 
-    @app.post("/v1/deletions", status_code=202, response_model=DeletionRecord,
-              responses={200: {"model": DeletionRecord, "description": "Already submitted with this id"},
+    @app.post("/v1/deletions", status_code=202, response_model=DeletionStatus,
+              responses={200: {"model": DeletionStatus, "description": "Already submitted with this id"},
                          **_errors(400, 401, 403, 404, 409, 413, 503)})
     def submit_deletion(body: DeletionIn, response: Response,
-                        _role: Annotated[str, Depends(require("write"))]) -> DeletionRecord:
+                        _role: Annotated[str, Depends(require("write"))]) -> DeletionStatus:
         """Ask to forget interactions, users or items. Answers 202 once the request is durably stored.
 
         A retry is answered from the ledger before the ids are checked against the served version:
@@ -258,7 +266,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         if stored is not None:
             response.status_code = 200
-            return stored
+            return stored.public()
         _, current = model()
         known(current.train.users, body.users + [p[0] for p in body.pairs], "user")
         known(current.train.items, body.items + [p[1] for p in body.pairs], "item")
@@ -268,14 +276,15 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         if not created:
             response.status_code = 200
-        return record
+        return record.public()
 
-    @app.get("/v1/deletions/{request_id}", response_model=DeletionRecord, responses=_errors(401, 403, 404))
-    def get_deletion(request_id: Annotated[str, Path(max_length=200)],
-                     _role: Annotated[str, Depends(require("read"))]) -> DeletionRecord:
-        """A request's status, and once applied its audit: what was removed, how, and in which version."""
+    @app.get("/v1/deletions/{request_id}", response_model=DeletionStatus, responses=_errors(401, 403, 404))
+    def get_deletion(request_id: Annotated[RequestId, Path()],
+                     _role: Annotated[str, Depends(require("read"))]) -> DeletionStatus:
+        """A request's status, and once applied its audit: how many rows were removed, how, and in which
+        version (the removed pairs only as keyed digests)."""
         try:
-            return ledger.get(request_id)
+            return ledger.get(request_id).public()
         except RequestNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -302,14 +311,18 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         values = current.score([p[0] for p in body.pairs], [p[1] for p in body.pairs])
         return ScoresOut(version=name, scores=[float(v) for v in values])
 
-    @app.get("/v1/health", response_model=HealthOut)
-    def health() -> HealthOut:
-        """Liveness and what is served; needs no token."""
+    @app.get("/v1/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+    def health(response: Response) -> HealthOut:
+        """Liveness and what is served; needs no token. 503 when no version can be served or the
+        in-process worker is not running (failed, or waiting for another worker's lock)."""
         try:
             name, _ = served.get()
-            status = "worker-failed" if state["worker_error"] else "ok"
+            status = ("worker-failed" if state["worker_error"] else
+                      "worker-waiting" if worker and not state["worker_running"] else "ok")
         except (RecUnlearnError, OSError):
             name, status = None, "no-model"
+        if status != "ok":
+            response.status_code = 503
         return HealthOut(status=status, version=name, requests=ledger.by_status(),
                          worker="in-process" if worker else "external", worker_error=state["worker_error"])
 

@@ -1,8 +1,9 @@
 """``recunlearn verify REQUEST_ID``: evidence that a deletion was carried out, checked now.
 
 The audit record (written by the worker) says what was removed and how; verification re-derives what
-it can instead of trusting it: it looks for the named data in the store, in the served version's
-training tables, in every data file under the service home, checks the served version against its
+it can instead of trusting it: it looks for the named data (by the request's keyed digests: the ledger
+keeps no ids of an applied request) in the store, in the served version's training tables, in every
+data file under the service home, checks the served version against its
 manifest, the manifest against the ledger's record of that version, and each part's data hash, and
 (exact methods) retrains the parts the request changed from scratch and compares them bitwise with
 the served ones.
@@ -19,11 +20,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
-from recunlearn.service.store import DeletionRecord, Ledger
+from recunlearn.service.store import DeletionRecord, Proof
 from recunlearn.service.versions import (MANIFEST, STAGING_PREFIX, check_version, current_name, file_sha256,
                                          load_version, part_hashes, read_manifest)
 from recunlearn.train.loop import fit_model
@@ -49,16 +49,17 @@ class Verification(BaseModel):
     parts_scope: str | None = None
     """Whose the audit's changed parts are: 'request' (the parts that held its rows) or 'batch'."""
     checks: list[Check]
+    notes: list[str] = []
+    """What the checks cannot see (e.g. PostgreSQL's write-ahead log); they do not make ``ok`` false."""
 
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
 
-def _remaining(request: DeletionRequest, data: Interactions) -> int:
-    """Rows of ``data`` the request names (ids the table has never seen name no rows)."""
-    known = request.known_to(data)
-    return int(known.rows(data).sum()) if known is not None else 0
+def _remaining(key: bytes, proof: Proof, data: Interactions) -> int:
+    """Rows of ``data`` the request names."""
+    return int(proof.matches(key, data.users.ids[data.user].tolist(), data.items.ids[data.item].tolist()).sum())
 
 
 def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -95,22 +96,34 @@ def _rebuild_check(model: Unlearner, parts: list[str]) -> Check:
                  "own exactness tests")
 
 
-def verify_request(home: ServiceHome, request_id: str, retrain: bool = True) -> Verification:
-    """Check a request's deletion now (see the module docstring)."""
-    ledger = Ledger(home.database_url())
+def verify_request(home: ServiceHome, request_id: str, retrain: bool = True,
+                   pairs: tuple[tuple[str, str], ...] = ()) -> Verification:
+    """Check a request's deletion now (see the module docstring); ``pairs``: (user, item) pairs the
+    audit must list as removed (checked against its keyed digests)."""
+    ledger = home.ledger()
     try:
         record = ledger.get(request_id)
-        request = record.request
+        key = ledger.key
         checks = [Check(name="status", ok=record.status == "published",
                         detail=f"{record.status}" + (f": {record.error}" if record.error else "")
                         + (f" in version {record.version}" if record.version else ""))]
-        left = ledger.matching_rows(request)
+        for user, item in pairs:
+            removed = ledger.was_removed(record, user, item)
+            checks.append(Check(name="pair removed", ok=removed, detail=f"({user!r}, {item!r}) is "
+                                + ("" if removed else "not ") + "among the pairs the audit lists as removed"))
+        left = ledger.matching_digests(record.proof)
         checks.append(Check(name="store", ok=left == 0, detail=f"{left} stored interaction(s) match the request"))
         flushed = ledger.checkpoint()
-        checks.append(Check(name="store file", ok=flushed,
-                            detail="checkpointed: deleted rows' pages are overwritten in the database file" if flushed
-                            else "a reader holds the store open, so the database file may still hold deleted "
-                                 "rows' old pages; run verify again when it is idle"))
+        sqlite = ledger.engine.dialect.name == "sqlite"
+        checks.append(Check(name="store file", ok=flushed, detail=(
+            ("checkpointed: deleted rows' pages are overwritten in the database file and its WAL is truncated"
+             if sqlite else "rewrote the interactions and requests tables (VACUUM FULL): their files hold no "
+             "deleted row") if flushed else
+            ("a reader holds the store open, so the database file may still hold deleted rows' old pages"
+             if sqlite else "a reader held the tables' lock, so their files may still hold deleted rows")
+            + "; run verify again when it is idle")))
+        retention = ledger.log_retention()
+        notes = [f"store log: {retention}"] if retention else []
         served = current_name(home)
         number = _folder_number(served) if served is not None else None
         served_row = ledger.version(number) if number is not None else None
@@ -119,7 +132,7 @@ def verify_request(home: ServiceHome, request_id: str, retrain: bool = True) -> 
         ledger.close()
     if record.status == "published" and served is not None:
         try:
-            _model_checks(checks, home, served, record, served_row, request_row, retrain)
+            _model_checks(checks, home, key, served, record, served_row, request_row, retrain)
         except Exception as exc:  # a check that cannot finish is a failed check with its reason, not a traceback
             moved = current_name(home) != served
             checks.append(Check(name="served version", ok=False,
@@ -128,7 +141,7 @@ def verify_request(home: ServiceHome, request_id: str, retrain: bool = True) -> 
                                    else "")))
     return Verification(request_id=request_id, status=record.status, version=record.version,
                         served_version=served, parts_scope=_parts_scope(record.audit) if record.audit else None,
-                        checks=checks)
+                        checks=checks, notes=notes)
 
 
 _VERSION_FOLDER = re.compile(rf"^(?:{re.escape(STAGING_PREFIX)})?v(\d+)(?:-[0-9a-f]+)?$")
@@ -177,7 +190,7 @@ def _others_check(home: ServiceHome, served: str, record: DeletionRecord) -> Che
                  f"no version older than {record.version} is on disk besides the served one")
 
 
-def _data_files_check(home: ServiceHome, request: DeletionRequest) -> Check:
+def _data_files_check(home: ServiceHome, key: bytes, proof: Proof) -> Check:
     """Every ``.npz`` under the home, read now. The worker writes and deletes version folders meanwhile:
     a file deleted since the listing holds nothing any more; one in a staging folder that does not
     read is being written (retry); any other unreadable file fails the check, as it could hold the rows."""
@@ -186,7 +199,7 @@ def _data_files_check(home: ServiceHome, request: DeletionRequest) -> Check:
         for path in sorted(Path(folder) / f for f in files if f.endswith(".npz")):
             name = str(path.relative_to(home.path))
             try:
-                rows = _remaining(request, Interactions.load(path))
+                rows = _remaining(key, proof, Interactions.load(path))
             except FileNotFoundError:
                 continue
             except Exception as exc:  # whatever a half-written or damaged table makes numpy raise
@@ -205,10 +218,10 @@ def _data_files_check(home: ServiceHome, request: DeletionRequest) -> Check:
                  f"none of {read} data file(s) under the home holds a row the request names")
 
 
-def _model_checks(checks: list[Check], home: ServiceHome, served: str, record: DeletionRecord,
+def _model_checks(checks: list[Check], home: ServiceHome, key: bytes, served: str, record: DeletionRecord,
                   served_row: dict[str, Any] | None, request_row: dict[str, Any] | None, retrain: bool) -> None:
     """Append the checks of the served version and of every data file under the home to ``checks``."""
-    request = record.request
+    proof = record.proof
     problems = check_version(home.versions / served)
     checks.append(Check(name="served version complete", ok=not problems,
                         detail="; ".join(problems) or f"{served}: every file matches the manifest"))
@@ -220,7 +233,7 @@ def _model_checks(checks: list[Check], home: ServiceHome, served: str, record: D
     checks.append(Check(name="served version includes the deletion", ok=newer,
                         detail=f"served {served}, request published in version {record.version}"))
     checks.append(_others_check(home, served, record))
-    checks.append(_data_files_check(home, request))
+    checks.append(_data_files_check(home, key, proof))
     try:
         model = load_version(home, served)
     except Exception as exc:  # files that match the manifest but not each other (weights of another version)
@@ -228,11 +241,12 @@ def _model_checks(checks: list[Check], home: ServiceHome, served: str, record: D
                             detail=f"{served} does not load ({type(exc).__name__}: {exc})"))
         return
     vocabulary = model.train.users
-    placeholders = vocabulary.placeholders(request.users)  # an old request may name one: nobody
-    kept = [u for u in request.users if u in vocabulary and u not in placeholders]
+    named = proof.named_users_in(key, vocabulary.ids.tolist())
+    placeholders = vocabulary.placeholders(named)  # an old request may name one: nobody
+    kept = [u for u in named if u not in placeholders]
     checks.append(Check(name="users erased", ok=not kept,
                         detail=f"the served vocabulary still names {kept[:5]}" if kept
-                        else f"none of the {len(request.users)} user(s) deleted whole is named by the served version"))
+                        else f"none of the {len(proof.users)} user(s) deleted whole is named by the served version"))
     manifest = read_manifest(home.versions / served)
     actual = part_hashes(model)
     mismatched = sorted(p for p in actual if manifest["parts"].get(p) != actual[p])
@@ -278,5 +292,6 @@ def describe(result: Verification) -> str:
     lines = [f"request {result.request_id}: {result.status}, served version {result.served_version}"
              + (f", parts audited per {result.parts_scope}" if result.parts_scope else "")]
     lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in result.checks]
+    lines += [f"  [note] {note}" for note in result.notes]
     lines.append("verified" if result.ok else "NOT verified")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ A service lives in one folder (its *home*)::
 
     service.json        the settings below
     ledger.sqlite       the SQL store (unless ``database_url`` points elsewhere, e.g. PostgreSQL)
+    ledger.key          the secret of the ledger's keyed digests (mode 0600; kept out of the database)
     versions/v000001/   published model versions (``Unlearner.save`` output + ``manifest.json``)
     CURRENT             the name of the served version; replaced only by an atomic rename
     worker.lock         held (flock) by the one running worker
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recunlearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recunlearn.service.store import Ledger
 
 HOME_ENV = "RECUNLEARN_HOME"
 """Default service home when ``--home`` is not given."""
@@ -69,6 +74,37 @@ class ServiceHome:
     @property
     def lock_file(self) -> Path:
         return self.path / "worker.lock"
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / "ledger.key"
+
+    def key(self) -> bytes:
+        """The service's secret for keyed digests, made on first use (32 random bytes, hex, mode 0600)."""
+        try:
+            descriptor = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            text = self.key_file.read_text().strip()
+            try:
+                if len(text) == 64:
+                    return bytes.fromhex(text)
+            except ValueError:
+                pass
+            raise ConfigError(f"{self.key_file} is not a ledger key (64 hex digits)") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot create the ledger key {self.key_file}: {exc}") from None
+        text = secrets.token_hex(32)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return bytes.fromhex(text)
+
+    def ledger(self, config: ServiceConfig | None = None) -> Ledger:
+        """The service's ledger, with its key."""
+        from recunlearn.service.store import Ledger
+
+        return Ledger(self.database_url(config), key=self.key())
 
     def database_url(self, config: ServiceConfig | None = None) -> str:
         config = config or self.config()

@@ -10,7 +10,6 @@ import numpy as np
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.service.config import ServiceConfig, ServiceHome
-from recunlearn.service.store import Ledger
 from recunlearn.service.versions import point_to, stage_version
 from recunlearn.unlearn.base import get_method, make_config
 
@@ -47,7 +46,7 @@ def init_service(home: ServiceHome, data: Interactions, method: str, method_conf
                           "from one class; give a rating threshold (--threshold, e.g. 3 for MovieLens) or train "
                           "with loss 'bpr'")
     home.path.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(home.database_url(config))
+    ledger = home.ledger(config)
     try:
         if ledger.count_interactions() or ledger.latest_version_number():
             raise ConfigError(f"the database {home.database_url(config)} already holds a service's data")
@@ -56,8 +55,8 @@ def init_service(home: ServiceHome, data: Interactions, method: str, method_conf
         name, manifest_sha256 = stage_version(home, model, 1, [])
         ledger.record_initial_version(1, name, manifest_sha256)
         point_to(home, name)
-        write_token = ledger.add_token("write", "created by init")
-        read_token = ledger.add_token("read", "created by init")
+        write_token = ledger.add_token("write", "init-write")
+        read_token = ledger.add_token("read", "init-read")
     finally:
         ledger.close()
     home.write_config(config)

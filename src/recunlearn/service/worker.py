@@ -4,7 +4,8 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
 
 1. recover: publish a version the ledger recorded but the pointer does not name yet; delete folders
    of versions that are not served (crashed staging folders, retired versions);
-2. claim up to ``batch_size`` received requests (under the worker lock: one worker per service);
+2. claim up to ``batch_size`` received requests (under the worker lock: one worker per service; a
+   second worker waits for the lock, trying again with back-off);
 3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
 4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
 5. one transaction: delete the requests' interactions from the store, mark them applied with their
@@ -46,6 +47,10 @@ STAGES = ("recovered", "claimed", "model_loaded", "forget_started", "forgotten",
 """Every step at which the worker calls its ``stage`` hook, in order."""
 
 
+LOCK_BACKOFF_MAX = 30.0
+"""Longest wait, in seconds, between two tries of a held worker lock."""
+
+
 class WorkerBusyError(RecUnlearnError):
     """Another worker already runs for this service."""
 
@@ -56,7 +61,7 @@ class Worker:
     def __init__(self, home: ServiceHome, *, stage: Stage = lambda _: None, ledger: Ledger | None = None):
         self.home = home
         self.config = home.config()
-        self.ledger = ledger or Ledger(home.database_url(self.config))
+        self.ledger = ledger or home.ledger(self.config)
         self.stage = stage
         self._lock_handle = None
 
@@ -71,6 +76,23 @@ class Worker:
             raise WorkerBusyError(f"another worker is running for {self.home.path}") from None
         self._lock_handle = handle
 
+    def wait_for_lock(self, stop: threading.Event, on_running: Callable[[bool], None] = lambda _: None) -> bool:
+        """Take the worker lock, trying again with back-off (``poll_seconds`` doubling up to
+        ``LOCK_BACKOFF_MAX``) while another worker holds it; False if ``stop`` is set first."""
+        delay = self.config.poll_seconds
+        while not stop.is_set():
+            try:
+                self.acquire()
+            except WorkerBusyError as exc:
+                on_running(False)
+                log.info("%s; trying again in %.1f s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, LOCK_BACKOFF_MAX)
+                continue
+            on_running(True)
+            return True
+        return False
+
     def release(self) -> None:
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
@@ -78,10 +100,16 @@ class Worker:
             self._lock_handle = None
 
     # the loop ------------------------------------------------------------------------------------------------
-    def run(self, stop: threading.Event | None = None, drain: bool = False) -> int:
-        """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting)."""
+    def run(self, stop: threading.Event | None = None, drain: bool = False,
+            on_running: Callable[[bool], None] = lambda _: None) -> int:
+        """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting). With
+        ``drain`` a held lock is a :class:`WorkerBusyError`; otherwise the worker waits for it.
+        ``on_running`` hears whether it holds the lock."""
         stop = stop or threading.Event()
-        self.acquire()
+        if drain:
+            self.acquire()
+        elif not self.wait_for_lock(stop, on_running):
+            return 0
         handled = 0
         try:
             while not stop.is_set():
@@ -101,6 +129,7 @@ class Worker:
                     stop.wait(self.config.poll_seconds)
         finally:
             self.release()
+            on_running(False)
         return handled
 
     def run_once(self) -> int:
@@ -125,7 +154,7 @@ class Worker:
                                       "the one the ledger recorded (the folder was altered); restore it from backup")
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
-        if not self.ledger.checkpoint():  # the last pass's checkpoint may have been held off by a reader
+        if not self.ledger.flushed and not self.ledger.checkpoint():  # a reader may have held the last one off
             log.warning("the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs")
         self.stage("recovered")
 
@@ -208,18 +237,19 @@ class Worker:
             held.append(shards | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set()))
         return held
 
-    @staticmethod
-    def _audit(report: UnlearningReport | None, held: set[str] | None) -> dict[str, Any]:
-        """What the request removed and which parts it changed. ``parts_scope`` says whose the parts are:
-        'request' (those that held its rows) or 'batch' (a method that retrained the batch together and
-        reports its parts for the whole batch only)."""
+    def _audit(self, report: UnlearningReport | None, held: set[str] | None) -> dict[str, Any]:
+        """What the request removed (counts, and the pairs only as keyed digests: the ledger keeps proof
+        of the deletion, not a copy of the deleted history) and which parts it changed. ``parts_scope``
+        says whose the parts are: 'request' (those that held its rows) or 'batch' (a method that
+        retrained the batch together and reports its parts for the whole batch only)."""
         if report is None:
-            return {"removed_rows": 0, "removed_pairs": [], "parts": [], "changed_parts": [], "parts_scope": "request",
-                    "noop": True, "details": {"reason": "nothing the request names is in the training data"}}
+            return {"removed_rows": 0, "removed_pair_digests": [], "parts": [], "changed_parts": [],
+                    "parts_scope": "request", "noop": True,
+                    "details": {"reason": "nothing the request names is in the training data"}}
         parts, scope = report.parts, "batch" if report.details.get("batched_with", 1) > 1 else "request"
         if held is not None:
             parts, scope = [p for p in report.parts if p.part in held], "request"
-        return {"removed_rows": report.removed_rows, "removed_pairs": [list(p) for p in report.removed_pairs],
+        return {"removed_rows": report.removed_rows, "removed_pair_digests": self.ledger.pair_digests(report.removed_pairs),
                 "parts": [p.model_dump() for p in parts],
                 "changed_parts": [p.part for p in parts if p.action != "unchanged"], "parts_scope": scope,
                 "noop": report.noop, "forget_seconds": round(report.seconds, 4), "details": report.details}
@@ -247,12 +277,14 @@ def erased_users(data: Interactions, requests: list[DeletionRequest]) -> np.ndar
     return indices[np.bincount(data.user, minlength=len(vocabulary))[indices] == 0]
 
 
-def run_in_thread(home: ServiceHome, stop: threading.Event, on_error: Callable[[BaseException], None]) -> threading.Thread:
-    """Run a worker beside the HTTP server (``recunlearn serve --worker``)."""
+def run_in_thread(home: ServiceHome, stop: threading.Event, on_error: Callable[[BaseException], None],
+                  on_running: Callable[[bool], None]) -> threading.Thread:
+    """Run a worker beside the HTTP server (``recunlearn serve --worker``); ``on_running`` hears
+    whether it holds the lock, ``on_error`` why it stopped."""
 
     def target() -> None:
         try:
-            Worker(home).run(stop)
+            Worker(home).run(stop, on_running=on_running)
         except BaseException as exc:  # reported to the server, which shows it on /v1/health
             on_error(exc)
 
