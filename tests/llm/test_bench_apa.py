@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark, simple_features
-from recunlearn.models.llm.samples import build_samples
+from recunlearn.data import binarize
+from recunlearn.models.llm.samples import build_samples, read_tallrec_json, split_samples, write_tallrec_json
 from tests.conftest import make_tiny
 
 
@@ -53,3 +54,29 @@ def test_cli_seed_reaches_the_draws_and_training(tmp_path):
     for seed, document in documents.items():
         assert document["config"]["sample_seed"] == seed and document["config"]["train"]["seed"] == seed
     assert documents[0]["rows"][0]["auc"] != documents[3]["rows"][0]["auc"]  # other samples, other model
+
+
+def test_cli_runs_a_tallrec_book_folder_with_the_shared_head_and_no_forgetting(tmp_path):
+    """docs/apa.md's book protocol: a folder of TALLRec JSON files for books, as BookCrossing gives it."""
+    from typer.testing import CliRunner
+
+    from recunlearn.cli import _load_commands
+    from recunlearn.cli._app import app
+
+    samples = build_samples(binarize(make_tiny(), 3.0), "book", history=4, max_samples=None)
+    folder = tmp_path / "books"
+    folder.mkdir()
+    for name, part in zip(("train", "valid", "test"), split_samples(samples, by="user")):
+        write_tallrec_json(part, folder / f"{name}.json")
+    _load_commands()
+    out = tmp_path / "books.json"
+    result = CliRunner().invoke(app, ["bench", "apa", "--quick", "--data", str(folder), "-m", "apa", "--head", "shared",
+                                      "--no-forget", "--n-train", "40", "--n-valid", "10", "--n-test", "20",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["config"]["backbone"]["head"] == "shared" and not document["config"]["forget"]
+    assert [r["method"] for r in document["rows"]] == ["llm-retrain", "apa"]
+    assert all("unlearn_s" not in r and 0 <= r["auc"] <= 1 for r in document["rows"])
+    assert "target book" in read_tallrec_json(folder / "test.json").input[0]
+    assert "| - | - |" in out.with_suffix(".md").read_text()

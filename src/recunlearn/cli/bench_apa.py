@@ -27,6 +27,9 @@ def apa(
     patience: int = typer.Option(2, help="Early-stopping patience (validations without a better validation AUC)."),
     eval_every: int = typer.Option(1, help="Validate every this many epochs (TALLRec: 5)."),
     lr: float = typer.Option(1e-3, help="Adapter learning rate."),
+    head: Optional[str] = typer.Option(None, help="Encoder head: per_adapter (trained with each adapter) or shared "
+                                       "(one frozen head for every adapter and method); default: BackboneConfig's."),
+    forget: bool = typer.Option(True, help="Measure forgetting one sample (--no-forget: AUCs and latency only)."),
     demo: bool = typer.Option(False, help="The demo preset (about a minute on 2 CPU cores); the data, size and "
                               "training options given apply on top."),
     quick: bool = typer.Option(False, help="Seconds-long smoke run with a tiny random model; the data, size and "
@@ -46,7 +49,7 @@ def apa(
     preset = "quick" if quick else "demo" if demo else None
     out = results_path(ctx, out, "apa", preset)
     console = Console()
-    overrides = {"output": str(out), "n_shards": shards, "sample_seed": seed}
+    overrides = {"output": str(out), "n_shards": shards, "sample_seed": seed, "forget": forget}
     if methods:
         overrides["methods"] = methods
     train = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "eval_every": eval_every}
@@ -65,6 +68,8 @@ def apa(
             overrides["backbone"] = {**defaults.backbone, "name": backbone}
         overrides["train"] = {**defaults.train, **{k: v for k, v in train.items() if given(ctx, k)}}
         config = make(**overrides)
+    if head is not None:
+        config = config.model_copy(update={"backbone": {**config.backbone, "head": head}})
     config = config.model_copy(update={"train": {**config.train, "seed": seed}})
     results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     typer.echo(markdown_table(results))

@@ -60,7 +60,19 @@ class BackboneConfig(BaseModel):
     """Pooling of the representation over tokens: mean over the prompt, or the last token's state
     (needs a layer other than 0)."""
     seed: Seed = 0
-    """Seed for any randomly initialised part of the frozen model (e.g. weights a checkpoint lacks)."""
+    """Seed for any randomly initialised part of the frozen model (e.g. weights a checkpoint lacks, or
+    the shared encoder head's direction)."""
+    head: Literal["per_adapter", "shared"] = "per_adapter"
+    """How an encoder reads a logit from its mean-pooled state (a causal LM always reads its own Yes/No
+    logits, which every adapter shares). 'per_adapter': a linear head trained from zero with each
+    adapter; mixing adapters at parameter level then applies a mixed head to mixed LoRAs, which keeps
+    about 1/K of each head-with-its-own-LoRA term (docs/apa.md). 'shared': one frozen head, a
+    direction drawn with ``seed`` and scaled to ``head_norm``, the same for every adapter and method,
+    so each LoRA must move the representation along that one direction and a mix of LoRAs mixes their
+    effects on one readout, as with a causal LM's Yes/No logits."""
+    head_norm: float = Field(32.0, gt=0)
+    """Norm of the shared head's weight: with the head frozen, it sets how far a logit moves per unit
+    of representation the LoRA moves (an effective learning-rate factor)."""
 
     @model_validator(mode="after")
     def _last_token_needs_context(self) -> BackboneConfig:
@@ -204,11 +216,18 @@ def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
     else:
         model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False) \
             if _is_bert_like(path) else AutoModel.from_pretrained(path, dtype=dtype)
-        scorer = EncoderScorer(model)
+        scorer = EncoderScorer(model, shared_head(config, model.config.hidden_size) if config.head == "shared" else None)
     scorer.requires_grad_(False)
     scorer.eval().to(device_)
     template = config.template if config.template != "auto" else ("alpaca" if kind == "causal" else "input")
     return Backbone(config, scorer, tokenizer, kind, template, device_)
+
+
+def shared_head(config: BackboneConfig, hidden_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared encoder head (weight 1 x hidden, bias 1): a pure function of ``config.seed`` and the
+    hidden size, drawn on its own generator so it is the same whatever ran before."""
+    direction = torch.randn(1, hidden_size, generator=torch.Generator().manual_seed(config.seed), dtype=torch.float64)
+    return (config.head_norm * direction / direction.norm()).float(), torch.zeros(1)
 
 
 def _is_bert_like(path: str) -> bool:

@@ -2,7 +2,8 @@
 per-sample weights in one forward pass of the backbone.
 
 An adapter is plain tensors: for every target linear layer ``path``, ``path.A`` (r x in) and
-``path.B`` (out x r), plus ``head.weight`` / ``head.bias`` for encoder scorers. With ``s = alpha / r``
+``path.B`` (out x r), plus ``head.weight`` / ``head.bias`` for encoder scorers with a head per adapter
+(a shared head belongs to the backbone and is in no adapter). With ``s = alpha / r``
 and per-sample weights w (batch x K) a :class:`MixtureLoRALinear` computes, for each sample b:
 
 - APA(D):  W0 x + s (sum_k w_bk B_k)(sum_k w_bk A_k) x      (the adapters' parameters averaged)
@@ -68,9 +69,14 @@ class LoRAConfig(BaseModel):
                           target_modules=self.resolved_targets(model_type), bias="none")
 
 
+def has_own_head(scorer: nn.Module) -> bool:
+    """Whether each adapter trains its own head (an encoder scorer whose head is not shared)."""
+    return hasattr(scorer, "head") and not scorer.head_shared
+
+
 def add_trainable_adapter(scorer: nn.Module, config: LoRAConfig) -> list[nn.Parameter]:
     """Inject one peft LoRA adapter into ``scorer`` (in place); returns the trainable parameters
-    (adapter matrices and, for encoders, the head). Seed the global RNG first: A is drawn from it."""
+    (adapter matrices and, for encoders with a head per adapter, the head). Seed the global RNG first: A is drawn from it."""
     from peft import inject_adapter_in_model
 
     scorer.requires_grad_(False)
@@ -78,7 +84,7 @@ def add_trainable_adapter(scorer: nn.Module, config: LoRAConfig) -> list[nn.Para
     trainable = [p for n, p in scorer.named_parameters() if "lora_" in n]
     if not trainable:
         raise ConfigError(f"LoRA target modules {config.resolved_targets(scorer.model_type)} match no layer")
-    if hasattr(scorer, "head"):
+    if has_own_head(scorer):
         scorer.head.requires_grad_(True)
         trainable += list(scorer.head.parameters())
     for p in trainable:
@@ -93,7 +99,7 @@ def adapter_tensors(scorer: nn.Module) -> dict[str, torch.Tensor]:
         for part, suffix in (("A", ".lora_A.default.weight"), ("B", ".lora_B.default.weight")):
             if name.endswith(suffix):
                 out[f"{name[:-len(suffix)]}.{part}"] = value.detach().float().cpu().clone()
-    if hasattr(scorer, "head"):
+    if has_own_head(scorer):
         out["head.weight"] = scorer.head.weight.detach().float().cpu().clone()
         out["head.bias"] = scorer.head.bias.detach().float().cpu().clone()
     return out
@@ -189,7 +195,7 @@ def build_mixture(scorer: nn.Module, paths: list[str], rank: int, scaling: float
         if not isinstance(base, nn.Linear):
             raise ConfigError(f"LoRA target {path!r} is a {type(base).__name__}, not a linear layer")
         setattr(parent, leaf, MixtureLoRALinear(base, rank, scaling, mixture))
-    if hasattr(scorer, "head"):
+    if has_own_head(scorer):  # a shared head stays the frozen linear layer it is
         scorer.head = MixtureHead(scorer.head.in_features, mixture, scorer.head.weight.device)
     return mixture
 
@@ -247,7 +253,8 @@ def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], conf
     Keys are ``base_model.model.<path>.lora_A.weight`` with ``path`` relative to that model (the
     scorer's ``model_prefix`` dropped). The rank is read from the tensors (a merged ND adapter has rank
     K r) and alpha keeps ``config``'s scaling alpha / r. An encoder's head is not part of the Hugging
-    Face model, so it goes to :data:`HEAD_FILE`, which only :func:`load_peft_adapter` reads.
+    Face model, so it goes to :data:`HEAD_FILE`, which only :func:`load_peft_adapter` reads; a shared
+    head (the backbone's, in no adapter) is written there too, so every folder scores on its own.
     """
     folder = Path(folder)
     prefix = scorer.model_prefix
@@ -263,6 +270,9 @@ def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], conf
             raise RecUnlearnError(f"adapter layer {key!r} is outside the scorer's model ({prefix!r})")
         path, part = key.removeprefix(prefix).rsplit(".", 1)
         tensors[f"{PEFT_PREFIX}{path}.lora_{part}.weight"] = value.contiguous()
+    if not head and getattr(scorer, "head_shared", False):  # the backbone's shared head, beside every adapter
+        head = {"weight": scorer.head.weight.detach().float().cpu().contiguous(),
+                "bias": scorer.head.bias.detach().float().cpu().contiguous()}
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / HEAD_FILE).unlink(missing_ok=True)
@@ -280,7 +290,8 @@ def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.
     """Read an adapter written by :func:`save_peft_adapter` or by peft for the scorer's Hugging Face
     model, keyed by the scorer's paths (+ the head from :data:`HEAD_FILE`). Folders saved before
     keys were made relative to the Hugging Face model (keys relative to the scorer, the head inside the
-    LoRA file) load too: a key is taken as whichever of the two names a layer of the scorer."""
+    LoRA file) load too: a key is taken as whichever of the two names a layer of the scorer. With a
+    shared head the file's head must be the scorer's own, and it is not returned (no adapter holds it)."""
     folder = Path(folder)
     path = folder / "adapter_model.safetensors"
     if not path.is_file():
@@ -298,5 +309,9 @@ def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.
             raise RecUnlearnError(f"{folder}: adapter layer {module!r} is not in the {scorer.model_type} backbone")
         adapter[f"{layer}.{part.split('.')[0]}"] = value
     if (folder / HEAD_FILE).is_file():
-        adapter.update({f"head.{k}": v for k, v in load_file(str(folder / HEAD_FILE)).items()})
+        head = load_file(str(folder / HEAD_FILE))
+        if not getattr(scorer, "head_shared", False):
+            adapter.update({f"head.{k}": v for k, v in head.items()})
+        elif not all(torch.equal(head[k], getattr(scorer.head, k).detach().float().cpu()) for k in ("weight", "bias")):
+            raise RecUnlearnError(f"{folder}: its shared head is not this backbone's (another backbone seed or head_norm)")
     return adapter

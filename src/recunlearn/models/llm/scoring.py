@@ -6,7 +6,8 @@ Both scorers return one logit z per prompt, P(like) = sigmoid(z):
   after the prompt, i.e. the softmax over the two answer tokens; only the last position's logits are
   computed (``logits_to_keep=1``).
 - :class:`EncoderScorer`: a linear head on the mean-pooled last hidden states (encoders have no
-  answer tokens). The head starts at zero, so every adapter starts from the same function.
+  answer tokens). A per-adapter head starts at zero, so every adapter starts from the same function;
+  a shared head is fixed and frozen (``BackboneConfig.head``).
 """
 
 from __future__ import annotations
@@ -58,12 +59,19 @@ class EncoderScorer(nn.Module):
     model_prefix = "encoder."
     """Where the Hugging Face model sits in the scorer (saved adapters are keyed relative to it)."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, shared_head: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head_shared = shared_head is not None
+        """The head is the backbone's, frozen and common to every adapter (else trained with each)."""
+        with torch.no_grad():
+            if self.head_shared:
+                self.head.weight.copy_(shared_head[0])
+                self.head.bias.copy_(shared_head[1])
+            else:
+                self.head.weight.zero_()
+                self.head.bias.zero_()
         self.model_type = encoder.config.model_type
 
     @property
