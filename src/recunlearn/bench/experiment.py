@@ -23,7 +23,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from recunlearn.bench._results import markdown_grid, source_commit, write_document
 from recunlearn.data import (
     DeletionRequest,
-    Interactions,
     Split,
     binarize,
     fake_positive_attack,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._memory import PeakMemory
+from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench._results import markdown_cell, write_document
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import label_flip_attack, user_deletion
@@ -29,7 +30,7 @@ from recunlearn.evaluate import auc_report
 from recunlearn.evaluate.completeness import completeness_report
 from recunlearn.errors import ConfigError
 from recunlearn.seeds import Seed
-from recunlearn.unlearn import Unlearner, available_methods, get_method
+from recunlearn.unlearn import available_methods, get_method
 from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "sisa", "if", "scif", "finetune", "neggrad", "ifru")
@@ -116,22 +117,9 @@ def _run(config: IFRUBenchConfig, split, names: list[str], kind: str, fraction: 
     removed = polluted.take(request.rows(polluted))
     removed_true = split.train.take(request.rows(split.train))
     log(f"{kind}, {fraction:.0%} flipped ({len(removed):,} rows), seed {seed}: fitting the original model ...")
-    reference = get_method("retrain")(_method_config(config, "retrain", kind, seed)).fit(polluted, split.valid)
-    original = get_method("finetune").adopt(reference)  # a copy that only scores: the model before forgetting
-    methods: dict[str, Unlearner] = {}
-    for name in names[1:]:
-        cls = get_method(name)
-        if hasattr(cls, "adopt"):
-            methods[name] = cls.adopt(reference, _method_config(config, name, kind, seed))
-        else:
-            log(f"{name}: fitting ...")
-            methods[name] = cls(_method_config(config, name, kind, seed)).fit(polluted, split.valid)
-    reports = {"retrain": reference.forget(request)}
-    log(f"retrain: {reports['retrain'].seconds:.2f} s")
-    for name, method in methods.items():
-        reports[name] = method.forget(request)
-        log(f"{name}: forget {reports[name].seconds:.4f} s")
-    methods = {"retrain": reference, **methods}
+    original, methods, reports = fit_and_forget(
+        names, lambda name: _method_config(config, name, kind, seed), polluted, split.valid, request, log)
+    reference = methods["retrain"]
     remaining = reference.train
     retrain_seconds = reports["retrain"].seconds
     rows = [_measure("original", original, None, reference, split, removed, removed_true, remaining, retrain_seconds)]

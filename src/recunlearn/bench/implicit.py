@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench._results import markdown_cell, write_document
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import (DeletionRequest, Split, fake_positive_attack, fake_user_attack, random_interactions,
@@ -162,22 +162,9 @@ def _run(config: ImplicitBenchConfig, clean: Split, names: list[str], kind: str,
     train = split.train
     removed = train.take(request.rows(train))
     log(f"{kind}, {removal} ({len(removed):,} rows), seed {seed}: fitting the original model ...")
-    reference = get_method("retrain")(_method_config(config, "retrain", kind, seed)).fit(train, split.valid)
-    original = get_method("finetune").adopt(reference)  # a copy that only scores: the model before forgetting
-    methods: dict[str, Unlearner] = {}
-    for name in names[1:]:
-        cls = get_method(name)
-        if hasattr(cls, "adopt"):
-            methods[name] = cls.adopt(reference, _method_config(config, name, kind, seed))
-        else:
-            log(f"{name}: fitting ...")
-            methods[name] = cls(_method_config(config, name, kind, seed)).fit(train, split.valid)
-    reports = {"retrain": reference.forget(request)}
-    log(f"retrain: {reports['retrain'].seconds:.2f} s")
-    for name, method in methods.items():
-        reports[name] = method.forget(request)
-        log(f"{name}: forget {reports[name].seconds:.4f} s")
-    methods = {"retrain": reference, **methods}
+    original, methods, reports = fit_and_forget(
+        names, lambda name: _method_config(config, name, kind, seed), train, split.valid, request, log)
+    reference = methods["retrain"]
     remaining = reference.train
     rows = [{"method": "most-popular", **ranking_report(MostPopular(remaining), remaining, split.test, config.k)},
             _measure(config, "original", original, None, reference, split, removed, remaining)]
