@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser postgres clean
+.PHONY: demo test lint install browser postgres clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ postgres:
 			|| psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" >/dev/null; \
 		echo "postgres: started PostgreSQL $$version on 127.0.0.1:5432 (trust auth from 127.0.0.1, database test)"; \
 	fi
+
+# Lint: ruff (rules and format in pyproject.toml) and mypy over the typed public API.
+$(VENV)/.lint-installed: $(STAMP)
+	$(PIP) -e '.[lint]'
+	touch $@
+
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: $(STAMP) browser postgres
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests

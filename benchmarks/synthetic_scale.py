@@ -37,26 +37,41 @@ print(json.dumps({"n_interactions": len(data), "users": data.n_users, "items": d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000]
+    )
     parser.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
     args = parser.parse_args()
     rows = []
     load_before = os.getloadavg()[0]
-    print(f"{'rows':>12} {'users':>9} {'items':>9} {'pos.rate':>8} {'generate s':>10} {'prepare s':>9} "
-          f"{'peak GB':>8}")
+    print(
+        f"{'rows':>12} {'users':>9} {'items':>9} {'pos.rate':>8} {'generate s':>10} {'prepare s':>9} "
+        f"{'peak GB':>8}"
+    )
     for n in args.sizes:
-        result = subprocess.run([sys.executable, "-c", CHILD, str(n)], check=True, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n)], check=True, capture_output=True, text=True
+        )
         row = json.loads(result.stdout)
         rows.append(row)
-        print(f"{row['n_interactions']:>12,} {row['users']:>9,} {row['items']:>9,} {row['positive_rate']:>8} "
-              f"{row['seconds']:>10} {row['prepare_seconds']:>9} {row['peak_rss_gb']:>8}")
+        print(
+            f"{row['n_interactions']:>12,} {row['users']:>9,} {row['items']:>9,} {row['positive_rate']:>8} "
+            f"{row['seconds']:>10} {row['prepare_seconds']:>9} {row['peak_rss_gb']:>8}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/synthetic_scale.py",
-            "machine": f"{platform.machine()}, {platform.python_version()}, {os.cpu_count()} cores",
-            "load_average_before": round(load_before, 2),
-            "rows": rows}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/synthetic_scale.py",
+                    "machine": f"{platform.machine()}, {platform.python_version()}, {os.cpu_count()} cores",
+                    "load_average_before": round(load_before, 2),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,12 @@ class UnlearnerConformance:
         assert scores.shape == (len(test),) and np.isfinite(scores).all()
         grid = fitted.score_all(np.array([0, 1, 2]))
         assert grid.shape == (3, tiny_split.train.n_items)
-        np.testing.assert_allclose(grid[1, test.item[test.user == 1]],
-                                   fitted.score_index(test.user[test.user == 1], test.item[test.user == 1]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            grid[1, test.item[test.user == 1]],
+            fitted.score_index(test.user[test.user == 1], test.item[test.user == 1]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         from recunlearn.evaluate import auc
 
         assert auc(test.label, scores) > 0.6, "the tiny data's two groups are easy to learn"
@@ -100,13 +103,17 @@ class UnlearnerConformance:
         assert not (model.train.user == model.train.users.index(["u3"])[0]).any()
         assert report.seconds > 0 and report.parts
         in_valid = int((tiny_split.valid.users.ids[tiny_split.valid.user] == "u3").sum())
-        assert report.removed_valid_rows == in_valid > 0, "the user's validation rows leave with them"
+        assert report.removed_valid_rows == in_valid > 0, (
+            "the user's validation rows leave with them"
+        )
         assert len(model.valid) == len(tiny_split.valid) - in_valid
         assert not (model.valid.user == model.valid.users.index(["u3"])[0]).any()
         scores = model.score_index(tiny_split.test.user, tiny_split.test.item)
         again = model.forget(request)
         assert again.noop and again.removed_rows == 0
-        np.testing.assert_array_equal(model.score_index(tiny_split.test.user, tiny_split.test.item), scores)
+        np.testing.assert_array_equal(
+            model.score_index(tiny_split.test.user, tiny_split.test.item), scores
+        )
 
     def test_a_validation_pair_is_forgotten_without_touching_training(self, tiny_split, tmp_path):
         model = self.fresh(tiny_split)
@@ -121,13 +128,17 @@ class UnlearnerConformance:
         assert model.valid.pair_keys.tolist().count(int(valid.pair_keys[row])) == 0
         assert model.forget(DeletionRequest(pairs=[pair])).noop, "forgetting it again is a no-op"
         loaded = Unlearner.load(model.save(tmp_path / "m"))
-        assert loaded.valid.content_hash() == model.valid.content_hash(), "the saved folder does not hold it either"
+        assert loaded.valid.content_hash() == model.valid.content_hash(), (
+            "the saved folder does not hold it either"
+        )
 
     def test_save_load_round_trip(self, fitted, tiny_split, tmp_path):
         fitted.save(tmp_path / "m")
         loaded = Unlearner.load(tmp_path / "m")
         assert type(loaded) is type(fitted)
         test = tiny_split.test
-        np.testing.assert_array_equal(loaded.score_index(test.user, test.item), fitted.score_index(test.user, test.item))
+        np.testing.assert_array_equal(
+            loaded.score_index(test.user, test.item), fitted.score_index(test.user, test.item)
+        )
         assert loaded.train.content_hash() == fitted.train.content_hash()
         assert not list((tmp_path / "m").glob("*.pkl")) and not list((tmp_path / "m").glob("*.pt"))

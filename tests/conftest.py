@@ -15,7 +15,9 @@ os.environ.setdefault("RECUNLEARN_PROGRESS", "0")
 os.environ.setdefault("RECUNLEARN_DEVICE", "cpu")
 
 
-def make_tiny(n_users: int = 60, n_items: int = 40, density: float = 0.35, seed: int = 0) -> Interactions:
+def make_tiny(
+    n_users: int = 60, n_items: int = 40, density: float = 0.35, seed: int = 0
+) -> Interactions:
     """Users and items in two latent groups; a user likes items of their own group (85% of the time)."""
     rng = np.random.default_rng(seed)
     ug = rng.integers(0, 2, n_users)
@@ -25,8 +27,14 @@ def make_tiny(n_users: int = 60, n_items: int = 40, density: float = 0.35, seed:
     agree = ug[users] == ig[items]
     like = np.where(rng.random(len(users)) < 0.85, agree, ~agree)
     rating = np.where(like, rng.integers(4, 6, len(users)), rng.integers(1, 4, len(users)))
-    frame = pd.DataFrame({"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items],
-                          "rating": rating, "timestamp": rng.integers(0, 10**6, len(users))})
+    frame = pd.DataFrame(
+        {
+            "user": [f"u{u}" for u in users],
+            "item": [f"i{i}" for i in items],
+            "rating": rating,
+            "timestamp": rng.integers(0, 10**6, len(users)),
+        }
+    )
     titles = {f"i{i}": f"Movie {i} ({'Drama' if ig[i] else 'Comedy'})" for i in range(n_items)}
     return Interactions.from_frame(frame, threshold=3, titles=titles, name="tiny")
 

@@ -68,7 +68,13 @@ count = 2
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    assert [r["method"] for r in results["rows"]] == ["most-popular", "original", "retrain", "sisa", "finetune"]
+    assert [r["method"] for r in results["rows"]] == [
+        "most-popular",
+        "original",
+        "retrain",
+        "sisa",
+        "finetune",
+    ]
     popular, original, retrain, sisa, finetune = results["rows"]
     assert 0 <= popular["recall@20"] <= 1
     assert retrain["dist_removed"] == 0.0 and retrain["dist_test"] == 0.0
@@ -92,7 +98,9 @@ def test_a_user_item_file_trains_and_forgets_named_users_through_toml(tmp_path):
     from recunlearn.bench.experiment import DataSpec, prepare
 
     clicks = write_clicks(tmp_path)
-    train = prepare(DataSpec(dataset=str(clicks), protocol="implicit", threshold="none", k_core=2)).train
+    train = prepare(
+        DataSpec(dataset=str(clicks), protocol="implicit", threshold="none", k_core=2)
+    ).train
     pair = [str(train.users.ids[train.user[0]]), str(train.items.ids[train.item[0]])]
     out = tmp_path / "results.json"
     settings = ", ".join(f"{k} = {v}" for k, v in FAST_TRAIN.items())
@@ -124,8 +132,25 @@ pairs = [["{pair[0]}", "{pair[1]}"]]
 
 def test_the_demo_runs_on_a_user_item_file(tmp_path):
     clicks = write_clicks(tmp_path)
-    result = runner.invoke(app, ["demo", "--dataset", str(clicks), "--threshold", "none", "--no-llm",
-                                 "-m", "retrain", "-m", "scif", "--executor", "inprocess", "--out", str(tmp_path / "demo")])
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "--dataset",
+            str(clicks),
+            "--threshold",
+            "none",
+            "--no-llm",
+            "-m",
+            "retrain",
+            "-m",
+            "scif",
+            "--executor",
+            "inprocess",
+            "--out",
+            str(tmp_path / "demo"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "most-popular" in result.output and "scif" in result.output
 
@@ -151,13 +176,16 @@ count = 100000
     assert "fitting" not in err
 
 
-@pytest.mark.parametrize("content, message", [
-    ("no_such_key = 1\n", "no_such_key"),
-    ("[data]\nk_core = 0\n", "k_core"),
-    ("methods = [\"nope\"]\n[data]\ndataset = \"{folder}\"\nk_core = 1\n", "unknown method"),
-    ("methods = [\"apa\"]\n[data]\ndataset = \"{folder}\"\nk_core = 1\n", "work on prompt samples"),
-    ("this is not toml", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("no_such_key = 1\n", "no_such_key"),
+        ("[data]\nk_core = 0\n", "k_core"),
+        ('methods = ["nope"]\n[data]\ndataset = "{folder}"\nk_core = 1\n', "unknown method"),
+        ('methods = ["apa"]\n[data]\ndataset = "{folder}"\nk_core = 1\n', "work on prompt samples"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
 def test_bad_config_is_a_clear_error(tmp_path, capsys, content, message):
     folder = write_atomic(make_tiny(), tmp_path / "tiny")
     config = tmp_path / "bad.toml"
@@ -183,12 +211,18 @@ def test_missing_paths_are_clear_errors(tmp_path, capsys):
 def test_every_method_says_what_it_does():
     from recunlearn.unlearn import available_methods
 
-    undocumented = [name for name, cls in available_methods().items() if not (cls.__doc__ or "").strip()]
-    assert not undocumented, f"methods without a docstring (shown by `recunlearn methods`): {undocumented}"
+    undocumented = [
+        name for name, cls in available_methods().items() if not (cls.__doc__ or "").strip()
+    ]
+    assert not undocumented, (
+        f"methods without a docstring (shown by `recunlearn methods`): {undocumented}"
+    )
 
 
 def test_data_info_passes_loader_options():
-    result = runner.invoke(app, ["data", "info", "synthetic", "-o", "n_interactions=3000", "-o", "seed=2", "--json"])
+    result = runner.invoke(
+        app, ["data", "info", "synthetic", "-o", "n_interactions=3000", "-o", "seed=2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["rows"] == 3000
 
@@ -202,12 +236,15 @@ def test_data_info_rejects_bad_options(capsys):
     assert "colour" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["demo", "--fraction", "2", "--no-llm"], "fraction"),
-    (["bench", "ifru", "--quick", "--fraction", "1.5"], "fraction must be in (0, 1)"),
-    (["bench", "apa", "--shards", "0"], "shards"),
-    (["data", "info", "{csv}", "-o", "encoding=no-such-codec"], "unknown encoding"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "--fraction", "2", "--no-llm"], "fraction"),
+        (["bench", "ifru", "--quick", "--fraction", "1.5"], "fraction must be in (0, 1)"),
+        (["bench", "apa", "--shards", "0"], "shards"),
+        (["data", "info", "{csv}", "-o", "encoding=no-such-codec"], "unknown encoding"),
+    ],
+)
 def test_bad_option_values_are_one_line_errors(tmp_path, capsys, args, message):
     csv = tmp_path / "log.csv"
     csv.write_text("user,item\n1,2\n")
@@ -231,7 +268,9 @@ def test_experiment_executor_reaches_shard_methods():
     config = ExperimentConfig(executor="process")
     assert _method_config(config, "sisa")["executor"] == "process"
     assert "executor" not in _method_config(config, "retrain")
-    pinned = ExperimentConfig(executor="process", method_options={"sisa": {"executor": "inprocess"}})
+    pinned = ExperimentConfig(
+        executor="process", method_options={"sisa": {"executor": "inprocess"}}
+    )
     assert _method_config(pinned, "sisa")["executor"] == "inprocess"
 
 
@@ -259,15 +298,48 @@ def built(monkeypatch, tmp_path):
     return run
 
 
-@pytest.mark.parametrize("args, module, function, output", [
-    (["bench", "scaling", "--quick"], "recunlearn.bench.scaling", "run_scaling_benchmark", "scaling/quick.json"),
-    (["bench", "exact", "--quick"], "recunlearn.bench.exact", "run_exact_benchmark", "exact/quick.json"),
-    (["bench", "ifru", "--quick"], "recunlearn.bench.ifru", "run_ifru_benchmark", "ifru/quick.json"),
-    (["bench", "apa", "--quick"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/quick.json"),
-    (["bench", "apa", "--demo"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/demo.json"),
-    (["bench", "scaling", "--quick", "--out", "x/s.json"], "recunlearn.bench.scaling", "run_scaling_benchmark", "x/s.json"),
-    (["bench", "scaling"], "recunlearn.bench.scaling", "run_scaling_benchmark", "scaling/synthetic.json"),
-])
+@pytest.mark.parametrize(
+    "args, module, function, output",
+    [
+        (
+            ["bench", "scaling", "--quick"],
+            "recunlearn.bench.scaling",
+            "run_scaling_benchmark",
+            "scaling/quick.json",
+        ),
+        (
+            ["bench", "exact", "--quick"],
+            "recunlearn.bench.exact",
+            "run_exact_benchmark",
+            "exact/quick.json",
+        ),
+        (
+            ["bench", "ifru", "--quick"],
+            "recunlearn.bench.ifru",
+            "run_ifru_benchmark",
+            "ifru/quick.json",
+        ),
+        (
+            ["bench", "apa", "--quick"],
+            "recunlearn.bench.apa",
+            "run_apa_benchmark",
+            "apa/quick.json",
+        ),
+        (["bench", "apa", "--demo"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/demo.json"),
+        (
+            ["bench", "scaling", "--quick", "--out", "x/s.json"],
+            "recunlearn.bench.scaling",
+            "run_scaling_benchmark",
+            "x/s.json",
+        ),
+        (
+            ["bench", "scaling"],
+            "recunlearn.bench.scaling",
+            "run_scaling_benchmark",
+            "scaling/synthetic.json",
+        ),
+    ],
+)
 def test_presets_do_not_write_over_the_full_runs_results(built, args, module, function, output):
     """The full runs' files are committed and cited; a smoke run writes beside them, as `bench all` does."""
     assert built(module, function, args).output.endswith(output)
@@ -276,15 +348,55 @@ def test_presets_do_not_write_over_the_full_runs_results(built, args, module, fu
 def test_options_given_with_a_preset_apply_on_top_of_it(built):
     scaling = "recunlearn.bench.scaling", "run_scaling_benchmark"
     assert built(*scaling, ["bench", "scaling", "--quick"]).train["max_epochs"] == 1
-    assert built(*scaling, ["bench", "scaling", "--quick", "--epochs", "3"]).train["max_epochs"] == 3
-    exact = built("recunlearn.bench.exact", "run_exact_benchmark",
-                  ["bench", "exact", "--quick", "--batch-users", "4", "--batch-interactions", "7"])
+    assert (
+        built(*scaling, ["bench", "scaling", "--quick", "--epochs", "3"]).train["max_epochs"] == 3
+    )
+    exact = built(
+        "recunlearn.bench.exact",
+        "run_exact_benchmark",
+        ["bench", "exact", "--quick", "--batch-users", "4", "--batch-interactions", "7"],
+    )
     assert (exact.batch_users, exact.batch_interactions, exact.data.dataset) == (4, 7, "synthetic")
     apa = "recunlearn.bench.apa", "run_apa_benchmark"
-    quick = built(*apa, ["bench", "apa", "--quick", "--data", "ml-100k", "--n-train", "40", "--n-valid", "20",
-                         "--n-test", "30", "--max-epochs", "3", "--patience", "2", "--eval-every", "2", "--lr", "0.05"])
-    assert (quick.data, quick.n_train, quick.n_valid, quick.n_test, quick.tiny_backbone) == ("ml-100k", 40, 20, 30, "causal")
-    assert quick.train == {"lr": 0.05, "batch_size": 16, "max_epochs": 3, "patience": 2, "eval_every": 2, "seed": 0}
+    quick = built(
+        *apa,
+        [
+            "bench",
+            "apa",
+            "--quick",
+            "--data",
+            "ml-100k",
+            "--n-train",
+            "40",
+            "--n-valid",
+            "20",
+            "--n-test",
+            "30",
+            "--max-epochs",
+            "3",
+            "--patience",
+            "2",
+            "--eval-every",
+            "2",
+            "--lr",
+            "0.05",
+        ],
+    )
+    assert (quick.data, quick.n_train, quick.n_valid, quick.n_test, quick.tiny_backbone) == (
+        "ml-100k",
+        40,
+        20,
+        30,
+        "causal",
+    )
+    assert quick.train == {
+        "lr": 0.05,
+        "batch_size": 16,
+        "max_epochs": 3,
+        "patience": 2,
+        "eval_every": 2,
+        "seed": 0,
+    }
     demo = built(*apa, ["bench", "apa", "--demo", "--backbone", "smollm2"])
     assert demo.backbone == {"max_length": 96, "name": "smollm2"} and demo.n_train == 96
 
@@ -302,35 +414,61 @@ def no_training(monkeypatch, tmp_path):
         monkeypatch.setattr(f"recunlearn.bench.{module}.prepare", prepare)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "exact", "--quick", "-k", "0"], "n_shards"),
-    (["bench", "exact", "--quick", "-m", "ifru"], "exact methods"),
-    (["bench", "exact", "--quick", "-m", "sisa", "-m", "sisa"], "listed more than once: sisa"),
-    (["bench", "ifru", "--quick", "-m", "apa"], "not 'apa'"),
-    (["bench", "scaling", "--quick", "-m", "retrain", "-m", "retrain"], "listed more than once: retrain"),
-    (["demo", "--executor", "foo", "--no-llm"], "unknown executor 'foo'"),
-    (["demo", "-m", "ifru", "-m", "ifru", "--no-llm"], "listed more than once: ifru"),
-    (["bench", "exact", "--quick", "--dataset", "ml-100k"], "--dataset"),
-    (["bench", "ifru", "--quick", "--dataset", "ml-100k"], "--dataset"),
-    (["bench", "apa", "--quick", "--backbone", "smollm2"], "--backbone"),
-    (["bench", "apa", "--quick", "--demo"], "choose one"),
-    (["bench", "all", "-p", "nosuch"], "no module recunlearn.bench.nosuch"),
-    (["bench", "all", "-p", "exact", "--out", "{file}/results"], "cannot create"),
-    (["bench", "exact", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
-    (["bench", "ifru", "--quick", "--out", "{dir}"], "cannot write a file there"),
-    (["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r.json"], "cannot create its folder"),
-    (["bench", "apa", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
-    (["demo", "--no-llm", "-m", "ifru", "--out", "{file}/demo"], "cannot create the folder"),
-    (["bench", "executors", "--interactions", "2000", "--out", "{file}/e.json"], "cannot create its folder"),
-    (["report", "{file}", "--out", "{file}/report"], "cannot create a folder there"),
-    (["service", "init", "--data", "{file}", "--home", "{file}/svc"], "cannot create a folder there"),
-    (["bench", "ifru", "--quick", "--seed", "-1"], "seeds.0: Input should be greater than or equal to 0"),
-    (["bench", "apa", "--quick", "--seed", "99999999999999999999"], "sample_seed: Input should be less than"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "exact", "--quick", "-k", "0"], "n_shards"),
+        (["bench", "exact", "--quick", "-m", "ifru"], "exact methods"),
+        (["bench", "exact", "--quick", "-m", "sisa", "-m", "sisa"], "listed more than once: sisa"),
+        (["bench", "ifru", "--quick", "-m", "apa"], "not 'apa'"),
+        (
+            ["bench", "scaling", "--quick", "-m", "retrain", "-m", "retrain"],
+            "listed more than once: retrain",
+        ),
+        (["demo", "--executor", "foo", "--no-llm"], "unknown executor 'foo'"),
+        (["demo", "-m", "ifru", "-m", "ifru", "--no-llm"], "listed more than once: ifru"),
+        (["bench", "exact", "--quick", "--dataset", "ml-100k"], "--dataset"),
+        (["bench", "ifru", "--quick", "--dataset", "ml-100k"], "--dataset"),
+        (["bench", "apa", "--quick", "--backbone", "smollm2"], "--backbone"),
+        (["bench", "apa", "--quick", "--demo"], "choose one"),
+        (["bench", "all", "-p", "nosuch"], "no module recunlearn.bench.nosuch"),
+        (["bench", "all", "-p", "exact", "--out", "{file}/results"], "cannot create"),
+        (["bench", "exact", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
+        (["bench", "ifru", "--quick", "--out", "{dir}"], "cannot write a file there"),
+        (
+            ["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r.json"],
+            "cannot create its folder",
+        ),
+        (["bench", "apa", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
+        (["demo", "--no-llm", "-m", "ifru", "--out", "{file}/demo"], "cannot create the folder"),
+        (
+            ["bench", "executors", "--interactions", "2000", "--out", "{file}/e.json"],
+            "cannot create its folder",
+        ),
+        (["report", "{file}", "--out", "{file}/report"], "cannot create a folder there"),
+        (
+            ["service", "init", "--data", "{file}", "--home", "{file}/svc"],
+            "cannot create a folder there",
+        ),
+        (
+            ["bench", "ifru", "--quick", "--seed", "-1"],
+            "seeds.0: Input should be greater than or equal to 0",
+        ),
+        (
+            ["bench", "apa", "--quick", "--seed", "99999999999999999999"],
+            "sample_seed: Input should be less than",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_anything_runs(no_training, tmp_path, capsys, args, message):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        main([a.replace("{file}", str(tmp_path / "file")).replace("{dir}", str(tmp_path)) for a in args])
+        main(
+            [
+                a.replace("{file}", str(tmp_path / "file")).replace("{dir}", str(tmp_path))
+                for a in args
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
@@ -345,14 +483,22 @@ def test_a_method_listed_twice_is_refused(no_training, tmp_path, capsys):
     assert "methods: Value error, listed more than once: ifru" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args", [["serve", "--port", "99999"], ["bench", "ifru-scaling", "--max-epochs", "0"],
-                                  ["bench", "executors", "-k", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--port", "99999"],
+        ["bench", "ifru-scaling", "--max-epochs", "0"],
+        ["bench", "executors", "-k", "0"],
+    ],
+)
 def test_out_of_range_numbers_are_usage_errors(args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Invalid value" in result.output
 
 
-def test_bench_runs_with_other_settings_never_replace_the_cited_results(no_training, tmp_path, monkeypatch):
+def test_bench_runs_with_other_settings_never_replace_the_cited_results(
+    no_training, tmp_path, monkeypatch
+):
     """`bench executors -k 2` wrote its K=2 run over mf-k4.json, and `bench scaling -n ...` over the
     10M study's synthetic.json, which the docs cite."""
     from pathlib import Path
@@ -371,10 +517,18 @@ def test_bench_runs_with_other_settings_never_replace_the_cited_results(no_train
     monkeypatch.setattr(scaling, "run_executors_benchmark", record)
     monkeypatch.setattr(scaling, "run_scaling_benchmark", record)
     monkeypatch.chdir(tmp_path)
-    for args in (["bench", "executors", "-k", "2", "--interactions", "4000", "--epochs", "1"], ["bench", "executors"],
-                 ["bench", "scaling", "-n", "2000", "-m", "retrain"], ["bench", "scaling"]):
+    for args in (
+        ["bench", "executors", "-k", "2", "--interactions", "4000", "--epochs", "1"],
+        ["bench", "executors"],
+        ["bench", "scaling", "-n", "2000", "-m", "retrain"],
+        ["bench", "scaling"],
+    ):
         with pytest.raises(Recorded):
             main(args)
-    assert written == ["benchmarks/results/executors/mf-k2-n4000-e1.json", "benchmarks/results/executors/mf-k4.json",
-                       "benchmarks/results/scaling/custom.json", "benchmarks/results/scaling/synthetic.json"]
+    assert written == [
+        "benchmarks/results/executors/mf-k2-n4000-e1.json",
+        "benchmarks/results/executors/mf-k4.json",
+        "benchmarks/results/scaling/custom.json",
+        "benchmarks/results/scaling/synthetic.json",
+    ]
     assert not Path("benchmarks/results/scaling/synthetic.json").exists()

@@ -44,18 +44,28 @@ def test_training_is_deterministic_given_the_seed(tiny_split, config):
     b = fit_model(config, tiny_split.train, tiny_split.valid, train_config).model
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
-    c = fit_model(config, tiny_split.train, tiny_split.valid, train_config.model_copy(update={"seed": 1})).model
+    c = fit_model(
+        config, tiny_split.train, tiny_split.valid, train_config.model_copy(update={"seed": 1})
+    ).model
     assert not torch.equal(a.user_emb.weight, c.user_emb.weight)
 
 
 def test_early_stopping_restores_the_best_epoch(tiny_split):
-    result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid,
-                       TrainConfig(**{**FAST_TRAIN, "max_epochs": 30, "patience": 2}))
+    result = fit_model(
+        MFConfig(),
+        tiny_split.train,
+        tiny_split.valid,
+        TrainConfig(**{**FAST_TRAIN, "max_epochs": 30, "patience": 2}),
+    )
     assert result.best_epoch <= result.epochs
     assert result.best_valid == pytest.approx(max(result.history))
     assert result.valid_metric == "auc"
     assert result.best_valid == pytest.approx(
-        auc(tiny_split.valid.label, predict(result.model, tiny_split.valid.user, tiny_split.valid.item)))
+        auc(
+            tiny_split.valid.label,
+            predict(result.model, tiny_split.valid.user, tiny_split.valid.item),
+        )
+    )
 
 
 @pytest.mark.parametrize("config, patience", [(MFConfig(), 10), (LightGCNConfig(), 20)])
@@ -80,10 +90,14 @@ def test_validation_with_one_label_class_is_refused(tiny_split):
 
 
 def test_bpr_loss_trains_and_early_stops_on_validation_recall(tiny_split):
-    result = fit_model(MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"}))
+    result = fit_model(
+        MFConfig(), tiny_split.train, tiny_split.valid, TrainConfig(**{**FAST_TRAIN, "loss": "bpr"})
+    )
     assert result.valid_metric == "recall"
     task = RankingTask(tiny_split.train, tiny_split.valid, 20)
-    assert result.best_valid == pytest.approx(task.evaluate(lambda u: result.model.score_all(torch.as_tensor(u)))["recall@20"])
+    assert result.best_valid == pytest.approx(
+        task.evaluate(lambda u: result.model.score_all(torch.as_tensor(u)))["recall@20"]
+    )
 
 
 def test_bpr_learning_rate_defaults_to_the_ranking_rate_unless_given():
@@ -96,8 +110,12 @@ def test_ranking_early_stopping_accepts_positive_only_validation(tiny_split):
     """Implicit feedback has no disliked rows: AUC is undefined there, a ranking is not."""
     valid = tiny_split.valid
     liked_only = valid.take(np.flatnonzero(valid.label > 0))
-    result = fit_model(MFConfig(), tiny_split.train, liked_only,
-                       TrainConfig(**{**FAST_TRAIN, "valid_metric": "ndcg", "max_epochs": 5}))
+    result = fit_model(
+        MFConfig(),
+        tiny_split.train,
+        liked_only,
+        TrainConfig(**{**FAST_TRAIN, "valid_metric": "ndcg", "max_epochs": 5}),
+    )
     assert result.valid_metric == "ndcg" and np.isfinite(result.best_valid)
 
 
@@ -121,7 +139,9 @@ def test_real_data_quality_under_ifru_protocol(ml100k, config, floor):
     split = ifru_protocol(ml100k)
     result = fit_model(config, split.train, split.valid, TrainConfig())
     test_auc = auc(split.test.label, predict(result.model, split.test.user, split.test.item))
-    print(f"{config.kind}: test AUC {test_auc:.4f} after {result.epochs} epochs ({result.seconds:.1f} s)")
+    print(
+        f"{config.kind}: test AUC {test_auc:.4f} after {result.epochs} epochs ({result.seconds:.1f} s)"
+    )
     assert test_auc > floor
 
 
@@ -134,8 +154,12 @@ def test_training_is_bitwise_reproducible_on_two_threads(ml100k, kind):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        fits = [fit_model(config, split.train, None, TrainConfig(max_epochs=1, seed=0)).model.state_dict()
-                for _ in range(2)]
+        fits = [
+            fit_model(
+                config, split.train, None, TrainConfig(max_epochs=1, seed=0)
+            ).model.state_dict()
+            for _ in range(2)
+        ]
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(fits[0][k], other[k]) for other in fits[1:] for k in fits[0])
@@ -152,7 +176,10 @@ def test_bpr_regularises_the_sampled_negatives_too(tiny_split):
     loss = batch_loss(model, users, items, torch.ones(3), config, torch.Generator().manual_seed(7))
     neg = torch.randint(0, model.n_items, items.shape, generator=torch.Generator().manual_seed(7))
     u, i, j = model.user_emb.weight[users], model.item_emb.weight[items], model.item_emb.weight[neg]
-    expected = bpr((u * i).sum(-1), (u * j).sum(-1)) + 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / 2 / 3
+    expected = (
+        bpr((u * i).sum(-1), (u * j).sum(-1))
+        + 0.5 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / 2 / 3
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -173,6 +200,11 @@ def test_bpr_negatives_avoid_the_users_positives():
     negatives = sample_negatives(n_items, users, torch.Generator().manual_seed(0), liked)
     keys = users * n_items + negatives
     assert not torch.isin(keys, liked).any()
-    assert (negatives[users == 0] == 4).all() and set((negatives[users == 1]).tolist()) == {0, 1, 2, 3}
+    assert (negatives[users == 0] == 4).all() and set((negatives[users == 1]).tolist()) == {
+        0,
+        1,
+        2,
+        3,
+    }
     again = sample_negatives(n_items, users, torch.Generator().manual_seed(0), liked)
     assert torch.equal(negatives, again), "seeded"

@@ -16,10 +16,22 @@ def test_own_model_page_runs(tmp_path):
     assert len(blocks) >= 5, "the page's worked example"
     script = tmp_path / "own_model.py"
     script.write_text("\n".join(blocks))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "RECUNLEARN_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "RECUNLEARN_PROGRESS": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "runs" / "adopted" / "unlearner.json").is_file()
-    assert all((tmp_path / "runs" / name / "weights.safetensors").is_file()
-               for name in ("retrain", "sisa", "finetune", "ifru"))
+    assert all(
+        (tmp_path / "runs" / name / "weights.safetensors").is_file()
+        for name in ("retrain", "sisa", "finetune", "ifru")
+    )

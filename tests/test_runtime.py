@@ -24,8 +24,13 @@ print(json.dumps({"settings": allocator_settings(), "recorded": environment()["r
 
 
 def probe(**env: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
-                          env={**os.environ, **env})
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -41,6 +46,15 @@ def test_the_allocator_is_left_alone_when_asked():
 
 
 def test_importing_the_library_changes_nothing():
-    done = subprocess.run([sys.executable, "-c", "import recunlearn, recunlearn.bench.experiment as e;"
-                           "print(e.environment()['retain_freed_memory'])"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import recunlearn, recunlearn.bench.experiment as e;"
+            "print(e.environment()['retain_freed_memory'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "False"

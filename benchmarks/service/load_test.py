@@ -42,7 +42,9 @@ from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
 
 HOST = "127.0.0.1"
-POSTGRES_URL = os.environ.get("RECUNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "RECUNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def free_port() -> int:
@@ -55,16 +57,35 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
     ms = np.asarray(values) * 1000
-    return {"n": len(values), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
+    return {
+        "n": len(values),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
 
 
 def commit() -> str:
     """The checked-out commit, '+changes' when the code (src/, this script) differs from it."""
     root = Path(__file__).resolve().parents[2]
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "src",
-                            "benchmarks/service/load_test.py"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "src",
+            "benchmarks/service/load_test.py",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return (head or "unknown") + ("+changes" if dirty else "")
 
 
@@ -91,22 +112,44 @@ class Postgres:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="Server on which a fresh database is made.")
+    parser.add_argument(
+        "--postgres-url", default=POSTGRES_URL, help="Server on which a fresh database is made."
+    )
     parser.add_argument("--data", default="ml-100k")
     parser.add_argument("--threshold", type=float, default=3.0, help="Label = rating > threshold.")
     parser.add_argument("--method", default="sisa")
-    parser.add_argument("--config", default='{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}')
-    parser.add_argument("--delete-users", type=int, default=20, help="Users named by the phase-1 deletion.")
+    parser.add_argument(
+        "--config", default='{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}'
+    )
+    parser.add_argument(
+        "--delete-users", type=int, default=20, help="Users named by the phase-1 deletion."
+    )
     parser.add_argument("--threads", type=int, default=4, help="Client threads.")
     parser.add_argument("--seconds", type=float, default=90.0, help="Upper bound on phase 1.")
-    parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before the deletion.")
-    parser.add_argument("--stream-seconds", type=float, default=30.0, help="How long one-user deletions arrive.")
-    parser.add_argument("--stream-interval", type=float, default=0.05,
-                        help="Seconds between two of them (faster than the worker settles them, to measure its rate).")
-    parser.add_argument("--drain-seconds", type=float, default=120.0, help="Upper bound on waiting for the stream.")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls.")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="Default: benchmarks/service/results/load_test-<store>.json")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="Seconds of load before the deletion."
+    )
+    parser.add_argument(
+        "--stream-seconds", type=float, default=30.0, help="How long one-user deletions arrive."
+    )
+    parser.add_argument(
+        "--stream-interval",
+        type=float,
+        default=0.05,
+        help="Seconds between two of them (faster than the worker settles them, to measure its rate).",
+    )
+    parser.add_argument(
+        "--drain-seconds", type=float, default=120.0, help="Upper bound on waiting for the stream."
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls."
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Default: benchmarks/service/results/load_test-<store>.json",
+    )
     args = parser.parse_args()
     out = args.out or Path(f"benchmarks/service/results/load_test-{args.store}.json")
     if args.store == "postgres":
@@ -129,15 +172,23 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
     rng = np.random.default_rng(0)
     n_stream = int(args.stream_seconds / args.stream_interval)
     chosen = rng.choice(users, size=args.delete_users + n_stream, replace=False).tolist()
-    doomed, streamed = chosen[:args.delete_users], chosen[args.delete_users:]
+    doomed, streamed = chosen[: args.delete_users], chosen[args.delete_users :]
     askable = sorted(set(users) - set(chosen))
     port = free_port()
     env = {**os.environ, "RECUNLEARN_PROGRESS": "0"}
     cli = [sys.executable, "-c", "from recunlearn.cli import main; main()"]
-    server = subprocess.Popen(cli + ["serve", "--home", str(home.path), "--host", HOST, "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen(cli + ["worker", "--home", str(home.path)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        cli + ["serve", "--home", str(home.path), "--host", HOST, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        cli + ["worker", "--home", str(home.path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://{HOST}:{port}"
     headers = {"Authorization": f"Bearer {made.write_token}"}
     samples: list[tuple[float, float, int, str]] = []  # (start, seconds, status, version)
@@ -179,7 +230,9 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         deadline = time.monotonic() + args.seconds
         time.sleep(args.warmup)
         submitted = time.monotonic()
-        api.post("/v1/deletions", json={"request_id": "load-test", "users": doomed}).raise_for_status()
+        api.post(
+            "/v1/deletions", json={"request_id": "load-test", "users": doomed}
+        ).raise_for_status()
         published, record = None, {"status": "not finished within --seconds"}
         while time.monotonic() < deadline:
             record = status("load-test")
@@ -190,13 +243,18 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         time.sleep(args.warmup)
         after_end = stream_start = time.monotonic()
         for k, user in enumerate(streamed):  # phase 2: a stream of one-user deletions
-            api.post("/v1/deletions", json={"request_id": f"stream-{k}", "users": [user]}).raise_for_status()
+            api.post(
+                "/v1/deletions", json={"request_id": f"stream-{k}", "users": [user]}
+            ).raise_for_status()
             time.sleep(max(0.0, stream_start + (k + 1) * args.stream_interval - time.monotonic()))
         stream_end = time.monotonic()
         done: dict[str, float] = {}
         while len(done) < len(streamed) and time.monotonic() < stream_end + args.drain_seconds:
             for k in range(len(streamed)):
-                if f"stream-{k}" not in done and status(f"stream-{k}")["status"] in ("published", "failed"):
+                if f"stream-{k}" not in done and status(f"stream-{k}")["status"] in (
+                    "published",
+                    "failed",
+                ):
                     done[f"stream-{k}"] = time.monotonic()
             time.sleep(0.5)
         stream_records = [status(f"stream-{k}") for k in range(len(streamed))]
@@ -216,32 +274,60 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         return [s for s in samples if lo <= s[0] < hi]
 
     end = published or after_end
-    phases = {"before": phase(0, submitted), "during": phase(submitted, end), "after": phase(end, after_end),
-              "stream": phase(stream_start, drained)}
+    phases = {
+        "before": phase(0, submitted),
+        "during": phase(submitted, end),
+        "after": phase(end, after_end),
+        "stream": phase(stream_start, drained),
+    }
     settled = [r for r in stream_records if r["status"] == "published"]
     last = max(done.values(), default=None)
     batches = sorted({r["version"] for r in settled})
     return {
         "commit": commit(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average_at_end": os.getloadavg(),
+        },
         "store": {"kind": args.store, **store_info},
-        "data": args.data, "threshold": args.threshold, "rows": len(data), "method": args.method, "config": json.loads(args.config),
-        "fit_seconds": round(made.fit_seconds, 2), "client_threads": args.threads,
-        "deletion": {"users": len(doomed), "status": record["status"],
-                     "removed_rows": (record.get("audit") or {}).get("removed_rows"),
-                     "submitted_to_published_s": round(end - submitted, 2) if published else None,
-                     "worker_forget_s": ((record.get("audit") or {}).get("timings") or {}).get("forget_s")},
-        "stream": {"requests": len(streamed), "interval_s": args.stream_interval,
-                   "published": len(settled), "failed": sum(r["status"] == "failed" for r in stream_records),
-                   "versions": len(batches),
-                   "first_submitted_to_last_published_s": round(last - stream_start, 2) if last else None,
-                   "deletions_per_minute": round(len(settled) / (last - stream_start) * 60, 1) if last else None},
-        "requests": len(samples), "errors": sum(1 for s in samples if s[2] != 200),
+        "data": args.data,
+        "threshold": args.threshold,
+        "rows": len(data),
+        "method": args.method,
+        "config": json.loads(args.config),
+        "fit_seconds": round(made.fit_seconds, 2),
+        "client_threads": args.threads,
+        "deletion": {
+            "users": len(doomed),
+            "status": record["status"],
+            "removed_rows": (record.get("audit") or {}).get("removed_rows"),
+            "submitted_to_published_s": round(end - submitted, 2) if published else None,
+            "worker_forget_s": ((record.get("audit") or {}).get("timings") or {}).get("forget_s"),
+        },
+        "stream": {
+            "requests": len(streamed),
+            "interval_s": args.stream_interval,
+            "published": len(settled),
+            "failed": sum(r["status"] == "failed" for r in stream_records),
+            "versions": len(batches),
+            "first_submitted_to_last_published_s": round(last - stream_start, 2) if last else None,
+            "deletions_per_minute": round(len(settled) / (last - stream_start) * 60, 1)
+            if last
+            else None,
+        },
+        "requests": len(samples),
+        "errors": sum(1 for s in samples if s[2] != 200),
         "versions_served": len({s[3] for s in samples if s[3]}),
-        "latency": {name: {**percentiles([s[1] for s in rows]), "errors": sum(1 for s in rows if s[2] != 200)}
-                    for name, rows in phases.items()},
+        "latency": {
+            name: {
+                **percentiles([s[1] for s in rows]),
+                "errors": sum(1 for s in rows if s[2] != 200),
+            }
+            for name, rows in phases.items()
+        },
     }
 
 

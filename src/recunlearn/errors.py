@@ -30,4 +30,6 @@ class NotFittedError(RecUnlearnError):
 
 def validation_problems(exc) -> str:
     """A pydantic ``ValidationError`` as one line naming each bad field: ``path: message; ...``."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors()
+    )

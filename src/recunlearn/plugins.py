@@ -28,16 +28,23 @@ def entry_point_names(group: str) -> list[str]:
     return sorted({entry.name for entry in importlib.metadata.entry_points(group=group)})
 
 
-def load_entry_points(group: str, register: Callable[[str, object], None], name: str | None = None) -> None:
+def load_entry_points(
+    group: str, register: Callable[[str, object], None], name: str | None = None
+) -> None:
     """Load the entry points of ``group`` (only those called ``name``, if given) and hand each
     loaded object to ``register(name, obj)``; one that fails to import is a one-line ConfigError
     naming it, not a traceback from inside someone else's package."""
-    selection = importlib.metadata.entry_points(group=group) if name is None else \
-        importlib.metadata.entry_points(group=group, name=name)
+    selection = (
+        importlib.metadata.entry_points(group=group)
+        if name is None
+        else importlib.metadata.entry_points(group=group, name=name)
+    )
     for entry in selection:
         try:
             loaded = entry.load()
         except Exception as exc:  # any import-time failure of a third-party package
-            raise ConfigError(f"entry point {entry.name!r} of {group!r} ({entry.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise ConfigError(
+                f"entry point {entry.name!r} of {group!r} ({entry.value}) failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         register(entry.name, loaded)

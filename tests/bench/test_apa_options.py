@@ -9,11 +9,14 @@ from recunlearn.bench.apa import ApaBenchConfig, run_apa_benchmark
 from recunlearn.errors import ConfigError
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"tau": 10}, "tau is chosen from tau_grid"),
-    ({"no_such_option": 1}, "no_such_option"),
-    ({"weighting": "loudest"}, "weighting"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"tau": 10}, "tau is chosen from tau_grid"),
+        ({"no_such_option": 1}, "no_such_option"),
+        ({"weighting": "loudest"}, "weighting"),
+    ],
+)
 def test_apa_settings_are_refused_before_any_sample_or_adapter(monkeypatch, settings, message):
     def prepare_samples(config):
         raise AssertionError("samples built before APA's settings were checked")
@@ -32,12 +35,17 @@ def test_a_fixed_tau_with_no_grid_is_accepted(monkeypatch):
 
     monkeypatch.setattr(apa, "prepare_samples", prepare_samples)
     with pytest.raises(Checked):
-        run_apa_benchmark(ApaBenchConfig.quick(methods=["apa"], apa={"tau": 10, "tau_grid": None}), log=lambda m: None)
+        run_apa_benchmark(
+            ApaBenchConfig.quick(methods=["apa"], apa={"tau": 10, "tau_grid": None}),
+            log=lambda m: None,
+        )
 
 
 def test_the_main_auc_is_scored_under_the_configured_options():
     """An ablation weighting asked for is what the row's AUC and latency measure, not the attention's."""
-    results = run_apa_benchmark(ApaBenchConfig.quick(methods=["apa"], apa={"weighting": "major"}), log=lambda m: None)
+    results = run_apa_benchmark(
+        ApaBenchConfig.quick(methods=["apa"], apa={"weighting": "major"}), log=lambda m: None
+    )
     row = results["rows"][1]
     assert row["auc"] == row["variants"]["major (ND)"]["auc"]
     assert row["auc"] != row["variants"]["APA(ND)"]["auc"]  # so the check above tells them apart

@@ -17,9 +17,20 @@ def results():
 
 
 def test_every_run_has_most_popular_original_and_each_method(results):
-    assert [run["deletion"] for run in results["runs"]] == ["random", "users", "fake_positives", "fake_users"]
+    assert [run["deletion"] for run in results["runs"]] == [
+        "random",
+        "users",
+        "fake_positives",
+        "fake_users",
+    ]
     for run in results["runs"]:
-        assert [row["method"] for row in run["rows"]] == ["most-popular", "original", "retrain", "ifru", "sisa"]
+        assert [row["method"] for row in run["rows"]] == [
+            "most-popular",
+            "original",
+            "retrain",
+            "ifru",
+            "sisa",
+        ]
         retrain = run["rows"][2]
         assert retrain["dist_removed"] == 0.0 and retrain["speedup"] == pytest.approx(1.0)
         assert 0 <= run["rows"][0]["recall@20"] <= 1
@@ -33,7 +44,10 @@ def test_the_attack_row_says_how_much_each_forget_recovered(results):
         original, retrain = attack["rows"][1], attack["rows"][2]
         assert "attack_recovered" in retrain and "attack_recovered" not in attack["rows"][0]
         if retrain["recall@20"] > original["recall@20"]:
-            assert retrain["attack_recovered"] == pytest.approx(1.0) and original["attack_recovered"] == 0.0
+            assert (
+                retrain["attack_recovered"] == pytest.approx(1.0)
+                and original["attack_recovered"] == 0.0
+            )
     assert "attack recovered" in markdown_table(results)
 
 
@@ -51,8 +65,24 @@ def test_the_command_writes_its_results(tmp_path):
 
     _load_commands()
     out = tmp_path / "implicit.json"
-    result = CliRunner().invoke(app, ["bench", "implicit", "--quick", "--model", "mf", "--deletion", "random",
-                                      "-m", "retrain", "-m", "scif", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "implicit",
+            "--quick",
+            "--model",
+            "mf",
+            "--deletion",
+            "random",
+            "-m",
+            "retrain",
+            "-m",
+            "scif",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["runs"][0]["rows"][3]["method"] == "scif"

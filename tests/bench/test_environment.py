@@ -12,9 +12,15 @@ from recunlearn.bench import _results, experiment
 def test_environment_names_the_source_commit():
     commit = experiment.environment()["commit"]
     root = Path(experiment.__file__).resolve().parents[3]
-    if (root / ".git").exists() and (root / "src" / "recunlearn").is_dir():  # an editable source checkout
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+    if (root / ".git").exists() and (
+        root / "src" / "recunlearn"
+    ).is_dir():  # an editable source checkout
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert commit in (head, head + "+changes")
     else:  # an installed wheel or an unpacked archive: no history to name
         assert commit is None
@@ -24,7 +30,9 @@ def test_results_files_name_the_commit_too(tmp_path):
     """The shared results format (scaling, executors, suites) records it like the older documents."""
     path = tmp_path / "scaling" / "r.json"
     _results.write_results(path, [{"method": "retrain", "fit_seconds": 1.0}], {"seed": 0})
-    assert json.loads(path.read_text())["environment"]["commit"] == experiment.environment()["commit"]
+    assert (
+        json.loads(path.read_text())["environment"]["commit"] == experiment.environment()["commit"]
+    )
     assert experiment.source_commit is _results.source_commit  # one definition
 
 

@@ -12,8 +12,7 @@ import torch
 
 from recunlearn.data import user_deletion
 from recunlearn.errors import ConfigError
-from recunlearn.unlearn import get_method
-from recunlearn.unlearn import executors
+from recunlearn.unlearn import executors, get_method
 from recunlearn.unlearn.executors import ProcessExecutor, RayExecutor, get_executor, train_shard
 from tests.conformance import FAST_TRAIN
 
@@ -85,8 +84,9 @@ def test_training_does_not_raise_a_lone_jobs_thread_count_back_to_omp_num_thread
     monkeypatch.setattr(runtime, "_threads", {"configured": False})
     threads = torch.get_num_threads()
     try:
-        assert ProcessExecutor(workers=2).map(lambda job: (runtime.configure_threads(), torch.get_num_threads())[1],
-                                              [0]) == [1]
+        assert ProcessExecutor(workers=2).map(
+            lambda job: (runtime.configure_threads(), torch.get_num_threads())[1], [0]
+        ) == [1]
         assert torch.get_num_threads() == 2, "OMP_NUM_THREADS applies outside the job"
     finally:
         torch.set_num_threads(threads)
@@ -133,19 +133,30 @@ def apa_setup(tmp_path_factory):
     from recunlearn.models.llm.samples import build_samples, split_samples, subsample
 
     data = binarize(load_dataset("synthetic", n_interactions=2000, seed=0), 3.0)
-    train, valid, test = split_samples(build_samples(data, history=4, max_samples=400, seed=0), by="time")
+    train, valid, test = split_samples(
+        build_samples(data, history=4, max_samples=400, seed=0), by="time"
+    )
     train, valid, test = subsample(train, 32), subsample(valid, 16, 1), subsample(test, 16, 2)
-    folder = create_tiny_model(tmp_path_factory.mktemp("apa") / "tiny", train.prompts() + valid.prompts()
-                               + test.prompts(), kind="causal")
-    config = {"backbone": {"name": str(folder)}, "n_shards": 2,
-              "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1}}
+    folder = create_tiny_model(
+        tmp_path_factory.mktemp("apa") / "tiny",
+        train.prompts() + valid.prompts() + test.prompts(),
+        kind="causal",
+    )
+    config = {
+        "backbone": {"name": str(folder)},
+        "n_shards": 2,
+        "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
+    }
     return config, train, valid, test
 
 
 @pytest.mark.slow
 def test_apa_adapters_through_ray_match_inprocess(apa_setup, ray_cluster):
     config, train, valid, test = apa_setup
-    fitted = {name: get_method("apa")({**config, "executor": name}).fit(train, valid) for name in ("inprocess", "ray")}
+    fitted = {
+        name: get_method("apa")({**config, "executor": name}).fit(train, valid)
+        for name in ("inprocess", "ray")
+    }
     local, remote = fitted["inprocess"], fitted["ray"]
     for k, (mine, theirs) in enumerate(zip(remote.adapters, local.adapters, strict=True)):
         assert mine.keys() == theirs.keys() and mine
@@ -184,10 +195,20 @@ class FakeRay:
         return list(refs)
 
 
-@pytest.mark.parametrize("gpus, job_device, train_device, expected", [
-    (0, None, None, 0), (1, None, None, 1), (1, None, "cpu", 0), (4, None, "cuda", 1), (1, "cpu", None, 0),
-    (1, "cuda:0", None, 1)])
-def test_ray_tasks_ask_for_a_gpu_when_the_cluster_has_one(gpus, job_device, train_device, expected, monkeypatch):
+@pytest.mark.parametrize(
+    "gpus, job_device, train_device, expected",
+    [
+        (0, None, None, 0),
+        (1, None, None, 1),
+        (1, None, "cpu", 0),
+        (4, None, "cuda", 1),
+        (1, "cpu", None, 0),
+        (1, "cuda:0", None, 1),
+    ],
+)
+def test_ray_tasks_ask_for_a_gpu_when_the_cluster_has_one(
+    gpus, job_device, train_device, expected, monkeypatch
+):
     monkeypatch.delenv("RECUNLEARN_DEVICE", raising=False)
     fake = FakeRay(gpus)
     monkeypatch.setattr(executors, "_import_ray", lambda: fake)
@@ -210,4 +231,3 @@ def test_bad_names_and_worker_counts_are_rejected(monkeypatch):
         ProcessExecutor()
     with pytest.raises(ConfigError, match="at least one worker"):
         ProcessExecutor(workers=0)
-

@@ -21,27 +21,63 @@ from recunlearn.cli._app import app
 from recunlearn.errors import RecUnlearnError
 
 METHOD_ROWS = [
-    {"method": "retrain", "auc": 0.77, "forget_seconds": 3.5, "speedup": 1.0, "dist_removed": 0.0, "dist_test": 0.0},
-    {"method": "ifru", "auc": 0.76, "forget_seconds": 1.2, "speedup": 2.9, "dist_removed": 0.08, "dist_test": 0.03},
-    {"method": "sisa", "n_shards": 5, "auc": 0.71, "forget_seconds": 0.9, "speedup": 3.9, "dist_removed": 0.2,
-     "dist_test": 0.15},
+    {
+        "method": "retrain",
+        "auc": 0.77,
+        "forget_seconds": 3.5,
+        "speedup": 1.0,
+        "dist_removed": 0.0,
+        "dist_test": 0.0,
+    },
+    {
+        "method": "ifru",
+        "auc": 0.76,
+        "forget_seconds": 1.2,
+        "speedup": 2.9,
+        "dist_removed": 0.08,
+        "dist_test": 0.03,
+    },
+    {
+        "method": "sisa",
+        "n_shards": 5,
+        "auc": 0.71,
+        "forget_seconds": 0.9,
+        "speedup": 3.9,
+        "dist_removed": 0.2,
+        "dist_test": 0.15,
+    },
 ]
 
 
 def scaling_rows(exponent: float = 1.5):
-    return [{"method": m, "n_interactions": n, "fit_seconds": c * (n / 1e5) ** exponent,
-             "forget_seconds": c / 10 * (n / 1e5), "peak_memory_mb": 50 + n / 1e4}
-            for m, c in (("retrain", 2.0), ("sisa", 0.5)) for n in (100_000, 1_000_000, 10_000_000)]
+    return [
+        {
+            "method": m,
+            "n_interactions": n,
+            "fit_seconds": c * (n / 1e5) ** exponent,
+            "forget_seconds": c / 10 * (n / 1e5),
+            "peak_memory_mb": 50 + n / 1e4,
+        }
+        for m, c in (("retrain", 2.0), ("sisa", 0.5))
+        for n in (100_000, 1_000_000, 10_000_000)
+    ]
 
 
 @pytest.fixture
 def results_paths(tmp_path):
     config = {"data": {"dataset": "synthetic", "seed": 1024}, "train": {"seed": 0, "lr": 0.01}}
     methods = tmp_path / "ifru" / "tiny.json"
-    write_results(methods, METHOD_ROWS, config, "recunlearn bench ifru --quick", markdown="| table |")
+    write_results(
+        methods, METHOD_ROWS, config, "recunlearn bench ifru --quick", markdown="| table |"
+    )
     scaling = tmp_path / "scaling" / "synthetic.json"
-    write_results(scaling, scaling_rows(), {"sizes": [100_000, 1_000_000, 10_000_000], "seed": 7},
-                  "recunlearn bench scaling", summary={"note": "made up"})
+    write_results(
+        scaling,
+        scaling_rows(),
+        {"sizes": [100_000, 1_000_000, 10_000_000], "seed": 7},
+        "recunlearn bench scaling",
+        summary={"note": "made up"},
+    )
     return methods, scaling
 
 
@@ -51,7 +87,10 @@ def test_results_file_records_its_context(results_paths):
     assert document["schema_version"] == SCHEMA and document["protocol"] == "ifru"
     assert document["command"] == "recunlearn bench ifru --quick"
     assert document["seeds"] == {"data.seed": 1024, "train.seed": 0}
-    assert document["environment"]["versions"]["torch"] and document["environment"]["versions"]["python"]
+    assert (
+        document["environment"]["versions"]["torch"]
+        and document["environment"]["versions"]["python"]
+    )
     hardware = document["environment"]["hardware"]
     assert hardware["cpu_count"] >= 1 and hardware["memory_gb"] > 0
     assert methods.with_suffix(".md").read_text() == "| table |\n"
@@ -61,11 +100,22 @@ def test_results_file_records_its_context(results_paths):
 def test_older_documents_and_bad_files(tmp_path):
     legacy = tmp_path / "exact" / "old.json"
     legacy.parent.mkdir()
-    legacy.write_text(json.dumps({"config": {"deletion_seed": 3}, "rows": [{"method": "sisa", "auc": 0.7}],
-                                  "command": "recunlearn bench exact", "data": {"train": {"rows": 10}}}))
+    legacy.write_text(
+        json.dumps(
+            {
+                "config": {"deletion_seed": 3},
+                "rows": [{"method": "sisa", "auc": 0.7}],
+                "command": "recunlearn bench exact",
+                "data": {"train": {"rows": 10}},
+            }
+        )
+    )
     results = load_results(legacy)
-    assert (results.protocol, results.seeds, results.summary) == ("exact", {"deletion_seed": 3},
-                                                                   {"data": {"train": {"rows": 10}}})
+    assert (results.protocol, results.seeds, results.summary) == (
+        "exact",
+        {"deletion_seed": 3},
+        {"data": {"train": {"rows": 10}}},
+    )
     (tmp_path / "nope.json").write_text("[1, 2]")
     with pytest.raises(RecUnlearnError, match="needs a top-level 'rows' list"):
         load_results(tmp_path / "nope.json")
@@ -74,13 +124,21 @@ def test_older_documents_and_bad_files(tmp_path):
 
 
 def test_seeds_are_found_at_any_depth():
-    config = {"seed": 1, "methods": [{"partition_seed": 2}], "data": {"seed": 3, "seeds": "x", "flag": True}}
+    config = {
+        "seed": 1,
+        "methods": [{"partition_seed": 2}],
+        "data": {"seed": 3, "seeds": "x", "flag": True},
+    }
     assert find_seeds(config) == {"seed": 1, "methods.0.partition_seed": 2, "data.seed": 3}
 
 
 def test_lists_of_seeds_are_seeds():
     """IFRU's protocol repeats its runs over ``seeds: list[int]``; the report's Seeds line names them."""
-    config = {"seeds": [0, 1, 2], "data": {"seed": 1024}, "train": {"n_seeds": 3, "seeds": [], "flags": [True]}}
+    config = {
+        "seeds": [0, 1, 2],
+        "data": {"seed": 1024},
+        "train": {"n_seeds": 3, "seeds": [], "flags": [True]},
+    }
     assert find_seeds(config) == {"seeds": [0, 1, 2], "data.seed": 1024}
 
 
@@ -88,15 +146,23 @@ def test_older_documents_are_dated_by_their_file(tmp_path):
     """Not by the time the report is made: a file that records no date says which date it shows."""
     legacy = tmp_path / "ifru" / "old.json"
     legacy.parent.mkdir()
-    legacy.write_text(json.dumps({"config": {"seeds": [0, 1]}, "rows": [{"method": "ifru", "auc": 0.7}]}))
+    legacy.write_text(
+        json.dumps({"config": {"seeds": [0, 1]}, "rows": [{"method": "ifru", "auc": 0.7}]})
+    )
     then = datetime(2021, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
     os.utime(legacy, (then.timestamp(), then.timestamp()))
     results = load_results(legacy)
-    assert (results.created, results.created_from) == ("2021-03-04T05:06:07+00:00", "file modification time")
+    assert (results.created, results.created_from) == (
+        "2021-03-04T05:06:07+00:00",
+        "file modification time",
+    )
     assert results.seeds == {"seeds": [0, 1]}
     dated = tmp_path / "dated.json"
     dated.write_text(json.dumps({"rows": [], "created": "2020-01-01T00:00:00+00:00"}))
-    assert (load_results(dated).created, load_results(dated).created_from) == ("2020-01-01T00:00:00+00:00", "recorded")
+    assert (load_results(dated).created, load_results(dated).created_from) == (
+        "2020-01-01T00:00:00+00:00",
+        "recorded",
+    )
     markdown = write_report([legacy], tmp_path / "out")["markdown"].read_text()
     assert "Written 2021-03-04T05:06:07+00:00 (file modification time" in markdown
     assert "Seeds: seeds [0, 1]" in markdown
@@ -111,13 +177,29 @@ def test_slopes_recover_the_exponent():
 
 def test_plots_are_chosen_by_the_keys_rows_have(results_paths):
     methods, scaling = results_paths
-    assert [p.slug for p in plots(load_results(methods))] == ["utility_vs_time", "speedup", "completeness"]
+    assert [p.slug for p in plots(load_results(methods))] == [
+        "utility_vs_time",
+        "speedup",
+        "completeness",
+    ]
     assert [p.slug for p in plots(load_results(scaling))] == ["scaling"]
-    nested = load_results(methods).model_copy(update={"rows": [
-        {"method": "sisa", "auc": 0.7, "users": {"request_seconds": 0.5, "request_speedup": 4.0}}]})
+    nested = load_results(methods).model_copy(
+        update={
+            "rows": [
+                {
+                    "method": "sisa",
+                    "auc": 0.7,
+                    "users": {"request_seconds": 0.5, "request_speedup": 4.0},
+                }
+            ]
+        }
+    )
     assert [p.slug for p in plots(nested)] == ["utility_vs_time", "speedup"]
     assert flatten({"a": {"b": 1, "c": {"d": 2}}}) == {"a.b": 1, "a.c.d": 2}
-    assert label({"method": "sisa", "n_shards": 4, "model": "mf", "seed": 1}, ("model",)) == "sisa K=4 model=mf"
+    assert (
+        label({"method": "sisa", "n_shards": 4, "model": "mf", "seed": 1}, ("model",))
+        == "sisa K=4 model=mf"
+    )
 
 
 def test_report_is_self_contained_and_records_context(results_paths, tmp_path):
@@ -130,7 +212,9 @@ def test_report_is_self_contained_and_records_context(results_paths, tmp_path):
         assert fact in page
     markdown = paths["markdown"].read_text()
     linked = re.findall(r"!\[[^\]]+\]\((figures/[^)]+\.png)\)", markdown)
-    assert len(linked) == 4 and all((tmp_path / "out" / link).stat().st_size > 5000 for link in linked)
+    assert len(linked) == 4 and all(
+        (tmp_path / "out" / link).stat().st_size > 5000 for link in linked
+    )
     assert "| method | auc | forget_seconds |" in markdown
 
 
@@ -138,7 +222,9 @@ def test_figures_of_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_pa
     """Two runs of one protocol kept in two folders under the same file name, in one report."""
     paths = [tmp_path / run / "ifru" / "tiny.json" for run in ("a", "b")]
     for path, auc in zip(paths, (0.6, 0.9)):
-        write_results(path, [{**row, "auc": auc} for row in METHOD_ROWS], {}, "recunlearn bench ifru")
+        write_results(
+            path, [{**row, "auc": auc} for row in METHOD_ROWS], {}, "recunlearn bench ifru"
+        )
     markdown = write_report(paths, tmp_path / "out")["markdown"].read_text()
     linked = re.findall(r"!\[[^\]]+\]\((figures/[^)]+\.png)\)", markdown)
     assert len(linked) == 6 and len(set(linked)) == 6
@@ -147,24 +233,46 @@ def test_figures_of_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_pa
 
 def ifru_scaling_rows():
     """Rows as `bench ifru-scaling` writes them: one per size, a column set per method."""
-    return [{"interactions": n, "removed_rows": 1000, "ifru_seconds": 0.01 * n / 1e5, "influence_seconds": 0.005,
-             "retrain_seconds": 5.0 * (n / 1e5) ** 2, "speedup": 500.0 * n / 1e5, "ifru_peak_mib": 20.0,
-             "retrain_peak_mib": None, "auc_original": 0.7, "auc_ifru": 0.72, "auc_retrain": 0.74}
-            for n in (100_000, 1_000_000)]
+    return [
+        {
+            "interactions": n,
+            "removed_rows": 1000,
+            "ifru_seconds": 0.01 * n / 1e5,
+            "influence_seconds": 0.005,
+            "retrain_seconds": 5.0 * (n / 1e5) ** 2,
+            "speedup": 500.0 * n / 1e5,
+            "ifru_peak_mib": 20.0,
+            "retrain_peak_mib": None,
+            "auc_original": 0.7,
+            "auc_ifru": 0.72,
+            "auc_retrain": 0.74,
+        }
+        for n in (100_000, 1_000_000)
+    ]
 
 
 def test_ifru_scaling_rows_are_plotted_per_method(tmp_path):
     path = tmp_path / "ifru" / "scaling.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"config": {"seed": 0}, "rows": ifru_scaling_rows(), "command": "bench ifru-scaling"}))
+    path.write_text(
+        json.dumps(
+            {"config": {"seed": 0}, "rows": ifru_scaling_rows(), "command": "bench ifru-scaling"}
+        )
+    )
     results = load_results(path)
     rows = measured_rows(results.rows)
     assert [(r["method"], r["n_interactions"]) for r in rows] == [
-        ("ifru", 100_000), ("retrain", 100_000), ("ifru", 1_000_000), ("retrain", 1_000_000)]
+        ("ifru", 100_000),
+        ("retrain", 100_000),
+        ("ifru", 1_000_000),
+        ("retrain", 1_000_000),
+    ]
     assert rows[2]["speedup"] == pytest.approx(5000.0) and rows[3]["speedup"] == 1.0
     assert [p.slug for p in plots(results)] == ["utility_vs_time", "speedup", "scaling"]
     fitted = slopes(rows)
-    assert fitted["retrain"]["forget_seconds"] == pytest.approx(2.0) and fitted["ifru"]["forget_seconds"] == pytest.approx(1.0)
+    assert fitted["retrain"]["forget_seconds"] == pytest.approx(2.0) and fitted["ifru"][
+        "forget_seconds"
+    ] == pytest.approx(1.0)
     assert "peak_memory_mb" in fitted["ifru"] and "peak_memory_mb" not in fitted["retrain"]
     page = write_report([path], tmp_path / "out")["html"].read_text()
     assert "Slopes" in page and page.count("data:image/png;base64,") == 3
@@ -189,15 +297,34 @@ def test_cli_writes_the_report(results_paths):
 
 def chromium() -> str:
     path = shutil.which("chromium")
-    assert path, "the screenshot test needs Debian's chromium: apt-get install -y chromium (.ci/run does this)"
+    assert path, (
+        "the screenshot test needs Debian's chromium: apt-get install -y chromium (.ci/run does this)"
+    )
     return path
 
 
 def screenshot(page, png, profile):
-    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1300,2200",
-                    f"--screenshot={png}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--window-size=1300,2200",
+            f"--screenshot={png}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     from matplotlib.image import imread
 
     return imread(png)[..., :3]
@@ -219,7 +346,9 @@ def test_browser_shows_the_plots(results_paths, tmp_path):
     distinct = len(np.unique((with_plots * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     assert distinct > 300  # antialiased plots, not flat text
     assert colourful_fraction(with_plots) > 0.01 > 10 * colourful_fraction(without)
-    tab_blue = np.abs(with_plots - np.array([31, 119, 180]) / 255).max(axis=2) < 0.05  # matplotlib's C0
+    tab_blue = (
+        np.abs(with_plots - np.array([31, 119, 180]) / 255).max(axis=2) < 0.05
+    )  # matplotlib's C0
     assert tab_blue.sum() > 500
 
 
@@ -227,7 +356,9 @@ def test_a_scripts_argument_dict_is_a_command_and_a_bad_file_is_named(tmp_path):
     """Study scripts record their arguments as a dict (vars(args)); a file that is not a results
     file is refused with its path, not a bare validation error."""
     path = tmp_path / "study.json"
-    path.write_text(json.dumps({"command": {"seed": 1, "calls": 20}, "rows": [{"method": "ifru", "auc": 0.7}]}))
+    path.write_text(
+        json.dumps({"command": {"seed": 1, "calls": 20}, "rows": [{"method": "ifru", "auc": 0.7}]})
+    )
     assert json.loads(load_results(path).command) == {"seed": 1, "calls": 20}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema_version": SCHEMA, "rows": [], "protocol": 3}))

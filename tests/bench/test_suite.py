@@ -23,8 +23,11 @@ SCALING = {"sizes": [2000, 4000], "methods": ["retrain"]}
 
 @pytest.mark.slow
 def test_quick_suite_keeps_results_and_reports(tmp_path):
-    config = SuiteConfig(protocols=["exact", "scaling", "no-such-protocol"], out=str(tmp_path),
-                         overrides={"exact": {"methods": ["retrain", "sisa"]}, "scaling": SCALING})
+    config = SuiteConfig(
+        protocols=["exact", "scaling", "no-such-protocol"],
+        out=str(tmp_path),
+        overrides={"exact": {"methods": ["retrain", "sisa"]}, "scaling": SCALING},
+    )
     suite = run_suite(config, log=lambda message: None)
     status = {r["protocol"]: r["status"] for r in suite.rows}
     assert status == {"exact": "ok", "scaling": "ok", "no-such-protocol": "missing"}
@@ -34,8 +37,14 @@ def test_quick_suite_keeps_results_and_reports(tmp_path):
     exact = load_results(tmp_path / "exact" / "quick.json")
     assert {r["method"] for r in exact.rows} == {"retrain", "sisa"} and exact.command
     scaling = load_results(tmp_path / "scaling" / "quick.json")
-    assert [(r["method"], r["n_interactions"]) for r in scaling.rows] == [("retrain", 2000), ("retrain", 4000)]
-    assert all(r["fit_seconds"] > 0 and r["forget_seconds"] > 0 and r["process_peak_mb"] > 50 for r in scaling.rows)
+    assert [(r["method"], r["n_interactions"]) for r in scaling.rows] == [
+        ("retrain", 2000),
+        ("retrain", 4000),
+    ]
+    assert all(
+        r["fit_seconds"] > 0 and r["forget_seconds"] > 0 and r["process_peak_mb"] > 50
+        for r in scaling.rows
+    )
     assert set(scaling.summary["slopes"]["retrain"]) >= {"fit_seconds", "forget_seconds"}
     assert scaling.seeds == {"data_seed": 0, "deletion_seed": 0}
     assert scaling.environment["hardware"]["cpu_count"] >= 1
@@ -46,11 +55,17 @@ def test_quick_suite_keeps_results_and_reports(tmp_path):
 
 
 def test_a_failing_protocol_is_recorded_and_the_others_run(tmp_path):
-    config = SuiteConfig(protocols=["scaling", "exact"], out=str(tmp_path),
-                         overrides={"scaling": {"methods": ["no-such-method"]}, "exact": {"n_shards": [0]}})
+    config = SuiteConfig(
+        protocols=["scaling", "exact"],
+        out=str(tmp_path),
+        overrides={"scaling": {"methods": ["no-such-method"]}, "exact": {"n_shards": [0]}},
+    )
     suite = run_suite(config, log=lambda message: None)
     assert [r["status"] for r in suite.rows] == ["failed", "failed"]
-    assert "no-such-method" in suite.rows[0]["detail"] and suite.summary["failed"] == ["scaling", "exact"]
+    assert "no-such-method" in suite.rows[0]["detail"] and suite.summary["failed"] == [
+        "scaling",
+        "exact",
+    ]
     assert suite.summary["report"] is None
 
 
@@ -77,11 +92,17 @@ def run_fake_benchmark(config: FakeBenchConfig, log=print):
 def test_unreadable_results_are_a_failure(tmp_path, monkeypatch):
     module = types.ModuleType("recunlearn.bench.fake")
     module.FakeBenchConfig, module.OtherBenchConfig, module.run_fake_benchmark = (
-        FakeBenchConfig, OtherBenchConfig, run_fake_benchmark)
+        FakeBenchConfig,
+        OtherBenchConfig,
+        run_fake_benchmark,
+    )
     monkeypatch.setitem(sys.modules, "recunlearn.bench.fake", module)
     assert Protocol("fake").config_class is FakeBenchConfig
     suite = run_suite(SuiteConfig(protocols=["fake"], out=str(tmp_path)), log=lambda m: None)
-    assert suite.rows[0]["status"] == "failed" and "needs a top-level 'rows' list" in suite.rows[0]["detail"]
+    assert (
+        suite.rows[0]["status"] == "failed"
+        and "needs a top-level 'rows' list" in suite.rows[0]["detail"]
+    )
 
 
 def test_protocols_are_found_by_convention(tmp_path):
@@ -90,7 +111,9 @@ def test_protocols_are_found_by_convention(tmp_path):
     assert exact.config("quick", tmp_path, {}).output == str(tmp_path / "exact" / "quick.json")
     assert exact.config("full", tmp_path, {}).output == str(tmp_path / "exact" / "ml100k.json")
     assert Protocol("scaling").config_class is ScalingConfig
-    assert Protocol("ifru").config_class.__name__ == "IFRUBenchConfig"  # its module also has a scaling config
+    assert (
+        Protocol("ifru").config_class.__name__ == "IFRUBenchConfig"
+    )  # its module also has a scaling config
     with pytest.raises(ConfigError, match="no module recunlearn.bench.nope"):
         Protocol("nope")
     with pytest.raises(ConfigError, match="overrides for protocols that do not run"):
@@ -110,11 +133,22 @@ def test_cli_bench_all_reports_missing_protocols(tmp_path, monkeypatch):
 def test_executor_benchmark_records_runs_and_identity(tmp_path, monkeypatch):
     from recunlearn.bench.scaling import ExecutorBenchConfig, run_executors_benchmark
 
-    monkeypatch.setenv("RECUNLEARN_WORKERS", "1")  # the pool's logic without its start-up (tested elsewhere)
+    monkeypatch.setenv(
+        "RECUNLEARN_WORKERS", "1"
+    )  # the pool's logic without its start-up (tested elsewhere)
     out = tmp_path / "executors" / "mf.json"
-    results = run_executors_benchmark(ExecutorBenchConfig.quick(n_interactions=4000, output=str(out)), log=lambda m: None)
-    assert [(r["executor"], r["pool"]) for r in results.rows] == [("inprocess", "-"), ("inprocess", "-"),
-                                                                  ("process", "cold"), ("process", "warm")]
+    results = run_executors_benchmark(
+        ExecutorBenchConfig.quick(n_interactions=4000, output=str(out)), log=lambda m: None
+    )
+    assert [(r["executor"], r["pool"]) for r in results.rows] == [
+        ("inprocess", "-"),
+        ("inprocess", "-"),
+        ("process", "cold"),
+        ("process", "warm"),
+    ]
     assert all(r["identical_to_inprocess"] and r["fit_seconds"] > 0 for r in results.rows)
     assert results.rows[0]["speedup_vs_inprocess"] == 1.0
-    assert load_results(out).protocol == "executors" and "same models" in out.with_suffix(".md").read_text()
+    assert (
+        load_results(out).protocol == "executors"
+        and "same models" in out.with_suffix(".md").read_text()
+    )

@@ -78,7 +78,9 @@ def test_erased_users_become_unknown_and_requests_skip_them(tiny):
     rest = tiny.drop(tiny.user == u3)
     erased = rest.with_erased_users([u3])
     assert "u3" not in erased.users and len(erased.users) == len(tiny.users)
-    assert erased.users.ids[u3].startswith("<erased ") and erased.content_hash() == rest.content_hash()
+    assert (
+        erased.users.ids[u3].startswith("<erased ") and erased.content_hash() == rest.content_hash()
+    )
     with pytest.raises(DataError, match="only users without rows"):
         tiny.with_erased_users([u3])
     with pytest.raises(UnknownIdError):
@@ -121,8 +123,13 @@ def test_label_flip_flips_every_row_of_a_repeated_pair():
 
     from recunlearn.data import Interactions
 
-    frame = pd.DataFrame({"user": ["a", "a", "a", "b", "b", "c"], "item": ["x", "x", "y", "x", "y", "y"],
-                          "rating": [5.0, 1.0, 4.0, 2.0, 5.0, 3.0]})
+    frame = pd.DataFrame(
+        {
+            "user": ["a", "a", "a", "b", "b", "c"],
+            "item": ["x", "x", "y", "x", "y", "y"],
+            "rating": [5.0, 1.0, 4.0, 2.0, 5.0, 3.0],
+        }
+    )
     data = Interactions.from_frame(frame, timestamp=None, threshold=3)
     for seed in range(20):
         polluted, request = label_flip_attack(data, fraction=0.2, seed=seed)

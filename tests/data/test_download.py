@@ -26,7 +26,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def _serve(folder: Path) -> Iterator[str]:
     handler = functools.partial(_Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -64,7 +66,10 @@ def test_first_use_downloads_then_the_cache_serves(shared_server, tmp_path, monk
     monkeypatch.setenv(MIRROR_ENV, shared_server)
     data = load_dataset("ml-100k-download")
     assert data.content_hash() == ml100k.content_hash()
-    assert sorted(p.name for p in (cache / "ml-100k").iterdir()) == ["u.data", "u.item"]  # no temp files left
+    assert sorted(p.name for p in (cache / "ml-100k").iterdir()) == [
+        "u.data",
+        "u.item",
+    ]  # no temp files left
     # the cache now answers without the server
     monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9/")
     assert fetch("ml-100k") == cache / "ml-100k"
@@ -121,10 +126,17 @@ def test_http_failures_are_clear(shared_server, tmp_path):
 
 def test_a_transfer_cut_off_midway_is_an_error_and_leaves_nothing(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutOff)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     try:
         with pytest.raises(DownloadError, match="closed after 10 of 1,048,576 bytes"):
-            fetch("ml-100k", base_url=f"http://127.0.0.1:{server.server_address[1]}/", cache=tmp_path, timeout=5)
+            fetch(
+                "ml-100k",
+                base_url=f"http://127.0.0.1:{server.server_address[1]}/",
+                cache=tmp_path,
+                timeout=5,
+            )
     finally:
         server.shutdown()
         server.server_close()

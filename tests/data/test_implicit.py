@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recunlearn.data import (Interactions, fake_positive_attack, fake_user_attack, implicit_protocol, per_user_split,
-                             positive_interactions)
+from recunlearn.data import (
+    Interactions,
+    fake_positive_attack,
+    fake_user_attack,
+    implicit_protocol,
+    per_user_split,
+    positive_interactions,
+)
 from recunlearn.errors import ConfigError, DataError
 from tests.conftest import make_tiny
 
@@ -37,8 +43,10 @@ def test_the_per_user_split_keeps_every_user_in_training_and_no_pair_twice(by):
     assert 0.7 < len(split.train) / len(data) < 0.9
     if by == "time":  # each user's test rows come after their training rows
         for user in np.unique(split.test.user):
-            assert split.test.timestamp[split.test.user == user].min() >= \
-                split.train.timestamp[split.train.user == user].max()
+            assert (
+                split.test.timestamp[split.test.user == user].min()
+                >= split.train.timestamp[split.train.user == user].max()
+            )
 
 
 def test_the_split_is_seeded():
@@ -62,16 +70,22 @@ def test_bad_ratios_are_refused(tiny):
 
 def test_fake_users_join_after_the_real_ones_and_the_request_names_them(tiny_split):
     train = tiny_split.train
-    polluted, request, targets = fake_user_attack(train, n_users=4, n_targets=2, profile_size=5, seed=0)
+    polluted, request, targets = fake_user_attack(
+        train, n_users=4, n_targets=2, profile_size=5, seed=0
+    )
     assert polluted.n_users == train.n_users + 4
-    assert np.array_equal(polluted.users.ids[:train.n_users], train.users.ids)  # a real user's index is unchanged
-    assert sorted(request.users) == sorted(polluted.users.ids[train.n_users:].tolist())
+    assert np.array_equal(
+        polluted.users.ids[: train.n_users], train.users.ids
+    )  # a real user's index is unchanged
+    assert sorted(request.users) == sorted(polluted.users.ids[train.n_users :].tolist())
     fake = polluted.take(request.rows(polluted))
     assert len(fake) == 4 * 7 and (fake.label == 1).all()
     for user in np.unique(fake.user):  # every fake profile holds every target
         assert set(targets) <= set(fake.item[fake.user == user].tolist())
-    assert np.array_equal(polluted.drop(request.rows(polluted)).pair_keys,
-                          train.reindexed(polluted.users, polluted.items).pair_keys)
+    assert np.array_equal(
+        polluted.drop(request.rows(polluted)).pair_keys,
+        train.reindexed(polluted.users, polluted.items).pair_keys,
+    )
 
 
 def test_an_attack_larger_than_the_catalogue_is_refused(tiny_split):
@@ -86,4 +100,6 @@ def test_fake_positives_are_new_pairs_after_the_real_rows(tiny_split):
     assert len(fake) == round(0.2 * len(train)) and (fake.label == 1).all()
     assert not set(fake.pair_keys.tolist()) & set(train.pair_keys.tolist())
     assert len(set(fake.pair_keys.tolist())) == len(fake)
-    assert np.array_equal(np.flatnonzero(request.rows(polluted)), np.arange(len(train), len(polluted)))
+    assert np.array_equal(
+        np.flatnonzero(request.rows(polluted)), np.arange(len(train), len(polluted))
+    )

@@ -14,15 +14,29 @@ from recunlearn.errors import DataError, UnknownIdError
 
 @pytest.fixture()
 def small() -> Interactions:
-    frame = pd.DataFrame({"user": ["a", "b", "a", "c", "b"], "item": ["x", "y", "y", "z", "x"],
-                          "rating": [5, 2, 4, 1, 3], "timestamp": [10, 20, 30, 40, 50]})
-    return Interactions.from_frame(frame, threshold=3, titles={"x": "X-Men", "y": "Yentl", "z": "Zelig"},
-                                   name="small")
+    frame = pd.DataFrame(
+        {
+            "user": ["a", "b", "a", "c", "b"],
+            "item": ["x", "y", "y", "z", "x"],
+            "rating": [5, 2, 4, 1, 3],
+            "timestamp": [10, 20, 30, 40, 50],
+        }
+    )
+    return Interactions.from_frame(
+        frame, threshold=3, titles={"x": "X-Men", "y": "Yentl", "z": "Zelig"}, name="small"
+    )
 
 
 def test_columns_and_vocabularies_are_read_only(small):
-    for column in (small.user, small.item, small.label, small.rating, small.timestamp, small.users.ids,
-                   small.item_title):
+    for column in (
+        small.user,
+        small.item,
+        small.label,
+        small.rating,
+        small.timestamp,
+        small.users.ids,
+        small.item_title,
+    ):
         with pytest.raises(ValueError):
             column[0] = column[1]
     with pytest.raises(AttributeError):
@@ -55,11 +69,25 @@ def test_inconsistent_columns_are_rejected(small):
     with pytest.raises(DataError, match="label"):
         small.with_labels(np.array([1, 0, 2, 0, 0], np.float32))
     with pytest.raises(DataError, match="rows"):
-        Interactions(user=[0, 1], item=[0], label=[1, 1], rating=[1, 1], timestamp=[0, 0],
-                     users=small.users, items=small.items)
+        Interactions(
+            user=[0, 1],
+            item=[0],
+            label=[1, 1],
+            rating=[1, 1],
+            timestamp=[0, 0],
+            users=small.users,
+            items=small.items,
+        )
     with pytest.raises(DataError, match="user index"):
-        Interactions(user=[0, 7], item=[0, 0], label=[1, 1], rating=[1, 1], timestamp=[0, 0],
-                     users=small.users, items=small.items)
+        Interactions(
+            user=[0, 7],
+            item=[0, 0],
+            label=[1, 1],
+            rating=[1, 1],
+            timestamp=[0, 0],
+            users=small.users,
+            items=small.items,
+        )
 
 
 def test_missing_columns_in_a_frame_are_named():
@@ -107,7 +135,9 @@ def test_content_hash_sees_every_column_and_ignores_indexing(small):
     assert not np.array_equal(reindexed.user, small.user)
     assert reindexed.content_hash() == base
     # a vocabulary with a longer id stores every id wider; the same rows hash the same
-    wider = small.reindexed(Vocabulary(np.array(["a", "b", "c", "a-much-longer-id"]), kind="user"), small.items)
+    wider = small.reindexed(
+        Vocabulary(np.array(["a", "b", "c", "a-much-longer-id"]), kind="user"), small.items
+    )
     assert wider.users.ids.dtype != small.users.ids.dtype and wider.content_hash() == base
 
 
@@ -144,9 +174,11 @@ def test_load_rejects_missing_corrupt_and_mismatched_files(small, tmp_path):
         Interactions.load(path, users=Vocabulary(np.array(["a", "b", "z"]), kind="user"))
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    for damaged, match in (({"meta": np.array("{not json")}, "meta record is damaged"),
-                           ({"meta": np.array("{}")}, "meta record is damaged"),
-                           ({"user": arrays["user"] + 0.7}, "user must hold integers, not float64")):
+    for damaged, match in (
+        ({"meta": np.array("{not json")}, "meta record is damaged"),
+        ({"meta": np.array("{}")}, "meta record is damaged"),
+        ({"user": arrays["user"] + 0.7}, "user must hold integers, not float64"),
+    ):
         np.savez(tmp_path / "damaged.npz", **{**arrays, **damaged})
         with pytest.raises(DataError, match=match):
             Interactions.load(tmp_path / "damaged.npz")

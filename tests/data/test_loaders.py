@@ -14,8 +14,8 @@ from recunlearn.data.movielens import load_embedded_movielens_100k, load_moviele
 from recunlearn.errors import ConfigError, DataError
 from tests.conftest import ml100k_path
 
-
 # MovieLens ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.realdata
 def test_movielens_100k_from_shared_data(ml100k):
@@ -73,15 +73,27 @@ def test_movielens_bad_input(tmp_path):
         load_movielens_100k(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("ratings.dat", "1::10::5::978300760\n2::20::five::978300761\n", "line 2: rating 'five' is not a number"),
-    ("ratings.dat", "", "ratings.dat: empty file"),
-    ("log.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t100\n2\t20\tyesterday\n",
-     "line 3: timestamp 'yesterday' is not a number"),
-    ("log.inter", "user_id:token\titem_id:token\n", "no rows below the header"),
-    ("log.inter", "", "empty file"),
-])
-def test_movielens_1m_and_atomic_reject_bad_values_and_empty_files(tmp_path, name, content, message):
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "ratings.dat",
+            "1::10::5::978300760\n2::20::five::978300761\n",
+            "line 2: rating 'five' is not a number",
+        ),
+        ("ratings.dat", "", "ratings.dat: empty file"),
+        (
+            "log.inter",
+            "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t100\n2\t20\tyesterday\n",
+            "line 3: timestamp 'yesterday' is not a number",
+        ),
+        ("log.inter", "user_id:token\titem_id:token\n", "no rows below the header"),
+        ("log.inter", "", "empty file"),
+    ],
+)
+def test_movielens_1m_and_atomic_reject_bad_values_and_empty_files(
+    tmp_path, name, content, message
+):
     (tmp_path / "movies.dat").write_text("10::A (2001)::Comedy\n20::B (1995)::Crime\n")
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message):
@@ -95,7 +107,9 @@ def test_atomic_empty_rating_is_missing(tmp_path):
 
 
 def test_from_frame_rejects_values_that_are_not_numbers():
-    frame = pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"], "rating": ["4", "five"], "timestamp": [1, 2]})
+    frame = pd.DataFrame(
+        {"user": ["a", "b"], "item": ["x", "y"], "rating": ["4", "five"], "timestamp": [1, 2]}
+    )
     with pytest.raises(DataError, match="column 'rating': row 1 holds 'five'"):
         Interactions.from_frame(frame)
     frame["rating"] = ["4", ""]
@@ -104,7 +118,9 @@ def test_from_frame_rejects_values_that_are_not_numbers():
 
 def test_loader_options_are_checked_against_the_loader(tmp_path):
     path = tmp_path / "ratings.csv"
-    path.write_text("1,a,4,100\n2,a,3,200\n3,a,5,300\n")  # Amazon's headerless user,item,rating,timestamp
+    path.write_text(
+        "1,a,4,100\n2,a,3,200\n3,a,5,300\n"
+    )  # Amazon's headerless user,item,rating,timestamp
     for text, item_first in (("False", False), ("no", False), ("true", True)):
         data = load_dataset(path, item_first=text)
         assert (data.n_users, data.n_items) == ((1, 3) if item_first else (3, 1)), text
@@ -120,17 +136,25 @@ def test_table_ids_ignore_spaces_around_them(tmp_path):
 
 
 def test_movielens_1m_format(tmp_path):
-    (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n1::20::2::978300761\n2::10::4::978300762\n")
-    (tmp_path / "movies.dat").write_bytes("10::Amélie (2001)::Comedy\n20::Heat (1995)::Crime\n".encode("latin-1"))
+    (tmp_path / "ratings.dat").write_text(
+        "1::10::5::978300760\n1::20::2::978300761\n2::10::4::978300762\n"
+    )
+    (tmp_path / "movies.dat").write_bytes(
+        "10::Amélie (2001)::Comedy\n20::Heat (1995)::Crime\n".encode("latin-1")
+    )
     data = load_dataset(tmp_path)
     assert (len(data), data.n_users, data.n_items) == (3, 2, 2)
     assert data.item_title.tolist() == ["Amélie (2001)", "Heat (1995)"]
 
 
 def test_recbole_atomic_files(tmp_path):
-    (tmp_path / "shop.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                         "u1\tb1\t4\t100\nu2\tb1\t2\t200\nu2\tb2\t5\t300\n")
-    (tmp_path / "shop.item").write_text("item_id:token\ttitle:token_seq\nb1\tFirst Book\nb2\tSecond Book\n")
+    (tmp_path / "shop.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "u1\tb1\t4\t100\nu2\tb1\t2\t200\nu2\tb2\t5\t300\n"
+    )
+    (tmp_path / "shop.item").write_text(
+        "item_id:token\ttitle:token_seq\nb1\tFirst Book\nb2\tSecond Book\n"
+    )
     data = load_dataset(tmp_path)
     assert data.name == "shop" and len(data) == 3
     assert data.item_title.tolist() == ["First Book", "Second Book"]
@@ -141,7 +165,7 @@ def test_recbole_atomic_files(tmp_path):
 
 # BookCrossing ------------------------------------------------------------------------------------
 
-BX_RATINGS = '''"User-ID";"ISBN";"Book-Rating"
+BX_RATINGS = """"User-ID";"ISBN";"Book-Rating"
 "276725";"034545104X";"0"
 "276726";"0155061224";"5"
 "276727";"0446520802";"0"
@@ -149,15 +173,15 @@ BX_RATINGS = '''"User-ID";"ISBN";"Book-Rating"
 "276729";"0521795028";"6"
 "276733";"2080674722";"0"
 "276726";"034545104X";"9"
-'''
-BX_BOOKS = '''"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S"
+"""
+BX_BOOKS = """"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S"
 "034545104X";"Flesh Tones: A Novel";"M. J. Rose";"2002";"Ballantine Books";"http://x/s.jpg"
 "0155061224";"Rites of Passage; a Memoir";"Judith Rae";"2001";"Heinle";"http://x/s.jpg"
 "052165615X";"Help!: Level 1";"Philip Prowse";"1999";"Cambridge University Press";"http://x/s.jpg"
 "0521795028";"The Amsterdam Connection : Level 4 (Cambridge English Readers)";"Sue Leather";"2001";"CUP";"http://x/s.jpg"
 "2080674722";"Les Misérables";"Victor Hugo";"1985";"Flammarion";"http://x/s.jpg"
 "0446520802";"The Real \\"J. Peterman\\" Story";"Günter Grass";"1999";"Warner";"http://x/s.jpg"
-'''
+"""
 
 
 @pytest.fixture()
@@ -191,10 +215,14 @@ def test_bookcrossing_keeps_implicit_zeros_on_request(bookcrossing):
 
 def test_bookcrossing_bad_input(tmp_path, bookcrossing):
     ratings = bookcrossing / "BX-Book-Ratings.csv"
-    ratings.write_bytes((BX_RATINGS + '"276744";"03855').encode("latin-1"))  # truncated inside a quote
+    ratings.write_bytes(
+        (BX_RATINGS + '"276744";"03855').encode("latin-1")
+    )  # truncated inside a quote
     with pytest.raises(DataError, match="malformed BookCrossing ratings"):
         load_bookcrossing(bookcrossing)
-    ratings.write_bytes((BX_RATINGS + '"276744";"038550120X"\n').encode("latin-1"))  # rating cut off
+    ratings.write_bytes(
+        (BX_RATINGS + '"276744";"038550120X"\n').encode("latin-1")
+    )  # rating cut off
     with pytest.raises(DataError, match="line 9 is incomplete"):
         load_bookcrossing(bookcrossing)
     ratings.write_bytes((BX_RATINGS + '"276744";"038550120X";"great"\n').encode("latin-1"))
@@ -245,10 +273,13 @@ def test_amazon_bad_input(tmp_path):
 
 # Any table ---------------------------------------------------------------------------------------
 
+
 def test_csv_table_with_recognised_column_names(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("userId,movieId,rating,timestamp,title\n7,100,4.5,1000,Alpha\n8,100,2,1001,Alpha\n"
-                    "7,200,3,1002,Beta\n")
+    path.write_text(
+        "userId,movieId,rating,timestamp,title\n7,100,4.5,1000,Alpha\n8,100,2,1001,Alpha\n"
+        "7,200,3,1002,Beta\n"
+    )
     data = load_dataset(path)
     assert (len(data), data.n_users, data.n_items) == (3, 2, 2)
     assert data.rating.tolist() == [4.5, 2, 3]
@@ -258,10 +289,13 @@ def test_csv_table_with_recognised_column_names(tmp_path):
 
 def test_tsv_table_with_named_columns_labels_and_dates(tmp_path):
     path = tmp_path / "clicks.tsv"
-    path.write_text("who\twhat\tclicked\twhen\tname\tby\nann\tk1\t1\t2024-01-01\tKettle\tACME\n"
-                    "bob\tk1\t0\t2024-01-02\tKettle\tACME\nbob\tk2\t1\t2024-01-03\tKnife\tBlades\n")
-    data = load_table(path, user="who", item="what", label="clicked", timestamp="when", title="name",
-                      author="by")
+    path.write_text(
+        "who\twhat\tclicked\twhen\tname\tby\nann\tk1\t1\t2024-01-01\tKettle\tACME\n"
+        "bob\tk1\t0\t2024-01-02\tKettle\tACME\nbob\tk2\t1\t2024-01-03\tKnife\tBlades\n"
+    )
+    data = load_table(
+        path, user="who", item="what", label="clicked", timestamp="when", title="name", author="by"
+    )
     assert data.label.tolist() == [1, 0, 1]
     assert data.timestamp.tolist() == [1704067200, 1704153600, 1704240000]
     assert data.item_author.tolist() == ["ACME", "Blades"]
@@ -269,8 +303,14 @@ def test_tsv_table_with_named_columns_labels_and_dates(tmp_path):
 
 
 def test_parquet_table(tmp_path):
-    frame = pd.DataFrame({"user_id": [1, 2, 2], "item_id": ["a", "a", "b"], "score": [1.0, 5.0, 3.0],
-                          "time": [5, 6, 7]})
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 2, 2],
+            "item_id": ["a", "a", "b"],
+            "score": [1.0, 5.0, 3.0],
+            "time": [5, 6, 7],
+        }
+    )
     path = tmp_path / "log.parquet"
     frame.to_parquet(path)
     data = load_dataset(path)
@@ -284,7 +324,9 @@ def test_parquet_table(tmp_path):
 def test_table_bad_input(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("person,thing,stars\n1,2,3\n")
-    with pytest.raises(DataError, match=r"no user column .*\['person', 'thing', 'stars'\].*user=\.\.\."):
+    with pytest.raises(
+        DataError, match=r"no user column .*\['person', 'thing', 'stars'\].*user=\.\.\."
+    ):
         load_dataset(path)
     with pytest.raises(DataError, match="no column 'rating' for rating"):
         load_table(path, user="person", item="thing", rating="rating")
@@ -329,8 +371,13 @@ def test_shared_movielens_is_found_from_any_directory_or_the_environment(tmp_pat
 def test_parquet_dates_are_unix_seconds_and_a_blank_timestamp_is_refused(tmp_path):
     """A datetime column read back from Parquet is not numeric: it went through to_numeric and came out
     in micro- or nanoseconds; a blank timestamp became 0 (1970), the oldest row in any time split."""
-    frame = pd.DataFrame({"user_id": [1, 2], "item_id": ["a", "b"],
-                          "time": pd.to_datetime(["2020-01-01", "2020-01-02"])})
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "item_id": ["a", "b"],
+            "time": pd.to_datetime(["2020-01-01", "2020-01-02"]),
+        }
+    )
     frame.to_parquet(tmp_path / "dates.parquet")
     assert load_dataset(tmp_path / "dates.parquet").timestamp.tolist() == [1577836800, 1577923200]
     frame["time"] = frame["time"].dt.tz_localize("Europe/Paris")  # midnight in Paris is 23:00 UTC
@@ -342,7 +389,8 @@ def test_parquet_dates_are_unix_seconds_and_a_blank_timestamp_is_refused(tmp_pat
 
 
 def test_an_atomic_file_with_a_blank_timestamp_is_refused_naming_its_line(tmp_path):
-    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                      "1\t10\t5\t100\n2\t10\t4\t\n")
+    (tmp_path / "x.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t5\t100\n2\t10\t4\t\n"
+    )
     with pytest.raises(DataError, match="x.inter: line 3 is incomplete"):
         load_dataset(tmp_path / "x.inter")

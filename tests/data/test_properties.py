@@ -18,13 +18,24 @@ from recunlearn.errors import DataError
 def tables(draw) -> Interactions:
     n_users = draw(st.integers(1, 12))
     n_items = draw(st.integers(1, 12))
-    cells = draw(st.lists(st.tuples(st.integers(0, n_users - 1), st.integers(0, n_items - 1)),
-                          min_size=1, max_size=80, unique=True))
+    cells = draw(
+        st.lists(
+            st.tuples(st.integers(0, n_users - 1), st.integers(0, n_items - 1)),
+            min_size=1,
+            max_size=80,
+            unique=True,
+        )
+    )
     users, items = np.array(cells).T
     n = len(cells)
-    frame = pd.DataFrame({"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items],
-                          "rating": draw(st.lists(st.integers(1, 5), min_size=n, max_size=n)),
-                          "timestamp": draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))})
+    frame = pd.DataFrame(
+        {
+            "user": [f"u{u}" for u in users],
+            "item": [f"i{i}" for i in items],
+            "rating": draw(st.lists(st.integers(1, 5), min_size=n, max_size=n)),
+            "timestamp": draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)),
+        }
+    )
     return Interactions.from_frame(frame, threshold=3)
 
 
@@ -84,10 +95,15 @@ def test_save_load_round_trip(tmp_path_factory, table):
     assert loaded.users.ids.tolist() == table.users.ids.tolist()
 
 
-@given(st.lists(st.integers(-50, 50), max_size=60), st.lists(st.integers(-50, 50), max_size=20),
-       st.sampled_from([1 << 23, 16]))
+@given(
+    st.lists(st.integers(-50, 50), max_size=60),
+    st.lists(st.integers(-50, 50), max_size=20),
+    st.sampled_from([1 << 23, 16]),
+)
 def test_member_mask_is_isin(values, candidates, table_limit):
     """Both ways of matching, a table over the candidates' range and a hash (ranges over the limit)."""
     values = np.asarray(values, np.int64)
     with patch.object(interactions, "_MEMBER_TABLE", table_limit):
-        np.testing.assert_array_equal(member_mask(values, np.asarray(candidates, np.int64)), np.isin(values, candidates))
+        np.testing.assert_array_equal(
+            member_mask(values, np.asarray(candidates, np.int64)), np.isin(values, candidates)
+        )

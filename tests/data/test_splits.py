@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recunlearn.data import Interactions, binarize, ifru_protocol, k_core, random_split, temporal_leave_last
+from recunlearn.data import (
+    Interactions,
+    binarize,
+    ifru_protocol,
+    k_core,
+    random_split,
+    temporal_leave_last,
+)
 from recunlearn.errors import DataError
 
 
@@ -32,8 +39,13 @@ def test_binarize_uses_a_strict_threshold(tiny):
     labelled = binarize(tiny, 3)
     np.testing.assert_array_equal(labelled.label, (tiny.rating > 3).astype(np.float32))
     with pytest.raises(DataError, match="missing"):
-        binarize(Interactions.from_frame(pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [np.nan, 4]}),
-                                         timestamp=None), 3)
+        binarize(
+            Interactions.from_frame(
+                pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [np.nan, 4]}),
+                timestamp=None,
+            ),
+            3,
+        )
 
 
 def test_k_core_leaves_every_user_and_item_with_k_rows(ml100k):
@@ -56,17 +68,21 @@ def test_random_split_is_seeded_and_sized(tiny):
 
 
 def test_temporal_leave_last_on_a_hand_made_table():
-    frame = pd.DataFrame({
-        # user a: four rows out of time order; b: three rows; c: two rows (too few: all in train)
-        "user": ["a", "a", "a", "a", "b", "b", "b", "c", "c"],
-        "item": ["i1", "i2", "i3", "i4", "i1", "i2", "i3", "i1", "i3"],
-        "rating": [5, 4, 3, 2, 1, 2, 3, 4, 5],
-        "timestamp": [40, 10, 30, 20, 5, 7, 6, 1, 2],
-    })
+    frame = pd.DataFrame(
+        {
+            # user a: four rows out of time order; b: three rows; c: two rows (too few: all in train)
+            "user": ["a", "a", "a", "a", "b", "b", "b", "c", "c"],
+            "item": ["i1", "i2", "i3", "i4", "i1", "i2", "i3", "i1", "i3"],
+            "rating": [5, 4, 3, 2, 1, 2, 3, 4, 5],
+            "timestamp": [40, 10, 30, 20, 5, 7, 6, 1, 2],
+        }
+    )
     split = temporal_leave_last(Interactions.from_frame(frame, threshold=3), n_last=1)
 
     def pairs(part):
-        return sorted(zip(part.users.external(part.user).tolist(), part.items.external(part.item).tolist()))
+        return sorted(
+            zip(part.users.external(part.user).tolist(), part.items.external(part.item).tolist())
+        )
 
     assert pairs(split.test) == [("a", "i1"), ("b", "i2")]
     assert pairs(split.valid) == [("a", "i3"), ("b", "i3")]
@@ -74,8 +90,14 @@ def test_temporal_leave_last_on_a_hand_made_table():
 
 
 def test_temporal_leave_last_keeps_only_seen_items():
-    frame = pd.DataFrame({"user": ["a"] * 3 + ["b"] * 3, "item": ["i1", "i2", "new", "i2", "i1", "i3"],
-                          "rating": [5] * 6, "timestamp": [1, 2, 3, 1, 2, 3]})
+    frame = pd.DataFrame(
+        {
+            "user": ["a"] * 3 + ["b"] * 3,
+            "item": ["i1", "i2", "new", "i2", "i1", "i3"],
+            "rating": [5] * 6,
+            "timestamp": [1, 2, 3, 1, 2, 3],
+        }
+    )
     split = temporal_leave_last(Interactions.from_frame(frame), n_last=1)
     # validation holds (a, i2) and (b, i1), both trained on by the other user; the last items of
     # both users occur nowhere in training, so the test set is empty
@@ -93,6 +115,10 @@ def test_a_repeated_pair_is_never_on_both_sides_of_a_split(tiny):
     for split in (random_split(data, seed=0), temporal_leave_last(data)):
         for part in (split.valid, split.test):
             assert not np.isin(part.pair_keys, split.train.pair_keys).any()
-        assert not np.isin(split.valid.pair_keys, split.test.pair_keys).any(), "nor in validation and test"
+        assert not np.isin(split.valid.pair_keys, split.test.pair_keys).any(), (
+            "nor in validation and test"
+        )
     plain = random_split(tiny, seed=0)
-    assert len(plain.train) + len(plain.valid) + len(plain.test) == len(tiny)  # nothing dropped without repeats
+    assert len(plain.train) + len(plain.valid) + len(plain.test) == len(
+        tiny
+    )  # nothing dropped without repeats

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recunlearn.data import Interactions, SyntheticConfig, binarize, load_dataset, random_split, synthetic
+from recunlearn.data import (
+    Interactions,
+    SyntheticConfig,
+    binarize,
+    load_dataset,
+    random_split,
+    synthetic,
+)
 from recunlearn.data.synthetic import GENRE_WORDS, GENRES, generate
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc
@@ -23,11 +30,14 @@ def test_same_seed_same_table_other_seed_other_table():
     assert first.content_hash() != other.content_hash()
 
 
-@pytest.mark.parametrize("options", [
-    {"n_interactions": 12},
-    {"n_interactions": 5000, "n_users": 80, "n_items": 300, "n_genres": 5},
-    {"n_interactions": 20_000, "popularity": 1.5, "exposure": 3.0},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_interactions": 12},
+        {"n_interactions": 5000, "n_users": 80, "n_items": 300, "n_genres": 5},
+        {"n_interactions": 20_000, "popularity": 1.5, "exposure": 3.0},
+    ],
+)
 def test_sizes_are_exact_and_pairs_unique(options):
     data = synthetic(**options)
     config = SyntheticConfig(**options)
@@ -47,7 +57,9 @@ def test_ratings_agree_with_labels_under_the_movielens_threshold():
 
 def test_popularity_is_skewed():
     def top_tenth_share(popularity: float) -> float:
-        counts = np.sort(np.bincount(synthetic(n_interactions=20_000, popularity=popularity).item))[::-1]
+        counts = np.sort(np.bincount(synthetic(n_interactions=20_000, popularity=popularity).item))[
+            ::-1
+        ]
         return counts[: len(counts) // 10].sum() / counts.sum()
 
     assert top_tenth_share(1.0) > 2 * top_tenth_share(0.0)
@@ -73,8 +85,12 @@ def test_labels_follow_taste_for_the_genre():
 
 def test_matrix_factorisation_learns_it():
     split = random_split(synthetic(n_interactions=20_000, seed=1), seed=0)
-    fitted = fit_model(MFConfig(dim=16), split.train, split.valid,
-                       TrainConfig(lr=0.01, l2=1e-3, batch_size=1024, max_epochs=20, patience=3, seed=0))
+    fitted = fit_model(
+        MFConfig(dim=16),
+        split.train,
+        split.valid,
+        TrainConfig(lr=0.01, l2=1e-3, batch_size=1024, max_epochs=20, patience=3, seed=0),
+    )
     assert auc(split.test.label, predict(fitted.model, split.test.user, split.test.item)) > 0.65
 
 
@@ -91,17 +107,26 @@ def test_bad_options_are_config_errors():
 
 def _title_word_auc(split) -> float:
     """AUC of a model that sees only titles: a user's smoothed like-rate of each title word in training."""
+
     def rows(part):
         words = np.array([title.split()[1:3] for title in part.item_title.tolist()])[part.item]
-        return pd.DataFrame({"user": part.user, "label": part.label, "adjective": words[:, 0], "noun": words[:, 1]})
+        return pd.DataFrame(
+            {"user": part.user, "label": part.label, "adjective": words[:, 0], "noun": words[:, 1]}
+        )
 
     train, test = rows(split.train), rows(split.test)
     prior = train["label"].mean()
-    both = pd.concat([train[["user", "label"]].assign(word=train[c]) for c in ("adjective", "noun")])
+    both = pd.concat(
+        [train[["user", "label"]].assign(word=train[c]) for c in ("adjective", "noun")]
+    )
     stats = both.groupby(["user", "word"])["label"].agg(["sum", "count"])
     preference = (stats["sum"] + 2 * prior) / (stats["count"] + 2)
-    score = sum(preference.reindex(pd.MultiIndex.from_arrays([test["user"], test[c]])).fillna(prior).to_numpy()
-                for c in ("adjective", "noun"))
+    score = sum(
+        preference.reindex(pd.MultiIndex.from_arrays([test["user"], test[c]]))
+        .fillna(prior)
+        .to_numpy()
+        for c in ("adjective", "noun")
+    )
     return auc(test["label"].to_numpy(), score)
 
 
@@ -110,7 +135,14 @@ def test_titles_alone_predict_likes_and_shuffled_titles_do_not():
     with_titles = _title_word_auc(random_split(data, seed=0))
     assert with_titles > 0.65
     # titles moved to other items keep only item-level noise (a popular item's words act as its id)
-    shuffled = Interactions(user=data.user, item=data.item, label=data.label, rating=data.rating,
-                            timestamp=data.timestamp, users=data.users, items=data.items,
-                            item_title=np.random.default_rng(0).permutation(data.item_title))
+    shuffled = Interactions(
+        user=data.user,
+        item=data.item,
+        label=data.label,
+        rating=data.rating,
+        timestamp=data.timestamp,
+        users=data.users,
+        items=data.items,
+        item_title=np.random.default_rng(0).permutation(data.item_title),
+    )
     assert _title_word_auc(random_split(shuffled, seed=0)) < with_titles - 0.08

@@ -27,8 +27,14 @@ def table(rows, users=("a", "b"), items=("x", "y", "z", "w")):
     frame = pd.DataFrame(rows, columns=["user", "item", "label"])
     from recunlearn.data import Vocabulary
 
-    return Interactions.from_frame(frame, label="label", rating=None, timestamp=None,
-                                   users=Vocabulary(list(users)), items=Vocabulary(list(items)))
+    return Interactions.from_frame(
+        frame,
+        label="label",
+        rating=None,
+        timestamp=None,
+        users=Vocabulary(list(users)),
+        items=Vocabulary(list(items)),
+    )
 
 
 def test_auc_undefined_with_one_class():
@@ -65,7 +71,9 @@ def test_recall_divides_by_every_relevant_item_and_nan_scores_give_nan():
     # user a: 3 relevant, top 2 = x, y (both relevant); user b: w ranks 4th
     scorer = TableScorer([[0.9, 0.8, 0.1, 0.2], [0.9, 0.8, 0.7, 0.1]])
     report = ranking_report(scorer, table([]), test, k=2)
-    assert report["recall@2"] == pytest.approx((2 / 3 + 0) / 2), "2 of a's 3 relevant items, not 2 of min(3, k)"
+    assert report["recall@2"] == pytest.approx((2 / 3 + 0) / 2), (
+        "2 of a's 3 relevant items, not 2 of min(3, k)"
+    )
     assert report["ndcg@2"] == pytest.approx(0.5), "a's top 2 is ideal"
     broken = TableScorer([[np.nan, 0.8, 0.1, 0.2], [0.9, 0.8, 0.7, 0.1]])
     assert all(np.isnan(v) for v in ranking_report(broken, table([]), test, k=2).values())
@@ -89,7 +97,11 @@ def test_masked_training_items_are_never_hits_even_when_k_reaches_them():
     scorer = TableScorer([[0.1, 0.9, 0.8, 0.7], [0.1, 0.2, 0.3, 0.4]])
     for k in (1, 3, 4):
         report = ranking_report(scorer, train, test, k=k)
-        assert report[f"hit@{k}"] == 0.0 and report[f"recall@{k}"] == 0.0 and report[f"ndcg@{k}"] == 0.0
+        assert (
+            report[f"hit@{k}"] == 0.0
+            and report[f"recall@{k}"] == 0.0
+            and report[f"ndcg@{k}"] == 0.0
+        )
 
 
 def test_a_relevant_item_scored_plus_infinity_is_a_hit():
@@ -97,5 +109,10 @@ def test_a_relevant_item_scored_plus_infinity_is_a_hit():
     logits may give an unmasked item +inf, and ranked first it is a hit."""
     train, test = table([("a", "y", 1)]), table([("a", "x", 1)])
     scorer = TableScorer([[np.inf, 0.9, 0.8, 0.7], [0.1, 0.2, 0.3, 0.4]])
-    assert ranking_report(scorer, train, test, k=2) == {"recall@2": 1.0, "ndcg@2": 1.0, "hit@2": 1.0, "mrr@2": 1.0,
-                                                        "coverage@2": 0.5}
+    assert ranking_report(scorer, train, test, k=2) == {
+        "recall@2": 1.0,
+        "ndcg@2": 1.0,
+        "hit@2": 1.0,
+        "mrr@2": 1.0,
+        "coverage@2": 0.5,
+    }

@@ -31,16 +31,29 @@ def sample_split(all_samples):
 
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory, all_samples):
-    return str(create_tiny_model(tmp_path_factory.mktemp("tiny-causal"), all_samples.prompts(), kind="causal"))
+    return str(
+        create_tiny_model(
+            tmp_path_factory.mktemp("tiny-causal"), all_samples.prompts(), kind="causal"
+        )
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, all_samples):
-    return str(create_tiny_model(tmp_path_factory.mktemp("tiny-encoder"), all_samples.prompts("input"), kind="encoder"))
+    return str(
+        create_tiny_model(
+            tmp_path_factory.mktemp("tiny-encoder"), all_samples.prompts("input"), kind="encoder"
+        )
+    )
 
 
 def method_config(backbone: str, **extra):
-    return {"backbone": {"name": backbone, "max_length": 128}, "train": FAST, "device": "cpu", **extra}
+    return {
+        "backbone": {"name": backbone, "max_length": 128},
+        "train": FAST,
+        "device": "cpu",
+        **extra,
+    }
 
 
 def plain_peft_yes_no(folder: Path, backbone: Backbone, tokens: list[list[int]]) -> np.ndarray:
@@ -50,8 +63,12 @@ def plain_peft_yes_no(folder: Path, backbone: Backbone, tokens: list[list[int]])
     from transformers import AutoModelForCausalLM
 
     base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(folder)).eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), str(folder)
+    ).eval()
     ids, mask = collate(tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
     with torch.no_grad():
-        last = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -1]
+        last = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[
+            :, -1
+        ]
     return (last[:, backbone.scorer.yes_id] - last[:, backbone.scorer.no_id]).numpy()

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest
-from recunlearn.evaluate.metrics import auc
-from recunlearn.unlearn.apa import APAConfig
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
+from recunlearn.evaluate.metrics import auc
 from recunlearn.models.llm.lora import adapter_tensors
 from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
 from recunlearn.unlearn import Unlearner, available_methods, get_method
+from recunlearn.unlearn.apa import APAConfig
 from tests.llm.conftest import method_config, plain_peft_yes_no
 
 LLM_METHODS = ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
@@ -30,19 +30,34 @@ def test_methods_are_registered_for_samples():
 @pytest.mark.parametrize("shared", [False, True])
 def test_forget_retrains_exactly_the_affected_adapter(shared, tiny_causal, sample_split):
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, shared_init=shared)).fit(train, valid)
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, neighbours=5, shared_init=shared)
+    ).fit(train, valid)
     assert apa.partition_info["sizes"] == [24, 24]  # balanced: ceil(n / K)
     before = [{k: v.clone() for k, v in a.items()} for a in apa.adapters]
     shard_ids = [set(train.ids[apa.assignment == k]) for k in range(2)]
     victim = sorted(shard_ids[1])[3]
     report = apa.forget(DeletionRequest(samples=[victim]))
-    assert report.details["retrained_adapters"] == [1] and report.removed_rows == 1 and report.seconds > 0
+    assert (
+        report.details["retrained_adapters"] == [1]
+        and report.removed_rows == 1
+        and report.seconds > 0
+    )
     assert [p.action for p in report.parts] == ["unchanged", "retrained"]
     assert all(torch.equal(before[0][k], apa.adapters[0][k]) for k in before[0])
     # from scratch: the shard's samples minus the victim, in their original order, with the same seed
     keep = np.array([s in shard_ids[1] and s != victim for s in train.ids])
-    job = AdapterJob(1, apa.config.backbone, apa.config.lora, apa.config.train, apa.config.train.seed + 1,
-                     train.take(keep), valid, "cpu", init_seed=apa.config.train.seed if shared else None)
+    job = AdapterJob(
+        1,
+        apa.config.backbone,
+        apa.config.lora,
+        apa.config.train,
+        apa.config.train.seed + 1,
+        train.take(keep),
+        valid,
+        "cpu",
+        init_seed=apa.config.train.seed if shared else None,
+    )
     scratch = train_adapter(job)
     assert all(torch.equal(scratch.adapter[k], apa.adapters[1][k]) for k in scratch.adapter)
     assert not all(torch.equal(before[1][k], apa.adapters[1][k]) for k in before[1])
@@ -50,15 +65,21 @@ def test_forget_retrains_exactly_the_affected_adapter(shared, tiny_causal, sampl
     assert report.parts[1].data_hash_after == train.take(keep).content_hash()
 
 
-def test_validation_every_few_epochs_scores_the_same_epochs_as_every_epoch(tiny_causal, sample_split):
+def test_validation_every_few_epochs_scores_the_same_epochs_as_every_epoch(
+    tiny_causal, sample_split
+):
     """eval_every=2 validates after epochs 2 and 3 (the last), with the very scores an every-epoch run
     gets there (validating draws nothing from the training's random streams), and keeps the best."""
     train, valid, _ = sample_split
     config = get_method("llm-retrain")(method_config(tiny_causal)).config
     runs = {}
     for every in (1, 2):
-        settings = config.train.model_copy(update={"max_epochs": 3, "patience": 5, "eval_every": every})
-        runs[every] = train_adapter(AdapterJob(0, config.backbone, config.lora, settings, 0, train, valid, "cpu"))
+        settings = config.train.model_copy(
+            update={"max_epochs": 3, "patience": 5, "eval_every": every}
+        )
+        runs[every] = train_adapter(
+            AdapterJob(0, config.backbone, config.lora, settings, 0, train, valid, "cpu")
+        )
     every_epoch, sparse = runs[1].info["valid_history"], runs[2].info["valid_history"]
     assert len(every_epoch) == 3 and sparse == every_epoch[1:]
     assert runs[2].info["epochs"] == 3 and runs[2].info["best_epoch"] == 2 + int(np.argmax(sparse))
@@ -82,13 +103,20 @@ def test_adapters_share_their_initialisation_only_when_asked(shared, tiny_encode
     for s in starts:  # B and the encoder head start at zero either way
         assert all(torch.all(v == 0) for k, v in s.items() if not k.endswith(".A"))
     # shared: the start is drawn with the method's seed (what adapter 0 alone gets), not the shard's
-    alone = AdapterJob(0, apa.config.backbone, apa.config.lora, apa.config.train, 0, train, valid, "cpu")
-    assert all(torch.equal(adapter_tensors(init_adapter(alone)[0])[k], starts[2][k]) for k in a_keys) == shared
+    alone = AdapterJob(
+        0, apa.config.backbone, apa.config.lora, apa.config.train, 0, train, valid, "cpu"
+    )
+    assert (
+        all(torch.equal(adapter_tensors(init_adapter(alone)[0])[k], starts[2][k]) for k in a_keys)
+        == shared
+    )
 
 
 def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_split):
     train, valid, _ = sample_split
-    apa = get_method("apa")(fitted_apa.config).fit(train, valid)  # its own: forgetting changes the scorer in place
+    apa = get_method("apa")(fitted_apa.config).fit(
+        train, valid
+    )  # its own: forgetting changes the scorer in place
     victim = train.ids[0]
     first = apa.forget(DeletionRequest(samples=[victim]))
     again = apa.forget(DeletionRequest(samples=[victim]))
@@ -97,7 +125,9 @@ def test_contract_noop_unknown_empty_and_users(fitted_apa, tiny_causal, sample_s
         apa.forget(DeletionRequest(samples=["no-such-sample"]))
     with pytest.raises(UnknownIdError):
         apa.forget(DeletionRequest(users=["no-such-user"]))
-    with pytest.raises(UnknownIdError, match="no training or validation prompt ever mentioned: 'no-such-item'"):
+    with pytest.raises(
+        UnknownIdError, match="no training or validation prompt ever mentioned: 'no-such-item'"
+    ):
         apa.forget(DeletionRequest(items=["no-such-item"]))
     with pytest.raises(UnknownIdError, match="no-such-item"):
         apa.forget(DeletionRequest(pairs=[(apa.train.user[0], "no-such-item")]))
@@ -148,7 +178,9 @@ def test_tau_is_chosen_on_validation_with_each_prompt_held_out(fitted_apa, sampl
     assert len(set(valid.user.tolist())) > 1
     fitted_apa.set_options(weighting="attention", tau_grid=(0.0, 10.0, 1000.0), tau_holdout=holdout)
     assert set(fitted_apa.tau_selection) == {"0", "10", "1000"}
-    assert fitted_apa.tau_selection[f"{fitted_apa.tau_:g}"] == max(fitted_apa.tau_selection.values())
+    assert fitted_apa.tau_selection[f"{fitted_apa.tau_:g}"] == max(
+        fitted_apa.tau_selection.values()
+    )
     rep = fitted_apa.representations(valid)
     rep = rep / np.linalg.norm(rep, axis=1, keepdims=True)
     sim = rep @ rep.T
@@ -158,7 +190,9 @@ def test_tau_is_chosen_on_validation_with_each_prompt_held_out(fitted_apa, sampl
     sim[held_out] = -np.inf
     probs = 1 / (1 + np.exp(-fitted_apa.valid_logits.astype(np.float64)))
     errors = np.abs(probs - valid.label)  # K x valid
-    error = np.stack([errors[:, [j for j in np.argsort(-row)[:5] if np.isfinite(row[j])]].mean(1) for row in sim])
+    error = np.stack(
+        [errors[:, [j for j in np.argsort(-row)[:5] if np.isfinite(row[j])]].mean(1) for row in sim]
+    )
     w = np.exp(-10 * (error - error.min(1, keepdims=True)))
     mixed = ((w / w.sum(1, keepdims=True)) * probs.T).sum(1)
     assert fitted_apa.tau_selection["10"] == pytest.approx(auc(valid.label, mixed), abs=1e-6)
@@ -169,23 +203,34 @@ def test_tau_is_chosen_on_validation_with_each_prompt_held_out(fitted_apa, sampl
 
 def test_forget_chooses_tau_again_from_the_retrained_adapters(tiny_causal, sample_split, tmp_path):
     train, valid, _ = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0, 30.0))).fit(train, valid)
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0, 30.0))
+    ).fit(train, valid)
     before = dict(apa.tau_selection)
     report = apa.forget(DeletionRequest(samples=[train.ids[0]]))
-    assert report.details["tau"] == apa.tau_ and apa.tau_selection != before  # from the retrained adapter's cache
+    assert (
+        report.details["tau"] == apa.tau_ and apa.tau_selection != before
+    )  # from the retrained adapter's cache
     loaded = get_method("apa").load(apa.save(tmp_path / "apa"))
     assert loaded.tau_selection == pytest.approx(apa.tau_selection) and loaded.tau_ == apa.tau_
 
 
-def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(tiny_causal, sample_split, monkeypatch):
+def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(
+    tiny_causal, sample_split, monkeypatch
+):
     """A forget that fails after the retrained adapter is in the mixture (here: refreshing the
     attention cache) puts everything back, the mixture's weights included, and can be retried."""
     from recunlearn.unlearn.apa import APA
 
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))).fit(train, valid)
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))
+    ).fit(train, valid)
     scores, tau, errors = apa.score(test), apa.tau_, apa.valid_errors.clone()
-    adapters, logits = [{k: v.clone() for k, v in a.items()} for a in apa.adapters], apa.valid_logits.copy()
+    adapters, logits = (
+        [{k: v.clone() for k, v in a.items()} for a in apa.adapters],
+        apa.valid_logits.copy(),
+    )
     refresh = APA._after_training
 
     def refresh_then_fail(self, shards):
@@ -205,7 +250,9 @@ def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(tiny_cau
 
 
 @pytest.mark.parametrize("name", LLM_METHODS)
-def test_every_method_fits_scores_forgets_and_round_trips(name, tiny_causal, sample_split, tmp_path):
+def test_every_method_fits_scores_forgets_and_round_trips(
+    name, tiny_causal, sample_split, tmp_path
+):
     train, valid, test = sample_split
     extra = {} if name == "llm-retrain" else {"n_shards": 2}
     method = get_method(name)(method_config(tiny_causal, **extra)).fit(train, valid)
@@ -230,7 +277,9 @@ def test_saved_adapters_load_in_plain_peft(fitted_apa, sample_split, tmp_path):
     (Compared with the reloaded APA: an earlier test retrains adapters in fitted_apa's shared scorer.)"""
     test = sample_split[2]
     back = Unlearner.load(fitted_apa.save(tmp_path / "apa"))
-    peft = plain_peft_yes_no(tmp_path / "apa" / "adapters" / "adapter-0", back.backbone, back._tokenize(test))
+    peft = plain_peft_yes_no(
+        tmp_path / "apa" / "adapters" / "adapter-0", back.backbone, back._tokenize(test)
+    )
     assert np.abs(peft - back.adapter_logits(test)[0]).max() < 1e-5
 
 
@@ -246,22 +295,30 @@ def test_sisa_averages_probabilities_and_skips_empty_adapters(tiny_causal, sampl
     assert np.allclose(sisa.score(test), only, atol=1e-6)
     sisa.save(tmp_path / "sisa")  # over the folder that still held adapter 1
     back = Unlearner.load(tmp_path / "sisa")
-    assert back.adapters[1] is None and np.allclose(back.score(test), only, atol=1e-6), "the forgotten adapter stays gone"
+    assert back.adapters[1] is None and np.allclose(back.score(test), only, atol=1e-6), (
+        "the forgotten adapter stays gone"
+    )
 
 
 def test_apa_on_an_encoder_backbone_with_heads(tiny_encoder, sample_split):
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_encoder, n_shards=2, aggregation="D")).fit(train, valid)
+    apa = get_method("apa")(method_config(tiny_encoder, n_shards=2, aggregation="D")).fit(
+        train, valid
+    )
     assert apa.backbone.kind == "encoder" and "head.weight" in apa.adapters[0]
     scores = apa.score(test)
     one_hot = apa.set_options(weighting="major").score(test)
     assert scores.shape == one_hot.shape == (len(test),)
     with pytest.raises(RecUnlearnError):
         apa.fit(train.take([0]), valid)  # fewer samples than adapters
-    blind = get_method("apa")(method_config(tiny_encoder, n_shards=2, weighting="average")).fit(train, None)
+    blind = get_method("apa")(method_config(tiny_encoder, n_shards=2, weighting="average")).fit(
+        train, None
+    )
     with pytest.raises(ConfigError, match="needs validation samples"):
         blind.set_options(weighting="attention")
-    assert blind.config.weighting == "average" and blind.score(test).shape == (len(test),), "still usable"
+    assert blind.config.weighting == "average" and blind.score(test).shape == (len(test),), (
+        "still usable"
+    )
 
 
 def test_validation_logits_use_the_held_out_weights(fitted_apa):
@@ -270,8 +327,11 @@ def test_validation_logits_use_the_held_out_weights(fitted_apa):
     equal = fitted_apa.validation_logits(0.0)
     assert equal.shape == (len(fitted_apa.valid),)
     fitted_apa.set_options(weighting="average")
-    assert np.allclose(equal, fitted_apa._pass(fitted_apa._valid_tokens, weights=fitted_apa.weights(fitted_apa.valid)),
-                       atol=1e-5)
+    assert np.allclose(
+        equal,
+        fitted_apa._pass(fitted_apa._valid_tokens, weights=fitted_apa.weights(fitted_apa.valid)),
+        atol=1e-5,
+    )
     fitted_apa.set_options(weighting="attention")
 
 
@@ -279,26 +339,36 @@ def test_random_partition_ablation_trains_sisas_adapters(tiny_causal, sample_spl
     """partition='random' gives SISA's shards and so SISA's very adapters (same seeds): averaging their
     outputs is SISA's score, while APA still mixes them in one pass."""
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, partition="random")).fit(train, valid)
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, neighbours=5, partition="random")
+    ).fit(train, valid)
     sisa = get_method("llm-sisa")(method_config(tiny_causal, n_shards=2)).fit(train, valid)
     assert np.array_equal(apa.assignment, sisa.assignment)
     assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, sisa.adapters) for k in a)
-    assert np.allclose(apa._output_average(apa._tokenize(test)), sisa._output_average(sisa._tokenize(test)))
+    assert np.allclose(
+        apa._output_average(apa._tokenize(test)), sisa._output_average(sisa._tokenize(test))
+    )
     assert apa.centres.shape == (2, apa.representations(train).shape[1])
     k0 = apa.assignment == 0
     assert np.allclose(apa.centres[0], apa.representations(train.take(k0)).mean(0), atol=1e-6)
-    assert np.isfinite(apa.score(test)).all() and np.isfinite(apa.set_options(weighting="semantic").score(test)).all()
+    assert (
+        np.isfinite(apa.score(test)).all()
+        and np.isfinite(apa.set_options(weighting="semantic").score(test)).all()
+    )
 
 
-def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_them(tiny_causal, sample_split,
-                                                                                    tmp_path, monkeypatch):
+def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_them(
+    tiny_causal, sample_split, tmp_path, monkeypatch
+):
     """Forgetting a user drops their validation prompts too (they hold the user's history), and APA's
     attention cache is what it would be computed from the remaining ones; a validation sample alone
     is forgotten without retraining; a failed forget puts the validation data back."""
     from recunlearn.unlearn.apa import APA, _unit
 
     train, valid, test = sample_split
-    apa = get_method("apa")(method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))).fit(train, valid)
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))
+    ).fit(train, valid)
     user = next(u for u in valid.user.tolist() if u in set(train.user.tolist()))
     theirs = int((valid.user == user).sum())
 
@@ -312,14 +382,22 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
         patch.setattr(APA, "_after_training", fail)
         with pytest.raises(RuntimeError, match="injected"):
             apa.forget(DeletionRequest(users=[user]))
-    assert apa.valid is valid and apa.valid_logits.shape == (2, len(valid)) and len(apa.valid_repr) == len(valid)
+    assert (
+        apa.valid is valid
+        and apa.valid_logits.shape == (2, len(valid))
+        and len(apa.valid_repr) == len(valid)
+    )
 
     report = apa.forget(DeletionRequest(users=[user]))
     assert report.removed_valid_rows == theirs > 0 and user not in set(apa.valid.user.tolist())
     assert apa.valid_logits.shape == (2, len(valid) - theirs) == tuple(apa.valid_errors.shape)
     np.testing.assert_allclose(apa.valid_repr, _unit(apa.representations(apa.valid)), atol=1e-5)
-    for k in range(2):  # each adapter's cached validation logits: its own pass over the remaining prompts
-        np.testing.assert_allclose(apa.valid_logits[k], apa._pass(apa._valid_tokens, single=k), atol=1e-5)
+    for k in range(
+        2
+    ):  # each adapter's cached validation logits: its own pass over the remaining prompts
+        np.testing.assert_allclose(
+            apa.valid_logits[k], apa._pass(apa._valid_tokens, single=k), atol=1e-5
+        )
 
     sample = apa.valid.ids[0]
     adapters = [{k: v.clone() for k, v in a.items()} for a in apa.adapters]
@@ -333,7 +411,9 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     np.testing.assert_allclose(loaded.score(test), apa.score(test), atol=1e-6)
 
 
-def test_forgetting_every_validation_sample_is_refused_and_a_batch_counts_each_sample_once(tiny_causal, sample_split):
+def test_forgetting_every_validation_sample_is_refused_and_a_batch_counts_each_sample_once(
+    tiny_causal, sample_split
+):
     """Validation data of one class (LLM training accepts it) may lose rows but not all of them: APA's
     attention would average over no neighbours. In a batch, a sample two requests name is the first's."""
     train, valid, _ = sample_split

@@ -6,7 +6,12 @@ import numpy as np
 
 from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark, simple_features
 from recunlearn.data import binarize
-from recunlearn.models.llm.samples import build_samples, read_tallrec_json, split_samples, write_tallrec_json
+from recunlearn.models.llm.samples import (
+    build_samples,
+    read_tallrec_json,
+    split_samples,
+    write_tallrec_json,
+)
 from tests.conftest import make_tiny
 
 
@@ -15,7 +20,13 @@ def test_quick_protocol_reports_every_method_and_variant(tmp_path):
     results = run_apa_benchmark(ApaBenchConfig.quick(output=str(out)), log=lambda m: None)
     rows = {r["method"]: r for r in results["rows"]}
     assert list(rows) == ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
-    assert set(rows["apa"]["variants"]) == {"APA(ND)", "APA(D)", "average (ND)", "major (ND)", "semantic (ND)"}
+    assert set(rows["apa"]["variants"]) == {
+        "APA(ND)",
+        "APA(D)",
+        "average (ND)",
+        "major (ND)",
+        "semantic (ND)",
+    }
     for name, row in rows.items():
         assert 0.0 <= row["auc"] <= 1.0 and row["unlearn_s"] > 0 and row["latency_batch_s"] > 0
         assert len(row["retrained_adapters"]) == 1
@@ -26,8 +37,13 @@ def test_quick_protocol_reports_every_method_and_variant(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "APA ablation: semantic (ND)" in table and "logistic regression" in table
     assert markdown_table(results).count("\n") == len(table.strip().splitlines()) - 1
-    fewer = {**results, "samples": {**results["samples"], "test": 5}}  # fewer test samples than the batch
-    assert "batch of 5 s" in markdown_table(fewer).splitlines()[0], "the column names the batch actually scored"
+    fewer = {
+        **results,
+        "samples": {**results["samples"], "test": 5},
+    }  # fewer test samples than the batch
+    assert "batch of 5 s" in markdown_table(fewer).splitlines()[0], (
+        "the column names the batch actually scored"
+    )
 
 
 def test_simple_features_read_the_prompt():
@@ -48,12 +64,19 @@ def test_cli_seed_reaches_the_draws_and_training(tmp_path):
     documents = {}
     for seed in (0, 3):
         out = tmp_path / f"seed{seed}.json"
-        result = CliRunner().invoke(app, ["bench", "apa", "--quick", "-m", "apa", "--seed", str(seed), "--out", str(out)])
+        result = CliRunner().invoke(
+            app, ["bench", "apa", "--quick", "-m", "apa", "--seed", str(seed), "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         documents[seed] = json.loads(out.read_text())
     for seed, document in documents.items():
-        assert document["config"]["sample_seed"] == seed and document["config"]["train"]["seed"] == seed
-    assert documents[0]["rows"][0]["auc"] != documents[3]["rows"][0]["auc"]  # other samples, other model
+        assert (
+            document["config"]["sample_seed"] == seed
+            and document["config"]["train"]["seed"] == seed
+        )
+    assert (
+        documents[0]["rows"][0]["auc"] != documents[3]["rows"][0]["auc"]
+    )  # other samples, other model
 
 
 def test_cli_runs_a_tallrec_book_folder_with_the_shared_head_and_no_forgetting(tmp_path):
@@ -70,9 +93,29 @@ def test_cli_runs_a_tallrec_book_folder_with_the_shared_head_and_no_forgetting(t
         write_tallrec_json(part, folder / f"{name}.json")
     _load_commands()
     out = tmp_path / "books.json"
-    result = CliRunner().invoke(app, ["bench", "apa", "--quick", "--data", str(folder), "-m", "apa", "--head", "shared",
-                                      "--no-forget", "--n-train", "40", "--n-valid", "10", "--n-test", "20",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "apa",
+            "--quick",
+            "--data",
+            str(folder),
+            "-m",
+            "apa",
+            "--head",
+            "shared",
+            "--no-forget",
+            "--n-train",
+            "40",
+            "--n-valid",
+            "10",
+            "--n-test",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["config"]["backbone"]["head"] == "shared" and not document["config"]["forget"]

@@ -61,13 +61,19 @@ def _peft_merged_score(backbone, lora, adapters, token_ids, weights, combination
     from peft import get_peft_model
     from peft.utils import set_peft_model_state_dict
 
-    model = get_peft_model(copy.deepcopy(backbone.scorer), lora.peft_config("llama"), adapter_name="a0")
+    model = get_peft_model(
+        copy.deepcopy(backbone.scorer), lora.peft_config("llama"), adapter_name="a0"
+    )
     for k, adapter in enumerate(adapters):
         if k:
             model.add_adapter(f"a{k}", lora.peft_config("llama"))
-        state = {f"base_model.model.{key[:-2]}.lora_{key[-1]}.weight": v for key, v in adapter.items()}
+        state = {
+            f"base_model.model.{key[:-2]}.lora_{key[-1]}.weight": v for key, v in adapter.items()
+        }
         set_peft_model_state_dict(model, state, adapter_name=f"a{k}")
-    model.base_model.add_weighted_adapter([f"a{k}" for k in range(K)], weights, "merged", combination_type=combination)
+    model.base_model.add_weighted_adapter(
+        [f"a{k}" for k in range(K)], weights, "merged", combination_type=combination
+    )
     model.base_model.set_adapter("merged")
     model.eval()
     ids, mask = collate([token_ids], backbone.tokenizer.pad_token_id, torch.device("cpu"))
@@ -82,10 +88,18 @@ def test_batched_mixture_equals_peft_merge_per_sample(setup, mode):
     for b in range(len(tokens)):
         w = weights[b].tolist()
         # peft 'cat' = sum_k w_k B_k A_k (ND); peft 'linear' scales A and B by sqrt(w), so squared weights give D
-        merged = _peft_merged_score(backbone, lora, adapters, tokens[b], w if mode == "ND" else [x * x for x in w],
-                                    "cat" if mode == "ND" else "linear")
+        merged = _peft_merged_score(
+            backbone,
+            lora,
+            adapters,
+            tokens[b],
+            w if mode == "ND" else [x * x for x in w],
+            "cat" if mode == "ND" else "linear",
+        )
         assert abs(batched[b] - merged) < 1e-5
-    plain = predict_logits(backbone.scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
+    plain = predict_logits(
+        backbone.scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu")
+    )
     assert np.abs(batched - plain).max() > 1e-3  # the adapters do change the scores
 
 
@@ -93,7 +107,9 @@ def test_batched_mixture_equals_peft_merge_per_sample(setup, mode):
 def test_static_merge_equals_mixture_for_one_weight_vector(setup, mode):
     backbone, lora, paths, adapters, tokens, weights = setup
     w = weights[0]
-    batched = _mixture_scores(backbone, lora, paths, adapters, tokens, w.expand(len(tokens), K), mode)
+    batched = _mixture_scores(
+        backbone, lora, paths, adapters, tokens, w.expand(len(tokens), K), mode
+    )
     merged, rank, alpha = merge_adapters(adapters, w.tolist(), mode, lora.scaling)
     scorer = fresh_scorer(backbone)
     mixture = build_mixture(scorer, paths, rank, alpha / rank, 1, mode)
@@ -108,14 +124,20 @@ def test_saved_adapter_loads_in_plain_peft_onto_the_hf_model(setup, tiny_causal,
     """Keys were relative to our scorer (``lm.model...``): peft then matched no layer and silently ran
     the bare model."""
     backbone, lora, paths, adapters, tokens, _ = setup
-    folder = save_peft_adapter(tmp_path / "adapter", adapters[1], lora, backbone.scorer, tiny_causal)
+    folder = save_peft_adapter(
+        tmp_path / "adapter", adapters[1], lora, backbone.scorer, tiny_causal
+    )
     back = load_peft_adapter(folder, backbone.scorer)
-    assert back.keys() == adapters[1].keys() and all(torch.equal(back[k], adapters[1][k]) for k in back)
+    assert back.keys() == adapters[1].keys() and all(
+        torch.equal(back[k], adapters[1][k]) for k in back
+    )
     one_hot = torch.zeros(len(tokens), K)
     one_hot[:, 1] = 1.0
     ours = _mixture_scores(backbone, lora, paths, adapters, tokens, one_hot, "ND")
     assert np.abs(plain_peft_yes_no(folder, backbone, tokens) - ours).max() < 1e-5
-    plain = predict_logits(backbone.scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"))
+    plain = predict_logits(
+        backbone.scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu")
+    )
     assert np.abs(plain - ours).max() > 1e-3  # the adapter does change the scores
 
 
@@ -145,7 +167,9 @@ def _encoder_adapter(backbone, lora):
     return adapter
 
 
-def test_encoder_adapter_loads_in_peft_with_its_head_beside_it(tiny_encoder, sample_split, tmp_path):
+def test_encoder_adapter_loads_in_peft_with_its_head_beside_it(
+    tiny_encoder, sample_split, tmp_path
+):
     """The LoRA file fits the plain BERT model; the head (no module of that model) is a separate file."""
     from peft import PeftModel
     from transformers import AutoModel
@@ -183,13 +207,25 @@ def test_folders_in_the_old_scorer_relative_layout_still_load(tiny_encoder, tmp_
     peft_config = lora.peft_config("bert")
     peft_config.modules_to_save = ["head"]
     model = get_peft_model(copy.deepcopy(backbone.scorer), peft_config)
-    state = {f"base_model.model.{k[:-2]}.lora_{k[-1]}.weight": v for k, v in adapter.items() if not k.startswith("head.")}
-    set_peft_model_state_dict(model, state | {f"base_model.model.{k}": v for k, v in adapter.items() if k.startswith("head.")})
+    state = {
+        f"base_model.model.{k[:-2]}.lora_{k[-1]}.weight": v
+        for k, v in adapter.items()
+        if not k.startswith("head.")
+    }
+    set_peft_model_state_dict(
+        model,
+        state | {f"base_model.model.{k}": v for k, v in adapter.items() if k.startswith("head.")},
+    )
     model.save_pretrained(str(tmp_path / "old"))
     back = load_peft_adapter(tmp_path / "old", backbone.scorer)
     assert back.keys() == adapter.keys() and all(torch.equal(back[k], adapter[k]) for k in back)
-    save_file({"base_model.model.decoder.q.lora_A.weight": torch.zeros(4, 32)}, str(tmp_path / "adapter_model.safetensors"))
-    with pytest.raises(RecUnlearnError, match="adapter layer 'decoder.q' is not in the bert backbone"):
+    save_file(
+        {"base_model.model.decoder.q.lora_A.weight": torch.zeros(4, 32)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )
+    with pytest.raises(
+        RecUnlearnError, match="adapter layer 'decoder.q' is not in the bert backbone"
+    ):
         load_peft_adapter(tmp_path, backbone.scorer)
 
 
@@ -197,7 +233,9 @@ def test_predict_logits_batches_by_length_and_keeps_order_and_weights(setup):
     """Prompts are batched shortest first; each logit lands at its prompt's position and is scored with
     that prompt's own mixture weights (``before_batch`` gets the batch's positions)."""
     backbone, lora, paths, adapters, tokens, weights = setup
-    tokens = [t[: len(t) - 7 * i] for i, t in enumerate(tokens)]  # lengths differ: sorting reorders them
+    tokens = [
+        t[: len(t) - 7 * i] for i, t in enumerate(tokens)
+    ]  # lengths differ: sorting reorders them
     assert len({len(t) for t in tokens}) == len(tokens)
     scorer = fresh_scorer(backbone)
     mixture = build_mixture(scorer, paths, lora.r, lora.scaling, K, "ND")
@@ -209,10 +247,14 @@ def test_predict_logits_batches_by_length_and_keeps_order_and_weights(setup):
         seen.append(rows.tolist())
         mixture.set(weights=weights[rows])
 
-    batched = predict_logits(scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"), 2, before)
+    batched = predict_logits(
+        scorer, tokens, backbone.tokenizer.pad_token_id, torch.device("cpu"), 2, before
+    )
     assert seen[0] == [4, 3] and sorted(sum(seen, [])) == list(range(len(tokens)))
     for b in range(len(tokens)):
-        alone = _mixture_scores(backbone, lora, paths, adapters, [tokens[b]], weights[b : b + 1], "ND")
+        alone = _mixture_scores(
+            backbone, lora, paths, adapters, [tokens[b]], weights[b : b + 1], "ND"
+        )
         assert abs(batched[b] - alone[0]) < 1e-5
 
 

@@ -24,14 +24,14 @@ def test_movie_windows_follow_tallrec(all_samples):
     rows = np.flatnonzero(data.user == u)
     rows = rows[np.lexsort((data.item[rows], data.timestamp[rows]))]
     position = int(sample.ids[0].split(":")[1])
-    target, history = rows[position], rows[position - 4:position]
+    target, history = rows[position], rows[position - 4 : position]
     items = sample.items[0].split(ITEM_SEPARATOR)
     assert items[0] == data.items.ids[data.item[target]]
     assert items[1:] == data.items.ids[data.item[history]].tolist()
     assert sample.label[0] == data.label[target]
     preference, unpreference, question = sample.input[0].split("\n")
     for row in history:
-        title = f"\"{data.item_title[data.item[row]]}\""
+        title = f'"{data.item_title[data.item[row]]}"'
         assert title in (preference if data.label[row] else unpreference)
     assert data.item_title[data.item[target]] in question
 
@@ -54,7 +54,10 @@ def test_book_style_one_sample_per_user_with_authors():
 
 def test_splits_by_time_and_by_user(all_samples):
     train, valid, test = split_samples(all_samples, by="time")
-    assert train.timestamp.max() <= valid.timestamp.min() and valid.timestamp.max() <= test.timestamp.min()
+    assert (
+        train.timestamp.max() <= valid.timestamp.min()
+        and valid.timestamp.max() <= test.timestamp.min()
+    )
     assert len(train) + len(valid) + len(test) == len(all_samples)
     train, valid, test = split_samples(all_samples, by="user")
     assert not set(train.user) & set(test.user) and not set(train.user) & set(valid.user)
@@ -65,31 +68,51 @@ def test_tallrec_json_round_trip_and_errors(tmp_path, all_samples):
     write_tallrec_json(all_samples, path)
     back = read_tallrec_json(path)
     assert back.ids.tolist() == all_samples.ids.tolist()
-    assert np.array_equal(back.label, all_samples.label) and back.input.tolist() == all_samples.input.tolist()
+    assert (
+        np.array_equal(back.label, all_samples.label)
+        and back.input.tolist() == all_samples.input.tolist()
+    )
     assert back.items.tolist() == all_samples.items.tolist()
-    assert np.array_equal(back.timestamp, all_samples.timestamp)  # a time split stays the same split
+    assert np.array_equal(
+        back.timestamp, all_samples.timestamp
+    )  # a time split stays the same split
     assert back.content_hash() == all_samples.content_hash()
     plain = tmp_path / "plain.json"  # TALLRec's own files have only the three fields
-    plain.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "No."},
-                                 {"instruction": "i", "input": "y", "output": "Yes."}]))
+    plain.write_text(
+        json.dumps(
+            [
+                {"instruction": "i", "input": "x", "output": "No."},
+                {"instruction": "i", "input": "y", "output": "Yes."},
+            ]
+        )
+    )
     assert read_tallrec_json(plain).label.tolist() == [0.0, 1.0]
     plain.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "Maybe"}]))
     with pytest.raises(DataError, match="Maybe"):
         read_tallrec_json(plain)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"output": "Not sure."}, "Not sure"),  # starts with "No" but is no answer
-    ({"timestamp": "noon"}, "timestamp must be an integer"),
-    ({"items": None}, "items must be a list"),
-    ({"items": "1234"}, "items must be a list"),
-    ({"user": None}, "id and user must be text or integers"),
-    ({"input": ["x"]}, "input must be text"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"output": "Not sure."}, "Not sure"),  # starts with "No" but is no answer
+        ({"timestamp": "noon"}, "timestamp must be an integer"),
+        ({"items": None}, "items must be a list"),
+        ({"items": "1234"}, "items must be a list"),
+        ({"user": None}, "id and user must be text or integers"),
+        ({"input": ["x"]}, "input must be text"),
+    ],
+)
 def test_tallrec_json_rejects_bad_fields(tmp_path, extra, message):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps([{"instruction": "i", "input": "x", "output": "Yes."},
-                                {"instruction": "i", "input": "y", "output": "No.", **extra}]))
+    path.write_text(
+        json.dumps(
+            [
+                {"instruction": "i", "input": "x", "output": "Yes."},
+                {"instruction": "i", "input": "y", "output": "No.", **extra},
+            ]
+        )
+    )
     with pytest.raises(DataError, match=f"record 1.*{message}"):
         read_tallrec_json(path)
 
@@ -98,7 +121,10 @@ def test_table_persistence_hash_and_lookup(tmp_path, all_samples):
     all_samples.save(tmp_path / "s.npz")
     back = SampleTable.load(tmp_path / "s.npz")
     assert back.content_hash() == all_samples.content_hash()
-    assert all_samples.drop(np.arange(len(all_samples)) == 0).content_hash() != all_samples.content_hash()
+    assert (
+        all_samples.drop(np.arange(len(all_samples)) == 0).content_hash()
+        != all_samples.content_hash()
+    )
     assert all_samples.positions([all_samples.ids[5]]).tolist() == [5]
     with pytest.raises(UnknownIdError, match="nope"):
         all_samples.positions(["nope"])

@@ -30,12 +30,17 @@ STORES = ("sqlite", "postgres")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", f"postgres: runs against the PostgreSQL server of ${POSTGRES_ENV}")
+    config.addinivalue_line(
+        "markers", f"postgres: runs against the PostgreSQL server of ${POSTGRES_ENV}"
+    )
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if getattr(item, "callspec", None) is not None and item.callspec.params.get("store") == "postgres":
+        if (
+            getattr(item, "callspec", None) is not None
+            and item.callspec.params.get("store") == "postgres"
+        ):
             item.add_marker("postgres")
 
 
@@ -45,12 +50,21 @@ def pytest_terminal_summary(terminalreporter):
     for outcome in ("passed", "failed", "error", "skipped", "xfailed"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", "")
-            if nodeid.startswith("tests/service/") and (report.when == "call" or outcome != "passed"):
+            if nodeid.startswith("tests/service/") and (
+                report.when == "call" or outcome != "passed"
+            ):
                 counts["PostgreSQL" if "postgres" in report.keywords else "SQLite"][outcome] += 1
     if any(counts.values()):
-        terminalreporter.write_line("service tests by store: " + "; ".join(
-            f"{store} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(c.items())) if c else f"{store} none"
-            for store, c in counts.items()) + f" (PostgreSQL at {make_url(POSTGRES_URL).render_as_string()})")
+        terminalreporter.write_line(
+            "service tests by store: "
+            + "; ".join(
+                f"{store} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(c.items()))
+                if c
+                else f"{store} none"
+                for store, c in counts.items()
+            )
+            + f" (PostgreSQL at {make_url(POSTGRES_URL).render_as_string()})"
+        )
 
 
 class PostgresServer:
@@ -63,12 +77,16 @@ class PostgresServer:
     def create(self, template: str | None = None) -> str:
         name = f"recunlearn_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+            connection.exec_driver_sql(
+                f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+            )
         return self.url.set(database=name).render_as_string(hide_password=False)
 
     def drop(self, url: str) -> None:
         with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+            connection.exec_driver_sql(
+                f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'
+            )
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +95,11 @@ def postgres() -> PostgresServer:
     try:
         server.admin.connect().close()
     except OperationalError as exc:
-        pytest.fail(f"no PostgreSQL server at {server.url.render_as_string()} ({str(exc).splitlines()[0]}); "
-                    f"`make test` installs and starts one, or set {POSTGRES_ENV}", pytrace=False)
+        pytest.fail(
+            f"no PostgreSQL server at {server.url.render_as_string()} ({str(exc).splitlines()[0]}); "
+            f"`make test` installs and starts one, or set {POSTGRES_ENV}",
+            pytrace=False,
+        )
     yield server
     server.admin.dispose()
 
@@ -107,7 +128,9 @@ class Service:
     read_token: str
 
     def headers(self, role: str = "write") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.write_token if role == 'write' else self.read_token}"}
+        return {
+            "Authorization": f"Bearer {self.write_token if role == 'write' else self.read_token}"
+        }
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +176,10 @@ def stored_pairs(home: ServiceHome) -> set[tuple[str, str]]:
     ledger = home.ledger()
     try:
         with ledger.engine.connect() as connection:
-            return {tuple(row) for row in connection.exec_driver_sql("SELECT user_id, item_id FROM interactions")}
+            return {
+                tuple(row)
+                for row in connection.exec_driver_sql("SELECT user_id, item_id FROM interactions")
+            }
     finally:
         ledger.close()
 

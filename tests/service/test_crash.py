@@ -34,24 +34,24 @@ KILLS = [
     ("claimed", 1, 0.0),
     ("model_loaded", 1, 0.0),
     ("forget_started", 1, 0.0),
-    ("forget_started", 1, 0.01),   # inside retraining
+    ("forget_started", 1, 0.01),  # inside retraining
     ("forget_started", 1, 0.04),
     ("forget_started", 1, 0.08),
     ("forgotten", 1, 0.0),
-    ("forgotten", 1, 0.003),       # inside saving
+    ("forgotten", 1, 0.003),  # inside saving
     ("saved", 1, 0.0),
     ("manifest_written", 1, 0.0),
     ("version_renamed", 1, 0.0),
-    ("store_deleted", 1, 0.0),     # inside the ledger transaction, before COMMIT
+    ("store_deleted", 1, 0.0),  # inside the ledger transaction, before COMMIT
     ("applied_committed", 1, 0.0),
-    ("pointer_written", 1, 0.0),   # during recovery of the version applied above
-    ("pointer_renamed", 1, 0.0),   # again during recovery
+    ("pointer_written", 1, 0.0),  # during recovery of the version applied above
+    ("pointer_renamed", 1, 0.0),  # again during recovery
     ("published_committed", 1, 0.0),
     ("removed_old_version", 1, 0.0),
     ("cleaned", 1, 0.0),
-    ("pointer_written", 1, 0.0),   # mid-publish in a normal pass
+    ("pointer_written", 1, 0.0),  # mid-publish in a normal pass
     ("pointer_renamed", 1, 0.0),
-    ("recovered", 2, 0.0),         # after a whole pass, before looking for more
+    ("recovered", 2, 0.0),  # after a whole pass, before looking for more
     ("version_renamed", 1, 0.0),
     ("store_deleted", 1, 0.0),
 ]
@@ -81,8 +81,9 @@ def _run_worker(home_path: str, stage_name: str, nth: int, delay: float) -> None
 
 
 def _kill_at(home: ServiceHome, stage_name: str, nth: int, delay: float) -> int:
-    process = multiprocessing.get_context("fork").Process(target=_run_worker,
-                                                           args=(str(home.path), stage_name, nth, delay))
+    process = multiprocessing.get_context("fork").Process(
+        target=_run_worker, args=(str(home.path), stage_name, nth, delay)
+    )
     process.start()
     process.join(120)
     return process.exitcode
@@ -90,31 +91,47 @@ def _kill_at(home: ServiceHome, stage_name: str, nth: int, delay: float) -> int:
 
 def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) -> None:
     served = current_name(home)
-    assert served is not None and check_version(home.versions / served) == [], "served version is complete"
+    assert served is not None and check_version(home.versions / served) == [], (
+        "served version is complete"
+    )
     _, model = load_current(home)
     ledger = home.ledger()
     try:
         records = {r.request_id: r for r in ledger.records()}
         assert set(records) == set(submitted), "no acknowledged request is lost"
-        published = [e["request_id"] for e in ledger.events() if e["kind"] == "published" and e["request_id"]]
+        published = [
+            e["request_id"] for e in ledger.events() if e["kind"] == "published" and e["request_id"]
+        ]
         assert max(Counter(published).values(), default=1) == 1, "no request is published twice"
         staged = [v["name"] for v in ledger.staged_versions()]
         with ledger.engine.connect() as connection:
-            live = [row[0] for row in connection.exec_driver_sql(
-                "SELECT name FROM versions WHERE status = 'published'")]
-        assert len(live) == 1 and served in live + staged, "the pointer names the published or the staged version"
+            live = [
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "SELECT name FROM versions WHERE status = 'published'"
+                )
+            ]
+        assert len(live) == 1 and served in live + staged, (
+            "the pointer names the published or the staged version"
+        )
         stored = stored_pairs(home)
         for record in records.values():
             assert record.status != "failed", record.error
             request = submitted[record.request_id]
             if record.status in ("applied", "published"):
                 assert record.request is None, "an applied request keeps digests, not ids"
-                assert ledger.matching_digests(record.proof) == 0, "applied means deleted from the store"
+                assert ledger.matching_digests(record.proof) == 0, (
+                    "applied means deleted from the store"
+                )
                 assert not stored & set(request.pairs), "also by the ids themselves"
             if record.status == "published":
                 known = request.known_to(model.train)
-                assert known is None or not known.rows(model.train).any(), "published means gone from the served model"
-                assert not any(u in model.train.users for u in request.users), "and users deleted whole erased"
+                assert known is None or not known.rows(model.train).any(), (
+                    "published means gone from the served model"
+                )
+                assert not any(u in model.train.users for u in request.users), (
+                    "and users deleted whole erased"
+                )
     finally:
         ledger.close()
 
@@ -143,7 +160,9 @@ def test_worker_survives_sigkill_at_every_stage(service):
         ledger.close()
         submitted[request.request_id] = request
         exitcode = _kill_at(home, stage_name, nth, delay)
-        assert exitcode == -signal.SIGKILL, f"the worker was killed at {stage_name} (exit code {exitcode})"
+        assert exitcode == -signal.SIGKILL, (
+            f"the worker was killed at {stage_name} (exit code {exitcode})"
+        )
         _check_invariants(home, submitted)
         _, model = load_current(home)
 
@@ -155,9 +174,13 @@ def test_worker_survives_sigkill_at_every_stage(service):
     versions_of = Counter(rid for v in _versions(ledger) for rid in json.loads(v["request_ids"]))
     ledger.close()
     assert {r.status for r in records} == {"published"} and len(records) == len(KILLS)
-    assert all(versions_of[r.request_id] == 1 for r in records), "each request is in exactly one version"
+    assert all(versions_of[r.request_id] == 1 for r in records), (
+        "each request is in exactly one version"
+    )
     _, model = load_current(home)
-    assert model_pairs(model) == stored_pairs(home), "the served model trains on exactly what the store holds"
+    assert model_pairs(model) == stored_pairs(home), (
+        "the served model trains on exactly what the store holds"
+    )
     for request in submitted.values():
         known = request.known_to(model.train)
         assert known is None or not known.rows(model.train).any()
@@ -168,7 +191,9 @@ def test_worker_survives_sigkill_at_every_stage(service):
 
 def _versions(ledger: Ledger) -> list[dict]:
     with ledger.engine.connect() as connection:
-        return [dict(row) for row in connection.exec_driver_sql("SELECT * FROM versions").mappings()]
+        return [
+            dict(row) for row in connection.exec_driver_sql("SELECT * FROM versions").mappings()
+        ]
 
 
 def test_load_current_retries_whatever_a_version_switch_mid_read_raises(service, monkeypatch):
@@ -190,6 +215,8 @@ def test_load_current_retries_whatever_a_version_switch_mid_read_raises(service,
     monkeypatch.setattr(versions, "load_version", load)
     name, model = versions.load_current(service.home)
     assert name == "v000002" and len(model.train)
-    monkeypatch.setattr(versions, "current_name", lambda home: "v000001")  # it did not move: the error stands
+    monkeypatch.setattr(
+        versions, "current_name", lambda home: "v000001"
+    )  # it did not move: the error stands
     with pytest.raises(DataError):
         versions.load_current(service.home)

@@ -17,8 +17,15 @@ from sqlalchemy import create_engine, inspect, text
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import ConfigError
 from recunlearn.service import store as store_module
-from recunlearn.service.store import (ConflictError, InvalidRequestId, Ledger, Proof, check_request_id, keyed,
-                                      metadata)
+from recunlearn.service.store import (
+    ConflictError,
+    InvalidRequestId,
+    Ledger,
+    Proof,
+    check_request_id,
+    keyed,
+    metadata,
+)
 from tests.conftest import make_tiny
 
 KEY = bytes(range(32))
@@ -26,7 +33,9 @@ KEY = bytes(range(32))
 
 def _alembic(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(store_module.Path(store_module.__file__).parent / "migrations"))
+    config.set_main_option(
+        "script_location", str(store_module.Path(store_module.__file__).parent / "migrations")
+    )
     config.set_main_option("sqlalchemy.url", url)
     return config
 
@@ -47,7 +56,9 @@ def test_migrations_go_down_and_up_again(store_url):
     config = _alembic(store_url)
     command.upgrade(config, "head")
     engine = create_engine(store_url)
-    assert {"interactions", "requests", "versions", "events", "tokens"} <= set(inspect(engine).get_table_names())
+    assert {"interactions", "requests", "versions", "events", "tokens"} <= set(
+        inspect(engine).get_table_names()
+    )
     command.downgrade(config, "0001")
     assert "proof" not in {c["name"] for c in inspect(engine).get_columns("requests")}
     command.downgrade(config, "base")
@@ -66,16 +77,30 @@ def test_upgrading_drops_the_ids_older_records_kept(store_url):
     engine = create_engine(store_url)
     old_audit = {"removed_rows": 2, "removed_pairs": [["u1", "i1"], ["u1", "i2"]]}
     with engine.begin() as connection:
-        for request_id, status, audit in (("old", "published", old_audit), ("waiting", "received", None)):
-            spec = json.dumps({"request_id": request_id, "pairs": [], "users": ["u1"], "items": [], "samples": []})
-            connection.execute(text("INSERT INTO requests (id, status, spec, spec_sha256, received_at, audit) "
-                                    "VALUES (:i, :s, :spec, 'x', 1.0, :a)"),
-                               {"i": request_id, "s": status, "spec": spec, "a": audit and json.dumps(audit)})
+        for request_id, status, audit in (
+            ("old", "published", old_audit),
+            ("waiting", "received", None),
+        ):
+            spec = json.dumps(
+                {"request_id": request_id, "pairs": [], "users": ["u1"], "items": [], "samples": []}
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO requests (id, status, spec, spec_sha256, received_at, audit) "
+                    "VALUES (:i, :s, :spec, 'x', 1.0, :a)"
+                ),
+                {"i": request_id, "s": status, "spec": spec, "a": audit and json.dumps(audit)},
+            )
     engine.dispose()
     ledger = Ledger(store_url, key=KEY)
     old, waiting = ledger.get("old"), ledger.get("waiting")
-    assert old.request is None and waiting.request.users == ("u1",), "only the applied record's ids are dropped"
-    assert old.proof == Proof.of(KEY, DeletionRequest(request_id="old", users=["u1"])) and old.named.users == 1
+    assert old.request is None and waiting.request.users == ("u1",), (
+        "only the applied record's ids are dropped"
+    )
+    assert (
+        old.proof == Proof.of(KEY, DeletionRequest(request_id="old", users=["u1"]))
+        and old.named.users == 1
+    )
     assert "removed_pairs" not in old.audit and ledger.was_removed(old, "u1", "i2")
     assert not ledger.was_removed(old, "u1", "i3")
     with pytest.raises(ConflictError):
@@ -92,10 +117,18 @@ def test_submit_is_idempotent_by_id_and_conflicts_on_other_content(store_url):
     with pytest.raises(ConflictError, match="different deletion"):
         ledger.submit(DeletionRequest(request_id="a", users=["u2"]))
     assert [e["kind"] for e in ledger.events("a")] == ["received"]
-    ledger.submit(DeletionRequest(request_id="b", users=["u1", "u2"], pairs=[("u3", "i1"), ("u4", "i2")]))
-    reordered = DeletionRequest(request_id="b", users=["u2", "u1", "u2"], pairs=[("u4", "i2"), ("u3", "i1")])
-    assert ledger.submit(reordered)[1] is False, "the same ids in another order are the same request"
-    assert ledger.checkpoint() and ledger.flushed, "no reader holds the store: deleted rows' bytes are flushed"
+    ledger.submit(
+        DeletionRequest(request_id="b", users=["u1", "u2"], pairs=[("u3", "i1"), ("u4", "i2")])
+    )
+    reordered = DeletionRequest(
+        request_id="b", users=["u2", "u1", "u2"], pairs=[("u4", "i2"), ("u3", "i1")]
+    )
+    assert ledger.submit(reordered)[1] is False, (
+        "the same ids in another order are the same request"
+    )
+    assert ledger.checkpoint() and ledger.flushed, (
+        "no reader holds the store: deleted rows' bytes are flushed"
+    )
     ledger.close()
 
 
@@ -125,15 +158,19 @@ def test_concurrent_first_submissions_store_one_request(store_url):
     got = {k: kind for kind, k in outcomes}
     winner = [k for k, kind in got.items() if kind == "created"]
     assert len(outcomes) == n and len(winner) == 1
-    assert got == {k: "created" if k == winner[0] else "same" if body(k) == body(winner[0]) else "conflict"
-                   for k in range(n)}
+    assert got == {
+        k: "created" if k == winner[0] else "same" if body(k) == body(winner[0]) else "conflict"
+        for k in range(n)
+    }
     assert ledger.get("race").request.users == tuple(body(winner[0]))
     assert [e["kind"] for e in ledger.events("race")] == ["received"]
     ledger.close()
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 201, ".", "..", "a/b", "nul\x00inside", "tab\there", "lone\udfff",
-                                 "line\nbreak"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "x" * 201, ".", "..", "a/b", "nul\x00inside", "tab\there", "lone\udfff", "line\nbreak"],
+)
 def test_request_ids_follow_one_rule(bad):
     with pytest.raises(InvalidRequestId, match="request ids are 1 to 200 printable characters"):
         check_request_id(bad)
@@ -155,13 +192,20 @@ def test_valid_request_ids_round_trip_and_bad_ones_are_refused_by_the_ledger(sto
 def _every_value(ledger: Ledger) -> list[str]:
     """Every value of every column of every table, as text."""
     with ledger.engine.connect() as connection:
-        return [str(value) for table in metadata.sorted_tables
-                for row in connection.execute(table.select()) for value in row]
+        return [
+            str(value)
+            for table in metadata.sorted_tables
+            for row in connection.execute(table.select())
+            for value in row
+        ]
 
 
 def stored_pairs_of(ledger: Ledger) -> set[tuple[str, str]]:
     with ledger.engine.connect() as connection:
-        return {tuple(r) for r in connection.exec_driver_sql("SELECT user_id, item_id FROM interactions")}
+        return {
+            tuple(r)
+            for r in connection.exec_driver_sql("SELECT user_id, item_id FROM interactions")
+        }
 
 
 def test_apply_deletes_rows_and_drops_the_ids_in_one_transaction(store_url):
@@ -179,21 +223,39 @@ def test_apply_deletes_rows_and_drops_the_ids_in_one_transaction(store_url):
     with pytest.raises(RuntimeError):
         ledger.record_applied(2, "v000002", "0" * 64, {"a": {}}, before_commit=crash)
     record = ledger.get("a")
-    assert ledger.matching_digests(record.proof) == named and record.status == "received", "rolled back whole"
+    assert ledger.matching_digests(record.proof) == named and record.status == "received", (
+        "rolled back whole"
+    )
     assert record.request == request and ledger.latest_version_number() == 0
 
     removed = [("u2", "i0"), ("u2", "i1")]
-    deleted = ledger.record_applied(2, "v000002", "0" * 64, {"a": {"removed_pair_digests":
-                                                                   ledger.pair_digests(removed)}})
+    deleted = ledger.record_applied(
+        2, "v000002", "0" * 64, {"a": {"removed_pair_digests": ledger.pair_digests(removed)}}
+    )
     record = ledger.get("a")
     assert deleted == {"a": named} and ledger.matching_digests(record.proof) == 0
     assert ledger.count_interactions() == len(data) - named
-    assert record.status == "applied" and record.version == 2 and record.audit["store_rows_removed"] == named
-    assert record.request is None and record.named.model_dump() == {"pairs": 2, "users": 1, "items": 0}
+    assert (
+        record.status == "applied"
+        and record.version == 2
+        and record.audit["store_rows_removed"] == named
+    )
+    assert record.request is None and record.named.model_dump() == {
+        "pairs": 2,
+        "users": 1,
+        "items": 0,
+    }
     assert ledger.was_removed(record, "u2", "i1") and not ledger.was_removed(record, "u2", "i2")
-    texts = [v for v in _every_value(ledger) if v.startswith(("{", "["))]  # every JSON column's value
-    assert texts and not any(f'"{x}"' in v for v in texts for x in ("u1", "u2", "i0", "i1")), "no named id is kept"
-    assert not stored_pairs_of(ledger) & {*removed, *((u, i) for u, i in stored_pairs_of(ledger) if u == "u1")}
+    texts = [
+        v for v in _every_value(ledger) if v.startswith(("{", "["))
+    ]  # every JSON column's value
+    assert texts and not any(f'"{x}"' in v for v in texts for x in ("u1", "u2", "i0", "i1")), (
+        "no named id is kept"
+    )
+    assert not stored_pairs_of(ledger) & {
+        *removed,
+        *((u, i) for u, i in stored_pairs_of(ledger) if u == "u1"),
+    }
     assert record.proof.pairs == sorted({keyed(KEY, "pair", u, i) for u, i in removed})
     assert ledger.record_published(2) == ["a"] and ledger.get("a").status == "published"
     assert ledger.record_published(2) == [], "publishing twice changes nothing"
@@ -237,7 +299,9 @@ def test_a_bad_database_url_is_a_config_error(url):
 def test_a_database_other_than_sqlite_or_postgresql_is_a_config_error(monkeypatch):
     from sqlalchemy import create_mock_engine
 
-    monkeypatch.setattr(store_module, "create_engine", lambda url, **_: create_mock_engine(url, None))
+    monkeypatch.setattr(
+        store_module, "create_engine", lambda url, **_: create_mock_engine(url, None)
+    )
     with pytest.raises(ConfigError, match="SQLite or PostgreSQL, not mysql"):
         Ledger("mysql://u@h/db", key=KEY)
 

@@ -44,9 +44,13 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
     assert verify_request(home, "u7", retrain=True).ok
     name, model = load_current(home)
-    assert "u7" not in model.train.users and len(model.train.users) == len(make_tiny().users), "erased, same shape"
+    assert "u7" not in model.train.users and len(model.train.users) == len(make_tiny().users), (
+        "erased, same shape"
+    )
     shutil.copytree(home.versions / name, tmp_path / "erased")
-    model.train = model.train._replace(users=Interactions.load(old / "train.npz").users)  # u7 named again
+    model.train = model.train._replace(
+        users=Interactions.load(old / "train.npz").users
+    )  # u7 named again
     model.save(home.versions / name)
     _resign(home, name)
     assert _failed(home, "u7") == {"users erased"}
@@ -65,13 +69,17 @@ def test_verify_passes_then_catches_copies_of_the_deleted_data(service, tmp_path
     shutil.rmtree(home.versions / "v000001")
 
     ledger = home.ledger()
-    ledger.add_interactions(make_tiny().take(np.flatnonzero(make_tiny().to_frame().user == "u7")[:1]))
+    ledger.add_interactions(
+        make_tiny().take(np.flatnonzero(make_tiny().to_frame().user == "u7")[:1])
+    )
     ledger.close()
     assert _failed(home, "u7") == {"store"}
     with home.ledger().write() as connection:
         connection.exec_driver_sql("DELETE FROM interactions WHERE user_id = 'u7'")
 
-    (served / "weights.safetensors").write_bytes((served / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    (served / "weights.safetensors").write_bytes(
+        (served / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8
+    )
     assert _failed(home, "u7") == {"served version complete"}
 
 
@@ -83,8 +91,11 @@ def _resign(home: ServiceHome, name: str, in_ledger: bool = True) -> None:
     (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
     if in_ledger:
         with home.ledger().write() as connection:
-            connection.execute(update(versions).where(versions.c.name == name)
-                               .values(manifest_sha256=file_sha256(home.versions / name / "manifest.json")))
+            connection.execute(
+                update(versions)
+                .where(versions.c.name == name)
+                .values(manifest_sha256=file_sha256(home.versions / name / "manifest.json"))
+            )
 
 
 def test_verify_catches_a_rewritten_version_and_one_that_does_not_load(service):
@@ -96,7 +107,9 @@ def test_verify_catches_a_rewritten_version_and_one_that_does_not_load(service):
     name = current_name(home)
     _resign(home, name, in_ledger=False)
     assert _failed(home, "u7") == {"ledger's version record"}
-    (home.versions / name / "weights.safetensors").write_bytes(old_weights)  # the model trained with u7's rows
+    (home.versions / name / "weights.safetensors").write_bytes(
+        old_weights
+    )  # the model trained with u7's rows
     _resign(home, name, in_ledger=False)
     assert _failed(home, "u7") == {"ledger's version record", "served version loads"}
     _resign(home, name)
@@ -115,7 +128,13 @@ def test_verify_passes_while_the_worker_handles_a_later_request(service):
     seen = {}
 
     def stage(name: str) -> None:
-        if name in ("saved", "manifest_written", "version_renamed", "applied_committed", "pointer_renamed"):
+        if name in (
+            "saved",
+            "manifest_written",
+            "version_renamed",
+            "applied_committed",
+            "pointer_renamed",
+        ):
             seen[name] = _failed(home, "u7")
 
     Worker(home, stage=stage).run(drain=True)
@@ -124,7 +143,9 @@ def test_verify_passes_while_the_worker_handles_a_later_request(service):
     staging.mkdir()
     (staging / "train.npz").write_bytes(b"PK\x03\x04 half written")
     checks = {c.name: c for c in verify_request(home, "u7", retrain=False).checks}
-    assert {n for n, c in checks.items() if not c.ok} == {"data files"} and "busy, retry" in checks["data files"].detail
+    assert {n for n, c in checks.items() if not c.ok} == {"data files"} and "busy, retry" in checks[
+        "data files"
+    ].detail
 
 
 def test_verify_fails_while_a_reader_holds_off_the_store_checkpoint(service, monkeypatch):
@@ -140,7 +161,9 @@ def test_served_versions_keep_no_list_of_what_was_forgotten(service):
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2"), ("u3", "i0")]))
     name = current_name(home)
     document = json.loads((home.versions / name / "unlearner.json").read_text())
-    assert document["forgotten"] == [], "the deleted pairs' keys would decode with the served vocabularies"
+    assert document["forgotten"] == [], (
+        "the deleted pairs' keys would decode with the served vocabularies"
+    )
     assert verify_request(home, "p", retrain=False).ok
     _, model = load_current(home)
     model._forgotten = {123, 456}
@@ -151,15 +174,24 @@ def test_served_versions_keep_no_list_of_what_was_forgotten(service):
 
 def test_exact_retraining_check_covers_receraser_aggregator(tmp_path):
     home = ServiceHome(tmp_path / "home")
-    config = {"n_shards": 3, "train": FAST_TRAIN, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 512}}
+    config = {
+        "n_shards": 3,
+        "train": FAST_TRAIN,
+        "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 512},
+    }
     init_service(home, make_tiny(), "receraser", config)
     _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
     record = home.ledger().get("p")
-    assert "aggregator" in record.audit["changed_parts"] and "aggregator" in record.audit["part_data_sha256"]
+    assert (
+        "aggregator" in record.audit["changed_parts"]
+        and "aggregator" in record.audit["part_data_sha256"]
+    )
     assert verify_request(home, "p", retrain=True).ok
     name, model = load_current(home)
     with torch.no_grad():
-        next(iter(model.aggregator.users.parameters())).add_(1e-3)  # an aggregator retraining would not give
+        next(iter(model.aggregator.users.parameters())).add_(
+            1e-3
+        )  # an aggregator retraining would not give
     model.save(home.versions / name)
     _resign(home, name)
     assert _failed(home, "p", retrain=True) == {"exact retraining"}
@@ -187,13 +219,39 @@ def test_cli_walk_through_with_retrain(tmp_path):
     make_tiny().save(data)
     home = tmp_path / "home"
     config = '{"train": {"max_epochs": 4, "batch_size": 256, "lr": 0.01}}'
-    made = runner.invoke(app, ["service", "init", "--data", str(data), "--method", "retrain", "--config", config,
-                               "--home", str(home)])
+    made = runner.invoke(
+        app,
+        [
+            "service",
+            "init",
+            "--data",
+            str(data),
+            "--method",
+            "retrain",
+            "--config",
+            config,
+            "--home",
+            str(home),
+        ],
+    )
     assert made.exit_code == 0, made.output
     assert "write token" in made.output and "serving v000001" in made.output
-    missing = runner.invoke(app, ["service", "init", "--data", str(data), "--config", "absent.toml",
-                                  "--home", str(tmp_path / "other")])
-    assert missing.exit_code != 0 and "--config 'absent.toml': no such file" in str(missing.exception)
+    missing = runner.invoke(
+        app,
+        [
+            "service",
+            "init",
+            "--data",
+            str(data),
+            "--config",
+            "absent.toml",
+            "--home",
+            str(tmp_path / "other"),
+        ],
+    )
+    assert missing.exit_code != 0 and "--config 'absent.toml': no such file" in str(
+        missing.exception
+    )
     again = runner.invoke(app, ["service", "init", "--data", str(data), "--home", str(home)])
     assert again.exit_code != 0 and "already holds a service" in str(again.exception)
     ledger = ServiceHome(home).ledger()
@@ -205,11 +263,18 @@ def test_cli_walk_through_with_retrain(tmp_path):
     assert verified.exit_code == 0 and "[ok] exact retraining" in verified.output, verified.output
     frame = make_tiny().to_frame()
     u5_item = str(frame.item[frame.user == "u5"].iloc[0])
-    proved = runner.invoke(app, ["verify", "r", "--no-retrain", "--pair", f"u5,{u5_item}", "--home", str(home)])
-    assert proved.exit_code == 0 and f"[ok] pair removed: ('u5', '{u5_item}') is among" in proved.output
+    proved = runner.invoke(
+        app, ["verify", "r", "--no-retrain", "--pair", f"u5,{u5_item}", "--home", str(home)]
+    )
+    assert (
+        proved.exit_code == 0
+        and f"[ok] pair removed: ('u5', '{u5_item}') is among" in proved.output
+    )
     kept = str(frame.user[(frame.user != "u5") & (frame.item != "i9")].iloc[0])
     other = str(frame.item[(frame.user == kept) & (frame.item != "i9")].iloc[0])
-    unproved = runner.invoke(app, ["verify", "r", "--no-retrain", "--pair", f"{kept},{other}", "--home", str(home)])
+    unproved = runner.invoke(
+        app, ["verify", "r", "--no-retrain", "--pair", f"{kept},{other}", "--home", str(home)]
+    )
     assert unproved.exit_code == 1 and "[FAIL] pair removed" in unproved.output
     bad_pair = runner.invoke(app, ["verify", "r", "--pair", "u5", "--home", str(home)])
     assert bad_pair.exit_code != 0 and "give USER,ITEM" in str(bad_pair.exception)
@@ -234,7 +299,10 @@ def test_cli_tokens_are_made_listed_by_name_and_revoked(tmp_path):
     listed = run("--list")
     assert listed.exit_code == 0 and token not in listed.output
     assert [line.split("\t")[:3] for line in listed.output.splitlines()] == [
-        ["init-write", "write", "live"], ["init-read", "read", "live"], ["ops", "write", "live"]]
+        ["init-write", "write", "live"],
+        ["init-read", "read", "live"],
+        ["ops", "write", "live"],
+    ]
     assert "already named 'ops'" in str(run("--name", "ops").exception)
     revoked = run("--revoke", "ops")
     assert revoked.exit_code == 0 and "revoked 1 token(s) named 'ops'" in revoked.output
@@ -244,12 +312,16 @@ def test_cli_tokens_are_made_listed_by_name_and_revoked(tmp_path):
     ledger.close()
     assert "no live token is named 'ops'" in str(run("--revoke", "ops").exception)
     assert "give one of --name NAME" in str(run().exception)
-    assert "--expires-days must be positive" in str(run("--name", "x", "--expires-days", "0").exception)
+    assert "--expires-days must be positive" in str(
+        run("--name", "x", "--expires-days", "0").exception
+    )
 
 
 def test_init_refuses_an_unknown_method_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="unknown method"):
-        init_service(ServiceHome(tmp_path / "h"), make_tiny(), "no-such-method", {"train": FAST_TRAIN})
+        init_service(
+            ServiceHome(tmp_path / "h"), make_tiny(), "no-such-method", {"train": FAST_TRAIN}
+        )
     assert not (tmp_path / "h").exists()
 
 
@@ -271,9 +343,14 @@ def _table_bytes(ledger: Ledger, table: str) -> bytes:
         connection.exec_driver_sql("CHECKPOINT")
         paths = connection.exec_driver_sql(
             "SELECT pg_relation_filepath(c.oid) FROM pg_class c WHERE c.oid = %(t)s::regclass "
-            "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = %(t)s::regclass)", {"t": table}).scalars()
-        return b"".join(connection.exec_driver_sql("SELECT pg_read_binary_file(%(p)s)", {"p": p}).scalar()
-                        for p in paths if p)
+            "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = %(t)s::regclass)",
+            {"t": table},
+        ).scalars()
+        return b"".join(
+            connection.exec_driver_sql("SELECT pg_read_binary_file(%(p)s)", {"p": p}).scalar()
+            for p in paths
+            if p
+        )
 
 
 def _tuple_bytes(user: str, item: str) -> bytes:
@@ -290,15 +367,25 @@ def test_on_postgresql_the_deleted_rows_leave_the_table_files_and_verify_names_t
     pairs = list(zip(frame.user[frame.user == "u7"], frame.item[frame.user == "u7"]))
     ledger = home.ledger()
     before = _table_bytes(ledger, "interactions")
-    assert pairs and all(_tuple_bytes(u, i) in before for u, i in pairs), "the scan finds stored rows"
+    assert pairs and all(_tuple_bytes(u, i) in before for u, i in pairs), (
+        "the scan finds stored rows"
+    )
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
     result = verify_request(home, "u7", retrain=False)
     assert result.ok, [c for c in result.checks if not c.ok]
     store_file = next(c for c in result.checks if c.name == "store file")
     assert "VACUUM FULL" in store_file.detail
-    assert len(result.notes) == 1 and "write-ahead log" in result.notes[0] and "max_wal_size=" in result.notes[0]
+    assert (
+        len(result.notes) == 1
+        and "write-ahead log" in result.notes[0]
+        and "max_wal_size=" in result.notes[0]
+    )
     after = _table_bytes(ledger, "interactions") + _table_bytes(ledger, "requests")
-    assert not any(_tuple_bytes(u, i) in after for u, i in pairs), "no deleted row is left in the table files"
+    assert not any(_tuple_bytes(u, i) in after for u, i in pairs), (
+        "no deleted row is left in the table files"
+    )
     assert b'"u7"' not in after, "nor the request's ids in an old version of its ledger row"
-    assert _tuple_bytes("u8", str(frame.item[frame.user == "u8"].iloc[0])) in after, "the scan still sees kept rows"
+    assert _tuple_bytes("u8", str(frame.item[frame.user == "u8"].iloc[0])) in after, (
+        "the scan still sees kept rows"
+    )
     ledger.close()

@@ -37,7 +37,9 @@ def test_recover_refuses_a_staged_version_whose_manifest_was_rewritten(service):
         Worker(home, stage=_crash_at("applied_committed"), ledger=ledger).run(drain=True)
     staged = home.versions / "v000002"
     (staged / MANIFEST).write_text(json.dumps(read_manifest(staged)))  # same content, other bytes
-    with pytest.raises(RecUnlearnError, match=r"version v000002 .* not the one the ledger recorded"):
+    with pytest.raises(
+        RecUnlearnError, match=r"version v000002 .* not the one the ledger recorded"
+    ):
         Worker(home, ledger=ledger).run(drain=True)
     assert current_name(home) == "v000001" and ledger.get("u7").status == "applied"
     ledger.close()
@@ -60,18 +62,31 @@ def test_each_request_of_a_batch_audits_its_own_parts_and_erased_users(service):
     a, b, c = (ledger.get(r).audit for r in "ABC")
     assert (a["erased_users"], b["erased_users"], c["erased_users"]) == (1, 0, 0)
     assert b["removed_pair_digests"] == ledger.pair_digests([("u8", u8_item)]), "(u7, item) was A's"
-    assert b["changed_parts"] == [f"shard-{before.assignment[u8[0]]}"] and b["parts_scope"] == "request"
+    assert (
+        b["changed_parts"] == [f"shard-{before.assignment[u8[0]]}"]
+        and b["parts_scope"] == "request"
+    )
     assert a["changed_parts"] == sorted(f"shard-{k}" for k in set(before.assignment[u7].tolist()))
-    assert b["batch_changed_parts"] == sorted({*a["changed_parts"], *b["changed_parts"], *c["changed_parts"]})
+    assert b["batch_changed_parts"] == sorted(
+        {*a["changed_parts"], *b["changed_parts"], *c["changed_parts"]}
+    )
     result = verify_request(home, "B", retrain=True)
     checks = {c.name: c for c in result.checks}
     assert result.ok and result.parts_scope == "request"
     assert "held this request's rows" in checks["exact retraining"].detail
 
-    old = {k: v for k, v in b.items() if k not in ("parts_scope", "batch_changed_parts")}  # written before both
+    old = {
+        k: v for k, v in b.items() if k not in ("parts_scope", "batch_changed_parts")
+    }  # written before both
     with ledger.write() as connection:
-        connection.execute(requests.update().where(requests.c.id == "B").values(audit=json.dumps(old)))
+        connection.execute(
+            requests.update().where(requests.c.id == "B").values(audit=json.dumps(old))
+        )
     result = verify_request(home, "B", retrain=True)
     checks = {c.name: c for c in result.checks}
-    assert result.ok and result.parts_scope == "batch" and "whole batch of 3" in checks["exact retraining"].detail
+    assert (
+        result.ok
+        and result.parts_scope == "batch"
+        and "whole batch of 3" in checks["exact retraining"].detail
+    )
     ledger.close()

@@ -20,7 +20,9 @@ def planted_models(data, n_shards=3, good=0):
     structure (from a model trained on all of it): aggregators should lean on it."""
     from recunlearn.train.loop import TrainConfig, fit_model
 
-    trained = fit_model(MFConfig(dim=8), data, None, TrainConfig(**{**FAST_TRAIN, "max_epochs": 30})).model
+    trained = fit_model(
+        MFConfig(dim=8), data, None, TrainConfig(**{**FAST_TRAIN, "max_epochs": 30})
+    ).model
     models = []
     for k in range(n_shards):
         model = build_model(MFConfig(dim=8), data, seed=100 + k)
@@ -29,7 +31,9 @@ def planted_models(data, n_shards=3, good=0):
         else:
             with torch.no_grad():
                 model.user_emb.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(k))
-                model.item_emb.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(10 + k))
+                model.item_emb.weight.normal_(
+                    0, 1.0, generator=torch.Generator().manual_seed(10 + k)
+                )
         models.append(model.eval())
     return models
 
@@ -39,14 +43,19 @@ def test_average_is_the_mean_of_shard_probabilities_and_skips_empty_shards(tiny_
     test = tiny_split.test
     aggregator = build_aggregator(AverageConfig())
     per_shard = shard_probabilities(models, test.user, test.item)
-    np.testing.assert_allclose(aggregator.score(models, test.user, test.item), per_shard.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        aggregator.score(models, test.user, test.item), per_shard.mean(0), rtol=1e-6
+    )
     with_empty = [models[0], None, models[2]]
-    np.testing.assert_allclose(aggregator.score(with_empty, test.user, test.item), per_shard[[0, 2]].mean(0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        aggregator.score(with_empty, test.user, test.item), per_shard[[0, 2]].mean(0), rtol=1e-6
+    )
     grid = aggregator.score_all(with_empty, np.array([0, 1]), tiny_split.train.n_items)
-    np.testing.assert_allclose(grid[1, test.item[test.user == 1]],
-                               aggregator.score(with_empty, test.user[test.user == 1], test.item[test.user == 1]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        grid[1, test.item[test.user == 1]],
+        aggregator.score(with_empty, test.user[test.user == 1], test.item[test.user == 1]),
+        rtol=1e-5,
+    )
 
 
 def test_weighted_aggregator_prefers_the_shard_with_low_validation_error(tiny_split):
@@ -61,11 +70,16 @@ def test_weighted_aggregator_prefers_the_shard_with_low_validation_error(tiny_sp
     from recunlearn.evaluate import auc
 
     averaged = build_aggregator(AverageConfig()).score(models, test.user, test.item)
-    assert auc(test.label, aggregator.score(models, test.user, test.item)) > auc(test.label, averaged)
+    assert auc(test.label, aggregator.score(models, test.user, test.item)) > auc(
+        test.label, averaged
+    )
     uniform = build_aggregator(WeightedConfig(tau=0.0))
     uniform.fit(models, tiny_split.train, tiny_split.valid, range(3))
-    np.testing.assert_allclose(uniform.score(models, test.user, test.item),
-                               build_aggregator(AverageConfig()).score(models, test.user, test.item), rtol=1e-5)
+    np.testing.assert_allclose(
+        uniform.score(models, test.user, test.item),
+        build_aggregator(AverageConfig()).score(models, test.user, test.item),
+        rtol=1e-5,
+    )
     with_empty = [models[0], models[1], None]
     aggregator.fit(with_empty, tiny_split.train, tiny_split.valid, [2])
     assert np.all(aggregator.weights(users, with_empty)[:, 2] == 0)
@@ -80,16 +94,23 @@ def test_attention_aggregator_learns_to_weight_the_informative_shard(tiny_split)
     info = aggregator.fit(models, tiny_split.train, tiny_split.valid, range(3))
     assert info["training_rows"] == len(tiny_split.train)
     learned = auc(test.label, aggregator.score(models, test.user, test.item))
-    averaged = auc(test.label, build_aggregator(AverageConfig()).score(models, test.user, test.item))
+    averaged = auc(
+        test.label, build_aggregator(AverageConfig()).score(models, test.user, test.item)
+    )
     assert learned > averaged
     again = build_aggregator(AttentionConfig(epochs=30, batch_size=128, lr=0.02))
     again.fit(models, tiny_split.train, tiny_split.valid, range(3))
     for name, value in aggregator.tensors().items():
-        assert torch.equal(value, again.tensors()[name]), "same seed and inputs must give the same aggregator"
+        assert torch.equal(value, again.tensors()[name]), (
+            "same seed and inputs must give the same aggregator"
+        )
     grid = aggregator.score_all(models, np.array([3]), tiny_split.train.n_items)
-    np.testing.assert_allclose(grid[0, test.item[test.user == 3]],
-                               aggregator.score(models, test.user[test.user == 3], test.item[test.user == 3]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        grid[0, test.item[test.user == 3]],
+        aggregator.score(models, test.user[test.user == 3], test.item[test.user == 3]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_aggregator_config_is_validated():
@@ -102,8 +123,14 @@ def test_aggregator_config_is_validated():
 def test_sisa_with_attention_saves_and_loads(tiny_split, tmp_path):
     from recunlearn.unlearn import Unlearner
 
-    config = {"n_shards": 2, "train": FAST_TRAIN, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 128}}
+    config = {
+        "n_shards": 2,
+        "train": FAST_TRAIN,
+        "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 128},
+    }
     model = get_method("sisa")(config).fit(tiny_split.train, tiny_split.valid)
     loaded = Unlearner.load(model.save(tmp_path / "m"))
     test = tiny_split.test
-    np.testing.assert_array_equal(loaded.score_index(test.user, test.item), model.score_index(test.user, test.item))
+    np.testing.assert_array_equal(
+        loaded.score_index(test.user, test.item), model.score_index(test.user, test.item)
+    )

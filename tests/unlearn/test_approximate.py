@@ -20,12 +20,17 @@ LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
 @pytest.fixture(scope="module")
 def originals(tiny_split):
     """One trained model per kind, for every method to adopt."""
-    return {kind: get_method("retrain")(config).fit(tiny_split.train, tiny_split.valid)
-            for kind, config in (("mf", {"train": FAST_TRAIN}), ("lightgcn", LIGHTGCN))}
+    return {
+        kind: get_method("retrain")(config).fit(tiny_split.train, tiny_split.valid)
+        for kind, config in (("mf", {"train": FAST_TRAIN}), ("lightgcn", LIGHTGCN))
+    }
 
 
 def embedding_rows(method) -> tuple[torch.Tensor, torch.Tensor]:
-    return method.model.user_emb.weight.detach().clone(), method.model.item_emb.weight.detach().clone()
+    return (
+        method.model.user_emb.weight.detach().clone(),
+        method.model.item_emb.weight.detach().clone(),
+    )
 
 
 @pytest.mark.parametrize("name", ["ifru", "if", "scif"])
@@ -46,10 +51,14 @@ def test_influence_methods_update_a_bpr_model(tiny_split, name, kind):
 @pytest.mark.parametrize("name", ["finetune", "neggrad"])
 def test_finetune_and_neggrad_take_a_bpr_model(tiny_split, name):
     """They use the training loss itself."""
-    original = get_method("retrain")(train={**FAST_TRAIN, "loss": "bpr", "max_epochs": 1}).fit(tiny_split.train,
-                                                                                              tiny_split.valid)
-    report = get_method(name).adopt(original, {"epochs": 1} if name == "finetune" else {"steps": 1}).forget(
-        DeletionRequest.from_rows(tiny_split.train, np.arange(5)))
+    original = get_method("retrain")(train={**FAST_TRAIN, "loss": "bpr", "max_epochs": 1}).fit(
+        tiny_split.train, tiny_split.valid
+    )
+    report = (
+        get_method(name)
+        .adopt(original, {"epochs": 1} if name == "finetune" else {"steps": 1})
+        .forget(DeletionRequest.from_rows(tiny_split.train, np.arange(5)))
+    )
     assert report.parts[0].parameter_rows > 0
 
 
@@ -69,12 +78,19 @@ def test_parameter_rows_are_the_rows_that_changed(originals, name, kind):
     """Each changed row once, orphans included: NegGrad counted the orphan twice and missed rows
     LightGCN's propagation moves, fine-tuning counted more rows than the model has, IFRU on MF
     counted kept rows whose step is 0 (no removed row touches them)."""
-    settings = {"epochs": 1} if name == "finetune" else {"steps": 2} if name == "neggrad" else {"guard": False}
+    settings = (
+        {"epochs": 1}
+        if name == "finetune"
+        else {"steps": 2}
+        if name == "neggrad"
+        else {"guard": False}
+    )
     method = get_method(name).adopt(originals[kind], settings)
     users, items = embedding_rows(method)
     report = method.forget(DeletionRequest(users=["u5"]))
-    changed = (int((method.model.user_emb.weight != users).any(1).sum())
-               + int((method.model.item_emb.weight != items).any(1).sum()))
+    changed = int((method.model.user_emb.weight != users).any(1).sum()) + int(
+        (method.model.item_emb.weight != items).any(1).sum()
+    )
     assert report.details["reset_rows"] == 1
     assert report.parts[0].parameter_rows == changed
 
@@ -84,9 +100,16 @@ def test_parameter_rows_are_0_when_the_step_is_0(originals, tiny_split, monkeypa
     import recunlearn.unlearn._influence_common as common
 
     method = get_method("ifru").adopt(originals["mf"], {"solver": {"method": "cg"}, "guard": False})
-    monkeypatch.setattr(common, "solve", lambda config, hvp, b, **_: (common.SolveResult(torch.zeros_like(b), 0), 0.0))
+    monkeypatch.setattr(
+        common,
+        "solve",
+        lambda config, hvp, b, **_: (common.SolveResult(torch.zeros_like(b), 0), 0.0),
+    )
     report = method.forget(DeletionRequest.from_rows(tiny_split.train, np.arange(5)))
-    assert report.details["update"] == "none (the solver's step is zero)" and report.parts[0].parameter_rows == 0
+    assert (
+        report.details["update"] == "none (the solver's step is zero)"
+        and report.parts[0].parameter_rows == 0
+    )
 
 
 def test_the_damping_scale_is_positive_and_the_mean_diagonal_where_that_is():
@@ -96,16 +119,21 @@ def test_the_damping_scale_is_positive_and_the_mean_diagonal_where_that_is():
     assert damping_scale(blocks) == float(torch.diagonal(blocks, dim1=-2, dim2=-1).mean())
     blocks[0, 0, 0] = -1.0
     assert damping_scale(blocks) == pytest.approx(0.4)
-    assert damping_scale(torch.tensor([[-0.2, 0.1]])) == pytest.approx(0.15)  # the diagonal preconditioner's shape
-    low_rank = LowRankBlocks(torch.tensor([0, 1]), torch.ones(2, 2), torch.ones(2), torch.tensor([0.1, 0.1]))
+    assert damping_scale(torch.tensor([[-0.2, 0.1]])) == pytest.approx(
+        0.15
+    )  # the diagonal preconditioner's shape
+    low_rank = LowRankBlocks(
+        torch.tensor([0, 1]), torch.ones(2, 2), torch.ones(2), torch.tensor([0.1, 0.1])
+    )
     assert damping_scale(low_rank) == low_rank.diagonal_mean() > 0
 
 
 def test_an_under_trained_lightgcn_keeps_a_relative_damping(originals, tiny_split):
     """On the 8-epoch LightGCN the blocks' mean diagonal is negative; the damping used to collapse
     to 1e-15 and the bare per-row step (no coupling bound) to a norm of 2.5e13."""
-    method = get_method("ifru").adopt(originals["lightgcn"], {"guard": False,
-                                                              "solver": {"method": "block", "coupling": False}})
+    method = get_method("ifru").adopt(
+        originals["lightgcn"], {"guard": False, "solver": {"method": "block", "coupling": False}}
+    )
     report = method.forget(DeletionRequest.from_rows(tiny_split.train, np.arange(0, 60, 3)))
     assert report.details["damping"] > 1e-5
     assert report.details["step_norm"] < 1e5
@@ -124,5 +152,7 @@ def test_a_failed_update_leaves_the_model_as_it_was(originals, tiny_split, monke
     monkeypatch.setattr(common, "solve", failing)
     with pytest.raises(SolverError):
         method.forget(DeletionRequest(users=["u5"]))
-    assert torch.equal(method.model.user_emb.weight, users) and torch.equal(method.model.item_emb.weight, items)
+    assert torch.equal(method.model.user_emb.weight, users) and torch.equal(
+        method.model.item_emb.weight, items
+    )
     assert method.model.adjacency is adjacency and method.train is train

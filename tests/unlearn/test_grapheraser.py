@@ -22,9 +22,14 @@ class TestGraphEraser(UnlearnerConformance):
         assert nodes_per_shard.sum() == len(users)
 
     def test_item_nodes(self, tiny_split):
-        model = get_method("grapheraser")({**self.config, "node": "item"}).fit(tiny_split.train, tiny_split.valid)
+        model = get_method("grapheraser")({**self.config, "node": "item"}).fit(
+            tiny_split.train, tiny_split.valid
+        )
         train = model.train
-        assert max(len(np.unique(model.assignment[train.item == i])) for i in np.unique(train.item)) == 1
+        assert (
+            max(len(np.unique(model.assignment[train.item == i])) for i in np.unique(train.item))
+            == 1
+        )
 
     def test_forgetting_a_user_retrains_only_its_shard_exactly(self, tiny_split):
         model = self.fresh(tiny_split)
@@ -33,7 +38,10 @@ class TestGraphEraser(UnlearnerConformance):
         assert "aggregator" not in report.changed_parts  # averaging does not depend on the shards
 
     def test_learned_aggregator_option(self, tiny_split):
-        config = {**self.config, "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 128}}
+        config = {
+            **self.config,
+            "aggregator": {"kind": "attention", "epochs": 2, "batch_size": 128},
+        }
         model = get_method("grapheraser")(config).fit(tiny_split.train, tiny_split.valid)
         report = model.forget(user_deletion(tiny_split.train, users=["u2"]))
         assert "aggregator" in report.changed_parts

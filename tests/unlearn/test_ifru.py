@@ -32,12 +32,16 @@ def test_lightgcn_scores_with_the_graph_without_the_deleted_edges(tiny_split):
     method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)
     report = method.forget(request)
     rest = method.train
-    rebuilt = normalized_adjacency(rest.n_users, rest.n_items, rest.user[rest.label > 0], rest.item[rest.label > 0])
+    rebuilt = normalized_adjacency(
+        rest.n_users, rest.n_items, rest.user[rest.label > 0], rest.item[rest.label > 0]
+    )
     now = adjacency_to_scipy(method.model.adjacency)
     np.testing.assert_array_equal(now.indices, adjacency_to_scipy(rebuilt).indices)
     np.testing.assert_array_equal(now.data, adjacency_to_scipy(rebuilt).data)
     assert report.details["spillover_rows"] > 0 and report.details["hessian_rows"] > 0
-    assert report.details["update"] in ("applied",) or report.details["update"].startswith("rejected")
+    assert report.details["update"] in ("applied",) or report.details["update"].startswith(
+        "rejected"
+    )
 
 
 def test_pruning_keeps_seeds_and_follows_the_quantile(tiny_split):
@@ -51,7 +55,10 @@ def test_pruning_keeps_seeds_and_follows_the_quantile(tiny_split):
     narrow = get_method("ifru")(keep_quantile=0.9, train=FAST_TRAIN).fit(train, tiny_split.valid)
     request = DeletionRequest.from_rows(train, np.arange(6))
     kept = [m.forget(request).details for m in (wide, narrow)]
-    assert kept[0]["kept_users"] + kept[0]["kept_items"] > kept[1]["kept_users"] + kept[1]["kept_items"]
+    assert (
+        kept[0]["kept_users"] + kept[0]["kept_items"]
+        > kept[1]["kept_users"] + kept[1]["kept_items"]
+    )
     assert kept[1]["kept_users"] + kept[1]["kept_items"] >= kept[1]["seeds"]
 
 
@@ -61,7 +68,9 @@ def test_a_user_removed_entirely_goes_back_to_its_initial_row(tiny_split, config
     method = get_method("ifru")(config).fit(tiny_split.train, tiny_split.valid)
     report = method.forget(user_deletion(tiny_split.train, users=["u7"]))
     u = tiny_split.train.users.index(["u7"])[0]
-    retrained = fit_model(method.config.model, method.train, tiny_split.valid, method.config.train).model
+    retrained = fit_model(
+        method.config.model, method.train, tiny_split.valid, method.config.train
+    ).model
     torch.testing.assert_close(method.model.user_emb.weight[u], retrained.user_emb.weight[u])
     assert report.details["reset_rows"] >= 1
     assert np.isfinite(method.score_index(tiny_split.test.user, tiny_split.test.item)).all()
@@ -74,13 +83,24 @@ def test_influence_moves_towards_retraining(tiny_split):
     The CG step uses the exact Hessian: on 506 rows the default 8-rows-per-node sample changes
     how far the step goes from draw to draw (0.35-0.87 of the test distance left over 8 draws),
     though never its direction, which the default per-row step below checks."""
-    converged = {"max_epochs": 150, "patience": 150, "batch_size": 4096, "lr": 0.02, "l2": 0.05, "seed": 0}
+    converged = {
+        "max_epochs": 150,
+        "patience": 150,
+        "batch_size": 4096,
+        "lr": 0.02,
+        "l2": 0.05,
+        "seed": 0,
+    }
     train = tiny_split.train
     request = DeletionRequest.from_rows(train, np.arange(0, len(train), 9))
     original = get_method("retrain")(train=converged).fit(train, None)
-    method = get_method("if").adopt(original, {"guard": False, "solver": {"method": "cg", "tol": 1e-6},
-                                               "hessian_rows_per_node": None})
-    per_row = get_method("if").adopt(original, {"guard": False})  # the default 'block' solver, sampled Hessian
+    method = get_method("if").adopt(
+        original,
+        {"guard": False, "solver": {"method": "cg", "tol": 1e-6}, "hessian_rows_per_node": None},
+    )
+    per_row = get_method("if").adopt(
+        original, {"guard": False}
+    )  # the default 'block' solver, sampled Hessian
     assert parameter_distance(method, original) == 0.0
     removed = train.take(request.rows(train))
     original.forget(request)  # now the retrained model
@@ -96,7 +116,9 @@ def test_influence_moves_towards_retraining(tiny_split):
 def test_guard_rejects_an_update_that_hurts_validation(tiny_split, monkeypatch):
     import recunlearn.unlearn._influence_common as common
 
-    method = get_method("ifru")(train=FAST_TRAIN, solver={"method": "cg"}).fit(tiny_split.train, tiny_split.valid)
+    method = get_method("ifru")(train=FAST_TRAIN, solver={"method": "cg"}).fit(
+        tiny_split.train, tiny_split.valid
+    )
     test = tiny_split.test
     before = method.score_index(test.user, test.item)
 
@@ -115,7 +137,9 @@ def test_adopt_copies_the_model_and_refuses_other_settings(tiny_split):
     original = get_method("retrain")(train=FAST_TRAIN).fit(tiny_split.train, tiny_split.valid)
     method = get_method("ifru").adopt(original)
     test = tiny_split.test
-    np.testing.assert_array_equal(method.score_index(test.user, test.item), original.score_index(test.user, test.item))
+    np.testing.assert_array_equal(
+        method.score_index(test.user, test.item), original.score_index(test.user, test.item)
+    )
     assert method.model is not original.model
     with pytest.raises(ValueError, match="same model and training"):
         get_method("ifru").adopt(original, {"train": {**FAST_TRAIN, "lr": 0.5}})
@@ -131,13 +155,20 @@ def test_every_deletion_kind(tiny_split, kind, config):
     if kind == "label_flip":
         train, request = label_flip_attack(train, 0.05, seed=1)
     else:
-        request = {"pairs": lambda: random_interactions(train, 0.05, seed=1),
-                   "users": lambda: user_deletion(train, n_users=2, seed=1),
-                   "items": lambda: item_deletion(train, n_items=2, seed=1)}[kind]()
+        request = {
+            "pairs": lambda: random_interactions(train, 0.05, seed=1),
+            "users": lambda: user_deletion(train, n_users=2, seed=1),
+            "items": lambda: item_deletion(train, n_items=2, seed=1),
+        }[kind]()
     method = get_method("ifru")(config).fit(train, tiny_split.valid)
     report = method.forget(request)
-    assert report.removed_rows == int(request.rows(train).sum()) and len(method.train) == len(train) - report.removed_rows
-    assert report.details["update"] == "applied" or report.details["update"].startswith(("rejected", "none"))
+    assert (
+        report.removed_rows == int(request.rows(train).sum())
+        and len(method.train) == len(train) - report.removed_rows
+    )
+    assert report.details["update"] == "applied" or report.details["update"].startswith(
+        ("rejected", "none")
+    )
     assert np.isfinite(method.score_index(tiny_split.test.user, tiny_split.test.item)).all()
 
 
@@ -151,7 +182,9 @@ def test_save_and_load_after_forgetting_keep_the_scores(tiny_split, tmp_path):
     method.save(tmp_path / "m")
     loaded = Unlearner.load(tmp_path / "m")
     test = tiny_split.test
-    np.testing.assert_array_equal(loaded.score_index(test.user, test.item), method.score_index(test.user, test.item))
+    np.testing.assert_array_equal(
+        loaded.score_index(test.user, test.item), method.score_index(test.user, test.item)
+    )
     assert loaded.forget(request).noop
 
 
@@ -163,9 +196,14 @@ def test_a_sampled_hessian_uses_fewer_rows_and_moves_the_model_as_the_exact_one(
     steps, rows = {}, {}
     for cap in (None, 2):
         method = get_method("ifru").adopt(original, {"hessian_rows_per_node": cap, "guard": False})
-        before = torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach().clone()
+        before = (
+            torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach().clone()
+        )
         report = method.forget(request)
-        steps[cap] = torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach() - before
+        steps[cap] = (
+            torch.cat([method.model.user_emb.weight, method.model.item_emb.weight]).detach()
+            - before
+        )
         rows[cap] = report.details["hessian_rows"]
     assert rows[2] < rows[None]
     cosine = torch.nn.functional.cosine_similarity(steps[2].flatten(), steps[None].flatten(), dim=0)
@@ -178,8 +216,12 @@ def test_the_importance_floor_bounds_the_kept_nodes_by_the_removed_rows(tiny_spl
     train = tiny_split.train
     removed = train.take(np.arange(8))
     method = get_method("ifru")(keep_quantile=0.0, train=FAST_TRAIN).fit(train, tiny_split.valid)
-    degree = np.concatenate([np.bincount(train.user, minlength=train.n_users),
-                             np.bincount(train.item, minlength=train.n_items)])
+    degree = np.concatenate(
+        [
+            np.bincount(train.user, minlength=train.n_users),
+            np.bincount(train.item, minlength=train.n_items),
+        ]
+    )
     counts = []
     for floor in (0.0, 0.01, 0.05, 0.2):
         method.config = method.config.model_copy(update={"min_importance": floor})
@@ -211,9 +253,19 @@ def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_spl
     assert rows < every.sum()
     args = (remaining.user[every], remaining.item[every], remaining.label[every])
     objective = RestrictedObjective(method.model, kept, *args, 1.0, 0.0, full)
-    direct = RestrictedObjective(method.model, kept, removed.user, removed.item, removed.label, 1.0,
-                                 method.config.train.l2, full).analytic_gradient()
-    reference = direct + objective.analytic_gradient() - objective.on_graph(after).analytic_gradient()
+    direct = RestrictedObjective(
+        method.model,
+        kept,
+        removed.user,
+        removed.item,
+        removed.label,
+        1.0,
+        method.config.train.l2,
+        full,
+    ).analytic_gradient()
+    reference = (
+        direct + objective.analytic_gradient() - objective.on_graph(after).analytic_gradient()
+    )
     torch.testing.assert_close(gradient, reference, atol=1e-6, rtol=1e-4)
 
 
@@ -229,9 +281,13 @@ def test_the_guards_validation_auc_is_valid_auc(tiny_split, config, orphans):
     if orphans:
         users, counts = np.unique(tiny_split.valid.user, return_counts=True)
         train = tiny_split.train
-        request = DeletionRequest.from_rows(train, np.isin(train.user, users[np.argsort(-counts)[:3]]))
+        request = DeletionRequest.from_rows(
+            train, np.isin(train.user, users[np.argsort(-counts)[:3]])
+        )
     method = get_method("ifru")({**config, "min_importance": 0.05}).fit(train, tiny_split.valid)
     report = method.forget(request)
     chosen = "valid_auc_update" if report.details["update"] == "applied" else "valid_auc_no_update"
     assert report.details["reset_rows"] == (3 if orphans else 0)
-    assert report.details[chosen] == pytest.approx(valid_auc(method.model, tiny_split.valid), abs=1e-9)
+    assert report.details[chosen] == pytest.approx(
+        valid_auc(method.model, tiny_split.valid), abs=1e-9
+    )

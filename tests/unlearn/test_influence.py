@@ -13,12 +13,30 @@ from recunlearn.models.lightgcn import normalized_adjacency
 from recunlearn.train.loop import TrainConfig, batch_loss
 from recunlearn.unlearn import influence
 from recunlearn.unlearn._influence_common import remove_edges
-from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolverConfig, SolverError,
-                                          adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
-                                          conjugate_gradient, dense_hessian, exact_solve, gradient,
-                                          hessian_blocks, hessian_vector_product, lissa, quadratic_adam,
-                                          sample_neighbours, sample_rows_per_node, segment_outer_sum,
-                                          shuffled_ranks, solve)
+from recunlearn.unlearn.influence import (
+    KeptRows,
+    LowRankBlocks,
+    RestrictedObjective,
+    SolverConfig,
+    SolverError,
+    adjacency_to_scipy,
+    block_newton,
+    block_preconditioner,
+    block_solver,
+    conjugate_gradient,
+    dense_hessian,
+    exact_solve,
+    gradient,
+    hessian_blocks,
+    hessian_vector_product,
+    lissa,
+    quadratic_adam,
+    sample_neighbours,
+    sample_rows_per_node,
+    segment_outer_sum,
+    shuffled_ranks,
+    solve,
+)
 
 
 def trained_like(config, data, seed=0, std=0.3):
@@ -32,18 +50,33 @@ def trained_like(config, data, seed=0, std=0.3):
 
 
 def graph_of(model):
-    return adjacency_to_scipy(model.adjacency) if getattr(model, "adjacency", None) is not None else None
+    return (
+        adjacency_to_scipy(model.adjacency)
+        if getattr(model, "adjacency", None) is not None
+        else None
+    )
 
 
-@pytest.mark.parametrize("config", [MFConfig(dim=8), LightGCNConfig(dim=8, n_layers=2)], ids=["mf", "lightgcn"])
+@pytest.mark.parametrize(
+    "config", [MFConfig(dim=8), LightGCNConfig(dim=8, n_layers=2)], ids=["mf", "lightgcn"]
+)
 def test_objective_is_the_training_objective(tiny_split, config):
     train = tiny_split.train
     model = trained_like(config, train)
     every = KeptRows(np.arange(train.n_users), np.arange(train.n_items))
-    objective = RestrictedObjective(model, every, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
-    expected = batch_loss(model, torch.tensor(train.user), torch.tensor(train.item),
-                          torch.tensor(train.label), TrainConfig(l2=0.05))
-    assert objective(objective.theta0).item() / len(train) == pytest.approx(expected.item(), rel=1e-5)
+    objective = RestrictedObjective(
+        model, every, train.user, train.item, train.label, 1.0, 0.05, graph_of(model)
+    )
+    expected = batch_loss(
+        model,
+        torch.tensor(train.user),
+        torch.tensor(train.item),
+        torch.tensor(train.label),
+        TrainConfig(l2=0.05),
+    )
+    assert objective(objective.theta0).item() / len(train) == pytest.approx(
+        expected.item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("whole_share", [1.0, 0.0], ids=["closure", "whole-graph"])
@@ -55,26 +88,46 @@ def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split, monkeypatch,
     model = trained_like(LightGCNConfig(dim=8, n_layers=2), train)
     kept = KeptRows(np.array([0, 5, 7]), np.array([1, 2]))
     rows = slice(0, 15)
-    objective = RestrictedObjective(model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.0,
-                                    graph_of(model))
+    objective = RestrictedObjective(
+        model,
+        kept,
+        train.user[rows],
+        train.item[rows],
+        train.label[rows],
+        1.0,
+        0.0,
+        graph_of(model),
+    )
     assert (objective.size < train.n_users + train.n_items) == (whole_share == 1.0)
     theta = kept.gather(model).requires_grad_(True)
     users_w = model.user_emb.weight.detach().index_put((torch.as_tensor(kept.users),), theta[:3])
     items_w = model.item_emb.weight.detach().index_put((torch.as_tensor(kept.items),), theta[3:])
-    logits = model.logits_from(users_w, items_w, torch.tensor(train.user[rows]), torch.tensor(train.item[rows]))
-    full = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(train.label[rows]),
-                                                                reduction="sum")
+    logits = model.logits_from(
+        users_w, items_w, torch.tensor(train.user[rows]), torch.tensor(train.item[rows])
+    )
+    full = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.tensor(train.label[rows]), reduction="sum"
+    )
     (expected,) = torch.autograd.grad(full, theta)
-    torch.testing.assert_close(gradient(objective, kept.gather(model)), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        gradient(objective, kept.gather(model)), expected, rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("config", [MFConfig(dim=6), LightGCNConfig(dim=6, n_layers=1)], ids=["mf", "lightgcn"])
+@pytest.mark.parametrize(
+    "config", [MFConfig(dim=6), LightGCNConfig(dim=6, n_layers=1)], ids=["mf", "lightgcn"]
+)
 def test_analytic_hvp_equals_double_backprop(tiny_split, config):
     train = tiny_split.train
     model = trained_like(config, train)
     kept = KeptRows(np.array([0, 3, 9]), np.array([4, 6]))
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
-    autograd, analytic = hessian_vector_product(objective, objective.theta0), objective.analytic_hvp()
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, 1.0, 0.05, graph_of(model)
+    )
+    autograd, analytic = (
+        hessian_vector_product(objective, objective.theta0),
+        objective.analytic_hvp(),
+    )
     v = torch.randn(objective.theta0.shape, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(analytic(v), autograd(v), rtol=1e-4, atol=1e-5)
 
@@ -85,7 +138,9 @@ def small_system(tiny_split):
     train = tiny_split.train
     model = trained_like(MFConfig(dim=4), train, std=0.2)
     kept = KeptRows(np.arange(10), np.arange(8))
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.5, None)
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, 1.0, 0.5, None
+    )
     hvp = hessian_vector_product(objective, objective.theta0)
     b = gradient(objective, objective.theta0)
     return objective, hvp, b, dense_hessian(hvp, b)
@@ -99,17 +154,28 @@ def test_cg_matches_the_exact_inverse(small_system):
     objective, hvp, b, matrix = small_system
     assert torch.linalg.eigvalsh(matrix).min() > 0, "the test system should be positive definite"
     exact = exact_solve(hvp, b, damping=0.01).x
-    reference = torch.linalg.solve(matrix + 0.01 * torch.eye(len(matrix), dtype=torch.float64), b.reshape(-1).double())
+    reference = torch.linalg.solve(
+        matrix + 0.01 * torch.eye(len(matrix), dtype=torch.float64), b.reshape(-1).double()
+    )
     assert relative_error(exact.reshape(-1), reference) < 1e-5
     plain = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500)
     assert relative_error(plain.x, exact) < 1e-4 and plain.converged
     blocks = block_preconditioner(objective)
-    preconditioned = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500,
-                                        preconditioner=block_solver(blocks, 0.01))
+    preconditioned = conjugate_gradient(
+        hvp, b, damping=0.01, tol=1e-8, max_iter=500, preconditioner=block_solver(blocks, 0.01)
+    )
     assert relative_error(preconditioned.x, exact) < 1e-4
-    assert preconditioned.iterations < plain.iterations, "block-Jacobi preconditioning should pay off"
-    diagonal = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500,
-                                  preconditioner=block_solver(block_preconditioner(objective, diagonal=True), 0.01))
+    assert preconditioned.iterations < plain.iterations, (
+        "block-Jacobi preconditioning should pay off"
+    )
+    diagonal = conjugate_gradient(
+        hvp,
+        b,
+        damping=0.01,
+        tol=1e-8,
+        max_iter=500,
+        preconditioner=block_solver(block_preconditioner(objective, diagonal=True), 0.01),
+    )
     assert relative_error(diagonal.x, exact) < 1e-4
 
 
@@ -136,15 +202,29 @@ def test_solvers_raise_clear_errors_on_divergence():
     b = torch.tensor([1.0, 1.0])
     with pytest.raises(SolverError, match="diverged"):
         lissa(lambda v: indefinite @ v, b, scale=1.0, depth=2000)
-    negative = torch.diag(torch.tensor([0.5, -3.0]))  # the dominant eigenvalue is negative: named, not "scale"
-    with pytest.raises(SolverError, match="positive definite damped Hessian; its dominant eigenvalue is -2.9"):
+    negative = torch.diag(
+        torch.tensor([0.5, -3.0])
+    )  # the dominant eigenvalue is negative: named, not "scale"
+    with pytest.raises(
+        SolverError, match="positive definite damped Hessian; its dominant eigenvalue is -2.9"
+    ):
         lissa(lambda v: negative @ v, b, damping=0.1)
     with pytest.raises(SolverError, match="too large"):
         exact_solve(lambda v: v, torch.ones(10), max_size=5)
-    raised = solve(SolverConfig(method="cg", damping=0.0, max_damping_raises=4), lambda v: indefinite @ v, b, scale=1.0)
+    raised = solve(
+        SolverConfig(method="cg", damping=0.0, max_damping_raises=4),
+        lambda v: indefinite @ v,
+        b,
+        scale=1.0,
+    )
     assert raised[1] > 1.0, "CG retries with more damping until the system is positive definite"
     with pytest.raises(SolverError):
-        solve(SolverConfig(method="cg", damping=0.0, max_damping_raises=0), lambda v: indefinite @ v, b, scale=1.0)
+        solve(
+            SolverConfig(method="cg", damping=0.0, max_damping_raises=0),
+            lambda v: indefinite @ v,
+            b,
+            scale=1.0,
+        )
 
 
 def test_remove_edges_equals_rebuilding_the_graph(tiny_split):
@@ -154,39 +234,66 @@ def test_remove_edges_equals_rebuilding_the_graph(tiny_split):
     gone = np.zeros(len(train), bool)
     gone[pos[::5]] = True
     gone[np.flatnonzero(train.user == 2)] = True  # a whole user
-    updated = remove_edges(graph_of(model), train.n_users, train.user[gone & (train.label > 0)],
-                           train.item[gone & (train.label > 0)])
+    updated = remove_edges(
+        graph_of(model),
+        train.n_users,
+        train.user[gone & (train.label > 0)],
+        train.item[gone & (train.label > 0)],
+    )
     rest = train.drop(gone)
-    rebuilt = adjacency_to_scipy(normalized_adjacency(train.n_users, train.n_items, rest.user[rest.label > 0],
-                                                      rest.item[rest.label > 0]))
+    rebuilt = adjacency_to_scipy(
+        normalized_adjacency(
+            train.n_users, train.n_items, rest.user[rest.label > 0], rest.item[rest.label > 0]
+        )
+    )
     np.testing.assert_array_equal(updated.indptr, rebuilt.indptr)
     np.testing.assert_array_equal(updated.indices, rebuilt.indices)
     np.testing.assert_array_equal(updated.data, rebuilt.data)
 
 
 def diagonal_blocks(matrix, size, dim):
-    return torch.stack([matrix[k * dim:(k + 1) * dim, k * dim:(k + 1) * dim] for k in range(size)])
+    return torch.stack(
+        [matrix[k * dim : (k + 1) * dim, k * dim : (k + 1) * dim] for k in range(size)]
+    )
 
 
-@pytest.mark.parametrize("config", [MFConfig(dim=4), LightGCNConfig(dim=4, n_layers=1), LightGCNConfig(dim=4, n_layers=2)],
-                         ids=["mf", "lightgcn-1", "lightgcn-2"])
+@pytest.mark.parametrize(
+    "config",
+    [MFConfig(dim=4), LightGCNConfig(dim=4, n_layers=1), LightGCNConfig(dim=4, n_layers=2)],
+    ids=["mf", "lightgcn-1", "lightgcn-2"],
+)
 def test_hessian_blocks_are_the_diagonal_blocks_of_the_hessian(tiny_split, config):
     """Through LightGCN's propagation too: the blocks equal the dense Hessian's, second-order term included."""
     train = tiny_split.train
     model = trained_like(config, train, std=0.4)
     kept = KeptRows(np.array([0, 3, 9, 11]), np.array([1, 4, 6]))
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.05, graph_of(model))
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, 1.0, 0.05, graph_of(model)
+    )
     matrix = dense_hessian(hessian_vector_product(objective, objective.theta0), objective.theta0)
     expected = diagonal_blocks(matrix, kept.size, 4)
     blocks, coupling = hessian_blocks(objective)
     torch.testing.assert_close(blocks.double(), expected, rtol=1e-4, atol=1e-5)
     size = kept.size
     off = matrix - torch.block_diag(*expected)
-    true_coupling = torch.stack([sum(torch.linalg.matrix_norm(off[u * 4:(u + 1) * 4, w * 4:(w + 1) * 4], ord=2)
-                                     for w in range(size)) for u in range(size)])
-    assert (coupling.double() >= true_coupling - 1e-5).all(), "the coupling bound must bound the true coupling"
-    majorant = torch.block_diag(*(expected + coupling.double()[:, None, None] * torch.eye(4, dtype=torch.float64)))
-    assert torch.linalg.eigvalsh(majorant - matrix).min() > -1e-5, "block diagonal + coupling >= Hessian"
+    true_coupling = torch.stack(
+        [
+            sum(
+                torch.linalg.matrix_norm(off[u * 4 : (u + 1) * 4, w * 4 : (w + 1) * 4], ord=2)
+                for w in range(size)
+            )
+            for u in range(size)
+        ]
+    )
+    assert (coupling.double() >= true_coupling - 1e-5).all(), (
+        "the coupling bound must bound the true coupling"
+    )
+    majorant = torch.block_diag(
+        *(expected + coupling.double()[:, None, None] * torch.eye(4, dtype=torch.float64))
+    )
+    assert torch.linalg.eigvalsh(majorant - matrix).min() > -1e-5, (
+        "block diagonal + coupling >= Hessian"
+    )
 
 
 def test_blocks_on_every_neighbour_drawn_are_the_full_blocks(tiny_split):
@@ -196,8 +303,12 @@ def test_blocks_on_every_neighbour_drawn_are_the_full_blocks(tiny_split):
     model = trained_like(LightGCNConfig(dim=4, n_layers=1), train, std=0.4)
     kept = KeptRows(np.array([0, 3, 9, 11]), np.array([1, 4, 6]))
     graph = graph_of(model)
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 0.05, graph)
-    everything = sample_neighbours(graph, kept.nodes(train.n_users), int(np.diff(graph.indptr).max()))
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, 1.0, 0.05, graph
+    )
+    everything = sample_neighbours(
+        graph, kept.nodes(train.n_users), int(np.diff(graph.indptr).max())
+    )
     expected, expected_coupling = hessian_blocks(objective)
     blocks, coupling = hessian_blocks(objective, neighbours=everything)
     torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-6)
@@ -205,10 +316,16 @@ def test_blocks_on_every_neighbour_drawn_are_the_full_blocks(tiny_split):
     # a kept node none of the rows touch (an item seen only in validation, say) has no block, and no
     # place in the sums, sampled or not
     assert graph[3].nnz > 0
-    rows = (train.user != 3) & ~np.isin(train.item, graph[3].indices - train.n_users)  # nor its items
-    objective = RestrictedObjective(model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.05, graph)
+    rows = (train.user != 3) & ~np.isin(
+        train.item, graph[3].indices - train.n_users
+    )  # nor its items
+    objective = RestrictedObjective(
+        model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.05, graph
+    )
     expected, _ = hessian_blocks(objective)
-    torch.testing.assert_close(hessian_blocks(objective, neighbours=everything)[0], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        hessian_blocks(objective, neighbours=everything)[0], expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_neighbour_sample_is_bounded_and_unbiased(tiny_split):
@@ -234,8 +351,12 @@ def test_neighbour_sample_is_bounded_and_unbiased(tiny_split):
         two = trained_like(LightGCNConfig(dim=4, n_layers=2), tiny_split.train)
         kept = KeptRows(np.array([0]), np.array([1]))
         train = tiny_split.train
-        objective = RestrictedObjective(two, kept, train.user, train.item, train.label, 1.0, 0.0, graph_of(two))
-        hessian_blocks(objective, neighbours=sample_neighbours(graph_of(two), kept.nodes(train.n_users), 3))
+        objective = RestrictedObjective(
+            two, kept, train.user, train.item, train.label, 1.0, 0.0, graph_of(two)
+        )
+        hessian_blocks(
+            objective, neighbours=sample_neighbours(graph_of(two), kept.nodes(train.n_users), 3)
+        )
 
 
 def test_segment_outer_sum_matches_a_loop():
@@ -252,13 +373,17 @@ def test_segment_outer_sum_matches_a_loop():
     for k, s in enumerate(segments.tolist()):
         if s >= 0:
             expected[s] += weights[k] * torch.outer(right[k], right[k])
-    torch.testing.assert_close(segment_outer_sum(segments, right, right, 4, weights=weights), expected)
+    torch.testing.assert_close(
+        segment_outer_sum(segments, right, right, 4, weights=weights), expected
+    )
     signed = weights - 0.5  # negative weights: not a Gram matrix, the general path
     expected = torch.zeros(4, 3, 3)
     for k, s in enumerate(segments.tolist()):
         if s >= 0:
             expected[s] += signed[k] * torch.outer(left[k], right[k])
-    torch.testing.assert_close(segment_outer_sum(segments, left, right, 4, weights=signed, budget=6), expected)
+    torch.testing.assert_close(
+        segment_outer_sum(segments, left, right, 4, weights=signed, budget=6), expected
+    )
 
 
 def test_segment_outer_sum_in_group_order_holds_the_same_sums():
@@ -266,7 +391,9 @@ def test_segment_outer_sum_in_group_order_holds_the_same_sums():
     segments = torch.tensor([4, 0, 4, -1, 4, 1, 0, 4, 1, 1, 1, 0])  # segments 2 and 3 have no rows
     rows, weights = torch.randn(12, 3, generator=generator), torch.rand(12, generator=generator)
     scattered = segment_outer_sum(segments, rows, rows, 5, weights=weights, budget=6)
-    ordered, order = segment_outer_sum(segments, rows, rows, 5, weights=weights, budget=6, in_group_order=True)
+    ordered, order = segment_outer_sum(
+        segments, rows, rows, 5, weights=weights, budget=6, in_group_order=True
+    )
     assert sorted(order.tolist()) == [0, 1, 4]
     torch.testing.assert_close(ordered, scattered[order])
 
@@ -290,7 +417,9 @@ def test_low_rank_blocks_solve_as_the_formed_blocks_do():
     """Woodbury for blocks with fewer rows than dimensions, a Cholesky for the others, none for empty ones."""
     generator = torch.Generator().manual_seed(0)
     dim, sizes = 6, [0, 1, 3, 5, 6, 7, 15]
-    segments = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)] + [torch.tensor([-1, -1])])
+    segments = torch.cat(
+        [torch.full((n,), k) for k, n in enumerate(sizes)] + [torch.tensor([-1, -1])]
+    )
     rows = torch.randn(len(segments), dim, generator=generator)
     weights = torch.rand(len(segments), generator=generator)
     blocks = LowRankBlocks(segments, rows, weights, torch.rand(len(sizes), generator=generator))
@@ -298,16 +427,24 @@ def test_low_rank_blocks_solve_as_the_formed_blocks_do():
     coupling = torch.rand(len(sizes), generator=generator)
     formed = blocks.dense()
     expected = torch.linalg.solve(formed + (0.1 + coupling)[:, None, None] * torch.eye(dim), b)
-    torch.testing.assert_close(block_newton(blocks, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(block_newton(formed, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4)
-    assert blocks.diagonal_mean() == pytest.approx(float(torch.diagonal(formed, dim1=1, dim2=2).mean()), rel=1e-5)
+    torch.testing.assert_close(
+        block_newton(blocks, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        block_newton(formed, b, 0.1, coupling).x, expected, atol=1e-4, rtol=1e-4
+    )
+    assert blocks.diagonal_mean() == pytest.approx(
+        float(torch.diagonal(formed, dim1=1, dim2=2).mean()), rel=1e-5
+    )
 
 
 def test_mf_hessian_blocks_as_rows_are_the_formed_blocks(tiny_split):
     train = tiny_split.train
     model = trained_like(MFConfig(dim=8), train)
     kept = KeptRows(np.arange(5), np.arange(4))
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, 1.0, 1e-3, None)
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, 1.0, 1e-3, None
+    )
     formed, coupling = hessian_blocks(objective)
     rows, coupling_rows = hessian_blocks(objective, low_rank=True)
     torch.testing.assert_close(rows.dense(), formed)
@@ -322,7 +459,9 @@ def test_block_newton_is_close_to_cg_and_rescues_indefinite_blocks(small_system)
     cg = conjugate_gradient(hvp, b, damping=0.01, tol=1e-8, max_iter=500).x
     block = block_newton(hessian_blocks(objective)[0], b, 0.01).x
     cosine = float((block * cg).sum() / (block.norm() * cg.norm()))
-    print(f"per-row Newton vs CG: relative distance {relative_error(block, exact):.3f}, cosine {cosine:.3f}")
+    print(
+        f"per-row Newton vs CG: relative distance {relative_error(block, exact):.3f}, cosine {cosine:.3f}"
+    )
     assert cosine > 0.95 and relative_error(block, exact) < 0.3
     indefinite = torch.diag(torch.tensor([1.0, -2.0]))[None]
     solved = block_newton(indefinite, torch.tensor([[1.0, 1.0]]), 0.5)
@@ -338,7 +477,9 @@ def skewed_rows(n_rows=3000, seed=0):
     return users, items
 
 
-@pytest.mark.parametrize("offset", [0, 1 << 16])  # ids within 16 bits (radix sort) and beyond (key sort)
+@pytest.mark.parametrize(
+    "offset", [0, 1 << 16]
+)  # ids within 16 bits (radix sort) and beyond (key sort)
 def test_shuffled_ranks_are_a_uniform_order_within_each_group(offset):
     groups = np.array([3, 0, 3, 3, 1, 0, 3]) + offset  # group offset + 2 is empty
     first_place = np.zeros(len(groups))
@@ -375,7 +516,9 @@ def test_row_sample_is_bounded_by_the_nodes_and_unbiased_per_node():
         chosen, weights = sample_rows_per_node(users, items, 60, 8, seed=seed)
         assert len(chosen) <= 8 * np.count_nonzero(degree)
         ends = np.concatenate([users[chosen], 60 + items[chosen]])
-        estimates.append(np.bincount(ends, weights=np.tile(value[chosen] * weights, 2), minlength=360))
+        estimates.append(
+            np.bincount(ends, weights=np.tile(value[chosen] * weights, 2), minlength=360)
+        )
         kept_per_node.append(np.bincount(ends, minlength=360))
     seen = degree > 0
     assert (np.mean(kept_per_node, 0)[seen] >= 0.9 * np.minimum(degree, 8)[seen]).all()
@@ -400,7 +543,9 @@ def test_row_sample_drawn_by_some_nodes_is_unbiased_at_them_and_bounded_by_them(
     for seed in range(300):
         chosen, weights = sample_rows_per_node(users, items, 60, 4, seed=seed, drawing=drawing)
         assert len(chosen) <= 4 * 20
-        estimates.append(np.bincount(users[chosen], weights=value[chosen] * weights, minlength=360)[:20])
+        estimates.append(
+            np.bincount(users[chosen], weights=value[chosen] * weights, minlength=360)[:20]
+        )
     seen = exact > 0
     relative = np.abs(np.mean(estimates, 0)[seen] - exact[seen]) / exact[seen]
     assert relative.max() < 0.1
@@ -418,16 +563,25 @@ def test_objective_on_another_graph_equals_one_built_on_it(tiny_split):
     rows = slice(5, 30)
     args = (model, kept, train.user[rows], train.item[rows], train.label[rows], 1.0, 0.0)
     theta = kept.gather(model)
-    torch.testing.assert_close(gradient(RestrictedObjective(*args, graph).on_graph(after), theta),
-                               gradient(RestrictedObjective(*args, after), theta), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        gradient(RestrictedObjective(*args, graph).on_graph(after), theta),
+        gradient(RestrictedObjective(*args, after), theta),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("config", [MFConfig(dim=6), LightGCNConfig(dim=6, n_layers=2)], ids=["mf", "lightgcn"])
+@pytest.mark.parametrize(
+    "config", [MFConfig(dim=6), LightGCNConfig(dim=6, n_layers=2)], ids=["mf", "lightgcn"]
+)
 def test_analytic_gradient_equals_autograd(tiny_split, config):
     train = tiny_split.train
     model = trained_like(config, train)
     kept = KeptRows(np.array([0, 3, 9]), np.array([1, 4]))
     weights = np.random.default_rng(0).random(len(train)).astype(np.float32) + 0.5
-    objective = RestrictedObjective(model, kept, train.user, train.item, train.label, weights, 0.05, graph_of(model))
-    torch.testing.assert_close(objective.analytic_gradient(), gradient(objective, objective.theta0),
-                               rtol=1e-4, atol=1e-6)
+    objective = RestrictedObjective(
+        model, kept, train.user, train.item, train.label, weights, 0.05, graph_of(model)
+    )
+    torch.testing.assert_close(
+        objective.analytic_gradient(), gradient(objective, objective.theta0), rtol=1e-4, atol=1e-6
+    )

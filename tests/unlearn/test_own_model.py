@@ -25,14 +25,18 @@ from tests.conformance import FAST_TRAIN, UnlearnerConformance
 class BiasedMF(CFModel):
     """MF plus a learned per-item bias: logit = <p_u, q_i> + b_i, as <(p_u, 1), (q_i, b_i)>."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float, generator: torch.Generator):
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, init_std: float, generator: torch.Generator
+    ):
         super().__init__(n_users, n_items, dim, init_std, generator)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
 
     def representations(self, user_weight=None, item_weight=None):
         users = self.user_emb.weight if user_weight is None else user_weight
         items = self.item_emb.weight if item_weight is None else item_weight
-        return torch.cat([users, torch.ones_like(users[:, :1])], 1), torch.cat([items, self.item_bias[:, None]], 1)
+        return torch.cat([users, torch.ones_like(users[:, :1])], 1), torch.cat(
+            [items, self.item_bias[:, None]], 1
+        )
 
 
 @register_model("biased-mf")
@@ -51,8 +55,10 @@ class TwinMF(MF):
     """MF's score through a ``representations`` of its own: the closed forms do not recognise it."""
 
     def representations(self, user_weight=None, item_weight=None):
-        return (self.user_emb.weight if user_weight is None else user_weight,
-                self.item_emb.weight if item_weight is None else item_weight)
+        return (
+            self.user_emb.weight if user_weight is None else user_weight,
+            self.item_emb.weight if item_weight is None else item_weight,
+        )
 
 
 @register_model("twin-mf")
@@ -80,10 +86,16 @@ class TestRetrainOnOwnModel(UnlearnerConformance):
         train = tiny_split.train
         request = DeletionRequest.from_rows(train, np.arange(0, len(train), 7))
         model.forget(request)
-        reference = fit_model(BiasedMFConfig(), train.drop(request.rows(train)), tiny_split.valid,
-                              TrainConfig(**FAST_TRAIN)).model
+        reference = fit_model(
+            BiasedMFConfig(),
+            train.drop(request.rows(train)),
+            tiny_split.valid,
+            TrainConfig(**FAST_TRAIN),
+        ).model
         test = tiny_split.test
-        np.testing.assert_array_equal(model.score_index(test.user, test.item), predict(reference, test.user, test.item))
+        np.testing.assert_array_equal(
+            model.score_index(test.user, test.item), predict(reference, test.user, test.item)
+        )
 
     def test_the_bias_is_trained_and_saved(self, fitted, tmp_path):
         from recunlearn.unlearn import Unlearner
@@ -110,7 +122,9 @@ class TestIFRUOnOwnModel(UnlearnerConformance):
     config = {"model": OWN, "train": FAST_TRAIN}
 
     def test_autograd_update_moves_only_kept_rows_and_lowers_removed_scores(self, tiny_split):
-        model = get_method("ifru")({**self.config, "guard": False}).fit(tiny_split.train, tiny_split.valid)
+        model = get_method("ifru")({**self.config, "guard": False}).fit(
+            tiny_split.train, tiny_split.valid
+        )
         train = tiny_split.train
         removed = train.take(np.flatnonzero(train.label > 0)[::6])
         users_before = model.model.user_emb.weight.detach().clone()
@@ -120,7 +134,9 @@ class TestIFRUOnOwnModel(UnlearnerConformance):
         kept_users, kept_items, _ = model.kept_rows(removed, train, None)
         report = model.forget(DeletionRequest(pairs=removed.id_pairs()))
         assert report.details["update"] == "applied" and report.details["derivatives"] == "autograd"
-        assert report.details["solver"] == "cg", "the 'block' solver's blocks are MF's and LightGCN's: CG instead"
+        assert report.details["solver"] == "cg", (
+            "the 'block' solver's blocks are MF's and LightGCN's: CG instead"
+        )
         moved_users = np.flatnonzero((model.model.user_emb.weight != users_before).any(1).numpy())
         moved_items = np.flatnonzero((model.model.item_emb.weight != items_before).any(1).numpy())
         assert len(moved_users) and set(moved_users) <= set(kept_users)
@@ -130,7 +146,9 @@ class TestIFRUOnOwnModel(UnlearnerConformance):
 
     def test_bpr_update_lowers_removed_scores(self, tiny_split):
         train_config = {**FAST_TRAIN, "loss": "bpr", "valid_metric": "auc"}
-        model = get_method("ifru")(model=OWN, train=train_config, guard=False).fit(tiny_split.train, tiny_split.valid)
+        model = get_method("ifru")(model=OWN, train=train_config, guard=False).fit(
+            tiny_split.train, tiny_split.valid
+        )
         train = tiny_split.train
         removed = train.take(np.flatnonzero(train.label > 0)[::6])
         before = model.score_index(removed.user, removed.item)
@@ -139,10 +157,13 @@ class TestIFRUOnOwnModel(UnlearnerConformance):
         assert model.score_index(removed.user, removed.item).mean() < before.mean()
 
 
-@pytest.mark.parametrize(("method", "solver"), [
-    ("scif", {"method": "exact", "damping": 0.0}),
-    ("ifru", {"method": "cg", "tol": 1e-8, "damping": 0.0, "preconditioner": "none"}),
-])
+@pytest.mark.parametrize(
+    ("method", "solver"),
+    [
+        ("scif", {"method": "exact", "damping": 0.0}),
+        ("ifru", {"method": "cg", "tol": 1e-8, "damping": 0.0, "preconditioner": "none"}),
+    ],
+)
 def test_autograd_update_equals_the_closed_form_on_the_same_score(tiny_split, method, solver):
     """MF under a representations the closed forms do not recognise: autograd over the full tables
     gives the closed-form update (the Hessian of rows not touching a kept row is zero there)."""
@@ -150,19 +171,28 @@ def test_autograd_update_equals_the_closed_form_on_the_same_score(tiny_split, me
     request = DeletionRequest.from_rows(train, np.arange(0, len(train), 9))
     tables = {}
     for kind in ("mf", "twin-mf"):
-        model = get_method(method)(model={"kind": kind, "dim": 8}, train=FAST_TRAIN, guard=False,
-                                   hessian_rows_per_node=None, solver=solver).fit(train, tiny_split.valid)
+        model = get_method(method)(
+            model={"kind": kind, "dim": 8},
+            train=FAST_TRAIN,
+            guard=False,
+            hessian_rows_per_node=None,
+            solver=solver,
+        ).fit(train, tiny_split.valid)
         report = model.forget(request)
         assert report.details["update"] == "applied"
         assert ("derivatives" in report.details) == (kind == "twin-mf")
-        tables[kind] = torch.cat([model.model.user_emb.weight, model.model.item_emb.weight]).detach()
+        tables[kind] = torch.cat(
+            [model.model.user_emb.weight, model.model.item_emb.weight]
+        ).detach()
     torch.testing.assert_close(tables["twin-mf"], tables["mf"], rtol=1e-4, atol=1e-5)
 
 
 def test_model_config_by_kind():
     config = get_method("retrain").Config.model_validate({"model": {"kind": "biased-mf", "dim": 4}})
     assert isinstance(config.model, BiasedMFConfig) and config.model.dim == 4
-    assert config.model_dump()["model"] == {"kind": "biased-mf", "dim": 4}, "the subclass's fields are saved"
+    assert config.model_dump()["model"] == {"kind": "biased-mf", "dim": 4}, (
+        "the subclass's fields are saved"
+    )
     assert "biased-mf" in available_models() and {"mf", "lightgcn"} <= set(available_models())
     with pytest.raises(ConfigError, match=r"unknown model kind 'nope'; available: .*biased-mf"):
         get_method("retrain")(model={"kind": "nope"})
@@ -220,15 +250,19 @@ def test_entry_points_register_models_and_methods(tmp_path, monkeypatch, tiny_sp
     (tmp_path / "recunlearn_plugin_example.py").write_text(PLUGIN)
     info = tmp_path / "recunlearn_plugin_example-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: recunlearn-plugin-example\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: recunlearn-plugin-example\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [recunlearn.models]
         plugged-mf = recunlearn_plugin_example:PluggedSpec
         broken-mf = recunlearn_plugin_example:NoSuchName
 
         [recunlearn.methods]
         plugged-retrain = recunlearn_plugin_example:PluggedRetrain
-        """))
+        """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
     monkeypatch.setattr(method_registry, "_REGISTRY", dict(method_registry._REGISTRY))
@@ -239,5 +273,7 @@ def test_entry_points_register_models_and_methods(tmp_path, monkeypatch, tiny_sp
     assert method.name == "plugged-retrain" and type(method.config.model).__name__ == "PluggedSpec"
     method.fit(tiny_split.train, tiny_split.valid)
     assert method.model.dim == 4
-    with pytest.raises(ConfigError, match=r"entry point 'broken-mf' of 'recunlearn.models' .* failed to load"):
+    with pytest.raises(
+        ConfigError, match=r"entry point 'broken-mf' of 'recunlearn.models' .* failed to load"
+    ):
         get_method("retrain")(model={"kind": "broken-mf"})

@@ -29,8 +29,14 @@ def sequential_walk(distance, capacity, weights=None):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 60), k=st.integers(1, 6), seed=st.integers(0, 10_000), weighted=st.booleans(),
-       slack=st.sampled_from([1.0, 1.2, 2.0]), ties=st.booleans())
+@given(
+    n=st.integers(1, 60),
+    k=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+    weighted=st.booleans(),
+    slack=st.sampled_from([1.0, 1.2, 2.0]),
+    ties=st.booleans(),
+)
 def test_vectorised_walk_equals_sequential_walk(n, k, seed, weighted, slack, ties):
     rng = np.random.default_rng(seed)
     distance = rng.random((n, k))
@@ -39,8 +45,10 @@ def test_vectorised_walk_equals_sequential_walk(n, k, seed, weighted, slack, tie
     weights = rng.integers(1, 5, n).astype(float) if weighted else None
     total = n if weights is None else weights.sum()
     capacity = math.ceil(total / k) if slack == 1.0 and not weighted else slack * total / k
-    np.testing.assert_array_equal(capped_greedy_assignment(distance, capacity, weights),
-                                  sequential_walk(distance, capacity, weights))
+    np.testing.assert_array_equal(
+        capped_greedy_assignment(distance, capacity, weights),
+        sequential_walk(distance, capacity, weights),
+    )
 
 
 def test_balanced_semantic_partition_is_balanced_deterministic_and_follows_clusters():
@@ -52,7 +60,10 @@ def test_balanced_semantic_partition_is_balanced_deterministic_and_follows_clust
     result = balanced_semantic_partition(x, 3, seed=7)
     assert result.assignment.dtype == np.int64
     assert result.sizes.sum() == 100 and result.sizes.max() <= math.ceil(100 / 3)
-    assert result.balance == pytest.approx(result.sizes.max() / result.sizes.min()) and result.balance < 1.1
+    assert (
+        result.balance == pytest.approx(result.sizes.max() / result.sizes.min())
+        and result.balance < 1.1
+    )
     assert result.centres.shape == (3, 8)
     again = balanced_semantic_partition(x, 3, seed=7)
     np.testing.assert_array_equal(result.assignment, again.assignment)
@@ -79,7 +90,7 @@ def test_pairwise_distances_agree_with_definitions():
     np.testing.assert_allclose(pairwise_distance(a, c, "cosine"), cos, atol=1e-12)
     euc = np.linalg.norm(a[:, None] - c[None], axis=2)
     np.testing.assert_allclose(pairwise_distance(a, c, "euclidean"), euc, atol=1e-9)
-    np.testing.assert_allclose(pairwise_distance(a, c, "sqeuclidean"), euc ** 2, atol=1e-9)
+    np.testing.assert_allclose(pairwise_distance(a, c, "sqeuclidean"), euc**2, atol=1e-9)
 
 
 def test_random_partition_sizes_differ_by_at_most_one():
@@ -97,9 +108,20 @@ def test_a_capacity_of_exactly_n_over_k_is_not_refused_for_float_rounding(n, k):
 
     rng = np.random.default_rng(0)
     assignment = capped_greedy_assignment(rng.random((n, k)), 1.0 * n / k)
-    assert (assignment >= 0).all() and np.bincount(assignment, minlength=k).max() <= math.ceil(n / k)
-    result = receraser_partition(rng.random((n, 4)), rng.random((n, 4)), np.arange(n), np.arange(n), k,
-                                 kind="interaction", slack=1.0)
-    assert len(result.assignment) == n and np.bincount(result.assignment, minlength=k).max() <= math.ceil(n / k)
+    assert (assignment >= 0).all() and np.bincount(assignment, minlength=k).max() <= math.ceil(
+        n / k
+    )
+    result = receraser_partition(
+        rng.random((n, 4)),
+        rng.random((n, 4)),
+        np.arange(n),
+        np.arange(n),
+        k,
+        kind="interaction",
+        slack=1.0,
+    )
+    assert len(result.assignment) == n and np.bincount(
+        result.assignment, minlength=k
+    ).max() <= math.ceil(n / k)
     with pytest.raises(ConfigError, match="cannot hold"):
         capped_greedy_assignment(rng.random((n, k)), 0.99 * n / k)

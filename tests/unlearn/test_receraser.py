@@ -14,7 +14,10 @@ ATTENTION = {"kind": "attention", "epochs": 3, "batch_size": 128}
 def assert_exact_after_forget(model, request, n_shards):
     """Retrained shards equal from-scratch training on their remaining rows; others are untouched;
     the aggregator equals one fitted from scratch on the remaining rows and the new shards."""
-    before = [None if m is None else {k: v.clone() for k, v in m.state_dict().items()} for m in model.models]
+    before = [
+        None if m is None else {k: v.clone() for k, v in m.state_dict().items()}
+        for m in model.models
+    ]
     old_data = [model.shard_data(k) for k in range(n_shards)]
     mask = request.rows(model.train)
     hit = set(np.unique(model.assignment[mask]).tolist())
@@ -46,8 +49,14 @@ def assert_aggregator_refit_from_scratch(model):
     scratch = build_aggregator(model.config.aggregator)
     scratch.fit(model.models, model.train, model.valid, range(model.config.n_shards))
     for name, value in model.aggregator.tensors().items():
-        torch.testing.assert_close(value, scratch.tensors()[name], rtol=0, atol=0, equal_nan=True,
-                                   msg=f"aggregator {name} differs from a refit from scratch")
+        torch.testing.assert_close(
+            value,
+            scratch.tensors()[name],
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+            msg=f"aggregator {name} differs from a refit from scratch",
+        )
 
 
 class TestRecEraser(UnlearnerConformance):
@@ -56,7 +65,9 @@ class TestRecEraser(UnlearnerConformance):
 
     def test_user_partition_keeps_users_whole_and_respects_the_cap(self, fitted):
         train = fitted.train
-        shards_per_user = [len(np.unique(fitted.assignment[train.user == u])) for u in np.unique(train.user)]
+        shards_per_user = [
+            len(np.unique(fitted.assignment[train.user == u])) for u in np.unique(train.user)
+        ]
         assert max(shards_per_user) == 1
         sizes = np.bincount(fitted.assignment, minlength=3)
         biggest_user = np.bincount(train.user).max()
@@ -81,7 +92,10 @@ class TestRecEraser(UnlearnerConformance):
         np.testing.assert_array_equal(a.assignment, b.assignment)
         if partition == "item":
             train = a.train
-            assert max(len(np.unique(a.assignment[train.item == i])) for i in np.unique(train.item)) == 1
+            assert (
+                max(len(np.unique(a.assignment[train.item == i])) for i in np.unique(train.item))
+                == 1
+            )
         request = DeletionRequest.from_rows(tiny_split.train, [0, 7, 30])
         assert_exact_after_forget(a, request, 3)
 
@@ -96,14 +110,18 @@ class TestRecEraser(UnlearnerConformance):
         expected = receraser_partition(users, items, train.user, train.item, 3, "user", 0, 10, 1.2)
         np.testing.assert_array_equal(model.assignment, expected.assignment)
         with pytest.raises(RecUnlearnError, match="given embeddings"):
-            get_method("receraser")(self.config).use_embeddings(users[:3], items).fit(train, tiny_split.valid)
+            get_method("receraser")(self.config).use_embeddings(users[:3], items).fit(
+                train, tiny_split.valid
+            )
 
     def test_weighted_aggregator_refreshes_only_changed_shards_and_stays_exact(self, tiny_split):
         config = {**self.config, "aggregator": {"kind": "weighted", "tau": 5.0}}
         model = get_method("receraser")(config).fit(tiny_split.train, tiny_split.valid)
         train, valid = tiny_split.train, tiny_split.valid
         u7 = train.users.index(["u7"])[0]
-        item = int(train.item[train.user == u7][0])  # one training pair of u7's: no validation row changes
+        item = int(
+            train.item[train.user == u7][0]
+        )  # one training pair of u7's: no validation row changes
         pair = DeletionRequest(pairs=[("u7", str(train.items.ids[item]))])
         assert not pair.rows(valid).any()
         report = assert_exact_after_forget(model, pair, 3)
@@ -111,20 +129,29 @@ class TestRecEraser(UnlearnerConformance):
         assert_aggregator_refit_from_scratch(model)
         assert user_deletion(train, users=["u7"]).rows(valid).any()
         assert_exact_after_forget(model, user_deletion(train, users=["u7"]), 3)
-        assert model.aggregator_info["changed"] == [0, 1, 2], "u7's validation rows left every shard's errors"
+        assert model.aggregator_info["changed"] == [0, 1, 2], (
+            "u7's validation rows left every shard's errors"
+        )
         assert_aggregator_refit_from_scratch(model)
 
 
 def test_a_validation_only_deletion_refits_a_weighted_aggregator_and_keeps_the_shards(tiny_split):
     train, valid = tiny_split.train, tiny_split.valid
-    model = get_method("receraser")({"n_shards": 3, "train": FAST_TRAIN,
-                                     "aggregator": {"kind": "weighted", "tau": 5.0}}).fit(train, valid)
+    model = get_method("receraser")(
+        {"n_shards": 3, "train": FAST_TRAIN, "aggregator": {"kind": "weighted", "tau": 5.0}}
+    ).fit(train, valid)
     weights = [{k: v.clone() for k, v in m.state_dict().items()} for m in model.models]
     row = int(np.flatnonzero(~np.isin(valid.pair_keys, train.pair_keys))[0])
-    report = model.forget(DeletionRequest(pairs=[(str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))]))
+    report = model.forget(
+        DeletionRequest(
+            pairs=[(str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))]
+        )
+    )
     assert report.removed_rows == 0 and report.removed_valid_rows == 1
     assert report.changed_parts == ["aggregator"] and model.aggregator_info["changed"] == [0, 1, 2]
-    assert all(torch.equal(m.state_dict()[k], w[k]) for m, w in zip(model.models, weights) for k in w)
+    assert all(
+        torch.equal(m.state_dict()[k], w[k]) for m, w in zip(model.models, weights) for k in w
+    )
     assert_aggregator_refit_from_scratch(model)
 
 
@@ -136,7 +163,9 @@ def test_attention_aggregator_refits_bitwise_on_two_threads(ml100k):
     from recunlearn.unlearn.aggregate import build_aggregator
 
     split = ifru_protocol(ml100k)
-    model = get_method("receraser")({"n_shards": 3, "train": {"max_epochs": 2}}).fit(split.train, split.valid)
+    model = get_method("receraser")({"n_shards": 3, "train": {"max_epochs": 2}}).fit(
+        split.train, split.valid
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -15,10 +15,16 @@ class TestRetrain(UnlearnerConformance):
         train = tiny_split.train
         request = DeletionRequest.from_rows(train, np.arange(0, len(train), 7))
         model.forget(request)
-        reference = fit_model(model.config.model, train.drop(request.rows(train)), tiny_split.valid,
-                              TrainConfig(**FAST_TRAIN)).model
+        reference = fit_model(
+            model.config.model,
+            train.drop(request.rows(train)),
+            tiny_split.valid,
+            TrainConfig(**FAST_TRAIN),
+        ).model
         test = tiny_split.test
-        np.testing.assert_array_equal(model.score_index(test.user, test.item), predict(reference, test.user, test.item))
+        np.testing.assert_array_equal(
+            model.score_index(test.user, test.item), predict(reference, test.user, test.item)
+        )
         assert get_method("retrain").exact
 
     def test_forget_many_retrains_once_on_the_union(self, tiny_split, monkeypatch):
@@ -34,12 +40,18 @@ class TestRetrain(UnlearnerConformance):
         batched = self.fresh(tiny_split)
         fits = []
         original = type(batched)._fit
-        monkeypatch.setattr(type(batched), "_fit", lambda model: (fits.append(len(model.train)), original(model))[1])
+        monkeypatch.setattr(
+            type(batched), "_fit", lambda model: (fits.append(len(model.train)), original(model))[1]
+        )
         reports = batched.forget_many([first, overlapping, repeat])
         assert len(fits) == 1, "one retraining for the whole batch"
         assert [r.request_id for r in reports] == ["a", "b", "c"]
-        assert reports[0].removed_rows == len(u3_rows) and {p[0] for p in reports[0].removed_pairs} == {"u3"}
-        assert reports[1].removed_rows == len(others) and all(p[0] != "u3" for p in reports[1].removed_pairs)
+        assert reports[0].removed_rows == len(u3_rows) and {
+            p[0] for p in reports[0].removed_pairs
+        } == {"u3"}
+        assert reports[1].removed_rows == len(others) and all(
+            p[0] != "u3" for p in reports[1].removed_pairs
+        )
         assert reports[2].noop and reports[2].removed_rows == 0
         assert reports[0].details["batched_with"] == 3 and reports[0].changed_parts == ["model"]
 
@@ -47,4 +59,6 @@ class TestRetrain(UnlearnerConformance):
         union.forget(DeletionRequest.from_rows(train, first.rows(train) | overlapping.rows(train)))
         assert len(fits) == 1 + 2, "each fresh model fits once, the union once"
         state, expected = batched.model.state_dict(), union.model.state_dict()
-        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+        assert state.keys() == expected.keys() and all(
+            torch.equal(state[k], expected[k]) for k in state
+        )

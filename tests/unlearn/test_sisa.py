@@ -54,8 +54,9 @@ class TestSISA(UnlearnerConformance):
         for request in requests:
             one_by_one.forget(request)
         test = tiny_split.test
-        np.testing.assert_array_equal(batched.score_index(test.user, test.item),
-                                      one_by_one.score_index(test.user, test.item))
+        np.testing.assert_array_equal(
+            batched.score_index(test.user, test.item), one_by_one.score_index(test.user, test.item)
+        )
 
     def test_partition_is_balanced_and_seeded(self, tiny_split):
         a = get_method("sisa")(self.config)
@@ -84,11 +85,24 @@ def test_a_batch_drops_each_requests_validation_rows_once(tiny_split):
     was the first to name, a validation-only request included."""
     train, valid = tiny_split.train, tiny_split.valid
     model = get_method("sisa")({"n_shards": 3, "train": FAST_TRAIN}).fit(train, valid)
-    row = int(np.flatnonzero(~np.isin(valid.pair_keys, train.pair_keys) & (valid.user != valid.users.index(["u2"])[0]))[0])
+    row = int(
+        np.flatnonzero(
+            ~np.isin(valid.pair_keys, train.pair_keys)
+            & (valid.user != valid.users.index(["u2"])[0])
+        )[0]
+    )
     pair = (str(valid.users.ids[valid.user[row]]), str(valid.items.ids[valid.item[row]]))
-    requests = [user_deletion(train, users=["u2"]), DeletionRequest(pairs=[pair]), user_deletion(train, users=["u2"])]
+    requests = [
+        user_deletion(train, users=["u2"]),
+        DeletionRequest(pairs=[pair]),
+        user_deletion(train, users=["u2"]),
+    ]
     first, second, third = model.forget_many(requests)
     u2 = int((valid.users.ids[valid.user] == "u2").sum())
-    assert first.removed_valid_rows == u2 > 0 and second.removed_valid_rows == 1 and second.removed_rows == 0
+    assert (
+        first.removed_valid_rows == u2 > 0
+        and second.removed_valid_rows == 1
+        and second.removed_rows == 0
+    )
     assert third.noop and len(model.valid) == len(valid) - u2 - 1
     assert first.details["batched_with"] == 3 and pair in second.removed_pairs

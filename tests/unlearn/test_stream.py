@@ -11,10 +11,16 @@ from tests.conformance import FAST_TRAIN
 
 STREAM_CONFIGS = {
     "sisa": {"n_shards": 3, "train": {**FAST_TRAIN, "max_epochs": 3}},
-    "receraser": {"n_shards": 3, "train": {**FAST_TRAIN, "max_epochs": 3},
-                  "aggregator": {"kind": "attention", "epochs": 1, "batch_size": 512}},
-    "grapheraser": {"n_shards": 3, "train": {**FAST_TRAIN, "max_epochs": 3},
-                    "aggregator": {"kind": "weighted"}},
+    "receraser": {
+        "n_shards": 3,
+        "train": {**FAST_TRAIN, "max_epochs": 3},
+        "aggregator": {"kind": "attention", "epochs": 1, "batch_size": 512},
+    },
+    "grapheraser": {
+        "n_shards": 3,
+        "train": {**FAST_TRAIN, "max_epochs": 3},
+        "aggregator": {"kind": "weighted"},
+    },
 }
 
 
@@ -32,7 +38,9 @@ def test_stream_of_100_single_interactions_batched_equals_one_by_one(tiny_split,
     batched = get_method(method)(config).fit(tiny_split.train, tiny_split.valid)
     train = tiny_split.train
     rows = np.random.default_rng(1).choice(len(train), 100, replace=False)
-    requests = [DeletionRequest.from_rows(train, [r], request_id=f"r{n}") for n, r in enumerate(rows)]
+    requests = [
+        DeletionRequest.from_rows(train, [r], request_id=f"r{n}") for n, r in enumerate(rows)
+    ]
     affected = sorted(np.unique(batched.assignment[rows]).tolist())
     calls = count_shard_training(batched)
     reports = batched.forget_many(requests)
@@ -44,15 +52,25 @@ def test_stream_of_100_single_interactions_batched_equals_one_by_one(tiny_split,
         fitted.forget(request)
     for k in range(3):
         for name, value in batched.models[k].state_dict().items():
-            assert torch.equal(value, fitted.models[k].state_dict()[name]), f"{method} shard {k} {name}"
+            assert torch.equal(value, fitted.models[k].state_dict()[name]), (
+                f"{method} shard {k} {name}"
+            )
     test = tiny_split.test
-    np.testing.assert_array_equal(batched.score_index(test.user, test.item), fitted.score_index(test.user, test.item))
+    np.testing.assert_array_equal(
+        batched.score_index(test.user, test.item), fitted.score_index(test.user, test.item)
+    )
     again = batched.forget_many(requests[:5])
     assert all(r.noop for r in again)
 
 
-@pytest.mark.parametrize("aggregator", [{"kind": "average"}, {"kind": "weighted"},
-                                        {"kind": "attention", "epochs": 1, "batch_size": 512}])
+@pytest.mark.parametrize(
+    "aggregator",
+    [
+        {"kind": "average"},
+        {"kind": "weighted"},
+        {"kind": "attention", "epochs": 1, "batch_size": 512},
+    ],
+)
 def test_a_shard_that_becomes_empty(tiny_split, aggregator):
     config = {"n_shards": 3, "train": {**FAST_TRAIN, "max_epochs": 3}, "aggregator": aggregator}
     model = get_method("grapheraser")(config).fit(tiny_split.train, tiny_split.valid)
@@ -60,9 +78,15 @@ def test_a_shard_that_becomes_empty(tiny_split, aggregator):
     users_of_shard_0 = np.unique(train.user[model.assignment == 0])
     ids = train.users.ids[users_of_shard_0].tolist()
     reports = model.forget_many([user_deletion(train, users=[u]) for u in ids])
-    assert reports[0].details["retrained_shards"] == [0] and reports[0].details["empty_shards"] == [0]
+    assert reports[0].details["retrained_shards"] == [0] and reports[0].details["empty_shards"] == [
+        0
+    ]
     part = reports[0].parts[0]
-    assert part.rows_after == 0 and part.action == "retrained" and part.data_hash_after != part.data_hash_before
+    assert (
+        part.rows_after == 0
+        and part.action == "retrained"
+        and part.data_hash_after != part.data_hash_before
+    )
     assert model.models[0] is None and model.shard_sizes()[0] == 0
     test = tiny_split.test
     scores = model.score_index(test.user, test.item)
@@ -82,5 +106,9 @@ def test_rows_two_batched_requests_name_are_reported_once(tiny_split):
     second = DeletionRequest.from_rows(train, [1, 2], request_id="second")
     same = DeletionRequest.from_rows(train, [0], request_id="same")
     reports = model.forget_many([first, second, same])
-    assert [r.removed_rows for r in reports] == [2, 1, 0] and [r.noop for r in reports] == [False, False, True]
+    assert [r.removed_rows for r in reports] == [2, 1, 0] and [r.noop for r in reports] == [
+        False,
+        False,
+        True,
+    ]
     assert len(model.train) == len(train) - 3

@@ -19,6 +19,16 @@ torch.set_num_threads(1)
 head, norm = sys.argv[1], float(sys.argv[2])
 train, valid, _ = prepare_samples(ApaBenchConfig(n_train=1024, n_valid=500, n_test=1000))
 config = AdapterTrainConfig(lr=1e-3, batch_size=16, max_epochs=5, patience=1, eval_every=5)
-result = train_adapter(AdapterJob(0, BackboneConfig(head=head, head_norm=norm), LoRAConfig(), config, 0,
-                                  train.take(np.arange(256)), valid, "cpu"))
+result = train_adapter(
+    AdapterJob(
+        0,
+        BackboneConfig(head=head, head_norm=norm),
+        LoRAConfig(),
+        config,
+        0,
+        train.take(np.arange(256)),
+        valid,
+        "cpu",
+    )
+)
 print(json.dumps({"head": head, "head_norm": norm, **result.info}))

@@ -13,11 +13,11 @@ import argparse
 from pathlib import Path
 
 import torch
+from variants_cpu import PRESETS
 
 from recunlearn.bench.apa import prepare_samples
 from recunlearn.evaluate.metrics import auc
 from recunlearn.unlearn import get_method
-from variants_cpu import PRESETS
 
 
 def main(preset: str, folder: Path, variants: list[str]) -> None:
@@ -36,14 +36,18 @@ def main(preset: str, folder: Path, variants: list[str]) -> None:
             apa.set_options(tau_holdout=holdout)
             picks[holdout] = apa.tau_
         best = max(on_test, key=on_test.get)
-        print(f"{variant}: leave-one-out picks {picks['sample']:g} (test {on_test[picks['sample']]:.3f}); "
-              f"own user held out picks {picks['user']:g} (test {on_test[picks['user']]:.3f}); "
-              f"best on test {best:g} ({on_test[best]:.3f}); every tau: "
-              + ", ".join(f"{t:g} {a:.3f}" for t, a in on_test.items()))
+        print(
+            f"{variant}: leave-one-out picks {picks['sample']:g} (test {on_test[picks['sample']]:.3f}); "
+            f"own user held out picks {picks['user']:g} (test {on_test[picks['user']]:.3f}); "
+            f"best on test {best:g} ({on_test[best]:.3f}); every tau: "
+            + ", ".join(f"{t:g} {a:.3f}" for t, a in on_test.items())
+        )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("preset", choices=list(PRESETS))
     parser.add_argument("folder", type=Path)
     parser.add_argument("variants", nargs="*", default=["apa-pershard", "apa-shared"])

@@ -39,7 +39,10 @@ def worker(model: str, seed: int) -> None:
         get_method("ifru").adopt(original, settings).forget(request)
     print("ready", flush=True)
     for line in sys.stdin:
-        seconds = [get_method("ifru").adopt(original, settings).forget(request).seconds for _ in range(int(line))]
+        seconds = [
+            get_method("ifru").adopt(original, settings).forget(request).seconds
+            for _ in range(int(line))
+        ]
         print(1000 * statistics.median(seconds), flush=True)
 
 
@@ -61,9 +64,13 @@ def main() -> None:
     workers = {}
     for name, source in (("old", args.old), ("new", args.new)):
         env = dict(os.environ, PYTHONPATH=os.path.abspath(source))
-        workers[name] = subprocess.Popen([sys.executable, __file__, "--worker", "--model", args.model,
-                                          "--seed", str(args.seed)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, env=env)
+        workers[name] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--model", args.model, "--seed", str(args.seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
     medians = {name: [] for name in workers}
     try:
         for process in workers.values():
@@ -82,19 +89,32 @@ def main() -> None:
         process.stdin.close()
         process.wait()
     ratios = [new / old for new, old in zip(medians["new"], medians["old"])]
-    lines = [f"{name}: median {statistics.median(values):.1f} ms, rounds: {' '.join(f'{v:.1f}' for v in values)}"
-             for name, values in medians.items()]
-    lines.append(f"new / old: median {statistics.median(ratios):.3f}, rounds: {' '.join(f'{r:.3f}' for r in ratios)}")
+    lines = [
+        f"{name}: median {statistics.median(values):.1f} ms, rounds: {' '.join(f'{v:.1f}' for v in values)}"
+        for name, values in medians.items()
+    ]
+    lines.append(
+        f"new / old: median {statistics.median(ratios):.3f}, rounds: {' '.join(f'{r:.3f}' for r in ratios)}"
+    )
     print("\n".join(lines))
     if args.out:
         from recunlearn.bench._results import write_document
         from recunlearn.bench.experiment import environment
 
-        commits = {name: subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip() or None
-                   for name, folder in (("old", args.old), ("new", args.new))}
-        document = {"medians_ms": medians, "ratio_median": statistics.median(ratios), "commits": commits,
-                    "command": {k: v for k, v in vars(args).items() if k != "worker"}, "environment": environment()}
+        commits = {
+            name: subprocess.run(
+                ["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+            or None
+            for name, folder in (("old", args.old), ("new", args.new))
+        }
+        document = {
+            "medians_ms": medians,
+            "ratio_median": statistics.median(ratios),
+            "commits": commits,
+            "command": {k: v for k, v in vars(args).items() if k != "worker"},
+            "environment": environment(),
+        }
         write_document(document, args.out, "\n\n".join(lines))
 
 

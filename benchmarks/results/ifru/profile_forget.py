@@ -32,7 +32,10 @@ PHASES = ("gradient_s", "hessian_setup_s", "solve_s", "guard_s")
 # above, and the objectives' set-up runs inside the phases that build them
 PIECES = [
     ("request to rows (forget's lookup)", Unlearner._rows_of),
-    ("removed rows' and spillover gradients (both graphs)", InfluenceUnlearner._gradient_with_spillover),
+    (
+        "removed rows' and spillover gradients (both graphs)",
+        InfluenceUnlearner._gradient_with_spillover,
+    ),
     ("row sample", influence.sample_rows_per_node),
     ("neighbour sample", influence.sample_neighbours),
     ("Hessian blocks and coupling bound", influence.hessian_blocks),
@@ -84,16 +87,27 @@ def main() -> None:
         profiler.disable()
     stats = pstats.Stats(profiler)
 
-    result = {"model": args.model, "seed": args.seed, "calls": args.calls,
-              "forget_ms": round(1000 * statistics.median(seconds), 1),
-              "phases_ms": {phase: round(1000 * statistics.median(v), 1) for phase, v in phases.items()},
-              "profiled_ms": {label: round(cumulative_ms(stats, function, args.calls), 1) for label, function in PIECES}}
+    result = {
+        "model": args.model,
+        "seed": args.seed,
+        "calls": args.calls,
+        "forget_ms": round(1000 * statistics.median(seconds), 1),
+        "phases_ms": {phase: round(1000 * statistics.median(v), 1) for phase, v in phases.items()},
+        "profiled_ms": {
+            label: round(cumulative_ms(stats, function, args.calls), 1)
+            for label, function in PIECES
+        },
+    }
     cells = [["whole forget (median, unprofiled)", f"{result['forget_ms']:.1f}"]]
-    cells += [[f"phase {phase.removesuffix('_s')} (median, unprofiled)", f"{ms:.1f}"]
-              for phase, ms in result["phases_ms"].items()]
+    cells += [
+        [f"phase {phase.removesuffix('_s')} (median, unprofiled)", f"{ms:.1f}"]
+        for phase, ms in result["phases_ms"].items()
+    ]
     cells += [[label, f"{ms:.1f}"] for label, ms in result["profiled_ms"].items()]
     table = markdown_grid(["part", "ms per forget"], cells)
-    write_document({"result": result, "environment": environment(), "command": vars(args)}, args.out, table)
+    write_document(
+        {"result": result, "environment": environment(), "command": vars(args)}, args.out, table
+    )
     print(table)
 
 

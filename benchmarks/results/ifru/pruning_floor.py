@@ -30,8 +30,12 @@ from recunlearn.unlearn import get_method
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=1_000_000, help="interactions of the synthetic log")
-    parser.add_argument("--ml100k", action="store_true", help="ML-100K under IFRU's protocol (2%% flipped) instead")
+    parser.add_argument(
+        "--size", type=int, default=1_000_000, help="interactions of the synthetic log"
+    )
+    parser.add_argument(
+        "--ml100k", action="store_true", help="ML-100K under IFRU's protocol (2%% flipped) instead"
+    )
     parser.add_argument("--floors", type=float, nargs="+", default=[0.001, 0.003, 0.01])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/ifru/pruning_floor_cpu.json")
@@ -42,13 +46,23 @@ def main() -> None:
         split = prepare(DataSpec(dataset="ml-100k-shared"))
         polluted, request = label_flip_attack(split.train, 0.02, args.seed)
     else:
-        split = prepare(DataSpec(dataset="synthetic", options={"n_interactions": args.size, "seed": args.seed},
-                                 threshold=None, k_core=1))
-        polluted, request = label_flip_attack(split.train, min(1000 / len(split.train), 0.5), args.seed)
+        split = prepare(
+            DataSpec(
+                dataset="synthetic",
+                options={"n_interactions": args.size, "seed": args.seed},
+                threshold=None,
+                k_core=1,
+            )
+        )
+        polluted, request = label_flip_attack(
+            split.train, min(1000 / len(split.train), 0.5), args.seed
+        )
     settings = {"model": {"kind": "lightgcn"}, "train": {"seed": args.seed}}
     reference = get_method("retrain")(settings).fit(polluted, split.valid)
     original_auc = auc_report(reference, split.test)["auc"]
-    get_method("ifru").adopt(reference, settings).forget(request)  # warm-up, not counted: no floor pays first calls
+    get_method("ifru").adopt(reference, settings).forget(
+        request
+    )  # warm-up, not counted: no floor pays first calls
     runs = []
     for floor in args.floors:
         ifru = get_method("ifru").adopt(reference, {**settings, "min_importance": floor})
@@ -57,22 +71,58 @@ def main() -> None:
     retrained = reference.forget(request)
     rows = []
     for floor, ifru, report in runs:
-        rows.append({"min_importance": floor, "kept_rows": report.details["kept_users"] + report.details["kept_items"],
-                     "seeds": report.details["seeds"], "reached": report.details["reached"],
-                     "forget_seconds": report.seconds, "speedup": retrained.seconds / report.seconds,
-                     "update": report.details["update"], "auc": auc_report(ifru, split.test)["auc"],
-                     "test_score_distance": score_distance(ifru, reference, split.test)})
-    result = {"data": "ml-100k" if args.ml100k else f"synthetic {args.size:,}", "seed": args.seed, "auc_original": original_auc,
-              "auc_retrain": auc_report(reference, split.test)["auc"], "retrain_seconds": retrained.seconds,
-              "rows": rows}
-    cells = [[f"{r['min_importance']:g}", f"{r['kept_rows']:,} of {r['reached']:,} ({r['seeds']:,} seeds)",
-              f"{r['forget_seconds']:.3f}", f"{r['speedup']:.0f}x", f"{r['auc']:.4f}", f"{r['test_score_distance']:.4f}",
-              r["update"].split(":")[0]] for r in rows]
-    table = markdown_grid(["min_importance", "kept rows", "forget s", "speed-up", "test AUC", "|Δ| test to retrain",
-                           "update"], cells)
-    table += (f"\n\n{result['data']}, seed {args.seed}; test AUC original {original_auc:.4f}, retrain "
-              f"{result['auc_retrain']:.4f}; retraining {retrained.seconds:.1f} s")
-    write_document({"result": result, "environment": environment(), "command": vars(args)}, args.out, table)
+        rows.append(
+            {
+                "min_importance": floor,
+                "kept_rows": report.details["kept_users"] + report.details["kept_items"],
+                "seeds": report.details["seeds"],
+                "reached": report.details["reached"],
+                "forget_seconds": report.seconds,
+                "speedup": retrained.seconds / report.seconds,
+                "update": report.details["update"],
+                "auc": auc_report(ifru, split.test)["auc"],
+                "test_score_distance": score_distance(ifru, reference, split.test),
+            }
+        )
+    result = {
+        "data": "ml-100k" if args.ml100k else f"synthetic {args.size:,}",
+        "seed": args.seed,
+        "auc_original": original_auc,
+        "auc_retrain": auc_report(reference, split.test)["auc"],
+        "retrain_seconds": retrained.seconds,
+        "rows": rows,
+    }
+    cells = [
+        [
+            f"{r['min_importance']:g}",
+            f"{r['kept_rows']:,} of {r['reached']:,} ({r['seeds']:,} seeds)",
+            f"{r['forget_seconds']:.3f}",
+            f"{r['speedup']:.0f}x",
+            f"{r['auc']:.4f}",
+            f"{r['test_score_distance']:.4f}",
+            r["update"].split(":")[0],
+        ]
+        for r in rows
+    ]
+    table = markdown_grid(
+        [
+            "min_importance",
+            "kept rows",
+            "forget s",
+            "speed-up",
+            "test AUC",
+            "|Δ| test to retrain",
+            "update",
+        ],
+        cells,
+    )
+    table += (
+        f"\n\n{result['data']}, seed {args.seed}; test AUC original {original_auc:.4f}, retrain "
+        f"{result['auc_retrain']:.4f}; retraining {retrained.seconds:.1f} s"
+    )
+    write_document(
+        {"result": result, "environment": environment(), "command": vars(args)}, args.out, table
+    )
     print(table)
 
 

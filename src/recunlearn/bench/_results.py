@@ -43,8 +43,19 @@ from recunlearn.errors import RecUnlearnError, validation_problems
 
 SCHEMA = "recunlearn.results/1"
 
-PACKAGES = ("recunlearn", "torch", "numpy", "scipy", "pandas", "scikit-learn", "pydantic", "matplotlib",
-            "ray", "transformers", "peft")
+PACKAGES = (
+    "recunlearn",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "pydantic",
+    "matplotlib",
+    "ray",
+    "transformers",
+    "peft",
+)
 """Packages whose versions every results file records (those not installed are recorded as None)."""
 
 
@@ -81,35 +92,67 @@ class ResultsFile(BaseModel):
         """Write the JSON (and ``markdown`` into a .md file beside it when given)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.model_dump(mode="json"), indent=1, allow_nan=True, default=_plain) + "\n")
+        path.write_text(
+            json.dumps(self.model_dump(mode="json"), indent=1, allow_nan=True, default=_plain)
+            + "\n"
+        )
         if markdown is not None:
             path.with_suffix(".md").write_text(markdown.rstrip() + "\n")
         return path
 
 
-def make_results(rows: list[dict[str, Any]], config: dict[str, Any] | BaseModel | None = None,
-                 command: str | None = None, *, protocol: str = "benchmark", seeds: dict[str, int] | None = None,
-                 summary: dict[str, Any] | None = None, seconds: float | None = None) -> ResultsFile:
+def make_results(
+    rows: list[dict[str, Any]],
+    config: dict[str, Any] | BaseModel | None = None,
+    command: str | None = None,
+    *,
+    protocol: str = "benchmark",
+    seeds: dict[str, int] | None = None,
+    summary: dict[str, Any] | None = None,
+    seconds: float | None = None,
+) -> ResultsFile:
     """``rows`` with their context (this machine's environment); ``command`` defaults to this process's
     command line, ``seeds`` to the seeds found in ``config``."""
     if isinstance(config, BaseModel):
         config = config.model_dump(mode="json")
     config = _plain_tree(config or {})
-    return ResultsFile(protocol=protocol, command=command or command_line(), config=config,
-                       seeds=seeds if seeds is not None else find_seeds(config), environment=environment(),
-                       rows=_plain_tree(rows), summary=_plain_tree(summary or {}), seconds=seconds)
+    return ResultsFile(
+        protocol=protocol,
+        command=command or command_line(),
+        config=config,
+        seeds=seeds if seeds is not None else find_seeds(config),
+        environment=environment(),
+        rows=_plain_tree(rows),
+        summary=_plain_tree(summary or {}),
+        seconds=seconds,
+    )
 
 
-def write_results(path: str | Path, rows: list[dict[str, Any]], config: dict[str, Any] | BaseModel | None = None,
-                  command: str | None = None, *, protocol: str | None = None, seeds: dict[str, int] | None = None,
-                  summary: dict[str, Any] | None = None, seconds: float | None = None,
-                  markdown: str | None = None) -> ResultsFile:
+def write_results(
+    path: str | Path,
+    rows: list[dict[str, Any]],
+    config: dict[str, Any] | BaseModel | None = None,
+    command: str | None = None,
+    *,
+    protocol: str | None = None,
+    seeds: dict[str, int] | None = None,
+    summary: dict[str, Any] | None = None,
+    seconds: float | None = None,
+    markdown: str | None = None,
+) -> ResultsFile:
     """Record ``rows`` with their context at ``path`` (see :func:`make_results`); returns what was written.
 
     ``protocol`` defaults to the file's parent folder name.
     """
-    results = make_results(rows, config, command, protocol=protocol or Path(path).parent.name or "benchmark",
-                           seeds=seeds, summary=summary, seconds=seconds)
+    results = make_results(
+        rows,
+        config,
+        command,
+        protocol=protocol or Path(path).parent.name or "benchmark",
+        seeds=seeds,
+        summary=summary,
+        seconds=seconds,
+    )
     results.write(path, markdown)
     return results
 
@@ -150,19 +193,29 @@ def load_results(path: str | Path) -> ResultsFile:
     if isinstance(document.get("created"), str):
         created = {"created": document["created"]}
     else:  # an older document: the file's date, not the time it is read
-        created = {"created": _iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)),
-                   "created_from": "file modification time"}
+        created = {
+            "created": _iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)),
+            "created_from": "file modification time",
+        }
     try:
         if document.get("schema_version") == SCHEMA:
             return ResultsFile.model_validate({**document, **created})
         known = {"command", "config", "rows", "environment", "seconds", "created"}
         config = document.get("config") or {}
         command = document.get("command") or "(not recorded)"
-        return ResultsFile(protocol=document.get("protocol") or path.parent.name or "benchmark",
-                           command=command if isinstance(command, str) else json.dumps(command),  # a script's arguments
-                           config=config, seeds=find_seeds(config), environment=document.get("environment") or {},
-                           rows=document["rows"], seconds=document.get("seconds"),
-                           summary={k: v for k, v in document.items() if k not in known}, **created)
+        return ResultsFile(
+            protocol=document.get("protocol") or path.parent.name or "benchmark",
+            command=command
+            if isinstance(command, str)
+            else json.dumps(command),  # a script's arguments
+            config=config,
+            seeds=find_seeds(config),
+            environment=document.get("environment") or {},
+            rows=document["rows"],
+            seconds=document.get("seconds"),
+            summary={k: v for k, v in document.items() if k not in known},
+            **created,
+        )
     except ValidationError as exc:
         raise RecUnlearnError(f"{path}: not a results file ({validation_problems(exc)})") from None
 
@@ -183,7 +236,12 @@ def find_seeds(config: Any, prefix: str = "") -> dict[str, int | list[int]]:
             path = f"{prefix}{key}"
             if str(key).endswith("seed") and _is_int(value):
                 seeds[path] = value
-            elif str(key).endswith("seeds") and isinstance(value, list) and value and all(map(_is_int, value)):
+            elif (
+                str(key).endswith("seeds")
+                and isinstance(value, list)
+                and value
+                and all(map(_is_int, value))
+            ):
                 seeds[path] = value
             else:
                 seeds.update(find_seeds(value, path + "."))
@@ -217,13 +275,25 @@ def source_commit() -> str | None:
     not change what its results claim."""
     here = Path(__file__).resolve()
     root = here.parents[3]
-    if root / "src" / "recunlearn" / "bench" / here.name != here:  # not a source checkout's src/ layout
+    if (
+        root / "src" / "recunlearn" / "bench" / here.name != here
+    ):  # not a source checkout's src/ layout
         return None
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+changes" if dirty else "")
@@ -234,8 +304,13 @@ source_commit()  # the code that runs is the code imported now
 
 def hardware() -> dict[str, Any]:
     """CPU model and count, memory, GPU (if torch sees one), torch threads, and the load at the time."""
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "memory_gb": _memory_gb()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": _memory_gb(),
+    }
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -243,10 +318,15 @@ def hardware() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
-        info["gpu"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-                       if torch.cuda.is_available() else [])
+        info["gpu"] = (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        )
     info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-    runtime = sys.modules.get("recunlearn.train.runtime")  # loaded with torch by anything that trained
+    runtime = sys.modules.get(
+        "recunlearn.train.runtime"
+    )  # loaded with torch by anything that trained
     if runtime is not None:
         info.update(runtime.allocator_settings())
     return info

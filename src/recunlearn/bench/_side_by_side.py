@@ -10,15 +10,22 @@ from recunlearn.data import DeletionRequest, Interactions
 from recunlearn.unlearn import Unlearner, UnlearningReport, get_method
 
 
-def fit_and_forget(names: list[str], settings: Callable[[str], dict[str, Any]], train: Interactions,
-                   valid: Interactions | None, request: DeletionRequest, log
-                   ) -> tuple[Unlearner, dict[str, Unlearner], dict[str, UnlearningReport]]:
+def fit_and_forget(
+    names: list[str],
+    settings: Callable[[str], dict[str, Any]],
+    train: Interactions,
+    valid: Interactions | None,
+    request: DeletionRequest,
+    log,
+) -> tuple[Unlearner, dict[str, Unlearner], dict[str, UnlearningReport]]:
     """``names[0]`` must be 'retrain': it is fitted once and is the reference. Methods that update a
     trained model start from a copy of it (``adopt``), so their ``forget`` is the only cost they add;
     the others fit on the same data. Returns a scoring copy of the model before forgetting, every
     method (retrained afterwards) and every report."""
     reference = get_method("retrain")(settings("retrain")).fit(train, valid)
-    original = get_method("finetune").adopt(reference)  # a copy that only scores: the model before forgetting
+    original = get_method("finetune").adopt(
+        reference
+    )  # a copy that only scores: the model before forgetting
     methods: dict[str, Unlearner] = {}
     for name in names[1:]:
         cls = get_method(name)

@@ -43,8 +43,8 @@ from recunlearn.models.llm.samples import (
 )
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn.base import make_config
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
+from recunlearn.unlearn.base import make_config
 
 METHODS = ("llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser")
 TALLREC_THRESHOLDS = {"movie": 3.0, "book": 5.0}
@@ -86,8 +86,9 @@ class ApaBenchConfig(BaseModel):
     """Build a tiny random model over the prompts instead (smoke tests: no weights, seconds)."""
     lora: dict[str, Any] = Field(default_factory=dict)
     """LoRA settings shared by every method."""
-    train: dict[str, Any] = Field(default_factory=lambda: {"lr": 1e-3, "batch_size": 16, "max_epochs": 8,
-                                                           "patience": 2})
+    train: dict[str, Any] = Field(
+        default_factory=lambda: {"lr": 1e-3, "batch_size": 16, "max_epochs": 8, "patience": 2}
+    )
     """Adapter training shared by every method and shard (default: MEASURED.md's MiniLM setting)."""
     apa: dict[str, Any] = Field(default_factory=dict)
     """APA's own settings (tau, neighbours, error); it is scored with both aggregations and every weighting."""
@@ -108,10 +109,17 @@ class ApaBenchConfig(BaseModel):
         its retraining reference on 96/48/128 prompts with 5-item histories, one epoch, K=4 (AUC at this
         size is noise; the paper-scale benchmark is ``recunlearn bench apa``)."""
         values: dict[str, Any] = {
-            "data": "ml-100k", "history": 5, "n_train": 96, "n_valid": 48, "n_test": 128,
-            "methods": ["llm-retrain", "apa"], "backbone": {"max_length": 96},
-            "train": {"lr": 2e-3, "batch_size": 16, "max_epochs": 1, "patience": 1}, "latency_samples": 4,
-            "output": None}
+            "data": "ml-100k",
+            "history": 5,
+            "n_train": 96,
+            "n_valid": 48,
+            "n_test": 128,
+            "methods": ["llm-retrain", "apa"],
+            "backbone": {"max_length": 96},
+            "train": {"lr": 2e-3, "batch_size": 16, "max_epochs": 1, "patience": 1},
+            "latency_samples": 4,
+            "output": None,
+        }
         return cls.model_validate({**values, **overrides})
 
     @property
@@ -123,9 +131,18 @@ class ApaBenchConfig(BaseModel):
     def quick(cls, **overrides: Any) -> ApaBenchConfig:
         """Seconds: a synthetic log, a tiny random causal LM, every method (tests and smoke checks)."""
         values: dict[str, Any] = {
-            "data": "synthetic", "history": 4, "max_samples": 600, "n_train": 64, "n_valid": 24, "n_test": 32,
-            "tiny_backbone": "causal", "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
-            "latency_samples": 2, "latency_batch": 8, "output": None}
+            "data": "synthetic",
+            "history": 4,
+            "max_samples": 600,
+            "n_train": 64,
+            "n_valid": 24,
+            "n_test": 32,
+            "tiny_backbone": "causal",
+            "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
+            "latency_samples": 2,
+            "latency_batch": 8,
+            "output": None,
+        }
         return cls.model_validate({**values, **overrides})
 
 
@@ -134,18 +151,26 @@ def prepare_samples(config: ApaBenchConfig) -> tuple[SampleTable, SampleTable, S
     """Training, validation and test samples of the configured size."""
     path = Path(config.data)
     if path.is_dir() and (path / "train.json").is_file():
-        train, valid, test = (read_tallrec_json(path / f"{n}.json") for n in ("train", "valid", "test"))
+        train, valid, test = (
+            read_tallrec_json(path / f"{n}.json") for n in ("train", "valid", "test")
+        )
     elif path.suffix == ".json":
         train, valid, test = split_samples(read_tallrec_json(path), by="time")
     else:
         data = load_dataset(config.data)
         data = binarize(data, config.label_threshold)
-        samples = build_samples(data, config.style, config.history, config.max_samples, config.sample_seed)
-        train, valid, test = split_samples(samples, by="time" if config.style == "movie" else "user",
-                                           seed=config.sample_seed)
+        samples = build_samples(
+            data, config.style, config.history, config.max_samples, config.sample_seed
+        )
+        train, valid, test = split_samples(
+            samples, by="time" if config.style == "movie" else "user", seed=config.sample_seed
+        )
     seed = config.sample_seed
-    return (subsample(train, config.n_train, seed), subsample(valid, config.n_valid, seed + 1),
-            subsample(test, config.n_test, seed + 2))
+    return (
+        subsample(train, config.n_train, seed),
+        subsample(valid, config.n_valid, seed + 1),
+        subsample(test, config.n_test, seed + 2),
+    )
 
 
 _QUOTED = re.compile(r'"[^"]*"')
@@ -153,9 +178,16 @@ _QUOTED = re.compile(r'"[^"]*"')
 
 def simple_features(samples: SampleTable, item_rate: dict[str, float], prior: float) -> np.ndarray:
     """Fraction of liked items in the history, and the target's positive rate among training targets."""
-    liked = np.array([len(_QUOTED.findall(t.split("\n")[0])) for t in samples.input.tolist()], np.float64)
-    disliked = np.array([len(_QUOTED.findall(t.split("\n")[1])) if t.count("\n") >= 2 else 0
-                         for t in samples.input.tolist()], np.float64)
+    liked = np.array(
+        [len(_QUOTED.findall(t.split("\n")[0])) for t in samples.input.tolist()], np.float64
+    )
+    disliked = np.array(
+        [
+            len(_QUOTED.findall(t.split("\n")[1])) if t.count("\n") >= 2 else 0
+            for t in samples.input.tolist()
+        ],
+        np.float64,
+    )
     targets = [row.split(ITEM_SEPARATOR)[0] if row else "" for row in samples.items.tolist()]
     target_rate = np.array([item_rate.get(t, prior) for t in targets])
     return np.column_stack([liked / np.maximum(liked + disliked, 1), target_rate])
@@ -185,8 +217,10 @@ def _latency(method: LLMUnlearner, test: SampleTable, config: ApaBenchConfig) ->
     batch = test.take(np.arange(min(config.latency_batch, len(test))))
     start = time.perf_counter()
     method.score(batch)
-    return {"latency_sample_s": round(float(np.mean(singles)), 5),
-            "latency_batch_s": round(time.perf_counter() - start, 5)}
+    return {
+        "latency_sample_s": round(float(np.mean(singles)), 5),
+        "latency_batch_s": round(time.perf_counter() - start, 5),
+    }
 
 
 def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
@@ -195,24 +229,42 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
     names = ["llm-retrain"] + [m for m in config.methods if m != "llm-retrain"]
     check_methods(config, names)
     train, valid, test = prepare_samples(config)
-    log(f"samples: train {len(train)}, valid {len(valid)}, test {len(test)}; positive rate "
-        f"{train.label.mean():.3f} / {valid.label.mean():.3f} / {test.label.mean():.3f}")
+    log(
+        f"samples: train {len(train)}, valid {len(valid)}, test {len(test)}; positive rate "
+        f"{train.label.mean():.3f} / {valid.label.mean():.3f} / {test.label.mean():.3f}"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         backbone = dict(config.backbone)
         if config.tiny_backbone:
-            backbone["name"] = str(create_tiny_model(Path(scratch) / "tiny", train.prompts() + valid.prompts() + test.prompts(),
-                                                     kind=config.tiny_backbone))
+            backbone["name"] = str(
+                create_tiny_model(
+                    Path(scratch) / "tiny",
+                    train.prompts() + valid.prompts() + test.prompts(),
+                    kind=config.tiny_backbone,
+                )
+            )
         rows = [_run_method(name, config, backbone, train, valid, test, log) for name in names]
     retrain = rows[0]
     for row in rows:
         if config.forget:
             row["unlearn_speedup"] = round(retrain["unlearn_s"] / max(row["unlearn_s"], 1e-9), 2)
-        row["latency_vs_retrain"] = round(row["latency_batch_s"] / max(retrain["latency_batch_s"], 1e-9), 3)
-    results = {"config": config.model_dump(mode="json"), "samples": {"train": len(train), "valid": len(valid),
-               "test": len(test), "positive_rate_test": round(float(test.label.mean()), 4)},
-               "classical_baseline_auc": round(classical_baseline(train, test), 4), "rows": rows,
-               "seconds": round(time.perf_counter() - start, 2), "environment": environment(),
-               "command": " ".join(sys.argv)}
+        row["latency_vs_retrain"] = round(
+            row["latency_batch_s"] / max(retrain["latency_batch_s"], 1e-9), 3
+        )
+    results = {
+        "config": config.model_dump(mode="json"),
+        "samples": {
+            "train": len(train),
+            "valid": len(valid),
+            "test": len(test),
+            "positive_rate_test": round(float(test.label.mean()), 4),
+        },
+        "classical_baseline_auc": round(classical_baseline(train, test), 4),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
     if config.output:
         write_results(results, Path(config.output))
     return results
@@ -228,14 +280,30 @@ def check_methods(config: ApaBenchConfig, names: list[str]) -> None:
     chosen from ``tau_grid``, so the given value would be silently replaced)."""
     for name in names:
         if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r} for the APA protocol; use some of {', '.join(METHODS)}")
-        settings = make_config(get_method(name).Config, _method_options(name, config, config.backbone), {})
-        if name == "apa" and "tau" in config.apa and "tau_grid" not in config.apa and settings.tau_grid is not None:
-            raise ConfigError("apa: tau is chosen from tau_grid; pass tau_grid = None with tau to fix it")
+            raise ConfigError(
+                f"unknown method {name!r} for the APA protocol; use some of {', '.join(METHODS)}"
+            )
+        settings = make_config(
+            get_method(name).Config, _method_options(name, config, config.backbone), {}
+        )
+        if (
+            name == "apa"
+            and "tau" in config.apa
+            and "tau_grid" not in config.apa
+            and settings.tau_grid is not None
+        ):
+            raise ConfigError(
+                "apa: tau is chosen from tau_grid; pass tau_grid = None with tau to fix it"
+            )
 
 
 def _method_options(name: str, config: ApaBenchConfig, backbone: dict[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {"backbone": backbone, "lora": config.lora, "train": config.train, "device": config.device}
+    options: dict[str, Any] = {
+        "backbone": backbone,
+        "lora": config.lora,
+        "train": config.train,
+        "device": config.device,
+    }
     if name != "llm-retrain":
         options["n_shards"] = config.n_shards
     if name == "apa":
@@ -243,14 +311,24 @@ def _method_options(name: str, config: ApaBenchConfig, backbone: dict[str, Any])
     return options
 
 
-def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], train: SampleTable,
-                valid: SampleTable, test: SampleTable, log) -> dict[str, Any]:
+def _run_method(
+    name: str,
+    config: ApaBenchConfig,
+    backbone: dict[str, Any],
+    train: SampleTable,
+    valid: SampleTable,
+    test: SampleTable,
+    log,
+) -> dict[str, Any]:
     method = get_method(name)(_method_options(name, config, backbone))
     log(f"{name}: fitting ...")
     method.fit(train, valid)
-    row: dict[str, Any] = {"method": name, "fit_s": round(method.fit_seconds, 3),
-                           "partition": method.partition_info,
-                           "epochs": [info.get("epochs") for info in method.adapter_info]}
+    row: dict[str, Any] = {
+        "method": name,
+        "fit_s": round(method.fit_seconds, 3),
+        "partition": method.partition_info,
+        "epochs": [info.get("epochs") for info in method.adapter_info],
+    }
     if name == "llm-retrain":
         row["auc"] = auc(test.label, method.score(test))
         row.update(_latency(method, test, config))
@@ -266,26 +344,44 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
             row["variants"] = {}
             for aggregation in ("ND", "D"):
                 method.set_options(aggregation=aggregation, weighting="attention")
-                row["variants"][f"APA({aggregation})"] = {"auc": auc(test.label, method.score(test)),
-                                                          **_latency(method, test, config)}
+                row["variants"][f"APA({aggregation})"] = {
+                    "auc": auc(test.label, method.score(test)),
+                    **_latency(method, test, config),
+                }
             for weighting in ("average", "major", "semantic"):
                 method.set_options(aggregation="ND", weighting=weighting)
                 row["variants"][f"{weighting} (ND)"] = {"auc": auc(test.label, method.score(test))}
-            method.set_options(**{key: getattr(configured, key) for key in APA_OPTIONS})  # undo the ablations
+            method.set_options(
+                **{key: getattr(configured, key) for key in APA_OPTIONS}
+            )  # undo the ablations
             row.update(tau=method.tau_, tau_selection=method.tau_selection)
             if configured.weighting == "attention":  # scored above under these very options
                 main = row["variants"][f"APA({configured.aggregation})"]
             else:  # an ablation weighting as the configured one: score it as set
-                main = {"auc": auc(test.label, method.score(test)), **_latency(method, test, config)}
-            row.update(auc=main["auc"], latency_sample_s=main["latency_sample_s"], latency_batch_s=main["latency_batch_s"])
+                main = {
+                    "auc": auc(test.label, method.score(test)),
+                    **_latency(method, test, config),
+                }
+            row.update(
+                auc=main["auc"],
+                latency_sample_s=main["latency_sample_s"],
+                latency_batch_s=main["latency_batch_s"],
+            )
     forgot = ""
     if config.forget:
-        request = DeletionRequest(samples=[train.ids[np.random.default_rng(config.sample_seed).integers(len(train))]])
+        request = DeletionRequest(
+            samples=[train.ids[np.random.default_rng(config.sample_seed).integers(len(train))]]
+        )
         report = method.forget(request)
-        row.update(unlearn_s=round(report.seconds, 3), retrained_adapters=report.details["retrained_adapters"])
+        row.update(
+            unlearn_s=round(report.seconds, 3),
+            retrained_adapters=report.details["retrained_adapters"],
+        )
         forgot = f", forget one sample {report.seconds:.1f} s"
-    log(f"{name}: AUC {row['auc']:.4f}, fit {row['fit_s']:.1f} s{forgot}, "
-        f"batch of {min(config.latency_batch, len(test))} scored in {row['latency_batch_s']:.3f} s")
+    log(
+        f"{name}: AUC {row['auc']:.4f}, fit {row['fit_s']:.1f} s{forgot}, "
+        f"batch of {min(config.latency_batch, len(test))} scored in {row['latency_batch_s']:.3f} s"
+    )
     return row
 
 
@@ -293,24 +389,66 @@ def _run_method(name: str, config: ApaBenchConfig, backbone: dict[str, Any], tra
 def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells: one line per method (APA: one per aggregation and ablation)."""
     batch = min(results["config"]["latency_batch"], results["samples"]["test"])  # what was scored
-    header = ["method", "AUC", "mean adapter AUC", "fit s", "forget 1 sample s", "speed-up", "1 sample s",
-              f"batch of {batch} s"]
+    header = [
+        "method",
+        "AUC",
+        "mean adapter AUC",
+        "fit s",
+        "forget 1 sample s",
+        "speed-up",
+        "1 sample s",
+        f"batch of {batch} s",
+    ]
     cells = []
     for row in results["rows"]:
-        common = [f"{row['fit_s']:.1f}", *([f"{row['unlearn_s']:.1f}", f"{row['unlearn_speedup']:.2f}x"]
-                                           if "unlearn_s" in row else ["-", "-"])]
+        common = [
+            f"{row['fit_s']:.1f}",
+            *(
+                [f"{row['unlearn_s']:.1f}", f"{row['unlearn_speedup']:.2f}x"]
+                if "unlearn_s" in row
+                else ["-", "-"]
+            ),
+        ]
         adapter = f"{row['mean_adapter_auc']:.4f}" if "mean_adapter_auc" in row else "-"
         if "variants" in row:
             for label, v in row["variants"].items():
-                timing = ([f"{v['latency_sample_s']:.4f}", f"{v['latency_batch_s']:.3f}"]
-                          if "latency_batch_s" in v else ["-", "-"])
-                cells.append([label if label.startswith("APA") else f"APA ablation: {label}", f"{v['auc']:.4f}", adapter,
-                              *common, *timing])
+                timing = (
+                    [f"{v['latency_sample_s']:.4f}", f"{v['latency_batch_s']:.3f}"]
+                    if "latency_batch_s" in v
+                    else ["-", "-"]
+                )
+                cells.append(
+                    [
+                        label if label.startswith("APA") else f"APA ablation: {label}",
+                        f"{v['auc']:.4f}",
+                        adapter,
+                        *common,
+                        *timing,
+                    ]
+                )
         else:
-            cells.append([row["method"], f"{row['auc']:.4f}", adapter, *common, f"{row['latency_sample_s']:.4f}",
-                          f"{row['latency_batch_s']:.3f}"])
-    cells.append(["logistic regression (2 features; not an LLM)", f"{results['classical_baseline_auc']:.4f}",
-                  "-", "-", "-", "-", "-", "-"])
+            cells.append(
+                [
+                    row["method"],
+                    f"{row['auc']:.4f}",
+                    adapter,
+                    *common,
+                    f"{row['latency_sample_s']:.4f}",
+                    f"{row['latency_batch_s']:.3f}",
+                ]
+            )
+    cells.append(
+        [
+            "logistic regression (2 features; not an LLM)",
+            f"{results['classical_baseline_auc']:.4f}",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    )
     return header, cells
 
 
@@ -331,13 +469,17 @@ def run_demo(out: Path, console=None) -> dict[str, Any]:
     config = ApaBenchConfig.demo(output=str(Path(out) / "apa.json"))
     results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     header, cells = table_rows(results)
-    table = Table(title=f"APA on the embedded MiniLM ({results['samples']['train']} training prompts, "
-                        f"K={config.n_shards}): forgetting one sample")
+    table = Table(
+        title=f"APA on the embedded MiniLM ({results['samples']['train']} training prompts, "
+        f"K={config.n_shards}): forgetting one sample"
+    )
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in cells:
         table.add_row(*row)
     console.print(table)
-    console.print("speed-up = retraining's forget time / the method's. The demo preset is tiny (AUC is noisy); "
-                  "see docs/apa.md for the paper-scale benchmark.")
+    console.print(
+        "speed-up = retraining's forget time / the method's. The demo preset is tiny (AUC is noisy); "
+        "see docs/apa.md for the paper-scale benchmark."
+    )
     return results

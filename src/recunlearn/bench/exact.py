@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from recunlearn.bench._results import write_document
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import DeletionRequest, Interactions
-from recunlearn.evaluate import auc_report, ranking_report
 from recunlearn.errors import ConfigError
+from recunlearn.evaluate import auc_report, ranking_report
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
@@ -39,7 +39,9 @@ class ExactBenchConfig(BaseModel):
     """Dataset and split (default: ML-100K from ../shared/data, IFRU's 60/20/20 protocol)."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (it is the reference)."""
-    n_shards: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    n_shards: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [5, 10, 20], min_length=1
+    )
     """Values of K for the shard-based methods."""
     deletions: list[Literal["users", "random"]] = Field(default_factory=lambda: ["users", "random"])
     """Deletion sets: 'users' = every row of random users, one request per user; 'random' = random
@@ -65,9 +67,14 @@ class ExactBenchConfig(BaseModel):
     def quick(cls, **overrides: Any) -> ExactBenchConfig:
         """A run of seconds on a small synthetic log (for tests and smoke checks)."""
         values: dict[str, Any] = {
-            "data": DataSpec(dataset="synthetic", options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
-                             k_core=2),
-            "n_shards": [2], "batch_users": 3, "batch_interactions": 10,
+            "data": DataSpec(
+                dataset="synthetic",
+                options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
+                k_core=2,
+            ),
+            "n_shards": [2],
+            "batch_users": 3,
+            "batch_interactions": 10,
             "train": {"max_epochs": 3, "patience": 2, "batch_size": 512, "lr": 0.01},
             "method_options": {"receraser": {"aggregator": {"kind": "attention", "epochs": 1}}},
             "output": None,
@@ -75,13 +82,21 @@ class ExactBenchConfig(BaseModel):
         return cls.model_validate({**values, **overrides})
 
 
-def deletion_requests(kind: str, train: Interactions, config: ExactBenchConfig) -> list[DeletionRequest]:
+def deletion_requests(
+    kind: str, train: Interactions, config: ExactBenchConfig
+) -> list[DeletionRequest]:
     """One request per user (users) or per interaction (random), picked with the deletion seed."""
     rng = np.random.default_rng(config.deletion_seed)
     if kind == "users":
-        users = rng.choice(np.unique(train.user), min(config.batch_users, train.n_users), replace=False)
-        return [DeletionRequest(users=[str(train.users.ids[u])], request_id=f"user-{train.users.ids[u]}")
-                for u in users]
+        users = rng.choice(
+            np.unique(train.user), min(config.batch_users, train.n_users), replace=False
+        )
+        return [
+            DeletionRequest(
+                users=[str(train.users.ids[u])], request_id=f"user-{train.users.ids[u]}"
+            )
+            for u in users
+        ]
     rows = rng.choice(len(train), min(config.batch_interactions, len(train)), replace=False)
     return [DeletionRequest.from_rows(train, [r], request_id=f"row-{r}") for r in rows]
 
@@ -95,8 +110,11 @@ def _method_config(config: ExactBenchConfig, name: str, n_shards: int) -> dict[s
 
 def _utility(method: Unlearner, split, k: int) -> dict[str, float]:
     ranking = ranking_report(method, method.train, split.test, k)
-    return {f"recall@{k}": ranking[f"recall@{k}"], f"ndcg@{k}": ranking[f"ndcg@{k}"],
-            "auc": auc_report(method, split.test)["auc"]}
+    return {
+        f"recall@{k}": ranking[f"recall@{k}"],
+        f"ndcg@{k}": ranking[f"ndcg@{k}"],
+        "auc": auc_report(method, split.test)["auc"],
+    }
 
 
 def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
@@ -114,12 +132,27 @@ def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
             for name in names:
                 if name == "retrain" and retrain_seconds:
                     continue  # K does not change retraining
-                rows.append(_run_method(config, split, name, n_shards, requests, retrain_seconds,
-                                        Path(scratch) / f"{name}-{n_shards}", log))
-    results = {"config": config.model_dump(mode="json"), "data": split.describe(),
-               "deletions": {kind: {"requests": len(r)} for kind, r in requests.items()},
-               "rows": rows, "seconds": round(time.perf_counter() - start, 2),
-               "environment": environment(), "command": " ".join(sys.argv)}
+                rows.append(
+                    _run_method(
+                        config,
+                        split,
+                        name,
+                        n_shards,
+                        requests,
+                        retrain_seconds,
+                        Path(scratch) / f"{name}-{n_shards}",
+                        log,
+                    )
+                )
+    results = {
+        "config": config.model_dump(mode="json"),
+        "data": split.describe(),
+        "deletions": {kind: {"requests": len(r)} for kind, r in requests.items()},
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
     if config.output:
         write_results(results, Path(config.output))
     return results
@@ -131,27 +164,45 @@ def check_methods(config: ExactBenchConfig, names: list[str]) -> None:
         cls = get_method(name)
         if not cls.exact or name not in available_methods("interactions"):
             exact = [n for n, c in available_methods("interactions").items() if c.exact]
-            raise ConfigError(f"bench exact compares exact methods on interactions ({', '.join(exact)}), "
-                              f"not {name!r}")
+            raise ConfigError(
+                f"bench exact compares exact methods on interactions ({', '.join(exact)}), "
+                f"not {name!r}"
+            )
         for n_shards in config.n_shards:
             make_config(cls.Config, _method_config(config, name, n_shards), {})
 
 
-def _run_method(config: ExactBenchConfig, split, name: str, n_shards: int, requests: dict[str, list[DeletionRequest]],
-                retrain_seconds: dict[str, float], folder: Path, log) -> dict[str, Any]:
+def _run_method(
+    config: ExactBenchConfig,
+    split,
+    name: str,
+    n_shards: int,
+    requests: dict[str, list[DeletionRequest]],
+    retrain_seconds: dict[str, float],
+    folder: Path,
+    log,
+) -> dict[str, Any]:
     method = get_method(name)(_method_config(config, name, n_shards))
     log(f"{name} K={n_shards}: fitting ...")
     method.fit(split.train, split.valid)
     method.save(folder)
-    row: dict[str, Any] = {"method": name, "n_shards": None if name == "retrain" else n_shards,
-                           "fit_seconds": round(method.fit_seconds, 3), **_utility(method, split, config.k)}
+    row: dict[str, Any] = {
+        "method": name,
+        "n_shards": None if name == "retrain" else n_shards,
+        "fit_seconds": round(method.fit_seconds, 3),
+        **_utility(method, split, config.k),
+    }
     if hasattr(method, "partition_info"):
         row["partition"] = method.partition_info
     for kind, batch in requests.items():
         single = Unlearner.load(folder).forget(batch[0])
         batched = Unlearner.load(folder)
-        reports = batched.forget_many(batch)  # retraining trains once without all of it; shards retrain once each
-        batch_seconds = max(r.seconds for r in reports)  # the batch's time (a no-op's report carries none)
+        reports = batched.forget_many(
+            batch
+        )  # retraining trains once without all of it; shards retrain once each
+        batch_seconds = max(
+            r.seconds for r in reports
+        )  # the batch's time (a no-op's report carries none)
         if name == "retrain":
             retrain_seconds[f"{kind}_request"] = single.seconds
             retrain_seconds[f"{kind}_batch"] = batch_seconds
@@ -160,14 +211,20 @@ def _run_method(config: ExactBenchConfig, split, name: str, n_shards: int, reque
             "request_seconds": round(single.seconds, 4),
             "request_retrained_shards": len(single.details.get("retrained_shards", [])),
             "batch_seconds": round(batch_seconds, 4),
-            "batch_retrained_shards": max(len(r.details.get("retrained_shards", [])) for r in reports),
+            "batch_retrained_shards": max(
+                len(r.details.get("retrained_shards", [])) for r in reports
+            ),
             "removed_rows": int(sum(r.removed_rows for r in reports)),
-            "request_speedup": round(retrain_seconds[f"{kind}_request"] / max(single.seconds, 1e-9), 2),
+            "request_speedup": round(
+                retrain_seconds[f"{kind}_request"] / max(single.seconds, 1e-9), 2
+            ),
             "batch_speedup": round(retrain_seconds[f"{kind}_batch"] / max(batch_seconds, 1e-9), 2),
             **{f"after_{key}": value for key, value in after.items()},
         }
-        log(f"{name} K={n_shards} {kind}: one request {single.seconds:.3f} s, batch of {len(batch)} "
-            f"{batch_seconds:.3f} s")
+        log(
+            f"{name} K={n_shards} {kind}: one request {single.seconds:.3f} s, batch of {len(batch)} "
+            f"{batch_seconds:.3f} s"
+        )
     return row
 
 
@@ -178,18 +235,33 @@ def markdown_table(results: dict[str, Any]) -> str:
     header = ["method", "K", f"Recall@{k}", f"NDCG@{k}", "AUC", "balance"]
     for kind in kinds:
         n = results["deletions"][kind]["requests"]
-        header += [f"{kind}: 1 request s (shards)", f"{kind}: speed-up", f"{kind}: batch of {n} s (shards)",
-                   f"{kind}: batch speed-up", f"{kind}: Recall@{k} after"]
+        header += [
+            f"{kind}: 1 request s (shards)",
+            f"{kind}: speed-up",
+            f"{kind}: batch of {n} s (shards)",
+            f"{kind}: batch speed-up",
+            f"{kind}: Recall@{k} after",
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results["rows"]:
         balance = row.get("partition", {}).get("balance")
-        cells = [row["method"], str(row["n_shards"] or "-"), f"{row[f'recall@{k}']:.4f}", f"{row[f'ndcg@{k}']:.4f}",
-                 f"{row['auc']:.4f}", "-" if balance is None else f"{balance:.2f}"]
+        cells = [
+            row["method"],
+            str(row["n_shards"] or "-"),
+            f"{row[f'recall@{k}']:.4f}",
+            f"{row[f'ndcg@{k}']:.4f}",
+            f"{row['auc']:.4f}",
+            "-" if balance is None else f"{balance:.2f}",
+        ]
         for kind in kinds:
             d = row[kind]
-            cells += [f"{d['request_seconds']:.3f} ({d['request_retrained_shards']})", f"{d['request_speedup']:.1f}x",
-                      f"{d['batch_seconds']:.3f} ({d['batch_retrained_shards']})", f"{d['batch_speedup']:.1f}x",
-                      f"{d[f'after_recall@{k}']:.4f}"]
+            cells += [
+                f"{d['request_seconds']:.3f} ({d['request_retrained_shards']})",
+                f"{d['request_speedup']:.1f}x",
+                f"{d['batch_seconds']:.3f} ({d['batch_retrained_shards']})",
+                f"{d['batch_speedup']:.1f}x",
+                f"{d[f'after_recall@{k}']:.4f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

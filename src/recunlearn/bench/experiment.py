@@ -13,12 +13,20 @@ import json
 import platform
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import tomllib
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recunlearn.bench._results import markdown_grid, source_commit, write_document
 from recunlearn.data import (
@@ -94,7 +102,9 @@ class DeletionSpec(BaseModel):
     """What is forgotten."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["label_flip", "random", "users", "items", "fake_positives", "fake_users", "named"] = "label_flip"
+    kind: Literal[
+        "label_flip", "random", "users", "items", "fake_positives", "fake_users", "named"
+    ] = "label_flip"
     """'label_flip': IFRU's attack (a fraction of training labels flipped, then removed);
     'random': random interactions; 'users' / 'items': all interactions of random users / items;
     'fake_positives': random fake positives injected (noise in implicit feedback), then removed;
@@ -145,8 +155,12 @@ class ExperimentConfig(BaseModel):
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_executors():  # refused before anything trains
-            raise ValueError(f"unknown executor {value!r}; available: {', '.join(available_executors())}")
+        if (
+            value is not None and value not in available_executors()
+        ):  # refused before anything trains
+            raise ValueError(
+                f"unknown executor {value!r}; available: {', '.join(available_executors())}"
+            )
         return value
 
     @classmethod
@@ -167,8 +181,14 @@ class ExperimentConfig(BaseModel):
 def prepare(spec: DataSpec) -> Split:
     data = load_dataset(spec.dataset, **spec.options)
     if spec.protocol == "implicit":
-        return implicit_protocol(data, spec.threshold, spec.k_core, spec.ratios or (0.8, 0.1, 0.1), spec.seed,
-                                 by="time" if spec.split == "temporal" else "random")
+        return implicit_protocol(
+            data,
+            spec.threshold,
+            spec.k_core,
+            spec.ratios or (0.8, 0.1, 0.1),
+            spec.seed,
+            by="time" if spec.split == "temporal" else "random",
+        )
     if spec.threshold is not None:
         data = binarize(data, spec.threshold)
     data = k_core(data, spec.k_core)
@@ -189,7 +209,9 @@ def make_deletion(spec: DeletionSpec, split: Split) -> tuple[Split, DeletionRequ
     if spec.kind in ("users", "items"):
         present = len(np.unique(train.user if spec.kind == "users" else train.item))
         if spec.count > present:
-            raise ConfigError(f"deletion.count = {spec.count}: the training data has only {present} {spec.kind}")
+            raise ConfigError(
+                f"deletion.count = {spec.count}: the training data has only {present} {spec.kind}"
+            )
         if spec.kind == "users":
             return split, user_deletion(train, n_users=spec.count, seed=spec.seed)
         return split, item_deletion(train, n_items=spec.count, seed=spec.seed)
@@ -199,15 +221,19 @@ def make_deletion(spec: DeletionSpec, split: Split) -> tuple[Split, DeletionRequ
     if spec.kind == "fake_users":
         n_fake = max(1, round(spec.fraction * len(np.unique(train.user))))
         polluted, request, _ = fake_user_attack(train, n_fake, seed=spec.seed)
-        return Split(polluted, *(part.reindexed(polluted.users, polluted.items)
-                                 for part in (split.valid, split.test))), request
+        return Split(
+            polluted,
+            *(part.reindexed(polluted.users, polluted.items) for part in (split.valid, split.test)),
+        ), request
     request = DeletionRequest(users=spec.users, pairs=spec.pairs)
     request.rows(train)  # an unknown user or item is named here, before anything trains
     if spec.pairs:
         held = member_mask(request.pair_keys(train), train.pair_keys)
         if not held.all():
             missing = [list(pair) for pair, there in zip(spec.pairs, held) if not there]
-            raise ConfigError(f"deletion.pairs: {len(missing)} pair(s) are not in the training data, e.g. {missing[:3]}")
+            raise ConfigError(
+                f"deletion.pairs: {len(missing)} pair(s) are not in the training data, e.g. {missing[:3]}"
+            )
     return split, request
 
 
@@ -237,11 +263,15 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     candidates = config.methods or list(available_methods("interactions"))
     unknown = [m for m in candidates if m not in available_methods()]
     if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}")
+        raise ConfigError(
+            f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}"
+        )
     on_samples = [m for m in candidates if m not in available_methods("interactions")]
     if on_samples:  # the language-model methods run on prompt samples, in `bench apa` and the demo's second part
-        raise ConfigError(f"method(s) {on_samples} work on prompt samples, not an interaction table; "
-                          f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}")
+        raise ConfigError(
+            f"method(s) {on_samples} work on prompt samples, not an interaction table; "
+            f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}"
+        )
     names = ["retrain"] + [m for m in candidates if m != "retrain"]
     for name in names:  # every method's settings are checked before anything loads or trains
         make_config(get_method(name).Config, _method_config(config, name), {})
@@ -249,7 +279,9 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     split, request = make_deletion(config.deletion, clean)
     train = split.train
     removed = train.take(request.rows(train))
-    if config.deletion.kind == "label_flip":  # judge completeness on the true labels of the flipped rows
+    if (
+        config.deletion.kind == "label_flip"
+    ):  # judge completeness on the true labels of the flipped rows
         removed = clean.train.take(request.rows(clean.train))
     log(f"data: {split.describe()}")
     log(f"deletion: {config.deletion.kind}, {len(removed):,} training rows")
@@ -263,18 +295,32 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     for name in names[1:]:
         cls = get_method(name)
         try:
-            methods[name] = cls.adopt(reference, _method_config(config, name)) if hasattr(cls, "adopt") else None
+            methods[name] = (
+                cls.adopt(reference, _method_config(config, name))
+                if hasattr(cls, "adopt")
+                else None
+            )
         except (TypeError, ValueError):  # different model or training settings: train its own
             methods[name] = None
     before_removed = reference.score_index(removed.user, removed.item)
     before_test = reference.score_index(split.test.user, split.test.item)
-    remaining = train.drop(request.rows(train))  # every row masks these training items, the original's too
+    remaining = train.drop(
+        request.rows(train)
+    )  # every row masks these training items, the original's too
     popular = MostPopular(remaining)
-    baseline = {"method": "most-popular", "exact": None, **auc_report(popular, split.test, removed),
-                **ranking_report(popular, remaining, split.test, config.k)}
-    original = {"method": "original", "exact": None, "fit_seconds": round(reference.fit_seconds, 3),
-                **auc_report(reference, split.test, removed),
-                **ranking_report(reference, remaining, split.test, config.k)}
+    baseline = {
+        "method": "most-popular",
+        "exact": None,
+        **auc_report(popular, split.test, removed),
+        **ranking_report(popular, remaining, split.test, config.k),
+    }
+    original = {
+        "method": "original",
+        "exact": None,
+        "fit_seconds": round(reference.fit_seconds, 3),
+        **auc_report(reference, split.test, removed),
+        **ranking_report(reference, remaining, split.test, config.k),
+    }
 
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []  # each row's own forget time, unrounded, for the speed-ups
@@ -285,16 +331,26 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
             log(f"{name}: fitting ...")
             method.fit(train, split.valid)
         report = method.forget(request)
-        rows.append({"method": name, "exact": method.exact, "fit_seconds": round(method.fit_seconds, 3),
-                     "forget_seconds": round(report.seconds, 4), "changed_parts": len(report.changed_parts),
-                     "removed_rows": report.removed_rows, "removed_valid_rows": report.removed_valid_rows,
-                     "details": _jsonable(report.details)})
+        rows.append(
+            {
+                "method": name,
+                "exact": method.exact,
+                "fit_seconds": round(method.fit_seconds, 3),
+                "forget_seconds": round(report.seconds, 4),
+                "changed_parts": len(report.changed_parts),
+                "removed_rows": report.removed_rows,
+                "removed_valid_rows": report.removed_valid_rows,
+                "details": _jsonable(report.details),
+            }
+        )
         seconds.append(report.seconds)
         log(f"{name}: forget took {report.seconds:.3f} s")
 
     after_removed = reference.score_index(removed.user, removed.item)
     after_test = reference.score_index(split.test.user, split.test.item)
-    original["dist_removed"] = float(np.mean(np.abs(before_removed.astype(np.float64) - after_removed)))
+    original["dist_removed"] = float(
+        np.mean(np.abs(before_removed.astype(np.float64) - after_removed))
+    )
     original["dist_test"] = float(np.mean(np.abs(before_test.astype(np.float64) - after_test)))
     for row, own in zip(rows, seconds):
         method = methods[row["method"]]
@@ -307,8 +363,12 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
     results = {
         "config": config.model_dump(mode="json"),
         "data": split.describe(),
-        "deletion": {"kind": config.deletion.kind, "rows": len(removed), "users": list(request.users),
-                     "pairs": [list(pair) for pair in request.pairs]},
+        "deletion": {
+            "kind": config.deletion.kind,
+            "rows": len(removed),
+            "users": list(request.users),
+            "pairs": [list(pair) for pair in request.pairs],
+        },
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 2),
         "environment": environment(),
@@ -324,21 +384,40 @@ def environment() -> dict[str, Any]:
 
     from recunlearn import __version__
 
-    return {"recunlearn": __version__, "commit": source_commit(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "processor": platform.machine(), "threads": torch.get_num_threads(), **allocator_settings(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "recunlearn": __version__,
+        "commit": source_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "threads": torch.get_num_threads(),
+        **allocator_settings(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
 
 
-COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
-           ("auc_and", "AUC AND", "{:.4f}"), ("recall@20", "Recall@20", "{:.4f}"), ("ndcg@20", "NDCG@20", "{:.4f}"),
-           ("mrr@20", "MRR@20", "{:.4f}"), ("coverage@20", "coverage@20", "{:.3f}"),
-           ("dist_removed", "|Δ| removed", "{:.4f}"), ("dist_test", "|Δ| test", "{:.4f}"),
-           ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", "{:.1f}x")]
+COLUMNS = [
+    ("method", "method", "{}"),
+    ("auc", "AUC", "{:.4f}"),
+    ("auc_or", "AUC OR", "{:.4f}"),
+    ("auc_and", "AUC AND", "{:.4f}"),
+    ("recall@20", "Recall@20", "{:.4f}"),
+    ("ndcg@20", "NDCG@20", "{:.4f}"),
+    ("mrr@20", "MRR@20", "{:.4f}"),
+    ("coverage@20", "coverage@20", "{:.3f}"),
+    ("dist_removed", "|Δ| removed", "{:.4f}"),
+    ("dist_test", "|Δ| test", "{:.4f}"),
+    ("forget_seconds", "forget s", "{:.3f}"),
+    ("speedup", "speed-up", "{:.1f}x"),
+]
 LABEL_ONLY = ("auc", "auc_or", "auc_and")
 """Columns an implicit-feedback table leaves out: every held-out row is a positive, AUC is undefined."""
 
@@ -347,11 +426,16 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the comparison table."""
     k = results["config"]["k"]
     implicit = results["config"]["data"].get("protocol") == "implicit"
-    columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS
-               if not (implicit and key in LABEL_ONLY)]
+    columns = [
+        (key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt)
+        for key, title, fmt in COLUMNS
+        if not (implicit and key in LABEL_ONLY)
+    ]
     cells = []
     for row in results["rows"]:
-        cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns])
+        cells.append(
+            [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns]
+        )
     return [title for _, title, _ in columns], cells
 
 

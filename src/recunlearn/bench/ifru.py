@@ -22,13 +22,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._memory import PeakMemory
-from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench._results import markdown_cell, write_document
+from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
 from recunlearn.data import label_flip_attack, user_deletion
+from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc_report
 from recunlearn.evaluate.completeness import completeness_report
-from recunlearn.errors import ConfigError
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import available_methods, get_method
 from recunlearn.unlearn.base import make_config
@@ -54,7 +54,9 @@ class IFRUBenchConfig(BaseModel):
     """Per model kind, settings beyond the defaults, e.g. {lightgcn = {dim = 64}}."""
     train: dict[str, Any] = Field(default_factory=dict)
     """Training settings shared by every method (the seed is set per run)."""
-    method_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"sisa": {"n_shards": 10}})
+    method_options: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"sisa": {"n_shards": 10}}
+    )
     """Per-method settings, e.g. {ifru = {keep_quantile = 0.4}}; no per-dataset step sizes are needed."""
     output: str | None = "benchmarks/results/ifru/ml100k.json"
     """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
@@ -63,8 +65,11 @@ class IFRUBenchConfig(BaseModel):
     def quick(cls, **overrides: Any) -> IFRUBenchConfig:
         """A run of seconds on a small synthetic log (for tests and smoke checks)."""
         values: dict[str, Any] = {
-            "data": DataSpec(dataset="synthetic", options={"n_interactions": 2400, "n_users": 80, "n_items": 60},
-                             k_core=2),
+            "data": DataSpec(
+                dataset="synthetic",
+                options={"n_interactions": 2400, "n_users": 80, "n_items": 60},
+                k_core=2,
+            ),
             "fractions": [0.05],
             "train": {"max_epochs": 6, "patience": 3, "batch_size": 512, "lr": 0.01},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
@@ -75,8 +80,11 @@ class IFRUBenchConfig(BaseModel):
 
 
 def _method_config(config: IFRUBenchConfig, name: str, kind: str, seed: int) -> dict[str, Any]:
-    return {"model": {"kind": kind, **config.model_options.get(kind, {})}, "train": {**config.train, "seed": seed},
-            **config.method_options.get(name, {})}
+    return {
+        "model": {"kind": kind, **config.model_options.get(kind, {})},
+        "train": {**config.train, "seed": seed},
+        **config.method_options.get(name, {}),
+    }
 
 
 def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
@@ -91,9 +99,15 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
         for fraction in config.fractions:
             for seed in config.seeds:
                 runs.append(_run(config, split, names, kind, fraction, seed, log))
-    results = {"config": config.model_dump(mode="json"), "data": split.describe(), "runs": runs,
-               "rows": flat_rows(runs), "seconds": round(time.perf_counter() - start, 2),
-               "environment": environment(), "command": " ".join(sys.argv)}
+    results = {
+        "config": config.model_dump(mode="json"),
+        "data": split.describe(),
+        "runs": runs,
+        "rows": flat_rows(runs),
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
     if config.output:
         write_results(results, Path(config.output))
     return results
@@ -105,33 +119,79 @@ def check_methods(config: IFRUBenchConfig, names: list[str]) -> None:
     for name in names:
         cls = get_method(name)
         if name not in interactions:
-            raise ConfigError(f"bench ifru runs methods on interactions ({', '.join(interactions)}), not {name!r}")
+            raise ConfigError(
+                f"bench ifru runs methods on interactions ({', '.join(interactions)}), not {name!r}"
+            )
         for kind in config.models:
             for seed in config.seeds:
                 make_config(cls.Config, _method_config(config, name, kind, seed), {})
 
 
-def _run(config: IFRUBenchConfig, split, names: list[str], kind: str, fraction: float, seed: int,
-         log) -> dict[str, Any]:
+def _run(
+    config: IFRUBenchConfig, split, names: list[str], kind: str, fraction: float, seed: int, log
+) -> dict[str, Any]:
     polluted, request = label_flip_attack(split.train, fraction, seed)
     removed = polluted.take(request.rows(polluted))
     removed_true = split.train.take(request.rows(split.train))
-    log(f"{kind}, {fraction:.0%} flipped ({len(removed):,} rows), seed {seed}: fitting the original model ...")
+    log(
+        f"{kind}, {fraction:.0%} flipped ({len(removed):,} rows), seed {seed}: fitting the original model ..."
+    )
     original, methods, reports = fit_and_forget(
-        names, lambda name: _method_config(config, name, kind, seed), polluted, split.valid, request, log)
+        names,
+        lambda name: _method_config(config, name, kind, seed),
+        polluted,
+        split.valid,
+        request,
+        log,
+    )
     reference = methods["retrain"]
     remaining = reference.train
     retrain_seconds = reports["retrain"].seconds
-    rows = [_measure("original", original, None, reference, split, removed, removed_true, remaining, retrain_seconds)]
-    rows += [_measure(name, methods[name], reports[name], reference, split, removed, removed_true, remaining,
-                      retrain_seconds) for name in names]
-    return {"model": kind, "fraction": fraction, "seed": seed, "removed_rows": len(removed),
-            "original_fit_seconds": round(original.fit_seconds, 3), "rows": rows}
+    rows = [
+        _measure(
+            "original",
+            original,
+            None,
+            reference,
+            split,
+            removed,
+            removed_true,
+            remaining,
+            retrain_seconds,
+        )
+    ]
+    rows += [
+        _measure(
+            name,
+            methods[name],
+            reports[name],
+            reference,
+            split,
+            removed,
+            removed_true,
+            remaining,
+            retrain_seconds,
+        )
+        for name in names
+    ]
+    return {
+        "model": kind,
+        "fraction": fraction,
+        "seed": seed,
+        "removed_rows": len(removed),
+        "original_fit_seconds": round(original.fit_seconds, 3),
+        "rows": rows,
+    }
 
 
-def _measure(name, method, report, reference, split, removed, removed_true, remaining, retrain_seconds):
-    row: dict[str, Any] = {"method": name, **auc_report(method, split.test, removed),
-                           **completeness_report(method, reference, removed, removed_true, split.test, remaining)}
+def _measure(
+    name, method, report, reference, split, removed, removed_true, remaining, retrain_seconds
+):
+    row: dict[str, Any] = {
+        "method": name,
+        **auc_report(method, split.test, removed),
+        **completeness_report(method, reference, removed, removed_true, split.test, remaining),
+    }
     if report is not None:
         row["forget_seconds"] = report.seconds
         row["speedup"] = retrain_seconds / max(report.seconds, 1e-9)
@@ -148,28 +208,52 @@ def speedup_text(ratio: float) -> str:
 
 def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
-    return [{"model": run["model"], "fraction": run["fraction"], "seed": run["seed"],
-             **{k: v for k, v in row.items() if k != "details"}} for run in runs for row in run["rows"]]
+    return [
+        {
+            "model": run["model"],
+            "fraction": run["fraction"],
+            "seed": run["seed"],
+            **{k: v for k, v in row.items() if k != "details"},
+        }
+        for run in runs
+        for row in run["rows"]
+    ]
 
 
-COLUMNS = [("method", "method", "{}"), ("auc", "AUC", "{:.4f}"), ("auc_or", "AUC OR", "{:.4f}"),
-           ("auc_and", "AUC AND", "{:.4f}"), ("dist_removed", "|Δ| removed", "{:.4f}"),
-           ("dist_test", "|Δ| test", "{:.4f}"), ("param_distance", "param dist", "{:.3f}"),
-           ("auc_removed", "AUC removed (true labels)", "{:.4f}"), ("mia_removed", "MIA removed", "{:.3f}"),
-           ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", "{:.1f}x")]
+COLUMNS = [
+    ("method", "method", "{}"),
+    ("auc", "AUC", "{:.4f}"),
+    ("auc_or", "AUC OR", "{:.4f}"),
+    ("auc_and", "AUC AND", "{:.4f}"),
+    ("dist_removed", "|Δ| removed", "{:.4f}"),
+    ("dist_test", "|Δ| test", "{:.4f}"),
+    ("param_distance", "param dist", "{:.3f}"),
+    ("auc_removed", "AUC removed (true labels)", "{:.4f}"),
+    ("mia_removed", "MIA removed", "{:.3f}"),
+    ("forget_seconds", "forget s", "{:.3f}"),
+    ("speedup", "speed-up", "{:.1f}x"),
+]
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     """One table per run (model, fraction, seed); the MIA column's reference is retrain's value."""
     out = []
     for run in results["runs"]:
-        out.append(f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), seed {run['seed']}\n")
+        out.append(
+            f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), seed {run['seed']}\n"
+        )
         out.append("| " + " | ".join(markdown_cell(title) for _, title, _ in COLUMNS) + " | note |")
         out.append("|" + "---|" * (len(COLUMNS) + 1))
         for row in run["rows"]:
-            cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS]
+            cells = [
+                fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS
+            ]
             update = row.get("details", {}).get("update", "")
-            out.append("| " + " | ".join(cells) + f" | {markdown_cell(update) if update != 'applied' else ''} |")
+            out.append(
+                "| "
+                + " | ".join(cells)
+                + f" | {markdown_cell(update) if update != 'applied' else ''} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -204,13 +288,22 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
     start = time.perf_counter()
     rows = []
     for size in config.sizes:
-        split = prepare(DataSpec(dataset="synthetic", options={"n_interactions": size, "seed": config.seed},
-                                 threshold=None, k_core=1))
+        split = prepare(
+            DataSpec(
+                dataset="synthetic",
+                options={"n_interactions": size, "seed": config.seed},
+                threshold=None,
+                k_core=1,
+            )
+        )
         if config.removal == "rows":
             fraction = min(config.removed / len(split.train), 0.5)
             polluted, request = label_flip_attack(split.train, fraction, config.seed)
         else:
-            polluted, request = split.train, user_deletion(split.train, n_users=config.removed, seed=config.seed)
+            polluted, request = (
+                split.train,
+                user_deletion(split.train, n_users=config.removed, seed=config.seed),
+            )
         removed = polluted.take(request.rows(polluted))
         settings = {"model": config.model, "train": {**config.train, "seed": config.seed}}
         log(f"{size:,} interactions: fitting ...")
@@ -223,24 +316,43 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
             retrained = reference.forget(request)
         details = report.details
         influence = sum(details.get(k, 0.0) for k in ("gradient_s", "hessian_setup_s", "solve_s"))
-        row = {"interactions": size, "removal": config.removal, "train_rows": len(polluted),
-               "removed_rows": len(removed), "users": polluted.n_users, "items": polluted.n_items,
-               "seeds": details.get("seeds"), "reached": details.get("reached"),
-               "kept_rows": details.get("kept_users", 0) + details.get("kept_items", 0),
-               "hessian_rows": details.get("hessian_rows"), "spillover_rows": details.get("spillover_rows"),
-               "ifru_seconds": report.seconds, "influence_seconds": influence,
-               "guard_seconds": details.get("guard_s", 0.0),
-               "bookkeeping_seconds": report.seconds - influence - details.get("guard_s", 0.0),
-               "retrain_seconds": retrained.seconds,
-               "speedup": retrained.seconds / max(report.seconds, 1e-9),
-               "ifru_peak_mib": ifru_memory.mib, "retrain_peak_mib": retrain_memory.mib,
-               "auc_original": original_auc, "auc_ifru": auc_report(ifru, split.test)["auc"],
-               "auc_retrain": auc_report(reference, split.test)["auc"], "update": report.details.get("update"),
-               "retrain_epochs": reference.fit_info["epochs"]}
-        log(f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({speedup_text(row['speedup'])})")
+        row = {
+            "interactions": size,
+            "removal": config.removal,
+            "train_rows": len(polluted),
+            "removed_rows": len(removed),
+            "users": polluted.n_users,
+            "items": polluted.n_items,
+            "seeds": details.get("seeds"),
+            "reached": details.get("reached"),
+            "kept_rows": details.get("kept_users", 0) + details.get("kept_items", 0),
+            "hessian_rows": details.get("hessian_rows"),
+            "spillover_rows": details.get("spillover_rows"),
+            "ifru_seconds": report.seconds,
+            "influence_seconds": influence,
+            "guard_seconds": details.get("guard_s", 0.0),
+            "bookkeeping_seconds": report.seconds - influence - details.get("guard_s", 0.0),
+            "retrain_seconds": retrained.seconds,
+            "speedup": retrained.seconds / max(report.seconds, 1e-9),
+            "ifru_peak_mib": ifru_memory.mib,
+            "retrain_peak_mib": retrain_memory.mib,
+            "auc_original": original_auc,
+            "auc_ifru": auc_report(ifru, split.test)["auc"],
+            "auc_retrain": auc_report(reference, split.test)["auc"],
+            "update": report.details.get("update"),
+            "retrain_epochs": reference.fit_info["epochs"],
+        }
+        log(
+            f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({speedup_text(row['speedup'])})"
+        )
         rows.append(row)
-    results = {"config": config.model_dump(mode="json"), "rows": rows, "seconds": round(time.perf_counter() - start, 2),
-               "environment": environment(), "command": " ".join(sys.argv)}
+    results = {
+        "config": config.model_dump(mode="json"),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
     if config.output:
         write_document(results, config.output, scaling_table(results))
     return results
@@ -251,16 +363,26 @@ def scaling_table(results: dict[str, Any]) -> str:
     spillover rows (remaining rows whose score moves and that reach a kept row) and Hessian rows;
     IFRU's time is split into that work (gradients, Hessian, solve), the guard's two validation
     passes, and the rest (bookkeeping linear in the dataset: dropping the rows, hashing, the graph)."""
-    header = ("| interactions | removed | kept rows | spillover rows | Hessian rows | IFRU s (influence / guard / rest) "
-              "| retrain s | speed-up | IFRU peak MiB | retrain peak MiB | AUC original / IFRU / retrain |")
+    header = (
+        "| interactions | removed | kept rows | spillover rows | Hessian rows | IFRU s (influence / guard / rest) "
+        "| retrain s | speed-up | IFRU peak MiB | retrain peak MiB | AUC original / IFRU / retrain |"
+    )
     lines = [header, "|" + "---|" * 11]
     for r in results["rows"]:
-        mib = [f"{m:.0f}" if m is not None else "-" for m in (r["ifru_peak_mib"], r["retrain_peak_mib"])]
-        split = (f" ({r['influence_seconds']:.2f} / {r['guard_seconds']:.2f} / {r['bookkeeping_seconds']:.2f})"
-                 if "influence_seconds" in r else "")
+        mib = [
+            f"{m:.0f}" if m is not None else "-"
+            for m in (r["ifru_peak_mib"], r["retrain_peak_mib"])
+        ]
+        split = (
+            f" ({r['influence_seconds']:.2f} / {r['guard_seconds']:.2f} / {r['bookkeeping_seconds']:.2f})"
+            if "influence_seconds" in r
+            else ""
+        )
         removed = f"{r['removed_rows']:,}" + (" (users)" if r.get("removal") == "users" else "")
-        lines.append(f"| {r['interactions']:,} | {removed} | {r['kept_rows']:,} | {r.get('spillover_rows') or 0:,} "
-                     f"| {r['hessian_rows'] or 0:,} | {r['ifru_seconds']:.3f}{split} | {r['retrain_seconds']:.1f} "
-                     f"| {speedup_text(r['speedup'])} | {mib[0]} | {mib[1]} "
-                     f"| {r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f} |")
+        lines.append(
+            f"| {r['interactions']:,} | {removed} | {r['kept_rows']:,} | {r.get('spillover_rows') or 0:,} "
+            f"| {r['hessian_rows'] or 0:,} | {r['ifru_seconds']:.3f}{split} | {r['retrain_seconds']:.1f} "
+            f"| {speedup_text(r['speedup'])} | {mib[0]} | {mib[1]} "
+            f"| {r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f} |"
+        )
     return "\n".join(lines)

@@ -21,11 +21,17 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench._results import markdown_cell, write_document
+from recunlearn.bench._side_by_side import fit_and_forget
 from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
-from recunlearn.data import (DeletionRequest, Split, fake_positive_attack, fake_user_attack, random_interactions,
-                             user_deletion)
+from recunlearn.data import (
+    DeletionRequest,
+    Split,
+    fake_positive_attack,
+    fake_user_attack,
+    random_interactions,
+    user_deletion,
+)
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import MostPopular, ranking_report, score_distance
@@ -64,7 +70,8 @@ class ImplicitBenchConfig(BaseModel):
     models: list[Literal["mf", "lightgcn"]] = Field(default_factory=lambda: ["mf", "lightgcn"])
     """Recommenders to run the protocol on."""
     deletions: list[Literal["random", "users", "fake_positives", "fake_users"]] = Field(
-        default_factory=lambda: list(DELETIONS))
+        default_factory=lambda: list(DELETIONS)
+    )
     """'random': a fraction of the training positives; 'users': every positive of random users;
     'fake_positives' / 'fake_users': injected data, whose removal should restore the ranking."""
     fraction: float = Field(0.01, gt=0, lt=1)
@@ -78,12 +85,18 @@ class ImplicitBenchConfig(BaseModel):
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (the reference for completeness and time)."""
     model_options: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"mf": {"dim": 64}, "lightgcn": {"dim": 32, "n_layers": 1}})
+        default_factory=lambda: {"mf": {"dim": 64}, "lightgcn": {"dim": 32, "n_layers": 1}}
+    )
     """Per model kind, settings beyond the defaults."""
     train: dict[str, Any] = Field(default_factory=lambda: {"loss": "bpr", "l2": 1e-3})
     """Training settings shared by every method (the seed is set per run)."""
-    method_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
-        "sisa": {"n_shards": 10}, "receraser": {"n_shards": 10}, "grapheraser": {"n_shards": 10}})
+    method_options: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "sisa": {"n_shards": 10},
+            "receraser": {"n_shards": 10},
+            "grapheraser": {"n_shards": 10},
+        }
+    )
     """Per-method settings, e.g. {ifru = {keep_quantile = 0.4}}."""
     k: int = Field(20, ge=1)
     """Cut-off of the ranking measures."""
@@ -94,20 +107,33 @@ class ImplicitBenchConfig(BaseModel):
     def quick(cls, **overrides: Any) -> ImplicitBenchConfig:
         """A run of seconds on a small synthetic log (for tests and smoke checks)."""
         values: dict[str, Any] = {
-            "data": DataSpec(dataset="synthetic", options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
-                             protocol="implicit", threshold=None, k_core=3),
-            "users": 2, "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),
+            "data": DataSpec(
+                dataset="synthetic",
+                options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
+                protocol="implicit",
+                threshold=None,
+                k_core=3,
+            ),
+            "users": 2,
+            "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),
             "deletions": ["random", "users", "fake_positives", "fake_users"],
             "train": {"loss": "bpr", "max_epochs": 6, "patience": 3, "batch_size": 512},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
-            "method_options": {"sisa": {"n_shards": 2}, "receraser": {"n_shards": 2}, "grapheraser": {"n_shards": 2}},
+            "method_options": {
+                "sisa": {"n_shards": 2},
+                "receraser": {"n_shards": 2},
+                "grapheraser": {"n_shards": 2},
+            },
         }
         return cls.model_validate({**values, **overrides})
 
 
 def _method_config(config: ImplicitBenchConfig, name: str, kind: str, seed: int) -> dict[str, Any]:
-    return {"model": {"kind": kind, **config.model_options.get(kind, {})}, "train": {**config.train, "seed": seed},
-            **config.method_options.get(name, {})}
+    return {
+        "model": {"kind": kind, **config.model_options.get(kind, {})},
+        "train": {**config.train, "seed": seed},
+        **config.method_options.get(name, {}),
+    }
 
 
 def check_methods(config: ImplicitBenchConfig, names: list[str]) -> None:
@@ -115,26 +141,37 @@ def check_methods(config: ImplicitBenchConfig, names: list[str]) -> None:
     interactions = available_methods("interactions")
     for name in names:
         if name not in interactions:
-            raise ConfigError(f"bench implicit runs methods on interactions ({', '.join(interactions)}), not {name!r}")
+            raise ConfigError(
+                f"bench implicit runs methods on interactions ({', '.join(interactions)}), not {name!r}"
+            )
         for kind in config.models:
-            make_config(get_method(name).Config, _method_config(config, name, kind, config.seeds[0]), {})
+            make_config(
+                get_method(name).Config, _method_config(config, name, kind, config.seeds[0]), {}
+            )
 
 
-def deletion(config: ImplicitBenchConfig, kind: str, split: Split, seed: int) -> tuple[Split, DeletionRequest]:
+def deletion(
+    config: ImplicitBenchConfig, kind: str, split: Split, seed: int
+) -> tuple[Split, DeletionRequest]:
     """The split the methods train on (with the fake users for the attack) and the request they forget."""
     if kind == "random":
         return split, random_interactions(split.train, config.fraction, seed)
     if kind == "users":
         if config.users > len(np.unique(split.train.user)):
-            raise ConfigError(f"cannot delete {config.users} users: the training data has "
-                              f"{len(np.unique(split.train.user))}")
+            raise ConfigError(
+                f"cannot delete {config.users} users: the training data has "
+                f"{len(np.unique(split.train.user))}"
+            )
         return split, user_deletion(split.train, n_users=config.users, seed=seed)
     if kind == "fake_positives":
-        polluted, request = fake_positive_attack(split.train, config.attack.positives_fraction, seed)
+        polluted, request = fake_positive_attack(
+            split.train, config.attack.positives_fraction, seed
+        )
         return Split(polluted, split.valid, split.test), request
     n_fake = max(1, round(config.attack.users_fraction * len(np.unique(split.train.user))))
-    polluted, request, _ = fake_user_attack(split.train, n_fake, config.attack.targets, config.attack.profile_size,
-                                            seed)
+    polluted, request, _ = fake_user_attack(
+        split.train, n_fake, config.attack.targets, config.attack.profile_size, seed
+    )
     onto = [part.reindexed(polluted.users, polluted.items) for part in (split.valid, split.test)]
     return Split(polluted, *onto), request
 
@@ -146,50 +183,103 @@ def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, 
     check_methods(config, names)
     split = prepare(config.data)
     log(f"data: {split.describe()}")
-    runs = [_run(config, split, names, kind, removal, seed, log)
-            for kind in config.models for removal in config.deletions for seed in config.seeds]
-    results = {"config": config.model_dump(mode="json"), "data": split.describe(), "runs": runs,
-               "seconds": round(time.perf_counter() - start, 2), "environment": environment(),
-               "command": " ".join(sys.argv)}
+    runs = [
+        _run(config, split, names, kind, removal, seed, log)
+        for kind in config.models
+        for removal in config.deletions
+        for seed in config.seeds
+    ]
+    results = {
+        "config": config.model_dump(mode="json"),
+        "data": split.describe(),
+        "runs": runs,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+        "command": " ".join(sys.argv),
+    }
     if config.output:
         write_document(results, config.output, markdown_table(results))
     return results
 
 
-def _run(config: ImplicitBenchConfig, clean: Split, names: list[str], kind: str, removal: str, seed: int,
-         log) -> dict[str, Any]:
+def _run(
+    config: ImplicitBenchConfig,
+    clean: Split,
+    names: list[str],
+    kind: str,
+    removal: str,
+    seed: int,
+    log,
+) -> dict[str, Any]:
     split, request = deletion(config, removal, clean, seed)
     train = split.train
     removed = train.take(request.rows(train))
     log(f"{kind}, {removal} ({len(removed):,} rows), seed {seed}: fitting the original model ...")
     original, methods, reports = fit_and_forget(
-        names, lambda name: _method_config(config, name, kind, seed), train, split.valid, request, log)
+        names,
+        lambda name: _method_config(config, name, kind, seed),
+        train,
+        split.valid,
+        request,
+        log,
+    )
     reference = methods["retrain"]
     remaining = reference.train
-    rows = [{"method": "most-popular", **ranking_report(MostPopular(remaining), remaining, split.test, config.k)},
-            _measure(config, "original", original, None, reference, split, removed, remaining)]
-    rows += [_measure(config, name, methods[name], reports[name], reference, split, removed, remaining)
-             for name in names]
+    rows = [
+        {
+            "method": "most-popular",
+            **ranking_report(MostPopular(remaining), remaining, split.test, config.k),
+        },
+        _measure(config, "original", original, None, reference, split, removed, remaining),
+    ]
+    rows += [
+        _measure(config, name, methods[name], reports[name], reference, split, removed, remaining)
+        for name in names
+    ]
     for row in rows[2:]:  # rows[2] is retraining's
         row["speedup"] = rows[2]["forget_seconds"] / max(row["forget_seconds"], 1e-9)
     recall = f"recall@{config.k}"
-    if removal in ATTACKS:  # retraining is the model never attacked: how much of its lead does each forget win back?
+    if (
+        removal in ATTACKS
+    ):  # retraining is the model never attacked: how much of its lead does each forget win back?
         cost = rows[2][recall] - rows[1][recall]
         for row in rows[1:]:
-            row["attack_recovered"] = (row[recall] - rows[1][recall]) / cost if cost > 0 else float("nan")
-    return {"model": kind, "deletion": removal, "seed": seed, "removed_rows": len(removed),
-            "request": {"users": len(request.users), "pairs": len(request.pairs)},
-            "original_fit_seconds": round(reference.fit_seconds, 3), "rows": rows}
+            row["attack_recovered"] = (
+                (row[recall] - rows[1][recall]) / cost if cost > 0 else float("nan")
+            )
+    return {
+        "model": kind,
+        "deletion": removal,
+        "seed": seed,
+        "removed_rows": len(removed),
+        "request": {"users": len(request.users), "pairs": len(request.pairs)},
+        "original_fit_seconds": round(reference.fit_seconds, 3),
+        "rows": rows,
+    }
 
 
-def _measure(config: ImplicitBenchConfig, name: str, method: Unlearner, report, reference: Unlearner, split: Split,
-             removed: Interactions, remaining: Interactions) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": name, **ranking_report(method, remaining, split.test, config.k),
-                           "dist_removed": score_distance(method, reference, removed),
-                           "dist_test": score_distance(method, reference, split.test)}
+def _measure(
+    config: ImplicitBenchConfig,
+    name: str,
+    method: Unlearner,
+    report,
+    reference: Unlearner,
+    split: Split,
+    removed: Interactions,
+    remaining: Interactions,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "method": name,
+        **ranking_report(method, remaining, split.test, config.k),
+        "dist_removed": score_distance(method, reference, removed),
+        "dist_test": score_distance(method, reference, split.test),
+    }
     if report is not None:
-        row.update(exact=method.exact, forget_seconds=report.seconds,
-                   details=json.loads(json.dumps(report.details, default=str)))
+        row.update(
+            exact=method.exact,
+            forget_seconds=report.seconds,
+            details=json.loads(json.dumps(report.details, default=str)),
+        )
     return row
 
 
@@ -198,10 +288,17 @@ def speedup_text(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
-COLUMNS = [("method", "method", "{}"), ("recall@20", "Recall@20", "{:.4f}"), ("ndcg@20", "NDCG@20", "{:.4f}"),
-           ("mrr@20", "MRR@20", "{:.4f}"), ("coverage@20", "coverage@20", "{:.3f}"),
-           ("dist_removed", "|Δ| removed", "{:.4f}"), ("attack_recovered", "attack recovered", "{:.0%}"),
-           ("forget_seconds", "forget s", "{:.3f}"), ("speedup", "speed-up", None)]
+COLUMNS = [
+    ("method", "method", "{}"),
+    ("recall@20", "Recall@20", "{:.4f}"),
+    ("ndcg@20", "NDCG@20", "{:.4f}"),
+    ("mrr@20", "MRR@20", "{:.4f}"),
+    ("coverage@20", "coverage@20", "{:.3f}"),
+    ("dist_removed", "|Δ| removed", "{:.4f}"),
+    ("attack_recovered", "attack recovered", "{:.0%}"),
+    ("forget_seconds", "forget s", "{:.3f}"),
+    ("speedup", "speed-up", None),
+]
 
 
 def summary_table(results: dict[str, Any]) -> str:
@@ -213,10 +310,12 @@ def summary_table(results: dict[str, Any]) -> str:
         for row in run["rows"]:
             groups.setdefault((run["model"], run["deletion"], row["method"]), []).append(row)
     seeds = len({run["seed"] for run in results["runs"]})
-    lines = [f"Means over {seeds} seed(s); speed-up: lowest and highest; attack recovered: the share of the "
-             f"Recall@{k} the attack cost (retraining's mean less the original's) that the method's mean wins back.\n",
-             f"| model | deletion | method | Recall@{k} | NDCG@{k} | \\|Δ\\| removed | attack recovered | forget s | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Means over {seeds} seed(s); speed-up: lowest and highest; attack recovered: the share of the "
+        f"Recall@{k} the attack cost (retraining's mean less the original's) that the method's mean wins back.\n",
+        f"| model | deletion | method | Recall@{k} | NDCG@{k} | \\|Δ\\| removed | attack recovered | forget s | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
         values = [r[key] for r in rows if r.get(key) is not None]
@@ -224,16 +323,26 @@ def summary_table(results: dict[str, Any]) -> str:
 
     for (model, removal, method), rows in groups.items():
         speedups = [r["speedup"] for r in rows if "speedup" in r]
-        low, high = (speedup_text(min(speedups)), speedup_text(max(speedups))) if speedups else ("-", "-")
+        low, high = (
+            (speedup_text(min(speedups)), speedup_text(max(speedups))) if speedups else ("-", "-")
+        )
         recovered = "-"
-        if removal in ATTACKS and method != "most-popular":  # from the mean Recall@K: per-seed ratios of a small cost are noise
-            original, retrain = (float(np.mean([r[recall] for r in groups[(model, removal, name)]]))
-                                 for name in ("original", "retrain"))
+        if (
+            removal in ATTACKS and method != "most-popular"
+        ):  # from the mean Recall@K: per-seed ratios of a small cost are noise
+            original, retrain = (
+                float(np.mean([r[recall] for r in groups[(model, removal, name)]]))
+                for name in ("original", "retrain")
+            )
             mine = float(np.mean([r[recall] for r in rows]))
-            recovered = f"{(mine - original) / (retrain - original):.0%}" if retrain > original else "-"
-        lines.append(f"| {model} | {removal} | {method} | {mean(rows, recall, '{:.4f}')} | {mean(rows, ndcg, '{:.4f}')} "
-                     f"| {mean(rows, 'dist_removed', '{:.4f}')} | {recovered} "
-                     f"| {mean(rows, 'forget_seconds', '{:.3f}')} | {low if low == high else f'{low}-{high}'} |")
+            recovered = (
+                f"{(mine - original) / (retrain - original):.0%}" if retrain > original else "-"
+            )
+        lines.append(
+            f"| {model} | {removal} | {method} | {mean(rows, recall, '{:.4f}')} | {mean(rows, ndcg, '{:.4f}')} "
+            f"| {mean(rows, 'dist_removed', '{:.4f}')} | {recovered} "
+            f"| {mean(rows, 'forget_seconds', '{:.3f}')} | {low if low == high else f'{low}-{high}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -241,20 +350,37 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The summary over seeds, then one table per run (model, deletion, seed); |Δ| removed is the mean
     absolute score difference to the retrained model on the removed rows (0 = what retraining gives)."""
     k = results["config"]["k"]
-    columns = [(key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt) for key, title, fmt in COLUMNS]
+    columns = [
+        (key.replace("@20", f"@{k}"), title.replace("@20", f"@{k}"), fmt)
+        for key, title, fmt in COLUMNS
+    ]
     out = [summary_table(results), ""]
     for run in results["runs"]:
         if not any("attack_recovered" in r for r in run["rows"]):
             shown = [c for c in columns if c[0] != "attack_recovered"]
         else:
             shown = columns
-        out.append(f"### {run['model']}, {run['deletion']} ({run['removed_rows']:,} rows), seed {run['seed']}\n")
+        out.append(
+            f"### {run['model']}, {run['deletion']} ({run['removed_rows']:,} rows), seed {run['seed']}\n"
+        )
         out.append("| " + " | ".join(markdown_cell(title) for _, title, _ in shown) + " | note |")
         out.append("|" + "---|" * (len(shown) + 1))
         for row in run["rows"]:
-            cells = [("-" if row.get(key) is None else speedup_text(row[key]) if fmt is None else fmt.format(row[key]))
-                     for key, _, fmt in shown]
+            cells = [
+                (
+                    "-"
+                    if row.get(key) is None
+                    else speedup_text(row[key])
+                    if fmt is None
+                    else fmt.format(row[key])
+                )
+                for key, _, fmt in shown
+            ]
             update = row.get("details", {}).get("update", "")
-            out.append("| " + " | ".join(cells) + f" | {markdown_cell(update) if update not in ('', 'applied') else ''} |")
+            out.append(
+                "| "
+                + " | ".join(cells)
+                + f" | {markdown_cell(update) if update not in ('', 'applied') else ''} |"
+            )
         out.append("")
     return "\n".join(out)

@@ -79,18 +79,29 @@ def measured_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     speed-up over ``retrain`` computed when retraining is among them."""
     measured: list[dict[str, Any]] = []
     for row in map(flatten, rows):
-        methods = [key.removesuffix("_seconds") for key in row
-                   if key.endswith("_seconds") and f"auc_{key.removesuffix('_seconds')}" in row]
+        methods = [
+            key.removesuffix("_seconds")
+            for key in row
+            if key.endswith("_seconds") and f"auc_{key.removesuffix('_seconds')}" in row
+        ]
         if "method" in row or not methods:
             measured.append(row)
             continue
         reference = row.get("retrain_seconds")
         for name in methods:
             seconds = row[f"{name}_seconds"]
-            measured.append({"method": name, "n_interactions": row.get("interactions"), "auc": row[f"auc_{name}"],
-                             "forget_seconds": seconds, "peak_memory_mb": row.get(f"{name}_peak_mib"),
-                             "speedup": reference / max(seconds, 1e-9)
-                             if _is_number(reference) and _is_number(seconds) else None})
+            measured.append(
+                {
+                    "method": name,
+                    "n_interactions": row.get("interactions"),
+                    "auc": row[f"auc_{name}"],
+                    "forget_seconds": seconds,
+                    "peak_memory_mb": row.get(f"{name}_peak_mib"),
+                    "speedup": reference / max(seconds, 1e-9)
+                    if _is_number(reference) and _is_number(seconds)
+                    else None,
+                }
+            )
     return measured
 
 
@@ -109,7 +120,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _first_key(rows: list[dict[str, Any]], preferred: tuple[str, ...], *patterns: str) -> str | None:
+def _first_key(
+    rows: list[dict[str, Any]], preferred: tuple[str, ...], *patterns: str
+) -> str | None:
     """The first preferred key with numbers, else the first key (in row order) matching a pattern, in turn."""
     for key in preferred:
         if _numeric(rows, key):
@@ -137,8 +150,11 @@ def _png(figure) -> bytes:
 def utility_vs_time(rows: list[dict[str, Any]]) -> Plot | None:
     utility = _first_key(rows, UTILITY_KEYS, r"^(recall|ndcg)@\d+$")
     seconds = _first_key(rows, TIME_KEYS, r"request_seconds$", r"batch_seconds$")
-    points = [(_point_label(r), r[seconds], r[utility]) for r in rows
-              if _is_number(r.get(seconds)) and _is_number(r.get(utility))]
+    points = [
+        (_point_label(r), r[seconds], r[utility])
+        for r in rows
+        if _is_number(r.get(seconds)) and _is_number(r.get(utility))
+    ]
     if utility is None or seconds is None or not points:
         return None
     figure = _figure()
@@ -151,8 +167,12 @@ def utility_vs_time(rows: list[dict[str, Any]]) -> Plot | None:
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     best = max(points, key=lambda p: p[2])
-    return Plot("utility_vs_time", f"Utility vs unlearning time ({utility} against {seconds})", _png(figure),
-                f"Up and to the left is better; highest {utility}: {best[0]} ({best[2]:.4f} in {best[1]:.3g} s).")
+    return Plot(
+        "utility_vs_time",
+        f"Utility vs unlearning time ({utility} against {seconds})",
+        _png(figure),
+        f"Up and to the left is better; highest {utility}: {best[0]} ({best[2]:.4f} in {best[1]:.3g} s).",
+    )
 
 
 def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
@@ -166,7 +186,13 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
     positions = np.arange(len(bars))
     for index, key in enumerate(keys):
         values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
-        axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{index % 10}")
+        axes.bar(
+            positions + index * width - 0.4 + width / 2,
+            values,
+            width,
+            label=key,
+            color=f"C{index % 10}",
+        )
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.set_xticks(positions, [_point_label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     reference = "retraining" if not any("_vs_" in k for k in keys) else "the reference"
@@ -175,13 +201,22 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
         axes.set_yscale("log")
     axes.legend(fontsize=8)
     axes.grid(True, axis="y", alpha=0.3)
-    fastest = max(((_point_label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))), key=lambda t: t[2])
-    return Plot("speedup", f"Speed-up over {reference}", _png(figure),
-                f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x ({fastest[1]}).")
+    fastest = max(
+        ((_point_label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))),
+        key=lambda t: t[2],
+    )
+    return Plot(
+        "speedup",
+        f"Speed-up over {reference}",
+        _png(figure),
+        f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x ({fastest[1]}).",
+    )
 
 
 def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
-    keys = sorted({k for r in rows for k in r if re.match(r"^(dist_|completeness)", k) and _numeric(rows, k)})
+    keys = sorted(
+        {k for r in rows for k in r if re.match(r"^(dist_|completeness)", k) and _numeric(rows, k)}
+    )
     bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
     if not keys or not bars:
         return None
@@ -191,19 +226,35 @@ def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
     positions = np.arange(len(bars))
     for index, key in enumerate(keys):
         values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
-        axes.bar(positions + index * width - 0.4 + width / 2, values, width, label=key, color=f"C{(index + 2) % 10}")
+        axes.bar(
+            positions + index * width - 0.4 + width / 2,
+            values,
+            width,
+            label=key,
+            color=f"C{(index + 2) % 10}",
+        )
     axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("distance to the retrained model")
     axes.legend(fontsize=8)
     axes.grid(True, axis="y", alpha=0.3)
-    return Plot("completeness", "Completeness: distance to retraining", _png(figure),
-                "Lower is closer to the model retrained without the removed data (retraining itself is 0).")
+    return Plot(
+        "completeness",
+        "Completeness: distance to retraining",
+        _png(figure),
+        "Lower is closer to the model retrained without the removed data (retraining itself is 0).",
+    )
 
 
 def slopes(rows: list[dict[str, Any]], x: str = "n_interactions") -> dict[str, dict[str, float]]:
     """Log-log least-squares slope of each measure against ``x``, per method: cost ~ n^slope."""
-    measures = sorted({k for r in rows for k in r if (k.endswith("_seconds") or k == "peak_memory_mb")
-                       and _numeric(rows, k)})
+    measures = sorted(
+        {
+            k
+            for r in rows
+            for k in r
+            if (k.endswith("_seconds") or k == "peak_memory_mb") and _numeric(rows, k)
+        }
+    )
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if _is_number(row.get(x)):
@@ -211,7 +262,9 @@ def slopes(rows: list[dict[str, Any]], x: str = "n_interactions") -> dict[str, d
     fitted: dict[str, dict[str, float]] = {}
     for name, group in by_method.items():
         for key in measures:
-            pairs = [(r[x], r[key]) for r in group if _is_number(r.get(key)) and r[key] > 0 and r[x] > 0]
+            pairs = [
+                (r[x], r[key]) for r in group if _is_number(r.get(key)) and r[key] > 0 and r[x] > 0
+            ]
             if len({p[0] for p in pairs}) >= 2:
                 xs, ys = np.log10([p[0] for p in pairs]), np.log10([p[1] for p in pairs])
                 fitted.setdefault(name, {})[key] = round(float(np.polyfit(xs, ys, 1)[0]), 3)
@@ -227,26 +280,45 @@ def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plo
     for index, key in enumerate(measures):
         axes = figure.add_subplot(1, len(measures), index + 1)
         for colour, name in enumerate(sorted(fitted)):
-            points = sorted((r[x], r[key]) for r in rows if label(r) == name and _is_number(r.get(x))
-                            and _is_number(r.get(key)) and r[key] > 0)
+            points = sorted(
+                (r[x], r[key])
+                for r in rows
+                if label(r) == name
+                and _is_number(r.get(x))
+                and _is_number(r.get(key))
+                and r[key] > 0
+            )
             if key in fitted[name] and points:
-                axes.plot(*zip(*points), marker="o", color=f"C{colour % 10}",
-                          label=f"{name} (slope {fitted[name][key]:.2f})")
+                axes.plot(
+                    *zip(*points),
+                    marker="o",
+                    color=f"C{colour % 10}",
+                    label=f"{name} (slope {fitted[name][key]:.2f})",
+                )
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set_xlabel(f"{x} (log)")
         axes.set_ylabel(key)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
-    return Plot("scaling", f"Scaling with {x}", _png(figure),
-                "Log-log; slope 1 = linear in the data size. Slopes fitted by least squares on all sizes.")
+    return Plot(
+        "scaling",
+        f"Scaling with {x}",
+        _png(figure),
+        "Log-log; slope 1 = linear in the data size. Slopes fitted by least squares on all sizes.",
+    )
 
 
 def plots(results: ResultsFile) -> list[Plot]:
     rows = measured_rows(results.rows)
     varying = tuple(k for k in DISTINGUISHING_KEYS if len({json.dumps(r.get(k)) for r in rows}) > 1)
     rows = [{**r, "_label": label(r, varying)} for r in rows]
-    made = [utility_vs_time(rows), speedup_bars(rows), completeness_bars(rows), scaling_curves(rows)]
+    made = [
+        utility_vs_time(rows),
+        speedup_bars(rows),
+        completeness_bars(rows),
+        scaling_curves(rows),
+    ]
     return [p for p in made if p is not None]
 
 
@@ -282,13 +354,25 @@ def _context(results: ResultsFile) -> dict[str, Any]:
     created = results.created
     if results.created_from != "recorded":
         created += f" ({results.created_from}: the file records no date)"
-    return {"command": results.command, "created": created, "commit": environment.get("commit") or "not recorded",
-            "seconds": results.seconds, "seeds": results.seeds,
-            "versions": {k: v for k, v in versions.items() if v is not None}, "hardware": hardware}
+    return {
+        "command": results.command,
+        "created": created,
+        "commit": environment.get("commit") or "not recorded",
+        "seconds": results.seconds,
+        "seeds": results.seeds,
+        "versions": {k: v for k, v in versions.items() if v is not None},
+        "hardware": hardware,
+    }
 
 
 def _inline(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v if not isinstance(v, (list, dict)) else json.dumps(v)}" for k, v in values.items()) or "-"
+    return (
+        ", ".join(
+            f"{k} {v if not isinstance(v, (list, dict)) else json.dumps(v)}"
+            for k, v in values.items()
+        )
+        or "-"
+    )
 
 
 def _section_title(results: ResultsFile, path: str) -> str:
@@ -298,46 +382,67 @@ def _section_title(results: ResultsFile, path: str) -> str:
 def render_html(sections: list[tuple[str, ResultsFile, list[Plot]]]) -> str:
     """One self-contained page: plots as data URIs, no scripts, no external resources."""
     e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>recunlearn report</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;"
-             "padding:2px 6px;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}"
-             "figure{display:inline-block;margin:0.5em 1em 1em 0;vertical-align:top}figcaption{font-size:13px;"
-             "max-width:640px}pre{background:#f6f6f6;padding:0.5em;overflow-x:auto;font-size:12px}</style>",
-             "</head><body>", "<h1>recunlearn report</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>recunlearn report</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}"
+        "figure{display:inline-block;margin:0.5em 1em 1em 0;vertical-align:top}figcaption{font-size:13px;"
+        "max-width:640px}pre{background:#f6f6f6;padding:0.5em;overflow-x:auto;font-size:12px}</style>",
+        "</head><body>",
+        "<h1>recunlearn report</h1>",
+    ]
     for path, results, figures in sections:
         parts.append(f"<h2>{e(_section_title(results, path))}</h2>")
         for plot in figures:
             data = base64.b64encode(plot.png).decode()
-            parts.append(f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
+                f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>"
+            )
         header, cells = table(results.rows)
-        parts.append('<h3>Results</h3><div style="overflow-x:auto"><table><tr>'
-                     + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts.append(
+            '<h3>Results</h3><div style="overflow-x:auto"><table><tr>'
+            + "".join(f"<th>{e(h)}</th>" for h in header)
+            + "</tr>"
+        )
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
         parts.append("</table></div>")
         fitted = slopes(measured_rows(results.rows))
         if fitted:
             keys = sorted({k for v in fitted.values() for k in v})
-            parts.append("<h3>Slopes (log-log: cost grows as n^slope)</h3><table><tr><th>method</th>"
-                         + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>")
+            parts.append(
+                "<h3>Slopes (log-log: cost grows as n^slope)</h3><table><tr><th>method</th>"
+                + "".join(f"<th>{e(k)}</th>" for k in keys)
+                + "</tr>"
+            )
             for name, values in fitted.items():
-                parts.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{e(_cell(values.get(k)))}</td>" for k in keys)
-                             + "</tr>")
+                parts.append(
+                    f"<tr><td>{e(name)}</td>"
+                    + "".join(f"<td>{e(_cell(values.get(k)))}</td>" for k in keys)
+                    + "</tr>"
+                )
             parts.append("</table>")
         context = _context(results)
-        parts.append(f"<h3>How it was produced</h3><p>Command: <code>{e(context['command'])}</code><br>"
-                     f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.<br>"
-                     f"<b>Commit:</b> {e(context['commit'])}<br>"
-                     f"<b>Seeds:</b> {e(_inline(context['seeds']))}<br>"
-                     f"<b>Versions:</b> {e(_inline(context['versions']))}<br>"
-                     f"<b>Hardware:</b> {e(_inline(context['hardware']))}</p>")
+        parts.append(
+            f"<h3>How it was produced</h3><p>Command: <code>{e(context['command'])}</code><br>"
+            f"Written {e(str(context['created']))}; run time {e(_cell(context['seconds']))} s.<br>"
+            f"<b>Commit:</b> {e(context['commit'])}<br>"
+            f"<b>Seeds:</b> {e(_inline(context['seeds']))}<br>"
+            f"<b>Versions:</b> {e(_inline(context['versions']))}<br>"
+            f"<b>Hardware:</b> {e(_inline(context['hardware']))}</p>"
+        )
         if results.summary:
-            parts.append(f"<details><summary>Summary</summary><pre>{e(json.dumps(results.summary, indent=1))}</pre>"
-                         "</details>")
-        parts.append(f"<details><summary>Configuration</summary><pre>{e(json.dumps(results.config, indent=1))}</pre>"
-                     "</details>")
+            parts.append(
+                f"<details><summary>Summary</summary><pre>{e(json.dumps(results.summary, indent=1))}</pre>"
+                "</details>"
+            )
+        parts.append(
+            f"<details><summary>Configuration</summary><pre>{e(json.dumps(results.config, indent=1))}</pre>"
+            "</details>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -347,20 +452,37 @@ def render_markdown(sections: list[tuple[str, ResultsFile, list[Plot]]], image_f
     for index, (path, results, figures) in enumerate(sections):
         lines += [f"## {_section_title(results, path)}", ""]
         for plot in figures:
-            lines += [f"![{plot.title}]({image_folder}/{_image_name(index, results, path, plot)})", "",
-                      f"*{plot.title}.* {plot.caption}", ""]
+            lines += [
+                f"![{plot.title}]({image_folder}/{_image_name(index, results, path, plot)})",
+                "",
+                f"*{plot.title}.* {plot.caption}",
+                "",
+            ]
         header, cells = table(results.rows)
         lines += markdown_grid(header, cells).splitlines()
         fitted = slopes(measured_rows(results.rows))
         if fitted:
             lines += ["", "Slopes (log-log):", "```json", json.dumps(fitted, indent=1), "```"]
         context = _context(results)
-        lines += ["", f"Command: `{context['command']}`  ", f"Written {context['created']}; run time "
-                  f"{_cell(context['seconds'])} s.", "", f"Commit: {context['commit']}", ""]
+        lines += [
+            "",
+            f"Command: `{context['command']}`  ",
+            f"Written {context['created']}; run time {_cell(context['seconds'])} s.",
+            "",
+            f"Commit: {context['commit']}",
+            "",
+        ]
         for name in ("seeds", "versions", "hardware"):
             lines += [f"{name.capitalize()}: {_inline(context[name])}", ""]
-        lines += ["<details><summary>Configuration</summary>", "", "```json", json.dumps(results.config, indent=1),
-                  "```", "</details>", ""]
+        lines += [
+            "<details><summary>Configuration</summary>",
+            "",
+            "```json",
+            json.dumps(results.config, indent=1),
+            "```",
+            "</details>",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -374,7 +496,9 @@ def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, 
     """Write ``out``/report.html (self-contained) and ``out``/report.md with its PNGs in ``out``/figures."""
     out = Path(out)
     figures_dir = out / "figures"
-    loaded = [(str(path), load_results(path)) for path in results_paths]  # every input read before anything is written
+    loaded = [
+        (str(path), load_results(path)) for path in results_paths
+    ]  # every input read before anything is written
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     for index, (path, results) in enumerate(loaded):

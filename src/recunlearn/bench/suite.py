@@ -56,10 +56,14 @@ class Protocol:
         except ModuleNotFoundError as exc:
             if exc.name not in (f"recunlearn.bench.{name}", "recunlearn.bench"):
                 raise  # the protocol exists but one of its dependencies is missing: say so
-            raise ConfigError(f"benchmark protocol {name!r} is not available (no module recunlearn.bench.{name})") from None
+            raise ConfigError(
+                f"benchmark protocol {name!r} is not available (no module recunlearn.bench.{name})"
+            ) from None
         self.runner = getattr(self.module, f"run_{name}_benchmark", None)
         if not callable(self.runner):
-            raise ConfigError(f"recunlearn.bench.{name} has no run_{name}_benchmark(config, log) function")
+            raise ConfigError(
+                f"recunlearn.bench.{name} has no run_{name}_benchmark(config, log) function"
+            )
         self.config_class = self._config_class()
 
     def _config_class(self) -> type[BaseModel]:
@@ -71,22 +75,34 @@ class Protocol:
         if isinstance(annotated, type) and issubclass(annotated, BaseModel):
             candidates = [annotated]
         else:
-            candidates = [v for k, v in vars(self.module).items() if isinstance(v, type) and issubclass(v, BaseModel)
-                          and v.__module__ == self.module.__name__ and k.endswith("Config")]
+            candidates = [
+                v
+                for k, v in vars(self.module).items()
+                if isinstance(v, type)
+                and issubclass(v, BaseModel)
+                and v.__module__ == self.module.__name__
+                and k.endswith("Config")
+            ]
             candidates = [c for c in candidates if c.__name__.endswith("BenchConfig")] or candidates
         usable = [c for c in candidates if hasattr(c, "quick") and "output" in c.model_fields]
         if len(usable) != 1:
-            raise ConfigError(f"recunlearn.bench.{self.name} needs one config class with quick() and an output "
-                              f"field; found {[c.__name__ for c in candidates]}")
+            raise ConfigError(
+                f"recunlearn.bench.{self.name} needs one config class with quick() and an output "
+                f"field; found {[c.__name__ for c in candidates]}"
+            )
         return usable[0]
 
     def config(self, mode: str, out: Path, overrides: dict[str, Any]) -> BaseModel:
         """The preset of ``mode`` writing under ``out``/<protocol>/."""
         if mode == "quick":
-            return self.config_class.quick(**{"output": str(out / self.name / "quick.json"), **overrides})
+            return self.config_class.quick(
+                **{"output": str(out / self.name / "quick.json"), **overrides}
+            )
         default = self.config_class.model_fields["output"].default
         name = Path(default).name if default else "full.json"
-        return self.config_class.model_validate({"output": str(out / self.name / name), **overrides})
+        return self.config_class.model_validate(
+            {"output": str(out / self.name / name), **overrides}
+        )
 
 
 def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
@@ -98,7 +114,9 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
     try:  # a folder that cannot be written is found now, not after hours of runs
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"results folder {out}: cannot create it ({exc.strerror or exc})") from None
+        raise ConfigError(
+            f"results folder {out}: cannot create it ({exc.strerror or exc})"
+        ) from None
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for name in config.protocols:
@@ -113,14 +131,28 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
         try:
             protocol_config = protocol.config(config.mode, out, config.overrides.get(name, {}))
             log(f"{name}: running the {config.mode} preset -> {protocol_config.output}")
-            protocol.runner(protocol_config, log=lambda message, name=name: log(f"  [{name}] {message}"))
+            protocol.runner(
+                protocol_config, log=lambda message, name=name: log(f"  [{name}] {message}")
+            )
         except Exception as exc:  # a broken protocol must not cost the others their results
-            rows.append({**row, "status": "failed", "detail": f"{type(exc).__name__}: {exc}",
-                         "seconds": round(time.perf_counter() - began, 2)})
+            rows.append(
+                {
+                    **row,
+                    "status": "failed",
+                    "detail": f"{type(exc).__name__}: {exc}",
+                    "seconds": round(time.perf_counter() - began, 2),
+                }
+            )
             log(f"{name}: FAILED\n{traceback.format_exc()}")
             continue
-        rows.append({**row, "status": "ok", "results": str(protocol_config.output),
-                     "seconds": round(time.perf_counter() - began, 2)})
+        rows.append(
+            {
+                **row,
+                "status": "ok",
+                "results": str(protocol_config.output),
+                "seconds": round(time.perf_counter() - began, 2),
+            }
+        )
     readable = []
     for row in rows:
         if row["status"] == "ok":
@@ -131,8 +163,16 @@ def run_suite(config: SuiteConfig, log=print) -> ResultsFile:
                 row.update(status="failed", detail=f"results unreadable: {exc}")
                 log(f"{row['protocol']}: FAILED, {exc}")
     report = write_report(readable, out / f"report-{config.mode}") if readable else None
-    summary = {"report": str(report["html"]) if report else None,
-               "missing": [r["protocol"] for r in rows if r["status"] == "missing"],
-               "failed": [r["protocol"] for r in rows if r["status"] == "failed"]}
-    return write_results(out / f"suite-{config.mode}.json", rows, config, protocol="suite", summary=summary,
-                         seconds=round(time.perf_counter() - start, 2))
+    summary = {
+        "report": str(report["html"]) if report else None,
+        "missing": [r["protocol"] for r in rows if r["status"] == "missing"],
+        "failed": [r["protocol"] for r in rows if r["status"] == "failed"],
+    }
+    return write_results(
+        out / f"suite-{config.mode}.json",
+        rows,
+        config,
+        protocol="suite",
+        summary=summary,
+        seconds=round(time.perf_counter() - start, 2),
+    )

@@ -44,7 +44,9 @@ def writable(out: Path, option: str = "--out") -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{option} {out}: cannot create its folder ({exc.strerror or exc})") from None
+        raise ConfigError(
+            f"{option} {out}: cannot create its folder ({exc.strerror or exc})"
+        ) from None
     if out.is_dir() or not os.access(out.parent, os.W_OK):
         raise ConfigError(f"{option} {out}: cannot write a file there")
     return out
@@ -56,13 +58,17 @@ def writable_folder(folder: Path, option: str = "--out", create: bool = True) ->
     if not create:
         existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise ConfigError(f"{option} {folder}: cannot create a folder there ({existing} is "
-                              f"{'not a folder' if not existing.is_dir() else 'not writable'})")
+            raise ConfigError(
+                f"{option} {folder}: cannot create a folder there ({existing} is "
+                f"{'not a folder' if not existing.is_dir() else 'not writable'})"
+            )
         return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from None
+        raise ConfigError(
+            f"{option} {folder}: cannot create the folder ({exc.strerror or exc})"
+        ) from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"{option} {folder}: cannot write there")
     return folder

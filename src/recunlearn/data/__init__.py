@@ -12,7 +12,12 @@ from recunlearn.data.deletion import (
 from recunlearn.data.download import fetch
 from recunlearn.data.interactions import Interactions, Split, Vocabulary
 from recunlearn.data.loaders import load_amazon, load_bookcrossing, load_table
-from recunlearn.data.registry import available_datasets, load_dataset, register_dataset, register_detector
+from recunlearn.data.registry import (
+    available_datasets,
+    load_dataset,
+    register_dataset,
+    register_detector,
+)
 from recunlearn.data.splits import (
     binarize,
     ifru_protocol,

@@ -46,9 +46,15 @@ class DeletionRequest(BaseModel):
             raise ValueError("pairs must be a list of [user, item] pairs, not a string")
         pairs = []
         for pair in value:
-            if isinstance(pair, (str, bytes, int)) or not hasattr(pair, "__len__") or len(pair) != 2:
-                raise ValueError(f"each pair must be [user, item], got {pair!r}; "
-                                 "a single pair goes in a list: pairs=[[user, item]]")
+            if (
+                isinstance(pair, (str, bytes, int))
+                or not hasattr(pair, "__len__")
+                or len(pair) != 2
+            ):
+                raise ValueError(
+                    f"each pair must be [user, item], got {pair!r}; "
+                    "a single pair goes in a list: pairs=[[user, item]]"
+                )
             pairs.append((str(pair[0]), str(pair[1])))
         return tuple(pairs)
 
@@ -82,8 +88,11 @@ class DeletionRequest(BaseModel):
         """The request less the ids ``data``'s vocabularies do not hold (None if nothing is left): what
         still applies to a table from which some named ids have been erased."""
         users, items = data.users, data.items
-        known = {"users": tuple(u for u in self.users if u in users), "items": tuple(i for i in self.items if i in items),
-                 "pairs": tuple(p for p in self.pairs if p[0] in users and p[1] in items)}
+        known = {
+            "users": tuple(u for u in self.users if u in users),
+            "items": tuple(i for i in self.items if i in items),
+            "pairs": tuple(p for p in self.pairs if p[0] in users and p[1] in items),
+        }
         if not any(known.values()):
             return None
         return DeletionRequest.model_construct(request_id=self.request_id, samples=(), **known)
@@ -103,21 +112,30 @@ class DeletionRequest(BaseModel):
         :meth:`pair_keys` of ``data`` when the caller has it already.
         """
         mask = np.zeros(len(data), dtype=bool)
-        for names, vocabulary, column in ((self.users, data.users, data.user), (self.items, data.items, data.item)):
+        for names, vocabulary, column in (
+            (self.users, data.users, data.user),
+            (self.items, data.items, data.item),
+        ):
             if names:
                 named = np.zeros(len(vocabulary), bool)
                 named[vocabulary.index(names)] = True
                 mask |= named[column]
         if self.pairs:
-            mask |= member_mask(data.pair_keys, self.pair_keys(data) if pair_keys is None else pair_keys)
+            mask |= member_mask(
+                data.pair_keys, self.pair_keys(data) if pair_keys is None else pair_keys
+            )
         if self.samples:
             raise UnknownIdError("this data has no samples; sample ids apply to prompt datasets")
         return mask
 
     @classmethod
-    def from_rows(cls, data: Interactions, rows: np.ndarray, request_id: str | None = None) -> DeletionRequest:
+    def from_rows(
+        cls, data: Interactions, rows: np.ndarray, request_id: str | None = None
+    ) -> DeletionRequest:
         """A request naming the (user, item) pairs of the given rows of ``data``."""
-        return cls(pairs=data.take(rows).id_pairs(), **({"request_id": request_id} if request_id else {}))
+        return cls(
+            pairs=data.take(rows).id_pairs(), **({"request_id": request_id} if request_id else {})
+        )
 
 
 def random_interactions(data: Interactions, fraction: float, seed: int = 0) -> DeletionRequest:
@@ -129,28 +147,35 @@ def random_interactions(data: Interactions, fraction: float, seed: int = 0) -> D
     return DeletionRequest.from_rows(data, np.sort(rows))
 
 
-def user_deletion(data: Interactions, users: Iterable[str] | None = None, n_users: int = 1,
-                  seed: int = 0) -> DeletionRequest:
+def user_deletion(
+    data: Interactions, users: Iterable[str] | None = None, n_users: int = 1, seed: int = 0
+) -> DeletionRequest:
     """All interactions of the given users, or of ``n_users`` random users who have some."""
     if users is None:
         present = np.unique(data.user)
-        chosen = np.random.default_rng(seed).choice(present, size=min(n_users, len(present)), replace=False)
+        chosen = np.random.default_rng(seed).choice(
+            present, size=min(n_users, len(present)), replace=False
+        )
         users = data.users.ids[np.sort(chosen)].tolist()
     return DeletionRequest(users=list(users))
 
 
-def item_deletion(data: Interactions, items: Iterable[str] | None = None, n_items: int = 1,
-                  seed: int = 0) -> DeletionRequest:
+def item_deletion(
+    data: Interactions, items: Iterable[str] | None = None, n_items: int = 1, seed: int = 0
+) -> DeletionRequest:
     """All interactions with the given items, or with ``n_items`` random items that have some."""
     if items is None:
         present = np.unique(data.item)
-        chosen = np.random.default_rng(seed).choice(present, size=min(n_items, len(present)), replace=False)
+        chosen = np.random.default_rng(seed).choice(
+            present, size=min(n_items, len(present)), replace=False
+        )
         items = data.items.ids[np.sort(chosen)].tolist()
     return DeletionRequest(items=list(items))
 
 
-def label_flip_attack(train: Interactions, fraction: float = 0.02,
-                      seed: int = 0) -> tuple[Interactions, DeletionRequest]:
+def label_flip_attack(
+    train: Interactions, fraction: float = 0.02, seed: int = 0
+) -> tuple[Interactions, DeletionRequest]:
     """IFRU's 'unusable data': flip the labels of a random fraction of the training rows.
 
     Returns the polluted training table (what the original model trains on) and the request that
@@ -168,8 +193,9 @@ def label_flip_attack(train: Interactions, fraction: float = 0.02,
     return train.with_labels(label), DeletionRequest.from_rows(train, rows)
 
 
-def fake_positive_attack(train: Interactions, fraction: float = 0.1,
-                         seed: int = 0) -> tuple[Interactions, DeletionRequest]:
+def fake_positive_attack(
+    train: Interactions, fraction: float = 0.1, seed: int = 0
+) -> tuple[Interactions, DeletionRequest]:
     """Noise injected into implicit feedback: positives for random (user, item) pairs the table does not
     hold, as many as ``fraction`` of its rows (accidental clicks, a bot's views, a poisoning campaign
     spread over real accounts), appended after the real rows. Returns the polluted table and the
@@ -177,22 +203,32 @@ def fake_positive_attack(train: Interactions, fraction: float = 0.1,
     _check_fraction(fraction)
     rng = np.random.default_rng(seed)
     n = max(1, int(round(fraction * len(train))))
-    users = train.user[rng.integers(0, len(train), 2 * n)]  # users drawn by activity, items uniformly
+    users = train.user[
+        rng.integers(0, len(train), 2 * n)
+    ]  # users drawn by activity, items uniformly
     items = rng.integers(0, train.n_items, 2 * n)
     keys = users * np.int64(train.n_items) + items
     fresh = ~member_mask(keys, train.pair_keys)
     _, first = np.unique(keys[fresh], return_index=True)
     chosen = np.flatnonzero(fresh)[np.sort(first)][:n]
-    fake = Interactions(user=users[chosen], item=items[chosen], label=np.ones(len(chosen)),
-                        rating=np.full(len(chosen), np.nan), timestamp=np.zeros(len(chosen), np.int64),
-                        users=train.users, items=train.items, item_title=train.item_title,
-                        item_author=train.item_author)
+    fake = Interactions(
+        user=users[chosen],
+        item=items[chosen],
+        label=np.ones(len(chosen)),
+        rating=np.full(len(chosen), np.nan),
+        timestamp=np.zeros(len(chosen), np.int64),
+        users=train.users,
+        items=train.items,
+        item_title=train.item_title,
+        item_author=train.item_author,
+    )
     polluted = train.concat(fake).with_name(f"{train.name}+fake-positives")
     return polluted, DeletionRequest.from_rows(polluted, np.arange(len(train), len(polluted)))
 
 
-def fake_user_attack(train: Interactions, n_users: int, n_targets: int = 5, profile_size: int = 50,
-                     seed: int = 0) -> tuple[Interactions, DeletionRequest, np.ndarray]:
+def fake_user_attack(
+    train: Interactions, n_users: int, n_targets: int = 5, profile_size: int = 50, seed: int = 0
+) -> tuple[Interactions, DeletionRequest, np.ndarray]:
     """A shilling attack on implicit feedback: ``n_users`` fake users join, each with a positive for
     every one of ``n_targets`` target items (drawn among the less popular half of the catalogue)
     and for ``profile_size`` filler items drawn by popularity, so that the targets look like what
@@ -203,16 +239,22 @@ def fake_user_attack(train: Interactions, n_users: int, n_targets: int = 5, prof
     the request that deletes the fake users, and the target items' indices.
     """
     if n_users < 1 or n_targets < 1 or profile_size < 0:
-        raise ConfigError(f"a fake-user attack needs n_users >= 1, n_targets >= 1 and profile_size >= 0, got "
-                          f"{n_users}, {n_targets}, {profile_size}")
+        raise ConfigError(
+            f"a fake-user attack needs n_users >= 1, n_targets >= 1 and profile_size >= 0, got "
+            f"{n_users}, {n_targets}, {profile_size}"
+        )
     rng = np.random.default_rng(seed)
     popularity = np.bincount(train.item, minlength=train.n_items).astype(np.float64)
     present = np.flatnonzero(popularity > 0)
     if n_targets + profile_size > len(present):
-        raise ConfigError(f"a fake profile of {n_targets} targets and {profile_size} fillers needs that many items "
-                          f"with training rows; {len(present)} have some")
+        raise ConfigError(
+            f"a fake profile of {n_targets} targets and {profile_size} fillers needs that many items "
+            f"with training rows; {len(present)} have some"
+        )
     below_median = present[popularity[present] <= np.median(popularity[present])]
-    targets = np.sort(rng.choice(below_median, size=min(n_targets, len(below_median)), replace=False))
+    targets = np.sort(
+        rng.choice(below_median, size=min(n_targets, len(below_median)), replace=False)
+    )
     candidates = np.setdiff1d(present, targets)
     weights = popularity[candidates] / popularity[candidates].sum()
     taken = set(train.users.ids.tolist())
@@ -230,10 +272,19 @@ def fake_user_attack(train: Interactions, n_users: int, n_targets: int = 5, prof
         fake_user.append(np.full(len(profile), train.n_users + offset))
         fake_item.append(profile)
     fake = Interactions(
-        user=np.concatenate(fake_user), item=np.concatenate(fake_item), label=np.ones(sum(map(len, fake_item))),
-        rating=np.full(sum(map(len, fake_item)), np.nan), timestamp=np.zeros(sum(map(len, fake_item)), np.int64),
-        users=users, items=train.items, item_title=train.item_title, item_author=train.item_author)
-    polluted = train.reindexed(users, train.items).concat(fake).with_name(f"{train.name}+fake-users")
+        user=np.concatenate(fake_user),
+        item=np.concatenate(fake_item),
+        label=np.ones(sum(map(len, fake_item))),
+        rating=np.full(sum(map(len, fake_item)), np.nan),
+        timestamp=np.zeros(sum(map(len, fake_item)), np.int64),
+        users=users,
+        items=train.items,
+        item_title=train.item_title,
+        item_author=train.item_author,
+    )
+    polluted = (
+        train.reindexed(users, train.items).concat(fake).with_name(f"{train.name}+fake-users")
+    )
     return polluted, DeletionRequest(users=fake_ids), targets
 
 

@@ -54,15 +54,17 @@ def register_remote(dataset: RemoteDataset) -> None:
     REMOTE[dataset.name] = dataset
 
 
-register_remote(RemoteDataset(
-    name="ml-100k",
-    base_url="https://files.grouplens.org/datasets/movielens/ml-100k/",
-    files={
-        "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-        "u.item": "6dd287831559152bea892eb27694a492ff14926ac5f7a16e5f8c4968e6fe13c3",
-    },
-    description="MovieLens-100K ratings and titles from GroupLens",
-))
+register_remote(
+    RemoteDataset(
+        name="ml-100k",
+        base_url="https://files.grouplens.org/datasets/movielens/ml-100k/",
+        files={
+            "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+            "u.item": "6dd287831559152bea892eb27694a492ff14926ac5f7a16e5f8c4968e6fe13c3",
+        },
+        description="MovieLens-100K ratings and titles from GroupLens",
+    )
+)
 
 
 def cache_dir(cache: str | Path | None = None) -> Path:
@@ -94,7 +96,9 @@ def _source_url(dataset: RemoteDataset, base_url: str | None) -> str:
 def download_file(url: str, destination: Path, sha256: str, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``destination`` atomically, keeping it only if its sha256 is ``sha256``."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+    )
     digest = hashlib.sha256()
     try:
         with os.fdopen(handle, "wb") as out:
@@ -107,16 +111,25 @@ def download_file(url: str, destination: Path, sha256: str, timeout: float = 60.
                         out.write(block)
                         received += len(block)
                 if expected is not None and received != int(expected):
-                    raise DownloadError(f"downloading {url} failed: the connection closed after {received:,} "
-                                        f"of {int(expected):,} bytes")
+                    raise DownloadError(
+                        f"downloading {url} failed: the connection closed after {received:,} "
+                        f"of {int(expected):,} bytes"
+                    )
             except urllib.error.HTTPError as exc:
-                raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from None
-            except (OSError, http.client.HTTPException) as exc:  # unreachable, timed out, cut off mid-file
+                raise DownloadError(
+                    f"downloading {url} failed: HTTP {exc.code} {exc.reason}"
+                ) from None
+            except (
+                OSError,
+                http.client.HTTPException,
+            ) as exc:  # unreachable, timed out, cut off mid-file
                 reason = getattr(exc, "reason", None) or repr(exc)
                 raise DownloadError(f"downloading {url} failed: {reason}") from None
         if digest.hexdigest() != sha256:
-            raise DownloadError(f"{url}: sha256 {digest.hexdigest()} does not match the pinned {sha256}; "
-                                "the file was not kept (corrupted download or changed upstream file)")
+            raise DownloadError(
+                f"{url}: sha256 {digest.hexdigest()} does not match the pinned {sha256}; "
+                "the file was not kept (corrupted download or changed upstream file)"
+            )
         os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):
@@ -124,8 +137,13 @@ def download_file(url: str, destination: Path, sha256: str, timeout: float = 60.
     return destination
 
 
-def fetch(name: str, *, base_url: str | None = None, cache: str | Path | None = None,
-          timeout: float = 60.0) -> Path:
+def fetch(
+    name: str,
+    *,
+    base_url: str | None = None,
+    cache: str | Path | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """The cache folder of dataset ``name`` with every file present and verified, downloading what is missing.
 
     A cached file whose hash no longer matches (edited or damaged on disk) is fetched again.

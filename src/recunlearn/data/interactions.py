@@ -20,7 +20,6 @@ import pandas as pd
 
 from recunlearn.errors import DataError, UnknownIdError
 
-
 _MEMBER_TABLE = 1 << 23
 """Candidates spanning fewer keys than this are marked in a boolean table (at most 8 MB)."""
 
@@ -45,8 +44,12 @@ def member_mask(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 def _frozen(array: Any, dtype: Any) -> np.ndarray:
     """A read-only array that owns its data: one made here is shared as is, anything else copied."""
-    if (isinstance(array, np.ndarray) and not array.flags.writeable and array.base is None
-            and (array.dtype == dtype or (dtype is str and array.dtype.kind == "U"))):
+    if (
+        isinstance(array, np.ndarray)
+        and not array.flags.writeable
+        and array.base is None
+        and (array.dtype == dtype or (dtype is str and array.dtype.kind == "U"))
+    ):
         return array
     out = np.array(array, dtype=dtype, copy=True)
     out.setflags(write=False)
@@ -61,8 +64,11 @@ def _sealed(array: np.ndarray) -> np.ndarray:
 
 def _sorted_ids(values: Iterable[Any]) -> np.ndarray:
     """Unique ids as strings, in numeric order when every id is a number (so '10' follows '9')."""
-    series = values if isinstance(values, pd.Series) else pd.Series(
-        values if isinstance(values, np.ndarray) else list(values))
+    series = (
+        values
+        if isinstance(values, pd.Series)
+        else pd.Series(values if isinstance(values, np.ndarray) else list(values))
+    )
     as_str = pd.unique(series.astype(str)).astype(str)
     try:
         order = np.argsort(as_str.astype(np.float64), kind="stable")
@@ -80,7 +86,11 @@ class Vocabulary:
     _index: pd.Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        ids = _frozen(np.asarray(self.ids).astype(str), dtype=str) if len(self.ids) else _frozen([], dtype="<U1")
+        ids = (
+            _frozen(np.asarray(self.ids).astype(str), dtype=str)
+            if len(self.ids)
+            else _frozen([], dtype="<U1")
+        )
         index = pd.Index(ids, dtype=object)
         if not index.is_unique:
             raise DataError(f"{self.kind} vocabulary has duplicate ids")
@@ -103,8 +113,13 @@ class Vocabulary:
             external = [external]
         if isinstance(external, (list, tuple)) and len(external) <= self._SMALL:
             return self._index_small(external)
-        keys = external if isinstance(external, pd.Series) else pd.Series(
-            external if isinstance(external, np.ndarray) else list(external), dtype=object)
+        keys = (
+            external
+            if isinstance(external, pd.Series)
+            else pd.Series(
+                external if isinstance(external, np.ndarray) else list(external), dtype=object
+            )
+        )
         if not pd.api.types.is_string_dtype(keys) or keys.dtype == object:
             keys = keys.astype(str)
         positions = self._index.get_indexer(keys) if len(keys) else np.empty(0, np.int64)
@@ -159,8 +174,11 @@ class Vocabulary:
         candidates = [i for i in ids if i.startswith(ERASED_PREFIX) and i in self]
         if not candidates:
             return set()
-        return {i for i, index in zip(candidates, self.index(candidates).tolist())
-                if i.rstrip("'") == f"{ERASED_PREFIX}{index}>"}
+        return {
+            i
+            for i, index in zip(candidates, self.index(candidates).tolist())
+            if i.rstrip("'") == f"{ERASED_PREFIX}{index}>"
+        }
 
     def fingerprints(self) -> np.ndarray:
         """Per id, the 16-byte BLAKE2b digest of its UTF-8 text (built once: a vocabulary is frozen).
@@ -169,8 +187,12 @@ class Vocabulary:
         where the ids' own array pads every id to the longest one's width (4 bytes a character)."""
         prints = self.__dict__.get("_fingerprints")
         if prints is None:
-            prints = np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=16).digest() for i in self.ids.tolist()),
-                                   dtype="V16")
+            prints = np.frombuffer(
+                b"".join(
+                    hashlib.blake2b(i.encode(), digest_size=16).digest() for i in self.ids.tolist()
+                ),
+                dtype="V16",
+            )
             self.__dict__["_fingerprints"] = prints
         return prints
 
@@ -201,8 +223,13 @@ class Interactions:
 
     def __post_init__(self) -> None:
         n = len(self.user)
-        for fname, dtype in (("user", np.int64), ("item", np.int64), ("label", np.float32),
-                             ("rating", np.float32), ("timestamp", np.int64)):
+        for fname, dtype in (
+            ("user", np.int64),
+            ("item", np.int64),
+            ("label", np.float32),
+            ("rating", np.float32),
+            ("timestamp", np.int64),
+        ):
             arr = _frozen(getattr(self, fname), dtype)
             if arr.ndim != 1 or len(arr) != n:
                 raise DataError(f"column {fname!r} has {len(arr)} rows, expected {n}")
@@ -217,8 +244,12 @@ class Interactions:
         for fname in ("item_title", "item_author"):
             text = getattr(self, fname)
             if text is not None:
-                text = _frozen(text if isinstance(text, np.ndarray) and text.dtype.kind == "U"
-                               else [str(t) for t in text], dtype=str)
+                text = _frozen(
+                    text
+                    if isinstance(text, np.ndarray) and text.dtype.kind == "U"
+                    else [str(t) for t in text],
+                    dtype=str,
+                )
                 if len(text) != len(self.items):
                     raise DataError(f"{fname} has {len(text)} entries for {len(self.items)} items")
                 object.__setattr__(self, fname, text)
@@ -249,16 +280,25 @@ class Interactions:
         otherwise must be there.
         """
         rating = None if rating == "rating" and rating not in frame.columns else rating
-        timestamp = None if timestamp == "timestamp" and timestamp not in frame.columns else timestamp
-        missing = [c for c in (user, item, rating, label, timestamp) if c is not None and c not in frame.columns]
+        timestamp = (
+            None if timestamp == "timestamp" and timestamp not in frame.columns else timestamp
+        )
+        missing = [
+            c
+            for c in (user, item, rating, label, timestamp)
+            if c is not None and c not in frame.columns
+        ]
         if missing:
             raise DataError(f"missing column(s) {missing}; the table has {list(frame.columns)}")
         if frame[[user, item]].isna().any().any():
             raise DataError("user or item column has empty values")
         users = users or Vocabulary.from_values(frame[user].astype(str), kind="user")
         items = items or Vocabulary.from_values(frame[item].astype(str), kind="item")
-        raw_rating = (_numbers(frame, rating).to_numpy(np.float32)
-                      if rating is not None else np.full(len(frame), np.nan, np.float32))
+        raw_rating = (
+            _numbers(frame, rating).to_numpy(np.float32)
+            if rating is not None
+            else np.full(len(frame), np.nan, np.float32)
+        )
         if label is not None:
             lab = pd.to_numeric(frame[label], errors="coerce").to_numpy(np.float32)
             if np.isnan(lab).any():
@@ -271,9 +311,13 @@ class Interactions:
             lab = np.ones(len(frame), np.float32)
         if timestamp is not None:
             stamps = _numbers(frame, timestamp)
-            if stamps.isna().any():  # a blank read as 0 would date the row to 1970, first in any time split
-                raise DataError(f"timestamp column {timestamp!r} is blank in row {int(stamps.isna().to_numpy().argmax()) + 1} "
-                                "(counting from 1, without a header)")
+            if (
+                stamps.isna().any()
+            ):  # a blank read as 0 would date the row to 1970, first in any time split
+                raise DataError(
+                    f"timestamp column {timestamp!r} is blank in row {int(stamps.isna().to_numpy().argmax()) + 1} "
+                    "(counting from 1, without a header)"
+                )
             ts = stamps.to_numpy(np.int64)
         else:
             ts = np.zeros(len(frame), np.int64)
@@ -319,14 +363,28 @@ class Interactions:
         return list(zip(self.users.ids[self.user].tolist(), self.items.ids[self.item].tolist()))
 
     def __repr__(self) -> str:
-        return (f"Interactions({self.name!r}: {len(self):,} rows, {self.n_users:,} users, "
-                f"{self.n_items:,} items, positive rate {self.label.mean() if len(self) else 0:.3f})")
+        return (
+            f"Interactions({self.name!r}: {len(self):,} rows, {self.n_users:,} users, "
+            f"{self.n_items:,} items, positive rate {self.label.mean() if len(self) else 0:.3f})"
+        )
 
     # derived tables (same vocabularies) --------------------------------------------------------
     def _replace(self, **changes: Any) -> Interactions:
-        fields = {k: getattr(self, k) for k in (
-            "user", "item", "label", "rating", "timestamp", "users", "items", "item_title",
-            "item_author", "name")}
+        fields = {
+            k: getattr(self, k)
+            for k in (
+                "user",
+                "item",
+                "label",
+                "rating",
+                "timestamp",
+                "users",
+                "items",
+                "item_title",
+                "item_author",
+                "name",
+            )
+        }
         fields.update(changes)
         return Interactions(**fields)
 
@@ -335,7 +393,12 @@ class Interactions:
         rows = np.asarray(rows)
         if rows.dtype != bool:
             rows = rows.astype(np.int64)  # an empty list arrives as float
-        return self._replace(**{k: _sealed(getattr(self, k)[rows]) for k in ("user", "item", "label", "rating", "timestamp")})
+        return self._replace(
+            **{
+                k: _sealed(getattr(self, k)[rows])
+                for k in ("user", "item", "label", "rating", "timestamp")
+            }
+        )
 
     def drop(self, mask: np.ndarray) -> Interactions:
         return self.take(~np.asarray(mask, dtype=bool))
@@ -357,8 +420,12 @@ class Interactions:
     def concat(self, other: Interactions) -> Interactions:
         if other.users is not self.users or other.items is not self.items:
             raise DataError("can only concatenate tables that share vocabularies")
-        return self._replace(**{k: np.concatenate([getattr(self, k), getattr(other, k)])
-                                for k in ("user", "item", "label", "rating", "timestamp")})
+        return self._replace(
+            **{
+                k: np.concatenate([getattr(self, k), getattr(other, k)])
+                for k in ("user", "item", "label", "rating", "timestamp")
+            }
+        )
 
     def positives(self) -> Interactions:
         return self.take(self.label > 0)
@@ -374,9 +441,13 @@ class Interactions:
         remap_i = np.full(self.n_items, -1, np.int64)
         remap_i[used_i] = np.arange(len(used_i))
         return self._replace(
-            user=remap_u[self.user], item=remap_i[self.item], users=users, items=items,
+            user=remap_u[self.user],
+            item=remap_i[self.item],
+            users=users,
+            items=items,
             item_title=None if self.item_title is None else self.item_title[used_i],
-            item_author=None if self.item_author is None else self.item_author[used_i])
+            item_author=None if self.item_author is None else self.item_author[used_i],
+        )
 
     def reindexed(self, users: Vocabulary, items: Vocabulary) -> Interactions:
         """The same rows expressed over other vocabularies (which must contain every id used)."""
@@ -387,15 +458,26 @@ class Interactions:
         if self.item_author is not None:
             lookup = dict(zip(self.items.ids.tolist(), self.item_author.tolist()))
             authors = np.array([lookup.get(i, "") for i in items.ids], dtype=str)
-        return self._replace(user=users.index(self.users.ids[self.user]),
-                             item=items.index(self.items.ids[self.item]),
-                             users=users, items=items, item_title=titles, item_author=authors)
+        return self._replace(
+            user=users.index(self.users.ids[self.user]),
+            item=items.index(self.items.ids[self.item]),
+            users=users,
+            items=items,
+            item_title=titles,
+            item_author=authors,
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """Rows with external ids."""
-        return pd.DataFrame({
-            "user": self.users.ids[self.user], "item": self.items.ids[self.item],
-            "rating": self.rating, "label": self.label, "timestamp": self.timestamp})
+        return pd.DataFrame(
+            {
+                "user": self.users.ids[self.user],
+                "item": self.items.ids[self.item],
+                "rating": self.rating,
+                "label": self.label,
+                "timestamp": self.timestamp,
+            }
+        )
 
     # identity ------------------------------------------------------------------------------------
     _HASH_CHUNK = 1 << 18
@@ -412,8 +494,10 @@ class Interactions:
         h = hashlib.sha256(b"recunlearn interactions v2\0")
         for vocabulary, column in ((self.users, self.user), (self.items, self.item)):
             prints = vocabulary.fingerprints()
-            for start in range(0, len(column), self._HASH_CHUNK):  # the same bytes, without a table-sized copy
-                h.update(prints[column[start:start + self._HASH_CHUNK]].tobytes())
+            for start in range(
+                0, len(column), self._HASH_CHUNK
+            ):  # the same bytes, without a table-sized copy
+                h.update(prints[column[start : start + self._HASH_CHUNK]].tobytes())
         for column in (self.label, self.rating, self.timestamp):
             h.update(memoryview(np.ascontiguousarray(column)))
         self.__dict__["_content_hash"] = h.hexdigest()
@@ -433,8 +517,9 @@ class Interactions:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path, *, users: Vocabulary | None = None,
-             items: Vocabulary | None = None) -> Interactions:
+    def load(
+        cls, path: str | Path, *, users: Vocabulary | None = None, items: Vocabulary | None = None
+    ) -> Interactions:
         """Load a table saved by :meth:`save`; pass vocabularies to share them with other tables."""
         path = Path(path)
         if not path.exists():
@@ -448,8 +533,10 @@ class Interactions:
             raise DataError(f"cannot read interactions from {path}: {exc}") from exc
         missing = [k for k in (*_SAVED_COLUMNS, "users", "items", "meta") if k not in data]
         if missing:
-            raise DataError(f"{path} is not an interactions table written by Interactions.save: "
-                            f"it lacks {', '.join(missing)}")
+            raise DataError(
+                f"{path} is not an interactions table written by Interactions.save: "
+                f"it lacks {', '.join(missing)}"
+            )
         try:
             meta = json.loads(str(data.pop("meta")))
             name = meta["name"]
@@ -457,13 +544,17 @@ class Interactions:
             raise DataError(f"{path}: its meta record is damaged ({exc!r})") from None
         wrong = [k for k in ("user", "item", "timestamp") if data[k].dtype.kind not in "iu"]
         if wrong:  # a float index would be truncated to another user or item without a word
-            raise DataError(f"{path}: column(s) {', '.join(wrong)} must hold integers, not "
-                            f"{', '.join(str(data[k].dtype) for k in wrong)}")
+            raise DataError(
+                f"{path}: column(s) {', '.join(wrong)} must hold integers, not "
+                f"{', '.join(str(data[k].dtype) for k in wrong)}"
+            )
         user_vocab = Vocabulary(data.pop("users"), kind="user")
         item_vocab = Vocabulary(data.pop("items"), kind="item")
         for given, stored in ((users, user_vocab), (items, item_vocab)):
             if given is not None and not np.array_equal(given.ids, stored.ids):
-                raise DataError(f"{path}: stored {stored.kind} vocabulary differs from the one given")
+                raise DataError(
+                    f"{path}: stored {stored.kind} vocabulary differs from the one given"
+                )
         columns = {k: data[k] for k in (*_SAVED_COLUMNS, "item_title", "item_author") if k in data}
         return cls(users=users or user_vocab, items=items or item_vocab, name=name, **columns)
 
@@ -488,7 +579,9 @@ def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
     becoming a missing rating or a zero timestamp."""
     values, bad = parse_numbers(frame[column])
     if bad is not None:
-        raise DataError(f"column {column!r}: row {bad} holds {frame[column].iloc[bad]!r}, not a number")
+        raise DataError(
+            f"column {column!r}: row {bad} holds {frame[column].iloc[bad]!r}, not a number"
+        )
     return values
 
 
@@ -501,7 +594,12 @@ class Split:
     test: Interactions
 
     def describe(self) -> dict[str, Any]:
-        return {name: {"rows": len(t), "users": int(len(np.unique(t.user))),
-                       "items": int(len(np.unique(t.item))),
-                       "positive_rate": round(float(t.label.mean()), 4) if len(t) else None}
-                for name, t in (("train", self.train), ("valid", self.valid), ("test", self.test))}
+        return {
+            name: {
+                "rows": len(t),
+                "users": int(len(np.unique(t.user))),
+                "items": int(len(np.unique(t.item))),
+                "positive_rate": round(float(t.label.mean()), 4) if len(t) else None,
+            }
+            for name, t in (("train", self.train), ("valid", self.valid), ("test", self.test))
+        }

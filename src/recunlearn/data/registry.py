@@ -26,8 +26,9 @@ def register_dataset(name: str, loader: Callable[..., Interactions], description
     _NAMED[name] = (loader, description)
 
 
-def register_detector(matches: Callable[[Path], bool], loader: Callable[..., Interactions],
-                      name: str | None = None) -> None:
+def register_detector(
+    matches: Callable[[Path], bool], loader: Callable[..., Interactions], name: str | None = None
+) -> None:
     """A loader (called as ``loader(path, **options)``) for paths that ``matches`` recognises."""
     _DETECTORS.append((name or getattr(loader, "__name__", "loader"), matches, loader))
 
@@ -40,8 +41,11 @@ def _call(what: str, loader: Callable[..., Interactions], *args, **options) -> I
     """Call ``loader``, first checking that it takes every option given."""
     parameters = inspect.signature(loader).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = [n for n, p in list(parameters.items())[len(args):]
-                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    accepted = [
+        n
+        for n, p in list(parameters.items())[len(args) :]
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
     unknown = sorted(set(options) - set(accepted)) if not takes_any else []
     if unknown:
         raise ConfigError(f"{what} takes no option(s) {unknown}; it takes {accepted or 'none'}")
@@ -63,13 +67,17 @@ def load_dataset(name_or_path: str | Path, **options) -> Interactions:
         return _call(f"dataset {key!r}", _NAMED[key][0], **options)
     path = Path(key).expanduser()
     if not path.exists():
-        raise DataError(f"{key!r} is neither a known dataset ({', '.join(sorted(_NAMED))}) nor an existing path")
+        raise DataError(
+            f"{key!r} is neither a known dataset ({', '.join(sorted(_NAMED))}) nor an existing path"
+        )
     for format_name, matches, loader in _DETECTORS:
         if matches(path):
             return _call(f"{path} ({format_name})", loader, path, **options)
-    raise DataError(f"{path}: format not recognised (expected MovieLens u.data/ratings.dat, RecBole .inter, "
-                    "BookCrossing BX-Book-Ratings.csv, Amazon ratings CSV, a CSV/TSV/Parquet table with a "
-                    "header, or a saved .npz)")
+    raise DataError(
+        f"{path}: format not recognised (expected MovieLens u.data/ratings.dat, RecBole .inter, "
+        "BookCrossing BX-Book-Ratings.csv, Amazon ratings CSV, a CSV/TSV/Parquet table with a "
+        "header, or a saved .npz)"
+    )
 
 
 def _in_folder_or_named(file_name: str) -> Callable[[Path], bool]:
@@ -102,21 +110,38 @@ def _load_grouplens_100k(base_url: str | None = None, cache: str | None = None) 
 
 
 def _register_builtin() -> None:
-    register_dataset("ml-100k", movielens.load_embedded_movielens_100k,
-                     "MovieLens-100K with titles, from the installed recbole wheel (no download)")
-    register_dataset("ml-100k-shared", lambda: movielens.load_movielens_100k(movielens.shared_movielens_100k_path()),
-                     "MovieLens-100K from $RECUNLEARN_ML100K or ../shared/data/ml-100k")
-    register_dataset("ml-100k-download", _load_grouplens_100k,
-                     "MovieLens-100K downloaded from GroupLens on first use into the cache (sha256-pinned)")
-    register_dataset("synthetic", synthetic.synthetic,
-                     "seeded synthetic log with latent genres and genre-worded titles (options: n_interactions, "
-                     "n_users, n_items, n_genres, seed, ...)")
+    register_dataset(
+        "ml-100k",
+        movielens.load_embedded_movielens_100k,
+        "MovieLens-100K with titles, from the installed recbole wheel (no download)",
+    )
+    register_dataset(
+        "ml-100k-shared",
+        lambda: movielens.load_movielens_100k(movielens.shared_movielens_100k_path()),
+        "MovieLens-100K from $RECUNLEARN_ML100K or ../shared/data/ml-100k",
+    )
+    register_dataset(
+        "ml-100k-download",
+        _load_grouplens_100k,
+        "MovieLens-100K downloaded from GroupLens on first use into the cache (sha256-pinned)",
+    )
+    register_dataset(
+        "synthetic",
+        synthetic.synthetic,
+        "seeded synthetic log with latent genres and genre-worded titles (options: n_interactions, "
+        "n_users, n_items, n_genres, seed, ...)",
+    )
     register_detector(_in_folder_or_named("u.data"), _load_movielens_100k, "MovieLens-100K")
     register_detector(_in_folder_or_named("ratings.dat"), _load_movielens_1m, "MovieLens-1M")
-    register_detector(lambda p: p.suffix == ".inter" or (p.is_dir() and any(p.glob("*.inter"))),
-                      _load_atomic, "RecBole atomic files")
+    register_detector(
+        lambda p: p.suffix == ".inter" or (p.is_dir() and any(p.glob("*.inter"))),
+        _load_atomic,
+        "RecBole atomic files",
+    )
     register_detector(loaders.is_bookcrossing, loaders.load_bookcrossing, "BookCrossing")
-    register_detector(lambda p: p.is_file() and p.suffix == ".npz", _load_saved, "saved Interactions")
+    register_detector(
+        lambda p: p.is_file() and p.suffix == ".npz", _load_saved, "saved Interactions"
+    )
     register_detector(loaders.is_amazon, loaders.load_amazon, "Amazon ratings CSV")
     register_detector(loaders.is_table, loaders.load_table, "CSV/TSV/Parquet table")
 

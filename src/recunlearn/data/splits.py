@@ -53,17 +53,22 @@ def _without_test_pairs(valid: Interactions, test: Interactions) -> Interactions
     return valid.take(~member_mask(valid.pair_keys, test.pair_keys))
 
 
-def random_split(data: Interactions, ratios: Sequence[float] = (0.6, 0.2, 0.2),
-                 seed: int = 1024) -> Split:
+def random_split(
+    data: Interactions, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 1024
+) -> Split:
     """Shuffle rows and cut by ``ratios`` (IFRU's 60/20/20); valid/test keep users and items seen in train."""
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
-        raise DataError(f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+        raise DataError(
+            f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}"
+        )
     order = np.random.default_rng(seed).permutation(len(data))
     n_train = int(round(ratios[0] * len(data)))
     n_valid = int(round(ratios[1] * len(data)))
     train = data.take(order[:n_train]).with_name(f"{data.name}/train")
-    valid = _keep_seen(train, data.take(order[n_train:n_train + n_valid])).with_name(f"{data.name}/valid")
-    test = _keep_seen(train, data.take(order[n_train + n_valid:])).with_name(f"{data.name}/test")
+    valid = _keep_seen(train, data.take(order[n_train : n_train + n_valid])).with_name(
+        f"{data.name}/valid"
+    )
+    test = _keep_seen(train, data.take(order[n_train + n_valid :])).with_name(f"{data.name}/test")
     return Split(train, _without_test_pairs(valid, test), test)
 
 
@@ -86,7 +91,9 @@ def temporal_leave_last(data: Interactions, n_last: int = 1) -> Split:
     return Split(train, _without_test_pairs(valid, test), test)
 
 
-def ifru_protocol(data: Interactions, threshold: float = 3.0, k: int = 5, seed: int = 1024) -> Split:
+def ifru_protocol(
+    data: Interactions, threshold: float = 3.0, k: int = 5, seed: int = 1024
+) -> Split:
     """The IFRU paper's preparation: binarise, k-core, random 60/20/20 keeping seen users/items."""
     return random_split(k_core(binarize(data, threshold), k), (0.6, 0.2, 0.2), seed)
 
@@ -98,20 +105,28 @@ def positive_interactions(data: Interactions, threshold: float | None) -> Intera
     if threshold is None:
         return data.with_labels(np.ones(len(data), np.float32))
     if np.isnan(data.rating).any():
-        raise DataError(f"{data.name}: some rows have no rating; use threshold=None to count every row as positive")
+        raise DataError(
+            f"{data.name}: some rows have no rating; use threshold=None to count every row as positive"
+        )
     kept = data.take(np.flatnonzero(data.rating > threshold))
     if not len(kept):
         raise DataError(f"{data.name}: no rating is above the threshold {threshold}")
     return kept.with_labels(np.ones(len(kept), np.float32))
 
 
-def per_user_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 1024,
-                   by: str = "random") -> Split:
+def per_user_split(
+    data: Interactions,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 1024,
+    by: str = "random",
+) -> Split:
     """Each user's rows cut by ``ratios``: shuffled (``by="random"``, seeded) or in time order
     (``by="time"``: the latest rows to test, the ones before to validation). Every user keeps at
     least one training row; validation and test keep items seen in training, and no pair twice."""
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
-        raise DataError(f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+        raise DataError(
+            f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}"
+        )
     if by not in ("random", "time"):
         raise DataError(f"a per-user split is by 'random' or 'time', got {by!r}")
     rng = np.random.default_rng(seed)
@@ -128,8 +143,11 @@ def per_user_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1)
     n_train = np.maximum(counts - n_test - n_valid, 1)
     n_valid = np.minimum(n_valid, counts - n_train)
     n_test = counts - n_train - n_valid
-    part = np.where(position < np.repeat(n_train, counts), 0,
-                    np.where(position < np.repeat(n_train + n_valid, counts), 1, 2))
+    part = np.where(
+        position < np.repeat(n_train, counts),
+        0,
+        np.where(position < np.repeat(n_train + n_valid, counts), 1, 2),
+    )
     rows = [np.sort(order[part == p]) for p in range(3)]
     train = data.take(rows[0]).with_name(f"{data.name}/train")
     valid = _keep_seen(train, data.take(rows[1])).with_name(f"{data.name}/valid")
@@ -137,8 +155,14 @@ def per_user_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1)
     return Split(train, _without_test_pairs(valid, test), test)
 
 
-def implicit_protocol(data: Interactions, threshold: float | None = 3.0, k: int = 5,
-                      ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 1024, by: str = "random") -> Split:
+def implicit_protocol(
+    data: Interactions,
+    threshold: float | None = 3.0,
+    k: int = 5,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 1024,
+    by: str = "random",
+) -> Split:
     """Implicit feedback judged by top-K ranking: the positive rows (rating > ``threshold``, or every
     row when None), a ``k``-core of them, and a seeded per-user split (``by="time"`` where the table
     has timestamps). Every row of every part is a positive; models rank all items."""

@@ -19,30 +19,81 @@ from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.seeds import Seed
 
 GENRE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "horror": (("Haunted", "Cursed", "Bloody", "Screaming", "Undead", "Sinister", "Possessed", "Wicked"),
-               ("Night", "Grave", "Asylum", "Crypt", "Nightmare", "Coffin", "Demon", "Ghost")),
-    "romance": (("Tender", "Secret", "Sweet", "Forbidden", "Eternal", "Gentle", "Passionate", "Lovely"),
-                ("Kiss", "Heart", "Wedding", "Valentine", "Romance", "Sweetheart", "Honeymoon", "Embrace")),
-    "science fiction": (("Galactic", "Quantum", "Robotic", "Cosmic", "Orbital", "Android", "Stellar", "Cyber"),
-                        ("Starship", "Planet", "Nebula", "Robot", "Spaceship", "Asteroid", "Colony", "Galaxy")),
-    "comedy": (("Crazy", "Silly", "Wacky", "Goofy", "Hilarious", "Clumsy", "Zany", "Funny"),
-               ("Party", "Prank", "Vacation", "Roommates", "Mixup", "Blunder", "Circus", "Joke")),
-    "western": (("Dusty", "Outlaw", "Wild", "Lone", "Frontier", "Gunslinging", "Desert", "Rustler"),
-                ("Saloon", "Sheriff", "Ranch", "Cowboy", "Canyon", "Stagecoach", "Rodeo", "Prairie")),
-    "war": (("Fallen", "Brave", "Iron", "Armored", "Frontline", "Victorious", "Embattled", "Heroic"),
-            ("Battalion", "Battle", "Trench", "Regiment", "Siege", "Soldier", "Platoon", "Invasion")),
-    "fantasy": (("Enchanted", "Magic", "Mythic", "Elven", "Mystic", "Sorcerous", "Fabled", "Dragonborn"),
-                ("Dragon", "Wizard", "Kingdom", "Sword", "Sorcerer", "Castle", "Quest", "Unicorn")),
-    "crime": (("Deadly", "Corrupt", "Undercover", "Criminal", "Ruthless", "Stolen", "Crooked", "Hardboiled"),
-              ("Heist", "Detective", "Mobster", "Gangster", "Murder", "Robbery", "Witness", "Cartel")),
-    "documentary": (("True", "Real", "Untold", "Natural", "Historic", "Inside", "Documented", "Scientific"),
-                    ("Story", "Report", "Investigation", "Chronicle", "Journey", "Record", "Wildlife", "History")),
-    "animation": (("Cartoon", "Animated", "Colorful", "Talking", "Magical", "Tiny", "Playful", "Fluffy"),
-                  ("Bunny", "Puppy", "Kitten", "Toys", "Adventure", "Critters", "Penguin", "Teddy")),
-    "musical": (("Singing", "Dancing", "Melodic", "Rhythmic", "Jazzy", "Harmonious", "Broadway", "Lyrical"),
-                ("Song", "Dance", "Melody", "Ballad", "Chorus", "Symphony", "Opera", "Serenade")),
-    "sports": (("Winning", "Champion", "Underdog", "Athletic", "Fastest", "Olympic", "Undefeated", "Rookie"),
-               ("Team", "Championship", "Touchdown", "Goal", "Coach", "Stadium", "Marathon", "Boxer")),
+    "horror": (
+        ("Haunted", "Cursed", "Bloody", "Screaming", "Undead", "Sinister", "Possessed", "Wicked"),
+        ("Night", "Grave", "Asylum", "Crypt", "Nightmare", "Coffin", "Demon", "Ghost"),
+    ),
+    "romance": (
+        ("Tender", "Secret", "Sweet", "Forbidden", "Eternal", "Gentle", "Passionate", "Lovely"),
+        ("Kiss", "Heart", "Wedding", "Valentine", "Romance", "Sweetheart", "Honeymoon", "Embrace"),
+    ),
+    "science fiction": (
+        ("Galactic", "Quantum", "Robotic", "Cosmic", "Orbital", "Android", "Stellar", "Cyber"),
+        ("Starship", "Planet", "Nebula", "Robot", "Spaceship", "Asteroid", "Colony", "Galaxy"),
+    ),
+    "comedy": (
+        ("Crazy", "Silly", "Wacky", "Goofy", "Hilarious", "Clumsy", "Zany", "Funny"),
+        ("Party", "Prank", "Vacation", "Roommates", "Mixup", "Blunder", "Circus", "Joke"),
+    ),
+    "western": (
+        ("Dusty", "Outlaw", "Wild", "Lone", "Frontier", "Gunslinging", "Desert", "Rustler"),
+        ("Saloon", "Sheriff", "Ranch", "Cowboy", "Canyon", "Stagecoach", "Rodeo", "Prairie"),
+    ),
+    "war": (
+        ("Fallen", "Brave", "Iron", "Armored", "Frontline", "Victorious", "Embattled", "Heroic"),
+        ("Battalion", "Battle", "Trench", "Regiment", "Siege", "Soldier", "Platoon", "Invasion"),
+    ),
+    "fantasy": (
+        ("Enchanted", "Magic", "Mythic", "Elven", "Mystic", "Sorcerous", "Fabled", "Dragonborn"),
+        ("Dragon", "Wizard", "Kingdom", "Sword", "Sorcerer", "Castle", "Quest", "Unicorn"),
+    ),
+    "crime": (
+        (
+            "Deadly",
+            "Corrupt",
+            "Undercover",
+            "Criminal",
+            "Ruthless",
+            "Stolen",
+            "Crooked",
+            "Hardboiled",
+        ),
+        ("Heist", "Detective", "Mobster", "Gangster", "Murder", "Robbery", "Witness", "Cartel"),
+    ),
+    "documentary": (
+        ("True", "Real", "Untold", "Natural", "Historic", "Inside", "Documented", "Scientific"),
+        (
+            "Story",
+            "Report",
+            "Investigation",
+            "Chronicle",
+            "Journey",
+            "Record",
+            "Wildlife",
+            "History",
+        ),
+    ),
+    "animation": (
+        ("Cartoon", "Animated", "Colorful", "Talking", "Magical", "Tiny", "Playful", "Fluffy"),
+        ("Bunny", "Puppy", "Kitten", "Toys", "Adventure", "Critters", "Penguin", "Teddy"),
+    ),
+    "musical": (
+        ("Singing", "Dancing", "Melodic", "Rhythmic", "Jazzy", "Harmonious", "Broadway", "Lyrical"),
+        ("Song", "Dance", "Melody", "Ballad", "Chorus", "Symphony", "Opera", "Serenade"),
+    ),
+    "sports": (
+        (
+            "Winning",
+            "Champion",
+            "Underdog",
+            "Athletic",
+            "Fastest",
+            "Olympic",
+            "Undefeated",
+            "Rookie",
+        ),
+        ("Team", "Championship", "Touchdown", "Goal", "Coach", "Stadium", "Marathon", "Boxer"),
+    ),
 }
 """Per genre, adjectives and nouns that appear only in that genre's titles."""
 
@@ -93,18 +144,22 @@ class SyntheticConfig(BaseModel):
         if items < self.n_genres:
             raise ValueError(f"n_items ({items}) must be at least n_genres ({self.n_genres})")
         if self.n_interactions < max(users, items):
-            raise ValueError(f"n_interactions ({self.n_interactions}) must be at least max(n_users, n_items) "
-                             f"= {max(users, items)}, so that every user and item has a row")
+            raise ValueError(
+                f"n_interactions ({self.n_interactions}) must be at least max(n_users, n_items) "
+                f"= {max(users, items)}, so that every user and item has a row"
+            )
         if self.n_interactions > 0.5 * users * items:
-            raise ValueError(f"n_interactions ({self.n_interactions}) exceeds half of the {users} x {items} "
-                             "user-item grid; add users or items")
+            raise ValueError(
+                f"n_interactions ({self.n_interactions}) exceeds half of the {users} x {items} "
+                "user-item grid; add users or items"
+            )
         return self
 
     @property
     def users(self) -> int:
         if self.n_users is not None:
             return self.n_users
-        return max(10, int(2 * self.n_interactions ** 0.5), self.n_interactions // 100)
+        return max(10, int(2 * self.n_interactions**0.5), self.n_interactions // 100)
 
     @property
     def items(self) -> int:
@@ -130,21 +185,27 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     return weights[rng.permutation(n)] / weights.sum()
 
 
-def _sample_genres(user_rows: np.ndarray, taste: np.ndarray, exposure: float,
-                   rng: np.random.Generator, chunk: int = 1 << 21) -> np.ndarray:
+def _sample_genres(
+    user_rows: np.ndarray,
+    taste: np.ndarray,
+    exposure: float,
+    rng: np.random.Generator,
+    chunk: int = 1 << 21,
+) -> np.ndarray:
     """Per row, a genre drawn from softmax(exposure * taste[user]) by inverse CDF, in chunks."""
     weights = np.exp(exposure * (taste - taste.max(axis=1, keepdims=True)))
     cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1).astype(np.float32)
     out = np.empty(len(user_rows), np.int64)
     for start in range(0, len(user_rows), chunk):
-        users = user_rows[start:start + chunk]
+        users = user_rows[start : start + chunk]
         uniform = rng.random(len(users), dtype=np.float32)
-        out[start:start + chunk] = (cumulative[users, :-1] < uniform[:, None]).sum(axis=1)
+        out[start : start + chunk] = (cumulative[users, :-1] < uniform[:, None]).sum(axis=1)
     return out
 
 
-def _sample_items(genres: np.ndarray, item_genre: np.ndarray, popularity: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def _sample_items(
+    genres: np.ndarray, item_genre: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Per row, an item of the row's genre drawn in proportion to popularity (inverse CDF)."""
     order = np.argsort(item_genre, kind="stable")
     cumulative = np.cumsum(popularity[order])
@@ -165,9 +226,15 @@ def _titles(item_genre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     noun_pick = rng.integers(0, 8, n)
     year = rng.integers(1950, 2021, n)
     words = [GENRE_WORDS[GENRES[g]] for g in range(int(item_genre.max()) + 1)]
-    return np.array([f"The {words[g][0][a]} {words[g][1][b]} ({y})"
-                     for g, a, b, y in zip(item_genre.tolist(), adjective_pick.tolist(),
-                                           noun_pick.tolist(), year.tolist())], dtype=str)
+    return np.array(
+        [
+            f"The {words[g][0][a]} {words[g][1][b]} ({y})"
+            for g, a, b, y in zip(
+                item_genre.tolist(), adjective_pick.tolist(), noun_pick.tolist(), year.tolist()
+            )
+        ],
+        dtype=str,
+    )
 
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:
@@ -175,8 +242,14 @@ def _sorted_unique(keys: np.ndarray) -> np.ndarray:
     return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
 
-def _unique_pairs(config: SyntheticConfig, user_weight: np.ndarray, item_genre: np.ndarray,
-                  item_weight: np.ndarray, taste: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _unique_pairs(
+    config: SyntheticConfig,
+    user_weight: np.ndarray,
+    item_genre: np.ndarray,
+    item_weight: np.ndarray,
+    taste: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``n_interactions`` distinct pair keys (user * n_items + item) covering every user and item.
 
     First one row per user and per item, then rounds of draws from the popularity/exposure model,
@@ -190,19 +263,25 @@ def _unique_pairs(config: SyntheticConfig, user_weight: np.ndarray, item_genre: 
     seen, fresh_parts, have, fresh_share, drawn = covering, [], 0, 0.8, 0
     while have < need:
         if drawn > 30 * config.n_interactions:
-            raise ConfigError(f"could not draw {config.n_interactions} distinct pairs ({drawn:,} draws gave "
-                              f"{len(covering) + have:,}): the popularity skew concentrates them on too few "
-                              "items; lower popularity/exposure or add items")
+            raise ConfigError(
+                f"could not draw {config.n_interactions} distinct pairs ({drawn:,} draws gave "
+                f"{len(covering) + have:,}): the popularity skew concentrates them on too few "
+                "items; lower popularity/exposure or add items"
+            )
         draws = int((need - have) / fresh_share * 1.1) + 64
         drawn += draws
         users = rng.choice(n_users, size=draws, p=user_weight)
-        items = _sample_items(_sample_genres(users, taste, config.exposure, rng), item_genre, item_weight, rng)
+        items = _sample_items(
+            _sample_genres(users, taste, config.exposure, rng), item_genre, item_weight, rng
+        )
         keys = _sorted_unique(users * np.int64(n_items) + items)
         position = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
         fresh = keys[seen[position] != keys]
         fresh_parts.append(fresh)
         have += len(fresh)
-        seen = np.sort(np.concatenate([seen, fresh]), kind="stable")  # two sorted runs: a linear merge
+        seen = np.sort(
+            np.concatenate([seen, fresh]), kind="stable"
+        )  # two sorted runs: a linear merge
         fresh_share = max(len(fresh) / draws, 0.01)
     extra = np.concatenate(fresh_parts) if fresh_parts else np.empty(0, np.int64)
     if len(extra) > need:
@@ -216,8 +295,9 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     n_users, n_items = config.users, config.items
     item_genre = (np.arange(n_items) % config.n_genres)[rng.permutation(n_items)]
     profiles = rng.standard_normal((config.taste_rank, config.n_genres))
-    taste = (rng.standard_normal((n_users, config.taste_rank)) @ profiles / np.sqrt(config.taste_rank)
-             ).astype(np.float32)
+    taste = (
+        rng.standard_normal((n_users, config.taste_rank)) @ profiles / np.sqrt(config.taste_rank)
+    ).astype(np.float32)
     quality = rng.standard_normal(n_items).astype(np.float32)
     item_weight = _zipf_weights(n_items, config.popularity, rng)
     user_weight = _zipf_weights(n_users, config.activity, rng)
@@ -228,8 +308,11 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     keys, timestamp = keys[order], timestamp[order]
     user, item = keys // n_items, keys % n_items
 
-    logit = (config.taste_strength * taste[user, item_genre[item]]
-             + config.quality_strength * quality[item] + config.bias)
+    logit = (
+        config.taste_strength * taste[user, item_genre[item]]
+        + config.quality_strength * quality[item]
+        + config.bias
+    )
     probability = 1.0 / (1.0 + np.exp(-logit))
     label = rng.random(len(keys)) < probability
     # ratings 1-5 consistent with label = rating > 3: likes are 4 or 5, dislikes 1 to 3
@@ -237,7 +320,10 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     rating = np.where(label, 4 + strong, 3 - strong - (strong & (rng.random(len(keys)) < 0.5)))
 
     data = Interactions(
-        user=user, item=item, label=label.astype(np.float32), rating=rating.astype(np.float32),
+        user=user,
+        item=item,
+        label=label.astype(np.float32),
+        rating=rating.astype(np.float32),
         timestamp=timestamp,
         users=Vocabulary(np.char.add("u", np.arange(n_users).astype(str)), kind="user"),
         items=Vocabulary(np.char.add("i", np.arange(n_items).astype(str)), kind="item"),

@@ -35,7 +35,9 @@ def parameter_distance(model: Any, reference: Any) -> float:
         return float("nan")
     with torch.no_grad():
         theta = torch.cat([a.user_emb.weight.flatten(), a.item_emb.weight.flatten()]).double().cpu()
-        theta_ref = torch.cat([b.user_emb.weight.flatten(), b.item_emb.weight.flatten()]).double().cpu()
+        theta_ref = (
+            torch.cat([b.user_emb.weight.flatten(), b.item_emb.weight.flatten()]).double().cpu()
+        )
     if theta.shape != theta_ref.shape:
         return float("nan")
     return float((theta - theta_ref).norm() / theta_ref.norm().clamp_min(1e-30))
@@ -47,8 +49,9 @@ def pair_losses(model: Scorer, data: Interactions) -> np.ndarray:
     return -(data.label * np.log(p) + (1 - data.label) * np.log(1 - p))
 
 
-def membership_inference(model: Scorer, members: Interactions, non_members: Interactions,
-                         removed: Interactions) -> dict[str, float]:
+def membership_inference(
+    model: Scorer, members: Interactions, non_members: Interactions, removed: Interactions
+) -> dict[str, float]:
     """A loss-threshold membership-inference attack (Yeom et al. 2018) against ``model``.
 
     The threshold is the loss that best separates the model's training rows (``members``) from
@@ -61,21 +64,39 @@ def membership_inference(model: Scorer, members: Interactions, non_members: Inte
     member_loss, other_loss = pair_losses(model, members), pair_losses(model, non_members)
     removed_loss = pair_losses(model, removed)
     undefined = not len(member_loss) or not len(other_loss) or not len(removed_loss)
-    if undefined or np.isnan(member_loss).any() or np.isnan(other_loss).any() or np.isnan(removed_loss).any():
+    if (
+        undefined
+        or np.isnan(member_loss).any()
+        or np.isnan(other_loss).any()
+        or np.isnan(removed_loss).any()
+    ):
         # a NaN loss compares False with any threshold: the removed rows would all read as non-members
-        return {"attack_auc": float("nan"), "threshold": float("nan"), "removed_member_rate": float("nan")}
+        return {
+            "attack_auc": float("nan"),
+            "threshold": float("nan"),
+            "removed_member_rate": float("nan"),
+        }
     losses = np.concatenate([member_loss, other_loss])
     is_member = np.concatenate([np.ones(len(member_loss)), np.zeros(len(other_loss))])
     candidates = np.unique(np.quantile(losses, np.linspace(0, 1, 201)))
     tpr = (member_loss[None, :] <= candidates[:, None]).mean(1)
     fpr = (other_loss[None, :] <= candidates[:, None]).mean(1)
     threshold = float(candidates[np.argmax(tpr - fpr)])
-    return {"attack_auc": auc(is_member, -losses), "threshold": threshold,
-            "removed_member_rate": float((removed_loss <= threshold).mean())}
+    return {
+        "attack_auc": auc(is_member, -losses),
+        "threshold": threshold,
+        "removed_member_rate": float((removed_loss <= threshold).mean()),
+    }
 
 
-def completeness_report(model: Scorer, retrained: Scorer, removed: Interactions, removed_true: Interactions,
-                        test: Interactions, members: Interactions) -> dict[str, float]:
+def completeness_report(
+    model: Scorer,
+    retrained: Scorer,
+    removed: Interactions,
+    removed_true: Interactions,
+    test: Interactions,
+    members: Interactions,
+) -> dict[str, float]:
     """Every completeness measure of ``model`` against the model retrained without the data.
 
     ``removed`` are the removed rows as trained on; ``removed_true`` the same rows with their
@@ -87,7 +108,9 @@ def completeness_report(model: Scorer, retrained: Scorer, removed: Interactions,
         "dist_removed": score_distance(model, retrained, removed),
         "dist_test": score_distance(model, retrained, test),
         "param_distance": parameter_distance(model, retrained),
-        "auc_removed": auc(removed_true.label, model.score_index(removed_true.user, removed_true.item)),
+        "auc_removed": auc(
+            removed_true.label, model.score_index(removed_true.user, removed_true.item)
+        ),
         "mia_removed": attack["removed_member_rate"],
         "mia_removed_retrain": reference_attack["removed_member_rate"],
         "mia_gap": attack["removed_member_rate"] - reference_attack["removed_member_rate"],

@@ -29,17 +29,22 @@ def subset_masks(test: Interactions, deleted: Interactions) -> dict[str, np.ndar
     return {"all": np.ones(len(test), bool), "or": in_u | in_i, "and": in_u & in_i}
 
 
-def auc_report(model: Scorer, test: Interactions, deleted: Interactions | None = None) -> dict[str, float]:
+def auc_report(
+    model: Scorer, test: Interactions, deleted: Interactions | None = None
+) -> dict[str, float]:
     """AUC on ``test``, and on its OR / AND subsets when ``deleted`` is given."""
     scores = model.score_index(test.user, test.item)
     if deleted is None:
         return {"auc": auc(test.label, scores)}
-    return {f"auc_{name}" if name != "all" else "auc": auc(test.label[m], scores[m])
-            for name, m in subset_masks(test, deleted).items()}
+    return {
+        f"auc_{name}" if name != "all" else "auc": auc(test.label[m], scores[m])
+        for name, m in subset_masks(test, deleted).items()
+    }
 
 
-def ranking_report(model: Scorer, train: Interactions, test: Interactions, k: int = 20,
-                   batch_users: int = 1024) -> dict[str, float]:
+def ranking_report(
+    model: Scorer, train: Interactions, test: Interactions, k: int = 20, batch_users: int = 1024
+) -> dict[str, float]:
     """Recall, NDCG, HitRate, MRR and coverage at ``k`` over all items, items seen in training masked
     (see :class:`~recunlearn.train.ranking.RankingTask`). Only positive-label test rows are relevant;
     users without one are skipped. A model that scores NaN anywhere gets NaN, not a ranking."""

@@ -7,5 +7,15 @@ from recunlearn.models.lightgcn import LightGCN
 from recunlearn.models.mf import MF
 from recunlearn.models.registry import ModelSpec, available_models, register_model
 
-__all__ = ["CFModel", "LightGCN", "LightGCNConfig", "MF", "MFConfig", "ModelConfig", "ModelSpec", "available_models",
-           "build_model", "register_model"]
+__all__ = [
+    "CFModel",
+    "LightGCN",
+    "LightGCNConfig",
+    "MF",
+    "MFConfig",
+    "ModelConfig",
+    "ModelSpec",
+    "available_models",
+    "build_model",
+    "register_model",
+]

@@ -23,7 +23,9 @@ class CFModel(nn.Module, ABC):
     default_patience: ClassVar[int] = 10
     """Early-stopping patience (epochs) when the training settings leave it unset (IFRU's 10)."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float, generator: torch.Generator):
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, init_std: float, generator: torch.Generator
+    ):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.user_emb = nn.Embedding(n_users, dim)
@@ -36,8 +38,9 @@ class CFModel(nn.Module, ABC):
         """Models that propagate over the interaction graph rebuild it here; MF ignores it."""
 
     @abstractmethod
-    def representations(self, user_weight: torch.Tensor | None = None,
-                        item_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def representations(
+        self, user_weight: torch.Tensor | None = None, item_weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item representations (optionally from substitute embedding tables)."""
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -45,8 +48,13 @@ class CFModel(nn.Module, ABC):
         u, i = self.representations()
         return (u[users] * i[items]).sum(-1)
 
-    def logits_from(self, user_weight: torch.Tensor, item_weight: torch.Tensor,
-                    users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def logits_from(
+        self,
+        user_weight: torch.Tensor,
+        item_weight: torch.Tensor,
+        users: torch.Tensor,
+        items: torch.Tensor,
+    ) -> torch.Tensor:
         """Logits computed from substitute embedding tables: the functional form influence methods differentiate."""
         u, i = self.representations(user_weight, item_weight)
         return (u[users] * i[items]).sum(-1)

@@ -45,7 +45,9 @@ class LightGCNConfig(ModelSpec):
     def build(self, n_users: int, n_items: int, generator: torch.Generator) -> CFModel:
         from recunlearn.models.lightgcn import LightGCN
 
-        return LightGCN(n_users, n_items, self.dim, self.init_std, generator, n_layers=self.n_layers)
+        return LightGCN(
+            n_users, n_items, self.dim, self.init_std, generator, n_layers=self.n_layers
+        )
 
 
 ModelConfig = Annotated[SerializeAsAny[ModelSpec], BeforeValidator(spec_of)]

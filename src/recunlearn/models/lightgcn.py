@@ -17,22 +17,33 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
 
 
-def normalized_adjacency(n_users: int, n_items: int, user: np.ndarray, item: np.ndarray) -> torch.Tensor:
+def normalized_adjacency(
+    n_users: int, n_items: int, user: np.ndarray, item: np.ndarray
+) -> torch.Tensor:
     """D^-1/2 A D^-1/2 of the bipartite graph as a CSR tensor of size (n_users+n_items)^2."""
     n = n_users + n_items
-    pairs = np.unique(np.stack([user, item + n_users]), axis=1) if len(user) else np.zeros((2, 0), np.int64)
+    pairs = (
+        np.unique(np.stack([user, item + n_users]), axis=1)
+        if len(user)
+        else np.zeros((2, 0), np.int64)
+    )
     rows = np.concatenate([pairs[0], pairs[1]])
     cols = np.concatenate([pairs[1], pairs[0]])
     degree = np.bincount(rows, minlength=n).astype(np.float64)
     inv_sqrt = np.zeros(n)
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    matrix = sp.csr_matrix((inv_sqrt[rows] * inv_sqrt[cols], (rows, cols)), shape=(n, n), dtype=np.float32)
+    matrix = sp.csr_matrix(
+        (inv_sqrt[rows] * inv_sqrt[cols], (rows, cols)), shape=(n, n), dtype=np.float32
+    )
     matrix.sort_indices()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
-                                       torch.from_numpy(matrix.indices.astype(np.int64)),
-                                       torch.from_numpy(matrix.data), (n, n))
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data),
+            (n, n),
+        )
 
 
 class LightGCN(CFModel):
@@ -48,8 +59,9 @@ class LightGCN(CFModel):
 
     def set_graph(self, data: Interactions) -> None:
         pos = data.label > 0
-        self.adjacency = normalized_adjacency(self.n_users, self.n_items, data.user[pos], data.item[pos]).to(
-            self.user_emb.weight.device)
+        self.adjacency = normalized_adjacency(
+            self.n_users, self.n_items, data.user[pos], data.item[pos]
+        ).to(self.user_emb.weight.device)
 
     def _apply(self, fn, recurse=True):  # keep the graph on the module's device
         out = super()._apply(fn, recurse)
@@ -57,7 +69,9 @@ class LightGCN(CFModel):
             self.adjacency = fn(self.adjacency)
         return out
 
-    def propagate(self, embeddings: torch.Tensor, adjacency: torch.Tensor | None = None) -> torch.Tensor:
+    def propagate(
+        self, embeddings: torch.Tensor, adjacency: torch.Tensor | None = None
+    ) -> torch.Tensor:
         adjacency = self.adjacency if adjacency is None else adjacency
         if adjacency is None:
             raise RuntimeError("LightGCN has no graph: call set_graph(train_data) first")
@@ -70,4 +84,4 @@ class LightGCN(CFModel):
         u = self.user_emb.weight if user_weight is None else user_weight
         i = self.item_emb.weight if item_weight is None else item_weight
         out = self.propagate(torch.cat([u, i]), adjacency)
-        return out[: self.n_users], out[self.n_users:]
+        return out[: self.n_users], out[self.n_users :]

@@ -46,10 +46,14 @@ def register_model(kind: str) -> Callable[[S], S]:
             raise ConfigError(f"model kind {kind!r}: {spec!r} is not a ModelSpec subclass")
         declared = spec.model_fields["kind"].default
         if declared != kind:
-            raise ConfigError(f"model kind {kind!r}: {spec.__name__} declares kind {declared!r}; "
-                              f"give it `kind: Literal[{kind!r}] = {kind!r}`")
+            raise ConfigError(
+                f"model kind {kind!r}: {spec.__name__} declares kind {declared!r}; "
+                f"give it `kind: Literal[{kind!r}] = {kind!r}`"
+            )
         if _MODELS.get(kind, spec) is not spec:
-            raise ConfigError(f"model kind {kind!r} registered twice ({_MODELS[kind].__name__} and {spec.__name__})")
+            raise ConfigError(
+                f"model kind {kind!r} registered twice ({_MODELS[kind].__name__} and {spec.__name__})"
+            )
         _MODELS[kind] = spec
         return spec
 
@@ -63,8 +67,10 @@ def _register_entry_point(kind: str, loaded: object) -> None:
     if isinstance(loaded, type) and issubclass(loaded, ModelSpec):
         register_model(kind)(loaded)
     else:
-        raise ConfigError(f"entry point {kind!r} of {MODEL_GROUP!r} names neither a ModelSpec subclass nor a "
-                          "module that registers that kind")
+        raise ConfigError(
+            f"entry point {kind!r} of {MODEL_GROUP!r} names neither a ModelSpec subclass nor a "
+            "module that registers that kind"
+        )
 
 
 def model_spec(kind: str) -> type[ModelSpec]:
@@ -72,7 +78,9 @@ def model_spec(kind: str) -> type[ModelSpec]:
     if kind not in _MODELS:
         load_entry_points(MODEL_GROUP, _register_entry_point, name=kind)
     if kind not in _MODELS:
-        raise ConfigError(f"unknown model kind {kind!r}; available: {', '.join(available_models())}")
+        raise ConfigError(
+            f"unknown model kind {kind!r}; available: {', '.join(available_models())}"
+        )
     return _MODELS[kind]
 
 
@@ -94,7 +102,9 @@ def spec_of(value: Any) -> Any:
         raise ValueError(str(exc)) from None
     if isinstance(value, ModelSpec):
         if type(value) is not spec:
-            raise ValueError(f"{type(value).__name__} is not the spec registered for kind {value.kind!r}: "
-                             f"decorate it with @register_model({value.kind!r})")
+            raise ValueError(
+                f"{type(value).__name__} is not the spec registered for kind {value.kind!r}: "
+                f"decorate it with @register_model({value.kind!r})"
+            )
         return value
     return spec.model_validate(dict(value))

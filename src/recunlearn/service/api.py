@@ -6,7 +6,6 @@ the ids it named. Recommendations and scores come from the served version, held 
 memory and swapped for a newer one in the background, so serving never waits for the worker.
 """
 
-
 import hashlib
 import json
 import threading
@@ -26,14 +25,21 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Vocabulary
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceConfig, ServiceHome
-from recunlearn.service.store import (REQUEST_ID_RULE, ConflictError, DeletionStatus, RequestNotFound,
-                                      check_request_id)
+from recunlearn.service.store import (
+    REQUEST_ID_RULE,
+    ConflictError,
+    DeletionStatus,
+    RequestNotFound,
+    check_request_id,
+)
 from recunlearn.service.versions import current_name, load_current
 from recunlearn.train.runtime import configure_threads
 from recunlearn.unlearn.base import Unlearner
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_request_id)]
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_request_id)
+]
 
 
 class Error(BaseModel):
@@ -129,13 +135,19 @@ class ServedModel:
         has_data = np.zeros(model.train.n_users, bool)
         has_data[model.train.user] = True
         self.users_with_data = has_data
-        self.name, self.model = name, model  # one reference swap: readers see the old or the new version
+        self.name, self.model = (
+            name,
+            model,
+        )  # one reference swap: readers see the old or the new version
         self._checked = time.monotonic()
 
     def _load_in_background(self) -> None:
         try:
             self._load()
-        except (RecUnlearnError, OSError):  # the worker switched again mid-load; the next check retries
+        except (
+            RecUnlearnError,
+            OSError,
+        ):  # the worker switched again mid-load; the next check retries
             pass
         finally:
             self._loading.release()
@@ -150,7 +162,9 @@ class AsciiJSONResponse(JSONResponse):
     echoed in an error as an escape instead of failing the answer."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -169,19 +183,29 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         stop = threading.Event()
-        threading.Thread(target=served.watch, args=(stop,), name="recunlearn-version-watch", daemon=True).start()
+        threading.Thread(
+            target=served.watch, args=(stop,), name="recunlearn-version-watch", daemon=True
+        ).start()
         if worker:
             from recunlearn.service.worker import run_in_thread
 
-            run_in_thread(home, stop, lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"),
-                          lambda running: state.update(worker_running=running))
+            run_in_thread(
+                home,
+                stop,
+                lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"),
+                lambda running: state.update(worker_running=running),
+            )
         yield
         stop.set()
 
-    app = FastAPI(title="recunlearn deletion service", version="1", lifespan=lifespan,
-                  default_response_class=AsciiJSONResponse,
-                  description="Deletion requests against a deployed recommender: every request is stored, "
-                              "applied by an unlearning method, published in a new model version and audited.")
+    app = FastAPI(
+        title="recunlearn deletion service",
+        version="1",
+        lifespan=lifespan,
+        default_response_class=AsciiJSONResponse,
+        description="Deletion requests against a deployed recommender: every request is stored, "
+        "applied by an unlearning method, published in a new model version and audited.",
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, exc: RequestValidationError) -> AsciiJSONResponse:
@@ -192,8 +216,12 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException) -> AsciiJSONResponse:
-        return AsciiJSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
-                                 headers=getattr(exc, "headers", None))
+        return AsciiJSONResponse(
+            status_code=exc.status_code,
+            content={"detail": exc.detail},
+            headers=getattr(exc, "headers", None),
+        )
+
     bearer = HTTPBearer(auto_error=False)
 
     def role_of(token: str) -> str | None:
@@ -214,14 +242,22 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         return cached[1]
 
     def require(needed: str):
-        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        def check(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> str:
             if credentials is None or credentials.scheme.lower() != "bearer":
-                raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(
+                    401,
+                    "missing bearer token (Authorization: Bearer <token>)",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             role = role_of(credentials.credentials)
             if role is None:
-                raise HTTPException(401, "unknown, revoked or expired bearer token",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(
+                    401,
+                    "unknown, revoked or expired bearer token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             if needed == "write" and role != "write":
                 raise HTTPException(403, "this token may read but not submit deletions")
             return role
@@ -245,11 +281,18 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise HTTPException(404, f"unknown {kind} id(s): {shown}{more}")
 
-    @app.post("/v1/deletions", status_code=202, response_model=DeletionStatus,
-              responses={200: {"model": DeletionStatus, "description": "Already submitted with this id"},
-                         **_errors(400, 401, 403, 404, 409, 413, 503)})
-    def submit_deletion(body: DeletionIn, response: Response,
-                        _role: Annotated[str, Depends(require("write"))]) -> DeletionStatus:
+    @app.post(
+        "/v1/deletions",
+        status_code=202,
+        response_model=DeletionStatus,
+        responses={
+            200: {"model": DeletionStatus, "description": "Already submitted with this id"},
+            **_errors(400, 401, 403, 404, 409, 413, 503),
+        },
+    )
+    def submit_deletion(
+        body: DeletionIn, response: Response, _role: Annotated[str, Depends(require("write"))]
+    ) -> DeletionStatus:
         """Ask to forget interactions, users or items. Answers 202 once the request is durably stored.
 
         A retry is answered from the ledger before the ids are checked against the served version:
@@ -258,8 +301,12 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         if size == 0:
             raise HTTPException(400, "the request names no pairs, users or items")
         if size > config.max_request_ids:
-            raise HTTPException(413, f"the request names {size} ids; at most {config.max_request_ids} per request")
-        request = DeletionRequest(request_id=body.request_id, pairs=body.pairs, users=body.users, items=body.items)
+            raise HTTPException(
+                413, f"the request names {size} ids; at most {config.max_request_ids} per request"
+            )
+        request = DeletionRequest(
+            request_id=body.request_id, pairs=body.pairs, users=body.users, items=body.items
+        )
         try:
             stored = ledger.resubmission(request)
         except ConflictError as exc:
@@ -278,9 +325,14 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             response.status_code = 200
         return record.public()
 
-    @app.get("/v1/deletions/{request_id}", response_model=DeletionStatus, responses=_errors(401, 403, 404))
-    def get_deletion(request_id: Annotated[RequestId, Path()],
-                     _role: Annotated[str, Depends(require("read"))]) -> DeletionStatus:
+    @app.get(
+        "/v1/deletions/{request_id}",
+        response_model=DeletionStatus,
+        responses=_errors(401, 403, 404),
+    )
+    def get_deletion(
+        request_id: Annotated[RequestId, Path()], _role: Annotated[str, Depends(require("read"))]
+    ) -> DeletionStatus:
         """A request's status, and once applied its audit: how many rows were removed, how, and in which
         version (the removed pairs only as keyed digests)."""
         try:
@@ -288,23 +340,35 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         except RequestNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/v1/recommendations/{user}", response_model=RecommendationsOut, responses=_errors(401, 403, 404, 503))
-    def recommendations(user: Annotated[str, Path(max_length=200)],
-                        _role: Annotated[str, Depends(require("read"))],
-                        k: Annotated[int, Query(ge=1, le=1000)] = 10) -> RecommendationsOut:
+    @app.get(
+        "/v1/recommendations/{user}",
+        response_model=RecommendationsOut,
+        responses=_errors(401, 403, 404, 503),
+    )
+    def recommendations(
+        user: Annotated[str, Path(max_length=200)],
+        _role: Annotated[str, Depends(require("read"))],
+        k: Annotated[int, Query(ge=1, le=1000)] = 10,
+    ) -> RecommendationsOut:
         """Top-k unseen items for a user, from the served version."""
         name, current = model()
         known(current.train.users, [user], "user")
         if not served.users_with_data[current.train.users.index([user])[0]]:
-            raise HTTPException(404, f"user {user!r} has no interactions in the served model (deleted)")
+            raise HTTPException(
+                404, f"user {user!r} has no interactions in the served model (deleted)"
+            )
         top = current.recommend(user, k=k)
-        return RecommendationsOut(user=user, version=name, items=[Recommendation(item=i, score=s) for i, s in top])
+        return RecommendationsOut(
+            user=user, version=name, items=[Recommendation(item=i, score=s) for i, s in top]
+        )
 
     @app.post("/v1/scores", response_model=ScoresOut, responses=_errors(401, 403, 404, 413, 503))
     def scores(body: ScoresIn, _role: Annotated[str, Depends(require("read"))]) -> ScoresOut:
         """Scores of (user, item) pairs from the served version."""
         if len(body.pairs) > config.max_score_pairs:
-            raise HTTPException(413, f"{len(body.pairs)} pairs; at most {config.max_score_pairs} per call")
+            raise HTTPException(
+                413, f"{len(body.pairs)} pairs; at most {config.max_score_pairs} per call"
+            )
         name, current = model()
         known(current.train.users, [p[0] for p in body.pairs], "user")
         known(current.train.items, [p[1] for p in body.pairs], "item")
@@ -317,14 +381,24 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         in-process worker is not running (failed, or waiting for another worker's lock)."""
         try:
             name, _ = served.get()
-            status = ("worker-failed" if state["worker_error"] else
-                      "worker-waiting" if worker and not state["worker_running"] else "ok")
+            status = (
+                "worker-failed"
+                if state["worker_error"]
+                else "worker-waiting"
+                if worker and not state["worker_running"]
+                else "ok"
+            )
         except (RecUnlearnError, OSError):
             name, status = None, "no-model"
         if status != "ok":
             response.status_code = 503
-        return HealthOut(status=status, version=name, requests=ledger.by_status(),
-                         worker="in-process" if worker else "external", worker_error=state["worker_error"])
+        return HealthOut(
+            status=status,
+            version=name,
+            requests=ledger.by_status(),
+            worker="in-process" if worker else "external",
+            worker_error=state["worker_error"],
+        )
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
@@ -342,9 +416,13 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(send, 413 if declared.isdigit() else 400,
-                                      f"request body over {self.limit} bytes" if declared.isdigit()
-                                      else "malformed Content-Length header")
+            return await self._refuse(
+                send,
+                413 if declared.isdigit() else 400,
+                f"request body over {self.limit} bytes"
+                if declared.isdigit()
+                else "malformed Content-Length header",
+            )
         chunks, total, more = [], 0, True
         while more:
             message = await receive()
@@ -369,6 +447,14 @@ class BodyLimit:
     @staticmethod
     async def _refuse(send, status: int, detail: str) -> None:
         payload = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -112,8 +112,10 @@ class ServiceHome:
 
     def config(self) -> ServiceConfig:
         if not self.config_file.is_file():
-            raise ConfigError(f"{self.path} is not a service home (no service.json); "
-                              "create one with `recunlearn service init`")
+            raise ConfigError(
+                f"{self.path} is not a service home (no service.json); "
+                "create one with `recunlearn service init`"
+            )
         try:
             return ServiceConfig.model_validate(json.loads(self.config_file.read_text()))
         except (ValidationError, json.JSONDecodeError) as exc:

@@ -26,8 +26,13 @@ class InitResult:
     fit_seconds: float
 
 
-def init_service(home: ServiceHome, data: Interactions, method: str, method_config: dict[str, Any] | None = None,
-                 **settings: Any) -> InitResult:
+def init_service(
+    home: ServiceHome,
+    data: Interactions,
+    method: str,
+    method_config: dict[str, Any] | None = None,
+    **settings: Any,
+) -> InitResult:
     """Store ``data``, fit ``method`` on all of it and publish the model as the first version.
 
     The service trains without validation data: every part then depends only on its own training rows
@@ -36,20 +41,30 @@ def init_service(home: ServiceHome, data: Interactions, method: str, method_conf
     """
     if home.config_file.exists():
         raise ConfigError(f"{home.path} already holds a service (service.json exists)")
-    config = make_config(ServiceConfig, None, {"method": method, "method_config": method_config or {}, **settings})
-    unlearner = get_method(method)(config.method_config)  # validates the method's config before any work
+    config = make_config(
+        ServiceConfig, None, {"method": method, "method_config": method_config or {}, **settings}
+    )
+    unlearner = get_method(method)(
+        config.method_config
+    )  # validates the method's config before any work
     if unlearner.data_kind != "interactions":
-        raise ConfigError(f"method {method!r} works on {unlearner.data_kind}; the service serves interactions")
+        raise ConfigError(
+            f"method {method!r} works on {unlearner.data_kind}; the service serves interactions"
+        )
     train = getattr(unlearner.config, "train", None)
     if getattr(train, "loss", "bce") == "bce" and len(np.unique(data.label)) < 2:
-        raise ConfigError(f"every training label is {data.label[0]:g}: a model trained with BCE learns nothing "
-                          "from one class; give a rating threshold (--threshold, e.g. 3 for MovieLens) or train "
-                          "with loss 'bpr'")
+        raise ConfigError(
+            f"every training label is {data.label[0]:g}: a model trained with BCE learns nothing "
+            "from one class; give a rating threshold (--threshold, e.g. 3 for MovieLens) or train "
+            "with loss 'bpr'"
+        )
     home.path.mkdir(parents=True, exist_ok=True)
     ledger = home.ledger(config)
     try:
         if ledger.count_interactions() or ledger.latest_version_number():
-            raise ConfigError(f"the database {home.database_url(config)} already holds a service's data")
+            raise ConfigError(
+                f"the database {home.database_url(config)} already holds a service's data"
+            )
         ledger.add_interactions(data)
         model = unlearner.fit(data)
         name, manifest_sha256 = stage_version(home, model, 1, [])

@@ -27,8 +27,27 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
-from sqlalchemy import (BigInteger, Column, Engine, Float, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, event, func, insert, or_, select, tuple_, update)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -45,7 +64,8 @@ _CHUNK = 500
 metadata = MetaData()
 
 interactions = Table(
-    "interactions", metadata,
+    "interactions",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("user_id", String(200), nullable=False),
     Column("item_id", String(200), nullable=False),
@@ -57,7 +77,8 @@ interactions = Table(
 )
 
 requests = Table(
-    "requests", metadata,
+    "requests",
+    metadata,
     Column("id", String(200), primary_key=True),
     Column("status", String(16), nullable=False, index=True),
     Column("spec", Text, nullable=True),
@@ -72,7 +93,8 @@ requests = Table(
 )
 
 versions = Table(
-    "versions", metadata,
+    "versions",
+    metadata,
     Column("number", Integer, primary_key=True, autoincrement=False),
     Column("name", String(64), nullable=False),
     Column("status", String(16), nullable=False),
@@ -83,7 +105,8 @@ versions = Table(
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),
     Column("kind", String(32), nullable=False),
@@ -93,7 +116,8 @@ events = Table(
 )
 
 tokens = Table(
-    "tokens", metadata,
+    "tokens",
+    metadata,
     Column("token_sha256", String(64), primary_key=True),
     Column("name", String(100), nullable=False),
     Column("role", String(16), nullable=False),
@@ -125,9 +149,16 @@ class InvalidRequestId(RecUnlearnError):
 
 def check_request_id(value: str) -> str:
     """``value`` if it follows :data:`REQUEST_ID_RULE`, else :class:`InvalidRequestId`."""
-    if not 1 <= len(value) <= 200 or not value.isprintable() or "/" in value or value in (".", ".."):
+    if (
+        not 1 <= len(value) <= 200
+        or not value.isprintable()
+        or "/" in value
+        or value in (".", "..")
+    ):
         shown = value if len(value) <= 40 else value[:40] + "..."
-        raise InvalidRequestId(f"request id {shown!r} is not valid: request ids are {REQUEST_ID_RULE}")
+        raise InvalidRequestId(
+            f"request id {shown!r} is not valid: request ids are {REQUEST_ID_RULE}"
+        )
     return value
 
 
@@ -148,19 +179,28 @@ class Proof(BaseModel):
 
     @classmethod
     def of(cls, key: bytes, request: DeletionRequest) -> Proof:
-        return cls(users=sorted({keyed(key, "user", u) for u in request.users}),
-                   items=sorted({keyed(key, "item", i) for i in request.items}),
-                   pairs=sorted({keyed(key, "pair", u, i) for u, i in request.pairs}),
-                   samples=sorted({keyed(key, "sample", s) for s in request.samples}))
+        return cls(
+            users=sorted({keyed(key, "user", u) for u in request.users}),
+            items=sorted({keyed(key, "item", i) for i in request.items}),
+            pairs=sorted({keyed(key, "pair", u, i) for u, i in request.pairs}),
+            samples=sorted({keyed(key, "sample", s) for s in request.samples}),
+        )
 
     def matches(self, key: bytes, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         """Per (user, item) row, whether the request names it (its user, its item or the pair)."""
         user_set, item_set, pair_set = set(self.users), set(self.items), set(self.pairs)
         by_user = {u: keyed(key, "user", u) in user_set for u in set(users)} if user_set else {}
         by_item = {i: keyed(key, "item", i) in item_set for i in set(items)} if item_set else {}
-        return np.fromiter((by_user.get(u, False) or by_item.get(i, False)
-                            or (bool(pair_set) and keyed(key, "pair", u, i) in pair_set)
-                            for u, i in zip(users, items)), bool, len(users))
+        return np.fromiter(
+            (
+                by_user.get(u, False)
+                or by_item.get(i, False)
+                or (bool(pair_set) and keyed(key, "pair", u, i) in pair_set)
+                for u, i in zip(users, items)
+            ),
+            bool,
+            len(users),
+        )
 
     def named_users_in(self, key: bytes, ids: Sequence[str]) -> list[str]:
         """The ids among ``ids`` that the request deletes whole."""
@@ -203,7 +243,9 @@ class DeletionRecord(DeletionStatus):
     proof: Proof
 
     def public(self) -> DeletionStatus:
-        return DeletionStatus.model_validate(self.model_dump(include=set(DeletionStatus.model_fields)))
+        return DeletionStatus.model_validate(
+            self.model_dump(include=set(DeletionStatus.model_fields))
+        )
 
 
 def spec_json(request: DeletionRequest) -> str:
@@ -216,7 +258,7 @@ def _sha256(text: str) -> str:
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -227,8 +269,13 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "busy_timeout=30000",
-                       "foreign_keys=ON"):
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "secure_delete=ON",
+            "busy_timeout=30000",
+            "foreign_keys=ON",
+        ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -261,13 +308,24 @@ class Ledger:
         is_sqlite = url.startswith("sqlite")
         try:
             if is_sqlite and url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
-        except (ArgumentError, NoSuchModuleError, ImportError, OSError) as exc:  # a malformed URL, an unknown
-            raise ConfigError(f"database URL {url!r}: {exc}") from None  # dialect or driver, a folder it cannot make
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(
+                url, connect_args={"check_same_thread": False} if is_sqlite else {}
+            )
+        except (
+            ArgumentError,
+            NoSuchModuleError,
+            ImportError,
+            OSError,
+        ) as exc:  # a malformed URL, an unknown
+            raise ConfigError(
+                f"database URL {url!r}: {exc}"
+            ) from None  # dialect or driver, a folder it cannot make
         if self.engine.dialect.name not in SUPPORTED_DIALECTS:
-            raise ConfigError(f"database URL {url!r}: the service keeps its ledger in SQLite or PostgreSQL, "
-                              f"not {self.engine.dialect.name}")
+            raise ConfigError(
+                f"database URL {url!r}: the service keeps its ledger in SQLite or PostgreSQL, "
+                f"not {self.engine.dialect.name}"
+            )
         if is_sqlite:
             _sqlite_pragmas(self.engine)
         self.key = key
@@ -285,7 +343,9 @@ class Ledger:
         """Records written before proofs existed (an empty proof after the migration): give them their
         proof, and drop the ids of applied ones and the removed pairs their audits listed."""
         older = select(requests).where(requests.c.proof == "")
-        with self.engine.connect() as connection:  # a read first: opening a converted ledger takes no write lock
+        with (
+            self.engine.connect() as connection
+        ):  # a read first: opening a converted ledger takes no write lock
             if connection.execute(older.limit(1)).first() is None:
                 return
         with self.write() as connection:
@@ -295,9 +355,15 @@ class Ledger:
                 audit = None if row["audit"] is None else json.loads(row["audit"])
                 if audit is not None and "removed_pairs" in audit:
                     audit["removed_pair_digests"] = self.pair_digests(audit.pop("removed_pairs"))
-                connection.execute(update(requests).where(requests.c.id == row["id"]).values(
-                    proof=Proof.of(self.key, request).model_dump_json(), spec=None if done else row["spec"],
-                    audit=None if audit is None else json.dumps(audit)))
+                connection.execute(
+                    update(requests)
+                    .where(requests.c.id == row["id"])
+                    .values(
+                        proof=Proof.of(self.key, request).model_dump_json(),
+                        spec=None if done else row["spec"],
+                        audit=None if audit is None else json.dumps(audit),
+                    )
+                )
 
     def pair_digests(self, pairs: Sequence[Sequence[str]]) -> list[str]:
         """Keyed digests of removed (user, item) pairs, as an audit keeps them."""
@@ -305,7 +371,9 @@ class Ledger:
 
     def was_removed(self, record: DeletionRecord, user: str, item: str) -> bool:
         """Whether the request's audit lists (user, item) among the pairs it removed."""
-        return keyed(self.key, "pair", user, item) in set((record.audit or {}).get("removed_pair_digests", []))
+        return keyed(self.key, "pair", user, item) in set(
+            (record.audit or {}).get("removed_pair_digests", [])
+        )
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -316,10 +384,22 @@ class Ledger:
     # interactions ------------------------------------------------------------------------------------
     def add_interactions(self, data: Interactions) -> int:
         frame = data.to_frame()
-        rows = [{"user_id": u, "item_id": i, "label": float(lab),
-                 "rating": None if np.isnan(r) else float(r), "timestamp": int(t)}
-                for u, i, r, lab, t in zip(frame.user.tolist(), frame.item.tolist(), frame.rating.tolist(),
-                                           frame.label.tolist(), frame.timestamp.tolist())]
+        rows = [
+            {
+                "user_id": u,
+                "item_id": i,
+                "label": float(lab),
+                "rating": None if np.isnan(r) else float(r),
+                "timestamp": int(t),
+            }
+            for u, i, r, lab, t in zip(
+                frame.user.tolist(),
+                frame.item.tolist(),
+                frame.rating.tolist(),
+                frame.label.tolist(),
+                frame.timestamp.tolist(),
+            )
+        ]
         with self.write() as connection:
             for chunk in _chunks(rows, 5000):
                 connection.execute(insert(interactions), list(chunk))
@@ -328,21 +408,33 @@ class Ledger:
     def interactions(self, users: Vocabulary, items: Vocabulary) -> Interactions:
         """The stored rows over the given vocabularies, in insertion order."""
         with self.engine.connect() as connection:
-            frame = pd.read_sql(select(interactions.c.user_id.label("user"), interactions.c.item_id.label("item"),
-                                       interactions.c.label, interactions.c.rating, interactions.c.timestamp)
-                                .order_by(interactions.c.id), connection)
+            frame = pd.read_sql(
+                select(
+                    interactions.c.user_id.label("user"),
+                    interactions.c.item_id.label("item"),
+                    interactions.c.label,
+                    interactions.c.rating,
+                    interactions.c.timestamp,
+                ).order_by(interactions.c.id),
+                connection,
+            )
         return Interactions.from_frame(frame, label="label", users=users, items=items, name="store")
 
     def count_interactions(self) -> int:
         with self.engine.connect() as connection:
-            return int(connection.execute(select(func.count()).select_from(interactions)).scalar_one())
+            return int(
+                connection.execute(select(func.count()).select_from(interactions)).scalar_one()
+            )
 
     @staticmethod
     def _conditions(request: DeletionRequest) -> list:
         c = interactions.c
         conditions = [c.user_id.in_(list(chunk)) for chunk in _chunks(request.users)]
         conditions += [c.item_id.in_(list(chunk)) for chunk in _chunks(request.items)]
-        conditions += [tuple_(c.user_id, c.item_id).in_([tuple(p) for p in chunk]) for chunk in _chunks(request.pairs)]
+        conditions += [
+            tuple_(c.user_id, c.item_id).in_([tuple(p) for p in chunk])
+            for chunk in _chunks(request.pairs)
+        ]
         return conditions
 
     def matching_digests(self, proof: Proof) -> int:
@@ -359,15 +451,35 @@ class Ledger:
         """
         check_request_id(request.request_id)
         proof = Proof.of(self.key, request)
-        new = {"id": request.request_id, "status": "received", "spec": spec_json(request),
-               "proof": proof.model_dump_json(), "received_at": time.time()}
+        new = {
+            "id": request.request_id,
+            "status": "received",
+            "spec": spec_json(request),
+            "proof": proof.model_dump_json(),
+            "received_at": time.time(),
+        }
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        with self.write() as connection:  # insert-or-keep in one statement: concurrent first submissions race here
-            created = connection.execute(dialect.insert(requests).values(**new).on_conflict_do_nothing(
-                index_elements=["id"]).returning(requests.c.id)).first() is not None
+        with (
+            self.write() as connection
+        ):  # insert-or-keep in one statement: concurrent first submissions race here
+            created = (
+                connection.execute(
+                    dialect.insert(requests)
+                    .values(**new)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(requests.c.id)
+                ).first()
+                is not None
+            )
             if created:
-                self._event(connection, "received", request.request_id, detail={"size": request.size})
-            row = connection.execute(select(requests).where(requests.c.id == request.request_id)).mappings().one()
+                self._event(
+                    connection, "received", request.request_id, detail={"size": request.size}
+                )
+            row = (
+                connection.execute(select(requests).where(requests.c.id == request.request_id))
+                .mappings()
+                .one()
+            )
         return (self._record(row), True) if created else (self._resubmitted(row, proof), False)
 
     def resubmission(self, request: DeletionRequest) -> DeletionRecord | None:
@@ -376,20 +488,30 @@ class Ledger:
         the ledger before checking ids against the served model, which may have erased them since."""
         check_request_id(request.request_id)
         with self.engine.connect() as connection:
-            row = connection.execute(select(requests).where(requests.c.id == request.request_id)).mappings().first()
+            row = (
+                connection.execute(select(requests).where(requests.c.id == request.request_id))
+                .mappings()
+                .first()
+            )
         return None if row is None else self._resubmitted(row, Proof.of(self.key, request))
 
     def _resubmitted(self, row: Any, proof: Proof) -> DeletionRecord:
         """The stored record if it names the same ids (in any order or repetition), else a conflict."""
         if Proof.model_validate_json(row["proof"]) != proof:
-            raise ConflictError(f"request id {row['id']!r} was already used for a different "
-                                "deletion; choose a new id")
+            raise ConflictError(
+                f"request id {row['id']!r} was already used for a different "
+                "deletion; choose a new id"
+            )
         return self._record(row)
 
     def get(self, request_id: str) -> DeletionRecord:
         check_request_id(request_id)
         with self.engine.connect() as connection:
-            row = connection.execute(select(requests).where(requests.c.id == request_id)).mappings().first()
+            row = (
+                connection.execute(select(requests).where(requests.c.id == request_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise RequestNotFound(f"no deletion request with id {request_id!r}")
         return self._record(row)
@@ -397,13 +519,23 @@ class Ledger:
     def waiting(self, limit: int) -> list[DeletionRecord]:
         """Received requests, oldest first."""
         with self.engine.connect() as connection:
-            rows = connection.execute(select(requests).where(requests.c.status == "received")
-                                      .order_by(requests.c.received_at, requests.c.id).limit(limit)).mappings().all()
+            rows = (
+                connection.execute(
+                    select(requests)
+                    .where(requests.c.status == "received")
+                    .order_by(requests.c.received_at, requests.c.id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
         return [self._record(r) for r in rows]
 
     def by_status(self) -> dict[str, int]:
         with self.engine.connect() as connection:
-            rows = connection.execute(select(requests.c.status, func.count()).group_by(requests.c.status)).all()
+            rows = connection.execute(
+                select(requests.c.status, func.count()).group_by(requests.c.status)
+            ).all()
         return {status: int(n) for status, n in rows}
 
     def records(self, status: Status | None = None) -> list[DeletionRecord]:
@@ -415,14 +547,22 @@ class Ledger:
 
     def fail(self, request_id: str, reason: str) -> None:
         with self.write() as connection:
-            done = connection.execute(update(requests).where(requests.c.id == request_id,
-                                                             requests.c.status == "received")
-                                      .values(status="failed", failed_at=time.time(), error=reason)).rowcount
+            done = connection.execute(
+                update(requests)
+                .where(requests.c.id == request_id, requests.c.status == "received")
+                .values(status="failed", failed_at=time.time(), error=reason)
+            ).rowcount
             if done:
                 self._event(connection, "failed", request_id, detail={"reason": reason})
 
-    def record_applied(self, version: int, name: str, manifest_sha256: str, audits: dict[str, dict[str, Any]],
-                       before_commit: Callable[[], None] = lambda: None) -> dict[str, int]:
+    def record_applied(
+        self,
+        version: int,
+        name: str,
+        manifest_sha256: str,
+        audits: dict[str, dict[str, Any]],
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> dict[str, int]:
         """In one transaction: delete the requests' interactions, mark them applied with their audits,
         and record the staged version that holds the model without them. Returns rows deleted per request.
 
@@ -431,20 +571,46 @@ class Ledger:
         deleted: dict[str, int] = {}
         with self.write() as connection:
             for request_id, audit in audits.items():
-                row = connection.execute(select(requests).where(requests.c.id == request_id)).mappings().one()
+                row = (
+                    connection.execute(select(requests).where(requests.c.id == request_id))
+                    .mappings()
+                    .one()
+                )
                 if row["status"] != "received":
-                    raise RecUnlearnError(f"request {request_id!r} is {row['status']}, not received")
+                    raise RecUnlearnError(
+                        f"request {request_id!r} is {row['status']}, not received"
+                    )
                 request = DeletionRequest.model_validate_json(row["spec"])
-                removed = sum(connection.execute(delete(interactions).where(condition)).rowcount
-                              for condition in self._conditions(request))
+                removed = sum(
+                    connection.execute(delete(interactions).where(condition)).rowcount
+                    for condition in self._conditions(request)
+                )
                 deleted[request_id] = removed
                 audit = {**audit, "store_rows_removed": removed}
-                connection.execute(update(requests).where(requests.c.id == request_id).values(
-                    status="applied", applied_at=now, version=version, audit=json.dumps(audit), spec=None))
-                self._event(connection, "applied", request_id, version, {"store_rows_removed": removed})
-            connection.execute(insert(versions).values(number=version, name=name, status="staged", created_at=now,
-                                                       manifest_sha256=manifest_sha256,
-                                                       request_ids=json.dumps(sorted(audits))))
+                connection.execute(
+                    update(requests)
+                    .where(requests.c.id == request_id)
+                    .values(
+                        status="applied",
+                        applied_at=now,
+                        version=version,
+                        audit=json.dumps(audit),
+                        spec=None,
+                    )
+                )
+                self._event(
+                    connection, "applied", request_id, version, {"store_rows_removed": removed}
+                )
+            connection.execute(
+                insert(versions).values(
+                    number=version,
+                    name=name,
+                    status="staged",
+                    created_at=now,
+                    manifest_sha256=manifest_sha256,
+                    request_ids=json.dumps(sorted(audits)),
+                )
+            )
             self._event(connection, "staged", None, version, {"requests": sorted(audits)})
             before_commit()
         self.flushed = False
@@ -453,42 +619,75 @@ class Ledger:
 
     def record_initial_version(self, version: int, name: str, manifest_sha256: str) -> None:
         with self.write() as connection:
-            connection.execute(insert(versions).values(number=version, name=name, status="published",
-                                                       created_at=time.time(), published_at=time.time(),
-                                                       manifest_sha256=manifest_sha256, request_ids="[]"))
+            connection.execute(
+                insert(versions).values(
+                    number=version,
+                    name=name,
+                    status="published",
+                    created_at=time.time(),
+                    published_at=time.time(),
+                    manifest_sha256=manifest_sha256,
+                    request_ids="[]",
+                )
+            )
             self._event(connection, "published", None, version, {"requests": []})
 
     def staged_versions(self) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
-            rows = connection.execute(select(versions).where(versions.c.status == "staged")
-                                      .order_by(versions.c.number)).mappings().all()
+            rows = (
+                connection.execute(
+                    select(versions)
+                    .where(versions.c.status == "staged")
+                    .order_by(versions.c.number)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def version(self, number: int) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
-            row = connection.execute(select(versions).where(versions.c.number == number)).mappings().first()
+            row = (
+                connection.execute(select(versions).where(versions.c.number == number))
+                .mappings()
+                .first()
+            )
         return None if row is None else dict(row)
 
     def latest_version_number(self) -> int:
         with self.engine.connect() as connection:
-            return int(connection.execute(select(func.coalesce(func.max(versions.c.number), 0))).scalar_one())
+            return int(
+                connection.execute(
+                    select(func.coalesce(func.max(versions.c.number), 0))
+                ).scalar_one()
+            )
 
     def record_published(self, version: int) -> list[str]:
         """Mark a staged version published (older ones retired) and its requests published; idempotent."""
         now = time.time()
         with self.write() as connection:
-            row = connection.execute(select(versions).where(versions.c.number == version)).mappings().one()
+            row = (
+                connection.execute(select(versions).where(versions.c.number == version))
+                .mappings()
+                .one()
+            )
             if row["status"] != "staged":
                 return []
-            connection.execute(update(versions).where(versions.c.status == "published")
-                               .values(status="retired"))
-            connection.execute(update(versions).where(versions.c.number == version)
-                               .values(status="published", published_at=now))
+            connection.execute(
+                update(versions).where(versions.c.status == "published").values(status="retired")
+            )
+            connection.execute(
+                update(versions)
+                .where(versions.c.number == version)
+                .values(status="published", published_at=now)
+            )
             ids = json.loads(row["request_ids"])
             for request_id in ids:
-                done = connection.execute(update(requests).where(requests.c.id == request_id,
-                                                                 requests.c.status == "applied")
-                                          .values(status="published", published_at=now)).rowcount
+                done = connection.execute(
+                    update(requests)
+                    .where(requests.c.id == request_id, requests.c.status == "applied")
+                    .values(status="published", published_at=now)
+                ).rowcount
                 if done:
                     self._event(connection, "published", request_id, version, {})
             self._event(connection, "published", None, version, {"requests": ids})
@@ -499,7 +698,10 @@ class Ledger:
         if request_id is not None:
             query = query.where(events.c.request_id == request_id)
         with self.engine.connect() as connection:
-            return [{**dict(r), "detail": json.loads(r["detail"])} for r in connection.execute(query).mappings()]
+            return [
+                {**dict(r), "detail": json.loads(r["detail"])}
+                for r in connection.execute(query).mappings()
+            ]
 
     # tokens -------------------------------------------------------------------------------------------------
     def add_token(self, role: Role, name: str, expires_in: float | None = None) -> str:
@@ -514,18 +716,33 @@ class Ledger:
         token, now = secrets.token_urlsafe(32), time.time()
         with self.write() as connection:
             if name in {t["name"] for t in self._tokens(connection, now) if t["live"]}:
-                raise RecUnlearnError(f"a live token is already named {name!r}; revoke it or choose another name")
-            connection.execute(insert(tokens).values(token_sha256=_sha256(token), name=name, role=role, created_at=now,
-                                                     expires_at=None if expires_in is None else now + expires_in))
+                raise RecUnlearnError(
+                    f"a live token is already named {name!r}; revoke it or choose another name"
+                )
+            connection.execute(
+                insert(tokens).values(
+                    token_sha256=_sha256(token),
+                    name=name,
+                    role=role,
+                    created_at=now,
+                    expires_at=None if expires_in is None else now + expires_in,
+                )
+            )
         return token
 
     def revoke_token(self, name: str) -> int:
         """Revoke the live tokens named ``name``; returns how many (0: none is)."""
         now = time.time()
         with self.write() as connection:
-            return connection.execute(update(tokens).where(tokens.c.name == name, tokens.c.revoked_at.is_(None),
-                                                           or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now))
-                                      .values(revoked_at=now)).rowcount
+            return connection.execute(
+                update(tokens)
+                .where(
+                    tokens.c.name == name,
+                    tokens.c.revoked_at.is_(None),
+                    or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
+                )
+                .values(revoked_at=now)
+            ).rowcount
 
     def list_tokens(self) -> list[dict[str, Any]]:
         """Every token's name, role, times and whether it is live; never the token."""
@@ -534,17 +751,41 @@ class Ledger:
 
     @staticmethod
     def _tokens(connection: Connection, now: float) -> list[dict[str, Any]]:
-        rows = connection.execute(select(tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.expires_at,
-                                         tokens.c.revoked_at).order_by(tokens.c.created_at)).mappings().all()
-        return [{**row, "live": row["revoked_at"] is None and (row["expires_at"] is None or row["expires_at"] > now)}
-                for row in rows]
+        rows = (
+            connection.execute(
+                select(
+                    tokens.c.name,
+                    tokens.c.role,
+                    tokens.c.created_at,
+                    tokens.c.expires_at,
+                    tokens.c.revoked_at,
+                ).order_by(tokens.c.created_at)
+            )
+            .mappings()
+            .all()
+        )
+        return [
+            {
+                **row,
+                "live": row["revoked_at"] is None
+                and (row["expires_at"] is None or row["expires_at"] > now),
+            }
+            for row in rows
+        ]
 
     def token_role(self, token: str) -> tuple[Role, float | None] | None:
         """The role of a live token and when it expires (None: unknown, revoked or expired)."""
         with self.engine.connect() as connection:
-            row = connection.execute(select(tokens.c.role, tokens.c.expires_at, tokens.c.revoked_at)
-                                     .where(tokens.c.token_sha256 == _sha256(token))).first()
-        if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= time.time()):
+            row = connection.execute(
+                select(tokens.c.role, tokens.c.expires_at, tokens.c.revoked_at).where(
+                    tokens.c.token_sha256 == _sha256(token)
+                )
+            ).first()
+        if (
+            row is None
+            or row.revoked_at is not None
+            or (row.expires_at is not None and row.expires_at <= time.time())
+        ):
             return None
         return row.role, row.expires_at
 
@@ -563,7 +804,9 @@ class Ledger:
             with self.engine.connect() as connection:
                 done = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0] == 0
         else:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
                 connection.exec_driver_sql("SET lock_timeout = '5s'")
                 try:
                     connection.exec_driver_sql("VACUUM (FULL) interactions, requests")
@@ -581,29 +824,59 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             return None
         with self.engine.connect() as connection:
-            settings = {name: connection.exec_driver_sql(f"SHOW {name}").scalar()
-                        for name in ("max_wal_size", "min_wal_size", "wal_keep_size", "checkpoint_timeout",
-                                     "archive_mode")}
+            settings = {
+                name: connection.exec_driver_sql(f"SHOW {name}").scalar()
+                for name in (
+                    "max_wal_size",
+                    "min_wal_size",
+                    "wal_keep_size",
+                    "checkpoint_timeout",
+                    "archive_mode",
+                )
+            }
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-        return ("PostgreSQL's write-ahead log (pg_wal) still holds the deleted rows' bytes (their inserts and "
-                "page images) until checkpoints recycle its segments and new log overwrites them, at most about "
-                "max(max_wal_size, wal_keep_size) of further writes after the deletion; an archive "
-                "(archive_mode), a replication slot, a standby and backups keep them as long as they keep "
-                f"that log. Settings now: {shown}")
+        return (
+            "PostgreSQL's write-ahead log (pg_wal) still holds the deleted rows' bytes (their inserts and "
+            "page images) until checkpoints recycle its segments and new log overwrites them, at most about "
+            "max(max_wal_size, wal_keep_size) of further writes after the deletion; an archive "
+            "(archive_mode), a replication slot, a standby and backups keep them as long as they keep "
+            f"that log. Settings now: {shown}"
+        )
 
     @staticmethod
-    def _event(connection: Connection, kind: str, request_id: str | None, version: int | None = None,
-               detail: dict[str, Any] | None = None) -> None:
-        connection.execute(insert(events).values(at=time.time(), kind=kind, request_id=request_id, version=version,
-                                                 detail=json.dumps(detail or {})))
+    def _event(
+        connection: Connection,
+        kind: str,
+        request_id: str | None,
+        version: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        connection.execute(
+            insert(events).values(
+                at=time.time(),
+                kind=kind,
+                request_id=request_id,
+                version=version,
+                detail=json.dumps(detail or {}),
+            )
+        )
 
     @staticmethod
     def _record(row: Any) -> DeletionRecord:
         proof = Proof.model_validate_json(row["proof"])
-        return DeletionRecord(request_id=row["id"], status=row["status"],
-                              request=None if row["spec"] is None else DeletionRequest.model_validate_json(row["spec"]),
-                              proof=proof, named=Named(pairs=len(proof.pairs), users=len(proof.users),
-                                                       items=len(proof.items)),
-                              received_at=row["received_at"], applied_at=row["applied_at"],
-                              published_at=row["published_at"], failed_at=row["failed_at"], version=row["version"],
-                              error=row["error"], audit=None if row["audit"] is None else json.loads(row["audit"]))
+        return DeletionRecord(
+            request_id=row["id"],
+            status=row["status"],
+            request=None
+            if row["spec"] is None
+            else DeletionRequest.model_validate_json(row["spec"]),
+            proof=proof,
+            named=Named(pairs=len(proof.pairs), users=len(proof.users), items=len(proof.items)),
+            received_at=row["received_at"],
+            applied_at=row["applied_at"],
+            published_at=row["published_at"],
+            failed_at=row["failed_at"],
+            version=row["version"],
+            error=row["error"],
+            audit=None if row["audit"] is None else json.loads(row["audit"]),
+        )

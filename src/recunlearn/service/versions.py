@@ -62,34 +62,55 @@ def _fsync_dir(path: Path) -> None:
 def part_hashes(model: Unlearner) -> dict[str, str]:
     """Content hash of the training data each part of the model depends on."""
     if isinstance(model, ShardedUnlearner):
-        hashes = {f"shard-{k}": model.shard_data(k).content_hash() for k in range(model.config.n_shards)}
-        if model.aggregator.depends_on_shards:  # fitted on every remaining row (RecEraser's attention)
+        hashes = {
+            f"shard-{k}": model.shard_data(k).content_hash() for k in range(model.config.n_shards)
+        }
+        if (
+            model.aggregator.depends_on_shards
+        ):  # fitted on every remaining row (RecEraser's attention)
             hashes["aggregator"] = model.train.content_hash()
         return hashes
     return {"model": model.train.content_hash()}
 
 
-def stage_version(home: ServiceHome, model: Unlearner, number: int, request_ids: list[str],
-                  stage: Stage = lambda _: None) -> tuple[str, str]:
+def stage_version(
+    home: ServiceHome,
+    model: Unlearner,
+    number: int,
+    request_ids: list[str],
+    stage: Stage = lambda _: None,
+) -> tuple[str, str]:
     """Write ``model`` as version ``number`` (complete on disk, not yet served); returns its name and
     the sha256 of its manifest."""
     name = version_name(number)
     home.versions.mkdir(parents=True, exist_ok=True)
     staging = home.versions / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    model.save(staging, keep_forgotten=False)  # served versions hold no trace of deleted data; the ledger is the record
+    model.save(
+        staging, keep_forgotten=False
+    )  # served versions hold no trace of deleted data; the ledger is the record
     stage("saved")
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-    manifest = {"version": number, "name": name, "method": model.name, "exact": model.exact,
-                "created_at": time.time(), "request_ids": request_ids, "files": files,
-                "train_rows": len(model.train), "train_sha256": model.train.content_hash(),
-                "parts": part_hashes(model)}
+    manifest = {
+        "version": number,
+        "name": name,
+        "method": model.name,
+        "exact": model.exact,
+        "created_at": time.time(),
+        "request_ids": request_ids,
+        "files": files,
+        "train_rows": len(model.train),
+        "train_sha256": model.train.content_hash(),
+        "parts": part_hashes(model),
+    }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     for path in staging.iterdir():
         _fsync_file(path)
     _fsync_dir(staging)
     stage("manifest_written")
     target = home.versions / name
-    if target.exists():  # left by a crash before the ledger recorded it: never served, safe to replace
+    if (
+        target.exists()
+    ):  # left by a crash before the ledger recorded it: never served, safe to replace
         shutil.rmtree(target)
     os.rename(staging, target)
     _fsync_dir(home.versions)
@@ -100,7 +121,9 @@ def stage_version(home: ServiceHome, model: Unlearner, number: int, request_ids:
 def point_to(home: ServiceHome, name: str, stage: Stage = lambda _: None) -> None:
     """Make ``name`` the served version by an atomic rename of the pointer file."""
     if check_version(home.versions / name):
-        raise VersionError(f"refusing to publish incomplete version {name}: {check_version(home.versions / name)}")
+        raise VersionError(
+            f"refusing to publish incomplete version {name}: {check_version(home.versions / name)}"
+        )
     temporary = home.path / "CURRENT.tmp"
     with open(temporary, "w") as fh:
         fh.write(name + "\n")
@@ -140,7 +163,9 @@ def check_version(path: Path) -> list[str]:
             problems.append(f"{name} is missing")
         elif file_sha256(path / name) != digest:
             problems.append(f"{name} does not match its sha256 in the manifest")
-    problems += [f"{extra} is not in the manifest" for extra in sorted(present - set(manifest["files"]))]
+    problems += [
+        f"{extra} is not in the manifest" for extra in sorted(present - set(manifest["files"]))
+    ]
     return problems
 
 

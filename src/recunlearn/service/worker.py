@@ -34,16 +34,40 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Ledger
-from recunlearn.service.versions import (MANIFEST, Stage, check_version, current_name, file_sha256, load_current,
-                                         part_hashes, point_to, remove_unserved, stage_version)
+from recunlearn.service.versions import (
+    MANIFEST,
+    Stage,
+    check_version,
+    current_name,
+    file_sha256,
+    load_current,
+    part_hashes,
+    point_to,
+    remove_unserved,
+    stage_version,
+)
 from recunlearn.unlearn.base import Unlearner, UnlearningReport
 from recunlearn.unlearn.sharded import ShardedUnlearner
 
 log = logging.getLogger(__name__)
 
-STAGES = ("recovered", "claimed", "model_loaded", "forget_started", "forgotten", "saved", "manifest_written",
-          "version_renamed", "store_deleted", "applied_committed", "pointer_written", "pointer_renamed",
-          "published_committed", "removed_old_version", "cleaned")
+STAGES = (
+    "recovered",
+    "claimed",
+    "model_loaded",
+    "forget_started",
+    "forgotten",
+    "saved",
+    "manifest_written",
+    "version_renamed",
+    "store_deleted",
+    "applied_committed",
+    "pointer_written",
+    "pointer_renamed",
+    "published_committed",
+    "removed_old_version",
+    "cleaned",
+)
 """Every step at which the worker calls its ``stage`` hook, in order."""
 
 
@@ -58,7 +82,9 @@ class WorkerBusyError(RecUnlearnError):
 class Worker:
     """Processes the deletion requests of one service home."""
 
-    def __init__(self, home: ServiceHome, *, stage: Stage = lambda _: None, ledger: Ledger | None = None):
+    def __init__(
+        self, home: ServiceHome, *, stage: Stage = lambda _: None, ledger: Ledger | None = None
+    ):
         self.home = home
         self.config = home.config()
         self.ledger = ledger or home.ledger(self.config)
@@ -76,7 +102,9 @@ class Worker:
             raise WorkerBusyError(f"another worker is running for {self.home.path}") from None
         self._lock_handle = handle
 
-    def wait_for_lock(self, stop: threading.Event, on_running: Callable[[bool], None] = lambda _: None) -> bool:
+    def wait_for_lock(
+        self, stop: threading.Event, on_running: Callable[[bool], None] = lambda _: None
+    ) -> bool:
         """Take the worker lock, trying again with back-off (``poll_seconds`` doubling up to
         ``LOCK_BACKOFF_MAX``) while another worker holds it; False if ``stop`` is set first."""
         delay = self.config.poll_seconds
@@ -100,8 +128,12 @@ class Worker:
             self._lock_handle = None
 
     # the loop ------------------------------------------------------------------------------------------------
-    def run(self, stop: threading.Event | None = None, drain: bool = False,
-            on_running: Callable[[bool], None] = lambda _: None) -> int:
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        drain: bool = False,
+        on_running: Callable[[bool], None] = lambda _: None,
+    ) -> int:
         """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting). With
         ``drain`` a held lock is a :class:`WorkerBusyError`; otherwise the worker waits for it.
         ``on_running`` hears whether it holds the lock."""
@@ -117,7 +149,9 @@ class Worker:
                     done = self.run_once()
                 except RecUnlearnError:
                     raise
-                except Exception:  # a bug or an outage: log it, keep the requests waiting, try again
+                except (
+                    Exception
+                ):  # a bug or an outage: log it, keep the requests waiting, try again
                     log.exception("worker pass failed; retrying")
                     done = 0
                     if drain:
@@ -147,15 +181,25 @@ class Worker:
             folder = self.home.versions / version["name"]
             problems = check_version(folder)
             if problems:
-                raise RecUnlearnError(f"version {version['name']} is recorded as applied but its folder is not "
-                                      f"complete ({'; '.join(problems)}); restore it from backup")
-            if file_sha256(folder / MANIFEST) != version["manifest_sha256"]:  # files and manifest both rewritten
-                raise RecUnlearnError(f"version {version['name']} is recorded as applied but its {MANIFEST} is not "
-                                      "the one the ledger recorded (the folder was altered); restore it from backup")
+                raise RecUnlearnError(
+                    f"version {version['name']} is recorded as applied but its folder is not "
+                    f"complete ({'; '.join(problems)}); restore it from backup"
+                )
+            if (
+                file_sha256(folder / MANIFEST) != version["manifest_sha256"]
+            ):  # files and manifest both rewritten
+                raise RecUnlearnError(
+                    f"version {version['name']} is recorded as applied but its {MANIFEST} is not "
+                    "the one the ledger recorded (the folder was altered); restore it from backup"
+                )
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
-        if not self.ledger.flushed and not self.ledger.checkpoint():  # a reader may have held the last one off
-            log.warning("the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs")
+        if (
+            not self.ledger.flushed and not self.ledger.checkpoint()
+        ):  # a reader may have held the last one off
+            log.warning(
+                "the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs"
+            )
         self.stage("recovered")
 
     # one batch ------------------------------------------------------------------------------------------------
@@ -167,16 +211,22 @@ class Worker:
         for record in batch:
             try:  # ids erased by an earlier request name nothing (the API refused never-seen ids already)
                 known = record.request.known_to(model.train)
-                masks[record.request_id] = (known.rows(model.train) if known is not None
-                                            else np.zeros(len(model.train), bool))
+                masks[record.request_id] = (
+                    known.rows(model.train)
+                    if known is not None
+                    else np.zeros(len(model.train), bool)
+                )
             except RecUnlearnError as exc:
                 self.ledger.fail(record.request_id, str(exc))
         failed = len(batch) - len(masks)
         batch = [r for r in batch if r.request_id in masks]
         if not batch:
             return failed
-        to_forget = [DeletionRequest.from_rows(model.train, masks[r.request_id], request_id=r.request_id)
-                     for r in batch if masks[r.request_id].any()]
+        to_forget = [
+            DeletionRequest.from_rows(model.train, masks[r.request_id], request_id=r.request_id)
+            for r in batch
+            if masks[r.request_id].any()
+        ]
         train_before = model.train
         held = self._parts_held(model, [masks[r.request_id] for r in batch])
         self.stage("forget_started")
@@ -186,7 +236,9 @@ class Worker:
             if len(batch) == 1:
                 self.ledger.fail(batch[0].request_id, f"{model.name} could not forget it: {exc}")
                 return 1
-            log.warning("batch of %d failed (%s); applying its requests one by one", len(batch), exc)
+            log.warning(
+                "batch of %d failed (%s); applying its requests one by one", len(batch), exc
+            )
             return failed + sum(self._apply([record]) for record in batch)
         erased = erased_users(model.train, [r.request for r in batch])
         model.train = model.train.with_erased_users(erased)
@@ -197,19 +249,35 @@ class Worker:
         ids = [r.request_id for r in batch]
         name, manifest_sha256 = stage_version(self.home, model, number, ids, self.stage)
         saved = time.time()
-        common = {"method": model.name, "exact": model.exact, "version": number, "previous_version": parent,
-                  "batched_with": len(batch),
-                  "batch_changed_parts": sorted({p for report in reports.values() for p in report.changed_parts}),
-                  "part_data_sha256": part_hashes(model), "train_sha256_before": train_before.content_hash(),
-                  "train_sha256": model.train.content_hash()}
-        audits = {r.request_id: {**common, **self._audit(reports.get(r.request_id), held[k]),
-                                 "erased_users": len(erased_by[k]),
-                                 "timings": {"queued_s": round(started - r.received_at, 4),
-                                             "forget_s": round(forget_done - started, 4),
-                                             "save_s": round(saved - forget_done, 4)}}
-                  for k, r in enumerate(batch)}
-        self.ledger.record_applied(number, name, manifest_sha256, audits,
-                                   before_commit=lambda: self.stage("store_deleted"))
+        common = {
+            "method": model.name,
+            "exact": model.exact,
+            "version": number,
+            "previous_version": parent,
+            "batched_with": len(batch),
+            "batch_changed_parts": sorted(
+                {p for report in reports.values() for p in report.changed_parts}
+            ),
+            "part_data_sha256": part_hashes(model),
+            "train_sha256_before": train_before.content_hash(),
+            "train_sha256": model.train.content_hash(),
+        }
+        audits = {
+            r.request_id: {
+                **common,
+                **self._audit(reports.get(r.request_id), held[k]),
+                "erased_users": len(erased_by[k]),
+                "timings": {
+                    "queued_s": round(started - r.received_at, 4),
+                    "forget_s": round(forget_done - started, 4),
+                    "save_s": round(saved - forget_done, 4),
+                },
+            }
+            for k, r in enumerate(batch)
+        }
+        self.ledger.record_applied(
+            number, name, manifest_sha256, audits, before_commit=lambda: self.stage("store_deleted")
+        )
         self.stage("applied_committed")
         self._publish(number, name)
         remove_unserved(self.home, self.stage)
@@ -234,7 +302,10 @@ class Worker:
             own = mask & ~taken
             taken |= own
             shards = {f"shard-{k}" for k in np.unique(model.assignment[own]).tolist()}
-            held.append(shards | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set()))
+            held.append(
+                shards
+                | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set())
+            )
         return held
 
     def _audit(self, report: UnlearningReport | None, held: set[str] | None) -> dict[str, Any]:
@@ -243,16 +314,31 @@ class Worker:
         says whose the parts are: 'request' (those that held its rows) or 'batch' (a method that
         retrained the batch together and reports its parts for the whole batch only)."""
         if report is None:
-            return {"removed_rows": 0, "removed_pair_digests": [], "parts": [], "changed_parts": [],
-                    "parts_scope": "request", "noop": True,
-                    "details": {"reason": "nothing the request names is in the training data"}}
-        parts, scope = report.parts, "batch" if report.details.get("batched_with", 1) > 1 else "request"
+            return {
+                "removed_rows": 0,
+                "removed_pair_digests": [],
+                "parts": [],
+                "changed_parts": [],
+                "parts_scope": "request",
+                "noop": True,
+                "details": {"reason": "nothing the request names is in the training data"},
+            }
+        parts, scope = (
+            report.parts,
+            "batch" if report.details.get("batched_with", 1) > 1 else "request",
+        )
         if held is not None:
             parts, scope = [p for p in report.parts if p.part in held], "request"
-        return {"removed_rows": report.removed_rows, "removed_pair_digests": self.ledger.pair_digests(report.removed_pairs),
-                "parts": [p.model_dump() for p in parts],
-                "changed_parts": [p.part for p in parts if p.action != "unchanged"], "parts_scope": scope,
-                "noop": report.noop, "forget_seconds": round(report.seconds, 4), "details": report.details}
+        return {
+            "removed_rows": report.removed_rows,
+            "removed_pair_digests": self.ledger.pair_digests(report.removed_pairs),
+            "parts": [p.model_dump() for p in parts],
+            "changed_parts": [p.part for p in parts if p.action != "unchanged"],
+            "parts_scope": scope,
+            "noop": report.noop,
+            "forget_seconds": round(report.seconds, 4),
+            "details": report.details,
+        }
 
 
 def first_named(erased: list[str], requests: list[DeletionRequest]) -> list[set[str]]:
@@ -277,8 +363,12 @@ def erased_users(data: Interactions, requests: list[DeletionRequest]) -> np.ndar
     return indices[np.bincount(data.user, minlength=len(vocabulary))[indices] == 0]
 
 
-def run_in_thread(home: ServiceHome, stop: threading.Event, on_error: Callable[[BaseException], None],
-                  on_running: Callable[[bool], None]) -> threading.Thread:
+def run_in_thread(
+    home: ServiceHome,
+    stop: threading.Event,
+    on_error: Callable[[BaseException], None],
+    on_running: Callable[[bool], None],
+) -> threading.Thread:
     """Run a worker beside the HTTP server (``recunlearn serve --worker``); ``on_running`` hears
     whether it holds the lock, ``on_error`` why it stopped."""
 

@@ -100,8 +100,12 @@ NEGATIVE_REDRAWS = 100
 who liked almost every item keeps a positive 'negative' only if every draw hits one)."""
 
 
-def sample_negatives(n_items: int, users: torch.Tensor, generator: torch.Generator | None,
-                     positives: torch.Tensor | None = None) -> torch.Tensor:
+def sample_negatives(
+    n_items: int,
+    users: torch.Tensor,
+    generator: torch.Generator | None,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One item per row, uniform; with ``positives`` (sorted user x n_items + item keys of the training
     positives), one the user liked is drawn again, up to :data:`NEGATIVE_REDRAWS` times, as LightGCN's
     code samples negatives. Drawn on the CPU, where the generator lives (a CUDA draw refuses a CPU
@@ -111,16 +115,25 @@ def sample_negatives(n_items: int, users: torch.Tensor, generator: torch.Generat
         owners = users.cpu()
         for _ in range(NEGATIVE_REDRAWS):
             keys = owners * n_items + negatives
-            found = positives[torch.searchsorted(positives, keys).clamp_(max=len(positives) - 1)] == keys
+            found = (
+                positives[torch.searchsorted(positives, keys).clamp_(max=len(positives) - 1)]
+                == keys
+            )
             if not found.any():
                 break
             negatives[found] = torch.randint(0, n_items, (int(found.sum()),), generator=generator)
     return negatives.to(users.device)
 
 
-def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
-               config: TrainConfig, generator: torch.Generator | None = None,
-               positives: torch.Tensor | None = None) -> torch.Tensor:
+def batch_loss(
+    model: CFModel,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None = None,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The training objective on one batch (mean loss plus L2 on the rows it touches: for BPR the
     sampled negatives' too, as LightGCN's code; ``positives``: see :func:`sample_negatives`).
 
@@ -133,11 +146,15 @@ def batch_loss(model: CFModel, users: torch.Tensor, items: torch.Tensor, labels:
         touched = (items,)
     else:
         neg = sample_negatives(model.n_items, users, generator, positives)
-        loss = bpr((u * i_rep.index_select(0, items)).sum(-1), (u * i_rep.index_select(0, neg)).sum(-1))
+        loss = bpr(
+            (u * i_rep.index_select(0, items)).sum(-1), (u * i_rep.index_select(0, neg)).sum(-1)
+        )
         touched = (items, neg)
     if config.l2:
-        loss = loss + config.l2 * l2_penalty(model.user_emb.weight.index_select(0, users),
-                                             *(model.item_emb.weight.index_select(0, i) for i in touched))
+        loss = loss + config.l2 * l2_penalty(
+            model.user_emb.weight.index_select(0, users),
+            *(model.item_emb.weight.index_select(0, i) for i in touched),
+        )
     return loss
 
 
@@ -149,9 +166,11 @@ def predict(model: CFModel, users: np.ndarray, items: np.ndarray, batch: int = 6
     u_rep, i_rep = model.representations()
     out = []
     for start in range(0, len(users), batch):
-        u = _tensor(users[start:start + batch], device)
-        i = _tensor(items[start:start + batch], device)
-        out.append(torch.sigmoid((u_rep.index_select(0, u) * i_rep.index_select(0, i)).sum(-1)).cpu())
+        u = _tensor(users[start : start + batch], device)
+        i = _tensor(items[start : start + batch], device)
+        out.append(
+            torch.sigmoid((u_rep.index_select(0, u) * i_rep.index_select(0, i)).sum(-1)).cpu()
+        )
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
@@ -161,27 +180,40 @@ def valid_auc(model: CFModel, valid: Interactions) -> float:
     return roc_auc(valid.label, predict(model, valid.user, valid.item))
 
 
-def validation_measure(model: CFModel, train: Interactions, valid: Interactions,
-                       config: TrainConfig) -> Callable[[], float]:
+def validation_measure(
+    model: CFModel, train: Interactions, valid: Interactions, config: TrainConfig
+) -> Callable[[], float]:
     """What early stopping calls after each epoch: the model's current validation measure (see
     :attr:`TrainConfig.stopping_metric`); refuses validation data on which it is undefined."""
     metric = config.stopping_metric
     if metric == "auc":
         if len(np.unique(valid.label)) < 2:  # its AUC is undefined: no epoch would ever be best
-            raise DataError(f"validation data with {'no rows' if not len(valid) else 'one label class only'} cannot "
-                            "early-stop on AUC, which needs liked and disliked rows; pass no validation data to "
-                            "train max_epochs epochs, or set train.valid_metric = 'recall' to early-stop on a ranking")
+            raise DataError(
+                f"validation data with {'no rows' if not len(valid) else 'one label class only'} cannot "
+                "early-stop on AUC, which needs liked and disliked rows; pass no validation data to "
+                "train max_epochs epochs, or set train.valid_metric = 'recall' to early-stop on a ranking"
+            )
         return lambda: valid_auc(model, valid)
     if not (valid.label > 0).any():
-        raise DataError(f"validation data without a positive row cannot early-stop on {metric}@{config.valid_k}: "
-                        "nothing is there to find")
+        raise DataError(
+            f"validation data without a positive row cannot early-stop on {metric}@{config.valid_k}: "
+            "nothing is there to find"
+        )
     task, key = RankingTask(train, valid, config.valid_k), f"{metric}@{config.valid_k}"
     device = model.user_emb.weight.device
-    return lambda: task.evaluate(lambda users: model.score_all(torch.as_tensor(users, device=device)))[key]
+    return lambda: task.evaluate(
+        lambda users: model.score_all(torch.as_tensor(users, device=device))
+    )[key]
 
 
-def fit_model(model_config: MFConfig | LightGCNConfig, train: Interactions, valid: Interactions | None,
-              config: TrainConfig, *, desc: str = "train") -> FitResult:
+def fit_model(
+    model_config: MFConfig | LightGCNConfig,
+    train: Interactions,
+    valid: Interactions | None,
+    config: TrainConfig,
+    *,
+    desc: str = "train",
+) -> FitResult:
     """Train a fresh model on ``train``; early-stop on ``valid`` AUC (or run ``max_epochs`` without it)."""
     configure_threads()
     device = resolve_device(config.device)
@@ -189,8 +221,14 @@ def fit_model(model_config: MFConfig | LightGCNConfig, train: Interactions, vali
     return continue_training(model, train, valid, config, desc=desc)
 
 
-def continue_training(model: CFModel, train: Interactions, valid: Interactions | None, config: TrainConfig,
-                      *, desc: str = "train") -> FitResult:
+def continue_training(
+    model: CFModel,
+    train: Interactions,
+    valid: Interactions | None,
+    config: TrainConfig,
+    *,
+    desc: str = "train",
+) -> FitResult:
     """Train ``model`` further (fine-tuning uses this with a few epochs)."""
     measure = validation_measure(model, train, valid, config) if valid is not None else None
     start = time.perf_counter()
@@ -203,7 +241,9 @@ def continue_training(model: CFModel, train: Interactions, valid: Interactions |
     if config.loss == "bpr":
         keep = labels > 0
         users, items, labels = users[keep], items[keep], labels[keep]
-        positives = torch.unique(users.cpu() * model.n_items + items.cpu())  # sorted: what negatives avoid
+        positives = torch.unique(
+            users.cpu() * model.n_items + items.cpu()
+        )  # sorted: what negatives avoid
     patience = config.patience if config.patience is not None else model.default_patience
     result = FitResult(model=model, valid_metric=config.stopping_metric)
     best_state, best_score, since_best = None, -np.inf, 0
@@ -212,8 +252,10 @@ def continue_training(model: CFModel, train: Interactions, valid: Interactions |
         model.train()
         order = torch.randperm(len(users), generator=generator).to(device)
         for start_row in range(0, len(order), config.batch_size):
-            idx = order[start_row:start_row + config.batch_size]
-            loss = batch_loss(model, users[idx], items[idx], labels[idx], config, generator, positives)
+            idx = order[start_row : start_row + config.batch_size]
+            loss = batch_loss(
+                model, users[idx], items[idx], labels[idx], config, generator, positives
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

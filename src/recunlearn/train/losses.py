@@ -10,12 +10,16 @@ import torch
 import torch.nn.functional as F
 
 
-def pointwise_bce(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def pointwise_bce(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Binary cross-entropy on (user, item, label) rows: IFRU's objective."""
     return F.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
 
 
-def bpr(pos_logits: torch.Tensor, neg_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def bpr(
+    pos_logits: torch.Tensor, neg_logits: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Bayesian personalised ranking: -log sigmoid(pos - neg)."""
     loss = -F.logsigmoid(pos_logits - neg_logits)
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss

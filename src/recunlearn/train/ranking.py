@@ -20,9 +20,13 @@ ScoreAll = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 """Scores of the given user indices against every item, shape (users, items); higher ranks first."""
 
 
-def _pairs(data: Interactions, keep: np.ndarray | None, n_users: int, n_items: int) -> sp.csr_matrix:
+def _pairs(
+    data: Interactions, keep: np.ndarray | None, n_users: int, n_items: int
+) -> sp.csr_matrix:
     users, items = (data.user, data.item) if keep is None else (data.user[keep], data.item[keep])
-    matrix = sp.csr_matrix((np.ones(len(users), np.bool_), (users, items)), shape=(n_users, n_items))
+    matrix = sp.csr_matrix(
+        (np.ones(len(users), np.bool_), (users, items)), shape=(n_users, n_items)
+    )
     matrix.sum_duplicates()
     return matrix
 
@@ -37,7 +41,9 @@ class RankingTask:
     of the catalogue that appears in some judged user's top K.
     """
 
-    def __init__(self, seen: Interactions, relevant: Interactions, k: int = 20, batch_users: int = 1024):
+    def __init__(
+        self, seen: Interactions, relevant: Interactions, k: int = 20, batch_users: int = 1024
+    ):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         n_users, n_items = relevant.n_users, relevant.n_items
@@ -58,12 +64,18 @@ class RankingTask:
             return cached
         built = []
         for start in range(0, len(self.users), self.batch_users):
-            batch = self.users[start:start + self.batch_users]
+            batch = self.users[start : start + self.batch_users]
             relevant = self.relevant[batch]
             n_relevant = torch.from_numpy(np.diff(relevant.indptr)).to(torch.float64)
             ideal = torch.cumsum(self.discounts[:k], 0)[(n_relevant.clamp(max=k) - 1).long()]
-            built.append((torch.from_numpy(self.seen[batch].toarray()), torch.from_numpy(relevant.toarray()),
-                          n_relevant, ideal))
+            built.append(
+                (
+                    torch.from_numpy(self.seen[batch].toarray()),
+                    torch.from_numpy(relevant.toarray()),
+                    n_relevant,
+                    ideal,
+                )
+            )
         if len(self.users) * self.n_items <= self._CACHED:
             self._cache = built
         return built
@@ -81,9 +93,10 @@ class RankingTask:
         recall = ndcg = hit = mrr = 0.0
         shown = torch.zeros(self.n_items, dtype=torch.bool)
         ranks = torch.arange(1, k + 1, dtype=torch.float64)
-        for start, (masked, is_relevant, n_relevant, ideal) in zip(range(0, len(self.users), self.batch_users),
-                                                                   self._batches(k)):
-            batch = self.users[start:start + self.batch_users]
+        for start, (masked, is_relevant, n_relevant, ideal) in zip(
+            range(0, len(self.users), self.batch_users), self._batches(k)
+        ):
+            batch = self.users[start : start + self.batch_users]
             scores = torch.as_tensor(score_all(batch)).detach().cpu()
             if torch.isnan(scores).any():
                 return nan
@@ -99,4 +112,9 @@ class RankingTask:
             mrr += float(torch.where(found, 1.0 / first, 0.0).sum())
             shown[top[shown_items]] = True
         n = len(self.users)
-        return dict(zip(self.names(), (recall / n, ndcg / n, hit / n, mrr / n, float(shown.sum()) / self.n_items)))
+        return dict(
+            zip(
+                self.names(),
+                (recall / n, ndcg / n, hit / n, mrr / n, float(shown.sum()) / self.n_items),
+            )
+        )

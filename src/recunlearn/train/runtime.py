@@ -27,20 +27,30 @@ _allocator = {"retain_freed_memory": False}
 def resolve_device(preference: str | None = None) -> torch.device:
     """The device asked for (or ``$RECUNLEARN_DEVICE``), else CUDA where there is one, else the CPU;
     a device this machine lacks or torch does not know is a :class:`ConfigError`."""
-    choice = preference or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    choice = (
+        preference or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     try:
         device = torch.device(choice)
     except RuntimeError as exc:
         raise ConfigError(f"device {choice!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {choice!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {choice!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device {choice!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if device.type not in ("cpu", "cuda"):
         try:  # mps, xpu, ...: whether this build and machine have one
             torch.empty(0, device=device)
         except (RuntimeError, AssertionError) as exc:
-            raise ConfigError(f"device {choice!r} is not available here ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(
+                f"device {choice!r} is not available here ({str(exc).splitlines()[0]})"
+            ) from None
     return device
 
 
@@ -78,13 +88,21 @@ def retain_freed_memory() -> bool:
     does not. The process then keeps up to its peak heap. Returns whether it took effect (glibc
     only; ``RECUNLEARN_RETAIN_MEMORY=0`` turns it off); :func:`allocator_settings` reports it.
     """
-    if os.environ.get(RETAIN_MEMORY_ENV, "1") in ("0", "false", "no") or not sys.platform.startswith("linux"):
+    if os.environ.get(RETAIN_MEMORY_ENV, "1") in (
+        "0",
+        "false",
+        "no",
+    ) or not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc's, without a library search
+        mallopt = ctypes.CDLL(
+            None
+        ).mallopt  # the process's own symbols: libc's, without a library search
     except (OSError, AttributeError):
         return False
-    done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
     _allocator["retain_freed_memory"] = _allocator["retain_freed_memory"] or done
     return done
 

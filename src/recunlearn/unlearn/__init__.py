@@ -5,6 +5,7 @@ Every module in this package that defines a method registers it with ``@register
 """
 
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.unlearn.adopt import adopt_factors
 from recunlearn.unlearn.base import (
     PartChange,
     Unlearner,
@@ -13,7 +14,6 @@ from recunlearn.unlearn.base import (
     get_method,
     register,
 )
-from recunlearn.unlearn.adopt import adopt_factors
 
 __all__ = [
     "DeletionRequest",

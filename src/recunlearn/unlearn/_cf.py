@@ -30,11 +30,16 @@ def model_state(model: CFModel, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v for k, v in model.state_dict().items()}
 
 
-def restore_model(config: CFMethodConfig, data: Interactions, tensors: dict[str, torch.Tensor], prefix: str,
-                  seed: int) -> CFModel:
+def restore_model(
+    config: CFMethodConfig,
+    data: Interactions,
+    tensors: dict[str, torch.Tensor],
+    prefix: str,
+    seed: int,
+) -> CFModel:
     """Rebuild a model (its graph from ``data``) and load its saved parameters."""
     model = build_model(config.model, data, seed)
-    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    state = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     model.load_state_dict(state)
     return model.to(resolve_device(config.train.device)).eval()
 
@@ -63,10 +68,17 @@ class SingleModelMixin:
         return model_state(self.model, "model"), {"fit": self.fit_info}
 
     def _restore(self, tensors, meta):
-        self.model = restore_model(self.config, self.train, tensors, "model", self.config.train.seed)
+        self.model = restore_model(
+            self.config, self.train, tensors, "model", self.config.train.seed
+        )
         self.fit_info = meta["fit"]
 
 
 def describe_fit(result: Any) -> dict[str, Any]:
-    return {"epochs": result.epochs, "best_epoch": result.best_epoch,
-            "valid_metric": result.valid_metric, "best_valid": round(result.best_valid, 6), "seconds": round(result.seconds, 4)}
+    return {
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "valid_metric": result.valid_metric,
+        "best_valid": round(result.best_valid, 6),
+        "seconds": round(result.seconds, 4),
+    }

@@ -29,13 +29,32 @@ from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn._generic_influence import generic_update, has_closed_form
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
-from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolveResult, SolverConfig,
-                                          SolverError, adjacency_to_scipy, block_newton, block_preconditioner, block_solver,
-                                          expand, find_entries, group_order, hessian_blocks, hessian_vector_product,
-                                          sample_neighbours, sample_rows_per_node, scipy_to_adjacency, solve)
+from recunlearn.unlearn.influence import (
+    KeptRows,
+    LowRankBlocks,
+    RestrictedObjective,
+    SolverConfig,
+    SolverError,
+    SolveResult,
+    adjacency_to_scipy,
+    block_newton,
+    block_preconditioner,
+    block_solver,
+    expand,
+    find_entries,
+    group_order,
+    hessian_blocks,
+    hessian_vector_product,
+    sample_neighbours,
+    sample_rows_per_node,
+    scipy_to_adjacency,
+    solve,
+)
 
 
-def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
+def remove_edges(
+    graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray
+) -> sp.csr_matrix:
     """The normalised adjacency without the (user, item) edges given, renormalised.
 
     Vectorised over the stored entries (the graph's indices are sorted), and value for value what
@@ -52,7 +71,9 @@ def remove_edges(graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: n
     inv_sqrt = np.zeros(n)
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
     indptr = np.concatenate([[0], np.cumsum(degree.astype(np.int64))])
-    return sp.csr_matrix(((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n))
+    return sp.csr_matrix(
+        ((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n)
+    )
 
 
 def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
@@ -88,13 +109,16 @@ def clone_model(model: CFModel) -> CFModel:
     return twin
 
 
-def initial_rows(config: CFMethodConfig, n_users: int, n_items: int, users: np.ndarray,
-                 items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def initial_rows(
+    config: CFMethodConfig, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The values training from scratch starts the given rows at (same seed, same draw order)."""
     generator = torch.Generator().manual_seed(config.train.seed)
     fresh = config.model.build(n_users, n_items, generator)
-    return (fresh.user_emb.weight.detach()[torch.as_tensor(users)],
-            fresh.item_emb.weight.detach()[torch.as_tensor(items)])
+    return (
+        fresh.user_emb.weight.detach()[torch.as_tensor(users)],
+        fresh.item_emb.weight.detach()[torch.as_tensor(items)],
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +138,9 @@ class Orphans:
         items = orphans(removed.item, remaining.item, remaining.n_items)
         if not len(users) and not len(items):
             return cls(users, items, torch.zeros(0), torch.zeros(0))
-        return cls(users, items, *initial_rows(config, remaining.n_users, remaining.n_items, users, items))
+        return cls(
+            users, items, *initial_rows(config, remaining.n_users, remaining.n_items, users, items)
+        )
 
     def __len__(self) -> int:
         return len(self.users) + len(self.items)
@@ -124,8 +150,12 @@ class Orphans:
         """Put the orphans' rows of ``model`` back at their initial values."""
         if len(self):
             device = model.user_emb.weight.device
-            model.user_emb.weight[torch.as_tensor(self.users, device=device)] = self.user_rows.to(device)
-            model.item_emb.weight[torch.as_tensor(self.items, device=device)] = self.item_rows.to(device)
+            model.user_emb.weight[torch.as_tensor(self.users, device=device)] = self.user_rows.to(
+                device
+            )
+            model.item_emb.weight[torch.as_tensor(self.items, device=device)] = self.item_rows.to(
+                device
+            )
 
 
 class ApproximateUnlearner(SingleModelMixin, Unlearner):
@@ -135,7 +165,9 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
     Config = CFMethodConfig
 
     def _fit(self) -> None:
-        result = fit_model(self.config.model, self.train, self.valid, self.config.train, desc=self.name)
+        result = fit_model(
+            self.config.model, self.train, self.valid, self.config.train, desc=self.name
+        )
         self.model, self.fit_info = result.model, describe_fit(result)
 
     @classmethod
@@ -152,10 +184,21 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         values.setdefault("train", fitted.config.train.model_dump())
         method = cls(values, **overrides)
         if method.config.model != fitted.config.model or method.config.train != fitted.config.train:
-            raise ValueError("adopt() needs the same model and training settings as the fitted method")
-        method.train, method.valid, method.fit_seconds = fitted.train, fitted.valid, fitted.fit_seconds
-        method.model, method.fit_info = clone_model(fitted.model), dict(getattr(fitted, "fit_info", {}))
-        method._forgotten = set(fitted._forgotten)  # a pair the original forgot is a no-op here too, not unknown
+            raise ValueError(
+                "adopt() needs the same model and training settings as the fitted method"
+            )
+        method.train, method.valid, method.fit_seconds = (
+            fitted.train,
+            fitted.valid,
+            fitted.fit_seconds,
+        )
+        method.model, method.fit_info = (
+            clone_model(fitted.model),
+            dict(getattr(fitted, "fit_info", {})),
+        )
+        method._forgotten = set(
+            fitted._forgotten
+        )  # a pair the original forgot is a no-op here too, not unknown
         return method
 
     # forgetting -----------------------------------------------------------------------------------------
@@ -169,11 +212,15 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         if adjacency is not None:
             graph_full = adjacency_to_scipy(adjacency)
             pos = removed.label > 0
-            graph_after = remove_edges(graph_full, model.n_users, removed.user[pos], removed.item[pos])
+            graph_after = remove_edges(
+                graph_full, model.n_users, removed.user[pos], removed.item[pos]
+            )
         orphaned = Orphans.of(self.config, removed, remaining)
         try:
             details = self._update(removed, remaining, graph_full, graph_after, orphaned)
-        except BaseException:  # the model as it was (an influence update resets the orphans before its solve)
+        except (
+            BaseException
+        ):  # the model as it was (an influence update resets the orphans before its solve)
             with torch.no_grad():
                 model.user_emb.weight.copy_(start[0])
                 model.item_emb.weight.copy_(start[1])
@@ -186,26 +233,42 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         self._after_cache = None
         self.train = remaining
         details["reset_rows"] = len(orphaned)
-        changed = changed_rows(start[0], model.user_emb.weight) + changed_rows(start[1], model.item_emb.weight)
-        part = PartChange(part="model", action="updated", data_hash_before=before.content_hash(),
-                          data_hash_after=remaining.content_hash(), rows_before=len(before),
-                          rows_after=len(remaining), parameter_rows=changed)
+        changed = changed_rows(start[0], model.user_emb.weight) + changed_rows(
+            start[1], model.item_emb.weight
+        )
+        part = PartChange(
+            part="model",
+            action="updated",
+            data_hash_before=before.content_hash(),
+            data_hash_after=remaining.content_hash(),
+            rows_before=len(before),
+            rows_after=len(remaining),
+            parameter_rows=changed,
+        )
         return self._report([part], **details)
 
     def _after_adjacency(self, graph_after: sp.csr_matrix) -> torch.Tensor:
         """The graph without the deleted edges as the model's tensor, converted once per ``forget``."""
         cached = getattr(self, "_after_cache", None)
         if cached is None or cached[0] is not graph_after:
-            self._after_cache = (graph_after, scipy_to_adjacency(graph_after, self.model.user_emb.weight.device))
+            self._after_cache = (
+                graph_after,
+                scipy_to_adjacency(graph_after, self.model.user_emb.weight.device),
+            )
         return self._after_cache[1]
 
-    def _update(self, removed: Interactions, remaining: Interactions, graph_full: sp.csr_matrix | None,
-                graph_after: sp.csr_matrix | None, orphaned: Orphans) -> dict[str, Any]:
+    def _update(
+        self,
+        removed: Interactions,
+        remaining: Interactions,
+        graph_full: sp.csr_matrix | None,
+        graph_after: sp.csr_matrix | None,
+        orphaned: Orphans,
+    ) -> dict[str, Any]:
         """Change the model's parameters for the removal; return report details. ``forget`` resets
         the orphans' rows afterwards (an update may reset them sooner, once it is done with their
         trained values)."""
         raise NotImplementedError
-
 
 
 def damping_scale(blocks: torch.Tensor | LowRankBlocks) -> float:
@@ -263,8 +326,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
     Config = InfluenceConfig
     spillover: ClassVar[bool] = False
 
-    def kept_rows(self, removed: Interactions, before: Interactions,
-                  graph_full: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def kept_rows(
+        self, removed: Interactions, before: Interactions, graph_full: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """User and item rows to update (before orphans are taken out), and details for the report."""
         raise NotImplementedError
 
@@ -284,10 +348,21 @@ class InfluenceUnlearner(ApproximateUnlearner):
         timings: dict[str, float] = {}
         start = time.perf_counter()
         if self.spillover and graph_after is not None:
-            g, details["spillover_rows"] = self._gradient_with_spillover(kept, removed, remaining, graph_full, graph_after)
+            g, details["spillover_rows"] = self._gradient_with_spillover(
+                kept, removed, remaining, graph_full, graph_after
+            )
         else:
-            g = RestrictedObjective(model, kept, removed.user, removed.item, removed.label, 1.0, l2,
-                                    graph_full, getattr(model, "adjacency", None)).analytic_gradient()
+            g = RestrictedObjective(
+                model,
+                kept,
+                removed.user,
+                removed.item,
+                removed.label,
+                1.0,
+                l2,
+                graph_full,
+                getattr(model, "adjacency", None),
+            ).analytic_gradient()
         # The removed rows' gradient was the last use of the orphans' trained rows (their influence);
         # the Hessian (remaining rows: none of theirs) does not read them, and the solve's and the
         # guard's validation AUCs must judge the model that is kept, orphans reset.
@@ -298,30 +373,59 @@ class InfluenceUnlearner(ApproximateUnlearner):
         start = time.perf_counter()
         solver = self.config.solver
         neighbours = None
-        if (solver.method == "block" and graph_after is not None and n_layers == 1
-                and self.config.hessian_neighbours_per_node is not None):
-            neighbours = sample_neighbours(graph_after, kept.nodes(n_nodes), self.config.hessian_neighbours_per_node,
-                                           seed=self.config.train.seed)
+        if (
+            solver.method == "block"
+            and graph_after is not None
+            and n_layers == 1
+            and self.config.hessian_neighbours_per_node is not None
+        ):
+            neighbours = sample_neighbours(
+                graph_after,
+                kept.nodes(n_nodes),
+                self.config.hessian_neighbours_per_node,
+                seed=self.config.train.seed,
+            )
             summed = neighbours.nodes  # the nodes whose row sums enter the blocks
         else:  # the nodes whose loss (on the graph after deletion) depends on a kept row
-            summed = expand(graph_after, kept.nodes(n_nodes), n_layers if graph_after is not None else 0,
-                            size=n_nodes + model.n_items)
+            summed = expand(
+                graph_after,
+                kept.nodes(n_nodes),
+                n_layers if graph_after is not None else 0,
+                size=n_nodes + model.n_items,
+            )
         rows = np.flatnonzero(rows_touching(remaining, summed, n_nodes))
         weights: np.ndarray | float = 1.0
         if self.config.hessian_rows_per_node is not None:
             drawing = np.zeros(n_nodes + model.n_items, bool)
             drawing[summed] = True  # only the sums at these nodes enter the kept rows' blocks
-            chosen, weights = sample_rows_per_node(remaining.user[rows], remaining.item[rows], n_nodes,
-                                                   self.config.hessian_rows_per_node, seed=self.config.train.seed,
-                                                   drawing=drawing)
+            chosen, weights = sample_rows_per_node(
+                remaining.user[rows],
+                remaining.item[rows],
+                n_nodes,
+                self.config.hessian_rows_per_node,
+                seed=self.config.train.seed,
+                drawing=drawing,
+            )
             rows = rows[chosen]
-        hessian = RestrictedObjective(model, kept, remaining.user[rows], remaining.item[rows], remaining.label[rows],
-                                      weights, l2, graph_after,
-                                      None if graph_after is None else self._after_adjacency(graph_after))
+        hessian = RestrictedObjective(
+            model,
+            kept,
+            remaining.user[rows],
+            remaining.item[rows],
+            remaining.label[rows],
+            weights,
+            l2,
+            graph_after,
+            None if graph_after is None else self._after_adjacency(graph_after),
+        )
         if solver.method == "block":
             blocks, coupling = hessian_blocks(hessian, low_rank=True, neighbours=neighbours)
         else:
-            hvp = hessian.analytic_hvp() if solver.hvp == "analytic" else hessian_vector_product(hessian, hessian.theta0)
+            hvp = (
+                hessian.analytic_hvp()
+                if solver.hvp == "analytic"
+                else hessian_vector_product(hessian, hessian.theta0)
+            )
             blocks = block_preconditioner(hessian, diagonal=solver.preconditioner != "block")
         scale = max(damping_scale(blocks), 1e-12)
         details["hessian_rows"] = len(rows)
@@ -332,38 +436,66 @@ class InfluenceUnlearner(ApproximateUnlearner):
         guard = self.config.guard and self.valid is not None and len(self.valid)
         if solver.method == "block":
             damping = solver.damping * scale
-            step = block_newton(blocks, g, damping, coupling if solver.coupling else None, overwrite_blocks=True)
+            step = block_newton(
+                blocks, g, damping, coupling if solver.coupling else None, overwrite_blocks=True
+            )
             result = SolveResult(step.x, 1, hvps=0)
             details["raised_blocks"] = step.raised_blocks
         else:
-            evaluate = (lambda x: self._valid_auc_with(kept, theta + x, graph_after)) if self.valid is not None else None
-            preconditioner = None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
-            result, damping = solve(solver, hvp, g, scale=scale, preconditioner=preconditioner,
-                                    evaluate=evaluate)
+            evaluate = (
+                (lambda x: self._valid_auc_with(kept, theta + x, graph_after))
+                if self.valid is not None
+                else None
+            )
+            preconditioner = (
+                None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
+            )
+            result, damping = solve(
+                solver, hvp, g, scale=scale, preconditioner=preconditioner, evaluate=evaluate
+            )
         timings["solve_s"] = time.perf_counter() - start
-        details.update(solver=solver.method, iterations=result.iterations, hvps=result.hvps,
-                       attempts=result.attempts,
-                       relative_residual=result.relative_residual, converged=result.converged,
-                       damping=damping, step_norm=float(result.x.norm()), gradient_norm=float(g.norm()))
+        details.update(
+            solver=solver.method,
+            iterations=result.iterations,
+            hvps=result.hvps,
+            attempts=result.attempts,
+            relative_residual=result.relative_residual,
+            converged=result.converged,
+            damping=damping,
+            step_norm=float(result.x.norm()),
+            gradient_norm=float(g.norm()),
+        )
         if not math.isfinite(details["step_norm"]):
             raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
-        details["update"] = "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
+        details["update"] = (
+            "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
+        )
         if guard and details["update"] == "applied":
             start = time.perf_counter()
             without, with_update = self._guard_measures(kept, theta, theta + result.x, graph_after)
             metric = self.config.train.stopping_metric
-            details.update({f"valid_{metric}_update": with_update, f"valid_{metric}_no_update": without})
+            details.update(
+                {f"valid_{metric}_update": with_update, f"valid_{metric}_no_update": without}
+            )
             if with_update < without:
-                details["update"] = (f"rejected: validation {'AUC' if metric == 'auc' else metric} worse than no "
-                                     "update; fell back to no update")
+                details["update"] = (
+                    f"rejected: validation {'AUC' if metric == 'auc' else metric} worse than no "
+                    "update; fell back to no update"
+                )
             timings["guard_s"] = time.perf_counter() - start
         kept.scatter(model, theta + result.x if details["update"] == "applied" else theta)
         details.update({k: round(v, 5) for k, v in timings.items()})
         return details
 
-    def _gradient_with_spillover(self, kept: KeptRows, removed: Interactions, remaining: Interactions,
-                                 graph_full: sp.csr_matrix, graph_after: sp.csr_matrix) -> tuple[torch.Tensor, int]:
+    def _gradient_with_spillover(
+        self,
+        kept: KeptRows,
+        removed: Interactions,
+        remaining: Interactions,
+        graph_full: sp.csr_matrix,
+        graph_after: sp.csr_matrix,
+    ) -> tuple[torch.Tensor, int]:
         """The removed rows R's gradient, grad sum_R f(G_full) (L2 terms included), plus the spillover
         grad[ sum_C f(G_full) - sum_C f(G_after) ] over the remaining rows C whose score the graph
         change moves and whose loss depends on a kept row (an end within n_layers hops of one; any
@@ -379,11 +511,22 @@ class InfluenceUnlearner(ApproximateUnlearner):
         n_users = model.n_users
         depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
-        both = [np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]]) for k in ("user", "item", "label")]
-        objective = RestrictedObjective(model, kept, *both, 1.0, self.config.train.l2, graph_full, model.adjacency)
-        without_removed = np.concatenate([np.zeros(len(removed), np.float32), np.ones(len(both[0]) - len(removed), np.float32)])
-        after = objective.on_graph(graph_after, weights=without_removed, adjacency=self._after_adjacency(graph_after))
-        return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(removed)
+        both = [
+            np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]])
+            for k in ("user", "item", "label")
+        ]
+        objective = RestrictedObjective(
+            model, kept, *both, 1.0, self.config.train.l2, graph_full, model.adjacency
+        )
+        without_removed = np.concatenate(
+            [np.zeros(len(removed), np.float32), np.ones(len(both[0]) - len(removed), np.float32)]
+        )
+        after = objective.on_graph(
+            graph_after, weights=without_removed, adjacency=self._after_adjacency(graph_after)
+        )
+        return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(
+            removed
+        )
 
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""
@@ -405,8 +548,13 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 model.adjacency = saved_graph
 
     @torch.no_grad()
-    def _guard_measures(self, kept: KeptRows, before: torch.Tensor, after: torch.Tensor,
-                        graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+    def _guard_measures(
+        self,
+        kept: KeptRows,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        graph_after: sp.csr_matrix | None,
+    ) -> tuple[float, float]:
         """The validation measure early stopping watches, with the kept rows at ``before`` and at
         ``after`` (graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
@@ -416,7 +564,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
             return without, self._current_valid_measure(model)
 
     @torch.no_grad()
-    def _valid_auc_with(self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None) -> float:
+    def _valid_auc_with(
+        self, kept: KeptRows, values: torch.Tensor, graph_after: sp.csr_matrix | None
+    ) -> float:
         """Validation AUC with the kept rows set to ``values`` (and the graph without the deleted edges)."""
         with self._trial(kept, graph_after) as model:
             kept.scatter(model, values)
@@ -430,9 +580,15 @@ class InfluenceUnlearner(ApproximateUnlearner):
             return self._current_valid_auc(model)
         cached = getattr(self, "_valid_ranking", None)
         if cached is None or cached[0] is not self.valid or cached[1] is not self.train:
-            cached = self._valid_ranking = (self.valid, self.train, RankingTask(self.train, self.valid, train.valid_k))
+            cached = self._valid_ranking = (
+                self.valid,
+                self.train,
+                RankingTask(self.train, self.valid, train.valid_k),
+            )
         device = model.user_emb.weight.device
-        scores = cached[2].evaluate(lambda users: model.score_all(torch.as_tensor(users, device=device)))
+        scores = cached[2].evaluate(
+            lambda users: model.score_all(torch.as_tensor(users, device=device))
+        )
         return scores[f"{train.stopping_metric}@{train.valid_k}"]
 
     def _current_valid_auc(self, model: CFModel) -> float:
@@ -444,10 +600,18 @@ class InfluenceUnlearner(ApproximateUnlearner):
         if cached is None or cached[0] is not self.valid or cached[1].device != device:
             valid = self.valid
             order = group_order(valid.user, model.n_users)
-            crow = np.concatenate([[0], np.cumsum(np.bincount(valid.user, minlength=model.n_users))])
-            pairs = sp.csr_matrix((np.ones(len(valid), np.float32), valid.item[order], crow),
-                                  shape=(model.n_users, model.n_items))
-            cached = self._valid_pattern = (valid, scipy_to_adjacency(pairs, device), valid.label[order])
+            crow = np.concatenate(
+                [[0], np.cumsum(np.bincount(valid.user, minlength=model.n_users))]
+            )
+            pairs = sp.csr_matrix(
+                (np.ones(len(valid), np.float32), valid.item[order], crow),
+                shape=(model.n_users, model.n_items),
+            )
+            cached = self._valid_pattern = (
+                valid,
+                scipy_to_adjacency(pairs, device),
+                valid.label[order],
+            )
         _, pattern, labels = cached
         users, items = model.representations()
         logits = torch.sparse.sampled_addmm(pattern, users, items.T, beta=0.0).values()

@@ -23,22 +23,34 @@ from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
-from recunlearn.models.llm.backbones import Backbone, BackboneConfig, fresh_scorer, load_backbone, resolve_model_path
+from recunlearn.models.llm.backbones import (
+    Backbone,
+    BackboneConfig,
+    fresh_scorer,
+    load_backbone,
+    resolve_model_path,
+)
 from recunlearn.models.llm.lora import (
     LoRAConfig,
     MixtureWeights,
     build_mixture,
     load_adapter,
     load_peft_adapter,
-    target_paths,
     save_peft_adapter,
+    target_paths,
 )
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.seeds import Seed
 from recunlearn.train.runtime import configure_threads, resolve_device
-from recunlearn.unlearn.base import FORMAT_VERSION, PartChange, Unlearner, UnlearningReport, restored_on_error
+from recunlearn.unlearn.base import (
+    FORMAT_VERSION,
+    PartChange,
+    Unlearner,
+    UnlearningReport,
+    restored_on_error,
+)
 from recunlearn.unlearn.executors import get_executor
 
 
@@ -108,23 +120,39 @@ class LLMUnlearner(Unlearner):
     def _after_training(self, shards: Sequence[int]) -> None:
         """Refresh what depends on the given adapters (e.g. APA's attention cache)."""
 
-    _forget_state: ClassVar[tuple[str, ...]] = ("train", "assignment", "adapters", "adapter_info", "valid_logits")
+    _forget_state: ClassVar[tuple[str, ...]] = (
+        "train",
+        "assignment",
+        "adapters",
+        "adapter_info",
+        "valid_logits",
+    )
     """Attributes ``forget`` changes: put back if it fails (a subclass adds what ``_after_training`` sets)."""
     _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
     # fit -------------------------------------------------------------------------------------------------
     def fit(self, train: SampleTable, valid: SampleTable | None = None) -> LLMUnlearner:  # type: ignore[override]
         """Train on prompt samples; ``valid`` drives early stopping (and APA's attention)."""
-        if not isinstance(train, SampleTable) or (valid is not None and not isinstance(valid, SampleTable)):
-            raise RecUnlearnError(f"{self.name} trains on prompt samples (SampleTable), got {type(train).__name__}")
+        if not isinstance(train, SampleTable) or (
+            valid is not None and not isinstance(valid, SampleTable)
+        ):
+            raise RecUnlearnError(
+                f"{self.name} trains on prompt samples (SampleTable), got {type(train).__name__}"
+            )
         if len(train) < self.n_adapters:
-            raise RecUnlearnError(f"{self.name}: {len(train)} samples cannot fill {self.n_adapters} adapters")
+            raise RecUnlearnError(
+                f"{self.name}: {len(train)} samples cannot fill {self.n_adapters} adapters"
+            )
         configure_threads()
         with self._as_before_on_error():
             self.train, self.valid = train, valid
             self._forgotten = set()
-            self._known_users = set(train.user.tolist()) | (set(valid.user.tolist()) if valid is not None else set())
-            self._known_items = train.mentioned_items() | (valid.mentioned_items() if valid is not None else set())
+            self._known_users = set(train.user.tolist()) | (
+                set(valid.user.tolist()) if valid is not None else set()
+            )
+            self._known_items = train.mentioned_items() | (
+                valid.mentioned_items() if valid is not None else set()
+            )
             start = time.perf_counter()
             self._fit()
         self.fit_seconds = time.perf_counter() - start
@@ -134,11 +162,19 @@ class LLMUnlearner(Unlearner):
         self._setup()
         self.partition_info: dict[str, Any] | None = None
         self.assignment = np.asarray(self._partition(), np.int64)
-        if self.assignment.shape != (len(self.train),) or self.assignment.min() < 0 or self.assignment.max() >= self.n_adapters:
-            raise RuntimeError(f"{self.name}: partition must give an adapter in [0, {self.n_adapters}) per sample")
+        if (
+            self.assignment.shape != (len(self.train),)
+            or self.assignment.min() < 0
+            or self.assignment.max() >= self.n_adapters
+        ):
+            raise RuntimeError(
+                f"{self.name}: partition must give an adapter in [0, {self.n_adapters}) per sample"
+            )
         self.adapters: list[dict[str, torch.Tensor] | None] = [None] * self.n_adapters
         self.adapter_info: list[dict[str, Any]] = [{} for _ in range(self.n_adapters)]
-        self.valid_logits = np.zeros((self.n_adapters, len(self.valid) if self.valid is not None else 0), np.float32)
+        self.valid_logits = np.zeros(
+            (self.n_adapters, len(self.valid) if self.valid is not None else 0), np.float32
+        )
         self._train_adapters(range(self.n_adapters))
 
     def _setup(self) -> None:
@@ -147,19 +183,32 @@ class LLMUnlearner(Unlearner):
         self.backbone: Backbone = load_backbone(self.config.backbone, self.device)
         self.scorer = fresh_scorer(self.backbone)
         paths = target_paths(self.scorer, self.config.lora)
-        self.mixture: MixtureWeights = build_mixture(self.scorer, paths, self.config.lora.r, self.config.lora.scaling,
-                                                     self.n_adapters)
+        self.mixture: MixtureWeights = build_mixture(
+            self.scorer, paths, self.config.lora.r, self.config.lora.scaling, self.n_adapters
+        )
         self._valid_tokens = self._tokenize(self.valid) if self.valid is not None else None
 
     def _tokenize(self, samples: SampleTable) -> list[list[int]]:
-        return tokenize(self.backbone.tokenizer, samples.prompts(self.backbone.template), self.config.backbone.max_length)
+        return tokenize(
+            self.backbone.tokenizer,
+            samples.prompts(self.backbone.template),
+            self.config.backbone.max_length,
+        )
 
-    def representations(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
+    def representations(
+        self, samples: SampleTable, token_ids: list[list[int]] | None = None
+    ) -> np.ndarray:
         """Frozen-backbone representations of prompts (layer and pooling from the backbone config)."""
         bb = self.config.backbone
-        return representations(self.backbone.scorer, token_ids or self._tokenize(samples),
-                               self.backbone.tokenizer.pad_token_id, self.device, bb.representation_layer, bb.pooling,
-                               self.config.inference_batch_size)
+        return representations(
+            self.backbone.scorer,
+            token_ids or self._tokenize(samples),
+            self.backbone.tokenizer.pad_token_id,
+            self.device,
+            bb.representation_layer,
+            bb.pooling,
+            self.config.inference_batch_size,
+        )
 
     def adapter_seed(self, shard: int) -> int:
         return self.config.train.seed + shard
@@ -173,8 +222,17 @@ class LLMUnlearner(Unlearner):
 
     def adapter_job(self, shard: int) -> AdapterJob:
         """The (picklable) job that trains adapter ``shard`` from scratch on its current samples."""
-        return AdapterJob(shard, self.config.backbone, self.config.lora, self.config.train, self.adapter_seed(shard),
-                          self.shard_samples(shard), self.valid, str(self.device), self.adapter_init_seed(shard))
+        return AdapterJob(
+            shard,
+            self.config.backbone,
+            self.config.lora,
+            self.config.train,
+            self.adapter_seed(shard),
+            self.shard_samples(shard),
+            self.valid,
+            str(self.device),
+            self.adapter_init_seed(shard),
+        )
 
     def _train_adapters(self, shards: Sequence[int]) -> None:
         jobs = [self.adapter_job(k) for k in shards]
@@ -184,7 +242,9 @@ class LLMUnlearner(Unlearner):
                 self.adapter_info[job.shard] = {"samples": 0, "data_hash": job.train.content_hash()}
                 self.valid_logits[job.shard] = 0.0
                 load_adapter(self.scorer, job.shard, None)
-        for result in get_executor(self.config.executor).map(train_adapter, [j for j in jobs if len(j.train)]):
+        for result in get_executor(self.config.executor).map(
+            train_adapter, [j for j in jobs if len(j.train)]
+        ):
             self.adapters[result.shard] = result.adapter
             self.adapter_info[result.shard] = result.info
             if result.valid_logits is not None:
@@ -202,22 +262,38 @@ class LLMUnlearner(Unlearner):
         """P(the user likes the target) for each prompt sample; tokenisation included."""
         self._check_fitted()
         if not isinstance(samples, SampleTable):
-            raise RecUnlearnError(f"{self.name} scores prompt samples (SampleTable), not {type(samples).__name__}")
+            raise RecUnlearnError(
+                f"{self.name} scores prompt samples (SampleTable), not {type(samples).__name__}"
+            )
         if not len(samples):
             return np.zeros(0, np.float32)
         logits = self._logits(self._tokenize(samples), samples)
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
-    def _pass(self, token_ids: list[list[int]], single: int | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+    def _pass(
+        self,
+        token_ids: list[list[int]],
+        single: int | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One forward pass over all prompts with adapter ``single`` or per-sample ``weights`` (n x K)."""
+
         def before(rows: np.ndarray) -> None:
             if single is not None:
                 self.mixture.set(single=single)
             else:
-                self.mixture.set(weights=torch.as_tensor(weights[rows], dtype=torch.float32, device=self.device))
+                self.mixture.set(
+                    weights=torch.as_tensor(weights[rows], dtype=torch.float32, device=self.device)
+                )
 
-        return predict_logits(self.scorer, token_ids, self.backbone.tokenizer.pad_token_id, self.device,
-                              self.config.inference_batch_size, before)
+        return predict_logits(
+            self.scorer,
+            token_ids,
+            self.backbone.tokenizer.pad_token_id,
+            self.device,
+            self.config.inference_batch_size,
+            before,
+        )
 
     def adapter_logits(self, samples: SampleTable) -> np.ndarray:
         """Each adapter's logits alone (K x n; NaN rows for empty adapters): one pass per adapter."""
@@ -230,11 +306,14 @@ class LLMUnlearner(Unlearner):
 
     def _output_average(self, token_ids: list[list[int]]) -> np.ndarray:
         """Mean of the present adapters' probabilities (K forward passes), as a logit."""
-        return average_probabilities(np.stack([self._pass(token_ids, single=int(k))
-                                               for k in np.flatnonzero(self.present)]))
+        return average_probabilities(
+            np.stack([self._pass(token_ids, single=int(k)) for k in np.flatnonzero(self.present)])
+        )
 
     def _score_index(self, users, items):
-        raise RecUnlearnError(f"{self.name} scores prompt samples: call score(samples) with a SampleTable")
+        raise RecUnlearnError(
+            f"{self.name} scores prompt samples: call score(samples) with a SampleTable"
+        )
 
     # forgetting ---------------------------------------------------------------------------------------------
     def _rows_of(self, request: DeletionRequest) -> np.ndarray:
@@ -247,13 +326,17 @@ class LLMUnlearner(Unlearner):
             in_train = set(data.ids.tolist())
             validation = set(self.valid.ids.tolist()) if self.valid is not None else set()
             # a validation sample is _valid_rows_of's; an id in neither table raises here
-            mask[data.positions([s for s in current if s in in_train or s not in validation])] = True
+            mask[data.positions([s for s in current if s in in_train or s not in validation])] = (
+                True
+            )
         unknown_users = [u for u in request.named_users if u not in self._known_users]
         if unknown_users:
             raise UnknownIdError(f"unknown user id(s): {', '.join(map(repr, unknown_users[:5]))}")
         unknown_items = [i for i in request.named_items if i not in self._known_items]
         if unknown_items:  # a mistyped id would otherwise look like a deletion already done
-            raise UnknownIdError(f"item id(s) no training or validation prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}")
+            raise UnknownIdError(
+                f"item id(s) no training or validation prompt ever mentioned: {', '.join(map(repr, unknown_items[:5]))}"
+            )
         return mask | self._named_by(request, data)
 
     @staticmethod
@@ -287,9 +370,13 @@ class LLMUnlearner(Unlearner):
         """Retrain the adapters whose shards held the removed samples (and refresh what depends on
         them), the named validation samples dropped first (see :meth:`Unlearner.forget`)."""
         if not mask.any() and not valid_mask.any():
-            return UnlearningReport(request_id="", method=self.name, exact=True, removed_rows=0, noop=True)
+            return UnlearningReport(
+                request_id="", method=self.name, exact=True, removed_rows=0, noop=True
+            )
         if mask.all():
-            raise RecUnlearnError(f"{self.name}: a request may not remove every training sample; fit a new model instead")
+            raise RecUnlearnError(
+                f"{self.name}: a request may not remove every training sample; fit a new model instead"
+            )
         self._check_validation_left(valid_mask)
         removed_valid = self.valid.ids[valid_mask].tolist() if valid_mask.any() else []
         report = self._forget_after_validation(mask, valid_mask)
@@ -306,18 +393,25 @@ class LLMUnlearner(Unlearner):
 
     def _forget_validation_only(self) -> UnlearningReport:
         self._after_training([])  # what is cached from the validation samples (APA's attention)
-        return self._report([PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_adapters)],
-                            retrained_adapters=[], validation_only=True)
+        return self._report(
+            [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_adapters)],
+            retrained_adapters=[],
+            validation_only=True,
+        )
 
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
         if mask.all():
-            raise RecUnlearnError(f"{self.name}: a request may not remove every training sample; fit a new model instead")
+            raise RecUnlearnError(
+                f"{self.name}: a request may not remove every training sample; fit a new model instead"
+            )
         removed_ids = self.train.ids[mask].tolist()
         before = [dict(info) for info in self.adapter_info]
         rows_before = np.bincount(self.assignment, minlength=self.n_adapters)
         affected = sorted(np.unique(self.assignment[mask]).tolist())
 
-        def reload_adapters() -> None:  # the mixture holds the adapters' weights outside the attributes
+        def reload_adapters() -> (
+            None
+        ):  # the mixture holds the adapters' weights outside the attributes
             for k in affected:
                 load_adapter(self.scorer, k, self.adapters[k])
 
@@ -327,12 +421,22 @@ class LLMUnlearner(Unlearner):
             self._train_adapters(affected)
         self._forgotten.update(removed_ids)
         rows_after = np.bincount(self.assignment, minlength=self.n_adapters)
-        parts = [PartChange(part=f"adapter-{k}", action="retrained" if k in affected else "unchanged",
-                            data_hash_before=before[k].get("data_hash"), data_hash_after=self.adapter_info[k].get("data_hash"),
-                            rows_before=int(rows_before[k]), rows_after=int(rows_after[k]))
-                 for k in range(self.n_adapters)]
-        report = self._report(parts, retrained_adapters=affected,
-                              empty_adapters=np.flatnonzero(~self.present).tolist())
+        parts = [
+            PartChange(
+                part=f"adapter-{k}",
+                action="retrained" if k in affected else "unchanged",
+                data_hash_before=before[k].get("data_hash"),
+                data_hash_after=self.adapter_info[k].get("data_hash"),
+                rows_before=int(rows_before[k]),
+                rows_after=int(rows_after[k]),
+            )
+            for k in range(self.n_adapters)
+        ]
+        report = self._report(
+            parts,
+            retrained_adapters=affected,
+            empty_adapters=np.flatnonzero(~self.present).tolist(),
+        )
         report.removed_rows = int(mask.sum())
         report.details["removed_samples"] = removed_ids
         return report
@@ -342,15 +446,24 @@ class LLMUnlearner(Unlearner):
         (each carries the batch's time and changed parts)."""
         return self._forget_union(requests)
 
-    def _batch_share(self, data: SampleTable, valid: SampleTable | None, mask: np.ndarray,
-                     valid_mask: np.ndarray) -> dict[str, Any]:
-        return {"details": {"removed_samples": data.ids[mask].tolist(),
-                            "removed_valid_samples": valid.ids[valid_mask].tolist() if valid is not None else []}}
+    def _batch_share(
+        self, data: SampleTable, valid: SampleTable | None, mask: np.ndarray, valid_mask: np.ndarray
+    ) -> dict[str, Any]:
+        return {
+            "details": {
+                "removed_samples": data.ids[mask].tolist(),
+                "removed_valid_samples": valid.ids[valid_mask].tolist()
+                if valid is not None
+                else [],
+            }
+        }
 
     # persistence ---------------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {"assignment": torch.from_numpy(self.assignment.copy()),
-                   "valid_logits": torch.from_numpy(self.valid_logits.copy())}
+        tensors = {
+            "assignment": torch.from_numpy(self.assignment.copy()),
+            "valid_logits": torch.from_numpy(self.valid_logits.copy()),
+        }
         return tensors, {"adapter_info": self.adapter_info, "partition_info": self.partition_info}
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -367,26 +480,42 @@ class LLMUnlearner(Unlearner):
         ``keep_forgotten``: as :meth:`Unlearner.save` (the ids of the samples forgotten so far)."""
         path = Path(path)
         meta = self._save_state_and_data(path, "state.safetensors")
-        shutil.rmtree(path / "adapters", ignore_errors=True)  # an adapter saved here before, since forgotten, must not return
+        shutil.rmtree(
+            path / "adapters", ignore_errors=True
+        )  # an adapter saved here before, since forgotten, must not return
         for k, adapter in enumerate(self.adapters):
             if adapter is not None:
-                save_peft_adapter(path / "adapters" / f"adapter-{k}", adapter, self.config.lora, self.backbone.scorer,
-                                  resolve_model_path(self.config.backbone.name))
-        document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
-                    "forgotten": sorted(self._forgotten) if keep_forgotten else [],
-                    # without the forget log, no id of forgotten data either: only what the samples still name
-                    "known_users": sorted(self._known_users if keep_forgotten else self._named_users()),
-                    "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
-                    "fit_seconds": self.fit_seconds, "state": meta}
+                save_peft_adapter(
+                    path / "adapters" / f"adapter-{k}",
+                    adapter,
+                    self.config.lora,
+                    self.backbone.scorer,
+                    resolve_model_path(self.config.backbone.name),
+                )
+        document = {
+            "format": FORMAT_VERSION,
+            "method": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "forgotten": sorted(self._forgotten) if keep_forgotten else [],
+            # without the forget log, no id of forgotten data either: only what the samples still name
+            "known_users": sorted(self._known_users if keep_forgotten else self._named_users()),
+            "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
+            "fit_seconds": self.fit_seconds,
+            "state": meta,
+        }
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
 
     def _named_users(self) -> set[str]:
         """The users the training and validation samples still name."""
-        return set(self.train.user.tolist()) | (set(self.valid.user.tolist()) if self.valid is not None else set())
+        return set(self.train.user.tolist()) | (
+            set(self.valid.user.tolist()) if self.valid is not None else set()
+        )
 
     def _named_items(self) -> set[str]:
-        return self.train.mentioned_items() | (self.valid.mentioned_items() if self.valid is not None else set())
+        return self.train.mentioned_items() | (
+            self.valid.mentioned_items() if self.valid is not None else set()
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LLMUnlearner:

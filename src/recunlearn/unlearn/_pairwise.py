@@ -26,9 +26,18 @@ import torch
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.train.loop import NEGATIVE_REDRAWS, sample_negatives
-from recunlearn.unlearn.influence import (KeptRows, LowRankBlocks, RestrictedObjective, SolverError, block_newton,
-                                          block_solver, expand,
-                                          hessian_vector_product, sample_rows_per_node, solve)
+from recunlearn.unlearn.influence import (
+    KeptRows,
+    LowRankBlocks,
+    RestrictedObjective,
+    SolverError,
+    block_newton,
+    block_solver,
+    expand,
+    hessian_vector_product,
+    sample_rows_per_node,
+    solve,
+)
 
 if TYPE_CHECKING:
     from recunlearn.unlearn._influence_common import InfluenceUnlearner, Orphans
@@ -44,8 +53,12 @@ class Triples:
     weights: np.ndarray
 
     def __add__(self, other: Triples) -> Triples:
-        return Triples(*(np.concatenate([getattr(self, k), getattr(other, k)])
-                         for k in ("users", "items", "negatives", "weights")))
+        return Triples(
+            *(
+                np.concatenate([getattr(self, k), getattr(other, k)])
+                for k in ("users", "items", "negatives", "weights")
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.users)
@@ -70,20 +83,34 @@ class NegativeSampler:
 
     def _draw(self, users: np.ndarray) -> np.ndarray:
         if self.table is None:
-            return sample_negatives(self.n_items, torch.as_tensor(users), self.generator, self.keys).numpy()
+            return sample_negatives(
+                self.n_items, torch.as_tensor(users), self.generator, self.keys
+            ).numpy()
         negatives = torch.randint(0, self.n_items, (len(users),), generator=self.generator).numpy()
         for _ in range(NEGATIVE_REDRAWS):
             found = np.flatnonzero(self.table[users * self.n_items + negatives])
             if not len(found):
                 break
-            negatives[found] = torch.randint(0, self.n_items, (len(found),), generator=self.generator).numpy()
+            negatives[found] = torch.randint(
+                0, self.n_items, (len(found),), generator=self.generator
+            ).numpy()
         return negatives
 
-    def triples(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray | float = 1.0,
-                per_positive: int | None = None) -> Triples:
+    def triples(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        weights: np.ndarray | float = 1.0,
+        per_positive: int | None = None,
+    ) -> Triples:
         m = per_positive or self.per_positive
-        users_m, items_m = np.repeat(users.astype(np.int64), m), np.repeat(items.astype(np.int64), m)
-        weights_m = np.repeat(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), m) / m
+        users_m, items_m = (
+            np.repeat(users.astype(np.int64), m),
+            np.repeat(items.astype(np.int64), m),
+        )
+        weights_m = (
+            np.repeat(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), m) / m
+        )
         return Triples(users_m, items_m, self._draw(users_m), weights_m.astype(np.float32))
 
     def as_negative(self, items: np.ndarray, rows: Interactions, per_item: int) -> Triples:
@@ -91,10 +118,16 @@ class NegativeSampler:
         weighted so that they sum, in expectation, to every triple of ``rows`` whose negative it is."""
         if not len(items) or not len(rows):
             return Triples(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, np.float32)))
-        drawn = torch.randint(0, len(rows), (len(items) * per_item,), generator=self.generator).numpy()
+        drawn = torch.randint(
+            0, len(rows), (len(items) * per_item,), generator=self.generator
+        ).numpy()
         weight = len(rows) / (self.n_items * per_item)
-        return Triples(rows.user[drawn].astype(np.int64), rows.item[drawn].astype(np.int64),
-                       np.repeat(items.astype(np.int64), per_item), np.full(len(drawn), weight, np.float32))
+        return Triples(
+            rows.user[drawn].astype(np.int64),
+            rows.item[drawn].astype(np.int64),
+            np.repeat(items.astype(np.int64), per_item),
+            np.full(len(drawn), weight, np.float32),
+        )
 
 
 @torch.no_grad()
@@ -105,7 +138,9 @@ def pairwise_gradient(objective: RestrictedObjective) -> torch.Tensor:
     symmetric) carries it to the embeddings, and each end adds its L2 term."""
     embeddings = objective.embeddings()
     reps = objective._propagate(embeddings)
-    r_u, r_i, r_j = (reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j))
+    r_u, r_i, r_j = (
+        reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j)
+    )
     difference = r_i - r_j
     slope = (objective.weights * (torch.sigmoid((r_u * difference).sum(-1)) - 1))[:, None]
     by_rep = torch.zeros_like(reps)
@@ -148,9 +183,14 @@ def pairwise_hvp(objective: RestrictedObjective):
             direction = torch.zeros_like(objective.base)
             direction[objective.kept_position] = v[objective.kept_theta]
             d_reps = objective._propagate(direction)
-            d_u, d_difference = (d_reps.index_select(0, objective.row_u),
-                                 d_reps.index_select(0, objective.row_i) - d_reps.index_select(0, objective.row_j))
-            change = curvature * ((d_u * difference).sum(-1, keepdim=True) + (r_u * d_difference).sum(-1, keepdim=True))
+            d_u, d_difference = (
+                d_reps.index_select(0, objective.row_u),
+                d_reps.index_select(0, objective.row_i) - d_reps.index_select(0, objective.row_j),
+            )
+            change = curvature * (
+                (d_u * difference).sum(-1, keepdim=True)
+                + (r_u * d_difference).sum(-1, keepdim=True)
+            )
             at_items = change * r_u + slope * d_u
             grad = torch.zeros_like(objective.base)
             grad.index_add_(0, objective.row_u, change * difference + slope * d_difference)
@@ -176,11 +216,13 @@ def pairwise_blocks(objective: RestrictedObjective) -> tuple[LowRankBlocks, torc
     of the own-embedding path of propagation (weight 1/(L+1)), an approximation the guard checks.
     """
     reps = objective._propagate(objective.embeddings())
-    r_u, r_i, r_j = (reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j))
+    r_u, r_i, r_j = (
+        reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j)
+    )
     difference = r_i - r_j
     z = (r_u * difference).sum(-1)
     own = 1.0 / (objective.n_layers + 1)
-    curvature = objective.weights * torch.sigmoid(z) * torch.sigmoid(-z) * own ** 2
+    curvature = objective.weights * torch.sigmoid(z) * torch.sigmoid(-z) * own**2
     size = len(objective.theta0)
     device = reps.device
     block_of = torch.full((objective.size,), -1, dtype=torch.long, device=device)
@@ -192,36 +234,68 @@ def pairwise_blocks(objective: RestrictedObjective) -> tuple[LowRankBlocks, torc
         counts.index_add_(0, end, objective.weights)
     diagonal = torch.zeros(size, device=device)
     diagonal[objective.kept_theta] = objective.l2 * counts[objective.kept_position]
-    blocks = LowRankBlocks(segments, torch.cat([difference, r_u, r_u]), curvature.repeat(3), diagonal)
+    blocks = LowRankBlocks(
+        segments, torch.cat([difference, r_u, r_u]), curvature.repeat(3), diagonal
+    )
     norm_u, norm_d = r_u.norm(dim=-1), difference.norm(dim=-1)
-    cross = curvature * norm_u * norm_d + objective.weights * torch.sigmoid(-z) * own ** 2
-    between_items = curvature * norm_u ** 2
+    cross = curvature * norm_u * norm_d + objective.weights * torch.sigmoid(-z) * own**2
+    between_items = curvature * norm_u**2
     bound = torch.cat([2 * cross, cross + between_items, cross + between_items])
-    coupling = torch.zeros(size + 1, device=device).index_add_(0, torch.where(segments >= 0, segments, size), bound)
+    coupling = torch.zeros(size + 1, device=device).index_add_(
+        0, torch.where(segments >= 0, segments, size), bound
+    )
     return blocks, coupling[:size]
 
 
-def _objective(method: InfluenceUnlearner, kept: KeptRows, triples: Triples, graph: sp.csr_matrix | None,
-               adjacency: torch.Tensor | None) -> RestrictedObjective:
+def _objective(
+    method: InfluenceUnlearner,
+    kept: KeptRows,
+    triples: Triples,
+    graph: sp.csr_matrix | None,
+    adjacency: torch.Tensor | None,
+) -> RestrictedObjective:
     zeros = np.zeros(len(triples), np.float32)
-    return RestrictedObjective(method.model, kept, triples.users, triples.items, zeros, triples.weights,
-                               method.config.train.l2, graph, adjacency, negatives=triples.negatives)
+    return RestrictedObjective(
+        method.model,
+        kept,
+        triples.users,
+        triples.items,
+        zeros,
+        triples.weights,
+        method.config.train.l2,
+        graph,
+        adjacency,
+        negatives=triples.negatives,
+    )
 
 
 @torch.no_grad()
-def _guard_losses(method: InfluenceUnlearner, kept: KeptRows, before: torch.Tensor,
-                  after: torch.Tensor, graph_after: sp.csr_matrix | None) -> tuple[float, float]:
+def _guard_losses(
+    method: InfluenceUnlearner,
+    kept: KeptRows,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    graph_after: sp.csr_matrix | None,
+) -> tuple[float, float]:
     """The mean BPR loss of the validation positives (one seeded negative each, the same for both) with the kept
     rows at ``before`` and at ``after``: the guard judges the objective the update differentiates, on
     held-out positives, a smooth measure where a validation ranking moves by a few hits."""
     cached = getattr(method, "_guard_triples", None)
-    if cached is None or cached[0] is not method.valid:  # drawn once per validation table, like the AUC's pattern
+    if (
+        cached is None or cached[0] is not method.valid
+    ):  # drawn once per validation table, like the AUC's pattern
         valid = method.valid.positives()
         triples = NegativeSampler(method.train, 1, method.config.train.seed + 1).triples(
-            valid.user, valid.item)
+            valid.user, valid.item
+        )
         device = method.model.user_emb.weight.device
-        cached = method._guard_triples = (method.valid, *(torch.as_tensor(a, device=device) for a in (
-            triples.users, triples.items, triples.negatives)))
+        cached = method._guard_triples = (
+            method.valid,
+            *(
+                torch.as_tensor(a, device=device)
+                for a in (triples.users, triples.items, triples.negatives)
+            ),
+        )
     _, users, items, negatives = cached
     losses = []
     with method._trial(kept, graph_after) as model:
@@ -234,14 +308,22 @@ def _guard_losses(method: InfluenceUnlearner, kept: KeptRows, before: torch.Tens
     return losses[0], losses[1]
 
 
-def pairwise_update(method: InfluenceUnlearner, removed: Interactions, remaining: Interactions,
-                    graph_full: sp.csr_matrix | None, graph_after: sp.csr_matrix | None,
-                    orphaned: Orphans) -> dict[str, Any]:
+def pairwise_update(
+    method: InfluenceUnlearner,
+    removed: Interactions,
+    remaining: Interactions,
+    graph_full: sp.csr_matrix | None,
+    graph_after: sp.csr_matrix | None,
+    orphaned: Orphans,
+) -> dict[str, Any]:
     """The influence update of a BPR model for the removal of ``removed`` (see the module's docstring)."""
     from recunlearn.unlearn._influence_common import damping_scale, rows_touching
 
     model, config = method.model, method.config
-    removed, remaining = removed.positives(), remaining.positives()  # BPR trained on positives alone
+    removed, remaining = (
+        removed.positives(),
+        remaining.positives(),
+    )  # BPR trained on positives alone
     users, items, details = method.kept_rows(removed, method.train, graph_full)
     kept = KeptRows(np.setdiff1d(users, orphaned.users), np.setdiff1d(items, orphaned.items))
     details.update(kept_users=len(kept.users), kept_items=len(kept.items), objective="bpr")
@@ -255,32 +337,50 @@ def pairwise_update(method: InfluenceUnlearner, removed: Interactions, remaining
     removed_triples = sampler.triples(removed.user, removed.item)
     theta = kept.gather(model)
     if method.spillover and graph_after is not None:
-        changed = np.flatnonzero((np.diff(graph_full.indptr) - np.diff(graph_after.indptr))
-                                 / np.maximum(np.diff(graph_full.indptr), 1) > method.spillover_threshold())
+        changed = np.flatnonzero(
+            (np.diff(graph_full.indptr) - np.diff(graph_after.indptr))
+            / np.maximum(np.diff(graph_full.indptr), 1)
+            > method.spillover_threshold()
+        )
         moved = expand(graph_full, changed, n_layers)
         depends = expand(graph_full, kept.nodes(n_users), n_layers)
         rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
-        spill = sampler.triples(remaining.user[rows], remaining.item[rows], per_positive=1)  # a difference of two graphs
+        spill = sampler.triples(
+            remaining.user[rows], remaining.item[rows], per_positive=1
+        )  # a difference of two graphs
         after_adjacency = method._after_adjacency(graph_after)
-        g = (pairwise_gradient(_objective(method, kept, removed_triples + spill, graph_full, full_adjacency))
-             - pairwise_gradient(_objective(method, kept, spill, graph_after, after_adjacency)))
+        g = pairwise_gradient(
+            _objective(method, kept, removed_triples + spill, graph_full, full_adjacency)
+        ) - pairwise_gradient(_objective(method, kept, spill, graph_after, after_adjacency))
         details["spillover_rows"] = int(rows.sum())
     else:
         g = pairwise_gradient(_objective(method, kept, removed_triples, graph_full, full_adjacency))
-    orphaned.reset(model)  # as the pointwise update: the gradient was the last use of their trained rows
+    orphaned.reset(
+        model
+    )  # as the pointwise update: the gradient was the last use of their trained rows
     timings["gradient_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    summed = expand(graph_after, kept.nodes(n_users), n_layers if graph_after is not None else 0,
-                    size=n_users + model.n_items)
+    summed = expand(
+        graph_after,
+        kept.nodes(n_users),
+        n_layers if graph_after is not None else 0,
+        size=n_users + model.n_items,
+    )
     rows = np.flatnonzero(rows_touching(remaining, summed, n_users))
     weights: np.ndarray | float = 1.0
     per_node = config.hessian_rows_per_node
     if per_node is not None:
         drawing = np.zeros(n_users + model.n_items, bool)
         drawing[summed] = True
-        chosen, weights = sample_rows_per_node(remaining.user[rows], remaining.item[rows], n_users, per_node,
-                                               seed=config.train.seed, drawing=drawing)
+        chosen, weights = sample_rows_per_node(
+            remaining.user[rows],
+            remaining.item[rows],
+            n_users,
+            per_node,
+            seed=config.train.seed,
+            drawing=drawing,
+        )
         rows = rows[chosen]
     # one negative per sampled row: the rows are already a sample, weighted to stand for all of them
     triples = sampler.triples(remaining.user[rows], remaining.item[rows], weights, per_positive=1)
@@ -289,7 +389,9 @@ def pairwise_update(method: InfluenceUnlearner, removed: Interactions, remaining
     hessian = _objective(method, kept, triples, graph_after, after_adjacency)
     solver = config.solver
     blocks, coupling = pairwise_blocks(hessian)
-    if solver.method != "block":  # the Gauss-Newton blocks precondition CG, formed by batched products
+    if (
+        solver.method != "block"
+    ):  # the Gauss-Newton blocks precondition CG, formed by batched products
         blocks = blocks.dense()
         if solver.preconditioner == "diagonal":
             blocks = torch.diagonal(blocks, dim1=-2, dim2=-1).clone()
@@ -303,24 +405,45 @@ def pairwise_update(method: InfluenceUnlearner, removed: Interactions, remaining
         step = block_newton(blocks, g, damping, coupling if solver.coupling else None)
         x, iterations, hvps = step.x, 1, 0
     else:
-        preconditioner = None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
-        hvp = pairwise_hvp(hessian) if solver.hvp == "analytic" else hessian_vector_product(hessian, theta)
+        preconditioner = (
+            None if solver.preconditioner == "none" else (lambda d: block_solver(blocks, d))
+        )
+        hvp = (
+            pairwise_hvp(hessian)
+            if solver.hvp == "analytic"
+            else hessian_vector_product(hessian, theta)
+        )
         result, damping = solve(solver, hvp, g, scale=scale, preconditioner=preconditioner)
         x, iterations, hvps = result.x, result.iterations, result.hvps
         details.update(relative_residual=result.relative_residual, converged=result.converged)
     timings["solve_s"] = time.perf_counter() - start
-    details.update(solver=solver.method, iterations=iterations, hvps=hvps, damping=damping,
-                   step_norm=float(x.norm()), gradient_norm=float(g.norm()))
+    details.update(
+        solver=solver.method,
+        iterations=iterations,
+        hvps=hvps,
+        damping=damping,
+        step_norm=float(x.norm()),
+        gradient_norm=float(g.norm()),
+    )
     if not math.isfinite(details["step_norm"]):
         raise SolverError(f"the {solver.method} solver returned a non-finite update")
-    details["update"] = "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
-    if config.guard and method.valid is not None and len(method.valid) and details["update"] == "applied":
+    details["update"] = (
+        "applied" if details["step_norm"] > 0 else "none (the solver's step is zero)"
+    )
+    if (
+        config.guard
+        and method.valid is not None
+        and len(method.valid)
+        and details["update"] == "applied"
+    ):
         start = time.perf_counter()
         without, with_update = _guard_losses(method, kept, theta, theta + x, graph_after)
         details.update(valid_bpr_loss_update=with_update, valid_bpr_loss_no_update=without)
         if with_update > without * (1 + config.guard_tolerance):
-            details["update"] = ("rejected: validation BPR loss worse than no update by more than the guard's "
-                                 "tolerance; fell back to no update")
+            details["update"] = (
+                "rejected: validation BPR loss worse than no update by more than the guard's "
+                "tolerance; fell back to no update"
+            )
         timings["guard_s"] = time.perf_counter() - start
     kept.scatter(model, theta + x if details["update"] == "applied" else theta)
     details.update({k: round(v, 5) for k, v in timings.items()})

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -87,10 +87,14 @@ class WeightedConfig(BaseModel):
     """Error of a shard on a validation row: cross-entropy, or |probability - label|."""
 
 
-AggregatorConfig = Annotated[Union[AverageConfig, AttentionConfig, WeightedConfig], Field(discriminator="kind")]
+AggregatorConfig = Annotated[
+    AverageConfig | AttentionConfig | WeightedConfig, Field(discriminator="kind")
+]
 
 
-def shard_probabilities(models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray) -> np.ndarray:
+def shard_probabilities(
+    models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
     """K x n probabilities of the pairs under each shard model; NaN rows for empty shards."""
     out = np.full((len(models), len(users)), np.nan, np.float32)
     for k, model in enumerate(models):
@@ -100,19 +104,24 @@ def shard_probabilities(models: Sequence[CFModel | None], users: np.ndarray, ite
 
 
 @torch.no_grad()
-def shard_probabilities_all(models: Sequence[CFModel | None], users: np.ndarray, n_items: int) -> np.ndarray:
+def shard_probabilities_all(
+    models: Sequence[CFModel | None], users: np.ndarray, n_items: int
+) -> np.ndarray:
     """K x n_users x n_items probabilities of the users against every item; NaN for empty shards."""
     out = np.full((len(models), len(users), n_items), np.nan, np.float32)
     for k, model in enumerate(models):
         if model is not None:
             device = model.user_emb.weight.device
-            out[k] = torch.sigmoid(model.score_all(torch.as_tensor(users, device=device))).cpu().numpy()
+            out[k] = (
+                torch.sigmoid(model.score_all(torch.as_tensor(users, device=device))).cpu().numpy()
+            )
     return out
 
 
 @torch.no_grad()
-def _shard_logits(models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray | None,
-                  n_items: int = 0) -> np.ndarray:
+def _shard_logits(
+    models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray | None, n_items: int = 0
+) -> np.ndarray:
     """K x n logits of the pairs (``items`` None: K x users x n_items, against every item), in float64;
     NaN for empty shards."""
     shape = (len(models), len(users)) if items is not None else (len(models), len(users), n_items)
@@ -121,7 +130,11 @@ def _shard_logits(models: Sequence[CFModel | None], users: np.ndarray, items: np
         if model is not None:
             device = model.user_emb.weight.device
             u = torch.as_tensor(users, device=device)
-            logits = model.score_all(u) if items is None else model(u, torch.as_tensor(items, device=device))
+            logits = (
+                model.score_all(u)
+                if items is None
+                else model(u, torch.as_tensor(items, device=device))
+            )
             out[k] = logits.double().cpu().numpy()
     return out
 
@@ -140,15 +153,24 @@ class Aggregator(ABC):
     validation rows are deleted)."""
 
     @abstractmethod
-    def fit(self, models: Sequence[CFModel | None], train: Interactions, valid: Interactions | None,
-            changed: Sequence[int]) -> dict[str, Any] | None:
+    def fit(
+        self,
+        models: Sequence[CFModel | None],
+        train: Interactions,
+        valid: Interactions | None,
+        changed: Sequence[int],
+    ) -> dict[str, Any] | None:
         """(Re)fit after the ``changed`` shards were (re)trained; returns JSON-able info, None if nothing fitted."""
 
     @abstractmethod
-    def score(self, models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def score(
+        self, models: Sequence[CFModel | None], users: np.ndarray, items: np.ndarray
+    ) -> np.ndarray:
         """Probabilities of (user, item) index pairs."""
 
-    def score_all(self, models: Sequence[CFModel | None], users: np.ndarray, n_items: int) -> np.ndarray:
+    def score_all(
+        self, models: Sequence[CFModel | None], users: np.ndarray, n_items: int
+    ) -> np.ndarray:
         """Probabilities of the users against every item (rows: users)."""
         grid_u = np.repeat(users, n_items)
         grid_i = np.tile(np.arange(n_items), len(users))
@@ -159,7 +181,8 @@ class Aggregator(ABC):
         return {}
 
     def restore(self, tensors: dict[str, torch.Tensor], models: Sequence[CFModel | None]) -> None:
-        """Rebuild the fitted state from :meth:`tensors`' output."""
+        """Rebuild the fitted state from :meth:`tensors`' output (stateless aggregators: nothing)."""
+        return None
 
 
 class AverageAggregator(Aggregator):
@@ -188,7 +211,9 @@ class WeightedAggregator(Aggregator):
 
     def __init__(self, config: WeightedConfig):
         self.config = config
-        self.errors: np.ndarray | None = None  # n_users x K mean validation error; NaN = no rows / empty shard
+        self.errors: np.ndarray | None = (
+            None  # n_users x K mean validation error; NaN = no rows / empty shard
+        )
 
     def fit(self, models, train, valid, changed):
         n_shards = len(models)
@@ -209,8 +234,13 @@ class WeightedAggregator(Aggregator):
             else:
                 row_error = np.abs(p - valid.label)
             with np.errstate(invalid="ignore", divide="ignore"):
-                self.errors[:, k] = np.bincount(valid.user, weights=row_error, minlength=train.n_users) / counts
-        return {"changed": sorted(int(k) for k in changed), "users_with_weights": int((counts > 0).sum())}
+                self.errors[:, k] = (
+                    np.bincount(valid.user, weights=row_error, minlength=train.n_users) / counts
+                )
+        return {
+            "changed": sorted(int(k) for k in changed),
+            "users_with_weights": int((counts > 0).sum()),
+        }
 
     def weights(self, users: np.ndarray, models: Sequence[CFModel | None]) -> np.ndarray:
         """len(users) x K weights summing to 1 over the non-empty shards."""
@@ -248,7 +278,9 @@ class _AttentionSide(torch.nn.Module):
         self.transform = torch.nn.Parameter(torch.eye(dim).repeat(n_shards, 1, 1))
         self.shift = torch.nn.Parameter(torch.zeros(n_shards, dim))
         scale = math.sqrt(2.0 / (dim + attention_dim))
-        self.project = torch.nn.Parameter(torch.randn(dim, attention_dim, generator=generator) * scale)
+        self.project = torch.nn.Parameter(
+            torch.randn(dim, attention_dim, generator=generator) * scale
+        )
         self.project_bias = torch.nn.Parameter(torch.zeros(attention_dim))
         self.query = torch.nn.Parameter(torch.randn(attention_dim, generator=generator) * scale)
 
@@ -261,7 +293,7 @@ class _AttentionSide(torch.nn.Module):
 
     def penalty(self) -> torch.Tensor:
         eye = torch.eye(self.transform.shape[-1], device=self.transform.device)
-        return ((self.transform - eye) ** 2).sum() + (self.project ** 2).sum() + (self.query ** 2).sum()
+        return ((self.transform - eye) ** 2).sum() + (self.project**2).sum() + (self.query**2).sum()
 
 
 class AttentionAggregator(Aggregator):
@@ -274,7 +306,9 @@ class AttentionAggregator(Aggregator):
 
     @staticmethod
     @torch.no_grad()
-    def _representations(models: Sequence[CFModel | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _representations(
+        models: Sequence[CFModel | None],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """K x n_users x d and K x n_items x d frozen representations (zeros for empty shards) and presence."""
         reference = next(m for m in models if m is not None)
         device = reference.user_emb.weight.device
@@ -296,8 +330,12 @@ class AttentionAggregator(Aggregator):
         distinct_users, user_of_row = torch.unique(users, return_inverse=True)
         distinct_items, item_of_row = torch.unique(items, return_inverse=True)
         # index_select: its backward adds repeated rows in a fixed order on any number of threads
-        e_u = self.users(user_reps.index_select(1, distinct_users), present).index_select(0, user_of_row)
-        e_i = self.items(item_reps.index_select(1, distinct_items), present).index_select(0, item_of_row)
+        e_u = self.users(user_reps.index_select(1, distinct_users), present).index_select(
+            0, user_of_row
+        )
+        e_i = self.items(item_reps.index_select(1, distinct_items), present).index_select(
+            0, item_of_row
+        )
         return (e_u * e_i).sum(-1)
 
     def fit(self, models, train, valid, changed):
@@ -322,7 +360,7 @@ class AttentionAggregator(Aggregator):
         for epoch in range(epochs):
             order = torch.randperm(len(users), generator=generator).to(device)
             for start in range(0, len(order), config.batch_size):
-                idx = order[start:start + config.batch_size]
+                idx = order[start : start + config.batch_size]
                 logits = self._logits(reps, users[idx], items[idx])
                 if pairwise:
                     negatives = sample_negatives(train.n_items, users[idx], generator, positives)
@@ -338,15 +376,21 @@ class AttentionAggregator(Aggregator):
             score = measure()
             if score > best_score:
                 best_score, best_epoch = score, epoch + 1
-                best_state = [{k: v.detach().clone() for k, v in side.state_dict().items()}
-                              for side in (self.users, self.items)]
+                best_state = [
+                    {k: v.detach().clone() for k, v in side.state_dict().items()}
+                    for side in (self.users, self.items)
+                ]
         if best_state is not None:
             self.users.load_state_dict(best_state[0])
             self.items.load_state_dict(best_state[1])
-        return {"epochs": epochs, "best_epoch": best_epoch or epochs,
-                "valid_metric": "recall@20" if pairwise else "auc",
-                "best_valid": round(best_score, 6) if best_state is not None else None,
-                "training_rows": len(train), "training_data_hash": train.content_hash()}
+        return {
+            "epochs": epochs,
+            "best_epoch": best_epoch or epochs,
+            "valid_metric": "recall@20" if pairwise else "auc",
+            "best_valid": round(best_score, 6) if best_state is not None else None,
+            "training_rows": len(train),
+            "training_data_hash": train.content_hash(),
+        }
 
     def _validation_measure(self, reps, train: Interactions, valid: Interactions | None):
         """What picks the epoch: validation AUC, or Recall@20 of a ranking for BPR (None: undefined)."""
@@ -359,12 +403,16 @@ class AttentionAggregator(Aggregator):
             return lambda: task.evaluate(lambda users: self._score_all(reps, users))["recall@20"]
         if len(np.unique(valid.label)) < 2:
             return None
-        return lambda: float(roc_auc(valid.label, self._probabilities(reps, valid.user, valid.item)))
+        return lambda: float(
+            roc_auc(valid.label, self._probabilities(reps, valid.user, valid.item))
+        )
 
     @torch.no_grad()
     def _probabilities(self, reps, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         device = reps[0].device
-        logits = self._logits(reps, torch.tensor(users, device=device), torch.tensor(items, device=device))
+        logits = self._logits(
+            reps, torch.tensor(users, device=device), torch.tensor(items, device=device)
+        )
         return torch.sigmoid(logits).cpu().numpy()
 
     def score(self, models, users, items):
@@ -380,8 +428,11 @@ class AttentionAggregator(Aggregator):
         return e_u @ self.items(item_reps, present).T
 
     def tensors(self):
-        return {f"{side}.{k}": v for side, module in (("users", self.users), ("items", self.items))
-                for k, v in module.state_dict().items()}
+        return {
+            f"{side}.{k}": v
+            for side, module in (("users", self.users), ("items", self.items))
+            for k, v in module.state_dict().items()
+        }
 
     def restore(self, tensors, models):
         reference = next(m for m in models if m is not None)
@@ -390,7 +441,9 @@ class AttentionAggregator(Aggregator):
         n_shards = tensors["users.transform"].shape[0]
         for side in ("users", "items"):
             module = _AttentionSide(n_shards, reference.dim, self.config.attention_dim, generator)
-            module.load_state_dict({k[len(side) + 1:]: v for k, v in tensors.items() if k.startswith(side + ".")})
+            module.load_state_dict(
+                {k[len(side) + 1 :]: v for k, v in tensors.items() if k.startswith(side + ".")}
+            )
             setattr(self, side, module.to(device))
 
 

@@ -28,9 +28,9 @@ import torch
 from pydantic import Field
 
 from recunlearn.errors import ConfigError
-from recunlearn.train.auc import roc_auc
 from recunlearn.models.llm.lora import Aggregation
 from recunlearn.models.llm.samples import SampleTable
+from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
 from recunlearn.unlearn.partition import balanced_semantic_partition, random_partition
@@ -74,13 +74,22 @@ class APA(LLMUnlearner):
 
     Config = APAConfig
     _forget_state = (*LLMUnlearner._forget_state, "valid_errors", "tau_", "tau_selection")
-    _validation_state = (*LLMUnlearner._validation_state, "valid_repr", "valid_errors", "tau_", "tau_selection")
+    _validation_state = (
+        *LLMUnlearner._validation_state,
+        "valid_repr",
+        "valid_errors",
+        "tau_",
+        "tau_selection",
+    )
 
     def _setup(self) -> None:
         super()._setup()
         self._check_weighting(self.config)
-        self.valid_repr = (_unit(self.representations(self.valid, self._valid_tokens))
-                           if self.valid is not None else None)
+        self.valid_repr = (
+            _unit(self.representations(self.valid, self._valid_tokens))
+            if self.valid is not None
+            else None
+        )
         self.mixture.mode = self.config.aggregation
 
     def _drop_validation(self, valid_mask: np.ndarray) -> None:
@@ -89,13 +98,25 @@ class APA(LLMUnlearner):
 
     def _check_weighting(self, config: APAConfig) -> None:
         if self.valid is None and config.weighting in ("attention", "major"):
-            raise ConfigError(f"APA's {config.weighting!r} weighting needs validation samples: fit(train, valid)")
+            raise ConfigError(
+                f"APA's {config.weighting!r} weighting needs validation samples: fit(train, valid)"
+            )
 
     def set_options(self, **changes) -> APA:
         """Change aggregation, weighting, tau, neighbours or error without retraining (ablations)."""
-        allowed = {"aggregation", "weighting", "tau", "tau_grid", "tau_holdout", "neighbours", "error"}
+        allowed = {
+            "aggregation",
+            "weighting",
+            "tau",
+            "tau_grid",
+            "tau_holdout",
+            "neighbours",
+            "error",
+        }
         if set(changes) - allowed:
-            raise ConfigError(f"only {sorted(allowed)} can change after fit, not {sorted(set(changes) - allowed)}")
+            raise ConfigError(
+                f"only {sorted(allowed)} can change after fit, not {sorted(set(changes) - allowed)}"
+            )
         if "tau" in changes and "tau_grid" not in changes and self.config.tau_grid is not None:
             raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
         config = make_config(APAConfig, self.config, changes)
@@ -109,9 +130,13 @@ class APA(LLMUnlearner):
         embeddings = self.representations(self.train)
         if self.config.partition == "random":
             result = random_partition(len(self.train), self.n_adapters, self.config.partition_seed)
-            self.centres = np.stack([embeddings[result.assignment == k].mean(0) for k in range(self.n_adapters)])
+            self.centres = np.stack(
+                [embeddings[result.assignment == k].mean(0) for k in range(self.n_adapters)]
+            )
         else:
-            result = balanced_semantic_partition(embeddings, self.n_adapters, self.config.partition_seed, metric="cosine")
+            result = balanced_semantic_partition(
+                embeddings, self.n_adapters, self.config.partition_seed, metric="cosine"
+            )
             self.centres = result.centres.astype(np.float32)
         self.partition_info = result.summary()
         return result.assignment
@@ -130,11 +155,17 @@ class APA(LLMUnlearner):
         self.valid_errors = torch.as_tensor(errors, dtype=torch.float32)
         self.tau_ = self.config.tau
         self.tau_selection: dict[str, float] = {}
-        if self.config.tau_grid is not None and self.config.weighting == "attention" and len(self.valid) > 1:
+        if (
+            self.config.tau_grid is not None
+            and self.config.weighting == "attention"
+            and len(self.valid) > 1
+        ):
             scores = self._validation_auc_by_tau(probs)
             if all(np.isfinite(list(scores.values()))):  # else one class only: nothing to rank by
                 self.tau_selection = scores
-                self.tau_ = float(max(scores, key=lambda t: (scores[t], -float(t))))  # ties: the softer
+                self.tau_ = float(
+                    max(scores, key=lambda t: (scores[t], -float(t)))
+                )  # ties: the softer
 
     def _held_out_error(self, chunk: int = 2048) -> torch.Tensor:
         """Per validation prompt (rows) and adapter, the mean error on its nearest validation prompts
@@ -144,7 +175,9 @@ class APA(LLMUnlearner):
         _, user = np.unique(self.valid.user, return_inverse=True)
         user = torch.as_tensor(np.where(self.valid.user == "", -1 - np.arange(len(user)), user))
         error = torch.empty(len(reps), self.n_adapters)
-        for start in range(0, len(reps), chunk):  # valid x valid similarities, a chunk of rows at a time
+        for start in range(
+            0, len(reps), chunk
+        ):  # valid x valid similarities, a chunk of rows at a time
             rows = torch.arange(start, min(start + chunk, len(reps)))
             similarity = reps[rows] @ reps.T
             held_out = torch.zeros_like(similarity, dtype=torch.bool)
@@ -154,20 +187,28 @@ class APA(LLMUnlearner):
                 alone = same.sum(1) >= len(reps)  # the prompt's user holds every validation prompt
                 held_out |= same & ~alone[:, None]
             values, top = similarity.masked_fill(held_out, -torch.inf).topk(neighbours, dim=1)
-            usable = torch.isfinite(values).float()  # fewer usable prompts than neighbours: average those
+            usable = torch.isfinite(
+                values
+            ).float()  # fewer usable prompts than neighbours: average those
             picked = self.valid_errors[:, top] * usable
             error[rows] = (picked.sum(-1) / usable.sum(-1).clamp_min(1)).T
         return error
 
     def _softmax(self, error: torch.Tensor, tau: float) -> torch.Tensor:
-        return torch.softmax((-tau * error).masked_fill(~torch.as_tensor(self.present), -torch.inf), dim=1)
+        return torch.softmax(
+            (-tau * error).masked_fill(~torch.as_tensor(self.present), -torch.inf), dim=1
+        )
 
     def _validation_auc_by_tau(self, probs: np.ndarray) -> dict[str, float]:
         """Held-out validation AUC of the attention-weighted mixture of cached probabilities, per tau."""
         error = self._held_out_error()
         mixed = torch.as_tensor(probs.T, dtype=torch.float32)
-        return {f"{tau:g}": roc_auc(self.valid.label, (self._softmax(error, tau) * mixed).sum(1).numpy())
-                for tau in self.config.tau_grid}
+        return {
+            f"{tau:g}": roc_auc(
+                self.valid.label, (self._softmax(error, tau) * mixed).sum(1).numpy()
+            )
+            for tau in self.config.tau_grid
+        }
 
     def validation_logits(self, tau: float) -> np.ndarray:
         """The aggregated model's logits on the validation prompts, each weighted by the validation

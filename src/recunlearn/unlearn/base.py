@@ -25,7 +25,13 @@ from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
-from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError, validation_problems
+from recunlearn.errors import (
+    ConfigError,
+    NotFittedError,
+    RecUnlearnError,
+    UnknownIdError,
+    validation_problems,
+)
 from recunlearn.plugins import METHOD_GROUP, load_entry_points
 
 FORMAT_VERSION = 1
@@ -101,9 +107,14 @@ def _register_entry_point(name: str, loaded: object) -> None:
     """A ``recunlearn.methods`` entry point names an Unlearner subclass, or a module whose import registers ``name``."""
     if name in _REGISTRY:
         return
-    if not (isinstance(loaded, type) and issubclass(loaded, Unlearner)) or loaded in _REGISTRY.values():
-        raise ConfigError(f"entry point {name!r} of {METHOD_GROUP!r} names neither an Unlearner subclass not yet "
-                          "registered nor a module that registers that name")
+    if (
+        not (isinstance(loaded, type) and issubclass(loaded, Unlearner))
+        or loaded in _REGISTRY.values()
+    ):
+        raise ConfigError(
+            f"entry point {name!r} of {METHOD_GROUP!r} names neither an Unlearner subclass not yet "
+            "registered nor a module that registers that name"
+        )
     register(name)(loaded)
 
 
@@ -112,7 +123,9 @@ def available_methods(data_kind: str | None = None) -> dict[str, type[Unlearner]
     ``data_kind`` ('interactions', 'samples')."""
     _import_methods()
     load_entry_points(METHOD_GROUP, _register_entry_point)
-    return {n: c for n, c in sorted(_REGISTRY.items()) if data_kind is None or c.data_kind == data_kind}
+    return {
+        n: c for n, c in sorted(_REGISTRY.items()) if data_kind is None or c.data_kind == data_kind
+    }
 
 
 def get_method(name: str) -> type[Unlearner]:
@@ -124,7 +137,9 @@ def get_method(name: str) -> type[Unlearner]:
     return _REGISTRY[name]
 
 
-def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, overrides: dict) -> BaseModel:
+def make_config(
+    config_class: type[BaseModel], config: BaseModel | dict | None, overrides: dict
+) -> BaseModel:
     """Validate a config (object, dict or nothing, plus keyword overrides) with a clear error."""
     if isinstance(config, BaseModel):
         values = config.model_dump()
@@ -138,8 +153,12 @@ def make_config(config_class: type[BaseModel], config: BaseModel | dict | None, 
 
 
 @contextmanager
-def restored_on_error(owner: object, names: Sequence[str], deep: Sequence[str] = (),
-                      after: Callable[[], None] | None = None) -> Iterator[None]:
+def restored_on_error(
+    owner: object,
+    names: Sequence[str],
+    deep: Sequence[str] = (),
+    after: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """Put ``owner``'s named attributes back if the block raises, so that a failed ``forget`` (a shard
     whose training fails, a worker that dies) leaves the model as it was, still holding the rows, and
     the request can be retried, instead of half-updated with its rows already gone.
@@ -152,8 +171,13 @@ def restored_on_error(owner: object, names: Sequence[str], deep: Sequence[str] =
     for name in (*names, *deep):
         if name in vars(owner):
             value = vars(owner)[name]
-            saved[name] = (copy.deepcopy(value) if name in deep
-                           else copy.copy(value) if isinstance(value, (list, dict, set, np.ndarray)) else value)
+            saved[name] = (
+                copy.deepcopy(value)
+                if name in deep
+                else copy.copy(value)
+                if isinstance(value, (list, dict, set, np.ndarray))
+                else value
+            )
     try:
         yield
     except BaseException:
@@ -195,7 +219,10 @@ class Unlearner(ABC):
         if len(train) == 0:
             raise RecUnlearnError("cannot fit on an empty training table")
         if valid is not None and (valid.users is not train.users or valid.items is not train.items):
-            if not (np.array_equal(valid.users.ids, train.users.ids) and np.array_equal(valid.items.ids, train.items.ids)):
+            if not (
+                np.array_equal(valid.users.ids, train.users.ids)
+                and np.array_equal(valid.items.ids, train.items.ids)
+            ):
                 raise RecUnlearnError("validation data must share the training data's vocabularies")
         with self._as_before_on_error():
             self.train, self.valid = train, valid
@@ -226,10 +253,14 @@ class Unlearner(ABC):
     def _forget_rows(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
         """Forget the masked training and validation rows (``forget`` less the request's parsing)."""
         if not mask.any() and not valid_mask.any():
-            return UnlearningReport(request_id="", method=self.name, exact=self.exact, removed_rows=0, noop=True)
+            return UnlearningReport(
+                request_id="", method=self.name, exact=self.exact, removed_rows=0, noop=True
+            )
         if mask.all():
-            raise RecUnlearnError(f"{self.name}: a request may not remove every training row (nothing would be left "
-                                  "to recommend from); fit a new model instead")
+            raise RecUnlearnError(
+                f"{self.name}: a request may not remove every training row (nothing would be left "
+                "to recommend from); fit a new model instead"
+            )
         self._check_validation_left(valid_mask)
         removed = self.train.take(mask)
         removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
@@ -239,13 +270,19 @@ class Unlearner(ABC):
                 self._forgotten.update(table.pair_keys.tolist())
         report.removed_rows = int(mask.sum())
         report.removed_valid_rows = int(valid_mask.sum())
-        report.removed_pairs = removed.id_pairs() + (removed_valid.id_pairs() if removed_valid is not None else [])
+        report.removed_pairs = removed.id_pairs() + (
+            removed_valid.id_pairs() if removed_valid is not None else []
+        )
         return report
 
-    def _forget_after_validation(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
+    def _forget_after_validation(
+        self, mask: np.ndarray, valid_mask: np.ndarray
+    ) -> UnlearningReport:
         """Drop the masked validation rows, then ``_forget`` the masked training rows (or, if none,
         ``_forget_validation_only``); the validation data and its caches are put back if that fails."""
-        self._validation_changed = bool(valid_mask.any())  # read by methods that cache from validation
+        self._validation_changed = bool(
+            valid_mask.any()
+        )  # read by methods that cache from validation
         try:
             with restored_on_error(self, self._validation_state):
                 if self._validation_changed:
@@ -263,7 +300,9 @@ class Unlearner(ABC):
         keys = request.pair_keys(self.train) if request.pairs else None
         return self._rows_of(request, keys), self._valid_rows_of(request, keys)
 
-    def _valid_rows_of(self, request: DeletionRequest, keys: np.ndarray | None = None) -> np.ndarray:
+    def _valid_rows_of(
+        self, request: DeletionRequest, keys: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rows of the validation data the request names (none without validation data)."""
         if self.valid is None or not len(self.valid):
             return np.zeros(0 if self.valid is None else len(self.valid), bool)
@@ -277,9 +316,11 @@ class Unlearner(ABC):
             return
         left = np.unique(self.valid.label[~valid_mask])
         if len(left) < min(2, len(np.unique(self.valid.label))):
-            raise RecUnlearnError(f"{self.name}: forgetting these rows would leave the validation data with "
-                                  f"{'no rows' if not len(left) else 'one label class only'}, on which validation AUC "
-                                  "is undefined; fit again with other validation data, or without any")
+            raise RecUnlearnError(
+                f"{self.name}: forgetting these rows would leave the validation data with "
+                f"{'no rows' if not len(left) else 'one label class only'}, on which validation AUC "
+                "is undefined; fit again with other validation data, or without any"
+            )
 
     def _drop_validation(self, valid_mask: np.ndarray) -> None:
         """Remove the masked validation rows, and from whatever is cached from them."""
@@ -309,7 +350,10 @@ class Unlearner(ABC):
         self._check_fitted()
         start = time.perf_counter()
         masks, union = [], np.zeros(len(self.train), bool)
-        valid_masks, valid_union = [], np.zeros(len(self.valid) if self.valid is not None else 0, bool)
+        valid_masks, valid_union = (
+            [],
+            np.zeros(len(self.valid) if self.valid is not None else 0, bool),
+        )
         for request in requests:
             mask, valid_mask = self._masks_of(request)
             mask, valid_mask = mask & ~union, valid_mask & ~valid_union
@@ -317,7 +361,9 @@ class Unlearner(ABC):
             valid_masks.append(valid_mask)
             union |= mask
             valid_union |= valid_mask
-        if not union.any() and not valid_union.any():  # every request is a no-op: forget reports each one as such
+        if (
+            not union.any() and not valid_union.any()
+        ):  # every request is a no-op: forget reports each one as such
             return [self.forget(r) for r in requests]
         data, valid = self.train, self.valid
         batch = self._forget_rows(union, valid_union)
@@ -325,22 +371,47 @@ class Unlearner(ABC):
         reports = []
         for request, mask, valid_mask in zip(requests, masks, valid_masks):
             if not mask.any() and not valid_mask.any():
-                reports.append(UnlearningReport(request_id=request.request_id, method=self.name, exact=self.exact,
-                                                removed_rows=0, noop=True))
+                reports.append(
+                    UnlearningReport(
+                        request_id=request.request_id,
+                        method=self.name,
+                        exact=self.exact,
+                        removed_rows=0,
+                        noop=True,
+                    )
+                )
                 continue
             share = self._batch_share(data, valid, mask, valid_mask)
-            reports.append(batch.model_copy(update={
-                "request_id": request.request_id, "removed_rows": int(mask.sum()),
-                "removed_valid_rows": int(valid_mask.sum()), **share,
-                "details": {**batch.details, **share.get("details", {}), "batched_with": len(requests)}}))
+            reports.append(
+                batch.model_copy(
+                    update={
+                        "request_id": request.request_id,
+                        "removed_rows": int(mask.sum()),
+                        "removed_valid_rows": int(valid_mask.sum()),
+                        **share,
+                        "details": {
+                            **batch.details,
+                            **share.get("details", {}),
+                            "batched_with": len(requests),
+                        },
+                    }
+                )
+            )
         return reports
 
-    def _batch_share(self, data: Interactions, valid: Interactions | None, mask: np.ndarray,
-                     valid_mask: np.ndarray) -> dict[str, Any]:
+    def _batch_share(
+        self,
+        data: Interactions,
+        valid: Interactions | None,
+        mask: np.ndarray,
+        valid_mask: np.ndarray,
+    ) -> dict[str, Any]:
         """Report fields of one request's share of a batch (the tables as they were before it): the
         pairs it removed."""
-        return {"removed_pairs": data.take(mask).id_pairs() + (valid.take(valid_mask).id_pairs()
-                                                               if valid_mask.any() else [])}
+        return {
+            "removed_pairs": data.take(mask).id_pairs()
+            + (valid.take(valid_mask).id_pairs() if valid_mask.any() else [])
+        }
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
         """Scores (higher = more likely liked) of (user, item) pairs given by external ids."""
@@ -348,13 +419,17 @@ class Unlearner(ABC):
         u = self.train.users.index(users)
         i = self.train.items.index(items)
         if len(u) != len(i):
-            raise RecUnlearnError(f"got {len(u)} users but {len(i)} items; pass one of each per pair")
+            raise RecUnlearnError(
+                f"got {len(u)} users but {len(i)} items; pass one of each per pair"
+            )
         return self.score_index(u, i)
 
     def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of (user, item) index pairs into the training vocabularies."""
         self._check_fitted()
-        return np.asarray(self._score_index(np.asarray(users, np.int64), np.asarray(items, np.int64)), np.float32)
+        return np.asarray(
+            self._score_index(np.asarray(users, np.int64), np.asarray(items, np.int64)), np.float32
+        )
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         """Scores of the given user indices against every item (rows: users)."""
@@ -364,14 +439,18 @@ class Unlearner(ABC):
         grid_i = np.tile(np.arange(self.train.n_items), len(users))
         return self.score_index(grid_u, grid_i).reshape(len(users), self.train.n_items)
 
-    def recommend(self, user: Any, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+    def recommend(
+        self, user: Any, k: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[str, float]]:
         """Top-``k`` items for one user (external id) with their scores."""
         u = self.train.users.index([user])
         scores = self.score_all(u)[0].astype(np.float64)
         if exclude_seen:
             scores[self.train.item[self.train.user == u[0]]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
-        return [(str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])]
+        return [
+            (str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])
+        ]
 
     # persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
@@ -383,9 +462,14 @@ class Unlearner(ABC):
         them as never seen."""
         path = Path(path)
         meta = self._save_state_and_data(path, "weights.safetensors")
-        document = {"format": FORMAT_VERSION, "method": self.name, "config": self.config.model_dump(mode="json"),
-                    "forgotten": sorted(self._forgotten) if keep_forgotten else [], "fit_seconds": self.fit_seconds,
-                    "state": meta}
+        document = {
+            "format": FORMAT_VERSION,
+            "method": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "forgotten": sorted(self._forgotten) if keep_forgotten else [],
+            "fit_seconds": self.fit_seconds,
+            "state": meta,
+        }
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
 
@@ -394,12 +478,16 @@ class Unlearner(ABC):
         """Load a folder written by :meth:`save`; ``Unlearner.load`` dispatches on the stored method."""
         path = Path(path)
         method, document = cls._read_saved(path)
-        if method.load.__func__ is not Unlearner.load.__func__:  # a family with its own format (LLM samples)
+        if (
+            method.load.__func__ is not Unlearner.load.__func__
+        ):  # a family with its own format (LLM samples)
             return method.load(path)
         obj = method(document["config"])
         obj.train = Interactions.load(path / "train.npz")
         if (path / "valid.npz").is_file():
-            obj.valid = Interactions.load(path / "valid.npz", users=obj.train.users, items=obj.train.items)
+            obj.valid = Interactions.load(
+                path / "valid.npz", users=obj.train.users, items=obj.train.items
+            )
         obj._forgotten = set(document["forgotten"])
         obj.fit_seconds = document["fit_seconds"]
         obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
@@ -410,7 +498,9 @@ class Unlearner(ABC):
         self._check_fitted()
         path.mkdir(parents=True, exist_ok=True)
         tensors, meta = self._state()
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / weights_file))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / weights_file)
+        )
         self.train.save(path / "train.npz")
         if self.valid is not None:
             self.valid.save(path / "valid.npz")
@@ -454,13 +544,19 @@ class Unlearner(ABC):
             keys = request.pair_keys(data)
         mask = request.rows(data, keys)
         if keys is not None:
-            present = member_mask(keys, data.pair_keys[mask]) | member_mask(keys, np.fromiter(self._forgotten, np.int64))
-            if self.valid is not None and not present.all():  # a validation pair is the model's data too
+            present = member_mask(keys, data.pair_keys[mask]) | member_mask(
+                keys, np.fromiter(self._forgotten, np.int64)
+            )
+            if (
+                self.valid is not None and not present.all()
+            ):  # a validation pair is the model's data too
                 present |= member_mask(keys, self.valid.pair_keys)
             if not present.all():
                 bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
-                raise UnknownIdError(f"{int((~present).sum())} pair(s) were never in the training or validation "
-                                     f"data, e.g. {bad}")
+                raise UnknownIdError(
+                    f"{int((~present).sum())} pair(s) were never in the training or validation "
+                    f"data, e.g. {bad}"
+                )
         return mask
 
     @staticmethod
@@ -489,5 +585,11 @@ class Unlearner(ABC):
         """Rebuild from :meth:`_state`'s output; ``self.config``, ``self.train`` and ``self.valid`` are set."""
 
     def _report(self, parts: list[PartChange], **details: Any) -> UnlearningReport:
-        return UnlearningReport(request_id="", method=self.name, exact=self.exact, removed_rows=0,
-                                parts=parts, details=details)
+        return UnlearningReport(
+            request_id="",
+            method=self.name,
+            exact=self.exact,
+            removed_rows=0,
+            parts=parts,
+            details=details,
+        )

@@ -64,9 +64,15 @@ def train_shard(job: ShardJob) -> ShardResult:
     """Pure function of the job: the same job gives the same parameters bitwise (on CPU)."""
     result = fit_model(job.model, job.train, job.valid, job.train_config, desc=f"shard {job.shard}")
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    info = {"epochs": result.epochs, "best_epoch": result.best_epoch,
-            "valid_metric": result.valid_metric, "best_valid": round(result.best_valid, 6), "seconds": round(result.seconds, 4),
-            "rows": len(job.train), "data_hash": job.train.content_hash()}
+    info = {
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "valid_metric": result.valid_metric,
+        "best_valid": round(result.best_valid, 6),
+        "seconds": round(result.seconds, 4),
+        "rows": len(job.train),
+        "data_hash": job.train.content_hash(),
+    }
     return ShardResult(job.shard, state, info)
 
 
@@ -107,7 +113,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     global _POOL, _POOL_WORKERS
     if _POOL is None or _POOL_WORKERS != workers:
         shutdown_executors()
-        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOL = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
         _POOL_WORKERS = workers
     return _POOL
 
@@ -145,7 +153,9 @@ class ProcessExecutor:
     def map(self, fn, jobs):
         jobs = list(jobs)
         if len(jobs) <= 1 or self.workers == 1:
-            threads = configure_threads()  # applied now, so that training does not apply it over the 1 below
+            threads = (
+                configure_threads()
+            )  # applied now, so that training does not apply it over the 1 below
             torch.set_num_threads(1)
             try:
                 return [fn(job) for job in jobs]
@@ -158,8 +168,10 @@ class ProcessExecutor:
             return [future.result() for future in futures]
         except BrokenProcessPool:
             shutdown_executors()  # the next call starts a fresh pool
-            raise RuntimeError("a worker of the 'process' executor died (out of memory?); the pool was reset; "
-                               f"try fewer workers ({WORKERS_ENV})") from None
+            raise RuntimeError(
+                "a worker of the 'process' executor died (out of memory?); the pool was reset; "
+                f"try fewer workers ({WORKERS_ENV})"
+            ) from None
 
 
 def _import_ray():
@@ -173,8 +185,11 @@ def _import_ray():
 def _may_use_cuda(job: Any) -> bool:
     """True unless the job (its ``device``, its ``train_config.device``, else $RECUNLEARN_DEVICE) names
     a device other than CUDA."""
-    device = (getattr(job, "device", None) or getattr(getattr(job, "train_config", None), "device", None)
-              or os.environ.get(DEVICE_ENV))
+    device = (
+        getattr(job, "device", None)
+        or getattr(getattr(job, "train_config", None), "device", None)
+        or os.environ.get(DEVICE_ENV)
+    )
     return device is None or str(device).startswith("cuda")
 
 

@@ -28,7 +28,12 @@ class FineTune(ApproximateUnlearner):
     def _update(self, removed, remaining, graph_full, graph_after, orphaned):
         if graph_after is not None:
             self.model.adjacency = self._after_adjacency(graph_after)
-        settings = self.config.train.model_copy(update={"max_epochs": self.config.epochs, "patience": self.config.epochs,
-                                                        "lr": self.config.lr or self.config.train.lr})
+        settings = self.config.train.model_copy(
+            update={
+                "max_epochs": self.config.epochs,
+                "patience": self.config.epochs,
+                "lr": self.config.lr or self.config.train.lr,
+            }
+        )
         result = continue_training(self.model, remaining, self.valid, settings, desc="finetune")
         return {"epochs": result.epochs, "best_epoch": result.best_epoch}

@@ -31,6 +31,13 @@ class GraphEraser(EmbeddingShardedUnlearner):
 
     def _partition(self) -> PartitionResult:
         users, items = self.partition_embeddings()
-        embeddings, row_nodes = (users, self.train.user) if self.config.node == "user" else (items, self.train.item)
-        return bekm_partition(embeddings, row_nodes, self.config.n_shards, self.config.partition_seed,
-                              self.config.iterations)
+        embeddings, row_nodes = (
+            (users, self.train.user) if self.config.node == "user" else (items, self.train.item)
+        )
+        return bekm_partition(
+            embeddings,
+            row_nodes,
+            self.config.n_shards,
+            self.config.partition_seed,
+            self.config.iterations,
+        )

@@ -44,16 +44,25 @@ def importance_scores(removed: Interactions, data: Interactions, hops: int) -> n
     """IFRU's importance of every node (users, then items): seeds get (count in removed) / degree,
     then ``hops`` times score(v) += sum over neighbours u of score(u) / degree(v)."""
     n_users = data.n_users
-    degree = np.concatenate([np.bincount(data.user, minlength=n_users),
-                             np.bincount(data.item, minlength=data.n_items)]).astype(np.float64)
-    score = np.concatenate([np.bincount(removed.user, minlength=n_users),
-                            np.bincount(removed.item, minlength=data.n_items)]).astype(np.float64)
+    degree = np.concatenate(
+        [np.bincount(data.user, minlength=n_users), np.bincount(data.item, minlength=data.n_items)]
+    ).astype(np.float64)
+    score = np.concatenate(
+        [
+            np.bincount(removed.user, minlength=n_users),
+            np.bincount(removed.item, minlength=data.n_items),
+        ]
+    ).astype(np.float64)
     score = np.divide(score, degree, out=np.zeros_like(score), where=degree > 0)
     for _ in range(hops):
         active = (score[data.user] > 0) | (score[n_users + data.item] > 0)
         u, i = data.user[active], data.item[active]
-        spread = np.concatenate([np.bincount(u, weights=score[n_users + i], minlength=n_users),
-                                 np.bincount(i, weights=score[u], minlength=data.n_items)])
+        spread = np.concatenate(
+            [
+                np.bincount(u, weights=score[n_users + i], minlength=n_users),
+                np.bincount(i, weights=score[u], minlength=data.n_items),
+            ]
+        )
         score = score + np.divide(spread, degree, out=np.zeros_like(spread), where=degree > 0)
     return score
 
@@ -65,7 +74,9 @@ class IFRU(InfluenceUnlearner):
     Config = IFRUConfig
     spillover = True
 
-    def kept_rows(self, removed: Interactions, before: Interactions, graph_full: sp.csr_matrix | None):
+    def kept_rows(
+        self, removed: Interactions, before: Interactions, graph_full: sp.csr_matrix | None
+    ):
         n_users = before.n_users
         score = importance_scores(removed, before, self.config.hops)
         seeds = np.zeros(len(score), bool)
@@ -75,8 +86,11 @@ class IFRU(InfluenceUnlearner):
         threshold = np.quantile(score[reached], self.config.keep_quantile) if reached.any() else 0.0
         keep = seeds | (reached & (score > threshold) & (score >= self.config.min_importance))
         nodes = np.flatnonzero(keep)
-        return nodes[nodes < n_users], nodes[nodes >= n_users] - n_users, {
-            "seeds": int(seeds.sum()), "reached": int(reached.sum())}
+        return (
+            nodes[nodes < n_users],
+            nodes[nodes >= n_users] - n_users,
+            {"seeds": int(seeds.sum()), "reached": int(reached.sum())},
+        )
 
     def spillover_threshold(self) -> float:
         return self.config.spillover_threshold

@@ -63,40 +63,61 @@ class KeptRows:
     def gather(self, model: CFModel) -> torch.Tensor:
         """The current values of the kept rows, shape (size, dim)."""
         device = model.user_emb.weight.device
-        return torch.cat([model.user_emb.weight.detach()[torch.as_tensor(self.users, device=device)],
-                          model.item_emb.weight.detach()[torch.as_tensor(self.items, device=device)]])
+        return torch.cat(
+            [
+                model.user_emb.weight.detach()[torch.as_tensor(self.users, device=device)],
+                model.item_emb.weight.detach()[torch.as_tensor(self.items, device=device)],
+            ]
+        )
 
     @torch.no_grad()
     def scatter(self, model: CFModel, values: torch.Tensor) -> None:
         """Write ``values`` (shape (size, dim)) into the model's kept rows."""
         device = model.user_emb.weight.device
-        model.user_emb.weight[torch.as_tensor(self.users, device=device)] = values[: len(self.users)]
-        model.item_emb.weight[torch.as_tensor(self.items, device=device)] = values[len(self.users):]
+        model.user_emb.weight[torch.as_tensor(self.users, device=device)] = values[
+            : len(self.users)
+        ]
+        model.item_emb.weight[torch.as_tensor(self.items, device=device)] = values[
+            len(self.users) :
+        ]
 
 
 def adjacency_to_scipy(adjacency: torch.Tensor) -> sp.csr_matrix:
     """A torch CSR adjacency as a scipy CSR matrix (sharing memory on CPU)."""
     n = adjacency.shape[0]
-    return sp.csr_matrix((adjacency.values().cpu().numpy(), adjacency.col_indices().cpu().numpy(),
-                          adjacency.crow_indices().cpu().numpy()), shape=(n, n))
+    return sp.csr_matrix(
+        (
+            adjacency.values().cpu().numpy(),
+            adjacency.col_indices().cpu().numpy(),
+            adjacency.crow_indices().cpu().numpy(),
+        ),
+        shape=(n, n),
+    )
 
 
 def scipy_to_adjacency(matrix: sp.csr_matrix, device: torch.device | str = "cpu") -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
-                                       torch.from_numpy(matrix.indices.astype(np.int64)),
-                                       torch.from_numpy(matrix.data.astype(np.float32)), matrix.shape).to(device)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            matrix.shape,
+        ).to(device)
 
 
-def find_entries(graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def find_entries(
+    graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each (rows[k], cols[k]) is stored in ``graph.data`` and whether it is stored at all, by
     binary search on row * n + col (``graph`` must have sorted indices)."""
     n = graph.shape[0]
     keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr)) * n + graph.indices
     rows = np.asarray(rows, np.int64)
     wanted = rows * n + np.asarray(cols, np.int64)
-    if n <= 1 << 16 and len(rows) > 1024:  # searched row by row (a linear radix sort): far fewer cache misses
+    if (
+        n <= 1 << 16 and len(rows) > 1024
+    ):  # searched row by row (a linear radix sort): far fewer cache misses
         by_row = group_order(rows, n)
         position = np.empty(len(wanted), np.int64)
         position[by_row] = np.searchsorted(keys, wanted[by_row])
@@ -107,7 +128,9 @@ def find_entries(graph: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> tu
     return position, found
 
 
-def expand(graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int | None = None) -> np.ndarray:
+def expand(
+    graph: sp.csr_matrix | None, nodes: np.ndarray, hops: int, size: int | None = None
+) -> np.ndarray:
     """``nodes`` and every node within ``hops`` edges of them (sorted, unique); the graph's stored
     values must be positive (a normalised adjacency's are).
 
@@ -146,12 +169,20 @@ def shuffled_ranks(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
         keys = (groups << 31) | rng.integers(0, 1 << 31, n, dtype=np.int64)
         order = torch.sort(torch.from_numpy(keys)).indices.numpy()
     rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - np.repeat(np.cumsum(size) - size, size)  # sorted, the groups are repeat(ids, size)
+    rank[order] = np.arange(n) - np.repeat(
+        np.cumsum(size) - size, size
+    )  # sorted, the groups are repeat(ids, size)
     return rank, size
 
 
-def sample_rows_per_node(users: np.ndarray, items: np.ndarray, n_users: int, per_node: int,
-                         seed: int = 0, drawing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sample_rows_per_node(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    per_node: int,
+    seed: int = 0,
+    drawing: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A sample of training rows that holds ``per_node`` rows of every node (all of them where it has
     fewer), and the Horvitz-Thompson weights (1 / inclusion probability) that make any sum over the
     sample an unbiased estimate of the sum over all rows.
@@ -202,7 +233,9 @@ class NeighbourSample:
         return np.unique(self.linear.indices)
 
 
-def sample_neighbours(graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, seed: int = 0) -> NeighbourSample:
+def sample_neighbours(
+    graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, seed: int = 0
+) -> NeighbourSample:
     """:class:`NeighbourSample` of ``nodes`` on the normalised adjacency ``graph``: what makes a kept
     node's Hessian block cost follow ``per_node`` rather than its degree (a popular item's block
     otherwise sums the rows of every user who rated it)."""
@@ -224,8 +257,10 @@ def sample_neighbours(graph: sp.csr_matrix, nodes: np.ndarray, per_node: int, se
     p, weight = np.full(indptr[-1], 0.5), np.ones(indptr[-1])
     p[~own], weight[~own] = rows.data[drawn] / 2, inverse
     shape = (len(nodes), graph.shape[1])
-    return NeighbourSample(sp.csr_matrix((p * weight, column, indptr), shape=shape),
-                           sp.csr_matrix((p * p * weight, column, indptr), shape=shape))
+    return NeighbourSample(
+        sp.csr_matrix((p * weight, column, indptr), shape=shape),
+        sp.csr_matrix((p * p * weight, column, indptr), shape=shape),
+    )
 
 
 def _select_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
@@ -243,7 +278,9 @@ def _select_columns(matrix: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix
     moved = lookup[matrix.indices]
     keep = moved >= 0
     indptr = np.concatenate([[0], np.cumsum(keep)])[matrix.indptr]
-    return sp.csr_matrix((matrix.data[keep], moved[keep], indptr), shape=(matrix.shape[0], len(columns)))
+    return sp.csr_matrix(
+        (matrix.data[keep], moved[keep], indptr), shape=(matrix.shape[0], len(columns))
+    )
 
 
 def group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -276,9 +313,19 @@ class RestrictedObjective:
     read: the pairwise objective, whose gradient and Hessian-vector products come from autograd.
     """
 
-    def __init__(self, model: CFModel, kept: KeptRows, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
-                 weights: np.ndarray | float, l2: float, graph: sp.csr_matrix | None,
-                 adjacency: torch.Tensor | None = None, negatives: np.ndarray | None = None):
+    def __init__(
+        self,
+        model: CFModel,
+        kept: KeptRows,
+        users: np.ndarray,
+        items: np.ndarray,
+        labels: np.ndarray,
+        weights: np.ndarray | float,
+        l2: float,
+        graph: sp.csr_matrix | None,
+        adjacency: torch.Tensor | None = None,
+        negatives: np.ndarray | None = None,
+    ):
         device = model.user_emb.weight.device
         n_users = model.n_users
         self.n_layers = getattr(model, "n_layers", 0) if graph is not None else 0
@@ -287,9 +334,13 @@ class RestrictedObjective:
         n_nodes = n_users + model.n_items
         row_nodes_j = None if negatives is None else n_users + negatives.astype(np.int64)
         ends = [row_nodes_u, row_nodes_i] + ([] if row_nodes_j is None else [row_nodes_j])
-        closure = expand(graph if self.n_layers else None, np.concatenate(ends), self.n_layers, size=n_nodes)
+        closure = expand(
+            graph if self.n_layers else None, np.concatenate(ends), self.n_layers, size=n_nodes
+        )
         everything = len(closure) > WHOLE_GRAPH_SHARE * n_nodes
-        if everything:  # propagating a few nodes more is cheaper than cutting the graph down to the closure
+        if (
+            everything
+        ):  # propagating a few nodes more is cheaper than cutting the graph down to the closure
             closure = np.arange(n_nodes)
         self.size, self.closure = len(closure), closure
         slot = np.full(n_nodes, -1, np.int64)  # node -> position in the closure
@@ -300,11 +351,16 @@ class RestrictedObjective:
         def on(array, dtype=torch.long):
             return torch.tensor(np.asarray(array), dtype=dtype, device=device)
 
-        self.kept_position, self.kept_theta = on(slot[kept_nodes[inside]]), on(np.flatnonzero(inside))
+        self.kept_position, self.kept_theta = (
+            on(slot[kept_nodes[inside]]),
+            on(np.flatnonzero(inside)),
+        )
         self.row_u, self.row_i = on(slot[row_nodes_u]), on(slot[row_nodes_i])
         self.row_j = None if row_nodes_j is None else on(slot[row_nodes_j])
         self.labels = on(labels.copy(), torch.float32)
-        self.weights = on(np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), torch.float32)
+        self.weights = on(
+            np.broadcast_to(np.asarray(weights, np.float32), (len(users),)), torch.float32
+        )
         table = torch.cat([model.user_emb.weight.detach(), model.item_emb.weight.detach()])
         self.base = table if everything else table[on(closure)]
         self.theta0 = kept.gather(model)
@@ -315,26 +371,42 @@ class RestrictedObjective:
         self.n_rows = len(users)
         self._pairs: tuple[torch.Tensor, ...] | None = None
 
-    def _on_closure(self, graph: sp.csr_matrix, adjacency: torch.Tensor | None = None
-                    ) -> tuple[sp.csr_matrix, torch.Tensor]:
+    def _on_closure(
+        self, graph: sp.csr_matrix, adjacency: torch.Tensor | None = None
+    ) -> tuple[sp.csr_matrix, torch.Tensor]:
         """``graph`` restricted to the closure's nodes, and as the tensor propagation uses."""
         if self.size == graph.shape[0]:
-            return graph, scipy_to_adjacency(graph, self.base.device) if adjacency is None else adjacency
+            return graph, scipy_to_adjacency(
+                graph, self.base.device
+            ) if adjacency is None else adjacency
         graph = graph[self.closure][:, self.closure]
         return graph, scipy_to_adjacency(graph, self.base.device)
 
-    def on_graph(self, graph: sp.csr_matrix, weights: np.ndarray | None = None,
-                 adjacency: torch.Tensor | None = None) -> RestrictedObjective:
+    def on_graph(
+        self,
+        graph: sp.csr_matrix,
+        weights: np.ndarray | None = None,
+        adjacency: torch.Tensor | None = None,
+    ) -> RestrictedObjective:
         """The same rows and kept rows scored with another graph that has no edge this one lacks (the
         graph after deleting edges): its closure is inside this one's, so nothing else changes.
         ``weights``: other row weights (the pattern of rows is shared all the same); ``adjacency``:
         as for the constructor."""
-        crow, column, pair_weights, pair_labels = self.pair_pattern()  # the same rows: built once, shared
+        crow, column, pair_weights, pair_labels = (
+            self.pair_pattern()
+        )  # the same rows: built once, shared
         twin = copy.copy(self)
         twin.graph, twin.adjacency = self._on_closure(graph, adjacency)
         if weights is not None:
-            twin.weights = torch.as_tensor(np.asarray(weights, np.float32), device=self.weights.device)
-            twin._pairs = (crow, column, twin.weights.repeat(2).index_select(0, self._pair_order), pair_labels)
+            twin.weights = torch.as_tensor(
+                np.asarray(weights, np.float32), device=self.weights.device
+            )
+            twin._pairs = (
+                crow,
+                column,
+                twin.weights.repeat(2).index_select(0, self._pair_order),
+                pair_labels,
+            )
         return twin
 
     @property
@@ -344,7 +416,11 @@ class RestrictedObjective:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         embeddings = self.embeddings(theta)
-        reps = self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
+        reps = (
+            self.model.propagate(embeddings, self.adjacency)
+            if self.adjacency is not None
+            else embeddings
+        )
         r_u = reps.index_select(0, self.row_u)
         logits = (r_u * reps.index_select(0, self.row_i)).sum(-1)
         if self.pairwise:
@@ -353,7 +429,9 @@ class RestrictedObjective:
             loss = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
         if self.l2:
             ends = (self.row_u, self.row_i) + ((self.row_j,) if self.pairwise else ())
-            loss = loss + self.l2 / 2 * sum(embeddings.index_select(0, end).pow(2).sum(-1) for end in ends)
+            loss = loss + self.l2 / 2 * sum(
+                embeddings.index_select(0, end).pow(2).sum(-1) for end in ends
+            )
         return (self.weights * loss).sum()
 
     def embeddings(self, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -362,7 +440,11 @@ class RestrictedObjective:
         return self.base.index_put((self.kept_position,), theta[self.kept_theta])
 
     def _propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.model.propagate(embeddings, self.adjacency) if self.adjacency is not None else embeddings
+        return (
+            self.model.propagate(embeddings, self.adjacency)
+            if self.adjacency is not None
+            else embeddings
+        )
 
     def pair_pattern(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows as a symmetric closure x closure CSR pattern, each row stored at (u, i) and at (i, u):
@@ -370,14 +452,20 @@ class RestrictedObjective:
         with :meth:`on_graph` twins, so logits come from a sampled dense-dense product and per-node
         sums from a sparse-dense one, without gathering a (rows x dim) copy of the representations."""
         if self.pairwise:
-            raise NotImplementedError("the closed forms are the BCE objective's: differentiate a pairwise one by autograd")
+            raise NotImplementedError(
+                "the closed forms are the BCE objective's: differentiate a pairwise one by autograd"
+            )
         if self._pairs is None:
             ends, others = torch.cat([self.row_u, self.row_i]), torch.cat([self.row_i, self.row_u])
             order = self._pair_order = _grouped_order(ends, self.size)
             crow = torch.zeros(self.size + 1, dtype=torch.long, device=ends.device)
             crow[1:] = torch.cumsum(torch.bincount(ends, minlength=self.size), 0)
-            self._pairs = (crow, others.index_select(0, order), self.weights.repeat(2).index_select(0, order),
-                           self.labels.repeat(2).index_select(0, order))
+            self._pairs = (
+                crow,
+                others.index_select(0, order),
+                self.weights.repeat(2).index_select(0, order),
+                self.labels.repeat(2).index_select(0, order),
+            )
         return self._pairs
 
     def _pair_matrix(self, values: torch.Tensor) -> torch.Tensor:
@@ -397,7 +485,9 @@ class RestrictedObjective:
         if self.n_rows:
             _, _, weights, labels = self.pair_pattern()
             ones = torch.ones(len(weights), device=reps.device, dtype=reps.dtype)
-            logits = torch.sparse.sampled_addmm(self._pair_matrix(ones), reps, reps.T, beta=0.0).values()
+            logits = torch.sparse.sampled_addmm(
+                self._pair_matrix(ones), reps, reps.T, beta=0.0
+            ).values()
             residual = weights * (torch.sigmoid(logits) - labels)
             by_rep = self._pair_matrix(residual) @ reps
         else:
@@ -420,7 +510,9 @@ class RestrictedObjective:
         logit <r_u, r_i>, so H v = P' [ sigma' dx (r_i, r_u) + (sigma - y)(dr_i, dr_u) ] + l2 n_v v.
         """
         if self.pairwise:
-            raise NotImplementedError("the closed forms are the BCE objective's: differentiate a pairwise one by autograd")
+            raise NotImplementedError(
+                "the closed forms are the BCE objective's: differentiate a pairwise one by autograd"
+            )
         embeddings = self.embeddings()
         reps = self._propagate(embeddings)
         r_u, r_i = reps.index_select(0, self.row_u), reps.index_select(0, self.row_i)
@@ -450,13 +542,17 @@ class RestrictedObjective:
         return hvp
 
 
-def gradient(objective: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
+def gradient(
+    objective: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor
+) -> torch.Tensor:
     theta = theta.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(theta), theta, allow_unused=True)
     return torch.zeros_like(theta) if grad is None else grad
 
 
-def hessian_vector_product(objective: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> Operator:
+def hessian_vector_product(
+    objective: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor
+) -> Operator:
     """v -> H v at ``theta`` by double backprop; the first backward pass is built once and reused."""
     theta = theta.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(theta), theta, create_graph=True, allow_unused=True)
@@ -470,7 +566,9 @@ def hessian_vector_product(objective: Callable[[torch.Tensor], torch.Tensor], th
     return hvp
 
 
-def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diagonal: bool = False) -> torch.Tensor:
+def block_preconditioner(
+    objective: RestrictedObjective, chunk: int = 4096, diagonal: bool = False
+) -> torch.Tensor:
     """Per kept row, the (dim x dim) Gauss-Newton block of the Hessian of ``objective`` (or, with
     ``diagonal``, only its diagonal: shape (rows, dim), about 50x cheaper to form for dim 48).
 
@@ -482,16 +580,29 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diag
     """
     with torch.no_grad():
         base = objective.embeddings()
-        reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
+        reps = (
+            objective.model.propagate(base, objective.adjacency)
+            if objective.adjacency is not None
+            else base
+        )
         u_rep, i_rep = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)
         logits = (u_rep * i_rep).sum(-1)
         if objective.pairwise:
             j_rep = reps.index_select(0, objective.row_j)
             logits = logits - (u_rep * j_rep).sum(-1)
-            sides = ((objective.row_u, i_rep - j_rep), (objective.row_i, u_rep), (objective.row_j, u_rep))
+            sides = (
+                (objective.row_u, i_rep - j_rep),
+                (objective.row_i, u_rep),
+                (objective.row_j, u_rep),
+            )
         else:
             sides = ((objective.row_u, i_rep), (objective.row_i, u_rep))
-        curvature = objective.weights * torch.sigmoid(logits) * torch.sigmoid(-logits) / (objective.n_layers + 1) ** 2
+        curvature = (
+            objective.weights
+            * torch.sigmoid(logits)
+            * torch.sigmoid(-logits)
+            / (objective.n_layers + 1) ** 2
+        )
         size, dim = objective.theta0.shape
         block_of = torch.full((objective.size,), -1, dtype=torch.long, device=base.device)
         block_of[objective.kept_position] = objective.kept_theta
@@ -504,9 +615,11 @@ def block_preconditioner(objective: RestrictedObjective, chunk: int = 4096, diag
                 blocks.index_add_(0, side[rows], curvature[rows, None] * other[rows].square())
             else:
                 for start in range(0, len(rows), chunk):
-                    r = rows[start:start + chunk]
+                    r = rows[start : start + chunk]
                     o = other[r]
-                    blocks.index_add_(0, side[r], curvature[r, None, None] * o[:, :, None] * o[:, None, :])
+                    blocks.index_add_(
+                        0, side[r], curvature[r, None, None] * o[:, :, None] * o[:, None, :]
+                    )
             counts.index_add_(0, side[rows], objective.weights[rows])
         if diagonal:
             blocks += (objective.l2 * counts)[:, None]
@@ -529,8 +642,14 @@ def block_solver(blocks: torch.Tensor, damping: float) -> Operator:
     return lambda v: _cholesky_solve(v.unsqueeze(-1), factor).squeeze(-1)
 
 
-def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: int = 1 << 22,
-                   spread: float = 1.25, pad: int | None = None):
+def segment_groups(
+    segments: torch.Tensor,
+    n_segments: int,
+    dim: int,
+    budget: int = 1 << 22,
+    spread: float = 1.25,
+    pad: int | None = None,
+):
     """Segments (rows sharing a non-negative segment id) in groups of similar size (within ``spread``,
     at most ``budget`` padded elements of width ``dim``): yields (segment ids, (group, longest) row
     index, mask of the real rows), for padded batched matmuls instead of per-row outer products.
@@ -539,7 +658,9 @@ def segment_groups(segments: torch.Tensor, n_segments: int, dim: int, budget: in
     shifted = segments.clamp_min(-1) + 1
     counts = torch.bincount(shifted, minlength=n_segments + 1)[1:]
     order = _grouped_order(shifted, n_segments + 1)
-    starts = torch.cumsum(counts, 0) - counts + (len(segments) - int(counts.sum()))  # negatives sort first
+    starts = (
+        torch.cumsum(counts, 0) - counts + (len(segments) - int(counts.sum()))
+    )  # negatives sort first
     by_size = torch.argsort(counts)
     by_size = by_size[counts[by_size] > 0]
     sizes = counts[by_size].tolist()
@@ -561,9 +682,16 @@ def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.index_select(0, index.reshape(-1)).view(*index.shape, -1)
 
 
-def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.Tensor, n_segments: int,
-                      weights: torch.Tensor | None = None, budget: int = 1 << 22, spread: float = 1.25,
-                      in_group_order: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def segment_outer_sum(
+    segments: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    n_segments: int,
+    weights: torch.Tensor | None = None,
+    budget: int = 1 << 22,
+    spread: float = 1.25,
+    in_group_order: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """sum_k w_k left_k right_k' for each segment: shape (n_segments, d, d); one batched matmul per group
     (:func:`segment_groups`), so no (rows, d, d) outer product is ever formed.
     Rows with a negative segment are ignored. With ``left is right`` and no negative weight (a Gram
@@ -579,11 +707,14 @@ def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.T
         out = torch.empty((len(order), dim, dim), dtype=left.dtype, device=left.device)
     else:
         out = torch.empty((n_segments, dim, dim), dtype=left.dtype, device=left.device)
-        unwritten = torch.nonzero(torch.bincount(segments[segments >= 0], minlength=n_segments) == 0).squeeze(1)
+        unwritten = torch.nonzero(
+            torch.bincount(segments[segments >= 0], minlength=n_segments) == 0
+        ).squeeze(1)
         if len(unwritten):  # segments without rows; the loop below writes every other one
             out[unwritten] = 0
 
     gram = left is right and (weights is None or bool((weights >= 0).all()))
+
     # rows scaled once (by sqrt(w) on both sides of a Gram matrix), with a zero row that padding points at
     def padded(rows: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         buffer = rows.new_empty((len(rows) + 1, dim))
@@ -603,7 +734,9 @@ def segment_outer_sum(segments: torch.Tensor, left: torch.Tensor, right: torch.T
         gathered_right = _gather(right, index)
         gathered_left = gathered_right if gram else _gather(left, index)
         if in_group_order:
-            torch.bmm(gathered_left.transpose(1, 2), gathered_right, out=out[start:start + len(group)])
+            torch.bmm(
+                gathered_left.transpose(1, 2), gathered_right, out=out[start : start + len(group)]
+            )
             start += len(group)
         else:
             out.index_copy_(0, group, torch.bmm(gathered_left.transpose(1, 2), gathered_right))
@@ -629,12 +762,18 @@ class LowRankBlocks:
 
     def diagonal_mean(self) -> float:
         """Mean of the blocks' diagonal entries (what the damping is scaled by)."""
-        squares = torch.where(self.segments >= 0, self.weights * self.rows.square().sum(-1), 0.0).sum()
+        squares = torch.where(
+            self.segments >= 0, self.weights * self.rows.square().sum(-1), 0.0
+        ).sum()
         return float(squares / (self.size * self.rows.shape[1]) + self.diagonal.mean())
 
     def dense(self) -> torch.Tensor:
-        blocks = segment_outer_sum(self.segments, self.rows, self.rows, self.size, weights=self.weights)
-        return blocks + self.diagonal[:, None, None] * torch.eye(self.rows.shape[1], device=self.rows.device)
+        blocks = segment_outer_sum(
+            self.segments, self.rows, self.rows, self.size, weights=self.weights
+        )
+        return blocks + self.diagonal[:, None, None] * torch.eye(
+            self.rows.shape[1], device=self.rows.device
+        )
 
     def solve(self, b: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """x_u = (block_u + shift_u I)^-1 b_u for every block (shift > 0 makes each positive definite)."""
@@ -642,8 +781,11 @@ class LowRankBlocks:
         total = self.diagonal + shift  # > 0
         x = b / total[:, None]  # blocks without rows
         for group, index, mask in segment_groups(self.segments, self.size, dim):
-            z = _gather(self.rows, index).mul_((mask * _gather(self.weights[:, None], index).squeeze(-1))
-                                               .clamp_min(0).sqrt()[:, :, None])  # (g, m, d)
+            z = _gather(self.rows, index).mul_(
+                (mask * _gather(self.weights[:, None], index).squeeze(-1))
+                .clamp_min(0)
+                .sqrt()[:, :, None]
+            )  # (g, m, d)
             s = total[group]
             if z.shape[1] < dim:  # Woodbury: x = (b - Z' (s I + Z Z')^-1 Z b) / s
                 gram = torch.bmm(z, z.transpose(1, 2))
@@ -660,20 +802,26 @@ class LowRankBlocks:
 
 def _cholesky_solve(b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``torch.cholesky_solve`` by two batched triangular solves, which MKL runs faster on many small blocks."""
-    return torch.linalg.solve_triangular(factor.mT, torch.linalg.solve_triangular(factor, b, upper=False), upper=True)
+    return torch.linalg.solve_triangular(
+        factor.mT, torch.linalg.solve_triangular(factor, b, upper=False), upper=True
+    )
 
 
 def _cholesky(matrices: torch.Tensor) -> torch.Tensor:
     factor, info = torch.linalg.cholesky_ex(matrices)
     if (info > 0).any():  # positive definite in exact arithmetic; rounding can still break it
-        raise SolverError("a per-row Newton block is not positive definite in float precision; increase damping")
+        raise SolverError(
+            "a per-row Newton block is not positive definite in float precision; increase damping"
+        )
     return factor
 
 
 def _propagation_rows(objective: RestrictedObjective, rows: np.ndarray) -> sp.csr_matrix:
     """Rows ``rows`` (closure positions) of LightGCN's propagation P = mean_k A^k over the closure."""
     graph = objective.graph.astype(np.float64)
-    power = sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), rows)), shape=(len(rows), graph.shape[0]))
+    power = sp.csr_matrix(
+        (np.ones(len(rows)), (np.arange(len(rows)), rows)), shape=(len(rows), graph.shape[0])
+    )
     total = power.copy()
     for _ in range(objective.n_layers):
         power = power @ graph
@@ -692,7 +840,9 @@ def _triangle_maps(dim: int, device: torch.device) -> tuple[torch.Tensor, torch.
     return rows * dim + cols, symmetric.reshape(-1)
 
 
-def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix | None) -> tuple[np.ndarray, ...]:
+def _reached_by_both_ends(
+    objective: RestrictedObjective, reach: sp.csr_matrix | None
+) -> tuple[np.ndarray, ...]:
     """Every (kept node u, training row r = (v, j)) with P_vu P_ju != 0: u's slot in ``reach``'s rows,
     the row, and P_vu P_ju.
 
@@ -723,8 +873,11 @@ def _reached_by_both_ends(objective: RestrictedObjective, reach: sp.csr_matrix |
     return both.row, both.col, both.data
 
 
-def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neighbours: NeighbourSample | None = None
-                   ) -> tuple[torch.Tensor | LowRankBlocks, torch.Tensor]:
+def hessian_blocks(
+    objective: RestrictedObjective,
+    low_rank: bool = False,
+    neighbours: NeighbourSample | None = None,
+) -> tuple[torch.Tensor | LowRankBlocks, torch.Tensor]:
     """The exact (dim x dim) diagonal blocks of the Hessian of ``objective``, one per kept row, and
     per row an upper bound of its coupling to all other rows, sum_{w != u} ||H_uw||_2.
 
@@ -749,8 +902,15 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
     """
     with torch.no_grad():
         base = objective.embeddings()
-        reps = objective.model.propagate(base, objective.adjacency) if objective.adjacency is not None else base
-        r_u, r_i = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)  # index_select: row copies, cheaper than reps[...] on CPU
+        reps = (
+            objective.model.propagate(base, objective.adjacency)
+            if objective.adjacency is not None
+            else base
+        )
+        r_u, r_i = (
+            reps.index_select(0, objective.row_u),
+            reps.index_select(0, objective.row_i),
+        )  # index_select: row copies, cheaper than reps[...] on CPU
         probability = torch.sigmoid((r_u * r_i).sum(-1))
         curvature = objective.weights * probability * (1 - probability)
         residual = objective.weights * (probability - objective.labels)
@@ -759,7 +919,9 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
         kept_of = torch.full((objective.size,), -1, dtype=torch.long, device=device)
         kept_of[objective.kept_position] = objective.kept_theta
         counts = torch.zeros(objective.size, device=device)
-        counts.index_add_(0, objective.row_u, objective.weights).index_add_(0, objective.row_i, objective.weights)
+        counts.index_add_(0, objective.row_u, objective.weights).index_add_(
+            0, objective.row_i, objective.weights
+        )
         l2 = torch.zeros(size, device=device)
         l2[objective.kept_theta] = objective.l2 * counts[objective.kept_position]
         ends = torch.cat([objective.row_u, objective.row_i])
@@ -772,15 +934,21 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
             at_kept = segment >= 0  # gather only the endpoints whose block is wanted
             other = reps.index_select(0, torch.cat([objective.row_i, objective.row_u])[at_kept])
             per_row = curvature * norm_u * norm_i + magnitude
-            total = torch.zeros(objective.size, device=device).index_add_(0, ends, torch.cat([per_row, per_row]))
+            total = torch.zeros(objective.size, device=device).index_add_(
+                0, ends, torch.cat([per_row, per_row])
+            )
             coupling[objective.kept_theta] = total[objective.kept_position]
             if low_rank:
                 return LowRankBlocks(segment[at_kept], other, both_curvature[at_kept], l2), coupling
-            blocks = segment_outer_sum(segment[at_kept], other, other, size, weights=both_curvature[at_kept])
+            blocks = segment_outer_sum(
+                segment[at_kept], other, other, size, weights=both_curvature[at_kept]
+            )
         else:
             others = torch.cat([r_i, r_u])
             if neighbours is None:
-                reach = _propagation_rows(objective, objective.kept_position.cpu().numpy())  # (kept x closure)
+                reach = _propagation_rows(
+                    objective, objective.kept_position.cpu().numpy()
+                )  # (kept x closure)
                 needed = np.unique(reach.indices)  # the nodes whose M reaches a kept row
                 near = reach[:, needed]
                 near_squared = near.multiply(near).tocsr()
@@ -788,32 +956,57 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 if objective.n_layers != 1:
                     raise ValueError("sampled neighbours stand for one-layer propagation only")
                 reach = None
-                kept_rows = objective.kept_theta.cpu().numpy()  # kept nodes with rows (the others have no block)
-                linear, near_squared = _select_rows(neighbours.linear, kept_rows), _select_rows(neighbours.squared, kept_rows)
-                drawn = expand(None, linear.indices, 0, size=linear.shape[1])  # sorted, unique: marked in a table
+                kept_rows = (
+                    objective.kept_theta.cpu().numpy()
+                )  # kept nodes with rows (the others have no block)
+                linear, near_squared = (
+                    _select_rows(neighbours.linear, kept_rows),
+                    _select_rows(neighbours.squared, kept_rows),
+                )
+                drawn = expand(
+                    None, linear.indices, 0, size=linear.shape[1]
+                )  # sorted, unique: marked in a table
                 needed = np.searchsorted(objective.closure, drawn)  # closure positions
-                if (needed >= objective.size).any() or (objective.closure[needed.clip(max=objective.size - 1)] != drawn).any():
-                    raise ValueError("every sampled neighbour must be an end of the objective's rows")
-                near, near_squared = _select_columns(linear, drawn), _select_columns(near_squared, drawn)
+                if (needed >= objective.size).any() or (
+                    objective.closure[needed.clip(max=objective.size - 1)] != drawn
+                ).any():
+                    raise ValueError(
+                        "every sampled neighbour must be an end of the objective's rows"
+                    )
+                near, near_squared = (
+                    _select_columns(linear, drawn),
+                    _select_columns(near_squared, drawn),
+                )
             slot = torch.full((objective.size,), -1, dtype=torch.long, device=device)
             slot[torch.as_tensor(needed, device=device)] = torch.arange(len(needed), device=device)
-            own, summed = segment_outer_sum(slot[ends], others, others, len(needed), weights=both_curvature,
-                                            in_group_order=True)
+            own, summed = segment_outer_sum(
+                slot[ends], others, others, len(needed), weights=both_curvature, in_group_order=True
+            )
             needed_t = torch.as_tensor(needed, dtype=torch.long, device=device)
             # the sums come in the groups' order (a needed node without rows has none, and no curvature):
             # P o P's columns reordered to it
-            squared = scipy_to_adjacency(_select_columns(near_squared, summed.cpu().numpy()), device)
+            squared = scipy_to_adjacency(
+                _select_columns(near_squared, summed.cpu().numpy()), device
+            )
             summed_nodes = needed_t[summed]
-            upper, symmetric = _triangle_maps(dim, device)  # the M are symmetric: spread one triangle
-            spread = torch.sparse.mm(squared, own.reshape(len(own), dim * dim).index_select(1, upper))
+            upper, symmetric = _triangle_maps(
+                dim, device
+            )  # the M are symmetric: spread one triangle
+            spread = torch.sparse.mm(
+                squared, own.reshape(len(own), dim * dim).index_select(1, upper)
+            )
             spread = spread.index_select(1, symmetric).reshape(-1, dim, dim)
-            if len(spread) == size:  # every kept row has training rows (kept_theta is then 0..size-1)
+            if (
+                len(spread) == size
+            ):  # every kept row has training rows (kept_theta is then 0..size-1)
                 blocks = spread
             else:
                 blocks = torch.zeros((size, dim, dim), device=device)
                 blocks[objective.kept_theta] = spread
             slot_of_both, row_of_both, product = _reached_by_both_ends(objective, reach)
-            kept_index = objective.kept_theta[torch.as_tensor(slot_of_both, dtype=torch.long, device=device)]
+            kept_index = objective.kept_theta[
+                torch.as_tensor(slot_of_both, dtype=torch.long, device=device)
+            ]
             row = torch.as_tensor(row_of_both, dtype=torch.long, device=device)
             w = torch.as_tensor(product, dtype=torch.float32, device=device)
             if objective.n_layers == 1:
@@ -822,29 +1015,54 @@ def hessian_blocks(objective: RestrictedObjective, low_rank: bool = False, neigh
                 position_of = torch.zeros(size, dtype=torch.long, device=device)
                 position_of[objective.kept_theta] = objective.kept_position
                 at_user_end = objective.row_u[row] == position_of[kept_index]
-                other_end = others.index_select(0, torch.where(at_user_end, row, row + len(r_u)))  # others = (r_i, r_u)
+                other_end = others.index_select(
+                    0, torch.where(at_user_end, row, row + len(r_u))
+                )  # others = (r_i, r_u)
                 partners = torch.zeros((size, dim), device=device).index_add_(
-                    0, kept_index, (w * curvature[row])[:, None] * other_end)
+                    0, kept_index, (w * curvature[row])[:, None] * other_end
+                )
                 own_rep = reps.index_select(0, position_of)
-                blocks.baddbmm_(torch.stack([partners, own_rep], 2), torch.stack([own_rep, partners], 1))  # S r' + r S'
+                blocks.baddbmm_(
+                    torch.stack([partners, own_rep], 2), torch.stack([own_rep, partners], 1)
+                )  # S r' + r S'
             else:
-                cross = segment_outer_sum(kept_index, r_i.index_select(0, row), r_u.index_select(0, row), size,
-                                          weights=w * curvature[row])
+                cross = segment_outer_sum(
+                    kept_index,
+                    r_i.index_select(0, row),
+                    r_u.index_select(0, row),
+                    size,
+                    weights=w * curvature[row],
+                )
                 blocks += cross + cross.transpose(1, 2)
-            second = torch.zeros(size, device=device).index_add_(0, kept_index, 2 * w * residual[row])
+            second = torch.zeros(size, device=device).index_add_(
+                0, kept_index, 2 * w * residual[row]
+            )
             l2 = l2 + second
-            row_sum = objective.model.propagate(torch.ones((objective.size, 1), device=device),
-                                                objective.adjacency).squeeze(1)  # s = P 1
+            row_sum = objective.model.propagate(
+                torch.ones((objective.size, 1), device=device), objective.adjacency
+            ).squeeze(1)  # s = P 1
             s_u, s_i = row_sum[objective.row_u], row_sum[objective.row_i]
             spread_r = curvature * (s_u * norm_i + s_i * norm_u)  # sigma' T_r
             by_end = torch.zeros(objective.size, device=device).index_add_(
-                0, ends, torch.cat([spread_r * norm_i + magnitude * s_i, spread_r * norm_u + magnitude * s_u]))
+                0,
+                ends,
+                torch.cat(
+                    [spread_r * norm_i + magnitude * s_i, spread_r * norm_u + magnitude * s_u]
+                ),
+            )
             own_square = torch.zeros(objective.size, device=device).index_add_(
-                0, ends, torch.cat([curvature * norm_i ** 2, curvature * norm_u ** 2]))
+                0, ends, torch.cat([curvature * norm_i**2, curvature * norm_u**2])
+            )
             linear = scipy_to_adjacency(near, device)
-            coupling[objective.kept_theta] = (torch.sparse.mm(linear, by_end[needed_t][:, None])
-                                              - torch.sparse.mm(squared, own_square[summed_nodes][:, None])).squeeze(1)
-            coupling.index_add_(0, kept_index, -2 * w * (curvature[row] * norm_u[row] * norm_i[row] + magnitude[row]))
+            coupling[objective.kept_theta] = (
+                torch.sparse.mm(linear, by_end[needed_t][:, None])
+                - torch.sparse.mm(squared, own_square[summed_nodes][:, None])
+            ).squeeze(1)
+            coupling.index_add_(
+                0,
+                kept_index,
+                -2 * w * (curvature[row] * norm_u[row] * norm_i[row] + magnitude[row]),
+            )
             coupling.clamp_(min=0)
         blocks.diagonal(dim1=1, dim2=2).add_(l2[:, None])
     return blocks, coupling
@@ -859,8 +1077,13 @@ class BlockSolve:
     """Blocks that were not positive definite after damping and got their own extra shift."""
 
 
-def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping: float,
-                 row_damping: torch.Tensor | None = None, overwrite_blocks: bool = False) -> BlockSolve:
+def block_newton(
+    blocks: torch.Tensor | LowRankBlocks,
+    b: torch.Tensor,
+    damping: float,
+    row_damping: torch.Tensor | None = None,
+    overwrite_blocks: bool = False,
+) -> BlockSolve:
     """Solve (block_u + (damping + row_damping_u) I) x_u = b_u for every row at once (batched Cholesky).
 
     With ``row_damping`` = the coupling bound of :func:`hessian_blocks`, the block-diagonal matrix
@@ -872,18 +1095,26 @@ def block_newton(blocks: torch.Tensor | LowRankBlocks, b: torch.Tensor, damping:
     ``overwrite_blocks``: damp the formed blocks in place (a caller done with them saves a copy).
     """
     if isinstance(blocks, LowRankBlocks):
-        shift = torch.full_like(blocks.diagonal, damping) + (0 if row_damping is None else row_damping)
+        shift = torch.full_like(blocks.diagonal, damping) + (
+            0 if row_damping is None else row_damping
+        )
         x = blocks.solve(b, shift)
         if not torch.isfinite(x).all():
-            raise SolverError("the per-row Newton solve returned a non-finite step; increase damping")
+            raise SolverError(
+                "the per-row Newton solve returned a non-finite step; increase damping"
+            )
         return BlockSolve(x, 0)
     damped = blocks if overwrite_blocks else blocks.clone()  # + shift I, on the diagonal only
-    damped.diagonal(dim1=-2, dim2=-1).add_(damping if row_damping is None else (damping + row_damping)[:, None])
+    damped.diagonal(dim1=-2, dim2=-1).add_(
+        damping if row_damping is None else (damping + row_damping)[:, None]
+    )
     factor, info = torch.linalg.cholesky_ex(damped)
     bad = info > 0
     raised = int(bad.sum())
     x = _cholesky_solve(b.unsqueeze(-1), factor).squeeze(-1)
-    if raised:  # by eigendecomposition: exact where Cholesky of a nearly singular shifted block is not
+    if (
+        raised
+    ):  # by eigendecomposition: exact where Cholesky of a nearly singular shifted block is not
         values, vectors = torch.linalg.eigh(damped[bad])
         values = (values + (damping - values[:, :1])).clamp_min(damping)
         coordinates = (vectors.transpose(1, 2) @ b[bad].unsqueeze(-1)) / values.unsqueeze(-1)
@@ -912,8 +1143,15 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum())
 
 
-def conjugate_gradient(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, tol: float = 1e-6,
-                       max_iter: int = 200, preconditioner: Operator | None = None) -> SolveResult:
+def conjugate_gradient(
+    hvp: Operator,
+    b: torch.Tensor,
+    *,
+    damping: float = 0.0,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+    preconditioner: Operator | None = None,
+) -> SolveResult:
     """Solve (H + damping I) x = b by (preconditioned) conjugate gradients.
 
     Raises :class:`SolverError` on non-positive curvature (H + damping I is not positive
@@ -933,16 +1171,20 @@ def conjugate_gradient(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, 
         result.hvps += 1
         curvature = _dot(p, ap)
         if not curvature > 0:
-            raise SolverError(f"conjugate gradients met non-positive curvature ({curvature:.3g}) at iteration {it}: "
-                              "the Hessian is not positive definite; increase damping",
-                              shift=-curvature / max(_dot(p, p), 1e-30) if math.isfinite(curvature) else 0.0)
+            raise SolverError(
+                f"conjugate gradients met non-positive curvature ({curvature:.3g}) at iteration {it}: "
+                "the Hessian is not positive definite; increase damping",
+                shift=-curvature / max(_dot(p, p), 1e-30) if math.isfinite(curvature) else 0.0,
+            )
         alpha = rz / curvature
         x += alpha * p
         r -= alpha * ap
         residual = math.sqrt(_dot(r, r)) / norm_b
         result.history.append(residual)
         if not math.isfinite(residual):
-            raise SolverError(f"conjugate gradients diverged (residual {residual}) at iteration {it}")
+            raise SolverError(
+                f"conjugate gradients diverged (residual {residual}) at iteration {it}"
+            )
         result.iterations, result.relative_residual = it, residual
         if residual <= tol:
             return result
@@ -954,7 +1196,9 @@ def conjugate_gradient(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, 
     return result
 
 
-def largest_eigenvalue(hvp: Operator, like: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
+def largest_eigenvalue(
+    hvp: Operator, like: torch.Tensor, iterations: int = 30, seed: int = 0
+) -> float:
     """Power iteration on H (an estimate from below, good to a few percent after 30 steps)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(like.shape, generator=generator).to(like)
@@ -970,8 +1214,15 @@ def largest_eigenvalue(hvp: Operator, like: torch.Tensor, iterations: int = 30, 
     return value
 
 
-def lissa(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, scale: float | None = None,
-          depth: int = 1000, tol: float = 1e-8) -> SolveResult:
+def lissa(
+    hvp: Operator,
+    b: torch.Tensor,
+    *,
+    damping: float = 0.0,
+    scale: float | None = None,
+    depth: int = 1000,
+    tol: float = 1e-8,
+) -> SolveResult:
     """LiSSA (Agarwal et al. 2017): x <- b + (I - (H + damping I) / scale) x, answer x / scale.
 
     Converges when every eigenvalue of H + damping I lies in (0, 2 scale); by default ``scale`` is
@@ -979,10 +1230,14 @@ def lissa(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, scale: float 
     """
     hvps = 0
     if scale is None:
-        dominant = largest_eigenvalue(hvp, b) + damping  # the eigenvalue of largest magnitude, damped
+        dominant = (
+            largest_eigenvalue(hvp, b) + damping
+        )  # the eigenvalue of largest magnitude, damped
         if not dominant > 0:
-            raise SolverError(f"LiSSA needs a positive definite damped Hessian; its dominant eigenvalue is {dominant:.3g} "
-                              "(damping included): raise the damping, or use the 'block' or 'cg' solver")
+            raise SolverError(
+                f"LiSSA needs a positive definite damped Hessian; its dominant eigenvalue is {dominant:.3g} "
+                "(damping included): raise the damping, or use the 'block' or 'cg' solver"
+            )
         scale = 1.1 * dominant
         hvps += 30
     if not scale > 0:
@@ -997,8 +1252,10 @@ def lissa(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, scale: float 
         x = x + step
         result.iterations = it
         if not math.isfinite(change) or float(x.norm()) > 1e12 * norm_b:
-            raise SolverError(f"LiSSA diverged at iteration {it}: scale {scale:.3g} is below half the largest "
-                              "eigenvalue, or the damped Hessian is not positive definite")
+            raise SolverError(
+                f"LiSSA diverged at iteration {it}: scale {scale:.3g} is below half the largest "
+                "eigenvalue, or the damped Hessian is not positive definite"
+            )
         if change <= tol:
             break
     else:
@@ -1009,8 +1266,16 @@ def lissa(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, scale: float 
     return result
 
 
-def quadratic_adam(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, lr: float = 1e-3, steps: int = 100,
-                   evaluate: Callable[[torch.Tensor], float] | None = None, every: int = 1) -> SolveResult:
+def quadratic_adam(
+    hvp: Operator,
+    b: torch.Tensor,
+    *,
+    damping: float = 0.0,
+    lr: float = 1e-3,
+    steps: int = 100,
+    evaluate: Callable[[torch.Tensor], float] | None = None,
+    every: int = 1,
+) -> SolveResult:
     """The reference code's solver: minimise 1/2 x'(H + damping I)x - x'b with Adam.
 
     Keeps the iterate ``evaluate`` scores highest (the reference uses validation AUC, every
@@ -1026,7 +1291,9 @@ def quadratic_adam(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, lr: 
         result.hvps += 1
         objective = 0.5 * _dot(current, ax) - _dot(current, b)
         if not math.isfinite(objective):
-            raise SolverError(f"quadratic minimisation diverged at step {step}; lower its learning rate")
+            raise SolverError(
+                f"quadratic minimisation diverged at step {step}; lower its learning rate"
+            )
         result.history.append(objective)
         if step and (step % every == 0 or step == steps):
             value = evaluate(current) if evaluate else -objective
@@ -1054,11 +1321,17 @@ def dense_hessian(hvp: Operator, like: torch.Tensor) -> torch.Tensor:
     return (matrix + matrix.T) / 2
 
 
-def exact_solve(hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, max_size: int = 4096) -> SolveResult:
+def exact_solve(
+    hvp: Operator, b: torch.Tensor, *, damping: float = 0.0, max_size: int = 4096
+) -> SolveResult:
     """Form H densely and solve (H + damping I) x = b directly: the answer the iterative solvers approximate."""
     if b.numel() > max_size:
-        raise SolverError(f"exact solve of a {b.numel()}-parameter system is too large (limit {max_size}); use 'cg'")
-    matrix = dense_hessian(hvp, b) + damping * torch.eye(b.numel(), dtype=torch.float64, device=b.device)
+        raise SolverError(
+            f"exact solve of a {b.numel()}-parameter system is too large (limit {max_size}); use 'cg'"
+        )
+    matrix = dense_hessian(hvp, b) + damping * torch.eye(
+        b.numel(), dtype=torch.float64, device=b.device
+    )
     try:
         x = torch.linalg.solve(matrix, b.reshape(-1).double())
     except RuntimeError as exc:  # torch raises on an exactly singular matrix
@@ -1110,13 +1383,21 @@ class SolverConfig(BaseModel):
     """Evaluate the 'quadratic' solver's iterate every this many steps."""
 
 
-def solve(config: SolverConfig, hvp: Operator, b: torch.Tensor, *, scale: float,
-          preconditioner: Callable[[float], Operator] | None = None,
-          evaluate: Callable[[torch.Tensor], float] | None = None) -> tuple[SolveResult, float]:
+def solve(
+    config: SolverConfig,
+    hvp: Operator,
+    b: torch.Tensor,
+    *,
+    scale: float,
+    preconditioner: Callable[[float], Operator] | None = None,
+    evaluate: Callable[[torch.Tensor], float] | None = None,
+) -> tuple[SolveResult, float]:
     """Solve with the configured method; ``scale`` (mean Hessian diagonal) turns relative damping
     into an absolute one. Returns the result and the absolute damping used."""
     if config.method == "block":
-        raise SolverError("the 'block' solver works on the Hessian blocks, not on HVPs: use block_newton")
+        raise SolverError(
+            "the 'block' solver works on the Hessian blocks, not on HVPs: use block_newton"
+        )
     damping = config.damping * scale
     calls = [0]
 
@@ -1127,13 +1408,26 @@ def solve(config: SolverConfig, hvp: Operator, b: torch.Tensor, *, scale: float,
     for attempt in range(config.max_damping_raises + 1):
         try:
             if config.method == "cg":
-                result = conjugate_gradient(counted, b, damping=damping, tol=config.tol, max_iter=config.max_iter,
-                                            preconditioner=preconditioner(damping) if preconditioner else None)
+                result = conjugate_gradient(
+                    counted,
+                    b,
+                    damping=damping,
+                    tol=config.tol,
+                    max_iter=config.max_iter,
+                    preconditioner=preconditioner(damping) if preconditioner else None,
+                )
             elif config.method == "lissa":
                 result = lissa(counted, b, damping=damping, depth=config.max_iter)
             elif config.method == "quadratic":
-                result = quadratic_adam(counted, b, damping=damping, lr=config.quadratic_lr, steps=config.quadratic_steps,
-                                        evaluate=evaluate, every=config.quadratic_every)
+                result = quadratic_adam(
+                    counted,
+                    b,
+                    damping=damping,
+                    lr=config.quadratic_lr,
+                    steps=config.quadratic_steps,
+                    evaluate=evaluate,
+                    every=config.quadratic_every,
+                )
             else:
                 result = exact_solve(counted, b, damping=damping)
             result.hvps, result.attempts = calls[0], attempt + 1

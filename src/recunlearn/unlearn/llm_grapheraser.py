@@ -28,7 +28,9 @@ class LLMGraphEraser(LLMUnlearner):
 
     def _partition(self) -> np.ndarray:
         user_emb, row_user = user_representations(self)
-        result = bekm_partition(user_emb, row_user, self.n_adapters, self.config.partition_seed, self.config.iterations)
+        result = bekm_partition(
+            user_emb, row_user, self.n_adapters, self.config.partition_seed, self.config.iterations
+        )
         self.partition_info = result.summary()
         return result.assignment
 

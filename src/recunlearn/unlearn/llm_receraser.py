@@ -27,8 +27,10 @@ def user_representations(method: LLMUnlearner) -> tuple[np.ndarray, np.ndarray]:
     """Mean frozen representation of each user's training prompts, and each sample's user index."""
     users, row_user = np.unique(method.train.user, return_inverse=True)
     if len(users) < method.n_adapters or (len(users) == 1 and users[0] == ""):
-        raise ConfigError(f"{method.name} partitions by user, but the samples name {len(users)} user(s) "
-                          f"for {method.n_adapters} shards (TALLRec JSON records need a 'user' field)")
+        raise ConfigError(
+            f"{method.name} partitions by user, but the samples name {len(users)} user(s) "
+            f"for {method.n_adapters} shards (TALLRec JSON records need a 'user' field)"
+        )
     embeddings = method.representations(method.train).astype(np.float64)
     sums = np.zeros((len(users), embeddings.shape[1]))
     np.add.at(sums, row_user, embeddings)
@@ -43,9 +45,17 @@ class LLMRecEraser(LLMUnlearner):
 
     def _partition(self) -> np.ndarray:
         user_emb, row_user = user_representations(self)
-        result = receraser_partition(user_emb, np.zeros((1, 1)), row_user, np.zeros(len(row_user), np.int64),
-                                     self.n_adapters, "user", self.config.partition_seed, self.config.iterations,
-                                     self.config.slack)
+        result = receraser_partition(
+            user_emb,
+            np.zeros((1, 1)),
+            row_user,
+            np.zeros(len(row_user), np.int64),
+            self.n_adapters,
+            "user",
+            self.config.partition_seed,
+            self.config.iterations,
+            self.config.slack,
+        )
         self.partition_info = result.summary()
         return result.assignment
 

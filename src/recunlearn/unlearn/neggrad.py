@@ -36,7 +36,9 @@ class NegGrad(ApproximateUnlearner):
         users = torch.tensor(removed.user, device=device)
         items = torch.tensor(removed.item, device=device)
         labels = torch.tensor(removed.label, device=device)
-        generator = torch.Generator().manual_seed(self.config.train.seed)  # BPR's negatives: the same every run
+        generator = torch.Generator().manual_seed(
+            self.config.train.seed
+        )  # BPR's negatives: the same every run
         optimizer = torch.optim.Adam(model.parameters(), lr=self.config.lr)
         model.train()
         for _ in range(self.config.steps):

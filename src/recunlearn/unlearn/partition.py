@@ -35,7 +35,9 @@ class PartitionResult:
     @property
     def sizes(self) -> np.ndarray:
         """Size of each shard, in the units the capacity counts (weights if given)."""
-        return np.bincount(self.assignment, weights=self.weights, minlength=self.n_shards).astype(np.int64)
+        return np.bincount(self.assignment, weights=self.weights, minlength=self.n_shards).astype(
+            np.int64
+        )
 
     @property
     def balance(self) -> float:
@@ -46,8 +48,11 @@ class PartitionResult:
     def summary(self) -> dict[str, object]:
         """JSON-able sizes and balance for reports."""
         balance = self.balance
-        return {"n_shards": self.n_shards, "sizes": self.sizes.tolist(),
-                "balance": round(balance, 4) if math.isfinite(balance) else None}
+        return {
+            "n_shards": self.n_shards,
+            "sizes": self.sizes.tolist(),
+            "balance": round(balance, 4) if math.isfinite(balance) else None,
+        }
 
 
 def _check_shards(n_units: int, n_shards: int) -> None:
@@ -66,13 +71,17 @@ def pairwise_distance(points: np.ndarray, centres: np.ndarray, metric: str) -> n
         c = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
         return 1.0 - p @ c.T
     if metric in ("euclidean", "sqeuclidean"):
-        squared = ((points ** 2).sum(1)[:, None] - 2.0 * points @ centres.T + (centres ** 2).sum(1)[None, :])
+        squared = (
+            (points**2).sum(1)[:, None] - 2.0 * points @ centres.T + (centres**2).sum(1)[None, :]
+        )
         squared = np.maximum(squared, 0.0)
         return squared if metric == "sqeuclidean" else np.sqrt(squared)
     raise ConfigError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
 
 
-def capped_greedy_assignment(distance: np.ndarray, capacity: float, weights: np.ndarray | None = None) -> np.ndarray:
+def capped_greedy_assignment(
+    distance: np.ndarray, capacity: float, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Walk all (unit, shard) pairs by ascending distance; give unit i to shard k if i is unassigned and
     shard k holds less than ``capacity`` (in ``weights``, default 1 per unit).
 
@@ -85,8 +94,12 @@ def capped_greedy_assignment(distance: np.ndarray, capacity: float, weights: np.
     total = weights.sum()
     if n_shards * capacity < total:
         if n_shards * capacity < total * (1 - 1e-9):
-            raise ConfigError(f"capacity {capacity} x {n_shards} shards cannot hold {total:g} units")
-        capacity = total / n_shards * (1 + 1e-12)  # short of the total by float rounding (slack 1 x n / K): what was meant
+            raise ConfigError(
+                f"capacity {capacity} x {n_shards} shards cannot hold {total:g} units"
+            )
+        capacity = (
+            total / n_shards * (1 + 1e-12)
+        )  # short of the total by float rounding (slack 1 x n / K): what was meant
     order = np.argsort(distance.ravel(), kind="stable")
     pair_unit, pair_shard = np.divmod(order, n_shards)
     assignment = np.full(n, -1, np.int64)
@@ -116,17 +129,22 @@ def kmeans_centres(embeddings: np.ndarray, n_shards: int, seed: int) -> np.ndarr
     return model.cluster_centers_
 
 
-def balanced_semantic_partition(embeddings: np.ndarray, n_shards: int, seed: int = 0,
-                                metric: str = "cosine") -> PartitionResult:
+def balanced_semantic_partition(
+    embeddings: np.ndarray, n_shards: int, seed: int = 0, metric: str = "cosine"
+) -> PartitionResult:
     """APA's balanced semantic-aware partition: k-means gives K centres, then the capped greedy walk
     over all (sample, centre) pairs by ascending distance fills each shard up to t = ceil(n / K)."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
-        raise ConfigError(f"embeddings must be a 2-d array (samples x features), got shape {embeddings.shape}")
+        raise ConfigError(
+            f"embeddings must be a 2-d array (samples x features), got shape {embeddings.shape}"
+        )
     n = len(embeddings)
     _check_shards(n, n_shards)
     centres = kmeans_centres(embeddings, n_shards, seed)
-    assignment = capped_greedy_assignment(pairwise_distance(embeddings, centres, metric), math.ceil(n / n_shards))
+    assignment = capped_greedy_assignment(
+        pairwise_distance(embeddings, centres, metric), math.ceil(n / n_shards)
+    )
     return PartitionResult(assignment, n_shards, centres)
 
 
@@ -139,8 +157,15 @@ def random_partition(n_rows: int, n_shards: int, seed: int = 0) -> PartitionResu
     return PartitionResult(assignment, n_shards)
 
 
-def balanced_kmeans(embeddings: np.ndarray, n_shards: int, capacity: float, seed: int = 0, iterations: int = 10,
-                    weights: np.ndarray | None = None, metric: str = "sqeuclidean") -> PartitionResult:
+def balanced_kmeans(
+    embeddings: np.ndarray,
+    n_shards: int,
+    capacity: float,
+    seed: int = 0,
+    iterations: int = 10,
+    weights: np.ndarray | None = None,
+    metric: str = "sqeuclidean",
+) -> PartitionResult:
     """K-means whose assignment step is the capacity-capped greedy walk (RecEraser's and GraphEraser's BEKM).
 
     Centres start at K distinct random units (seeded); each of up to ``iterations`` rounds assigns every
@@ -153,7 +178,9 @@ def balanced_kmeans(embeddings: np.ndarray, n_shards: int, capacity: float, seed
     centres = embeddings[rng.choice(len(embeddings), n_shards, replace=False)]
     assignment = None
     for _ in range(max(iterations, 1)):
-        new = capped_greedy_assignment(pairwise_distance(embeddings, centres, metric), capacity, weights)
+        new = capped_greedy_assignment(
+            pairwise_distance(embeddings, centres, metric), capacity, weights
+        )
         if assignment is not None and np.array_equal(new, assignment):
             break
         assignment = new
@@ -166,15 +193,25 @@ def balanced_kmeans(embeddings: np.ndarray, n_shards: int, capacity: float, seed
 
 def units_to_rows(unit_result: PartitionResult, row_units: np.ndarray) -> PartitionResult:
     """Row-level partition from a partition of users / items: every row goes with its unit."""
-    return PartitionResult(unit_result.assignment[row_units], unit_result.n_shards, unit_result.centres)
+    return PartitionResult(
+        unit_result.assignment[row_units], unit_result.n_shards, unit_result.centres
+    )
 
 
 RECERASER_KINDS = ("user", "item", "interaction")
 
 
-def receraser_partition(user_emb: np.ndarray, item_emb: np.ndarray, row_user: np.ndarray, row_item: np.ndarray,
-                        n_shards: int, kind: str = "user", seed: int = 0, iterations: int = 10,
-                        slack: float = 1.2) -> PartitionResult:
+def receraser_partition(
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    row_user: np.ndarray,
+    row_item: np.ndarray,
+    n_shards: int,
+    kind: str = "user",
+    seed: int = 0,
+    iterations: int = 10,
+    slack: float = 1.2,
+) -> PartitionResult:
     """RecEraser's balanced partitions of interaction rows (sizes in rows, capacity ``slack`` x rows / K).
 
     'user': users are clustered on their embeddings, each weighted by its number of rows, and take all
@@ -183,23 +220,36 @@ def receraser_partition(user_emb: np.ndarray, item_emb: np.ndarray, row_user: np
     """
     capacity = slack * len(row_user) / n_shards
     if kind == "interaction":
-        points = np.concatenate([np.asarray(user_emb)[row_user], np.asarray(item_emb)[row_item]], axis=1)
+        points = np.concatenate(
+            [np.asarray(user_emb)[row_user], np.asarray(item_emb)[row_item]], axis=1
+        )
         return balanced_kmeans(points, n_shards, capacity, seed, iterations)
     if kind not in RECERASER_KINDS:
-        raise ConfigError(f"unknown RecEraser partition {kind!r}; use one of {', '.join(RECERASER_KINDS)}")
+        raise ConfigError(
+            f"unknown RecEraser partition {kind!r}; use one of {', '.join(RECERASER_KINDS)}"
+        )
     table, row_units = (user_emb, row_user) if kind == "user" else (item_emb, row_item)
     present, row_units = np.unique(row_units, return_inverse=True)  # units with at least one row
     weights = np.bincount(row_units).astype(np.float64)
-    result = balanced_kmeans(np.asarray(table)[present], n_shards, capacity, seed, iterations, weights)
+    result = balanced_kmeans(
+        np.asarray(table)[present], n_shards, capacity, seed, iterations, weights
+    )
     return units_to_rows(result, row_units)
 
 
-def bekm_partition(node_emb: np.ndarray, row_nodes: np.ndarray, n_shards: int, seed: int = 0,
-                   iterations: int = 10) -> PartitionResult:
+def bekm_partition(
+    node_emb: np.ndarray, row_nodes: np.ndarray, n_shards: int, seed: int = 0, iterations: int = 10
+) -> PartitionResult:
     """GraphEraser's BEKM over the nodes that have rows: balanced embedding k-means with at most
     ceil(nodes / K) nodes per shard (node counts, not rows, are balanced); each row goes with its node."""
     present, row_nodes = np.unique(row_nodes, return_inverse=True)
     _check_shards(len(present), n_shards)
-    result = balanced_kmeans(np.asarray(node_emb)[present], n_shards, math.ceil(len(present) / n_shards), seed,
-                             iterations, metric="euclidean")
+    result = balanced_kmeans(
+        np.asarray(node_emb)[present],
+        n_shards,
+        math.ceil(len(present) / n_shards),
+        seed,
+        iterations,
+        metric="euclidean",
+    )
     return units_to_rows(result, row_nodes)

@@ -41,6 +41,14 @@ class RecEraser(EmbeddingShardedUnlearner):
 
     def _partition(self) -> PartitionResult:
         users, items = self.partition_embeddings()
-        return receraser_partition(users, items, self.train.user, self.train.item, self.config.n_shards,
-                                   self.config.partition, self.config.partition_seed, self.config.iterations,
-                                   self.config.slack)
+        return receraser_partition(
+            users,
+            items,
+            self.train.user,
+            self.train.item,
+            self.config.n_shards,
+            self.config.partition,
+            self.config.partition_seed,
+            self.config.iterations,
+            self.config.slack,
+        )

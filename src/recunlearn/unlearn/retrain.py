@@ -9,7 +9,13 @@ import numpy as np
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, register, restored_on_error
+from recunlearn.unlearn.base import (
+    PartChange,
+    Unlearner,
+    UnlearningReport,
+    register,
+    restored_on_error,
+)
 
 
 class RetrainConfig(CFMethodConfig):
@@ -24,7 +30,9 @@ class Retrain(SingleModelMixin, Unlearner):
     Config = RetrainConfig
 
     def _fit(self) -> None:
-        result = fit_model(self.config.model, self.train, self.valid, self.config.train, desc="retrain")
+        result = fit_model(
+            self.config.model, self.train, self.valid, self.config.train, desc="retrain"
+        )
         self.model, self.fit_info = result.model, describe_fit(result)
 
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
@@ -32,13 +40,17 @@ class Retrain(SingleModelMixin, Unlearner):
         with restored_on_error(self, ("train",)):  # _fit rebinds the model only once it is trained
             self.train = self.train.drop(mask)
             self._fit()
-        part = PartChange(part="model", action="retrained", data_hash_before=before.content_hash(),
-                          data_hash_after=self.train.content_hash(), rows_before=len(before),
-                          rows_after=len(self.train))
+        part = PartChange(
+            part="model",
+            action="retrained",
+            data_hash_before=before.content_hash(),
+            data_hash_after=self.train.content_hash(),
+            rows_before=len(before),
+            rows_after=len(self.train),
+        )
         return self._report([part], fit=self.fit_info)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
         """One retraining for the whole batch (N requests one by one would retrain the model N times);
         the model equals forgetting the union of their rows at once."""
         return self._forget_union(requests)
-

@@ -66,7 +66,8 @@ class ShardedConfig(CFMethodConfig):
             self.aggregator = self.aggregator.model_copy(update={"loss": self.train.loss})
         if getattr(self.aggregator, "over", "") is None:
             self.aggregator = self.aggregator.model_copy(
-                update={"over": "logits" if self.train.loss == "bpr" else "probabilities"})
+                update={"over": "logits" if self.train.loss == "bpr" else "probabilities"}
+            )
         return self
 
 
@@ -90,9 +91,15 @@ class ShardedUnlearner(Unlearner):
         """The validation rows a shard early-stops on (see ``shard_validation``)."""
         if self.valid is None or self.config.shard_validation == "all":
             return self.valid
-        touched = np.isin(self.valid.user, shard_data.user) & np.isin(self.valid.item, shard_data.item)
+        touched = np.isin(self.valid.user, shard_data.user) & np.isin(
+            self.valid.item, shard_data.item
+        )
         labels = self.valid.label[touched]
-        if (len(np.unique(labels)) < 2 if self.config.train.stopping_metric == "auc" else not (labels > 0).any()):
+        if (
+            len(np.unique(labels)) < 2
+            if self.config.train.stopping_metric == "auc"
+            else not (labels > 0).any()
+        ):
             # nothing to early-stop on (a small shard, or one a deletion shrank): every row instead,
             # still a function of the shard's data, so a retrained shard equals one trained afresh
             return self.valid
@@ -100,13 +107,19 @@ class ShardedUnlearner(Unlearner):
 
     def shard_lr(self) -> float:
         if self.config.shard_lr == "scaled":
-            return self.config.train.lr * (self.config.n_shards if self.config.train.loss == "bce" else 1)
+            return self.config.train.lr * (
+                self.config.n_shards if self.config.train.loss == "bce" else 1
+            )
         return self.config.shard_lr
 
     def shard_job(self, shard: int) -> ShardJob:
-        train_config = self.config.train.model_copy(update={"seed": self.shard_seed(shard), "lr": self.shard_lr()})
+        train_config = self.config.train.model_copy(
+            update={"seed": self.shard_seed(shard), "lr": self.shard_lr()}
+        )
         data = self.shard_data(shard)
-        return ShardJob(shard, self.config.model, train_config, data, self.shard_validation_data(data))
+        return ShardJob(
+            shard, self.config.model, train_config, data, self.shard_validation_data(data)
+        )
 
     def _train_shards(self, shards: Sequence[int]) -> None:
         jobs = [self.shard_job(k) for k in shards]
@@ -117,24 +130,36 @@ class ShardedUnlearner(Unlearner):
                 self.shard_info[job.shard] = {"rows": 0, "data_hash": job.train.content_hash()}
         device = resolve_device(self.config.train.device)
         for result in get_executor(self.config.executor).map(train_shard, nonempty):
-            model = build_model(self.config.model, self.shard_data(result.shard), self.shard_seed(result.shard))
+            model = build_model(
+                self.config.model, self.shard_data(result.shard), self.shard_seed(result.shard)
+            )
             model.load_state_dict(result.state)
             self.models[result.shard] = model.to(device).eval()
             self.shard_info[result.shard] = result.info
 
     def _fit(self) -> None:
         partition = self._partition()
-        assignment = np.asarray(partition.assignment if isinstance(partition, PartitionResult) else partition,
-                                dtype=np.int64)
-        if assignment.shape != (len(self.train),) or assignment.min() < 0 or assignment.max() >= self.config.n_shards:
-            raise RuntimeError(f"{self.name}: partition must give a shard in [0, {self.config.n_shards}) per row")
+        assignment = np.asarray(
+            partition.assignment if isinstance(partition, PartitionResult) else partition,
+            dtype=np.int64,
+        )
+        if (
+            assignment.shape != (len(self.train),)
+            or assignment.min() < 0
+            or assignment.max() >= self.config.n_shards
+        ):
+            raise RuntimeError(
+                f"{self.name}: partition must give a shard in [0, {self.config.n_shards}) per row"
+            )
         self.assignment = assignment
         self.partition_info = PartitionResult(assignment, self.config.n_shards).summary()
         self.models: list[CFModel | None] = [None] * self.config.n_shards
         self.shard_info: list[dict[str, Any]] = [{} for _ in range(self.config.n_shards)]
         self._train_shards(range(self.config.n_shards))
         self.aggregator = build_aggregator(self.config.aggregator)
-        self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, range(self.config.n_shards))
+        self.aggregator_info = self.aggregator.fit(
+            self.models, self.train, self.valid, range(self.config.n_shards)
+        )
 
     def shard_sizes(self) -> list[int]:
         return np.bincount(self.assignment, minlength=self.config.n_shards).tolist()
@@ -145,25 +170,46 @@ class ShardedUnlearner(Unlearner):
         rows_before = self.shard_sizes()
         affected = sorted(np.unique(self.assignment[mask]).tolist())
         hash_before = self.train.content_hash()
-        every_shard = self._validation_changed and self.aggregator.uses_validation  # its cached errors hold dropped rows
+        every_shard = (
+            self._validation_changed and self.aggregator.uses_validation
+        )  # its cached errors hold dropped rows
         refit = self.aggregator.depends_on_shards or every_shard
-        with restored_on_error(self, ("train", "assignment", "models", "shard_info", "aggregator_info"),
-                               deep=("aggregator",) if refit else ()):
+        with restored_on_error(
+            self,
+            ("train", "assignment", "models", "shard_info", "aggregator_info"),
+            deep=("aggregator",) if refit else (),
+        ):
             self.train = self.train.drop(mask)
             self.assignment = self.assignment[~mask]
             self._train_shards(affected)
             if refit:
                 changed = range(self.config.n_shards) if every_shard else affected
-                self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, changed)
+                self.aggregator_info = self.aggregator.fit(
+                    self.models, self.train, self.valid, changed
+                )
         rows_after = self.shard_sizes()
-        parts = [PartChange(part=f"shard-{k}", action="retrained" if k in affected else "unchanged",
-                            data_hash_before=before[k], data_hash_after=self.shard_info[k].get("data_hash"),
-                            rows_before=rows_before[k], rows_after=rows_after[k])
-                 for k in range(self.config.n_shards)]
+        parts = [
+            PartChange(
+                part=f"shard-{k}",
+                action="retrained" if k in affected else "unchanged",
+                data_hash_before=before[k],
+                data_hash_after=self.shard_info[k].get("data_hash"),
+                rows_before=rows_before[k],
+                rows_after=rows_after[k],
+            )
+            for k in range(self.config.n_shards)
+        ]
         if refit:
-            parts.append(PartChange(part="aggregator", action="retrained", data_hash_before=hash_before,
-                                    data_hash_after=self.train.content_hash(), rows_before=len(mask),
-                                    rows_after=len(self.train)))
+            parts.append(
+                PartChange(
+                    part="aggregator",
+                    action="retrained",
+                    data_hash_before=hash_before,
+                    data_hash_after=self.train.content_hash(),
+                    rows_before=len(mask),
+                    rows_after=len(self.train),
+                )
+            )
         empty = [k for k in range(self.config.n_shards) if rows_after[k] == 0]
         return self._report(parts, retrained_shards=affected, empty_shards=empty)
 
@@ -172,10 +218,17 @@ class ShardedUnlearner(Unlearner):
         if not self.aggregator.uses_validation:
             return super()._forget_validation_only()
         with restored_on_error(self, ("aggregator_info",), deep=("aggregator",)):
-            self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, range(self.config.n_shards))
-        part = PartChange(part="aggregator", action="retrained", data_hash_before=self.train.content_hash(),
-                          data_hash_after=self.train.content_hash(), rows_before=len(self.train),
-                          rows_after=len(self.train))
+            self.aggregator_info = self.aggregator.fit(
+                self.models, self.train, self.valid, range(self.config.n_shards)
+            )
+        part = PartChange(
+            part="aggregator",
+            action="retrained",
+            data_hash_before=self.train.content_hash(),
+            data_hash_after=self.train.content_hash(),
+            rows_before=len(self.train),
+            rows_after=len(self.train),
+        )
         return self._report([part], validation_only=True)
 
     def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
@@ -188,7 +241,9 @@ class ShardedUnlearner(Unlearner):
 
     def score_all(self, users):
         self._check_fitted()
-        return self.aggregator.score_all(self.models, np.asarray(users, np.int64), self.train.n_items)
+        return self.aggregator.score_all(
+            self.models, np.asarray(users, np.int64), self.train.n_items
+        )
 
     # persistence ---------------------------------------------------------------------------------------------------
     def _state(self):
@@ -197,20 +252,26 @@ class ShardedUnlearner(Unlearner):
             if model is not None:
                 tensors.update({f"shard{k}.{n}": v for n, v in model.state_dict().items()})
         tensors.update({f"aggregator.{n}": v for n, v in self.aggregator.tensors().items()})
-        return tensors, {"shard_info": self.shard_info, "aggregator_info": self.aggregator_info,
-                         "partition_info": self.partition_info}
+        return tensors, {
+            "shard_info": self.shard_info,
+            "aggregator_info": self.aggregator_info,
+            "partition_info": self.partition_info,
+        }
 
     def _restore(self, tensors, meta):
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.shard_info = meta["shard_info"]
         self.aggregator_info = meta["aggregator_info"]
         # folders saved before partitions were reported lack it; it follows from the assignment
-        self.partition_info = meta.get("partition_info") or PartitionResult(self.assignment, self.config.n_shards).summary()
+        self.partition_info = (
+            meta.get("partition_info")
+            or PartitionResult(self.assignment, self.config.n_shards).summary()
+        )
         device = resolve_device(self.config.train.device)
         self.models = []
         for k in range(self.config.n_shards):
             prefix = f"shard{k}."
-            state = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}
+            state = {n[len(prefix) :]: v for n, v in tensors.items() if n.startswith(prefix)}
             if not state:
                 self.models.append(None)
                 continue
@@ -218,8 +279,10 @@ class ShardedUnlearner(Unlearner):
             model.load_state_dict(state)
             self.models.append(model.to(device).eval())
         self.aggregator = build_aggregator(self.config.aggregator)
-        self.aggregator.restore({n[len("aggregator."):]: v for n, v in tensors.items() if n.startswith("aggregator.")},
-                                self.models)
+        self.aggregator.restore(
+            {n[len("aggregator.") :]: v for n, v in tensors.items() if n.startswith("aggregator.")},
+            self.models,
+        )
 
 
 class EmbeddingShardedConfig(ShardedConfig):
@@ -256,11 +319,15 @@ class EmbeddingShardedUnlearner(ShardedUnlearner):
         if self._given_embeddings is not None:
             users, items = self._given_embeddings
             if len(users) != self.train.n_users or len(items) != self.train.n_items:
-                raise RecUnlearnError(f"{self.name}: given embeddings have {len(users)} users and {len(items)} items; "
-                                      f"the data has {self.train.n_users} and {self.train.n_items}")
+                raise RecUnlearnError(
+                    f"{self.name}: given embeddings have {len(users)} users and {len(items)} items; "
+                    f"the data has {self.train.n_users} and {self.train.n_items}"
+                )
             return users, items
         model_config = self.config.embedding_model or self.config.model
-        model = fit_model(model_config, self.train, self.valid, self.config.train, desc="partition embeddings").model
+        model = fit_model(
+            model_config, self.train, self.valid, self.config.train, desc="partition embeddings"
+        ).model
         with torch.no_grad():
             users, items = model.representations()
         return users.detach().cpu().double().numpy(), items.detach().cpu().double().numpy()

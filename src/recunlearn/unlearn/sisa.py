@@ -20,4 +20,6 @@ class SISA(ShardedUnlearner):
     Config = SISAConfig
 
     def _partition(self) -> np.ndarray:
-        return random_partition(len(self.train), self.config.n_shards, self.config.partition_seed).assignment
+        return random_partition(
+            len(self.train), self.config.n_shards, self.config.partition_seed
+        ).assignment

