@@ -11,9 +11,8 @@ import torch
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.lightgcn import normalized_adjacency
 from recunlearn.train.loop import TrainConfig, batch_loss
-from recunlearn.unlearn import influence
-from recunlearn.unlearn._influence_common import remove_edges
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence import objective as influence
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     LowRankBlocks,
     RestrictedObjective,
@@ -37,6 +36,7 @@ from recunlearn.unlearn.influence import (
     shuffled_ranks,
     solve,
 )
+from recunlearn.unlearn.influence.unlearner import remove_edges
 
 
 def trained_like(config, data, seed=0, std=0.3):

@@ -22,10 +22,11 @@ from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
 from recunlearn.train.runtime import retain_freed_memory
-from recunlearn.unlearn import get_method, influence
-from recunlearn.unlearn._influence_common import InfluenceUnlearner, remove_edges
+from recunlearn.unlearn import get_method
 from recunlearn.unlearn.base import Unlearner
 from recunlearn.unlearn.ifru import IFRU
+from recunlearn.unlearn.influence import objective as influence
+from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, remove_edges
 
 PHASES = ("gradient_s", "hessian_setup_s", "solve_s", "guard_s")
 # the pieces of the phases above and of the bookkeeping around them; indented ones run inside the one

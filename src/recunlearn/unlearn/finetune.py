@@ -6,8 +6,8 @@ from pydantic import Field
 
 from recunlearn.train.loop import continue_training
 from recunlearn.unlearn._cf import CFMethodConfig
-from recunlearn.unlearn._influence_common import ApproximateUnlearner
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.influence.unlearner import ApproximateUnlearner
 
 
 class FineTuneConfig(CFMethodConfig):

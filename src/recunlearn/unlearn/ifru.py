@@ -14,8 +14,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.unlearn._influence_common import InfluenceConfig, InfluenceUnlearner
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.influence.unlearner import InfluenceConfig, InfluenceUnlearner
 
 
 class IFRUConfig(InfluenceConfig):

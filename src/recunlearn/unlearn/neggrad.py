@@ -7,8 +7,8 @@ from pydantic import Field
 
 from recunlearn.train.loop import batch_loss
 from recunlearn.unlearn._cf import CFMethodConfig
-from recunlearn.unlearn._influence_common import ApproximateUnlearner
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.influence.unlearner import ApproximateUnlearner
 
 
 class NegGradConfig(CFMethodConfig):

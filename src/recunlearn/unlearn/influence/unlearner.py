@@ -27,9 +27,9 @@ from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import fit_model
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
-from recunlearn.unlearn._generic_influence import generic_update, has_closed_form
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.generic import generic_update, has_closed_form
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     LowRankBlocks,
     RestrictedObjective,
@@ -293,7 +293,7 @@ class InfluenceConfig(CFMethodConfig):
     hessian_rows_per_node: int | None = Field(8, ge=1)
     """The Hessian is summed over a sample of the remaining rows in which every user and item draws
     this many of its rows (all, if it has fewer), each weighted by 1 / its inclusion probability (an
-    unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.sample_rows_per_node`), so its
+    unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.objective.sample_rows_per_node`), so its
     cost follows the nodes involved, not their degrees. The gradient is never sampled. None sums over
     every row (exact). On ML-100K 8 keeps the step within 10-12% (MF) and 3-9% (LightGCN) of the exact
     Hessian's step for 10-20% less time than 16; 4 roughly doubles that error; test AUC moves by under 1e-4
@@ -302,7 +302,7 @@ class InfluenceConfig(CFMethodConfig):
     """One-layer LightGCN with the block solver: a kept node's Hessian block sums, besides its own
     rows, the rows of every graph neighbour (a popular item: every user who rated it); it sums
     them over a uniform sample of at most this many neighbours instead, weighted by 1 / their
-    inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.sample_neighbours`), and
+    inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.objective.sample_neighbours`), and
     only the drawn nodes draw Hessian rows. None: every neighbour."""
 
     guard_tolerance: float = Field(1e-3, ge=0)
@@ -311,7 +311,7 @@ class InfluenceConfig(CFMethodConfig):
     model's loss is not the original's); a step that overshoots costs far more."""
     negatives_per_positive: int = Field(4, ge=1)
     """A model trained with BPR: negatives drawn per positive row to estimate the expected pairwise
-    loss the update differentiates (see :mod:`recunlearn.unlearn._pairwise`)."""
+    loss the update differentiates (see :mod:`recunlearn.unlearn.influence.objective.pairwise`)."""
 
 
 class InfluenceUnlearner(ApproximateUnlearner):
@@ -336,7 +336,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         if not has_closed_form(self.model):  # a user's model: autograd through its representations
             return generic_update(self, removed, remaining, orphaned)
         if self.config.train.loss == "bpr":
-            from recunlearn.unlearn._pairwise import pairwise_update
+            from recunlearn.unlearn.influence.pairwise import pairwise_update
 
             return pairwise_update(self, removed, remaining, graph_full, graph_after, orphaned)
         model, l2 = self.model, self.config.train.l2

@@ -26,7 +26,7 @@ import torch
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.train.loop import NEGATIVE_REDRAWS, sample_negatives
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     LowRankBlocks,
     RestrictedObjective,
@@ -40,7 +40,7 @@ from recunlearn.unlearn.influence import (
 )
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn._influence_common import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans
 
 
 @dataclass(frozen=True)
@@ -317,7 +317,7 @@ def pairwise_update(
     orphaned: Orphans,
 ) -> dict[str, Any]:
     """The influence update of a BPR model for the removal of ``removed`` (see the module's docstring)."""
-    from recunlearn.unlearn._influence_common import damping_scale, rows_touching
+    from recunlearn.unlearn.influence.unlearner import damping_scale, rows_touching
 
     model, config = method.model, method.config
     removed, remaining = (

@@ -1,6 +1,6 @@
 """The influence update of a model whose representations are neither MF's nor LightGCN's.
 
-The closed forms of :mod:`recunlearn.unlearn.influence` assume representations linear in the
+The closed forms of :mod:`recunlearn.unlearn.influence.objective` assume representations linear in the
 embeddings (MF's identity, LightGCN's propagation). For any other model whose score is
 differentiable in its embedding tables, the same Newton step is taken by autograd: the removed
 rows' gradient and Hessian-vector products of the remaining rows' objective, both through
@@ -24,7 +24,7 @@ from recunlearn.models.base import CFModel
 from recunlearn.models.lightgcn import LightGCN
 from recunlearn.models.mf import MF
 from recunlearn.train.loop import sample_negatives
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     Operator,
     SolverError,
@@ -34,7 +34,7 @@ from recunlearn.unlearn.influence import (
 )
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn._influence_common import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans
 
 
 def has_closed_form(model: CFModel) -> bool:
