@@ -10,7 +10,7 @@ from recunlearn.data import ifru_protocol
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
-from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.models.graph import normalized_adjacency
 from recunlearn.train import TrainConfig, fit_model, predict, resolve_device
 from recunlearn.train.loop import BPR_LR
 from recunlearn.train.ranking import RankingTask

@@ -10,7 +10,8 @@ import torch
 
 from recunlearn.data import DeletionRequest
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn.influence.objective import LowRankBlocks, SolverError
+from recunlearn.unlearn.influence.blocks import LowRankBlocks
+from recunlearn.unlearn.influence.objective import SolverError
 from recunlearn.unlearn.influence.unlearner import damping_scale
 from tests.conformance import FAST_TRAIN
 

@@ -39,7 +39,7 @@ def objective(config, split, kept_users, kept_items, seed=0):
     triples = NegativeSampler(split.train, 2, seed).triples(split.train.user, split.train.item)
     graph = None
     if config.kind == "lightgcn":
-        from recunlearn.unlearn.influence.objective import adjacency_to_scipy
+        from recunlearn.models.graph import adjacency_to_scipy
 
         graph = adjacency_to_scipy(model.adjacency)
     kept = KeptRows(np.asarray(kept_users), np.asarray(kept_items))

@@ -30,8 +30,8 @@ from recunlearn.unlearn.influence.objective import (
     SolverError,
     gradient,
     hessian_vector_product,
-    solve,
 )
+from recunlearn.unlearn.influence.solvers import solve
 
 if TYPE_CHECKING:
     from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans

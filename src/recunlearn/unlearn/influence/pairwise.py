@@ -25,19 +25,17 @@ import scipy.sparse as sp
 import torch
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.models.graph import expand
 from recunlearn.train.loop import NEGATIVE_REDRAWS, sample_negatives
+from recunlearn.unlearn.influence.blocks import LowRankBlocks, block_solver
 from recunlearn.unlearn.influence.objective import (
     KeptRows,
-    LowRankBlocks,
     RestrictedObjective,
     SolverError,
-    block_newton,
-    block_solver,
-    expand,
     hessian_vector_product,
-    sample_rows_per_node,
-    solve,
 )
+from recunlearn.unlearn.influence.sampling import sample_rows_per_node
+from recunlearn.unlearn.influence.solvers import block_newton, solve
 
 if TYPE_CHECKING:
     from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans

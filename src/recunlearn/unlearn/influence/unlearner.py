@@ -23,57 +23,33 @@ from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
+from recunlearn.models.graph import (
+    adjacency_to_scipy,
+    expand,
+    group_order,
+    remove_edges,
+    scipy_to_adjacency,
+)
 from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import fit_model
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
+from recunlearn.unlearn.influence.blocks import (
+    LowRankBlocks,
+    block_preconditioner,
+    block_solver,
+    hessian_blocks,
+)
 from recunlearn.unlearn.influence.generic import generic_update, has_closed_form
 from recunlearn.unlearn.influence.objective import (
     KeptRows,
-    LowRankBlocks,
     RestrictedObjective,
-    SolverConfig,
     SolverError,
-    SolveResult,
-    adjacency_to_scipy,
-    block_newton,
-    block_preconditioner,
-    block_solver,
-    expand,
-    find_entries,
-    group_order,
-    hessian_blocks,
     hessian_vector_product,
-    sample_neighbours,
-    sample_rows_per_node,
-    scipy_to_adjacency,
-    solve,
 )
-
-
-def remove_edges(
-    graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray
-) -> sp.csr_matrix:
-    """The normalised adjacency without the (user, item) edges given, renormalised.
-
-    Vectorised over the stored entries (the graph's indices are sorted), and value for value what
-    :func:`recunlearn.models.lightgcn.normalized_adjacency` gives on the remaining edges.
-    """
-    n = graph.shape[0]
-    a, b = users.astype(np.int64), n_users + items.astype(np.int64)
-    position, found = find_entries(graph, np.concatenate([a, b]), np.concatenate([b, a]))
-    keep = np.ones(graph.nnz, bool)
-    keep[position[found]] = False
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))[keep]
-    col = graph.indices[keep]
-    degree = np.bincount(row, minlength=n).astype(np.float64)
-    inv_sqrt = np.zeros(n)
-    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    indptr = np.concatenate([[0], np.cumsum(degree.astype(np.int64))])
-    return sp.csr_matrix(
-        ((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n)
-    )
+from recunlearn.unlearn.influence.sampling import sample_neighbours, sample_rows_per_node
+from recunlearn.unlearn.influence.solvers import SolverConfig, SolveResult, block_newton, solve
 
 
 def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
