@@ -20,8 +20,8 @@ from recunlearn.data.interactions import Interactions, Vocabulary
 from recunlearn.errors import ConfigError, DataError, RecUnlearnError
 from recunlearn.models.config import MFConfig
 from recunlearn.train.runtime import resolve_device
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn.base import get_method
-from recunlearn.unlearn.influence.unlearner import ApproximateUnlearner
 
 
 def adopt_factors(

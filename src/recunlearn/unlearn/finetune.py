@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from recunlearn.train.loop import continue_training
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn._cf import CFMethodConfig
 from recunlearn.unlearn.base import register
-from recunlearn.unlearn.influence.unlearner import ApproximateUnlearner
 
 
 class FineTuneConfig(CFMethodConfig):

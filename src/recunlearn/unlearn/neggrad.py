@@ -6,9 +6,9 @@ import torch
 from pydantic import Field
 
 from recunlearn.train.loop import batch_loss
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn._cf import CFMethodConfig
 from recunlearn.unlearn.base import register
-from recunlearn.unlearn.influence.unlearner import ApproximateUnlearner
 
 
 class NegGradConfig(CFMethodConfig):

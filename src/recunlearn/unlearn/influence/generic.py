@@ -34,7 +34,8 @@ from recunlearn.unlearn.influence.objective import (
 from recunlearn.unlearn.influence.solvers import solve
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn._approximate import Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner
 
 
 def has_closed_form(model: CFModel) -> bool:

@@ -38,7 +38,8 @@ from recunlearn.unlearn.influence.sampling import sample_rows_per_node
 from recunlearn.unlearn.influence.solvers import block_newton, solve
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn._approximate import Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner
 
 
 @dataclass(frozen=True)
