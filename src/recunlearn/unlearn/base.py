@@ -92,15 +92,31 @@ def register(name: str) -> Callable[[U], U]:
     return decorate
 
 
+METHOD_MODULES = (
+    "retrain",
+    "sisa",
+    "receraser",
+    "grapheraser",
+    "apa",
+    "finetune",
+    "neggrad",
+    "influence_function",
+    "scif",
+    "ifru",
+    "llm_retrain",
+    "llm_sisa",
+    "llm_receraser",
+    "llm_grapheraser",
+)
+"""The modules of :mod:`recunlearn.unlearn` that define the built-in methods (each registers its own
+with ``@register``): named, so that the machinery beside them is never imported as a method."""
+
+
 def _import_methods() -> None:
     import importlib
-    import pkgutil
 
-    import recunlearn.unlearn as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"recunlearn.unlearn.{info.name}")
+    for module in METHOD_MODULES:
+        importlib.import_module(f"recunlearn.unlearn.{module}")
 
 
 def _register_entry_point(name: str, loaded: object) -> None:
