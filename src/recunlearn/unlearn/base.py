@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
-from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
+from recunlearn.data.interactions import Interactions, member_mask
 from recunlearn.errors import (
     ConfigError,
     NotFittedError,
@@ -33,8 +33,6 @@ from recunlearn.errors import (
     validation_problems,
 )
 from recunlearn.plugins import METHOD_GROUP, load_entry_points
-
-FORMAT_VERSION = 1
 
 
 class PartChange(BaseModel):
@@ -479,7 +477,6 @@ class Unlearner(ABC):
         path = Path(path)
         meta = self._save_state_and_data(path, "weights.safetensors")
         document = {
-            "format": FORMAT_VERSION,
             "method": self.name,
             "config": self.config.model_dump(mode="json"),
             "forgotten": sorted(self._forgotten) if keep_forgotten else [],
@@ -574,10 +571,6 @@ class Unlearner(ABC):
                     f"data, e.g. {bad}"
                 )
         return mask
-
-    @staticmethod
-    def vocabularies_like(data: Interactions) -> tuple[Vocabulary, Vocabulary]:
-        return data.users, data.items
 
     # hooks ----------------------------------------------------------------------------------------------
     @abstractmethod

@@ -173,9 +173,7 @@ class RestrictedObjective:
         graph after deleting edges): its closure is inside this one's, so nothing else changes.
         ``weights``: other row weights (the pattern of rows is shared all the same); ``adjacency``:
         as for the constructor."""
-        crow, column, pair_weights, pair_labels = (
-            self.pair_pattern()
-        )  # the same rows: built once, shared
+        crow, column, _, pair_labels = self.pair_pattern()  # the same rows: built once, shared
         twin = copy.copy(self)
         twin.graph, twin.adjacency = self._on_closure(graph, adjacency)
         if weights is not None:
