@@ -298,21 +298,20 @@ class SolverConfig(BaseModel):
     (through LightGCN's propagation) solved at once, user-item cross blocks ignored: an
     approximation, one pass over the rows and no Hessian-vector products (see docs/ifru.md for
     its distance to CG and the quality it gives); 'cg': preconditioned conjugate gradients
-    (4-10 steps on ML-100K); 'lissa': the LiSSA recursion; 'quadratic': the reference code's
+    (a few steps with the block preconditioner); 'lissa': the LiSSA recursion; 'quadratic': the reference code's
     Adam on 1/2 x'Hx - x'g keeping the best iterate by validation AUC; 'exact': dense solve
     (tiny problems)."""
     coupling: bool = True
     """'block' only: damp each row's block by the bound on its coupling to the other rows (block
     Gershgorin), which makes the block-diagonal matrix an upper bound of the Hessian: the step
     never overshoots, with no step size to tune. Off: the bare per-row Newton step, which on an
-    early-stopped ML-100K MF model (indefinite Hessian) is 60x too long and fails the guard."""
+    early-stopped model (indefinite Hessian) can be far too long and fail the guard."""
     hvp: Literal["analytic", "autograd"] = "analytic"
     """Hessian-vector products in closed form for the bilinear models ('analytic', fast) or by
     double backprop through the objective ('autograd', general); both give the same Hessian."""
     preconditioner: Literal["block", "diagonal", "none"] = "block"
-    """CG preconditioner: 'block' (the per-row dim x dim Gauss-Newton blocks: about 4 iterations on
-    ML-100K MF), 'diagonal' (their diagonals: about 10 iterations, but cheaper to form: on one
-    loaded CPU thread 1.0-1.8 s per forget against 1.75-1.85 s for 'block'), 'none'."""
+    """CG preconditioner: 'block' (the per-row dim x dim Gauss-Newton blocks: the fewest
+    iterations), 'diagonal' (their diagonals: more iterations, each block cheaper to form), 'none'."""
     damping: float = Field(1e-3, ge=0)
     """Damping relative to the mean diagonal of the Hessian of the kept rows, so one value fits
     every dataset and size; it keeps a singular or nearly indefinite Hessian solvable."""

@@ -73,9 +73,8 @@ class InfluenceConfig(CFMethodConfig):
     this many of its rows (all, if it has fewer), each weighted by 1 / its inclusion probability (an
     unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.objective.sample_rows_per_node`), so its
     cost follows the nodes involved, not their degrees. The gradient is never sampled. None sums over
-    every row (exact). On ML-100K 8 keeps the step within 10-12% (MF) and 3-9% (LightGCN) of the exact
-    Hessian's step for 10-20% less time than 16; 4 roughly doubles that error; test AUC moves by under 1e-4
-    across them (docs/ifru.md, `benchmarks/results/ifru/sample_sizes.py`)."""
+    every row (exact). 8 is where the step's distance to the exact Hessian's step stops paying for
+    more rows (docs/ifru.md and `benchmarks/results/ifru/sample_sizes.py` have the measurements)."""
     hessian_neighbours_per_node: int | None = Field(8, ge=1)
     """One-layer LightGCN with the block solver: a kept node's Hessian block sums, besides its own
     rows, the rows of every graph neighbour (a popular item: every user who rated it); it sums
