@@ -238,7 +238,7 @@ def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_spl
     removed rows' gradient plus the spillover over every moved row, each computed on its own."""
     from recunlearn.models.graph import expand, remove_edges
     from recunlearn.unlearn.influence.objective import KeptRows, RestrictedObjective
-    from recunlearn.unlearn.influence.unlearner import rows_touching
+    from recunlearn.unlearn.influence.sampling import rows_touching
 
     train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
     method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)

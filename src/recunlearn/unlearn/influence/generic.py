@@ -195,15 +195,7 @@ def generic_update(
     if not math.isfinite(step_norm):
         raise SolverError(f"the {solver.method} solver returned a non-finite update")
     details.update(
-        solver=solver.method,
-        iterations=result.iterations,
-        hvps=result.hvps,
-        attempts=result.attempts,
-        relative_residual=result.relative_residual,
-        converged=result.converged,
-        damping=damping,
-        step_norm=step_norm,
-        gradient_norm=float(g.norm()),
+        result.details(solver.method, damping, g),
         update="applied" if step_norm > 0 else "none (the solver's step is zero)",
     )
     if (

@@ -34,7 +34,7 @@ from recunlearn.unlearn.influence.objective import (
     SolverError,
     hessian_vector_product,
 )
-from recunlearn.unlearn.influence.sampling import sample_rows_per_node
+from recunlearn.unlearn.influence.sampling import hessian_rows
 from recunlearn.unlearn.influence.solvers import block_newton, solve
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ def pairwise_update(
     orphaned: Orphans,
 ) -> dict[str, Any]:
     """The influence update of a BPR model for the removal of ``removed`` (see the module's docstring)."""
-    from recunlearn.unlearn.influence.unlearner import damping_scale, rows_touching
+    from recunlearn.unlearn.influence.unlearner import damping_scale
 
     model, config = method.model, method.config
     removed, remaining = (
@@ -336,14 +336,7 @@ def pairwise_update(
     removed_triples = sampler.triples(removed.user, removed.item)
     theta = kept.gather(model)
     if method.spillover and graph_after is not None:
-        changed = np.flatnonzero(
-            (np.diff(graph_full.indptr) - np.diff(graph_after.indptr))
-            / np.maximum(np.diff(graph_full.indptr), 1)
-            > method.spillover_threshold()
-        )
-        moved = expand(graph_full, changed, n_layers)
-        depends = expand(graph_full, kept.nodes(n_users), n_layers)
-        rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
+        rows = method.spillover_rows(remaining, kept, graph_full, graph_after)
         spill = sampler.triples(
             remaining.user[rows], remaining.item[rows], per_positive=1
         )  # a difference of two graphs
@@ -366,21 +359,8 @@ def pairwise_update(
         n_layers if graph_after is not None else 0,
         size=n_users + model.n_items,
     )
-    rows = np.flatnonzero(rows_touching(remaining, summed, n_users))
-    weights: np.ndarray | float = 1.0
     per_node = config.hessian_rows_per_node
-    if per_node is not None:
-        drawing = np.zeros(n_users + model.n_items, bool)
-        drawing[summed] = True
-        chosen, weights = sample_rows_per_node(
-            remaining.user[rows],
-            remaining.item[rows],
-            n_users,
-            per_node,
-            seed=config.train.seed,
-            drawing=drawing,
-        )
-        rows = rows[chosen]
+    rows, weights = hessian_rows(remaining, summed, n_users, per_node, config.train.seed)
     # one negative per sampled row: the rows are already a sample, weighted to stand for all of them
     triples = sampler.triples(remaining.user[rows], remaining.item[rows], weights, per_positive=1)
     triples = triples + sampler.as_negative(kept.items, remaining, per_node or 8)

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recunlearn.data.interactions import Interactions
 from recunlearn.models.graph import group_order
 
 
@@ -123,3 +124,27 @@ def sample_neighbours(
         sp.csr_matrix((p * weight, column, indptr), shape=shape),
         sp.csr_matrix((p * p * weight, column, indptr), shape=shape),
     )
+
+
+def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
+    """Mask of the rows whose user or item is one of ``nodes`` (users first, then items)."""
+    marked = np.zeros(n_users + data.n_items, bool)
+    marked[nodes] = True
+    return marked[data.user] | marked[n_users + data.item]
+
+
+def hessian_rows(
+    data: Interactions, summed: np.ndarray, n_users: int, per_node: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | float]:
+    """The rows of ``data`` whose loss enters the Hessian sums at the nodes ``summed`` (users first,
+    then items) and their weights: all of them (weight 1) or, with ``per_node``, the unbiased
+    :func:`sample_rows_per_node` drawn by those nodes only (the sums elsewhere are never read)."""
+    rows = np.flatnonzero(rows_touching(data, summed, n_users))
+    if per_node is None:
+        return rows, 1.0
+    drawing = np.zeros(n_users + data.n_items, bool)
+    drawing[summed] = True
+    chosen, weights = sample_rows_per_node(
+        data.user[rows], data.item[rows], n_users, per_node, seed=seed, drawing=drawing
+    )
+    return rows[chosen], weights

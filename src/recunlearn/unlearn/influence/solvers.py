@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,6 +87,20 @@ class SolveResult:
     history: list[float] = field(default_factory=list)
     attempts: int = 1
     """Solves run: more than one when CG restarted with more damping after non-positive curvature."""
+
+    def details(self, method: str, damping: float, gradient: torch.Tensor) -> dict[str, Any]:
+        """What an update's report says of the solve of (H + ``damping`` I) x = ``gradient``."""
+        return {
+            "solver": method,
+            "iterations": self.iterations,
+            "hvps": self.hvps,
+            "attempts": self.attempts,
+            "relative_residual": self.relative_residual,
+            "converged": self.converged,
+            "damping": damping,
+            "step_norm": float(self.x.norm()),
+            "gradient_norm": float(gradient.norm()),
+        }
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:

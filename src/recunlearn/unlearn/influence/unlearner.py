@@ -38,15 +38,8 @@ from recunlearn.unlearn.influence.objective import (
     SolverError,
     hessian_vector_product,
 )
-from recunlearn.unlearn.influence.sampling import sample_neighbours, sample_rows_per_node
+from recunlearn.unlearn.influence.sampling import hessian_rows, rows_touching, sample_neighbours
 from recunlearn.unlearn.influence.solvers import SolverConfig, SolveResult, block_newton, solve
-
-
-def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
-    """Mask of the rows whose user or item is one of ``nodes`` (users first, then items)."""
-    marked = np.zeros(n_users + data.n_items, bool)
-    marked[nodes] = True
-    return marked[data.user] | marked[n_users + data.item]
 
 
 def damping_scale(blocks: torch.Tensor | LowRankBlocks) -> float:
@@ -170,20 +163,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 n_layers if graph_after is not None else 0,
                 size=n_nodes + model.n_items,
             )
-        rows = np.flatnonzero(rows_touching(remaining, summed, n_nodes))
-        weights: np.ndarray | float = 1.0
-        if self.config.hessian_rows_per_node is not None:
-            drawing = np.zeros(n_nodes + model.n_items, bool)
-            drawing[summed] = True  # only the sums at these nodes enter the kept rows' blocks
-            chosen, weights = sample_rows_per_node(
-                remaining.user[rows],
-                remaining.item[rows],
-                n_nodes,
-                self.config.hessian_rows_per_node,
-                seed=self.config.train.seed,
-                drawing=drawing,
-            )
-            rows = rows[chosen]
+        rows, weights = hessian_rows(
+            remaining, summed, n_nodes, self.config.hessian_rows_per_node, self.config.train.seed
+        )
         hessian = RestrictedObjective(
             model,
             kept,
@@ -231,17 +213,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 solver, hvp, g, scale=scale, preconditioner=preconditioner, evaluate=evaluate
             )
         timings["solve_s"] = time.perf_counter() - start
-        details.update(
-            solver=solver.method,
-            iterations=result.iterations,
-            hvps=result.hvps,
-            attempts=result.attempts,
-            relative_residual=result.relative_residual,
-            converged=result.converged,
-            damping=damping,
-            step_norm=float(result.x.norm()),
-            gradient_norm=float(g.norm()),
-        )
+        details.update(result.details(solver.method, damping, g))
         if not math.isfinite(details["step_norm"]):
             raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
@@ -281,13 +253,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         One objective over R and C on the full graph, less its twin on the graph after with R
         weighted 0: one pattern of rows and two gradients (C's L2 terms cancel)."""
         model = self.model
-        degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
-        ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
-        changed = np.flatnonzero(ratio > self.spillover_threshold())
-        moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
-        n_users = model.n_users
-        depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
-        rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
+        rows = self.spillover_rows(remaining, kept, graph_full, graph_after)
         both = [
             np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]])
             for k in ("user", "item", "label")
@@ -304,6 +270,24 @@ class InfluenceUnlearner(ApproximateUnlearner):
         return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(
             removed
         )
+
+    def spillover_rows(
+        self,
+        remaining: Interactions,
+        kept: KeptRows,
+        graph_full: sp.csr_matrix,
+        graph_after: sp.csr_matrix,
+    ) -> np.ndarray:
+        """Mask of the remaining rows C of the spillover: their score moves with the graph change
+        (an end within n_layers hops of a node whose degree changed by more than the threshold) and
+        their loss depends on a kept row (an end within n_layers hops of one)."""
+        degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
+        ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
+        changed = np.flatnonzero(ratio > self.spillover_threshold())
+        n_users, n_layers = self.model.n_users, getattr(self.model, "n_layers", 0)
+        moved = expand(graph_full, changed, n_layers)
+        depends = expand(graph_full, kept.nodes(n_users), n_layers)
+        return rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
 
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""
