@@ -52,11 +52,7 @@ def block_preconditioner(
     """
     with torch.no_grad():
         base = objective.embeddings()
-        reps = (
-            objective.model.propagate(base, objective.adjacency)
-            if objective.adjacency is not None
-            else base
-        )
+        reps = objective.propagate(base)
         u_rep, i_rep = reps.index_select(0, objective.row_u), reps.index_select(0, objective.row_i)
         logits = (u_rep * i_rep).sum(-1)
         if objective.pairwise:
@@ -373,11 +369,7 @@ def hessian_blocks(
     """
     with torch.no_grad():
         base = objective.embeddings()
-        reps = (
-            objective.model.propagate(base, objective.adjacency)
-            if objective.adjacency is not None
-            else base
-        )
+        reps = objective.propagate(base)
         r_u, r_i = (
             reps.index_select(0, objective.row_u),
             reps.index_select(0, objective.row_i),

@@ -195,11 +195,7 @@ class RestrictedObjective:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         embeddings = self.embeddings(theta)
-        reps = (
-            self.model.propagate(embeddings, self.adjacency)
-            if self.adjacency is not None
-            else embeddings
-        )
+        reps = self.propagate(embeddings)
         r_u = reps.index_select(0, self.row_u)
         logits = (r_u * reps.index_select(0, self.row_i)).sum(-1)
         if self.pairwise:
@@ -207,9 +203,8 @@ class RestrictedObjective:
         else:
             loss = F.binary_cross_entropy_with_logits(logits, self.labels, reduction="none")
         if self.l2:
-            ends = (self.row_u, self.row_i) + ((self.row_j,) if self.pairwise else ())
             loss = loss + self.l2 / 2 * sum(
-                embeddings.index_select(0, end).pow(2).sum(-1) for end in ends
+                embeddings.index_select(0, end).pow(2).sum(-1) for end in self.ends
             )
         return (self.weights * loss).sum()
 
@@ -218,7 +213,34 @@ class RestrictedObjective:
         theta = self.theta0 if theta is None else theta
         return self.base.index_put((self.kept_position,), theta[self.kept_theta])
 
-    def _propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
+    @property
+    def ends(self) -> tuple[torch.Tensor, ...]:
+        """Each row's user, item (and negative item) as closure rows."""
+        return (self.row_u, self.row_i) + ((self.row_j,) if self.pairwise else ())
+
+    def l2_diagonal(self) -> torch.Tensor:
+        """The L2 terms' Hessian per closure row, shape (size, 1): ``l2`` times the weights of the
+        rows that end there."""
+        counts = torch.zeros(self.size, device=self.base.device)
+        for end in self.ends:
+            counts.index_add_(0, end, self.weights)
+        return (self.l2 * counts)[:, None]
+
+    def spread(self, v: torch.Tensor) -> torch.Tensor:
+        """Values of the kept rows (shape of ``theta0``) as closure rows, zero elsewhere."""
+        direction = torch.zeros_like(self.base)
+        direction[self.kept_position] = v[self.kept_theta]
+        return direction
+
+    def restrict(self, full: torch.Tensor) -> torch.Tensor:
+        """The kept rows of closure rows ``full`` (shape of ``theta0``)."""
+        out = torch.zeros_like(self.theta0)
+        out[self.kept_theta] = full[self.kept_position]
+        return out
+
+    def propagate(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The representations the rows are scored with: ``embeddings`` propagated over the
+        closure's graph (LightGCN), or themselves (MF)."""
         return (
             self.model.propagate(embeddings, self.adjacency)
             if self.adjacency is not None
@@ -260,7 +282,7 @@ class RestrictedObjective:
         grad_E = P' [sum_r d_r (r_i at u, r_u at i)] + l2 n_v e_v, the bracket being W R for the
         symmetric sparse W holding d_r at (u, i) and (i, u)."""
         embeddings = self.embeddings()
-        reps = self._propagate(embeddings)
+        reps = self.propagate(embeddings)
         if self.n_rows:
             _, _, weights, labels = self.pair_pattern()
             ones = torch.ones(len(weights), device=reps.device, dtype=reps.dtype)
@@ -271,14 +293,10 @@ class RestrictedObjective:
             by_rep = self._pair_matrix(residual) @ reps
         else:
             by_rep = torch.zeros_like(embeddings)
-        full = self._propagate(by_rep)
+        full = self.propagate(by_rep)
         if self.l2:
-            counts = torch.zeros(self.size, device=embeddings.device)
-            counts.index_add_(0, self.row_u, self.weights).index_add_(0, self.row_i, self.weights)
-            full += (self.l2 * counts)[:, None] * embeddings
-        out = torch.zeros_like(self.theta0)
-        out[self.kept_theta] = full[self.kept_position]
-        return out
+            full += self.l2_diagonal() * embeddings
+        return self.restrict(full)
 
     @torch.no_grad()
     def analytic_hvp(self) -> Operator:
@@ -293,30 +311,24 @@ class RestrictedObjective:
                 "the closed forms are the BCE objective's: differentiate a pairwise one by autograd"
             )
         embeddings = self.embeddings()
-        reps = self._propagate(embeddings)
+        reps = self.propagate(embeddings)
         r_u, r_i = reps.index_select(0, self.row_u), reps.index_select(0, self.row_i)
         logits = (r_u * r_i).sum(-1)
         probability = torch.sigmoid(logits)
         curvature = (self.weights * probability * (1 - probability))[:, None]
         residual = (self.weights * (probability - self.labels))[:, None]
-        counts = torch.zeros(self.size, device=embeddings.device)
-        counts.index_add_(0, self.row_u, self.weights).index_add_(0, self.row_i, self.weights)
-        l2_diagonal = (self.l2 * counts)[:, None]
+        l2_diagonal = self.l2_diagonal()
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                direction = torch.zeros_like(self.base)
-                direction[self.kept_position] = v[self.kept_theta]
-                d_reps = self._propagate(direction)
+                direction = self.spread(v)
+                d_reps = self.propagate(direction)
                 d_u, d_i = d_reps.index_select(0, self.row_u), d_reps.index_select(0, self.row_i)
                 coefficient = curvature * torch.addcmul(d_u * r_i, r_u, d_i).sum(-1, keepdim=True)
                 grad = torch.zeros_like(self.base)
                 grad.index_add_(0, self.row_u, torch.addcmul(residual * d_i, coefficient, r_i))
                 grad.index_add_(0, self.row_i, torch.addcmul(residual * d_u, coefficient, r_u))
-                full = self._propagate(grad) + l2_diagonal * direction
-                out = torch.zeros_like(v)
-                out[self.kept_theta] = full[self.kept_position]
-                return out
+                return self.restrict(self.propagate(grad) + l2_diagonal * direction)
 
         return hvp
 
