@@ -1,7 +1,8 @@
 """The per-row Hessian blocks of a :class:`~recunlearn.unlearn.influence.objective.RestrictedObjective`:
 the Gauss-Newton preconditioner blocks, the exact diagonal blocks through LightGCN's propagation
 (:func:`hessian_blocks`) with the bound on each row's coupling to the others, and their low-rank
-form for the pairwise objective.
+form for the pairwise objective. A little over 500 lines: :func:`hessian_blocks` and the helpers only
+it uses (triangle maps, segment sums, edge lookups) read best together.
 """
 
 from __future__ import annotations
