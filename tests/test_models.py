@@ -8,9 +8,9 @@ import torch
 
 from recunlearn.data import ifru_protocol
 from recunlearn.errors import ConfigError
-from recunlearn.evaluate import auc
+from recunlearn.evaluate import roc_auc
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
-from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.models.graph import normalized_adjacency
 from recunlearn.train import TrainConfig, fit_model, predict, resolve_device
 from recunlearn.train.loop import BPR_LR
 from recunlearn.train.ranking import RankingTask
@@ -61,7 +61,7 @@ def test_early_stopping_restores_the_best_epoch(tiny_split):
     assert result.best_valid == pytest.approx(max(result.history))
     assert result.valid_metric == "auc"
     assert result.best_valid == pytest.approx(
-        auc(
+        roc_auc(
             tiny_split.valid.label,
             predict(result.model, tiny_split.valid.user, tiny_split.valid.item),
         )
@@ -138,7 +138,7 @@ def test_real_data_quality_under_ifru_protocol(ml100k, config, floor):
     """ML-100K, rating > 3, 5-core, 60/20/20 (seed 1024): well above chance (measured: MF ~0.766, LightGCN ~0.738)."""
     split = ifru_protocol(ml100k)
     result = fit_model(config, split.train, split.valid, TrainConfig())
-    test_auc = auc(split.test.label, predict(result.model, split.test.user, split.test.item))
+    test_auc = roc_auc(split.test.label, predict(result.model, split.test.user, split.test.item))
     print(
         f"{config.kind}: test AUC {test_auc:.4f} after {result.epochs} epochs ({result.seconds:.1f} s)"
     )

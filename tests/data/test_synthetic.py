@@ -16,7 +16,7 @@ from recunlearn.data import (
 )
 from recunlearn.data.synthetic import GENRE_WORDS, GENRES, generate
 from recunlearn.errors import ConfigError
-from recunlearn.evaluate import auc
+from recunlearn.evaluate import roc_auc
 from recunlearn.models import MFConfig
 from recunlearn.train import TrainConfig, fit_model, predict
 
@@ -79,8 +79,8 @@ def test_labels_follow_taste_for_the_genre():
     truth = generate(SyntheticConfig(n_interactions=20_000, seed=3))
     data = truth.interactions
     taste = truth.user_taste[data.user, truth.item_genre[data.item]]
-    assert auc(data.label, taste) > 0.7
-    assert auc(data.label, truth.like_probability) > auc(data.label, taste)
+    assert roc_auc(data.label, taste) > 0.7
+    assert roc_auc(data.label, truth.like_probability) > roc_auc(data.label, taste)
 
 
 def test_matrix_factorisation_learns_it():
@@ -91,7 +91,7 @@ def test_matrix_factorisation_learns_it():
         split.valid,
         TrainConfig(lr=0.01, l2=1e-3, batch_size=1024, max_epochs=20, patience=3, seed=0),
     )
-    assert auc(split.test.label, predict(fitted.model, split.test.user, split.test.item)) > 0.65
+    assert roc_auc(split.test.label, predict(fitted.model, split.test.user, split.test.item)) > 0.65
 
 
 def test_bad_options_are_config_errors():
@@ -127,7 +127,7 @@ def _title_word_auc(split) -> float:
         .to_numpy()
         for c in ("adjective", "noun")
     )
-    return auc(test["label"].to_numpy(), score)
+    return roc_auc(test["label"].to_numpy(), score)
 
 
 def test_titles_alone_predict_likes_and_shuffled_titles_do_not():

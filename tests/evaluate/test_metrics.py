@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recunlearn.data import Interactions
-from recunlearn.evaluate import auc, auc_report, ranking_report, subset_masks
+from recunlearn.evaluate import auc_report, ranking_report, roc_auc, subset_masks
 
 
 class TableScorer:
@@ -38,8 +38,8 @@ def table(rows, users=("a", "b"), items=("x", "y", "z", "w")):
 
 
 def test_auc_undefined_with_one_class():
-    assert np.isnan(auc([1, 1], [0.2, 0.3]))
-    assert auc([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8]) == 1.0
+    assert np.isnan(roc_auc([1, 1], [0.2, 0.3]))
+    assert roc_auc([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8]) == 1.0
 
 
 def test_or_and_subsets():
@@ -85,9 +85,9 @@ def test_rank_auc_agrees_with_scikit_learn():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 5000)
     scores = np.round(rng.normal(labels * 0.5, 1.0), 1)  # rounding makes many ties
-    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert np.isnan(auc(labels, np.where(np.arange(5000) == 7, np.nan, scores)))
-    assert np.isnan(auc(np.ones(10), scores[:10]))
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(roc_auc(labels, np.where(np.arange(5000) == 7, np.nan, scores)))
+    assert np.isnan(roc_auc(np.ones(10), scores[:10]))
 
 
 def test_masked_training_items_are_never_hits_even_when_k_reaches_them():

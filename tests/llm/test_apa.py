@@ -6,9 +6,9 @@ import torch
 
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
-from recunlearn.evaluate.metrics import auc
 from recunlearn.models.llm.lora import adapter_tensors
 from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
+from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.apa import APAConfig
 from tests.llm.conftest import method_config, plain_peft_yes_no
@@ -195,7 +195,7 @@ def test_tau_is_chosen_on_validation_with_each_prompt_held_out(fitted_apa, sampl
     )
     w = np.exp(-10 * (error - error.min(1, keepdims=True)))
     mixed = ((w / w.sum(1, keepdims=True)) * probs.T).sum(1)
-    assert fitted_apa.tau_selection["10"] == pytest.approx(auc(valid.label, mixed), abs=1e-6)
+    assert fitted_apa.tau_selection["10"] == pytest.approx(roc_auc(valid.label, mixed), abs=1e-6)
     fitted_apa.set_options(tau_grid=(7.0,))
     assert fitted_apa.tau_ == 7.0  # a one-value grid fixes tau
     fitted_apa.set_options(tau_grid=APAConfig.model_fields["tau_grid"].default, tau_holdout="user")

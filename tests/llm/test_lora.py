@@ -195,30 +195,8 @@ def test_encoder_adapter_loads_in_peft_with_its_head_beside_it(
         assert abs(theirs - ours) < 1e-5
 
 
-def test_folders_in_the_old_scorer_relative_layout_still_load(tiny_encoder, tmp_path):
-    """Before, keys were relative to the scorer (``encoder.encoder.layer...``) with the head inside the
-    LoRA file, as peft itself writes for the scorer; such folders load, and a foreign layer is named."""
-    from peft import get_peft_model
-    from peft.utils import set_peft_model_state_dict
-
+def test_an_adapter_layer_the_backbone_lacks_is_named(tiny_encoder, tmp_path):
     backbone = load_backbone(BackboneConfig(name=tiny_encoder, max_length=128))
-    lora = LoRAConfig(r=4, alpha=8)
-    adapter = _encoder_adapter(backbone, lora)
-    peft_config = lora.peft_config("bert")
-    peft_config.modules_to_save = ["head"]
-    model = get_peft_model(copy.deepcopy(backbone.scorer), peft_config)
-    state = {
-        f"base_model.model.{k[:-2]}.lora_{k[-1]}.weight": v
-        for k, v in adapter.items()
-        if not k.startswith("head.")
-    }
-    set_peft_model_state_dict(
-        model,
-        state | {f"base_model.model.{k}": v for k, v in adapter.items() if k.startswith("head.")},
-    )
-    model.save_pretrained(str(tmp_path / "old"))
-    back = load_peft_adapter(tmp_path / "old", backbone.scorer)
-    assert back.keys() == adapter.keys() and all(torch.equal(back[k], adapter[k]) for k in back)
     save_file(
         {"base_model.model.decoder.q.lora_A.weight": torch.zeros(4, 32)},
         str(tmp_path / "adapter_model.safetensors"),

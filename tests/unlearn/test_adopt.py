@@ -57,7 +57,7 @@ def test_adopted_factors_score_as_their_dot_products(tiny_split, factors):
 def test_ifru_forgets_on_adopted_factors_without_training(
     tiny_split, factors, tmp_path, monkeypatch
 ):
-    import recunlearn.unlearn._influence_common as common
+    import recunlearn.unlearn._approximate as common
 
     monkeypatch.setattr(
         common, "fit_model", lambda *a, **k: pytest.fail("adopted factors are never trained")

@@ -67,10 +67,10 @@ def test_weighted_aggregator_prefers_the_shard_with_low_validation_error(tiny_sp
     np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-9)
     assert (weights.argmax(1) == 1).mean() > 0.6
     test = tiny_split.test
-    from recunlearn.evaluate import auc
+    from recunlearn.evaluate import roc_auc
 
     averaged = build_aggregator(AverageConfig()).score(models, test.user, test.item)
-    assert auc(test.label, aggregator.score(models, test.user, test.item)) > auc(
+    assert roc_auc(test.label, aggregator.score(models, test.user, test.item)) > roc_auc(
         test.label, averaged
     )
     uniform = build_aggregator(WeightedConfig(tau=0.0))
@@ -86,15 +86,15 @@ def test_weighted_aggregator_prefers_the_shard_with_low_validation_error(tiny_sp
 
 
 def test_attention_aggregator_learns_to_weight_the_informative_shard(tiny_split):
-    from recunlearn.evaluate import auc
+    from recunlearn.evaluate import roc_auc
 
     models = planted_models(tiny_split.train, good=2)
     test = tiny_split.test
     aggregator = build_aggregator(AttentionConfig(epochs=30, batch_size=128, lr=0.02))
     info = aggregator.fit(models, tiny_split.train, tiny_split.valid, range(3))
     assert info["training_rows"] == len(tiny_split.train)
-    learned = auc(test.label, aggregator.score(models, test.user, test.item))
-    averaged = auc(
+    learned = roc_auc(test.label, aggregator.score(models, test.user, test.item))
+    averaged = roc_auc(
         test.label, build_aggregator(AverageConfig()).score(models, test.user, test.item)
     )
     assert learned > averaged

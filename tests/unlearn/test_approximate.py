@@ -10,8 +10,9 @@ import torch
 
 from recunlearn.data import DeletionRequest
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn._influence_common import damping_scale
-from recunlearn.unlearn.influence import LowRankBlocks, SolverError
+from recunlearn.unlearn.influence.blocks import LowRankBlocks
+from recunlearn.unlearn.influence.objective import SolverError
+from recunlearn.unlearn.influence.unlearner import damping_scale
 from tests.conformance import FAST_TRAIN
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
@@ -36,7 +37,7 @@ def embedding_rows(method) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("name", ["ifru", "if", "scif"])
 @pytest.mark.parametrize("kind", ["mf", "lightgcn"])
 def test_influence_methods_update_a_bpr_model(tiny_split, name, kind):
-    """They differentiate the expected BPR objective (recunlearn.unlearn._pairwise) of a BPR model."""
+    """They differentiate the expected BPR objective (recunlearn.unlearn.influence.pairwise) of a BPR model."""
     config = {"train": {**FAST_TRAIN, "loss": "bpr"}, "model": {"kind": kind, "dim": 16}}
     original = get_method("retrain")(config).fit(tiny_split.train, tiny_split.valid)
     method = get_method(name).adopt(original, {"guard": False})
@@ -97,7 +98,7 @@ def test_parameter_rows_are_the_rows_that_changed(originals, name, kind):
 
 def test_parameter_rows_are_0_when_the_step_is_0(originals, tiny_split, monkeypatch):
     """A solver that returns x = 0 changes no row, and the report says no update was made."""
-    import recunlearn.unlearn._influence_common as common
+    import recunlearn.unlearn.influence.unlearner as common
 
     method = get_method("ifru").adopt(originals["mf"], {"solver": {"method": "cg"}, "guard": False})
     monkeypatch.setattr(
@@ -141,7 +142,7 @@ def test_an_under_trained_lightgcn_keeps_a_relative_damping(originals, tiny_spli
 
 def test_a_failed_update_leaves_the_model_as_it_was(originals, tiny_split, monkeypatch):
     """Influence methods reset the orphans before their solve: a solver that fails puts them back."""
-    import recunlearn.unlearn._influence_common as common
+    import recunlearn.unlearn.influence.unlearner as common
 
     def failing(*_, **__):
         raise SolverError("diverged")

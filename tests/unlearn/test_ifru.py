@@ -8,11 +8,11 @@ import torch
 
 from recunlearn.data import DeletionRequest, label_flip_attack, user_deletion
 from recunlearn.evaluate.completeness import parameter_distance, score_distance
-from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.models.graph import adjacency_to_scipy, normalized_adjacency
 from recunlearn.train.loop import TrainConfig, fit_model
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.ifru import importance_scores
-from recunlearn.unlearn.influence import SolveResult, adjacency_to_scipy
+from recunlearn.unlearn.influence.solvers import SolveResult
 from tests.conformance import FAST_TRAIN, UnlearnerConformance
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
@@ -114,7 +114,7 @@ def test_influence_moves_towards_retraining(tiny_split):
 
 
 def test_guard_rejects_an_update_that_hurts_validation(tiny_split, monkeypatch):
-    import recunlearn.unlearn._influence_common as common
+    import recunlearn.unlearn.influence.unlearner as common
 
     method = get_method("ifru")(train=FAST_TRAIN, solver={"method": "cg"}).fit(
         tiny_split.train, tiny_split.valid
@@ -236,8 +236,9 @@ def test_the_importance_floor_bounds_the_kept_nodes_by_the_removed_rows(tiny_spl
 def test_spillover_leaves_out_only_rows_that_do_not_reach_the_kept_rows(tiny_split):
     """The removed rows' gradient plus the spillover over the rows that reach a kept row equals the
     removed rows' gradient plus the spillover over every moved row, each computed on its own."""
-    from recunlearn.unlearn._influence_common import remove_edges, rows_touching
-    from recunlearn.unlearn.influence import KeptRows, RestrictedObjective, expand
+    from recunlearn.models.graph import expand, remove_edges
+    from recunlearn.unlearn.influence.objective import KeptRows, RestrictedObjective
+    from recunlearn.unlearn.influence.sampling import rows_touching
 
     train, request = label_flip_attack(tiny_split.train, 0.1, seed=0)
     method = get_method("ifru")(LIGHTGCN).fit(train, tiny_split.valid)

@@ -9,32 +9,36 @@ import scipy.sparse as sp
 import torch
 
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
-from recunlearn.models.lightgcn import normalized_adjacency
+from recunlearn.models.graph import adjacency_to_scipy, normalized_adjacency, remove_edges
 from recunlearn.train.loop import TrainConfig, batch_loss
-from recunlearn.unlearn import influence
-from recunlearn.unlearn._influence_common import remove_edges
-from recunlearn.unlearn.influence import (
-    KeptRows,
+from recunlearn.unlearn.influence import objective as objective_module
+from recunlearn.unlearn.influence.blocks import (
     LowRankBlocks,
-    RestrictedObjective,
-    SolverConfig,
-    SolverError,
-    adjacency_to_scipy,
-    block_newton,
     block_preconditioner,
     block_solver,
+    hessian_blocks,
+    segment_outer_sum,
+)
+from recunlearn.unlearn.influence.objective import (
+    KeptRows,
+    RestrictedObjective,
+    SolverError,
+    gradient,
+    hessian_vector_product,
+)
+from recunlearn.unlearn.influence.sampling import (
+    sample_neighbours,
+    sample_rows_per_node,
+    shuffled_ranks,
+)
+from recunlearn.unlearn.influence.solvers import (
+    SolverConfig,
+    block_newton,
     conjugate_gradient,
     dense_hessian,
     exact_solve,
-    gradient,
-    hessian_blocks,
-    hessian_vector_product,
     lissa,
     quadratic_adam,
-    sample_neighbours,
-    sample_rows_per_node,
-    segment_outer_sum,
-    shuffled_ranks,
     solve,
 )
 
@@ -83,7 +87,7 @@ def test_objective_is_the_training_objective(tiny_split, config):
 def test_lightgcn_closure_gives_the_full_graph_gradient(tiny_split, monkeypatch, whole_share):
     """Propagating only the rows' n_layers-hop closure gives exactly the full propagation's gradient,
     and so does propagating the whole graph, which objectives reaching most nodes do."""
-    monkeypatch.setattr(influence, "WHOLE_GRAPH_SHARE", whole_share)
+    monkeypatch.setattr(objective_module, "WHOLE_GRAPH_SHARE", whole_share)
     train = tiny_split.train
     model = trained_like(LightGCNConfig(dim=8, n_layers=2), train)
     kept = KeptRows(np.array([0, 5, 7]), np.array([1, 2]))

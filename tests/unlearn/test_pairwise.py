@@ -10,12 +10,16 @@ import torch
 from recunlearn.data import implicit_protocol, random_interactions
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn._pairwise import NegativeSampler, pairwise_blocks, pairwise_gradient
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     RestrictedObjective,
     gradient,
     hessian_vector_product,
+)
+from recunlearn.unlearn.influence.pairwise import (
+    NegativeSampler,
+    pairwise_blocks,
+    pairwise_gradient,
 )
 from tests.conftest import make_tiny
 
@@ -35,7 +39,7 @@ def objective(config, split, kept_users, kept_items, seed=0):
     triples = NegativeSampler(split.train, 2, seed).triples(split.train.user, split.train.item)
     graph = None
     if config.kind == "lightgcn":
-        from recunlearn.unlearn.influence import adjacency_to_scipy
+        from recunlearn.models.graph import adjacency_to_scipy
 
         graph = adjacency_to_scipy(model.adjacency)
     kept = KeptRows(np.asarray(kept_users), np.asarray(kept_items))
@@ -128,7 +132,7 @@ def test_ifru_moves_a_bpr_model_towards_retraining_on_the_removed_rows(kind):
     [MFConfig(dim=3), LightGCNConfig(dim=3, n_layers=1), LightGCNConfig(dim=3, n_layers=2)],
 )
 def test_the_closed_form_hessian_vector_product_is_autograds(implicit_split, config):
-    from recunlearn.unlearn._pairwise import pairwise_hvp
+    from recunlearn.unlearn.influence.pairwise import pairwise_hvp
 
     f = objective(config, implicit_split, [0, 3, 7], [1, 2, 5])
     v = torch.randn(f.theta0.shape, generator=torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ import torch
 from variants_cpu import PRESETS
 
 from recunlearn.bench.apa import prepare_samples
-from recunlearn.evaluate.metrics import auc
+from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
 
 
@@ -29,7 +29,7 @@ def main(preset: str, folder: Path, variants: list[str]) -> None:
         on_test = {}
         for tau in apa.config.tau_grid:
             apa.set_options(tau=tau, tau_grid=None)
-            on_test[tau] = auc(test.label, apa.score(test))
+            on_test[tau] = roc_auc(test.label, apa.score(test))
         apa.set_options(tau_grid=tuple(on_test))
         picks = {}
         for holdout in ("sample", "user"):

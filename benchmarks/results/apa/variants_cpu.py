@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from recunlearn.bench.apa import ApaBenchConfig, classical_baseline, prepare_samples
-from recunlearn.evaluate.metrics import auc
 from recunlearn.models.llm.lora import MixtureLoRALinear
+from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._llm_common import average_probabilities
 
@@ -162,25 +162,27 @@ def run(
         "best_valid_auc": [i.get("best_valid_auc") for i in method.adapter_info],
     }
     if name == "llm-retrain":
-        row["auc"] = auc(test.label, method.score(test))
+        row["auc"] = roc_auc(test.label, method.score(test))
         return row
     per = method.adapter_logits(test)
-    row["adapter_auc"] = [round(auc(test.label, lg), 4) for lg in per]
+    row["adapter_auc"] = [round(roc_auc(test.label, lg), 4) for lg in per]
     row["mean_adapter_auc"] = round(float(np.mean(row["adapter_auc"])), 4)
-    row["output_average_auc"] = auc(test.label, average_probabilities(per))
-    row["logit_average_auc"] = auc(test.label, per.mean(0))
+    row["output_average_auc"] = roc_auc(test.label, average_probabilities(per))
+    row["logit_average_auc"] = roc_auc(test.label, per.mean(0))
     if name == "llm-sisa":
         row["auc"] = row["output_average_auc"]
         return row
     variants = {}
     for aggregation in ("ND", "D"):
         method.set_options(aggregation=aggregation, weighting="attention")
-        variants[f"APA({aggregation})"] = auc(test.label, method.score(test))
+        variants[f"APA({aggregation})"] = roc_auc(test.label, method.score(test))
     method.set_options(aggregation="ND", weighting="average")
-    variants["average (ND)"] = auc(test.label, method.score(test))
+    variants["average (ND)"] = roc_auc(test.label, method.score(test))
     method.set_options(aggregation="ND", weighting="attention")
     w = method.weights(test)  # n x K
-    variants["attention, output-weighted (K passes)"] = auc(test.label, (w.T * sigmoid(per)).sum(0))
+    variants["attention, output-weighted (K passes)"] = roc_auc(
+        test.label, (w.T * sigmoid(per)).sum(0)
+    )
     variants["average, output-averaged (K passes)"] = row["output_average_auc"]
     row.update(
         tau=method.tau_, tau_selection=method.tau_selection
@@ -188,7 +190,7 @@ def run(
     row["mean_weight_max"] = round(float(w.max(1).mean()), 4)
     if diagnostics:
         row["validation_nd_auc"] = {
-            f"{tau:g}": round(auc(valid.label, method.validation_logits(tau)), 4)
+            f"{tau:g}": round(roc_auc(valid.label, method.validation_logits(tau)), 4)
             for tau in method.config.tau_grid
         }  # what the selection's output mixture stands for
         for tau in (
@@ -199,7 +201,7 @@ def run(
             1000.0,
         ):  # fixed taus: diagnostics on test (not used to pick tau)
             method.set_options(aggregation="ND", weighting="attention", tau=tau, tau_grid=None)
-            variants[f"tau={tau:g} (ND)"] = auc(test.label, method.score(test))
+            variants[f"tau={tau:g} (ND)"] = roc_auc(test.label, method.score(test))
     row["variants"] = {k: round(v, 4) for k, v in variants.items()}
     row["auc"] = variants["APA(ND)"]
     return row

@@ -21,11 +21,13 @@ import torch
 from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import DataSpec, environment, prepare
 from recunlearn.data import label_flip_attack
+from recunlearn.models.graph import remove_edges
 from recunlearn.train.runtime import retain_freed_memory
-from recunlearn.unlearn import get_method, influence
-from recunlearn.unlearn._influence_common import InfluenceUnlearner, remove_edges
+from recunlearn.unlearn import get_method
 from recunlearn.unlearn.base import Unlearner
 from recunlearn.unlearn.ifru import IFRU
+from recunlearn.unlearn.influence import blocks, objective, sampling, solvers
+from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner
 
 PHASES = ("gradient_s", "hessian_setup_s", "solve_s", "guard_s")
 # the pieces of the phases above and of the bookkeeping around them; indented ones run inside the one
@@ -36,14 +38,14 @@ PIECES = [
         "removed rows' and spillover gradients (both graphs)",
         InfluenceUnlearner._gradient_with_spillover,
     ),
-    ("row sample", influence.sample_rows_per_node),
-    ("neighbour sample", influence.sample_neighbours),
-    ("Hessian blocks and coupling bound", influence.hessian_blocks),
-    ("  per-node curvature sums (batched outer products)", influence.segment_outer_sum),
-    ("  each row's edge in the graph", influence._reached_by_both_ends),
-    ("per-row Newton solve (batched Cholesky)", influence.block_newton),
+    ("row sample", sampling.sample_rows_per_node),
+    ("neighbour sample", sampling.sample_neighbours),
+    ("Hessian blocks and coupling bound", blocks.hessian_blocks),
+    ("  per-node curvature sums (batched outer products)", blocks.segment_outer_sum),
+    ("  each row's edge in the graph", blocks._reached_by_both_ends),
+    ("per-row Newton solve (batched Cholesky)", solvers.block_newton),
     ("guard: validation AUC with and without the step", InfluenceUnlearner._guard_aucs),
-    ("objectives over chosen rows (closures, index maps)", influence.RestrictedObjective.__init__),
+    ("objectives over chosen rows (closures, index maps)", objective.RestrictedObjective.__init__),
     ("graph without the deleted edges", remove_edges),
     ("importance pruning", IFRU.kept_rows),
 ]

@@ -31,7 +31,6 @@ from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import MethodNames, environment
 from recunlearn.data import DeletionRequest, binarize, load_dataset
 from recunlearn.errors import ConfigError
-from recunlearn.evaluate.metrics import auc
 from recunlearn.models.llm.backbones import create_tiny_model
 from recunlearn.models.llm.samples import (
     ITEM_SEPARATOR,
@@ -42,6 +41,7 @@ from recunlearn.models.llm.samples import (
     subsample,
 )
 from recunlearn.seeds import Seed
+from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
 from recunlearn.unlearn.base import make_config
@@ -202,7 +202,7 @@ def classical_baseline(train: SampleTable, test: SampleTable) -> float:
             counts.setdefault(row.split(ITEM_SEPARATOR)[0], []).append(label)
     item_rate = {i: (sum(v) + prior * 2) / (len(v) + 2) for i, v in counts.items()}  # smoothed
     model = LogisticRegression().fit(simple_features(train, item_rate, prior), train.label)
-    return auc(test.label, model.predict_proba(simple_features(test, item_rate, prior))[:, 1])
+    return roc_auc(test.label, model.predict_proba(simple_features(test, item_rate, prior))[:, 1])
 
 
 # the protocol -----------------------------------------------------------------------------------------------
@@ -330,14 +330,14 @@ def _run_method(
         "epochs": [info.get("epochs") for info in method.adapter_info],
     }
     if name == "llm-retrain":
-        row["auc"] = auc(test.label, method.score(test))
+        row["auc"] = roc_auc(test.label, method.score(test))
         row.update(_latency(method, test, config))
     else:
         per_adapter = method.adapter_logits(test)
-        row["adapter_auc"] = [round(auc(test.label, lg), 4) for lg in per_adapter]
+        row["adapter_auc"] = [round(roc_auc(test.label, lg), 4) for lg in per_adapter]
         row["mean_adapter_auc"] = round(float(np.nanmean(row["adapter_auc"])), 4)
         if name in AVERAGED:
-            row["auc"] = auc(test.label, average_probabilities(per_adapter))
+            row["auc"] = roc_auc(test.label, average_probabilities(per_adapter))
             row.update(_latency(method, test, config))
         else:
             configured = method.config  # set_options replaces it: these are the options asked for
@@ -345,12 +345,14 @@ def _run_method(
             for aggregation in ("ND", "D"):
                 method.set_options(aggregation=aggregation, weighting="attention")
                 row["variants"][f"APA({aggregation})"] = {
-                    "auc": auc(test.label, method.score(test)),
+                    "auc": roc_auc(test.label, method.score(test)),
                     **_latency(method, test, config),
                 }
             for weighting in ("average", "major", "semantic"):
                 method.set_options(aggregation="ND", weighting=weighting)
-                row["variants"][f"{weighting} (ND)"] = {"auc": auc(test.label, method.score(test))}
+                row["variants"][f"{weighting} (ND)"] = {
+                    "auc": roc_auc(test.label, method.score(test))
+                }
             method.set_options(
                 **{key: getattr(configured, key) for key in APA_OPTIONS}
             )  # undo the ablations
@@ -359,7 +361,7 @@ def _run_method(
                 main = row["variants"][f"APA({configured.aggregation})"]
             else:  # an ablation weighting as the configured one: score it as set
                 main = {
-                    "auc": auc(test.label, method.score(test)),
+                    "auc": roc_auc(test.label, method.score(test)),
                     **_latency(method, test, config),
                 }
             row.update(

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.evaluate.metrics import Scorer, auc
+from recunlearn.evaluate.metrics import Scorer
+from recunlearn.train.auc import roc_auc
 
 
 def score_distance(model: Scorer, reference: Scorer, data: Interactions) -> float:
@@ -83,7 +84,7 @@ def membership_inference(
     fpr = (other_loss[None, :] <= candidates[:, None]).mean(1)
     threshold = float(candidates[np.argmax(tpr - fpr)])
     return {
-        "attack_auc": auc(is_member, -losses),
+        "attack_auc": roc_auc(is_member, -losses),
         "threshold": threshold,
         "removed_member_rate": float((removed_loss <= threshold).mean()),
     }
@@ -108,7 +109,7 @@ def completeness_report(
         "dist_removed": score_distance(model, retrained, removed),
         "dist_test": score_distance(model, retrained, test),
         "param_distance": parameter_distance(model, retrained),
-        "auc_removed": auc(
+        "auc_removed": roc_auc(
             removed_true.label, model.score_index(removed_true.user, removed_true.item)
         ),
         "mia_removed": attack["removed_member_rate"],

@@ -17,11 +17,6 @@ class Scorer(Protocol):
     def score_all(self, users: np.ndarray) -> np.ndarray: ...
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC; NaN when only one class is present (undefined rather than misleading)."""
-    return roc_auc(labels, scores)
-
-
 def subset_masks(test: Interactions, deleted: Interactions) -> dict[str, np.ndarray]:
     """IFRU's subsets: test pairs whose user OR item, and user AND item, occur in the deleted data."""
     in_u = np.isin(test.user, deleted.user)
@@ -35,9 +30,9 @@ def auc_report(
     """AUC on ``test``, and on its OR / AND subsets when ``deleted`` is given."""
     scores = model.score_index(test.user, test.item)
     if deleted is None:
-        return {"auc": auc(test.label, scores)}
+        return {"auc": roc_auc(test.label, scores)}
     return {
-        f"auc_{name}" if name != "all" else "auc": auc(test.label[m], scores[m])
+        f"auc_{name}" if name != "all" else "auc": roc_auc(test.label[m], scores[m])
         for name, m in subset_masks(test, deleted).items()
     }
 

@@ -7,50 +7,18 @@ that remove edges call :meth:`set_graph` with the remaining data, so scoring nev
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
-import scipy.sparse as sp
 import torch
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
-
-
-def normalized_adjacency(
-    n_users: int, n_items: int, user: np.ndarray, item: np.ndarray
-) -> torch.Tensor:
-    """D^-1/2 A D^-1/2 of the bipartite graph as a CSR tensor of size (n_users+n_items)^2."""
-    n = n_users + n_items
-    pairs = (
-        np.unique(np.stack([user, item + n_users]), axis=1)
-        if len(user)
-        else np.zeros((2, 0), np.int64)
-    )
-    rows = np.concatenate([pairs[0], pairs[1]])
-    cols = np.concatenate([pairs[1], pairs[0]])
-    degree = np.bincount(rows, minlength=n).astype(np.float64)
-    inv_sqrt = np.zeros(n)
-    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    matrix = sp.csr_matrix(
-        (inv_sqrt[rows] * inv_sqrt[cols], (rows, cols)), shape=(n, n), dtype=np.float32
-    )
-    matrix.sort_indices()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data),
-            (n, n),
-        )
+from recunlearn.models.graph import normalized_adjacency
 
 
 class LightGCN(CFModel):
     default_patience = 20
-    """On ML-100K its validation AUC climbs for ~8 epochs, stays flat for 10-15, then climbs again to
-    its best near epoch 50-70; with patience 10 some seeds stopped on the plateau (test AUC 0.720
-    instead of 0.742), so retraining swung by 0.02 with the seed."""
+    """Longer than MF's: LightGCN's validation AUC can stay flat for a stretch of epochs before it
+    climbs again, and a shorter patience stops some seeds on that plateau, so retraining would swing
+    with the seed."""
 
     def __init__(self, *args, n_layers: int = 1, **kwargs):
         super().__init__(*args, **kwargs)

@@ -2,8 +2,8 @@
 
 Early stopping evaluates AUC every epoch of every shard, and IFRU's guard twice per ``forget``;
 scikit-learn's ``roc_auc_score`` spends most of its time validating inputs, so this counting form
-(ties counted half, as scikit-learn does) is used in the training loop and by ``recunlearn.evaluate.auc``;
-a test checks the two agree.
+(ties counted half, as scikit-learn does) is the one recunlearn uses: in both training loops, the
+aggregators, the guards and ``recunlearn.evaluate``; a test checks it against scikit-learn.
 """
 
 from __future__ import annotations

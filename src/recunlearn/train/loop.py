@@ -28,6 +28,7 @@ from recunlearn.train.auc import roc_auc
 from recunlearn.train.losses import bpr, l2_penalty, pointwise_bce
 from recunlearn.train.ranking import RankingTask
 from recunlearn.train.runtime import configure_threads, resolve_device, show_progress
+from recunlearn.train.stopping import early_stopping
 
 
 class TrainConfig(BaseModel):
@@ -48,7 +49,7 @@ class TrainConfig(BaseModel):
     """Upper bound on epochs."""
     patience: int | None = Field(None, ge=1)
     """Stop after this many epochs without a gain of the validation measure; None = the model's
-    default (MF 10 as IFRU; LightGCN 20, whose validation AUC plateaus for 10-15 epochs before rising again)."""
+    default (MF 10 as IFRU; LightGCN 20, whose validation AUC can plateau before rising again)."""
     valid_metric: Literal["auc", "recall", "ndcg"] | None = None
     """What early stopping watches: 'auc' of the validation labels, or 'recall' / 'ndcg' at
     ``valid_k`` of a ranking of all items with the training items masked. None: AUC for 'bce'
@@ -246,9 +247,9 @@ def continue_training(
         )  # sorted: what negatives avoid
     patience = config.patience if config.patience is not None else model.default_patience
     result = FitResult(model=model, valid_metric=config.stopping_metric)
-    best_state, best_score, since_best = None, -np.inf, 0
-    bar = tqdm(range(config.max_epochs), desc=desc, disable=not show_progress(), leave=False)
-    for epoch in bar:
+    bar = tqdm(total=config.max_epochs, desc=desc, disable=not show_progress(), leave=False)
+
+    def train_epoch(_: int) -> None:
         model.train()
         order = torch.randperm(len(users), generator=generator).to(device)
         for start_row in range(0, len(order), config.batch_size):
@@ -259,22 +260,25 @@ def continue_training(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        result.epochs = epoch + 1
-        if measure is None:
-            continue
+        bar.update()
+
+    def shown_measure() -> float:
         score = measure()
-        result.history.append(score)
         bar.set_postfix({f"valid_{result.valid_metric}": f"{score:.4f}"})
-        if score > best_score:
-            best_score, since_best, result.best_epoch = score, 0, epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        result.best_valid = float(best_score)
+        return score
+
+    run = early_stopping(
+        train_epoch,
+        None if measure is None else shown_measure,
+        lambda: copy.deepcopy(model.state_dict()),
+        config.max_epochs,
+        patience,
+    )
+    bar.close()
+    result.epochs, result.history = run.epochs, run.history
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+        result.best_epoch, result.best_valid = run.best_epoch, float(run.best_score)
     else:
         result.best_epoch = result.epochs
     model.eval()

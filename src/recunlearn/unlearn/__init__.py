@@ -1,7 +1,8 @@
 """Unlearning methods under one contract, registered by name.
 
-Every module in this package that defines a method registers it with ``@register(name)``;
-:func:`available_methods` imports them all, so adding a method touches one file (plus its test).
+Every module in this package that defines a method registers it with ``@register(name)`` and is
+named in :data:`~recunlearn.unlearn.base.METHOD_MODULES`, which :func:`available_methods` imports;
+installed packages add theirs through entry points (:mod:`recunlearn.plugins`).
 """
 
 from recunlearn.data.deletion import DeletionRequest

@@ -44,10 +44,6 @@ def restore_model(
     return model.to(resolve_device(config.train.device)).eval()
 
 
-def probabilities(model: CFModel, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    return predict(model, users, items)
-
-
 @torch.no_grad()
 def all_item_probabilities(model: CFModel, users: np.ndarray) -> np.ndarray:
     device = model.user_emb.weight.device
@@ -58,7 +54,7 @@ class SingleModelMixin:
     """Scoring and persistence of a method that holds one model in ``self.model`` (and ``self.fit_info``)."""
 
     def _score_index(self, users, items):
-        return probabilities(self.model, users, items)
+        return predict(self.model, users, items)
 
     def score_all(self, users):
         self._check_fitted()

@@ -45,7 +45,6 @@ from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_ad
 from recunlearn.seeds import Seed
 from recunlearn.train.runtime import configure_threads, resolve_device
 from recunlearn.unlearn.base import (
-    FORMAT_VERSION,
     PartChange,
     Unlearner,
     UnlearningReport,
@@ -493,7 +492,6 @@ class LLMUnlearner(Unlearner):
                     resolve_model_path(self.config.backbone.name),
                 )
         document = {
-            "format": FORMAT_VERSION,
             "method": self.name,
             "config": self.config.model_dump(mode="json"),
             "forgotten": sorted(self._forgotten) if keep_forgotten else [],

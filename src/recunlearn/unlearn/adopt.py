@@ -20,7 +20,7 @@ from recunlearn.data.interactions import Interactions, Vocabulary
 from recunlearn.errors import ConfigError, DataError, RecUnlearnError
 from recunlearn.models.config import MFConfig
 from recunlearn.train.runtime import resolve_device
-from recunlearn.unlearn._influence_common import ApproximateUnlearner
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn.base import get_method
 
 

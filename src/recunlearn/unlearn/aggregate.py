@@ -37,6 +37,7 @@ from recunlearn.train.auc import roc_auc
 from recunlearn.train.loop import predict, sample_negatives
 from recunlearn.train.losses import bpr
 from recunlearn.train.ranking import RankingTask
+from recunlearn.train.stopping import early_stopping
 
 
 class AverageConfig(BaseModel):
@@ -355,9 +356,9 @@ class AttentionAggregator(Aggregator):
         labels = torch.tensor(rows.label, dtype=torch.float32, device=device)
         positives = torch.unique(users.cpu() * train.n_items + items.cpu()) if pairwise else None
         measure = self._validation_measure(reps, train, valid)
-        best_score, best_state, best_epoch = -math.inf, None, 0
         epochs = config.epochs or (10 if pairwise else 2)
-        for epoch in range(epochs):
+
+        def train_epoch(_: int) -> None:
             order = torch.randperm(len(users), generator=generator).to(device)
             for start in range(0, len(order), config.batch_size):
                 idx = order[start : start + config.batch_size]
@@ -371,15 +372,17 @@ class AttentionAggregator(Aggregator):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            if measure is None:
-                continue
-            score = measure()
-            if score > best_score:
-                best_score, best_epoch = score, epoch + 1
-                best_state = [
-                    {k: v.detach().clone() for k, v in side.state_dict().items()}
-                    for side in (self.users, self.items)
-                ]
+
+        run = early_stopping(
+            train_epoch,
+            measure,
+            lambda: [
+                {k: v.detach().clone() for k, v in side.state_dict().items()}
+                for side in (self.users, self.items)
+            ],
+            epochs,
+        )
+        best_state, best_score, best_epoch = run.best_state, run.best_score, run.best_epoch
         if best_state is not None:
             self.users.load_state_dict(best_state[0])
             self.items.load_state_dict(best_state[1])

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
-from recunlearn.data.interactions import Interactions, Vocabulary, member_mask
+from recunlearn.data.interactions import Interactions, member_mask
 from recunlearn.errors import (
     ConfigError,
     NotFittedError,
@@ -33,8 +33,6 @@ from recunlearn.errors import (
     validation_problems,
 )
 from recunlearn.plugins import METHOD_GROUP, load_entry_points
-
-FORMAT_VERSION = 1
 
 
 class PartChange(BaseModel):
@@ -92,15 +90,31 @@ def register(name: str) -> Callable[[U], U]:
     return decorate
 
 
+METHOD_MODULES = (
+    "retrain",
+    "sisa",
+    "receraser",
+    "grapheraser",
+    "apa",
+    "finetune",
+    "neggrad",
+    "influence_function",
+    "scif",
+    "ifru",
+    "llm_retrain",
+    "llm_sisa",
+    "llm_receraser",
+    "llm_grapheraser",
+)
+"""The modules of :mod:`recunlearn.unlearn` that define the built-in methods (each registers its own
+with ``@register``): named, so that the machinery beside them is never imported as a method."""
+
+
 def _import_methods() -> None:
     import importlib
-    import pkgutil
 
-    import recunlearn.unlearn as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"recunlearn.unlearn.{info.name}")
+    for module in METHOD_MODULES:
+        importlib.import_module(f"recunlearn.unlearn.{module}")
 
 
 def _register_entry_point(name: str, loaded: object) -> None:
@@ -463,7 +477,6 @@ class Unlearner(ABC):
         path = Path(path)
         meta = self._save_state_and_data(path, "weights.safetensors")
         document = {
-            "format": FORMAT_VERSION,
             "method": self.name,
             "config": self.config.model_dump(mode="json"),
             "forgotten": sorted(self._forgotten) if keep_forgotten else [],
@@ -558,10 +571,6 @@ class Unlearner(ABC):
                     f"data, e.g. {bad}"
                 )
         return mask
-
-    @staticmethod
-    def vocabularies_like(data: Interactions) -> tuple[Vocabulary, Vocabulary]:
-        return data.users, data.items
 
     # hooks ----------------------------------------------------------------------------------------------
     @abstractmethod

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from recunlearn.train.loop import continue_training
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn._cf import CFMethodConfig
-from recunlearn.unlearn._influence_common import ApproximateUnlearner
 from recunlearn.unlearn.base import register
 
 

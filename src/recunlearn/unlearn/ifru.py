@@ -14,8 +14,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
-from recunlearn.unlearn._influence_common import InfluenceConfig, InfluenceUnlearner
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.influence.unlearner import InfluenceConfig, InfluenceUnlearner
 
 
 class IFRUConfig(InfluenceConfig):
@@ -31,10 +31,9 @@ class IFRUConfig(InfluenceConfig):
     of their neighbourhood's data is removed). An absolute floor, unlike the quantile: as sum over
     nodes of degree x propagated score is at most twice the removed rows, it bounds the reached nodes
     kept by 2 x removed rows / (min_importance x smallest degree), whatever the dataset's size.
-    Floors from 1e-3 to 1e-2 keep the same nodes as the quantile alone on ML-100K (seeds 0-2); on the
-    1M synthetic log with 1,000 flipped rows 3e-3 keeps 3,021 of the 19,947 reached nodes against
-    11,968 at 1e-3, at the same test AUC and distance to retraining, in 0.34 s against 0.53 s
-    (docs/ifru.md, `benchmarks/results/ifru/pruning_floor.py`); 0 turns it off."""
+    On a small dataset the floor keeps the nodes the quantile alone keeps; on a large log it keeps far
+    fewer at the same test AUC and distance to retraining (docs/ifru.md,
+    `benchmarks/results/ifru/pruning_floor.py`); 0 turns it off."""
     spillover_threshold: float = Field(0.0, ge=0.0, lt=1.0)
     """A node's edges count as changed when its degree falls by more than this fraction (the
     reference code uses 0.01; 0 counts every change, which is exact)."""

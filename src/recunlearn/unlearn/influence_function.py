@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recunlearn.unlearn._influence_common import InfluenceConfig, InfluenceUnlearner
 from recunlearn.unlearn.base import register
+from recunlearn.unlearn.influence.unlearner import InfluenceConfig, InfluenceUnlearner
 
 
 class InfluenceFunctionConfig(InfluenceConfig):

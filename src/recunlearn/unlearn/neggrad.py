@@ -6,8 +6,8 @@ import torch
 from pydantic import Field
 
 from recunlearn.train.loop import batch_loss
+from recunlearn.unlearn._approximate import ApproximateUnlearner
 from recunlearn.unlearn._cf import CFMethodConfig
-from recunlearn.unlearn._influence_common import ApproximateUnlearner
 from recunlearn.unlearn.base import register
 
 

@@ -348,10 +348,7 @@ def save_peft_adapter(
 
 def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.Tensor]:
     """Read an adapter written by :func:`save_peft_adapter` or by peft for the scorer's Hugging Face
-    model, keyed by the scorer's paths (+ the head from :data:`HEAD_FILE`). Folders saved before
-    keys were made relative to the Hugging Face model (keys relative to the scorer, the head inside the
-    LoRA file) load too: a key is taken as whichever of the two names a layer of the scorer. With a
-    shared head the file's head must be the scorer's own, and it is not returned (no adapter holds it)."""
+    model, keyed by the scorer's paths (+ the head from :data:`HEAD_FILE`). With a shared head the file's head must be the scorer's own, and it is not returned (no adapter holds it)."""
     folder = Path(folder)
     path = folder / "adapter_model.safetensors"
     if not path.is_file():
@@ -359,13 +356,9 @@ def load_peft_adapter(folder: str | Path, scorer: nn.Module) -> dict[str, torch.
     modules = {name for name, _ in scorer.named_modules()}
     adapter = {}
     for key, value in load_file(str(path)).items():
-        key = key.removeprefix(PEFT_PREFIX)
-        if key.startswith("head."):  # the old layout
-            adapter[key] = value
-            continue
-        module, part = key.rsplit(".lora_", 1)
-        layer = next((m for m in (scorer.model_prefix + module, module) if m in modules), None)
-        if layer is None:
+        module, part = key.removeprefix(PEFT_PREFIX).rsplit(".lora_", 1)
+        layer = scorer.model_prefix + module
+        if layer not in modules:
             raise RecUnlearnError(
                 f"{folder}: adapter layer {module!r} is not in the {scorer.model_type} backbone"
             )

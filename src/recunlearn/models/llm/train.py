@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import roc_auc_score
 
 from recunlearn.models.llm.backbones import BackboneConfig, fresh_scorer, load_backbone
 from recunlearn.models.llm.lora import LoRAConfig, adapter_tensors, add_trainable_adapter
 from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import batches, collate, predict_logits, tokenize
 from recunlearn.seeds import Seed
+from recunlearn.train.auc import roc_auc
+from recunlearn.train.stopping import early_stopping
 
 
 class AdapterTrainConfig(BaseModel):
@@ -44,9 +45,8 @@ class AdapterTrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1)
     """Validate every this many epochs, and after the last one. TALLRec validates every 5 epochs
     (``eval_steps`` = samples / 128 x 5 steps of 128 samples), so a small shard's validation passes
-    stay a small share of its training, as they do for retraining. With 1, a 256-sample shard's
-    epoch cost 0.36 of a 1,024-sample retraining epoch (500 validation prompts; 1/K = 0.25), and
-    with 5 one forget took 1.06/K of retraining's time (docs/apa.md)."""
+    stay a small share of its training, as they do for retraining: validating a small shard every
+    epoch costs about as much as training it (docs/apa.md has the measurements)."""
     seed: Seed = 0
     """Adapter k's shuffling and dropout are seeded with ``seed + k``; its initialisation too, unless
     the method shares one initialisation across its adapters (APA's ``shared_init``: then ``seed``)."""
@@ -81,10 +81,6 @@ class AdapterResult:
     info: dict[str, Any]
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
-
-
 def init_adapter(job: AdapterJob) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
     """A private scorer with the job's freshly initialised adapter (before any training step), and its
     trainable parameters. The global RNG is left seeded with ``job.seed`` for dropout."""
@@ -115,10 +111,9 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
     )
     labels = torch.tensor(job.train.label, dtype=torch.float32)
     generator = torch.Generator().manual_seed(job.seed)
-    best = (-np.inf, None, None, 0)  # (auc, adapter, valid logits, epoch)
-    history: list[float] = []
-    epoch = 0
-    for epoch in range(1, cfg.max_epochs + 1):
+    valid_logits: np.ndarray | None = None
+
+    def train_epoch(_: int) -> None:
         scorer.train()
         order = torch.randperm(len(train_ids), generator=generator).numpy()
         for step in batches(len(order), cfg.batch_size):
@@ -132,29 +127,35 @@ def train_adapter(job: AdapterJob) -> AdapterResult:
                 ) / len(step)
                 loss.backward()
             optimizer.step()
-        if valid_ids is None or (epoch % cfg.eval_every and epoch < cfg.max_epochs):
-            continue
-        logits = predict_logits(scorer, valid_ids, pad, device, cfg.eval_batch_size)
-        auc = _auc(job.valid.label, logits)
-        score = (
-            auc
-            if np.isfinite(auc)
-            else -float(np.mean(np.logaddexp(0, -np.where(job.valid.label > 0, logits, -logits))))
-        )
-        history.append(round(score, 6))
-        if score > best[0]:
-            best = (score, adapter_tensors(scorer), logits, epoch)
-        elif epoch - best[3] >= cfg.patience * cfg.eval_every:
-            break
-    if valid_ids is None:
-        best = (float("nan"), adapter_tensors(scorer), None, epoch)
+
+    def measure() -> float:
+        """Validation AUC; where it is undefined (one class), minus the log-loss."""
+        nonlocal valid_logits
+        valid_logits = predict_logits(scorer, valid_ids, pad, device, cfg.eval_batch_size)
+        auc = roc_auc(job.valid.label, valid_logits)
+        if np.isfinite(auc):
+            return auc
+        signed = np.where(job.valid.label > 0, valid_logits, -valid_logits)
+        return -float(np.mean(np.logaddexp(0, -signed)))
+
+    run = early_stopping(
+        train_epoch,
+        None if valid_ids is None else measure,
+        lambda: (adapter_tensors(scorer), valid_logits),
+        cfg.max_epochs,
+        cfg.patience,
+        cfg.eval_every,
+    )
+    adapter, best_logits = (
+        (adapter_tensors(scorer), None) if valid_ids is None else run.best_state or (None, None)
+    )
     info = {
-        "epochs": epoch,
-        "best_epoch": best[3],
-        "best_valid_auc": None if not np.isfinite(best[0]) else round(best[0], 6),
-        "valid_history": history,
+        "epochs": run.epochs,
+        "best_epoch": run.best_epoch if valid_ids is not None else run.epochs,
+        "best_valid_auc": round(run.best_score, 6) if np.isfinite(run.best_score) else None,
+        "valid_history": [round(score, 6) for score in run.history],
         "samples": len(job.train),
         "data_hash": job.train.content_hash(),
         "seconds": round(time.perf_counter() - start, 4),
     }
-    return AdapterResult(job.shard, best[1], best[2], info)
+    return AdapterResult(job.shard, adapter, best_logits, info)

@@ -1,19 +1,12 @@
-"""What the approximate methods on one MF/LightGCN model share (IFRU, IF, SCIF, fine-tuning, NegGrad).
-
-One trained model is updated in place rather than retrained. Whatever the update, ``forget``
-also does what retraining would do exactly and cheaply: the graph LightGCN scores with loses the
-deleted edges (renormalised incrementally, equal to rebuilding it from the remaining data), and
-the rows of users/items left with no training data go back to their initial values (rows that
-retraining would never touch). Influence methods add the Newton step of :meth:`InfluenceUnlearner._update`.
-"""
+"""The influence-function unlearner (IFRU, IF and SCIF are its configurations): the Newton step of
+:meth:`InfluenceUnlearner._update` over the rows it keeps, on top of what every approximate method
+does (:class:`~recunlearn.unlearn._approximate.ApproximateUnlearner`)."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,252 +16,30 @@ from pydantic import Field
 
 from recunlearn.data.interactions import Interactions
 from recunlearn.models.base import CFModel
+from recunlearn.models.graph import (
+    expand,
+    group_order,
+    scipy_to_adjacency,
+)
 from recunlearn.train.auc import roc_auc
-from recunlearn.train.loop import fit_model
 from recunlearn.train.ranking import RankingTask
-from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
-from recunlearn.unlearn._generic_influence import generic_update, has_closed_form
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
-from recunlearn.unlearn.influence import (
-    KeptRows,
+from recunlearn.unlearn._approximate import ApproximateUnlearner
+from recunlearn.unlearn._cf import CFMethodConfig
+from recunlearn.unlearn.influence.blocks import (
     LowRankBlocks,
-    RestrictedObjective,
-    SolverConfig,
-    SolverError,
-    SolveResult,
-    adjacency_to_scipy,
-    block_newton,
     block_preconditioner,
     block_solver,
-    expand,
-    find_entries,
-    group_order,
     hessian_blocks,
-    hessian_vector_product,
-    sample_neighbours,
-    sample_rows_per_node,
-    scipy_to_adjacency,
-    solve,
 )
-
-
-def remove_edges(
-    graph: sp.csr_matrix, n_users: int, users: np.ndarray, items: np.ndarray
-) -> sp.csr_matrix:
-    """The normalised adjacency without the (user, item) edges given, renormalised.
-
-    Vectorised over the stored entries (the graph's indices are sorted), and value for value what
-    :func:`recunlearn.models.lightgcn.normalized_adjacency` gives on the remaining edges.
-    """
-    n = graph.shape[0]
-    a, b = users.astype(np.int64), n_users + items.astype(np.int64)
-    position, found = find_entries(graph, np.concatenate([a, b]), np.concatenate([b, a]))
-    keep = np.ones(graph.nnz, bool)
-    keep[position[found]] = False
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))[keep]
-    col = graph.indices[keep]
-    degree = np.bincount(row, minlength=n).astype(np.float64)
-    inv_sqrt = np.zeros(n)
-    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    indptr = np.concatenate([[0], np.cumsum(degree.astype(np.int64))])
-    return sp.csr_matrix(
-        ((inv_sqrt[row] * inv_sqrt[col]).astype(np.float32), col, indptr), shape=(n, n)
-    )
-
-
-def rows_touching(data: Interactions, nodes: np.ndarray, n_users: int) -> np.ndarray:
-    """Mask of the rows whose user or item is one of ``nodes`` (users first, then items)."""
-    marked = np.zeros(n_users + data.n_items, bool)
-    marked[nodes] = True
-    return marked[data.user] | marked[n_users + data.item]
-
-
-def orphans(removed: np.ndarray, remaining: np.ndarray, size: int) -> np.ndarray:
-    """The nodes among ``removed`` with no row in ``remaining`` (sorted): a count, not a set difference."""
-    left = np.bincount(remaining, minlength=size)
-    candidates = np.unique(removed)
-    return candidates[left[candidates] == 0]
-
-
-def changed_rows(before: torch.Tensor, after: torch.Tensor) -> int:
-    """How many rows of ``after`` differ from ``before`` in some entry (nested counts: twice as fast
-    as ``any(1)`` on the CPU, 0.15 ms for ML-100K's two tables)."""
-    return int(torch.count_nonzero(torch.count_nonzero(after.detach() != before, dim=1)))
-
-
-def clone_model(model: CFModel) -> CFModel:
-    """A deep copy of a model; LightGCN's graph (sparse CSR, which deepcopy refuses) is shared,
-    as forgetting replaces it rather than changing it in place."""
-    adjacency = getattr(model, "adjacency", None)
-    model.adjacency = None
-    try:
-        twin = copy.deepcopy(model)
-    finally:
-        model.adjacency = adjacency
-    twin.adjacency = adjacency
-    return twin
-
-
-def initial_rows(
-    config: CFMethodConfig, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The values training from scratch starts the given rows at (same seed, same draw order)."""
-    generator = torch.Generator().manual_seed(config.train.seed)
-    fresh = config.model.build(n_users, n_items, generator)
-    return (
-        fresh.user_emb.weight.detach()[torch.as_tensor(users)],
-        fresh.item_emb.weight.detach()[torch.as_tensor(items)],
-    )
-
-
-@dataclass(frozen=True)
-class Orphans:
-    """The users and items a removal leaves with no training rows, and the values training from
-    scratch starts their rows at (drawn once: influence methods reset them once their gradient is
-    taken and ``forget`` again at the end, which must then cost nothing)."""
-
-    users: np.ndarray
-    items: np.ndarray
-    user_rows: torch.Tensor
-    item_rows: torch.Tensor
-
-    @classmethod
-    def of(cls, config: CFMethodConfig, removed: Interactions, remaining: Interactions) -> Orphans:
-        users = orphans(removed.user, remaining.user, remaining.n_users)
-        items = orphans(removed.item, remaining.item, remaining.n_items)
-        if not len(users) and not len(items):
-            return cls(users, items, torch.zeros(0), torch.zeros(0))
-        return cls(
-            users, items, *initial_rows(config, remaining.n_users, remaining.n_items, users, items)
-        )
-
-    def __len__(self) -> int:
-        return len(self.users) + len(self.items)
-
-    @torch.no_grad()
-    def reset(self, model: CFModel) -> None:
-        """Put the orphans' rows of ``model`` back at their initial values."""
-        if len(self):
-            device = model.user_emb.weight.device
-            model.user_emb.weight[torch.as_tensor(self.users, device=device)] = self.user_rows.to(
-                device
-            )
-            model.item_emb.weight[torch.as_tensor(self.items, device=device)] = self.item_rows.to(
-                device
-            )
-
-
-class ApproximateUnlearner(SingleModelMixin, Unlearner):
-    """One model trained once; ``forget`` changes it in place (see :meth:`_update`)."""
-
-    exact = False
-    Config = CFMethodConfig
-
-    def _fit(self) -> None:
-        result = fit_model(
-            self.config.model, self.train, self.valid, self.config.train, desc=self.name
-        )
-        self.model, self.fit_info = result.model, describe_fit(result)
-
-    @classmethod
-    def adopt(cls, fitted: Unlearner, config: Any = None, **overrides: Any) -> ApproximateUnlearner:
-        """A new method starting from another one's trained model (a copy), without training again.
-
-        Benchmarks use it to give every approximate method the same original model; ``fitted``
-        must hold one model (``.model``) trained with the same model and training settings.
-        """
-        if not hasattr(fitted, "model") or fitted.train is None:
-            raise TypeError(f"{type(fitted).__name__} holds no single fitted model to adopt")
-        values = config.model_dump() if hasattr(config, "model_dump") else dict(config or {})
-        values.setdefault("model", fitted.config.model.model_dump())
-        values.setdefault("train", fitted.config.train.model_dump())
-        method = cls(values, **overrides)
-        if method.config.model != fitted.config.model or method.config.train != fitted.config.train:
-            raise ValueError(
-                "adopt() needs the same model and training settings as the fitted method"
-            )
-        method.train, method.valid, method.fit_seconds = (
-            fitted.train,
-            fitted.valid,
-            fitted.fit_seconds,
-        )
-        method.model, method.fit_info = (
-            clone_model(fitted.model),
-            dict(getattr(fitted, "fit_info", {})),
-        )
-        method._forgotten = set(
-            fitted._forgotten
-        )  # a pair the original forgot is a no-op here too, not unknown
-        return method
-
-    # forgetting -----------------------------------------------------------------------------------------
-    def _forget(self, mask: np.ndarray) -> UnlearningReport:
-        before = self.train
-        removed, remaining = before.take(mask), before.drop(mask)
-        model = self.model
-        start = (model.user_emb.weight.detach().clone(), model.item_emb.weight.detach().clone())
-        adjacency = getattr(model, "adjacency", None)
-        graph_full = graph_after = None
-        if adjacency is not None:
-            graph_full = adjacency_to_scipy(adjacency)
-            pos = removed.label > 0
-            graph_after = remove_edges(
-                graph_full, model.n_users, removed.user[pos], removed.item[pos]
-            )
-        orphaned = Orphans.of(self.config, removed, remaining)
-        try:
-            details = self._update(removed, remaining, graph_full, graph_after, orphaned)
-        except (
-            BaseException
-        ):  # the model as it was (an influence update resets the orphans before its solve)
-            with torch.no_grad():
-                model.user_emb.weight.copy_(start[0])
-                model.item_emb.weight.copy_(start[1])
-            if adjacency is not None:
-                model.adjacency = adjacency
-            raise
-        orphaned.reset(model)
-        if graph_after is not None:
-            model.adjacency = self._after_adjacency(graph_after)
-        self._after_cache = None
-        self.train = remaining
-        details["reset_rows"] = len(orphaned)
-        changed = changed_rows(start[0], model.user_emb.weight) + changed_rows(
-            start[1], model.item_emb.weight
-        )
-        part = PartChange(
-            part="model",
-            action="updated",
-            data_hash_before=before.content_hash(),
-            data_hash_after=remaining.content_hash(),
-            rows_before=len(before),
-            rows_after=len(remaining),
-            parameter_rows=changed,
-        )
-        return self._report([part], **details)
-
-    def _after_adjacency(self, graph_after: sp.csr_matrix) -> torch.Tensor:
-        """The graph without the deleted edges as the model's tensor, converted once per ``forget``."""
-        cached = getattr(self, "_after_cache", None)
-        if cached is None or cached[0] is not graph_after:
-            self._after_cache = (
-                graph_after,
-                scipy_to_adjacency(graph_after, self.model.user_emb.weight.device),
-            )
-        return self._after_cache[1]
-
-    def _update(
-        self,
-        removed: Interactions,
-        remaining: Interactions,
-        graph_full: sp.csr_matrix | None,
-        graph_after: sp.csr_matrix | None,
-        orphaned: Orphans,
-    ) -> dict[str, Any]:
-        """Change the model's parameters for the removal; return report details. ``forget`` resets
-        the orphans' rows afterwards (an update may reset them sooner, once it is done with their
-        trained values)."""
-        raise NotImplementedError
+from recunlearn.unlearn.influence.generic import generic_update, has_closed_form
+from recunlearn.unlearn.influence.objective import (
+    KeptRows,
+    RestrictedObjective,
+    SolverError,
+    hessian_vector_product,
+)
+from recunlearn.unlearn.influence.sampling import hessian_rows, rows_touching, sample_neighbours
+from recunlearn.unlearn.influence.solvers import SolverConfig, SolveResult, block_newton, solve
 
 
 def damping_scale(blocks: torch.Tensor | LowRankBlocks) -> float:
@@ -293,16 +64,15 @@ class InfluenceConfig(CFMethodConfig):
     hessian_rows_per_node: int | None = Field(8, ge=1)
     """The Hessian is summed over a sample of the remaining rows in which every user and item draws
     this many of its rows (all, if it has fewer), each weighted by 1 / its inclusion probability (an
-    unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.sample_rows_per_node`), so its
+    unbiased, sub-sampled Hessian; :func:`~recunlearn.unlearn.influence.objective.sample_rows_per_node`), so its
     cost follows the nodes involved, not their degrees. The gradient is never sampled. None sums over
-    every row (exact). On ML-100K 8 keeps the step within 10-12% (MF) and 3-9% (LightGCN) of the exact
-    Hessian's step for 10-20% less time than 16; 4 roughly doubles that error; test AUC moves by under 1e-4
-    across them (docs/ifru.md, `benchmarks/results/ifru/sample_sizes.py`)."""
+    every row (exact). 8 is where the step's distance to the exact Hessian's step stops paying for
+    more rows (docs/ifru.md and `benchmarks/results/ifru/sample_sizes.py` have the measurements)."""
     hessian_neighbours_per_node: int | None = Field(8, ge=1)
     """One-layer LightGCN with the block solver: a kept node's Hessian block sums, besides its own
     rows, the rows of every graph neighbour (a popular item: every user who rated it); it sums
     them over a uniform sample of at most this many neighbours instead, weighted by 1 / their
-    inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.sample_neighbours`), and
+    inclusion probability (unbiased; :func:`~recunlearn.unlearn.influence.objective.sample_neighbours`), and
     only the drawn nodes draw Hessian rows. None: every neighbour."""
 
     guard_tolerance: float = Field(1e-3, ge=0)
@@ -311,7 +81,7 @@ class InfluenceConfig(CFMethodConfig):
     model's loss is not the original's); a step that overshoots costs far more."""
     negatives_per_positive: int = Field(4, ge=1)
     """A model trained with BPR: negatives drawn per positive row to estimate the expected pairwise
-    loss the update differentiates (see :mod:`recunlearn.unlearn._pairwise`)."""
+    loss the update differentiates (see :mod:`recunlearn.unlearn.influence.objective.pairwise`)."""
 
 
 class InfluenceUnlearner(ApproximateUnlearner):
@@ -336,7 +106,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         if not has_closed_form(self.model):  # a user's model: autograd through its representations
             return generic_update(self, removed, remaining, orphaned)
         if self.config.train.loss == "bpr":
-            from recunlearn.unlearn._pairwise import pairwise_update
+            from recunlearn.unlearn.influence.pairwise import pairwise_update
 
             return pairwise_update(self, removed, remaining, graph_full, graph_after, orphaned)
         model, l2 = self.model, self.config.train.l2
@@ -393,20 +163,9 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 n_layers if graph_after is not None else 0,
                 size=n_nodes + model.n_items,
             )
-        rows = np.flatnonzero(rows_touching(remaining, summed, n_nodes))
-        weights: np.ndarray | float = 1.0
-        if self.config.hessian_rows_per_node is not None:
-            drawing = np.zeros(n_nodes + model.n_items, bool)
-            drawing[summed] = True  # only the sums at these nodes enter the kept rows' blocks
-            chosen, weights = sample_rows_per_node(
-                remaining.user[rows],
-                remaining.item[rows],
-                n_nodes,
-                self.config.hessian_rows_per_node,
-                seed=self.config.train.seed,
-                drawing=drawing,
-            )
-            rows = rows[chosen]
+        rows, weights = hessian_rows(
+            remaining, summed, n_nodes, self.config.hessian_rows_per_node, self.config.train.seed
+        )
         hessian = RestrictedObjective(
             model,
             kept,
@@ -454,17 +213,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
                 solver, hvp, g, scale=scale, preconditioner=preconditioner, evaluate=evaluate
             )
         timings["solve_s"] = time.perf_counter() - start
-        details.update(
-            solver=solver.method,
-            iterations=result.iterations,
-            hvps=result.hvps,
-            attempts=result.attempts,
-            relative_residual=result.relative_residual,
-            converged=result.converged,
-            damping=damping,
-            step_norm=float(result.x.norm()),
-            gradient_norm=float(g.norm()),
-        )
+        details.update(result.details(solver.method, damping, g))
         if not math.isfinite(details["step_norm"]):
             raise SolverError(f"the {solver.method} solver returned a non-finite update")
 
@@ -504,13 +253,7 @@ class InfluenceUnlearner(ApproximateUnlearner):
         One objective over R and C on the full graph, less its twin on the graph after with R
         weighted 0: one pattern of rows and two gradients (C's L2 terms cancel)."""
         model = self.model
-        degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
-        ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
-        changed = np.flatnonzero(ratio > self.spillover_threshold())
-        moved = expand(graph_full, changed, getattr(model, "n_layers", 0))
-        n_users = model.n_users
-        depends = expand(graph_full, kept.nodes(n_users), getattr(model, "n_layers", 0))
-        rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
+        rows = self.spillover_rows(remaining, kept, graph_full, graph_after)
         both = [
             np.concatenate([getattr(removed, k), getattr(remaining, k)[rows]])
             for k in ("user", "item", "label")
@@ -527,6 +270,24 @@ class InfluenceUnlearner(ApproximateUnlearner):
         return objective.analytic_gradient() - after.analytic_gradient(), len(both[0]) - len(
             removed
         )
+
+    def spillover_rows(
+        self,
+        remaining: Interactions,
+        kept: KeptRows,
+        graph_full: sp.csr_matrix,
+        graph_after: sp.csr_matrix,
+    ) -> np.ndarray:
+        """Mask of the remaining rows C of the spillover: their score moves with the graph change
+        (an end within n_layers hops of a node whose degree changed by more than the threshold) and
+        their loss depends on a kept row (an end within n_layers hops of one)."""
+        degree_full, degree_after = np.diff(graph_full.indptr), np.diff(graph_after.indptr)
+        ratio = (degree_full - degree_after) / np.maximum(degree_full, 1)
+        changed = np.flatnonzero(ratio > self.spillover_threshold())
+        n_users, n_layers = self.model.n_users, getattr(self.model, "n_layers", 0)
+        moved = expand(graph_full, changed, n_layers)
+        depends = expand(graph_full, kept.nodes(n_users), n_layers)
+        return rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
 
     def spillover_threshold(self) -> float:
         """Nodes whose degree falls by at most this fraction count as unchanged (0: exact)."""

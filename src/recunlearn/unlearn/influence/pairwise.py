@@ -25,22 +25,21 @@ import scipy.sparse as sp
 import torch
 
 from recunlearn.data.interactions import Interactions
+from recunlearn.models.graph import expand
 from recunlearn.train.loop import NEGATIVE_REDRAWS, sample_negatives
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.blocks import LowRankBlocks, block_solver
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
-    LowRankBlocks,
     RestrictedObjective,
     SolverError,
-    block_newton,
-    block_solver,
-    expand,
     hessian_vector_product,
-    sample_rows_per_node,
-    solve,
 )
+from recunlearn.unlearn.influence.sampling import hessian_rows
+from recunlearn.unlearn.influence.solvers import block_newton, solve
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn._influence_common import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn._approximate import Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner
 
 
 @dataclass(frozen=True)
@@ -137,24 +136,17 @@ def pairwise_gradient(objective: RestrictedObjective) -> torch.Tensor:
     s_t (r_i - r_j) at u, s_t r_u at i and -s_t r_u at j; propagation's transpose (LightGCN's P is
     symmetric) carries it to the embeddings, and each end adds its L2 term."""
     embeddings = objective.embeddings()
-    reps = objective._propagate(embeddings)
-    r_u, r_i, r_j = (
-        reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j)
-    )
+    reps = objective.propagate(embeddings)
+    r_u, r_i, r_j = (reps.index_select(0, end) for end in objective.ends)
     difference = r_i - r_j
     slope = (objective.weights * (torch.sigmoid((r_u * difference).sum(-1)) - 1))[:, None]
     by_rep = torch.zeros_like(reps)
     by_rep.index_add_(0, objective.row_u, slope * difference)
     by_rep.index_add_(0, objective.row_i, slope * r_u).index_add_(0, objective.row_j, -slope * r_u)
-    full = objective._propagate(by_rep)
+    full = objective.propagate(by_rep)
     if objective.l2:
-        counts = torch.zeros(objective.size, device=embeddings.device)
-        for end in (objective.row_u, objective.row_i, objective.row_j):
-            counts.index_add_(0, end, objective.weights)
-        full += (objective.l2 * counts)[:, None] * embeddings
-    out = torch.zeros_like(objective.theta0)
-    out[objective.kept_theta] = full[objective.kept_position]
-    return out
+        full += objective.l2_diagonal() * embeddings
+    return objective.restrict(full)
 
 
 @torch.no_grad()
@@ -166,23 +158,18 @@ def pairwise_hvp(objective: RestrictedObjective):
     c = w sigma'(z) dz and s = w (sigma(z) - 1); P' carries it back and each end adds l2 v.
     """
     embeddings = objective.embeddings()
-    reps = objective._propagate(embeddings)
-    ends = (objective.row_u, objective.row_i, objective.row_j)
-    r_u, r_i, r_j = (reps.index_select(0, end) for end in ends)
+    reps = objective.propagate(embeddings)
+    r_u, r_i, r_j = (reps.index_select(0, end) for end in objective.ends)
     difference = r_i - r_j
     z = (r_u * difference).sum(-1)
     curvature = (objective.weights * torch.sigmoid(z) * torch.sigmoid(-z))[:, None]
     slope = (objective.weights * (torch.sigmoid(z) - 1))[:, None]
-    counts = torch.zeros(objective.size, device=embeddings.device)
-    for end in ends:
-        counts.index_add_(0, end, objective.weights)
-    l2_diagonal = (objective.l2 * counts)[:, None]
+    l2_diagonal = objective.l2_diagonal()
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            direction = torch.zeros_like(objective.base)
-            direction[objective.kept_position] = v[objective.kept_theta]
-            d_reps = objective._propagate(direction)
+            direction = objective.spread(v)
+            d_reps = objective.propagate(direction)
             d_u, d_difference = (
                 d_reps.index_select(0, objective.row_u),
                 d_reps.index_select(0, objective.row_i) - d_reps.index_select(0, objective.row_j),
@@ -195,10 +182,7 @@ def pairwise_hvp(objective: RestrictedObjective):
             grad = torch.zeros_like(objective.base)
             grad.index_add_(0, objective.row_u, change * difference + slope * d_difference)
             grad.index_add_(0, objective.row_i, at_items).index_add_(0, objective.row_j, -at_items)
-            full = objective._propagate(grad) + l2_diagonal * direction
-            out = torch.zeros_like(v)
-            out[objective.kept_theta] = full[objective.kept_position]
-            return out
+            return objective.restrict(objective.propagate(grad) + l2_diagonal * direction)
 
     return hvp
 
@@ -215,10 +199,8 @@ def pairwise_blocks(objective: RestrictedObjective) -> tuple[LowRankBlocks, torc
     bound of the Hessian, so the per-row Newton step cannot overshoot. For LightGCN both are those
     of the own-embedding path of propagation (weight 1/(L+1)), an approximation the guard checks.
     """
-    reps = objective._propagate(objective.embeddings())
-    r_u, r_i, r_j = (
-        reps.index_select(0, end) for end in (objective.row_u, objective.row_i, objective.row_j)
-    )
+    reps = objective.propagate(objective.embeddings())
+    r_u, r_i, r_j = (reps.index_select(0, end) for end in objective.ends)
     difference = r_i - r_j
     z = (r_u * difference).sum(-1)
     own = 1.0 / (objective.n_layers + 1)
@@ -317,7 +299,7 @@ def pairwise_update(
     orphaned: Orphans,
 ) -> dict[str, Any]:
     """The influence update of a BPR model for the removal of ``removed`` (see the module's docstring)."""
-    from recunlearn.unlearn._influence_common import damping_scale, rows_touching
+    from recunlearn.unlearn.influence.unlearner import damping_scale
 
     model, config = method.model, method.config
     removed, remaining = (
@@ -337,14 +319,7 @@ def pairwise_update(
     removed_triples = sampler.triples(removed.user, removed.item)
     theta = kept.gather(model)
     if method.spillover and graph_after is not None:
-        changed = np.flatnonzero(
-            (np.diff(graph_full.indptr) - np.diff(graph_after.indptr))
-            / np.maximum(np.diff(graph_full.indptr), 1)
-            > method.spillover_threshold()
-        )
-        moved = expand(graph_full, changed, n_layers)
-        depends = expand(graph_full, kept.nodes(n_users), n_layers)
-        rows = rows_touching(remaining, moved, n_users) & rows_touching(remaining, depends, n_users)
+        rows = method.spillover_rows(remaining, kept, graph_full, graph_after)
         spill = sampler.triples(
             remaining.user[rows], remaining.item[rows], per_positive=1
         )  # a difference of two graphs
@@ -367,21 +342,8 @@ def pairwise_update(
         n_layers if graph_after is not None else 0,
         size=n_users + model.n_items,
     )
-    rows = np.flatnonzero(rows_touching(remaining, summed, n_users))
-    weights: np.ndarray | float = 1.0
     per_node = config.hessian_rows_per_node
-    if per_node is not None:
-        drawing = np.zeros(n_users + model.n_items, bool)
-        drawing[summed] = True
-        chosen, weights = sample_rows_per_node(
-            remaining.user[rows],
-            remaining.item[rows],
-            n_users,
-            per_node,
-            seed=config.train.seed,
-            drawing=drawing,
-        )
-        rows = rows[chosen]
+    rows, weights = hessian_rows(remaining, summed, n_users, per_node, config.train.seed)
     # one negative per sampled row: the rows are already a sample, weighted to stand for all of them
     triples = sampler.triples(remaining.user[rows], remaining.item[rows], weights, per_positive=1)
     triples = triples + sampler.as_negative(kept.items, remaining, per_node or 8)

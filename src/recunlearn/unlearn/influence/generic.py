@@ -1,6 +1,6 @@
 """The influence update of a model whose representations are neither MF's nor LightGCN's.
 
-The closed forms of :mod:`recunlearn.unlearn.influence` assume representations linear in the
+The closed forms of :mod:`recunlearn.unlearn.influence.objective` assume representations linear in the
 embeddings (MF's identity, LightGCN's propagation). For any other model whose score is
 differentiable in its embedding tables, the same Newton step is taken by autograd: the removed
 rows' gradient and Hessian-vector products of the remaining rows' objective, both through
@@ -24,17 +24,18 @@ from recunlearn.models.base import CFModel
 from recunlearn.models.lightgcn import LightGCN
 from recunlearn.models.mf import MF
 from recunlearn.train.loop import sample_negatives
-from recunlearn.unlearn.influence import (
+from recunlearn.unlearn.influence.objective import (
     KeptRows,
     Operator,
     SolverError,
     gradient,
     hessian_vector_product,
-    solve,
 )
+from recunlearn.unlearn.influence.solvers import solve
 
 if TYPE_CHECKING:
-    from recunlearn.unlearn._influence_common import InfluenceUnlearner, Orphans
+    from recunlearn.unlearn._approximate import Orphans
+    from recunlearn.unlearn.influence.unlearner import InfluenceUnlearner
 
 
 def has_closed_form(model: CFModel) -> bool:
@@ -194,15 +195,7 @@ def generic_update(
     if not math.isfinite(step_norm):
         raise SolverError(f"the {solver.method} solver returned a non-finite update")
     details.update(
-        solver=solver.method,
-        iterations=result.iterations,
-        hvps=result.hvps,
-        attempts=result.attempts,
-        relative_residual=result.relative_residual,
-        converged=result.converged,
-        damping=damping,
-        step_norm=step_norm,
-        gradient_norm=float(g.norm()),
+        result.details(solver.method, damping, g),
         update="applied" if step_norm > 0 else "none (the solver's step is zero)",
     )
     if (
