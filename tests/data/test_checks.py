@@ -145,12 +145,3 @@ def test_lines_pandas_skips_are_one_logged_count_not_warnings(tmp_path, caplog):
         data = load_bookcrossing(folder)
     assert len(data) == 1
     assert "BX-Books.csv: 2 malformed line(s) skipped (Skipping line 3" in caplog.text
-
-
-def test_dates_without_a_format_parse_without_warnings(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("user,item,date\n1,10,3 March 2020\n2,10,4 March 2020\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        data = load_table(path)
-    assert data.timestamp.tolist() == [1583193600, 1583280000]

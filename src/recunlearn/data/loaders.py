@@ -338,9 +338,7 @@ def _as_seconds(values: pd.Series, path: Path) -> pd.Series:
     if numeric.notna().all():
         return numeric
     try:
-        with warnings.catch_warnings():  # "could not infer format": each date is parsed alone
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(values, utc=True)
+        parsed = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
         raise DataError(
             f"{path}: timestamp column {values.name!r} holds neither numbers nor dates ({exc})"
