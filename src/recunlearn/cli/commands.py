@@ -22,11 +22,18 @@ console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ e
 
 
 def _print_table(title: str, header: list[str], cells: list[list[str]]) -> None:
-    """Text columns left-aligned, columns of figures right-aligned."""
-    table = Table(title=title, show_lines=False)
+    """Text columns left-aligned, columns of figures right-aligned; no vertical rules, and the first
+    column (the row's name) kept whole, so that a table of figures fits 80 columns."""
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold")
     for i, name in enumerate(header):
         figures = all(_is_figure(row[i]) for row in cells)
-        table.add_column(name, justify="right" if figures and i else "left")
+        table.add_column(
+            name,
+            justify="right" if figures and i else "left",
+            no_wrap=i == 0,
+            overflow="fold",  # a long header folds; figures keep their width
+            min_width=max((len(row[i]) for row in cells), default=1) if figures else None,
+        )
     for row in cells:
         table.add_row(*row)
     console.print(table)
