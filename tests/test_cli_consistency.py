@@ -130,3 +130,14 @@ def test_a_folder_that_existed_stays(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--data", "no-such-data", "--no-llm", "--out", str(tmp_path / "mine")])
     assert (tmp_path / "mine").is_dir()
+
+
+def test_the_demo_says_its_language_model_part_is_a_smoke_run(tmp_path, capsys, monkeypatch):
+    """Its AUCs near 0.5 beside a logistic regression's 0.76 must not read as APA's result."""
+    from recunlearn.bench import apa
+    from recunlearn.cli import commands
+
+    monkeypatch.setattr(apa, "run_demo", lambda out, console: {"samples": {"train": 96}})
+    commands._llm_demo(tmp_path)
+    note = capsys.readouterr().out
+    assert "smoke run, not a result: 96 training prompts" in note and "docs/apa.md" in note

@@ -146,7 +146,15 @@ def _llm_demo(out: Path) -> None:
             "[yellow]APA is not part of this build; skipping the language-model part.[/yellow]"
         )
         return
-    apa.run_demo(out, console=console)
+    results = apa.run_demo(out, console=console)
+    console.print(
+        f"note: a smoke run, not a result: {results['samples']['train']} training prompts and one "
+        "epoch on the CPU leave the language models near chance (AUC 0.5), below the two-feature "
+        "logistic regression; it shows that each method trains, forgets and scores. The figures of "
+        "the full protocol are in docs/apa.md (recunlearn bench apa).",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
