@@ -463,14 +463,15 @@ class Unlearner(ABC):
 
     def _refuse_erased(self, users: np.ndarray) -> None:
         """Raise naming the users among ``users`` (indices) that forgetting left with no training row."""
-        if not self._forgotten:
+        train = self.train
+        if train is None or not self._forgotten:
             return
-        forgotten = np.fromiter(self._forgotten, np.int64) // np.int64(self.train.n_items)
+        forgotten = np.fromiter(self._forgotten, np.int64) // np.int64(train.n_items)
         asked = np.unique(users)
         touched = asked[member_mask(asked, forgotten)]
-        erased = touched[np.bincount(self.train.user, minlength=self.train.n_users)[touched] == 0]
+        erased = touched[np.bincount(train.user, minlength=train.n_users)[touched] == 0]
         if erased.size:
-            shown = ", ".join(repr(i) for i in self.train.users.ids[erased[:5]].tolist())
+            shown = ", ".join(repr(i) for i in train.users.ids[erased[:5]].tolist())
             raise UnknownIdError(f"unknown user id(s): {shown} (erased: their data was forgotten)")
 
     # persistence ------------------------------------------------------------------------------------
