@@ -136,7 +136,7 @@ def test_the_demo_runs_on_a_user_item_file(tmp_path):
         app,
         [
             "demo",
-            "--dataset",
+            "--data",
             str(clicks),
             "--threshold",
             "none",

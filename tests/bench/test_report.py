@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -228,7 +229,8 @@ def test_figures_of_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_pa
     markdown = write_report(paths, tmp_path / "out")["markdown"].read_text()
     linked = re.findall(r"!\[[^\]]+\]\((figures/[^)]+\.png)\)", markdown)
     assert len(linked) == 6 and len(set(linked)) == 6
-    assert len(list((tmp_path / "out" / "figures").iterdir())) == 6
+    assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == 6
+    assert len(list((tmp_path / "out" / "figures").glob("*.svg"))) == 6
 
 
 def ifru_scaling_rows():
@@ -366,3 +368,74 @@ def test_a_scripts_argument_dict_is_a_command_and_a_bad_file_is_named(tmp_path):
 
     with pytest.raises(RecUnlearnError, match=f"{bad}: not a results file"):
         load_results(bad)
+
+
+def multi_seed_rows():
+    """Three seeds of three methods, as `bench ifru` writes them: one row per method and seed."""
+    return [
+        {
+            **row,
+            "seed": seed,
+            "auc": row["auc"] + 0.01 * seed,
+            "forget_seconds": row["forget_seconds"] * (1 + seed),
+        }
+        for seed in (0, 1, 2)
+        for row in METHOD_ROWS
+    ]
+
+
+def _legend_texts(svg: bytes) -> list[str]:
+    return re.findall(r"<text[^>]*>([^<]+)</text>", svg.decode())
+
+
+def test_a_multi_seed_report_has_one_legend_entry_per_method(tmp_path):
+    path = tmp_path / "ifru" / "seeds.json"
+    write_results(path, multi_seed_rows(), {"seeds": [0, 1, 2]}, "recunlearn bench ifru")
+    paths = write_report([path], tmp_path / "out")
+    svg = next((tmp_path / "out" / "figures").glob("*utility_vs_time.svg")).read_bytes()
+    texts = _legend_texts(svg)
+    for method in ("retrain", "ifru", "sisa K=5"):
+        assert texts.count(method) == 1, texts
+    assert not any("seed" in t for t in texts)
+    markdown = paths["markdown"].read_text()
+    assert "mean over 3 seeds, whiskers from the lowest to the highest" in markdown
+
+
+def test_seeds_are_averaged_with_their_range():
+    from recunlearn.bench.report import aggregate_seeds
+
+    merged = aggregate_seeds(multi_seed_rows(), ())
+    assert [r["_label"] for r in merged] == ["retrain", "ifru", "sisa K=5"]
+    ifru = merged[1]
+    assert ifru["_runs"] == 3 and ifru["auc"] == pytest.approx(0.77)
+    assert ifru["_range"]["auc"] == pytest.approx((0.76, 0.78))
+    assert ifru["forget_seconds"] == pytest.approx(2.4)
+
+
+def test_figures_name_measures_in_words_and_come_as_svg_too(results_paths, tmp_path):
+    methods, scaling = results_paths
+    write_report([methods, scaling], tmp_path / "out")
+    figures = tmp_path / "out" / "figures"
+    pngs, svgs = sorted(figures.glob("*.png")), sorted(figures.glob("*.svg"))
+    assert [p.stem for p in pngs] == [s.stem for s in svgs] and len(svgs) == 4
+    words = [t for svg in svgs for t in _legend_texts(svg.read_bytes())]
+    assert "time to forget (s), log scale" in words and "AUC" in words
+    assert "score distance on the removed rows" in words
+    assert not [t for t in words if re.search(r"\w_\w", t) and "K=" not in t], words
+
+
+def test_a_crowded_figure_gives_no_layout_warnings(tmp_path):
+    from recunlearn.bench.report import plots
+
+    rows = [
+        {**row, "model": model, "fraction": fraction, "seed": seed}
+        for row in METHOD_ROWS * 2
+        for model in ("mf", "lightgcn", "ncf")
+        for fraction in (0.01, 0.02, 0.05)
+        for seed in (0, 1)
+    ]
+    path = tmp_path / "ifru" / "crowded.json"
+    write_results(path, rows, {}, "recunlearn bench ifru")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(plots(load_results(path))) == 3

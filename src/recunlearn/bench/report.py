@@ -7,8 +7,10 @@ utility vs unlearning time per method (``auc`` / ``recall@K`` against ``forget_s
 completeness bars (``dist_*``: score distance to retraining, lower is closer), and scaling curves
 (``n_interactions`` against ``*_seconds`` and ``peak_memory_mb``, log-log, with fitted slopes).
 Rows with a column set per method instead of a ``method`` (`bench ifru-scaling`) are plotted as one
-row per method (see :func:`measured_rows`). Then the rows as a table, and what produced them:
-command, date, commit, configuration, seeds, versions, hardware.
+row per method (see :func:`measured_rows`); rows that differ only in their seed are one point or bar,
+the mean, with whiskers over the seeds' range (see :func:`aggregate_seeds`). Axes and legends name
+measures in words (:func:`human`). Figures are written as PNG and SVG. Then the rows as a table,
+and what produced them: command, date, commit, configuration, seeds, versions, hardware.
 ``recunlearn report RESULTS.json`` runs :func:`write_report`.
 """
 
@@ -37,12 +39,48 @@ TIME_KEYS = ("forget_seconds", "unlearn_seconds", "unlearn_s", "forget_s")
 
 @dataclass
 class Plot:
-    """One figure of a section: a slug for file names, a title, the PNG bytes, and a one-line reading."""
+    """One figure of a section: a slug for file names, a title, the PNG and SVG bytes, and a
+    one-line reading."""
 
     slug: str
     title: str
     png: bytes
+    svg: bytes
     caption: str
+
+
+HUMAN_LABELS = {
+    "auc": "AUC",
+    "test_auc": "test AUC",
+    "forget_seconds": "time to forget (s)",
+    "unlearn_seconds": "time to forget (s)",
+    "unlearn_s": "time to forget (s)",
+    "forget_s": "time to forget (s)",
+    "fit_seconds": "time to fit (s)",
+    "speedup": "speed-up over retraining",
+    "dist_removed": "score distance on the removed rows",
+    "dist_test": "score distance on the test rows",
+    "n_interactions": "interactions",
+    "peak_memory_mb": "peak memory (MB)",
+}
+"""Words for the measures figures show; others are spelled out by :func:`human`."""
+
+
+def human(key: str) -> str:
+    """How a figure names a measure: 'time to forget (s)' for ``forget_seconds``, 'Recall@20',
+    'users: batch time (s)' for ``users.batch_seconds``."""
+    if key in HUMAN_LABELS:
+        return HUMAN_LABELS[key]
+    prefix, _, name = key.rpartition(".")
+    ranked = re.fullmatch(r"(recall|ndcg|hr|precision)@(\d+)", name)
+    if ranked:
+        name = {"recall": "Recall", "precision": "Precision"}.get(ranked[1], ranked[1].upper())
+        name += f"@{ranked[2]}"
+    else:
+        name = HUMAN_LABELS.get(name) or re.sub(r"_(seconds|s)$", " time (s)", name)
+        name = re.sub(r"^dist_", "score distance, ", name).replace("speedup", "speed-up")
+        name = name.replace("_", " ")
+    return f"{prefix.replace('.', ' ')}: {name}" if prefix else name
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,8 +94,9 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-DISTINGUISHING_KEYS = ("model", "dataset", "fraction", "seed")
-"""Row settings named in legends when they differ between rows (e.g. IFRU's runs per model and seed)."""
+DISTINGUISHING_KEYS = ("model", "dataset", "fraction")
+"""Row settings named in legends when they differ between rows (e.g. IFRU's runs per model); seeds
+are not among them: rows that differ only in their seed are aggregated (:func:`aggregate_seeds`)."""
 
 
 def label(row: dict[str, Any], varying: tuple[str, ...] = ()) -> str:
@@ -105,6 +144,46 @@ def measured_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return measured
 
 
+def aggregate_seeds(rows: list[dict[str, Any]], varying: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per method and setting (its :func:`label` with ``varying``, and its data size): each
+    measure the mean over the rows that differ only in their seed, its lowest and highest value in
+    ``_range``, and the number of rows in ``_runs`` (captions say how many)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(label(row, varying), json.dumps(row.get("n_interactions")))].append(row)
+    merged = []
+    for (name, _), group in groups.items():
+        row = {**group[0], "_label": name, "_runs": len(group), "_range": {}}
+        if len(group) > 1:
+            for key in dict.fromkeys(k for r in group for k in r):
+                values = [r[key] for r in group if _is_number(r.get(key))]
+                if values and key not in ("seed", "n_interactions", "n_shards", "fraction"):
+                    row[key] = float(np.mean(values))
+                    row["_range"][key] = (min(values), max(values))
+        merged.append(row)
+    return merged
+
+
+def _whiskers(rows: list[dict[str, Any]], key: str, values: list[float]) -> np.ndarray | None:
+    """Matplotlib error bars (below, above) from each row's ``_range`` of ``key``; None if none has one."""
+    if not any(key in r.get("_range", {}) for r in rows):
+        return None
+    spans = [r.get("_range", {}).get(key, (v, v)) for r, v in zip(rows, values)]
+    below = [v - low for v, (low, _) in zip(values, spans)]
+    above = [high - v for v, (_, high) in zip(values, spans)]
+    return np.clip(
+        np.array([below, above]), 0.0, None
+    )  # a mean of equal values may round past them
+
+
+def _legend(axes, entries: int) -> None:
+    """Beside the axes once it would cover them (constrained layout makes room for it there)."""
+    if entries > 5:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    else:
+        axes.legend(fontsize=8, loc="best")
+
+
 def _point_label(row: dict[str, Any]) -> str:
     """A row's name where each row is one point or bar: with its data size when it has one."""
     size = row.get("n_interactions")
@@ -141,38 +220,66 @@ def _figure(width: float = 6.4, height: float = 3.8):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _png(figure) -> bytes:
+def _saved(figure, image_format: str) -> bytes:
+    """PNG, or SVG with its text kept as text (searchable, and smaller than glyph outlines) and no
+    date, so that the same figure is the same file."""
+    from matplotlib import rc_context
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    if image_format == "svg":
+        with rc_context({"svg.fonttype": "none", "svg.hashsalt": "recunlearn"}):
+            figure.savefig(buffer, format="svg", metadata={"Date": None})
+    else:
+        figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _plot(slug: str, title: str, figure, caption: str) -> Plot:
+    return Plot(slug, title, _saved(figure, "png"), _saved(figure, "svg"), caption)
 
 
 def utility_vs_time(rows: list[dict[str, Any]]) -> Plot | None:
     utility = _first_key(rows, UTILITY_KEYS, r"^(recall|ndcg)@\d+$")
     seconds = _first_key(rows, TIME_KEYS, r"request_seconds$", r"batch_seconds$")
-    points = [
-        (_point_label(r), r[seconds], r[utility])
-        for r in rows
-        if _is_number(r.get(seconds)) and _is_number(r.get(utility))
-    ]
-    if utility is None or seconds is None or not points:
+    shown = [r for r in rows if _is_number(r.get(seconds)) and _is_number(r.get(utility))]
+    if utility is None or seconds is None or not shown:
         return None
-    figure = _figure()
+    figure = _figure(8.4 if len(shown) > 5 else 6.4, 3.8)
     axes = figure.add_subplot()
-    for index, (name, x, y) in enumerate(points):
-        axes.scatter([max(x, 1e-4)], [y], s=70, color=f"C{index % 10}", label=name, zorder=3)
+    for index, row in enumerate(shown):
+        x, y = max(row[seconds], 1e-4), row[utility]
+        axes.errorbar(
+            [x],
+            [y],
+            xerr=_whiskers([row], seconds, [x]),
+            yerr=_whiskers([row], utility, [y]),
+            fmt="o",
+            markersize=8,
+            color=f"C{index % 10}",
+            label=_point_label(row),
+            zorder=3,
+        )
     axes.set_xscale("log")
-    axes.set_xlabel(f"unlearning time, s ({seconds}, log)")
-    axes.set_ylabel(utility)
+    axes.set_xlabel(f"{human(seconds)}, log scale")
+    axes.set_ylabel(human(utility))
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    best = max(points, key=lambda p: p[2])
-    return Plot(
+    _legend(axes, len(shown))
+    best = max(shown, key=lambda r: r[utility])
+    return _plot(
         "utility_vs_time",
-        f"Utility vs unlearning time ({utility} against {seconds})",
-        _png(figure),
-        f"Up and to the left is better; highest {utility}: {best[0]} ({best[2]:.4f} in {best[1]:.3g} s).",
+        f"{human(utility)} against {human(seconds)}",
+        figure,
+        f"Up and to the left is better; highest {human(utility)}: {_point_label(best)} "
+        f"({best[utility]:.4f} in {best[seconds]:.3g} s).{_seeds_note(shown)}",
     )
+
+
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    runs = sorted({r.get("_runs", 1) for r in rows})
+    if runs[-1] == 1:
+        return ""
+    count = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]} to {runs[-1]}"
+    return f" Each is the mean over {count} seeds, whiskers from the lowest to the highest."
 
 
 def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
@@ -190,7 +297,8 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
             positions + index * width - 0.4 + width / 2,
             values,
             width,
-            label=key,
+            yerr=_whiskers(bars, key, values),
+            label=human(key),
             color=f"C{index % 10}",
         )
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
@@ -205,11 +313,12 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
         ((_point_label(r), k, r[k]) for r in bars for k in keys if _is_number(r.get(k))),
         key=lambda t: t[2],
     )
-    return Plot(
+    return _plot(
         "speedup",
         f"Speed-up over {reference}",
-        _png(figure),
-        f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x ({fastest[1]}).",
+        figure,
+        f"The dashed line is {reference} (1x); largest: {fastest[0]} {fastest[2]:.2f}x "
+        f"({human(fastest[1])}).{_seeds_note(bars)}",
     )
 
 
@@ -220,7 +329,7 @@ def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
     bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
     if not keys or not bars:
         return None
-    figure = _figure()
+    figure = _figure(max(6.4, 0.45 * len(bars)), 4.2)
     axes = figure.add_subplot()
     width = 0.8 / len(keys)
     positions = np.arange(len(bars))
@@ -230,18 +339,20 @@ def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
             positions + index * width - 0.4 + width / 2,
             values,
             width,
-            label=key,
+            yerr=_whiskers(bars, key, values),
+            label=human(key),
             color=f"C{(index + 2) % 10}",
         )
     axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("distance to the retrained model")
     axes.legend(fontsize=8)
     axes.grid(True, axis="y", alpha=0.3)
-    return Plot(
+    return _plot(
         "completeness",
         "Completeness: distance to retraining",
-        _png(figure),
-        "Lower is closer to the model retrained without the removed data (retraining itself is 0).",
+        figure,
+        "Lower is closer to the model retrained without the removed data (retraining itself is 0)."
+        + _seeds_note(bars),
     )
 
 
@@ -297,14 +408,14 @@ def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plo
                 )
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_xlabel(f"{x} (log)")
-        axes.set_ylabel(key)
+        axes.set_xlabel(f"{human(x)}, log scale")
+        axes.set_ylabel(human(key))
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
-    return Plot(
+    return _plot(
         "scaling",
-        f"Scaling with {x}",
-        _png(figure),
+        f"Scaling with the number of {human(x)}",
+        figure,
         "Log-log; slope 1 = linear in the data size. Slopes fitted by least squares on all sizes.",
     )
 
@@ -312,7 +423,7 @@ def scaling_curves(rows: list[dict[str, Any]], x: str = "n_interactions") -> Plo
 def plots(results: ResultsFile) -> list[Plot]:
     rows = measured_rows(results.rows)
     varying = tuple(k for k in DISTINGUISHING_KEYS if len({json.dumps(r.get(k)) for r in rows}) > 1)
-    rows = [{**r, "_label": label(r, varying)} for r in rows]
+    rows = aggregate_seeds(rows, varying)
     made = [
         utility_vs_time(rows),
         speedup_bars(rows),
@@ -493,7 +604,8 @@ def _image_name(index: int, results: ResultsFile, path: str, plot: Plot) -> str:
 
 
 def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Write ``out``/report.html (self-contained) and ``out``/report.md with its PNGs in ``out``/figures."""
+    """Write ``out``/report.html (self-contained) and ``out``/report.md with its PNGs in ``out``/figures,
+    each figure also as SVG beside its PNG."""
     out = Path(out)
     figures_dir = out / "figures"
     loaded = [
@@ -504,7 +616,9 @@ def write_report(results_paths: list[str | Path], out: str | Path) -> dict[str, 
     for index, (path, results) in enumerate(loaded):
         figures = plots(results)
         for plot in figures:
-            (figures_dir / _image_name(index, results, path, plot)).write_bytes(plot.png)
+            png = figures_dir / _image_name(index, results, path, plot)
+            png.write_bytes(plot.png)
+            png.with_suffix(".svg").write_bytes(plot.svg)
         sections.append((path, results, figures))
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(render_html(sections))

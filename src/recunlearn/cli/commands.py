@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,19 +14,33 @@ from rich.console import Console
 from rich.table import Table
 
 from recunlearn.cli._app import app, data_app
+from recunlearn.cli._common_options import output_folder
 from recunlearn.errors import ConfigError, DataError
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-"""Wide enough for the comparison table when output goes to a file or CI log."""
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+"""Wide enough for the comparison table when output goes to a file or CI log (COLUMNS wins)."""
 
 
 def _print_table(title: str, header: list[str], cells: list[list[str]]) -> None:
-    table = Table(title=title, show_lines=False)
+    """Text columns left-aligned, columns of figures right-aligned; no vertical rules, and the first
+    column (the row's name) kept whole, so that a table of figures fits 80 columns."""
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold")
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        figures = all(_is_figure(row[i]) for row in cells)
+        table.add_column(
+            name,
+            justify="right" if figures and i else "left",
+            no_wrap=i == 0,
+            overflow="fold",  # a long header folds; figures keep their width
+            min_width=max((len(row[i]) for row in cells), default=1) if figures else None,
+        )
     for row in cells:
         table.add_row(*row)
     console.print(table)
+
+
+def _is_figure(cell: str) -> bool:
+    return re.fullmatch(r"[-+]?[\d,.]+(e[-+]?\d+)?\s*[x%s]?|-|nan|inf", cell.strip()) is not None
 
 
 def _print_experiment(results: dict) -> None:
@@ -47,9 +63,12 @@ def _print_experiment(results: dict) -> None:
 
 @app.command()
 def demo(
-    dataset: str = typer.Option(
+    data: str = typer.Option(
         "ml-100k",
-        help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel).",
+        "--data",
+        metavar="NAME|PATH",
+        help="Dataset: a registered name (see `recunlearn data list`) or a file or folder in a "
+        "known format; default: the MovieLens-100K embedded in the recbole wheel.",
     ),
     model: str = typer.Option("mf", help="mf or lightgcn."),
     methods: list[str] | None = typer.Option(
@@ -82,18 +101,18 @@ def demo(
     llm: bool = typer.Option(
         True, help="Also run APA and its baselines on the embedded language model (small preset)."
     ),
-    out: Path = typer.Option(Path("runs/demo"), help="Folder for the results JSON and markdown."),
+    out: Path = typer.Option(
+        Path("runs/demo"), metavar="FOLDER", help="Folder for the results JSON and markdown."
+    ),
 ) -> None:
     """The main job: train, forget a deletion set with each method, compare utility, completeness and time."""
     from recunlearn.bench.experiment import DataSpec, DeletionSpec, ExperimentConfig, run_experiment
-    from recunlearn.cli._options import writable_folder
 
     if protocol not in ("implicit", "labels"):
         raise ConfigError(f"--protocol must be implicit or labels, got {protocol!r}")
-    writable_folder(out)
     implicit = protocol == "implicit"
-    data = DataSpec(
-        dataset=dataset,
+    spec = DataSpec(
+        dataset=data,
         protocol=protocol,
         **({"threshold": threshold} if threshold is not None else {}),
     )
@@ -102,18 +121,19 @@ def demo(
         fraction=fraction if fraction is not None else 0.1 if implicit else 0.02,
     )
     config = ExperimentConfig(
-        data=data,
+        data=spec,
         deletion=deletion,
         model={"kind": model},
         methods=methods or [],
         executor=executor,
         output=str(out / "collaborative.json"),
     )
-    results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    _print_experiment(results)
-    console.print(f"results: {out / 'collaborative.json'}")
-    if llm:
-        _llm_demo(out)
+    with output_folder(out):
+        results = run_experiment(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        _print_experiment(results)
+        console.print(f"results: {out / 'collaborative.json'}")
+        if llm:
+            _llm_demo(out)
 
 
 def _llm_demo(out: Path) -> None:
@@ -126,7 +146,15 @@ def _llm_demo(out: Path) -> None:
             "[yellow]APA is not part of this build; skipping the language-model part.[/yellow]"
         )
         return
-    apa.run_demo(out, console=console)
+    results = apa.run_demo(out, console=console)
+    console.print(
+        f"note: a smoke run, not a result: {results['samples']['train']} training prompts and one "
+        "epoch on the CPU leave the language models near chance (AUC 0.5), below the two-feature "
+        "logistic regression; it shows that each method trains, forgets and scores. The figures of "
+        "the full protocol are in docs/apa.md (recunlearn bench apa).",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -139,39 +167,54 @@ def run(
     from recunlearn.bench.experiment import ExperimentConfig, run_experiment
 
     experiment = ExperimentConfig.from_toml(config)
-    if experiment.output:
-        from recunlearn.cli._options import writable
-
-        writable(Path(experiment.output), option=f"{config}: output")
-    results = run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    if not experiment.output:
+        _print_experiment(
+            run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        )
+        return
+    output = Path(experiment.output)
+    if output.is_dir():
+        raise ConfigError(f"{config}: output {output}: a folder, not a results file")
+    with output_folder(output.parent, option=f"{config}: output"):
+        results = run_experiment(experiment, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _print_experiment(results)
-    if experiment.output:
-        console.print(f"results: {experiment.output}")
+    console.print(f"results: {output}")
+
+
+_JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
 @app.command("methods")
-def list_methods() -> None:
+def list_methods(as_json: bool = _JSON_OPTION) -> None:
     """List the registered unlearning methods."""
     from recunlearn.unlearn import available_methods
 
-    cells = [
-        [
-            name,
-            "exact" if cls.exact else "approximate",
-            cls.data_kind,
-            ((cls.__doc__ or "").strip().splitlines() or [""])[0],
-        ]
+    listed = [
+        {
+            "name": name,
+            "kind": "exact" if cls.exact else "approximate",
+            "data": cls.data_kind,
+            "what it does": ((cls.__doc__ or "").strip().splitlines() or [""])[0],
+        }
         for name, cls in available_methods().items()
     ]
-    _print_table("methods", ["name", "kind", "data", "what it does"], cells)
+    _print_listing("methods", listed, as_json)
 
 
 @data_app.command("list")
-def data_list() -> None:
+def data_list(as_json: bool = _JSON_OPTION) -> None:
     """Named datasets (any path in a known format works too)."""
     from recunlearn.data import available_datasets
 
-    _print_table("datasets", ["name", "what"], [[k, v] for k, v in available_datasets().items()])
+    listed = [{"name": k, "what": v} for k, v in available_datasets().items()]
+    _print_listing("datasets", listed, as_json)
+
+
+def _print_listing(title: str, listed: list[dict[str, str]], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(listed, indent=1))
+    else:
+        _print_table(title, list(listed[0]), [list(entry.values()) for entry in listed])
 
 
 @data_app.command("fetch")
@@ -213,7 +256,7 @@ def data_info(
         "-o",
         help="Loader option key=value (repeat), e.g. n_interactions=1000000.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = _JSON_OPTION,
 ) -> None:
     """Rows, users, items, label balance, density and text availability of a dataset."""
     import numpy as np

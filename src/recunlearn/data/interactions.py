@@ -565,23 +565,32 @@ _SAVED_COLUMNS = ("user", "item", "label", "rating", "timestamp")
 
 def parse_numbers(raw: pd.Series) -> tuple[pd.Series, int | None]:
     """A column as numbers, blank cells (missing, empty or spaces) NaN, and the position of the first
-    cell that is neither blank nor a number (None when there is none)."""
+    cell that is neither blank nor a finite number (None when there is none): an infinite rating or
+    time has no place in a model or a split."""
     values = pd.to_numeric(raw, errors="coerce")
+    infinite = np.isinf(values.to_numpy(np.float64, na_value=np.nan))
     if pd.api.types.is_numeric_dtype(raw):
-        return values, None
-    blank = raw.isna() | (raw.astype(str).str.strip() == "")
-    bad = (values.isna() & ~blank).to_numpy()
+        bad = infinite
+    else:
+        blank = raw.isna() | (raw.astype(str).str.strip() == "")
+        bad = (values.isna() & ~blank).to_numpy() | infinite
     return values, int(bad.argmax()) if bad.any() else None
 
 
+def number_kind(value: Any) -> str:
+    """What a cell :func:`parse_numbers` flagged fails to be: a 'number', or ('inf') a 'finite number'."""
+    infinite = np.isinf(pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0])
+    return "finite number" if infinite else "number"
+
+
 def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
-    """:func:`parse_numbers` of a column; a value that is not a number raises, rather than silently
-    becoming a missing rating or a zero timestamp."""
+    """:func:`parse_numbers` of a column; a value that is not a finite number raises, rather than
+    silently becoming a missing rating or a zero timestamp."""
     values, bad = parse_numbers(frame[column])
     if bad is not None:
-        raise DataError(
-            f"column {column!r}: row {bad} holds {frame[column].iloc[bad]!r}, not a number"
-        )
+        value = frame[column].iloc[bad]
+        shown = value if isinstance(value, str) else str(value)
+        raise DataError(f"column {column!r}: row {bad} holds {shown!r}, not a {number_kind(value)}")
     return values
 
 

@@ -7,15 +7,24 @@ Each loader returns raw ratings with every label 1 (the rows are interactions); 
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import logging
+import lzma
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 import pandas as pd
 
-from recunlearn.data.interactions import Interactions, parse_numbers
+from recunlearn.data.interactions import Interactions, number_kind, parse_numbers
 from recunlearn.errors import DataError
+
+log = logging.getLogger(__name__)
 
 BX_RATINGS = "BX-Book-Ratings.csv"
 BX_BOOKS = "BX-Books.csv"
@@ -44,9 +53,13 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
-    """``pd.read_csv`` with parse and decoding failures turned into a DataError naming the file."""
+    """``pd.read_csv`` with parse and decoding failures turned into a DataError naming the file, and
+    pandas' warnings logged as lines naming the file (the lines it skips, ``on_bad_lines="warn"``, as
+    one count), not printed as warnings with pandas' source lines."""
     try:
-        return pd.read_csv(path, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(path, **kwargs)
     except FileNotFoundError:
         raise DataError(f"no such file: {path}") from None
     except pd.errors.EmptyDataError:
@@ -55,6 +68,18 @@ def read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: malformed {what} ({exc})") from None
     except LookupError as exc:  # an unknown encoding
         raise DataError(f"{path}: {exc}") from None
+    skipped = [
+        line
+        for w in caught
+        if issubclass(w.category, pd.errors.ParserWarning)
+        for line in str(w.message).strip().splitlines()
+    ]
+    if skipped:
+        log.warning("%s: %d malformed line(s) skipped (%s)", path, len(skipped), skipped[0])
+    others = (w for w in caught if not issubclass(w.category, pd.errors.ParserWarning))
+    for message in dict.fromkeys(str(w.message).strip().splitlines()[0] for w in others):
+        log.warning("%s: %s", path, message)
+    return frame
 
 
 def check_complete(
@@ -67,14 +92,64 @@ def check_complete(
         raise DataError(f"{path}: line {line} is incomplete (truncated or malformed file?)")
 
 
-def numeric_column(frame: pd.DataFrame, column: str, path: Path, header_lines: int) -> pd.Series:
-    """The column as numbers (blank cells NaN); raise naming the first line whose value is not one."""
+def numeric_column(
+    frame: pd.DataFrame, column: str, path: Path, header_lines: int, blank_ok: bool = True
+) -> pd.Series:
+    """The column as numbers (blank cells NaN); raise naming the first line whose value is not a
+    finite number, or (``blank_ok=False``) is blank."""
     values, bad = parse_numbers(frame[column])
     if bad is not None:
+        value = frame[column].iloc[bad]
+        shown = value if isinstance(value, str) else str(value)  # 'inf' whether read as text or not
         raise DataError(
-            f"{path}: line {bad + 1 + header_lines}: {column} {frame[column].iloc[bad]!r} is not a number"
+            f"{path}: line {bad + 1 + header_lines}: {column} {shown!r} is not a {number_kind(value)}"
         )
+    if not blank_ok and values.isna().any():
+        line = int(values.isna().to_numpy().argmax()) + 1 + header_lines
+        raise DataError(f"{path}: line {line}: {column} is blank")
     return values
+
+
+def drop_duplicate_rows(frame: pd.DataFrame, path: Path, header_lines: int) -> pd.DataFrame:
+    """The rule for duplicates: rows equal in every column read are one event recorded twice, so the
+    first is kept and the count is logged. Rows that repeat a (user, item) pair with another rating
+    or time are re-ratings and stay (a split keeps each pair on one side). ``frame`` keeps the
+    row labels ``read_csv`` gave it, so that the line named is the file's."""
+    repeated = frame.duplicated().to_numpy()
+    if not repeated.any():
+        return frame
+    log.warning(
+        "%s: %d duplicate row(s) (equal in every column) dropped, the first of each kept; "
+        "first at line %d",
+        path,
+        int(repeated.sum()),
+        int(frame.index[repeated.argmax()]) + 1 + header_lines,
+    )
+    return frame[~repeated]
+
+
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
+"""Compressed file suffixes, read as the text table inside (``ratings.csv.gz``)."""
+
+
+def compression(path: Path) -> str | None:
+    """The compression a file's name says (``.gz``, ``.bz2``, ``.xz``, ``.zip``), or None."""
+    return COMPRESSIONS.get(path.suffix.lower())
+
+
+def table_suffix(path: Path) -> str:
+    """The suffix naming the table's format, under a compression suffix: ``.csv`` of ``x.csv.gz``."""
+    return Path(path.stem).suffix.lower() if compression(path) else path.suffix.lower()
+
+
+def open_text(path: Path) -> IO[str]:
+    """A text file, or the text inside a compressed one (the first member of a zip archive)."""
+    kind = compression(path)
+    if kind == "zip":
+        archive = zipfile.ZipFile(path)
+        return io.TextIOWrapper(archive.open(archive.namelist()[0]), "utf-8", errors="replace")
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(kind or "", open)
+    return opener(path, "rt", encoding="utf-8", errors="replace")
 
 
 # BookCrossing ------------------------------------------------------------------------------------
@@ -88,7 +163,8 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
     and what rating-based protocols want) removes those rows; ``"keep"`` keeps them with rating 0,
     which a later :func:`binarize` turns into negatives. Titles and authors come from
     ``BX-Books.csv``; books it does not list get an empty title, and so do the few books whose
-    line in that file cannot be parsed (pandas warns about each: the ratings stay exact).
+    line in that file cannot be parsed (their count is logged: the ratings stay exact). Duplicate
+    rows: see :func:`drop_duplicate_rows`.
     """
     path = Path(path)
     if not path.exists():
@@ -117,6 +193,7 @@ def load_bookcrossing(path: str | Path, implicit: Literal["drop", "keep"] = "dro
         )
     check_complete(ratings, columns, ratings_path, header_lines=1)
     ratings["Book-Rating"] = numeric_column(ratings, "Book-Rating", ratings_path, header_lines=1)
+    ratings = drop_duplicate_rows(ratings, ratings_path, header_lines=1)
     if implicit == "drop":
         ratings = ratings[ratings["Book-Rating"] > 0]
         if ratings.empty:
@@ -164,6 +241,8 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     """Amazon 'ratings only' CSV: ``user,item,rating,timestamp`` with no header (McAuley's 2014 files).
 
     The 2018 release (Ni et al.) writes ``item,user,rating,timestamp``: pass ``item_first=True``.
+    A compressed copy (``.csv.gz``, ...) is read as it is; duplicate rows: see
+    :func:`drop_duplicate_rows`.
     """
     path = Path(path)
     if not path.is_file():
@@ -189,15 +268,21 @@ def load_amazon(path: str | Path, item_first: bool = False) -> Interactions:
     check_complete(frame, names, path, header_lines=0)
     frame["rating"] = numeric_column(frame, "rating", path, header_lines=0)
     frame["timestamp"] = numeric_column(frame, "timestamp", path, header_lines=0).astype(np.int64)
-    return Interactions.from_frame(frame, name=path.stem)
+    frame = drop_duplicate_rows(frame, path, header_lines=0)
+    return Interactions.from_frame(
+        frame, name=Path(path.stem).stem if compression(path) else path.stem
+    )
 
 
 def is_amazon(path: Path) -> bool:
-    """A headerless .csv whose first line is ``text,text,number,integer``."""
-    if not (path.is_file() and path.suffix.lower() == ".csv"):
+    """A headerless .csv (or compressed .csv) whose first line is ``text,text,number,integer``."""
+    if not (path.is_file() and table_suffix(path) == ".csv"):
         return False
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        fields = fh.readline().strip().split(",")
+    try:
+        with open_text(path) as fh:
+            fields = fh.readline().strip().split(",")
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, IndexError):
+        return False  # not what its name says: load_table names the problem
     if len(fields) != 4:
         return False
     try:
@@ -279,12 +364,20 @@ def load_table(
     Unnamed roles are looked up in :data:`COLUMN_ALIASES` (``userId``, ``movieId``, ``asin``, ...);
     user and item are required, the rest optional. ``label`` (0/1) sets the labels directly;
     without it every row is a positive. Title and author columns give item text (first value per
-    item). Timestamps may be integers or dates.
+    item). Timestamps may be integers or dates. A rating or label must be a finite number on every
+    line (a blank one is refused, naming its line). A compressed CSV/TSV (``ratings.csv.gz``,
+    ``.bz2``, ``.xz``, ``.zip``) is read as it is. Duplicate rows: see :func:`drop_duplicate_rows`.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
+    if compression(path) and suffix not in (".csv", ".tsv"):
+        raise DataError(
+            f"{path}: a {compression(path)}-compressed file; compressed tables are read when "
+            "named <name>.csv or <name>.tsv plus the suffix (ratings.csv.gz); decompress other "
+            "formats first"
+        )
     given = {
         "user": user,
         "item": item,
@@ -332,7 +425,9 @@ def load_table(
     )
     for role in ("rating", "label"):
         if found[role] is not None:
-            frame[found[role]] = numeric_column(frame, found[role], path, header_lines)
+            frame[found[role]] = numeric_column(
+                frame, found[role], path, header_lines, blank_ok=False
+            )
     if found["timestamp"] is not None:
         frame[found["timestamp"]] = _as_seconds(frame[found["timestamp"]], path)
     for role in (
@@ -348,6 +443,7 @@ def load_table(
     }
     if found["label"] is not None and not frame[found["label"]].isin([0, 1]).all():
         raise DataError(f"{path}: label column {found['label']!r} must hold only 0 and 1")
+    frame = drop_duplicate_rows(frame, path, header_lines)
     return Interactions.from_frame(
         frame,
         user=found["user"],
@@ -357,9 +453,13 @@ def load_table(
         timestamp=found["timestamp"],
         titles=text.get("title"),
         authors=text.get("author"),
-        name=path.stem,
+        name=Path(path.stem).stem if compression(path) else path.stem,
     )
 
 
 def is_table(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+    """A table by its suffix; any compressed file too, so that one in another format is named as
+    compressed (:func:`load_table`) rather than as a format not recognised."""
+    return path.is_file() and (
+        table_suffix(path) in TABLE_SUFFIXES or compression(path) is not None
+    )

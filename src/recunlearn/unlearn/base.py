@@ -428,9 +428,11 @@ class Unlearner(ABC):
         }
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
-        """Scores (higher = more likely liked) of (user, item) pairs given by external ids."""
+        """Scores (higher = more likely liked) of (user, item) pairs given by external ids; an erased
+        user is unknown (see :meth:`recommend`)."""
         self._check_fitted()
         u = self.train.users.index(users)
+        self._refuse_erased(u)
         i = self.train.items.index(items)
         if len(u) != len(i):
             raise RecUnlearnError(
@@ -456,8 +458,15 @@ class Unlearner(ABC):
     def recommend(
         self, user: Any, k: int = 10, exclude_seen: bool = True
     ) -> list[tuple[str, float]]:
-        """Top-``k`` items for one user (external id) with their scores."""
+        """Top-``k`` items for one user (external id) with their scores.
+
+        A user whom forgetting left without a training row (``forget(DeletionRequest(users=[u]))``,
+        or requests that removed each of their pairs) is erased: unknown here as in the deletion
+        service, an :class:`UnknownIdError`, rather than served a list built from nothing of theirs.
+        A user who never had a training row is still known."""
+        self._check_fitted()
         u = self.train.users.index([user])
+        self._refuse_erased(u)
         scores = self.score_all(u)[0].astype(np.float64)
         if exclude_seen:
             scores[self.train.item[self.train.user == u[0]]] = -np.inf
@@ -465,6 +474,19 @@ class Unlearner(ABC):
         return [
             (str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])
         ]
+
+    def _refuse_erased(self, users: np.ndarray) -> None:
+        """Raise naming the users among ``users`` (indices) that forgetting left with no training row."""
+        train = self.train
+        if train is None or not self._forgotten:
+            return
+        forgotten = np.fromiter(self._forgotten, np.int64) // np.int64(train.n_items)
+        asked = np.unique(users)
+        touched = asked[member_mask(asked, forgotten)]
+        erased = touched[np.bincount(train.user, minlength=train.n_users)[touched] == 0]
+        if erased.size:
+            shown = ", ".join(repr(i) for i in train.users.ids[erased[:5]].tolist())
+            raise UnknownIdError(f"unknown user id(s): {shown} (erased: their data was forgotten)")
 
     # persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
