@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from recunlearn.data.tallrec import build_samples, split_samples, subsample
 from recunlearn.models.llm.backbones import Backbone, create_tiny_model
-from recunlearn.models.llm.samples import build_samples, split_samples, subsample
 from recunlearn.models.llm.scoring import collate, position_ids
 from tests.conftest import make_tiny
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
+from recunlearn.data.samples import SampleTable
 from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
 from recunlearn.models.llm.backbones import (
     Backbone,
@@ -39,7 +40,6 @@ from recunlearn.models.llm.lora import (
     save_peft_adapter,
     target_paths,
 )
-from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.seeds import Seed

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from recunlearn.data.samples import SampleTable
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.lora import Aggregation
-from recunlearn.models.llm.samples import SampleTable
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
