@@ -12,9 +12,9 @@ import torch
 
 from recunlearn.data import user_deletion
 from recunlearn.errors import ConfigError
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import executors, get_method
 from recunlearn.unlearn.executors import ProcessExecutor, RayExecutor, get_executor, train_shard
-from tests.conformance import FAST_TRAIN
 
 SISA = {"n_shards": 2, "train": {**FAST_TRAIN, "max_epochs": 4}}
 

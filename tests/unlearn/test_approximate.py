@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._influence_common import damping_scale
 from recunlearn.unlearn.influence import LowRankBlocks, SolverError
-from tests.conformance import FAST_TRAIN
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
 
