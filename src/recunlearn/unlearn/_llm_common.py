@@ -93,7 +93,7 @@ class ShardedLLMConfig(LLMMethodConfig):
     per-shard starts (``train.seed + k``) that the published figures used."""
 
 
-class AdapterTrainer(PartTrainer):
+class AdapterTrainer(PartTrainer["LLMUnlearner"]):
     """A LoRA adapter per shard (:func:`~recunlearn.models.llm.train.train_adapter`), loaded into the
     mixture that scores with every adapter, with its logits on the validation samples cached."""
 
@@ -102,23 +102,23 @@ class AdapterTrainer(PartTrainer):
     def runner(self) -> Callable[[AdapterJob], Any]:
         return train_adapter
 
-    def job(self, method: LLMUnlearner, part: int) -> AdapterJob:  # type: ignore[override]
+    def job(self, method: LLMUnlearner, part: int) -> AdapterJob:
         return method.adapter_job(part)
 
-    def clear(self, method: LLMUnlearner, job: AdapterJob) -> None:  # type: ignore[override]
+    def clear(self, method: LLMUnlearner, job: AdapterJob) -> None:
         method.models[job.shard] = None
         method.shard_info[job.shard] = {"samples": 0, "data_hash": job.train.content_hash()}
         method.valid_logits[job.shard] = 0.0
         load_adapter(method.scorer, job.shard, None)
 
-    def install(self, method: LLMUnlearner, result: Any) -> None:  # type: ignore[override]
+    def install(self, method: LLMUnlearner, result: Any) -> None:
         method.models[result.shard] = result.adapter
         method.shard_info[result.shard] = result.info
         if result.valid_logits is not None:
             method.valid_logits[result.shard] = result.valid_logits
         load_adapter(method.scorer, result.shard, result.adapter)
 
-    def reload(self, method: LLMUnlearner, parts: Sequence[int]) -> None:  # type: ignore[override]
+    def reload(self, method: LLMUnlearner, parts: Sequence[int]) -> None:
         """The mixture holds the adapters' weights outside the attributes."""
         for k in parts:
             load_adapter(method.scorer, k, method.models[k])

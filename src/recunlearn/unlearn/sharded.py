@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -74,7 +74,10 @@ class ShardedConfig(CFMethodConfig):
         return self
 
 
-class PartTrainer(ABC):
+M = TypeVar("M", bound="PartitionedUnlearner")
+
+
+class PartTrainer(ABC, Generic[M]):
     """Trains the model of one part from scratch on its shard's rows: the jobs are picklable, so any
     executor runs :attr:`run` on them, and the results are installed into the method."""
 
@@ -87,19 +90,19 @@ class PartTrainer(ABC):
         """The module-level function an executor runs on each job (picklable by name)."""
 
     @abstractmethod
-    def job(self, method: PartitionedUnlearner, part: int) -> Any:
+    def job(self, method: M, part: int) -> Any:
         """The job that trains ``part`` on its current rows (``job.shard``, ``job.train``)."""
 
     @abstractmethod
-    def clear(self, method: PartitionedUnlearner, job: Any) -> None:
+    def clear(self, method: M, job: Any) -> None:
         """Record a part whose shard has no rows left (it has no model)."""
 
     @abstractmethod
-    def install(self, method: PartitionedUnlearner, result: Any) -> None:
+    def install(self, method: M, result: Any) -> None:
         """Put a trained part in place."""
 
     @abstractmethod
-    def reload(self, method: PartitionedUnlearner, parts: Sequence[int]) -> None:
+    def reload(self, method: M, parts: Sequence[int]) -> None:
         """After a failed ``forget`` put the attributes back: reload what lives outside them."""
 
 
@@ -108,7 +111,7 @@ class PartitionedUnlearner(Unlearner):
     and a combiner; ``forget`` retrains the affected parts and refits the combiner."""
 
     exact = True
-    trainer: ClassVar[PartTrainer]
+    trainer: ClassVar[PartTrainer[Any]]
     """How a part is trained (a collaborative model, a LoRA adapter)."""
     _forget_state: ClassVar[tuple[str, ...]] = ("train", "assignment", "models", "shard_info")
     """Attributes ``forget`` changes: put back if it fails."""
@@ -213,7 +216,7 @@ class PartitionedUnlearner(Unlearner):
         return self._forget_union(requests)
 
 
-class ModelTrainer(PartTrainer):
+class ModelTrainer(PartTrainer["ShardedUnlearner"]):
     """A collaborative model per shard (:func:`~recunlearn.unlearn.executors.train_shard`)."""
 
     label = "shard"
@@ -221,14 +224,14 @@ class ModelTrainer(PartTrainer):
     def runner(self) -> Callable[[ShardJob], Any]:
         return train_shard
 
-    def job(self, method: ShardedUnlearner, part: int) -> ShardJob:  # type: ignore[override]
+    def job(self, method: ShardedUnlearner, part: int) -> ShardJob:
         return method.shard_job(part)
 
-    def clear(self, method: PartitionedUnlearner, job: ShardJob) -> None:
+    def clear(self, method: ShardedUnlearner, job: ShardJob) -> None:
         method.models[job.shard] = None
         method.shard_info[job.shard] = {"rows": 0, "data_hash": job.train.content_hash()}
 
-    def install(self, method: ShardedUnlearner, result: Any) -> None:  # type: ignore[override]
+    def install(self, method: ShardedUnlearner, result: Any) -> None:
         model = build_model(
             method.config.model, method.shard_data(result.shard), method.shard_seed(result.shard)
         )
@@ -236,7 +239,7 @@ class ModelTrainer(PartTrainer):
         method.models[result.shard] = model.to(resolve_device(method.config.train.device)).eval()
         method.shard_info[result.shard] = result.info
 
-    def reload(self, method: PartitionedUnlearner, parts: Sequence[int]) -> None:
+    def reload(self, method: ShardedUnlearner, parts: Sequence[int]) -> None:
         """Nothing: the models live in ``models``."""
 
 
