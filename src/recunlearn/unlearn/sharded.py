@@ -79,7 +79,7 @@ M = TypeVar("M", bound="PartitionedUnlearner")
 
 class PartTrainer(ABC, Generic[M]):
     """Trains the model of one part from scratch on its shard's rows: the jobs are picklable, so any
-    executor runs :attr:`run` on them, and the results are installed into the method."""
+    executor runs :meth:`runner`'s function on them, and the results are installed into the method."""
 
     label: ClassVar[str]
     """What a part is called in reports: parts are ``{label}-k``, details list ``retrained_{label}s``
@@ -149,7 +149,8 @@ class PartitionedUnlearner(Unlearner):
             or assignment.max() >= self.n_parts
         ):
             raise RuntimeError(
-                f"{self.name}: partition must give a {self.trainer.label} in [0, {self.n_parts}) per row"
+                f"{self.name}: partition must give every row a {self.trainer.label} index in "
+                f"[0, {self.n_parts})"
             )
         self.assignment = assignment
         self.models: list[Any] = [None] * self.n_parts
