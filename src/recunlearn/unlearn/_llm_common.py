@@ -124,6 +124,14 @@ class AdapterTrainer(PartTrainer["LLMUnlearner"]):
             load_adapter(method.scorer, k, method.models[k])
 
 
+class UserShardedLLMConfig(ShardedLLMConfig):
+    """Settings of methods whose shards hold whole users, clustered on the mean frozen representation
+    of their prompts."""
+
+    iterations: int = Field(10, ge=1)
+    """Rounds of the balanced k-means (assignment by the capped walk, then centre update)."""
+
+
 class LLMUnlearner(PartitionedUnlearner):
     """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard
     (``models[k]``: adapter k's tensors, None for a shard emptied by deletions)."""

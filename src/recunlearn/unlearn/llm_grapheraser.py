@@ -4,18 +4,13 @@ frozen representation of their prompts; each prompt goes with its user; predicti
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from recunlearn.unlearn._llm_common import ShardedLLMConfig, ShardedLLMUnlearner
+from recunlearn.unlearn._llm_common import ShardedLLMUnlearner, UserShardedLLMConfig
 from recunlearn.unlearn.base import register
 from recunlearn.unlearn.partition import PartitionResult, bekm_partition
 
 
-class LLMGraphEraserConfig(ShardedLLMConfig):
+class LLMGraphEraserConfig(UserShardedLLMConfig):
     """GraphEraser on prompt samples: BEKM over users, averaged predictions."""
-
-    iterations: int = Field(10, ge=1)
-    """Rounds of the balanced embedding k-means."""
 
 
 @register("llm-grapheraser")

@@ -8,16 +8,14 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from recunlearn.unlearn._llm_common import ShardedLLMConfig, ShardedLLMUnlearner
+from recunlearn.unlearn._llm_common import ShardedLLMUnlearner, UserShardedLLMConfig
 from recunlearn.unlearn.base import register
 from recunlearn.unlearn.partition import PartitionResult, receraser_partition
 
 
-class LLMRecEraserConfig(ShardedLLMConfig):
+class LLMRecEraserConfig(UserShardedLLMConfig):
     """RecEraser on prompt samples: user-based balanced partition, averaged predictions."""
 
-    iterations: int = Field(10, ge=1)
-    """Rounds of the balanced k-means (assignment by the capped walk, then centre update)."""
     slack: float = Field(1.2, ge=1.0)
     """Capacity of a shard in multiples of samples / K (1.2 in RecEraser's reference code)."""
 
