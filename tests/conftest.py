@@ -5,38 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from recunlearn.data import Interactions, Split, random_split
+from recunlearn import testing
+from recunlearn.data import Interactions, Split
+from recunlearn.testing import make_tiny
 
 os.environ.setdefault("RECUNLEARN_PROGRESS", "0")
 os.environ.setdefault("RECUNLEARN_DEVICE", "cpu")
-
-
-def make_tiny(
-    n_users: int = 60, n_items: int = 40, density: float = 0.35, seed: int = 0
-) -> Interactions:
-    """Users and items in two latent groups; a user likes items of their own group (85% of the time)."""
-    rng = np.random.default_rng(seed)
-    ug = rng.integers(0, 2, n_users)
-    ig = rng.integers(0, 2, n_items)
-    rows = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < density]
-    users, items = np.array(rows).T
-    agree = ug[users] == ig[items]
-    like = np.where(rng.random(len(users)) < 0.85, agree, ~agree)
-    rating = np.where(like, rng.integers(4, 6, len(users)), rng.integers(1, 4, len(users)))
-    frame = pd.DataFrame(
-        {
-            "user": [f"u{u}" for u in users],
-            "item": [f"i{i}" for i in items],
-            "rating": rating,
-            "timestamp": rng.integers(0, 10**6, len(users)),
-        }
-    )
-    titles = {f"i{i}": f"Movie {i} ({'Drama' if ig[i] else 'Comedy'})" for i in range(n_items)}
-    return Interactions.from_frame(frame, threshold=3, titles=titles, name="tiny")
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +21,8 @@ def tiny() -> Interactions:
 
 
 @pytest.fixture(scope="session")
-def tiny_split(tiny) -> Split:
-    return random_split(tiny, (0.6, 0.2, 0.2), seed=0)
+def tiny_split() -> Split:
+    return testing.tiny_split()
 
 
 def ml100k_path() -> Path:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from recunlearn.cli import _load_commands, main
 from recunlearn.cli._app import app
-from tests.conformance import FAST_TRAIN
+from recunlearn.testing import FAST_TRAIN
 from tests.conftest import make_tiny
 
 _load_commands()

@@ -11,10 +11,10 @@ from recunlearn.errors import ConfigError
 from recunlearn.evaluate import roc_auc
 from recunlearn.models import LightGCNConfig, MFConfig, build_model
 from recunlearn.models.graph import normalized_adjacency
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.train import TrainConfig, fit_model, predict, resolve_device
 from recunlearn.train.loop import BPR_LR
 from recunlearn.train.ranking import RankingTask
-from tests.conformance import FAST_TRAIN
 
 
 def test_normalized_adjacency_matches_definition():

@@ -12,9 +12,9 @@ import torch
 
 from recunlearn.data import user_deletion
 from recunlearn.errors import ConfigError
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import executors, get_method
 from recunlearn.unlearn.executors import ProcessExecutor, RayExecutor, get_executor, train_shard
-from tests.conformance import FAST_TRAIN
 
 SISA = {"n_shards": 2, "train": {**FAST_TRAIN, "max_epochs": 4}}
 
@@ -129,8 +129,8 @@ def test_ray_returns_results_in_job_order(tiny_split, ray_cluster):
 def apa_setup(tmp_path_factory):
     """Tiny APA: synthetic prompt samples and a tiny random causal LM written to a folder."""
     from recunlearn.data import binarize, load_dataset
+    from recunlearn.data.tallrec import build_samples, split_samples, subsample
     from recunlearn.models.llm.backbones import create_tiny_model
-    from recunlearn.models.llm.samples import build_samples, split_samples, subsample
 
     data = binarize(load_dataset("synthetic", n_interactions=2000, seed=0), 3.0)
     train, valid, test = split_samples(

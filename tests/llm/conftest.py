@@ -9,51 +9,33 @@ import numpy as np
 import pytest
 import torch
 
-from recunlearn.models.llm.backbones import Backbone, create_tiny_model
-from recunlearn.models.llm.samples import build_samples, split_samples, subsample
+from recunlearn.models.llm.backbones import Backbone
 from recunlearn.models.llm.scoring import collate, position_ids
-from tests.conftest import make_tiny
-
-FAST = {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1}
-"""Adapter training for tests: two epochs of 16-sample steps."""
+from recunlearn.testing import llm_settings, tiny_backbone, tiny_sample_split, tiny_samples
 
 
 @pytest.fixture(scope="session")
 def all_samples():
-    return build_samples(make_tiny(), history=4, max_samples=300)
+    return tiny_samples()
 
 
 @pytest.fixture(scope="session")
 def sample_split(all_samples):
-    train, valid, test = split_samples(all_samples)
-    return subsample(train, 48, 0), subsample(valid, 20, 1), subsample(test, 24, 2)
+    return tiny_sample_split(all_samples)
 
 
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory, all_samples):
-    return str(
-        create_tiny_model(
-            tmp_path_factory.mktemp("tiny-causal"), all_samples.prompts(), kind="causal"
-        )
-    )
+    return tiny_backbone(tmp_path_factory.mktemp("tiny-causal"), all_samples)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, all_samples):
-    return str(
-        create_tiny_model(
-            tmp_path_factory.mktemp("tiny-encoder"), all_samples.prompts("input"), kind="encoder"
-        )
-    )
+    return tiny_backbone(tmp_path_factory.mktemp("tiny-encoder"), all_samples, kind="encoder")
 
 
-def method_config(backbone: str, **extra):
-    return {
-        "backbone": {"name": backbone, "max_length": 128},
-        "train": FAST,
-        "device": "cpu",
-        **extra,
-    }
+method_config = llm_settings
+"""Settings of an LLM method on a test backbone (the conformance suite's)."""
 
 
 def plain_peft_yes_no(folder: Path, backbone: Backbone, tokens: list[list[int]]) -> np.ndarray:

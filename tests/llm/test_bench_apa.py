@@ -6,7 +6,7 @@ import numpy as np
 
 from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark, simple_features
 from recunlearn.data import binarize
-from recunlearn.models.llm.samples import (
+from recunlearn.data.tallrec import (
     build_samples,
     read_tallrec_json,
     split_samples,

@@ -3,16 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from recunlearn.errors import DataError, UnknownIdError
-from recunlearn.models.llm.samples import (
-    ITEM_SEPARATOR,
-    SampleTable,
+from recunlearn.data.samples import ITEM_SEPARATOR, SampleTable, render_prompt
+from recunlearn.data.tallrec import (
     build_samples,
     read_tallrec_json,
-    render_prompt,
     split_samples,
     write_tallrec_json,
 )
+from recunlearn.errors import DataError, UnknownIdError
 from tests.conftest import make_tiny
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
-from tests.conformance import FAST_TRAIN
+from recunlearn.testing import FAST_TRAIN
 from tests.conftest import make_tiny
 
 SISA = {"n_shards": 3, "train": {**FAST_TRAIN, "patience": 8}}

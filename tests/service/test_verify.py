@@ -22,7 +22,7 @@ from recunlearn.service.initialize import init_service
 from recunlearn.service.store import Ledger, versions
 from recunlearn.service.versions import current_name, file_sha256, load_current, read_manifest
 from recunlearn.service.worker import Worker
-from tests.conformance import FAST_TRAIN
+from recunlearn.testing import FAST_TRAIN
 from tests.conftest import make_tiny
 
 

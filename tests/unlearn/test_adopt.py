@@ -9,9 +9,9 @@ import torch
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError, DataError, UnknownIdError
 from recunlearn.models import MFConfig
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.train import TrainConfig, fit_model
 from recunlearn.unlearn import Unlearner, adopt_factors
-from tests.conformance import FAST_TRAIN
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import torch
 
 from recunlearn.errors import ConfigError
 from recunlearn.models.config import MFConfig, build_model
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.aggregate import (
     AttentionConfig,
@@ -12,7 +13,6 @@ from recunlearn.unlearn.aggregate import (
     build_aggregator,
     shard_probabilities,
 )
-from tests.conformance import FAST_TRAIN
 
 
 def planted_models(data, n_shards=3, good=0):

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.influence.blocks import LowRankBlocks
 from recunlearn.unlearn.influence.objective import SolverError
 from recunlearn.unlearn.influence.unlearner import damping_scale
-from tests.conformance import FAST_TRAIN
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
 

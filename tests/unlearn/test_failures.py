@@ -8,9 +8,9 @@ import torch
 
 from recunlearn.data import DeletionRequest, Interactions, Vocabulary
 from recunlearn.errors import NotFittedError, RecUnlearnError
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import get_method, retrain, sharded
 from recunlearn.unlearn.aggregate import WeightedAggregator
-from tests.conformance import FAST_TRAIN
 
 
 class Boom(RuntimeError):

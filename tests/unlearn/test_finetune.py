@@ -1,6 +1,6 @@
 """The finetune baseline passes the shared conformance tests."""
 
-from tests.conformance import UnlearnerConformance
+from recunlearn.testing import UnlearnerConformance
 
 
 class TestFineTune(UnlearnerConformance):

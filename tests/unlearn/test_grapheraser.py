@@ -3,8 +3,8 @@ import math
 import numpy as np
 
 from recunlearn.data import user_deletion
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.unlearn import get_method
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 from tests.unlearn.test_receraser import assert_exact_after_forget
 
 

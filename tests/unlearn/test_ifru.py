@@ -13,7 +13,7 @@ from recunlearn.train.loop import TrainConfig, fit_model
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.ifru import importance_scores
 from recunlearn.unlearn.influence.solvers import SolveResult
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
 

@@ -1,6 +1,6 @@
 """The if baseline passes the shared conformance tests."""
 
-from tests.conformance import UnlearnerConformance
+from recunlearn.testing import UnlearnerConformance
 
 
 class TestInfluenceFunction(UnlearnerConformance):

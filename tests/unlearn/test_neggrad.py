@@ -1,6 +1,6 @@
 """The neggrad baseline passes the shared conformance tests."""
 
-from tests.conformance import UnlearnerConformance
+from recunlearn.testing import UnlearnerConformance
 
 
 class TestNegGrad(UnlearnerConformance):
@@ -14,8 +14,8 @@ def test_neggrad_on_bpr_climbs_only_trained_rows_and_is_reproducible(tiny_split)
     import torch
 
     from recunlearn.data import DeletionRequest
+    from recunlearn.testing import FAST_TRAIN
     from recunlearn.unlearn import get_method
-    from tests.conformance import FAST_TRAIN
 
     train = tiny_split.train
     settings = {"train": {**FAST_TRAIN, "loss": "bpr"}}

@@ -17,9 +17,9 @@ import recunlearn.unlearn.base as method_registry
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError
 from recunlearn.models import MF, CFModel, MFConfig, ModelSpec, available_models, register_model
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.train import TrainConfig, fit_model, predict
 from recunlearn.unlearn import get_method
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 
 
 class BiasedMF(CFModel):

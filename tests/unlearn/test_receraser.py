@@ -4,9 +4,9 @@ import torch
 
 from recunlearn.data import DeletionRequest, user_deletion
 from recunlearn.errors import RecUnlearnError
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.executors import train_shard
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 
 ATTENTION = {"kind": "attention", "epochs": 3, "batch_size": 128}
 

@@ -2,9 +2,9 @@ import numpy as np
 import torch
 
 from recunlearn.data import DeletionRequest
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.train import TrainConfig, fit_model, predict
 from recunlearn.unlearn import get_method
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 
 
 class TestRetrain(UnlearnerConformance):

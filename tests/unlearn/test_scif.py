@@ -1,6 +1,6 @@
 """The scif baseline passes the shared conformance tests."""
 
-from tests.conformance import UnlearnerConformance
+from recunlearn.testing import UnlearnerConformance
 
 
 class TestSCIF(UnlearnerConformance):

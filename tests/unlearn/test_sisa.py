@@ -4,9 +4,9 @@ import torch
 
 from recunlearn.data import DeletionRequest, user_deletion
 from recunlearn.errors import ConfigError
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.executors import train_shard
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 
 
 class TestSISA(UnlearnerConformance):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from recunlearn.data import DeletionRequest, user_deletion
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import get_method
-from tests.conformance import FAST_TRAIN
 
 STREAM_CONFIGS = {
     "sisa": {"n_shards": 3, "train": {**FAST_TRAIN, "max_epochs": 3}},

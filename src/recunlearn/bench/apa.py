@@ -30,16 +30,10 @@ from sklearn.linear_model import LogisticRegression
 from recunlearn.bench._results import markdown_grid, write_document
 from recunlearn.bench.experiment import MethodNames, environment
 from recunlearn.data import DeletionRequest, binarize, load_dataset
+from recunlearn.data.samples import ITEM_SEPARATOR, SampleTable
+from recunlearn.data.tallrec import build_samples, read_tallrec_json, split_samples, subsample
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.backbones import create_tiny_model
-from recunlearn.models.llm.samples import (
-    ITEM_SEPARATOR,
-    SampleTable,
-    build_samples,
-    read_tallrec_json,
-    split_samples,
-    subsample,
-)
 from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method

@@ -18,6 +18,7 @@ from recunlearn.data.registry import (
     register_dataset,
     register_detector,
 )
+from recunlearn.data.samples import SampleTable
 from recunlearn.data.splits import (
     binarize,
     ifru_protocol,
@@ -29,11 +30,14 @@ from recunlearn.data.splits import (
     temporal_leave_last,
 )
 from recunlearn.data.synthetic import SyntheticConfig, synthetic
+from recunlearn.data.table import Table
 
 __all__ = [
     "DeletionRequest",
     "Interactions",
+    "SampleTable",
     "Split",
+    "Table",
     "SyntheticConfig",
     "Vocabulary",
     "available_datasets",

@@ -1,7 +1,8 @@
-"""What every method for the language-model recommender shares: prompt samples instead of an
-interaction table, K LoRA adapters on one frozen backbone (K = 1 for retraining), adapter training
-through the executors, forgetting by retraining the adapters whose shards held the removed samples,
-and a folder format with each adapter in peft's own format.
+"""The partition path (:class:`~recunlearn.unlearn.sharded.PartitionedUnlearner`) for the
+language-model recommender: prompt samples instead of an interaction table, and a LoRA adapter per
+shard on one frozen backbone (K = 1 for retraining) as the part, trained through the executors. What is
+its own: ids a request names in prompts, scoring prompts, and a folder format with each adapter in
+peft's own format.
 
 A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) and how adapters are
 combined at scoring time (:meth:`LLMUnlearner._logits`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
-from recunlearn.errors import NotFittedError, RecUnlearnError, UnknownIdError
+from recunlearn.data.samples import SampleTable
+from recunlearn.errors import ConfigError, NotFittedError, RecUnlearnError, UnknownIdError
 from recunlearn.models.llm.backbones import (
     Backbone,
     BackboneConfig,
@@ -39,18 +41,13 @@ from recunlearn.models.llm.lora import (
     save_peft_adapter,
     target_paths,
 )
-from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
 from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.seeds import Seed
 from recunlearn.train.runtime import configure_threads, resolve_device
-from recunlearn.unlearn.base import (
-    PartChange,
-    Unlearner,
-    UnlearningReport,
-    restored_on_error,
-)
-from recunlearn.unlearn.executors import get_executor
+from recunlearn.unlearn.base import PartChange, UnlearningReport
+from recunlearn.unlearn.partition import PartitionResult
+from recunlearn.unlearn.sharded import PartitionedUnlearner, PartTrainer
 
 
 def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
@@ -96,21 +93,72 @@ class ShardedLLMConfig(LLMMethodConfig):
     per-shard starts (``train.seed + k``) that the published figures used."""
 
 
-class LLMUnlearner(Unlearner):
-    """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard."""
+class AdapterTrainer(PartTrainer["LLMUnlearner"]):
+    """A LoRA adapter per shard (:func:`~recunlearn.models.llm.train.train_adapter`), loaded into the
+    mixture that scores with every adapter, with its logits on the validation samples cached."""
 
-    exact = True
+    label = "adapter"
+
+    def runner(self) -> Callable[[AdapterJob], Any]:
+        return train_adapter
+
+    def job(self, method: LLMUnlearner, part: int) -> AdapterJob:
+        return method.adapter_job(part)
+
+    def clear(self, method: LLMUnlearner, job: AdapterJob) -> None:
+        method.models[job.shard] = None
+        method.shard_info[job.shard] = {"samples": 0, "data_hash": job.train.content_hash()}
+        method.valid_logits[job.shard] = 0.0
+        load_adapter(method.scorer, job.shard, None)
+
+    def install(self, method: LLMUnlearner, result: Any) -> None:
+        method.models[result.shard] = result.adapter
+        method.shard_info[result.shard] = result.info
+        if result.valid_logits is not None:
+            method.valid_logits[result.shard] = result.valid_logits
+        load_adapter(method.scorer, result.shard, result.adapter)
+
+    def reload(self, method: LLMUnlearner, parts: Sequence[int]) -> None:
+        """The mixture holds the adapters' weights outside the attributes."""
+        for k in parts:
+            load_adapter(method.scorer, k, method.models[k])
+
+
+class UserShardedLLMConfig(ShardedLLMConfig):
+    """Settings of methods whose shards hold whole users, clustered on the mean frozen representation
+    of their prompts."""
+
+    iterations: int = Field(10, ge=1)
+    """Rounds of the balanced k-means (assignment by the capped walk, then centre update)."""
+
+
+class LLMUnlearner(PartitionedUnlearner):
+    """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard
+    (``models[k]``: adapter k's tensors, None for a shard emptied by deletions)."""
+
     data_kind = "samples"
     Config: ClassVar[type[BaseModel]] = LLMMethodConfig
+    trainer = AdapterTrainer()
 
     # shape hooks ------------------------------------------------------------------------------------
-    @property
-    def n_adapters(self) -> int:
-        return getattr(self.config, "n_shards", 1)
-
-    def _partition(self) -> np.ndarray:
-        """Adapter index of every training sample (default: one adapter for all)."""
+    def _partition(self) -> PartitionResult | np.ndarray:
+        """Adapter index of every training sample (default: one adapter for all); a
+        :class:`PartitionResult` is reported as ``partition_info``."""
         return np.zeros(len(self.train), np.int64)
+
+    def user_representations(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean frozen representation of each user's training prompts, and each sample's user index
+        (what the user-based partitions cluster)."""
+        users, row_user = np.unique(self.train.user, return_inverse=True)
+        if len(users) < self.n_parts or (len(users) == 1 and users[0] == ""):
+            raise ConfigError(
+                f"{self.name} partitions by user, but the samples name {len(users)} user(s) "
+                f"for {self.n_parts} shards (TALLRec JSON records need a 'user' field)"
+            )
+        embeddings = self.representations(self.train).astype(np.float64)
+        sums = np.zeros((len(users), embeddings.shape[1]))
+        np.add.at(sums, row_user, embeddings)
+        return sums / np.bincount(row_user)[:, None], row_user
 
     def _logits(self, token_ids: list[list[int]], samples: SampleTable) -> np.ndarray:
         """Logits of tokenised prompts from the current adapters (default: adapter 0 alone)."""
@@ -119,14 +167,25 @@ class LLMUnlearner(Unlearner):
     def _after_training(self, shards: Sequence[int]) -> None:
         """Refresh what depends on the given adapters (e.g. APA's attention cache)."""
 
-    _forget_state: ClassVar[tuple[str, ...]] = (
-        "train",
-        "assignment",
-        "adapters",
-        "adapter_info",
-        "valid_logits",
-    )
+    _forget_state: ClassVar[tuple[str, ...]] = (*PartitionedUnlearner._forget_state, "valid_logits")
     """Attributes ``forget`` changes: put back if it fails (a subclass adds what ``_after_training`` sets)."""
+
+    @property
+    def adapters(self) -> list[dict[str, torch.Tensor] | None]:
+        """Each shard's adapter tensors (None for a shard emptied by deletions): ``models``."""
+        return self.models
+
+    @property
+    def adapter_info(self) -> list[dict[str, Any]]:
+        """Each adapter's training record (epochs, samples, data hash): ``shard_info``."""
+        return self.shard_info
+
+    def _combiner_scope(self, affected: list[int]) -> Sequence[int]:
+        return affected
+
+    def _refit_combiner(self, parts: Sequence[int]) -> None:
+        self._after_training(parts)
+
     _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
     # fit -------------------------------------------------------------------------------------------------
@@ -138,9 +197,9 @@ class LLMUnlearner(Unlearner):
             raise RecUnlearnError(
                 f"{self.name} trains on prompt samples (SampleTable), got {type(train).__name__}"
             )
-        if len(train) < self.n_adapters:
+        if len(train) < self.n_parts:
             raise RecUnlearnError(
-                f"{self.name}: {len(train)} samples cannot fill {self.n_adapters} adapters"
+                f"{self.name}: {len(train)} samples cannot fill {self.n_parts} adapters"
             )
         configure_threads()
         with self._as_before_on_error():
@@ -159,22 +218,16 @@ class LLMUnlearner(Unlearner):
 
     def _fit(self) -> None:
         self._setup()
-        self.partition_info: dict[str, Any] | None = None
-        self.assignment = np.asarray(self._partition(), np.int64)
-        if (
-            self.assignment.shape != (len(self.train),)
-            or self.assignment.min() < 0
-            or self.assignment.max() >= self.n_adapters
-        ):
-            raise RuntimeError(
-                f"{self.name}: partition must give an adapter in [0, {self.n_adapters}) per sample"
-            )
-        self.adapters: list[dict[str, torch.Tensor] | None] = [None] * self.n_adapters
-        self.adapter_info: list[dict[str, Any]] = [{} for _ in range(self.n_adapters)]
-        self.valid_logits = np.zeros(
-            (self.n_adapters, len(self.valid) if self.valid is not None else 0), np.float32
+        partition = self._partition()
+        self.partition_info = (
+            partition.summary() if isinstance(partition, PartitionResult) else None
         )
-        self._train_adapters(range(self.n_adapters))
+        self._assign(partition)
+        self.valid_logits = np.zeros(
+            (self.n_parts, len(self.valid) if self.valid is not None else 0), np.float32
+        )
+        self._train_shards(range(self.n_parts))
+        self._after_training(range(self.n_parts))
 
     def _setup(self) -> None:
         """Load the frozen backbone and build the mixture model that holds the K adapters."""
@@ -183,7 +236,7 @@ class LLMUnlearner(Unlearner):
         self.scorer = fresh_scorer(self.backbone)
         paths = target_paths(self.scorer, self.config.lora)
         self.mixture: MixtureWeights = build_mixture(
-            self.scorer, paths, self.config.lora.r, self.config.lora.scaling, self.n_adapters
+            self.scorer, paths, self.config.lora.r, self.config.lora.scaling, self.n_parts
         )
         self._valid_tokens = self._tokenize(self.valid) if self.valid is not None else None
 
@@ -233,28 +286,10 @@ class LLMUnlearner(Unlearner):
             self.adapter_init_seed(shard),
         )
 
-    def _train_adapters(self, shards: Sequence[int]) -> None:
-        jobs = [self.adapter_job(k) for k in shards]
-        for job in jobs:
-            if not len(job.train):  # a shard emptied by deletions has no adapter
-                self.adapters[job.shard] = None
-                self.adapter_info[job.shard] = {"samples": 0, "data_hash": job.train.content_hash()}
-                self.valid_logits[job.shard] = 0.0
-                load_adapter(self.scorer, job.shard, None)
-        for result in get_executor(self.config.executor).map(
-            train_adapter, [j for j in jobs if len(j.train)]
-        ):
-            self.adapters[result.shard] = result.adapter
-            self.adapter_info[result.shard] = result.info
-            if result.valid_logits is not None:
-                self.valid_logits[result.shard] = result.valid_logits
-            load_adapter(self.scorer, result.shard, result.adapter)
-        self._after_training(list(shards))
-
     @property
     def present(self) -> np.ndarray:
         """Adapters that exist (a shard emptied by deletions has none)."""
-        return np.array([a is not None for a in self.adapters])
+        return np.array([a is not None for a in self.models])
 
     # scoring ---------------------------------------------------------------------------------------------
     def score(self, samples: SampleTable) -> np.ndarray:  # type: ignore[override]
@@ -298,7 +333,7 @@ class LLMUnlearner(Unlearner):
         """Each adapter's logits alone (K x n; NaN rows for empty adapters): one pass per adapter."""
         self._check_fitted()
         tokens = self._tokenize(samples)
-        out = np.full((self.n_adapters, len(samples)), np.nan, np.float32)
+        out = np.full((self.n_parts, len(samples)), np.nan, np.float32)
         for k in np.flatnonzero(self.present):
             out[k] = self._pass(tokens, single=int(k))
         return out
@@ -393,57 +428,18 @@ class LLMUnlearner(Unlearner):
     def _forget_validation_only(self) -> UnlearningReport:
         self._after_training([])  # what is cached from the validation samples (APA's attention)
         return self._report(
-            [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_adapters)],
+            [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_parts)],
             retrained_adapters=[],
             validation_only=True,
         )
 
     def _forget(self, mask: np.ndarray) -> UnlearningReport:
-        if mask.all():
-            raise RecUnlearnError(
-                f"{self.name}: a request may not remove every training sample; fit a new model instead"
-            )
         removed_ids = self.train.ids[mask].tolist()
-        before = [dict(info) for info in self.adapter_info]
-        rows_before = np.bincount(self.assignment, minlength=self.n_adapters)
-        affected = sorted(np.unique(self.assignment[mask]).tolist())
-
-        def reload_adapters() -> (
-            None
-        ):  # the mixture holds the adapters' weights outside the attributes
-            for k in affected:
-                load_adapter(self.scorer, k, self.adapters[k])
-
-        with restored_on_error(self, self._forget_state, after=reload_adapters):
-            self.train = self.train.drop(mask)
-            self.assignment = self.assignment[~mask]
-            self._train_adapters(affected)
+        report = super()._forget(mask)
         self._forgotten.update(removed_ids)
-        rows_after = np.bincount(self.assignment, minlength=self.n_adapters)
-        parts = [
-            PartChange(
-                part=f"adapter-{k}",
-                action="retrained" if k in affected else "unchanged",
-                data_hash_before=before[k].get("data_hash"),
-                data_hash_after=self.adapter_info[k].get("data_hash"),
-                rows_before=int(rows_before[k]),
-                rows_after=int(rows_after[k]),
-            )
-            for k in range(self.n_adapters)
-        ]
-        report = self._report(
-            parts,
-            retrained_adapters=affected,
-            empty_adapters=np.flatnonzero(~self.present).tolist(),
-        )
         report.removed_rows = int(mask.sum())
         report.details["removed_samples"] = removed_ids
         return report
-
-    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
-        """Waiting requests together: each affected adapter is retrained once; one report per request
-        (each carries the batch's time and changed parts)."""
-        return self._forget_union(requests)
 
     def _batch_share(
         self, data: SampleTable, valid: SampleTable | None, mask: np.ndarray, valid_mask: np.ndarray
@@ -463,12 +459,12 @@ class LLMUnlearner(Unlearner):
             "assignment": torch.from_numpy(self.assignment.copy()),
             "valid_logits": torch.from_numpy(self.valid_logits.copy()),
         }
-        return tensors, {"adapter_info": self.adapter_info, "partition_info": self.partition_info}
+        return tensors, {"adapter_info": self.shard_info, "partition_info": self.partition_info}
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.valid_logits = tensors["valid_logits"].numpy().astype(np.float32)
-        self.adapter_info = meta["adapter_info"]
+        self.shard_info = meta["adapter_info"]
         self.partition_info = meta["partition_info"]
 
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
@@ -482,7 +478,7 @@ class LLMUnlearner(Unlearner):
         shutil.rmtree(
             path / "adapters", ignore_errors=True
         )  # an adapter saved here before, since forgotten, must not return
-        for k, adapter in enumerate(self.adapters):
+        for k, adapter in enumerate(self.models):
             if adapter is not None:
                 save_peft_adapter(
                     path / "adapters" / f"adapter-{k}",
@@ -530,14 +526,24 @@ class LLMUnlearner(Unlearner):
         obj.fit_seconds = document["fit_seconds"]
         obj._setup()
         obj._restore(load_file(str(path / "state.safetensors")), document["state"])
-        obj.adapters = []
-        for k in range(obj.n_adapters):
+        obj.models = []
+        for k in range(obj.n_parts):
             folder = path / "adapters" / f"adapter-{k}"
-            obj.adapters.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
-            load_adapter(obj.scorer, k, obj.adapters[k])
-        obj._after_training(range(obj.n_adapters))
+            obj.models.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
+            load_adapter(obj.scorer, k, obj.models[k])
+        obj._after_training(range(obj.n_parts))
         return obj
 
     def _check_fitted(self) -> None:
-        if self.train is None or not hasattr(self, "adapters"):
+        if self.train is None or not hasattr(self, "models"):
             raise NotFittedError(f"{self.name}: call fit() first")
+
+
+class ShardedLLMUnlearner(LLMUnlearner):
+    """Shards of prompt samples, one adapter each, the adapters' probabilities averaged (K forward
+    passes): the LLM form of SISA, RecEraser and GraphEraser, which differ only in the partition."""
+
+    Config = ShardedLLMConfig
+
+    def _logits(self, token_ids, samples):
+        return self._output_average(token_ids)

@@ -27,13 +27,17 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from recunlearn.data.samples import SampleTable
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.lora import Aggregation
-from recunlearn.models.llm.samples import SampleTable
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
-from recunlearn.unlearn.partition import balanced_semantic_partition, random_partition
+from recunlearn.unlearn.partition import (
+    PartitionResult,
+    balanced_semantic_partition,
+    random_partition,
+)
 
 
 class APAConfig(ShardedLLMConfig):
@@ -123,23 +127,22 @@ class APA(LLMUnlearner):
         self._check_weighting(config)
         self.config = config
         self.mixture.mode = self.config.aggregation
-        self._after_training(range(self.n_adapters))
+        self._after_training(range(self.n_parts))
         return self
 
-    def _partition(self) -> np.ndarray:
+    def _partition(self) -> PartitionResult:
         embeddings = self.representations(self.train)
         if self.config.partition == "random":
-            result = random_partition(len(self.train), self.n_adapters, self.config.partition_seed)
+            result = random_partition(len(self.train), self.n_parts, self.config.partition_seed)
             self.centres = np.stack(
-                [embeddings[result.assignment == k].mean(0) for k in range(self.n_adapters)]
+                [embeddings[result.assignment == k].mean(0) for k in range(self.n_parts)]
             )
         else:
             result = balanced_semantic_partition(
-                embeddings, self.n_adapters, self.config.partition_seed, metric="cosine"
+                embeddings, self.n_parts, self.config.partition_seed, metric="cosine"
             )
             self.centres = result.centres.astype(np.float32)
-        self.partition_info = result.summary()
-        return result.assignment
+        return result
 
     def _after_training(self, shards) -> None:
         """Refresh the attention cache: every adapter's error on every validation sample."""
@@ -174,7 +177,7 @@ class APA(LLMUnlearner):
         reps = torch.as_tensor(self.valid_repr)
         _, user = np.unique(self.valid.user, return_inverse=True)
         user = torch.as_tensor(np.where(self.valid.user == "", -1 - np.arange(len(user)), user))
-        error = torch.empty(len(reps), self.n_adapters)
+        error = torch.empty(len(reps), self.n_parts)
         for start in range(
             0, len(reps), chunk
         ):  # valid x valid similarities, a chunk of rows at a time
@@ -220,7 +223,7 @@ class APA(LLMUnlearner):
     def weights(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
         """Per-sample adapter weights (n x K) under the configured weighting; empty adapters get 0."""
         present = torch.as_tensor(self.present)
-        n, k = len(samples), self.n_adapters
+        n, k = len(samples), self.n_parts
         if self.config.weighting == "average":
             w = present.float().expand(n, k) / present.sum()
             return w.numpy().copy()

@@ -105,6 +105,7 @@ METHOD_MODULES = (
     "llm_sisa",
     "llm_receraser",
     "llm_grapheraser",
+    "llm_neggrad",
 )
 """The modules of :mod:`recunlearn.unlearn` that define the built-in methods (each registers its own
 with ``@register``): named, so that the machinery beside them is never imported as a method."""

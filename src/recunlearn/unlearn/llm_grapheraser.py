@@ -4,35 +4,23 @@ frozen representation of their prompts; each prompt goes with its user; predicti
 
 from __future__ import annotations
 
-import numpy as np
-from pydantic import Field
-
-from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
+from recunlearn.unlearn._llm_common import ShardedLLMUnlearner, UserShardedLLMConfig
 from recunlearn.unlearn.base import register
-from recunlearn.unlearn.llm_receraser import user_representations
-from recunlearn.unlearn.partition import bekm_partition
+from recunlearn.unlearn.partition import PartitionResult, bekm_partition
 
 
-class LLMGraphEraserConfig(ShardedLLMConfig):
+class LLMGraphEraserConfig(UserShardedLLMConfig):
     """GraphEraser on prompt samples: BEKM over users, averaged predictions."""
-
-    iterations: int = Field(10, ge=1)
-    """Rounds of the balanced embedding k-means."""
 
 
 @register("llm-grapheraser")
-class LLMGraphEraser(LLMUnlearner):
+class LLMGraphEraser(ShardedLLMUnlearner):
     """BEKM shards of users' prompt samples, one adapter each, averaged predictions (Chen et al.)."""
 
     Config = LLMGraphEraserConfig
 
-    def _partition(self) -> np.ndarray:
-        user_emb, row_user = user_representations(self)
-        result = bekm_partition(
-            user_emb, row_user, self.n_adapters, self.config.partition_seed, self.config.iterations
+    def _partition(self) -> PartitionResult:
+        user_emb, row_user = self.user_representations()
+        return bekm_partition(
+            user_emb, row_user, self.n_parts, self.config.partition_seed, self.config.iterations
         )
-        self.partition_info = result.summary()
-        return result.assignment
-
-    def _logits(self, token_ids, samples):
-        return self._output_average(token_ids)

@@ -1,15 +1,19 @@
-"""The shard-training path shared by SISA, RecEraser, GraphEraser: partition, one model per shard,
-aggregate; ``forget`` retrains only the shards that held removed rows, then refits the aggregator if it
-depends on them.
+"""The partition path shared by every shard-based method of both model families: partition the
+training table, train one part per shard through a pluggable :class:`PartTrainer` (a collaborative
+model, or a LoRA adapter), combine the parts; ``forget`` retrains only the parts whose shards held
+removed rows, then refits the combiner over what changed.
 
-A subclass says how to partition (:meth:`ShardedUnlearner._partition`); how shards are combined is the
-``aggregator`` setting (see :mod:`recunlearn.unlearn.aggregate`).
+:class:`PartitionedUnlearner` is that path over any :class:`~recunlearn.data.table.Table`;
+:class:`ShardedUnlearner` runs it with collaborative models combined by an ``aggregator`` (see
+:mod:`recunlearn.unlearn.aggregate`), :class:`~recunlearn.unlearn._llm_common.LLMUnlearner` with
+LoRA adapters on prompt samples. A subclass says how to partition (``_partition``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -17,7 +21,6 @@ from pydantic import Field, model_validator
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
-from recunlearn.models.base import CFModel
 from recunlearn.models.config import ModelConfig, build_model
 from recunlearn.seeds import Seed
 from recunlearn.train.loop import fit_model
@@ -71,14 +74,181 @@ class ShardedConfig(CFMethodConfig):
         return self
 
 
-class ShardedUnlearner(Unlearner):
+M = TypeVar("M", bound="PartitionedUnlearner")
+
+
+class PartTrainer(ABC, Generic[M]):
+    """Trains the model of one part from scratch on its shard's rows: the jobs are picklable, so any
+    executor runs :meth:`runner`'s function on them, and the results are installed into the method."""
+
+    label: ClassVar[str]
+    """What a part is called in reports: parts are ``{label}-k``, details list ``retrained_{label}s``
+    and ``empty_{label}s``."""
+
+    @abstractmethod
+    def runner(self) -> Callable[[Any], Any]:
+        """The module-level function an executor runs on each job (picklable by name)."""
+
+    @abstractmethod
+    def job(self, method: M, part: int) -> Any:
+        """The job that trains ``part`` on its current rows (``job.shard``, ``job.train``)."""
+
+    @abstractmethod
+    def clear(self, method: M, job: Any) -> None:
+        """Record a part whose shard has no rows left (it has no model)."""
+
+    @abstractmethod
+    def install(self, method: M, result: Any) -> None:
+        """Put a trained part in place."""
+
+    @abstractmethod
+    def reload(self, method: M, parts: Sequence[int]) -> None:
+        """After a failed ``forget`` put the attributes back: reload what lives outside them."""
+
+
+class PartitionedUnlearner(Unlearner):
+    """Partition, one part per shard (``models[k]``, ``shard_info[k]``; rows by ``assignment``),
+    and a combiner; ``forget`` retrains the affected parts and refits the combiner."""
+
     exact = True
-    Config = ShardedConfig
+    trainer: ClassVar[PartTrainer[Any]]
+    """How a part is trained (a collaborative model, a LoRA adapter)."""
+    _forget_state: ClassVar[tuple[str, ...]] = ("train", "assignment", "models", "shard_info")
+    """Attributes ``forget`` changes: put back if it fails."""
+    _combiner_state: ClassVar[tuple[str, ...]] = ()
+    """Attributes a combiner refit changes in place: deep-copied before it, put back if it fails."""
 
     # hooks -----------------------------------------------------------------------------------------
     def _partition(self) -> PartitionResult | np.ndarray:
         """Shard index of every row of ``self.train`` (a :class:`PartitionResult` to report its centres)."""
         raise NotImplementedError
+
+    def _combiner_scope(self, affected: list[int]) -> Sequence[int] | None:
+        """The parts the combiner is refitted over once ``affected`` are retrained; None: no refit."""
+        return None
+
+    def _refit_combiner(self, parts: Sequence[int]) -> PartChange | None:
+        """Refit the combiner over ``parts`` (retrained, or with changed validation data); the part
+        change to report, if it is a part of its own."""
+        return None
+
+    # parts ------------------------------------------------------------------------------------------
+    @property
+    def n_parts(self) -> int:
+        return getattr(self.config, "n_shards", 1)
+
+    def _assign(self, partition: PartitionResult | np.ndarray) -> np.ndarray:
+        """The checked shard index of every training row."""
+        assignment = np.asarray(
+            partition.assignment if isinstance(partition, PartitionResult) else partition,
+            dtype=np.int64,
+        )
+        if (
+            assignment.shape != (len(self.train),)
+            or assignment.min() < 0
+            or assignment.max() >= self.n_parts
+        ):
+            raise RuntimeError(
+                f"{self.name}: partition must give every row a {self.trainer.label} index in "
+                f"[0, {self.n_parts})"
+            )
+        self.assignment = assignment
+        self.models: list[Any] = [None] * self.n_parts
+        self.shard_info: list[dict[str, Any]] = [{} for _ in range(self.n_parts)]
+        return assignment
+
+    def _train_shards(self, parts: Sequence[int]) -> None:
+        jobs = [self.trainer.job(self, k) for k in parts]
+        for job in jobs:
+            if not len(job.train):
+                self.trainer.clear(self, job)
+        for result in get_executor(self.config.executor).map(
+            self.trainer.runner(), [j for j in jobs if len(j.train)]
+        ):
+            self.trainer.install(self, result)
+
+    def shard_sizes(self) -> list[int]:
+        return np.bincount(self.assignment, minlength=self.n_parts).tolist()
+
+    # unlearning -------------------------------------------------------------------------------------------
+    def _forget(self, mask: np.ndarray) -> UnlearningReport:
+        label = self.trainer.label
+        before = [info.get("data_hash") for info in self.shard_info]
+        rows_before = self.shard_sizes()
+        affected = sorted(np.unique(self.assignment[mask]).tolist())
+        hash_before = self.train.content_hash()
+        scope = self._combiner_scope(affected)
+        combiner = None
+        with restored_on_error(
+            self,
+            self._forget_state,
+            deep=self._combiner_state if scope is not None else (),
+            after=lambda: self.trainer.reload(self, affected),
+        ):
+            self.train = self.train.drop(mask)
+            self.assignment = self.assignment[~mask]
+            self._train_shards(affected)
+            if scope is not None:
+                combiner = self._refit_combiner(scope)
+        rows_after = self.shard_sizes()
+        parts = [
+            PartChange(
+                part=f"{label}-{k}",
+                action="retrained" if k in affected else "unchanged",
+                data_hash_before=before[k],
+                data_hash_after=self.shard_info[k].get("data_hash"),
+                rows_before=rows_before[k],
+                rows_after=rows_after[k],
+            )
+            for k in range(self.n_parts)
+        ]
+        if combiner is not None:
+            parts.append(
+                combiner.model_copy(
+                    update={"data_hash_before": hash_before, "rows_before": len(mask)}
+                )
+            )
+        empty = [k for k in range(self.n_parts) if rows_after[k] == 0]
+        return self._report(parts, **{f"retrained_{label}s": affected, f"empty_{label}s": empty})
+
+    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
+        """Group waiting requests so each affected part is retrained once (:meth:`_forget_union`); one
+        report per request (each carries the batch's time and changed parts)."""
+        return self._forget_union(requests)
+
+
+class ModelTrainer(PartTrainer["ShardedUnlearner"]):
+    """A collaborative model per shard (:func:`~recunlearn.unlearn.executors.train_shard`)."""
+
+    label = "shard"
+
+    def runner(self) -> Callable[[ShardJob], Any]:
+        return train_shard
+
+    def job(self, method: ShardedUnlearner, part: int) -> ShardJob:
+        return method.shard_job(part)
+
+    def clear(self, method: ShardedUnlearner, job: ShardJob) -> None:
+        method.models[job.shard] = None
+        method.shard_info[job.shard] = {"rows": 0, "data_hash": job.train.content_hash()}
+
+    def install(self, method: ShardedUnlearner, result: Any) -> None:
+        model = build_model(
+            method.config.model, method.shard_data(result.shard), method.shard_seed(result.shard)
+        )
+        model.load_state_dict(result.state)
+        method.models[result.shard] = model.to(resolve_device(method.config.train.device)).eval()
+        method.shard_info[result.shard] = result.info
+
+    def reload(self, method: ShardedUnlearner, parts: Sequence[int]) -> None:
+        """Nothing: the models live in ``models``."""
+
+
+class ShardedUnlearner(PartitionedUnlearner):
+    Config = ShardedConfig
+    trainer = ModelTrainer()
+    _forget_state = (*PartitionedUnlearner._forget_state, "aggregator_info")
+    _combiner_state = ("aggregator",)
 
     # shard bookkeeping ------------------------------------------------------------------------------
     def shard_seed(self, shard: int) -> int:
@@ -121,107 +291,26 @@ class ShardedUnlearner(Unlearner):
             shard, self.config.model, train_config, data, self.shard_validation_data(data)
         )
 
-    def _train_shards(self, shards: Sequence[int]) -> None:
-        jobs = [self.shard_job(k) for k in shards]
-        nonempty = [j for j in jobs if len(j.train)]
-        for job in jobs:
-            if not len(job.train):
-                self.models[job.shard] = None
-                self.shard_info[job.shard] = {"rows": 0, "data_hash": job.train.content_hash()}
-        device = resolve_device(self.config.train.device)
-        for result in get_executor(self.config.executor).map(train_shard, nonempty):
-            model = build_model(
-                self.config.model, self.shard_data(result.shard), self.shard_seed(result.shard)
-            )
-            model.load_state_dict(result.state)
-            self.models[result.shard] = model.to(device).eval()
-            self.shard_info[result.shard] = result.info
-
     def _fit(self) -> None:
-        partition = self._partition()
-        assignment = np.asarray(
-            partition.assignment if isinstance(partition, PartitionResult) else partition,
-            dtype=np.int64,
-        )
-        if (
-            assignment.shape != (len(self.train),)
-            or assignment.min() < 0
-            or assignment.max() >= self.config.n_shards
-        ):
-            raise RuntimeError(
-                f"{self.name}: partition must give a shard in [0, {self.config.n_shards}) per row"
-            )
-        self.assignment = assignment
+        assignment = self._assign(self._partition())
         self.partition_info = PartitionResult(assignment, self.config.n_shards).summary()
-        self.models: list[CFModel | None] = [None] * self.config.n_shards
-        self.shard_info: list[dict[str, Any]] = [{} for _ in range(self.config.n_shards)]
         self._train_shards(range(self.config.n_shards))
         self.aggregator = build_aggregator(self.config.aggregator)
         self.aggregator_info = self.aggregator.fit(
             self.models, self.train, self.valid, range(self.config.n_shards)
         )
 
-    def shard_sizes(self) -> list[int]:
-        return np.bincount(self.assignment, minlength=self.config.n_shards).tolist()
+    # the aggregator ---------------------------------------------------------------------------------------
+    def _combiner_scope(self, affected: list[int]) -> Sequence[int] | None:
+        # its cached errors hold dropped validation rows: refitted over every shard
+        every_shard = self._validation_changed and self.aggregator.uses_validation
+        if every_shard:
+            return range(self.config.n_shards)
+        return affected if self.aggregator.depends_on_shards else None
 
-    # unlearning -------------------------------------------------------------------------------------------
-    def _forget(self, mask: np.ndarray) -> UnlearningReport:
-        before = [self.shard_info[k].get("data_hash") for k in range(self.config.n_shards)]
-        rows_before = self.shard_sizes()
-        affected = sorted(np.unique(self.assignment[mask]).tolist())
-        hash_before = self.train.content_hash()
-        every_shard = (
-            self._validation_changed and self.aggregator.uses_validation
-        )  # its cached errors hold dropped rows
-        refit = self.aggregator.depends_on_shards or every_shard
-        with restored_on_error(
-            self,
-            ("train", "assignment", "models", "shard_info", "aggregator_info"),
-            deep=("aggregator",) if refit else (),
-        ):
-            self.train = self.train.drop(mask)
-            self.assignment = self.assignment[~mask]
-            self._train_shards(affected)
-            if refit:
-                changed = range(self.config.n_shards) if every_shard else affected
-                self.aggregator_info = self.aggregator.fit(
-                    self.models, self.train, self.valid, changed
-                )
-        rows_after = self.shard_sizes()
-        parts = [
-            PartChange(
-                part=f"shard-{k}",
-                action="retrained" if k in affected else "unchanged",
-                data_hash_before=before[k],
-                data_hash_after=self.shard_info[k].get("data_hash"),
-                rows_before=rows_before[k],
-                rows_after=rows_after[k],
-            )
-            for k in range(self.config.n_shards)
-        ]
-        if refit:
-            parts.append(
-                PartChange(
-                    part="aggregator",
-                    action="retrained",
-                    data_hash_before=hash_before,
-                    data_hash_after=self.train.content_hash(),
-                    rows_before=len(mask),
-                    rows_after=len(self.train),
-                )
-            )
-        empty = [k for k in range(self.config.n_shards) if rows_after[k] == 0]
-        return self._report(parts, retrained_shards=affected, empty_shards=empty)
-
-    def _forget_validation_only(self) -> UnlearningReport:
-        """The shards stay; an aggregator fitted with the validation data is fitted again without the rows."""
-        if not self.aggregator.uses_validation:
-            return super()._forget_validation_only()
-        with restored_on_error(self, ("aggregator_info",), deep=("aggregator",)):
-            self.aggregator_info = self.aggregator.fit(
-                self.models, self.train, self.valid, range(self.config.n_shards)
-            )
-        part = PartChange(
+    def _refit_combiner(self, parts: Sequence[int]) -> PartChange:
+        self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, parts)
+        return PartChange(
             part="aggregator",
             action="retrained",
             data_hash_before=self.train.content_hash(),
@@ -229,11 +318,14 @@ class ShardedUnlearner(Unlearner):
             rows_before=len(self.train),
             rows_after=len(self.train),
         )
-        return self._report([part], validation_only=True)
 
-    def forget_many(self, requests: Sequence[DeletionRequest]) -> list[UnlearningReport]:
-        """Group waiting requests so each affected shard is retrained once (:meth:`_forget_union`)."""
-        return self._forget_union(requests)
+    def _forget_validation_only(self) -> UnlearningReport:
+        """The shards stay; an aggregator fitted with the validation data is fitted again without the rows."""
+        if not self.aggregator.uses_validation:
+            return super()._forget_validation_only()
+        with restored_on_error(self, ("aggregator_info",), deep=self._combiner_state):
+            part = self._refit_combiner(range(self.config.n_shards))
+        return self._report([part], validation_only=True)
 
     # scoring ---------------------------------------------------------------------------------------------------
     def _score_index(self, users, items):

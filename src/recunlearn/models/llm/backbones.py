@@ -25,8 +25,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recunlearn.data.samples import Template, render_prompt
 from recunlearn.errors import ConfigError
-from recunlearn.models.llm.samples import Template, render_prompt
 from recunlearn.models.llm.scoring import CausalYesNoScorer, EncoderScorer
 from recunlearn.seeds import Seed
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.data.samples import SampleTable
 from recunlearn.models.llm.backbones import BackboneConfig, fresh_scorer, load_backbone
 from recunlearn.models.llm.lora import LoRAConfig, adapter_tensors, add_trainable_adapter
-from recunlearn.models.llm.samples import SampleTable
 from recunlearn.models.llm.scoring import batches, collate, predict_logits, tokenize
 from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
