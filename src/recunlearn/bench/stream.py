@@ -362,6 +362,9 @@ def draw(results: dict[str, Any], out: Path) -> list[str]:
             ("seconds", "cumulative unlearning s"),
         ]
         for axis, (key, title) in zip(axes, panels):
+            axis.set_prop_cycle(
+                color=plt.cm.tab20.colors
+            )  # more methods than the default ten colours
             for name, points in stream["curves"].items():
                 x = [p["requests"] for p in points]
                 axis.plot(x, [p[key] for p in points], marker="o", label=name)
