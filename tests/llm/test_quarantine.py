@@ -62,3 +62,20 @@ def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
     for k in range(2):
         assert all(torch.equal(reference.adapters[k][n], loaded.adapters[k][n]) for n in kept)
     np.testing.assert_array_equal(loaded.score(test), reference.score(test))
+
+
+def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(tiny_causal, sample_split):
+    train, _, test = sample_split
+    model = fit("apa", tiny_causal, sample_split)
+    before = model.score(test)
+
+    def fail(shards):
+        raise RuntimeError("attention refresh failed")
+
+    model._after_training = fail
+    with pytest.raises(RuntimeError):
+        model.quarantine(DeletionRequest(samples=[train.ids[model.assignment == 1][0]]))
+    del model._after_training
+    assert model.pending == [] and all(a is not None for a in model.adapters)
+    assert len(model.train) == len(train)
+    np.testing.assert_array_equal(model.score(test), before)

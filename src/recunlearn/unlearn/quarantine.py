@@ -173,6 +173,7 @@ class PartQuarantine(_Quarantine):
         with restored_on_error(
             self,
             (*self._validation_state, "train", "assignment", self._parts_attribute),
+            after=self._reload_parts,
         ):
             if valid_mask.any():
                 self._drop_validation(valid_mask)
@@ -233,6 +234,10 @@ class PartQuarantine(_Quarantine):
         )
 
     # family hooks ------------------------------------------------------------------------------------
+    def _reload_parts(self) -> None:
+        """After a failed quarantine: put back what lives outside the attributes."""
+        return None
+
     def _set_aside(self, parts: Sequence[int]) -> None:
         """Stop serving ``parts`` and drop their weights."""
         raise NotImplementedError
@@ -322,6 +327,12 @@ class AdapterQuarantine(PartQuarantine):
         self._after_training(
             []
         )  # what is cached from the adapters and validation (APA's attention)
+
+    def _reload_parts(self) -> None:
+        from recunlearn.models.llm.lora import load_adapter
+
+        for k, adapter in enumerate(self.adapters):  # the mixture holds the adapters' weights
+            load_adapter(self.scorer, k, adapter)
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
         if parts:
