@@ -48,6 +48,7 @@ from recunlearn.train.runtime import configure_threads, resolve_device
 from recunlearn.unlearn.base import PartChange, UnlearningReport
 from recunlearn.unlearn.partition import PartitionResult
 from recunlearn.unlearn.sharded import PartitionedUnlearner, PartTrainer
+from recunlearn.unlearn.quarantine import AdapterQuarantine
 
 
 def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
@@ -132,7 +133,7 @@ class UserShardedLLMConfig(ShardedLLMConfig):
     """Rounds of the balanced k-means (assignment by the capped walk, then centre update)."""
 
 
-class LLMUnlearner(PartitionedUnlearner):
+class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
     """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard
     (``models[k]``: adapter k's tensors, None for a shard emptied by deletions)."""
 
@@ -205,6 +206,7 @@ class LLMUnlearner(PartitionedUnlearner):
         with self._as_before_on_error():
             self.train, self.valid = train, valid
             self._forgotten = set()
+            self._restore_quarantine(None)
             self._known_users = set(train.user.tolist()) | (
                 set(valid.user.tolist()) if valid is not None else set()
             )
@@ -496,6 +498,7 @@ class LLMUnlearner(PartitionedUnlearner):
             "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
             "fit_seconds": self.fit_seconds,
             "state": meta,
+            "quarantine": self._quarantine_record(),
         }
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
@@ -531,6 +534,7 @@ class LLMUnlearner(PartitionedUnlearner):
             folder = path / "adapters" / f"adapter-{k}"
             obj.models.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
             load_adapter(obj.scorer, k, obj.models[k])
+        obj._restore_quarantine(document.get("quarantine"))
         obj._after_training(range(obj.n_parts))
         return obj
 

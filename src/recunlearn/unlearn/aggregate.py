@@ -16,6 +16,10 @@ Three aggregators, chosen by a typed config (``kind``):
 
 Every aggregator is a pure function of the shard models, the data and its seed, so refitting it after a
 deletion gives what fitting it from scratch on the remaining data gives.
+
+While shards are quarantined (:mod:`recunlearn.unlearn.quarantine`) the average runs over the remaining
+shards (empty ones are skipped the same way); ``attention`` and ``weighted`` were fitted on every
+shard's output, so they fall back to that plain average until the repair refits them.
 """
 
 from __future__ import annotations

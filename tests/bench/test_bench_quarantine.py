@@ -1,0 +1,34 @@
+import json
+
+from typer.testing import CliRunner
+
+from recunlearn.bench.quarantine import QuarantineBenchConfig, run_quarantine_benchmark
+from recunlearn.cli import _load_commands, app
+
+
+def test_quick_quarantine_benchmark_repairs_to_forgets_model(tmp_path):
+    out = tmp_path / "quick.json"
+    results = run_quarantine_benchmark(
+        QuarantineBenchConfig.quick(output=str(out), methods=["receraser"]), log=lambda m: None
+    )
+    rows = {(r["method"], r["request"]): r for r in results["rows"]}
+    assert set(rows) == {(m, k) for m in ("receraser", "apa") for k in ("user", "interaction")}
+    for row in rows.values():
+        assert row["exact"] and len(row["quarantined"]) == 1
+        assert row["quarantine_seconds"] < row["forget_seconds"]
+        assert row["repair_equals_forget"], row
+        assert row["after_repair"] == row["after_forget"]
+    assert json.loads(out.read_text())["rows"] and out.with_suffix(".md").is_file()
+
+
+def test_cli_bench_quarantine_quick_says_when_sisa_cannot_quarantine_a_user(tmp_path):
+    _load_commands()
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(
+        app, ["bench", "quarantine", "--quick", "-m", "sisa", "--no-apa", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["request"] for r in rows] == ["user", "interaction"]
+    assert "nothing to serve" in rows[0]["refused"] and rows[1]["repair_equals_forget"]
+    assert "refused: every part holds the rows" in result.output
