@@ -576,3 +576,18 @@ def test_bench_runs_with_other_settings_never_replace_the_cited_results(
         "runs/scaling/synthetic-cpu.json",
     ]
     assert not Path("runs").exists(), "the failed runs left a folder behind"
+
+
+BENCH_COMMANDS = ["all", "scaling", "executors", "ifru", "ifru-scaling", "exact", "apa", "implicit"]
+
+
+@pytest.mark.parametrize("command", BENCH_COMMANDS)
+def test_bench_help_names_values_not_python_types(command):
+    _load_commands()
+    result = CliRunner().invoke(app, ["bench", command, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    options = [line for line in result.output.splitlines() if "--help" not in line]
+    for shown in ("<bool>", "<int>", "<str>", "<float>", "<path>", "list["):
+        assert not any(shown in line for line in options), (command, shown)
+    for name in ("--quick", "--out") + (("--seed",) if command != "all" else ()):
+        assert name in result.output, (command, name)

@@ -7,7 +7,7 @@ Writing (from a protocol)::
 
     from recunlearn.bench._results import write_results
 
-    write_results("benchmarks/results/ifru/ml100k.json", rows, config=config.model_dump(mode="json"),
+    write_results("runs/ifru/ml100k-cpu.json", rows, config=config.model_dump(mode="json"),
                   protocol="ifru", markdown=markdown_table(rows))
 
 ``rows`` is a list of flat-ish dicts, one per measured unit (a method, a method at K shards, a size of

@@ -63,7 +63,7 @@ def max_epochs_option(help: str = "Cap on training epochs; default: the protocol
 
 def quick_option(help: str = "Seconds-long smoke run on a small synthetic log.") -> Any:
     """``--quick``: every bench command's smoke preset."""
-    return typer.Option(False, "--quick", help=help)
+    return typer.Option(False, "--quick", metavar="", help=help)
 
 
 def out_option(protocol: str) -> Any:

@@ -25,6 +25,7 @@ def bench_all(
     quick: bool = typer.Option(
         True,
         "--quick/--full",
+        metavar="",
         help="Quick presets (minutes on 2 cores) or the full protocols (hours).",
     ),
     protocols: list[str] | None = typer.Option(

@@ -62,10 +62,11 @@ def apa(
         "(one frozen head for every adapter and method); default: BackboneConfig's.",
     ),
     forget: bool = typer.Option(
-        True, help="Measure forgetting one sample (--no-forget: AUCs and latency only)."
+        True, metavar="", help="Measure forgetting one sample (--no-forget: AUCs and latency only)."
     ),
     demo: bool = typer.Option(
         False,
+        metavar="",
         help="The demo preset (about a minute on 2 CPU cores); the data, size and "
         "training options given apply on top.",
     ),
