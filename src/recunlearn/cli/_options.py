@@ -56,6 +56,13 @@ def seeds_option(help: str = "") -> Any:
     )
 
 
+def methods_option(defaults: str) -> Any:
+    """``--method`` / ``-m``, repeatable; ``defaults`` says which run when none is given."""
+    return typer.Option(
+        None, "--method", "-m", metavar="NAME", help=f"Methods (repeat); default {defaults}."
+    )
+
+
 def max_epochs_option(help: str = "Cap on training epochs; default: the protocol's.") -> Any:
     """``--max-epochs``: the one name of the training-length cap."""
     return typer.Option(None, "--max-epochs", min=1, metavar="N", help=help)
@@ -75,6 +82,13 @@ def out_option(protocol: str) -> Any:
         help="Results folder: <configuration>-<hardware>.json there, a markdown table beside it; "
         "a rerun of the same configuration overwrites them.",
     )
+
+
+def with_training(config: Any, max_epochs: int | None, seed: int | None = None) -> Any:
+    """``config`` with ``--max-epochs`` and a run's seed, when given, in its training settings."""
+    given_values = {"max_epochs": max_epochs, "seed": seed}
+    train = {**config.train, **{k: v for k, v in given_values.items() if v is not None}}
+    return config.with_values(train=train)
 
 
 def seed_runs(seeds: list[int] | None) -> list[int | None]:

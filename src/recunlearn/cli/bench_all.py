@@ -10,12 +10,14 @@ from recunlearn.cli._app import bench_app
 from recunlearn.cli._options import (
     given,
     max_epochs_option,
+    methods_option,
     out_option,
     print_tables,
     quick_option,
     results_file,
     seed_runs,
     seeds_option,
+    with_training,
     writable_folder,
 )
 
@@ -82,15 +84,11 @@ def bench_scaling(
         metavar="N",
         help="Interactions (repeat); default 100k, 300k, 1M, 3M, 10M.",
     ),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        metavar="NAME",
-        help="Methods (repeat); default retrain, sisa, ifru.",
+    methods: list[str] | None = methods_option(
+        "retrain, sisa, ifru.",
     ),
     max_epochs: int | None = max_epochs_option(
-        "Training epochs at every size (no early stopping); default 2 (--quick: 1)."
+        "Training epochs at every size (no early stopping); default 2 (--quick: 1)"
     ),
     seeds: list[int] | None = seeds_option(
         "Seed of the synthetic logs, the forgotten rows and training (repeat): one run and one "
@@ -120,12 +118,7 @@ def bench_scaling(
         if seed is not None:
             overrides.update(data_seed=seed, deletion_seed=seed)
         config = ScalingConfig.quick(**overrides) if quick else ScalingConfig(**overrides)
-        train = dict(config.train)
-        if max_epochs is not None:
-            train["max_epochs"] = max_epochs
-        if seed is not None:
-            train["seed"] = seed
-        config = config.with_values(**{"train": train})
+        config = with_training(config, max_epochs, seed)
         results = run_scaling_benchmark(config)
         print_tables(markdown_table(results), console)
         console.print(f"results: {path}", markup=False, highlight=False)
@@ -174,12 +167,7 @@ def bench_executors(
         config = (
             ExecutorBenchConfig.quick(**overrides) if quick else ExecutorBenchConfig(**overrides)
         )
-        train = dict(config.train)
-        if max_epochs is not None:
-            train["max_epochs"] = max_epochs
-        if seed is not None:
-            train["seed"] = seed
-        config = config.with_values(**{"train": train})
+        config = with_training(config, max_epochs, seed)
         results = run_executors_benchmark(config)
         print_tables(executors_table(results), console)
         console.print(f"results: {path}", markup=False, highlight=False)

@@ -11,6 +11,7 @@ from recunlearn.cli._options import (
     data_name,
     given,
     max_epochs_option,
+    methods_option,
     out_option,
     print_tables,
     quick_option,
@@ -38,9 +39,7 @@ def apa(
         metavar="NAME|PATH",
         help="minilm (embedded), smollm2 (embedded GGUF), or a model folder / hub name.",
     ),
-    methods: list[str] | None = typer.Option(
-        None, "--method", "-m", metavar="NAME", help="Methods (repeat); default all five."
-    ),
+    methods: list[str] | None = methods_option("all five"),
     shards: int = typer.Option(4, "--shards", "-k", metavar="K", help="Shards (adapters) K."),
     n_train: int = typer.Option(1024, metavar="N", help="Training samples."),
     n_valid: int = typer.Option(500, metavar="N", help="Validation samples."),

@@ -12,6 +12,7 @@ from recunlearn.cli._options import (
     data_option,
     given,
     max_epochs_option,
+    methods_option,
     out_option,
     print_tables,
     quick_option,
@@ -33,14 +34,10 @@ def exact(
         metavar="K",
         help="Numbers of shards K (repeat); default 5, 10, 20.",
     ),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        metavar="NAME",
-        help="Methods (repeat); default retrain, sisa, receraser, grapheraser.",
+    methods: list[str] | None = methods_option(
+        "retrain, sisa, receraser, grapheraser.",
     ),
-    model: str = typer.Option("mf", metavar="KIND", help="mf or lightgcn."),
+    model: str = typer.Option("mf", metavar="KIND", help="mf or lightgcn"),
     batch_users: int = typer.Option(10, metavar="N", help="Users in the user-deletion batch."),
     batch_interactions: int = typer.Option(
         100, metavar="N", help="Interactions in the random-deletion batch."

@@ -12,6 +12,7 @@ from recunlearn.cli._options import (
     data_option,
     given,
     max_epochs_option,
+    methods_option,
     out_option,
     print_tables,
     quick_option,
@@ -35,16 +36,12 @@ def ifru(
     seeds: list[int] | None = typer.Option(
         None, "--seed", metavar="N", help="Seeds (repeat), all in one results file; default 0."
     ),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        metavar="NAME",
-        help="Methods (repeat); default retrain, sisa, if, scif, finetune, neggrad, ifru.",
+    methods: list[str] | None = methods_option(
+        "retrain, sisa, if, scif, finetune, neggrad, ifru.",
     ),
     max_epochs: int | None = max_epochs_option(),
     quick: bool = quick_option(
-        "Seconds-long smoke run on a small synthetic log, instead of --data."
+        "Seconds-long smoke run on a small synthetic log, instead of --data"
     ),
     out: Path = out_option("ifru"),
 ) -> None:

@@ -12,6 +12,7 @@ from recunlearn.cli._options import (
     data_option,
     given,
     max_epochs_option,
+    methods_option,
     out_option,
     print_tables,
     quick_option,
@@ -40,12 +41,8 @@ def implicit(
     seeds: list[int] | None = typer.Option(
         None, "--seed", metavar="N", help="Seeds (repeat), all in one results file; default 0."
     ),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        metavar="NAME",
-        help="Methods (repeat); default retrain, finetune, "
+    methods: list[str] | None = methods_option(
+        "retrain, finetune, "
         "neggrad, if, scif, ifru; add sisa, receraser, grapheraser to compare them.",
     ),
     shards: int | None = typer.Option(
@@ -58,7 +55,7 @@ def implicit(
     ),
     max_epochs: int | None = max_epochs_option(),
     quick: bool = quick_option(
-        "Seconds-long smoke run on a small synthetic log, instead of --data."
+        "Seconds-long smoke run on a small synthetic log, instead of --data"
     ),
     out: Path = out_option("implicit"),
 ) -> None:
