@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install browser postgres clean
+.PHONY: demo test lint install browser postgres clean results
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 # One torch thread: on 2 cores the shard pool's workers and the main process would otherwise contend.
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/recunlearn demo
+
+# The docs' current-results tables (docs/results/<protocol>.md), from the records in benchmarks/configs/.
+results: $(STAMP)
+	$(PY) -m recunlearn.bench.records benchmarks/configs docs/results
 
 # The HTML report's screenshot test renders it in headless Chromium from Debian's packages.
 browser:

@@ -25,10 +25,23 @@ def tiny_split() -> Split:
     return testing.tiny_split()
 
 
-def ml100k_path() -> Path:
-    from recunlearn.data.movielens import shared_movielens_100k_path
+SHARED_ML100K_ENV = "RECUNLEARN_ML100K"
+"""A folder with MovieLens-100K's u.data / u.item, in place of this repository's ../shared copy."""
 
-    return shared_movielens_100k_path()
+
+def ml100k_path() -> Path:
+    """``$RECUNLEARN_ML100K``, else ``../shared/data/ml-100k`` beside the working directory or the
+    repository (this repository's layout, so the tests know it and the library does not)."""
+    if os.environ.get(SHARED_ML100K_ENV):
+        return Path(os.environ[SHARED_ML100K_ENV])
+    candidates = [
+        Path.cwd() / "../shared/data/ml-100k",
+        Path(__file__).resolve().parents[1] / "../shared/data/ml-100k",
+    ]
+    for candidate in candidates:
+        if (candidate / "u.data").is_file():
+            return candidate.resolve()
+    return candidates[0]
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,8 @@ pairs = [["{pair[0]}", "{pair[1]}"]]
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    assert results["deletion"]["users"] == ["u3", "u7"] and results["deletion"]["pairs"] == [pair]
+    deletion = results["summary"]["deletion"]
+    assert deletion["users"] == ["u3", "u7"] and deletion["pairs"] == [pair]
     assert results["config"]["data"]["threshold"] is None
     rows = {r["method"]: r for r in results["rows"]}
     assert rows["ifru"]["details"]["objective"] == "bpr"
@@ -305,51 +306,92 @@ def built(monkeypatch, tmp_path):
             ["bench", "scaling", "--quick"],
             "recunlearn.bench.scaling",
             "run_scaling_benchmark",
-            "scaling/quick.json",
+            "runs/scaling/quick-cpu.json",
         ),
         (
             ["bench", "exact", "--quick"],
             "recunlearn.bench.exact",
             "run_exact_benchmark",
-            "exact/quick.json",
+            "runs/exact/quick-cpu.json",
+        ),
+        (
+            ["bench", "exact", "--data", "ml-100k", "--seed", "2", "--seed", "5"],
+            "recunlearn.bench.exact",
+            "run_exact_benchmark",
+            "runs/exact/ml100k-seed2-cpu.json",
         ),
         (
             ["bench", "ifru", "--quick"],
             "recunlearn.bench.ifru",
             "run_ifru_benchmark",
-            "ifru/quick.json",
+            "runs/ifru/quick-cpu.json",
+        ),
+        (
+            ["bench", "ifru", "--data", "some/where/ml-100k"],
+            "recunlearn.bench.ifru",
+            "run_ifru_benchmark",
+            "runs/ifru/ml100k-cpu.json",
         ),
         (
             ["bench", "apa", "--quick"],
             "recunlearn.bench.apa",
             "run_apa_benchmark",
-            "apa/quick.json",
+            "runs/apa/quick-cpu.json",
         ),
-        (["bench", "apa", "--demo"], "recunlearn.bench.apa", "run_apa_benchmark", "apa/demo.json"),
         (
-            ["bench", "scaling", "--quick", "--out", "x/s.json"],
+            ["bench", "apa", "--demo"],
+            "recunlearn.bench.apa",
+            "run_apa_benchmark",
+            "runs/apa/demo-cpu.json",
+        ),
+        (
+            ["bench", "apa"],
+            "recunlearn.bench.apa",
+            "run_apa_benchmark",
+            "runs/apa/ml100k-minilm-cpu.json",
+        ),
+        (
+            ["bench", "scaling", "--quick", "--out", "x"],
             "recunlearn.bench.scaling",
             "run_scaling_benchmark",
-            "x/s.json",
+            "x/quick-cpu.json",
         ),
         (
             ["bench", "scaling"],
             "recunlearn.bench.scaling",
             "run_scaling_benchmark",
-            "scaling/synthetic.json",
+            "runs/scaling/synthetic-cpu.json",
+        ),
+        (
+            ["bench", "ifru-scaling", "--quick"],
+            "recunlearn.bench.ifru",
+            "run_ifru_scaling",
+            "runs/ifru-scaling/quick-cpu.json",
         ),
     ],
 )
-def test_presets_do_not_write_over_the_full_runs_results(built, args, module, function, output):
-    """The full runs' files are committed and cited; a smoke run writes beside them, as `bench all` does."""
-    assert built(module, function, args).output.endswith(output)
+def test_results_files_are_named_by_configuration_under_runs(built, args, module, function, output):
+    """A library run writes under ./runs/ (or --out), one file per configuration and hardware, so a
+    rerun overwrites its own file and never another configuration's."""
+    assert built(module, function, args).output == output
+
+
+def test_a_repeated_seed_reaches_every_seed_of_the_protocol(built):
+    exact = built(
+        "recunlearn.bench.exact",
+        "run_exact_benchmark",
+        ["bench", "exact", "--quick", "--seed", "3", "--seed", "4"],
+    )
+    assert (exact.deletion_seed, exact.train["seed"]) == (3, 3)
+    assert exact.output == "runs/exact/quick-seed3-cpu.json"
 
 
 def test_options_given_with_a_preset_apply_on_top_of_it(built):
     scaling = "recunlearn.bench.scaling", "run_scaling_benchmark"
     assert built(*scaling, ["bench", "scaling", "--quick"]).train["max_epochs"] == 1
     assert (
-        built(*scaling, ["bench", "scaling", "--quick", "--epochs", "3"]).train["max_epochs"] == 3
+        built(*scaling, ["bench", "scaling", "--quick", "--max-epochs", "3"]).train["max_epochs"]
+        == 3
     )
     exact = built(
         "recunlearn.bench.exact",
@@ -427,23 +469,25 @@ def no_training(monkeypatch, tmp_path):
         ),
         (["demo", "--executor", "foo", "--no-llm"], "unknown executor 'foo'"),
         (["demo", "-m", "ifru", "-m", "ifru", "--no-llm"], "listed more than once: ifru"),
-        (["bench", "exact", "--quick", "--dataset", "ml-100k"], "--dataset"),
-        (["bench", "ifru", "--quick", "--dataset", "ml-100k"], "--dataset"),
+        (["bench", "exact", "--quick", "--data", "ml-100k"], "--data"),
+        (["bench", "ifru", "--quick", "--data", "ml-100k"], "--data"),
+        (["bench", "implicit", "--quick", "--data", "ml-100k"], "--data"),
         (["bench", "apa", "--quick", "--backbone", "smollm2"], "--backbone"),
         (["bench", "apa", "--quick", "--demo"], "choose one"),
         (["bench", "all", "-p", "nosuch"], "no module recunlearn.bench.nosuch"),
         (["bench", "all", "-p", "exact", "--out", "{file}/results"], "cannot create"),
-        (["bench", "exact", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
-        (["bench", "ifru", "--quick", "--out", "{dir}"], "cannot write a file there"),
+        (["bench", "exact", "--quick", "--out", "{file}/r"], "cannot create a folder there"),
+        (["bench", "ifru", "--quick", "--out", "{file}"], "is not a folder"),
         (
-            ["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r.json"],
-            "cannot create its folder",
+            ["bench", "ifru-scaling", "--size", "1000", "--out", "{file}/r"],
+            "cannot create a folder there",
         ),
-        (["bench", "apa", "--quick", "--out", "{file}/r.json"], "cannot create its folder"),
+        (["bench", "apa", "--quick", "--out", "{file}/r"], "cannot create a folder there"),
+        (["bench", "implicit", "--quick", "--out", "{file}/r"], "cannot create a folder there"),
         (["demo", "--no-llm", "-m", "ifru", "--out", "{file}/demo"], "cannot create the folder"),
         (
-            ["bench", "executors", "--interactions", "2000", "--out", "{file}/e.json"],
-            "cannot create its folder",
+            ["bench", "executors", "--interactions", "2000", "--out", "{file}/e"],
+            "cannot create a folder there",
         ),
         (["report", "{file}", "--out", "{file}/report"], "cannot create a folder there"),
         (
@@ -499,8 +543,8 @@ def test_out_of_range_numbers_are_usage_errors(args):
 def test_bench_runs_with_other_settings_never_replace_the_cited_results(
     no_training, tmp_path, monkeypatch
 ):
-    """`bench executors -k 2` wrote its K=2 run over mf-k4.json, and `bench scaling -n ...` over the
-    10M study's synthetic.json, which the docs cite."""
+    """`bench executors -k 2` once wrote its K=2 run over mf-k4.json, and `bench scaling -n ...` over
+    the full study's file; and a command that fails leaves no empty results folder behind."""
     from pathlib import Path
 
     from recunlearn.bench import scaling
@@ -518,7 +562,7 @@ def test_bench_runs_with_other_settings_never_replace_the_cited_results(
     monkeypatch.setattr(scaling, "run_scaling_benchmark", record)
     monkeypatch.chdir(tmp_path)
     for args in (
-        ["bench", "executors", "-k", "2", "--interactions", "4000", "--epochs", "1"],
+        ["bench", "executors", "-k", "2", "--interactions", "4000", "--max-epochs", "1"],
         ["bench", "executors"],
         ["bench", "scaling", "-n", "2000", "-m", "retrain"],
         ["bench", "scaling"],
@@ -526,9 +570,24 @@ def test_bench_runs_with_other_settings_never_replace_the_cited_results(
         with pytest.raises(Recorded):
             main(args)
     assert written == [
-        "benchmarks/results/executors/mf-k2-n4000-e1.json",
-        "benchmarks/results/executors/mf-k4.json",
-        "benchmarks/results/scaling/custom.json",
-        "benchmarks/results/scaling/synthetic.json",
+        "runs/executors/mf-k2-n4000-e1-cpu.json",
+        "runs/executors/mf-k4-cpu.json",
+        "runs/scaling/custom-cpu.json",
+        "runs/scaling/synthetic-cpu.json",
     ]
-    assert not Path("benchmarks/results/scaling/synthetic.json").exists()
+    assert not Path("runs").exists(), "the failed runs left a folder behind"
+
+
+BENCH_COMMANDS = ["all", "scaling", "executors", "ifru", "ifru-scaling", "exact", "apa", "implicit"]
+
+
+@pytest.mark.parametrize("command", BENCH_COMMANDS)
+def test_bench_help_names_values_not_python_types(command):
+    _load_commands()
+    result = CliRunner().invoke(app, ["bench", command, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    options = [line for line in result.output.splitlines() if "--help" not in line]
+    for shown in ("<bool>", "<int>", "<str>", "<float>", "<path>", "list["):
+        assert not any(shown in line for line in options), (command, shown)
+    for name in ("--quick", "--out") + (("--seed",) if command != "all" else ()):
+        assert name in result.output, (command, name)

@@ -14,12 +14,12 @@ PROBE = """
 import json, sys
 from recunlearn.cli import main
 from recunlearn.train.runtime import allocator_settings
-from recunlearn.bench.experiment import environment
+from recunlearn.bench._results import environment
 try:
     main(["methods"])
 except SystemExit:
     pass
-print(json.dumps({"settings": allocator_settings(), "recorded": environment()["retain_freed_memory"]}))
+print(json.dumps({"settings": allocator_settings(), "recorded": environment()["hardware"]["retain_freed_memory"]}))
 """
 
 
@@ -50,8 +50,8 @@ def test_importing_the_library_changes_nothing():
         [
             sys.executable,
             "-c",
-            "import recunlearn, recunlearn.bench.experiment as e;"
-            "print(e.environment()['retain_freed_memory'])",
+            "import recunlearn, recunlearn.bench.experiment, recunlearn.bench._results as r;"
+            "print(r.environment()['hardware']['retain_freed_memory'])",
         ],
         capture_output=True,
         text=True,

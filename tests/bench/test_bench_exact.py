@@ -28,7 +28,8 @@ def test_quick_exact_benchmark_measures_every_method_and_deletion_set(tmp_path):
 
 def test_cli_bench_exact_quick(tmp_path):
     _load_commands()
-    out = tmp_path / "r.json"
+    out = tmp_path / "runs"
     result = CliRunner().invoke(app, ["bench", "exact", "--quick", "-m", "sisa", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "| sisa | 2 |" in result.output and out.is_file()
+    assert any(line.split()[:2] == ["sisa", "2"] for line in result.output.splitlines() if line)
+    assert "| sisa | 2 |" in (out / "quick-cpu.md").read_text()

@@ -27,7 +27,8 @@ def test_quick_ifru_benchmark_measures_every_method(tmp_path):
             assert 0 <= rows[name]["auc"] <= 1
         assert rows["ifru"]["details"]["kept_users"] > 0
     saved = json.loads(out.read_text())
-    assert saved["runs"][0]["rows"][0]["method"] == "original"
+    assert saved["summary"]["runs"][0]["rows"][0]["method"] == "original"
+    assert saved["rows"] == json.loads(json.dumps(results["rows"]))
     markdown = out.with_suffix(".md").read_text()
     assert "| ifru |" in markdown
     header, rule = [line for line in markdown.splitlines() if line.startswith("|")][:2]
@@ -39,18 +40,19 @@ def test_quick_ifru_benchmark_measures_every_method(tmp_path):
 
 def test_cli_bench_ifru_quick(tmp_path):
     _load_commands()
-    out = tmp_path / "r.json"
+    out = tmp_path / "runs"
     result = CliRunner().invoke(
         app, ["bench", "ifru", "--quick", "--model", "mf", "-m", "ifru", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "| ifru |" in result.output and out.is_file()
+    assert any(line.startswith("ifru ") for line in result.output.splitlines())
+    assert "| ifru |" in (out / "quick-cpu.md").read_text() and (out / "quick-cpu.json").is_file()
 
 
 def test_scaling_run_times_ifru_and_retraining(tmp_path):
-    from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling
+    from recunlearn.bench.ifru import IFRUScalingConfig, run_ifru_scaling
 
-    config = ScalingConfig(
+    config = IFRUScalingConfig(
         sizes=[2000],
         removed=20,
         model={"kind": "lightgcn", "dim": 8},
@@ -67,9 +69,9 @@ def test_scaling_run_times_ifru_and_retraining(tmp_path):
 
 
 def test_scaling_run_can_remove_whole_users(tmp_path):
-    from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling
+    from recunlearn.bench.ifru import IFRUScalingConfig, run_ifru_scaling
 
-    config = ScalingConfig(
+    config = IFRUScalingConfig(
         sizes=[2000],
         removal="users",
         removed=2,

@@ -64,7 +64,7 @@ def test_the_command_writes_its_results(tmp_path):
     from recunlearn.cli._app import app
 
     _load_commands()
-    out = tmp_path / "implicit.json"
+    out = tmp_path / "runs"
     result = CliRunner().invoke(
         app,
         [
@@ -84,6 +84,6 @@ def test_the_command_writes_its_results(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    document = json.loads(out.read_text())
-    assert document["runs"][0]["rows"][3]["method"] == "scif"
+    document = json.loads((out / "quick-cpu.json").read_text())
+    assert document["summary"]["runs"][0]["rows"][3]["method"] == "scif"
     assert "most-popular" in result.output

@@ -6,12 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
-from recunlearn.bench import _results, experiment
+from recunlearn.bench import _results
 
 
 def test_environment_names_the_source_commit():
-    commit = experiment.environment()["commit"]
-    root = Path(experiment.__file__).resolve().parents[3]
+    commit = _results.environment()["commit"]
+    root = Path(_results.__file__).resolve().parents[3]
     if (root / ".git").exists() and (
         root / "src" / "recunlearn"
     ).is_dir():  # an editable source checkout
@@ -27,13 +27,12 @@ def test_environment_names_the_source_commit():
 
 
 def test_results_files_name_the_commit_too(tmp_path):
-    """The shared results format (scaling, executors, suites) records it like the older documents."""
+    """Every protocol's file records one environment: commit, versions and hardware."""
     path = tmp_path / "scaling" / "r.json"
     _results.write_results(path, [{"method": "retrain", "fit_seconds": 1.0}], {"seed": 0})
-    assert (
-        json.loads(path.read_text())["environment"]["commit"] == experiment.environment()["commit"]
-    )
-    assert experiment.source_commit is _results.source_commit  # one definition
+    recorded = json.loads(path.read_text())["environment"]
+    assert recorded["commit"] == _results.environment()["commit"]
+    assert recorded["hardware"]["cpu_count"] >= 1 and recorded["versions"]["numpy"]
 
 
 def test_source_commit_is_read_once_per_process(monkeypatch):

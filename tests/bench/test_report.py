@@ -281,8 +281,8 @@ def test_ifru_scaling_rows_are_plotted_per_method(tmp_path):
 
 
 def test_committed_ifru_scaling_results_still_load():
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ifru"
-    committed = sorted(root.glob("scaling_cpu*.json"))
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ifru-scaling"
+    committed = sorted(root.glob("synthetic-rows-*.json"))
     assert committed, "the committed scaling results are part of the repository"
     for path in committed:
         rows = measured_rows(load_results(path).rows)

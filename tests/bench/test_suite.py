@@ -8,9 +8,9 @@ import types
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from recunlearn.bench._protocol import BenchConfig
 from recunlearn.bench._results import load_results
 from recunlearn.bench.scaling import ScalingConfig
 from recunlearn.bench.suite import Protocol, SuiteConfig, run_suite
@@ -34,9 +34,9 @@ def test_quick_suite_keeps_results_and_reports(tmp_path):
     assert suite.summary["missing"] == ["no-such-protocol"] and suite.summary["failed"] == []
     assert json.loads((tmp_path / "suite-quick.json").read_text())["rows"] == suite.rows
 
-    exact = load_results(tmp_path / "exact" / "quick.json")
+    exact = load_results(tmp_path / "exact" / "quick-cpu.json")
     assert {r["method"] for r in exact.rows} == {"retrain", "sisa"} and exact.command
-    scaling = load_results(tmp_path / "scaling" / "quick.json")
+    scaling = load_results(tmp_path / "scaling" / "quick-cpu.json")
     assert [(r["method"], r["n_interactions"]) for r in scaling.rows] == [
         ("retrain", 2000),
         ("retrain", 4000),
@@ -50,7 +50,7 @@ def test_quick_suite_keeps_results_and_reports(tmp_path):
     assert scaling.environment["hardware"]["cpu_count"] >= 1
 
     page = (tmp_path / "report-quick" / "report.html").read_text()
-    assert "exact: quick.json" in page and "scaling: quick.json" in page
+    assert "exact: quick-cpu.json" in page and "scaling: quick-cpu.json" in page
     assert page.count("data:image/png;base64,") >= 3  # utility vs time, speed-up, scaling curves
 
 
@@ -69,15 +69,8 @@ def test_a_failing_protocol_is_recorded_and_the_others_run(tmp_path):
     assert suite.summary["report"] is None
 
 
-class FakeBenchConfig(BaseModel):
+class FakeBenchConfig(BenchConfig):
     """A protocol whose results file is not one (to check the suite says so)."""
-
-    output: str | None = None
-    """Where the document goes."""
-
-    @classmethod
-    def quick(cls, **overrides):
-        return cls(**overrides)
 
 
 class OtherBenchConfig(FakeBenchConfig):
@@ -108,8 +101,12 @@ def test_unreadable_results_are_a_failure(tmp_path, monkeypatch):
 def test_protocols_are_found_by_convention(tmp_path):
     exact = Protocol("exact")
     assert exact.config_class.__name__ == "ExactBenchConfig"
-    assert exact.config("quick", tmp_path, {}).output == str(tmp_path / "exact" / "quick.json")
-    assert exact.config("full", tmp_path, {}).output == str(tmp_path / "exact" / "ml100k.json")
+    quick = exact.config("quick", tmp_path, {})
+    assert quick.output == str(tmp_path / "exact" / "quick-cpu.json")
+    assert quick.data.dataset == "synthetic"
+    full = exact.config("full", tmp_path, {})
+    assert full.output == str(tmp_path / "exact" / "full-cpu.json")
+    assert full.data.dataset == "ml-100k", "the full protocol reads the embedded MovieLens-100K"
     assert Protocol("scaling").config_class is ScalingConfig
     assert (
         Protocol("ifru").config_class.__name__ == "IFRUBenchConfig"
@@ -140,14 +137,14 @@ def test_executor_benchmark_records_runs_and_identity(tmp_path, monkeypatch):
     results = run_executors_benchmark(
         ExecutorBenchConfig.quick(n_interactions=4000, output=str(out)), log=lambda m: None
     )
-    assert [(r["executor"], r["pool"]) for r in results.rows] == [
+    assert [(r["executor"], r["pool"]) for r in results["rows"]] == [
         ("inprocess", "-"),
         ("inprocess", "-"),
         ("process", "cold"),
         ("process", "warm"),
     ]
-    assert all(r["identical_to_inprocess"] and r["fit_seconds"] > 0 for r in results.rows)
-    assert results.rows[0]["speedup_vs_inprocess"] == 1.0
+    assert all(r["identical_to_inprocess"] and r["fit_seconds"] > 0 for r in results["rows"])
+    assert results["rows"][0]["speedup_vs_inprocess"] == 1.0
     assert (
         load_results(out).protocol == "executors"
         and "same models" in out.with_suffix(".md").read_text()

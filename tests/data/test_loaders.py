@@ -358,14 +358,18 @@ def test_saved_interactions_load_by_path(tiny, tmp_path):
 
 
 def test_shared_movielens_is_found_from_any_directory_or_the_environment(tmp_path, monkeypatch):
-    from recunlearn.data.movielens import SHARED_ML100K_ENV, shared_movielens_100k_path
+    from tests.conftest import SHARED_ML100K_ENV
 
-    expected = ml100k_path().resolve()
     monkeypatch.delenv(SHARED_ML100K_ENV, raising=False)
+    expected = ml100k_path().resolve()
+    assert (expected / "u.data").is_file()
     monkeypatch.chdir(tmp_path)
-    assert shared_movielens_100k_path() == expected
+    assert ml100k_path() == expected
     monkeypatch.setenv(SHARED_ML100K_ENV, str(tmp_path))
-    assert shared_movielens_100k_path() == tmp_path
+    assert ml100k_path() == tmp_path
+    from recunlearn.data import available_datasets
+
+    assert "ml-100k-shared" not in available_datasets(), "the library knows no repository layout"
 
 
 def test_parquet_dates_are_unix_seconds_and_a_blank_timestamp_is_refused(tmp_path):

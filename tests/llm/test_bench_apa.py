@@ -61,14 +61,26 @@ def test_cli_seed_reaches_the_draws_and_training(tmp_path):
     from recunlearn.cli._app import app
 
     _load_commands()
-    documents = {}
-    for seed in (0, 3):
-        out = tmp_path / f"seed{seed}.json"
-        result = CliRunner().invoke(
-            app, ["bench", "apa", "--quick", "-m", "apa", "--seed", str(seed), "--out", str(out)]
-        )
-        assert result.exit_code == 0, result.output
-        documents[seed] = json.loads(out.read_text())
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "apa",
+            "--quick",
+            "-m",
+            "apa",
+            "--seed",
+            "0",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    documents = {
+        seed: json.loads((tmp_path / f"quick-seed{seed}-cpu.json").read_text()) for seed in (0, 3)
+    }
     for seed, document in documents.items():
         assert (
             document["config"]["sample_seed"] == seed
@@ -92,7 +104,7 @@ def test_cli_runs_a_tallrec_book_folder_with_the_shared_head_and_no_forgetting(t
     for name, part in zip(("train", "valid", "test"), split_samples(samples, by="user")):
         write_tallrec_json(part, folder / f"{name}.json")
     _load_commands()
-    out = tmp_path / "books.json"
+    out = tmp_path / "runs"
     result = CliRunner().invoke(
         app,
         [
@@ -117,9 +129,9 @@ def test_cli_runs_a_tallrec_book_folder_with_the_shared_head_and_no_forgetting(t
         ],
     )
     assert result.exit_code == 0, result.output
-    document = json.loads(out.read_text())
+    document = json.loads((out / "quick-cpu.json").read_text())
     assert document["config"]["backbone"]["head"] == "shared" and not document["config"]["forget"]
     assert [r["method"] for r in document["rows"]] == ["llm-retrain", "apa"]
     assert all("unlearn_s" not in r and 0 <= r["auc"] <= 1 for r in document["rows"])
     assert "target book" in read_tallrec_json(folder / "test.json").input[0]
-    assert "| - | - |" in out.with_suffix(".md").read_text()
+    assert "| - | - |" in (out / "quick-cpu.md").read_text()

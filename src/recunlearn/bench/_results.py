@@ -7,7 +7,7 @@ Writing (from a protocol)::
 
     from recunlearn.bench._results import write_results
 
-    write_results("benchmarks/results/ifru/ml100k.json", rows, config=config.model_dump(mode="json"),
+    write_results("runs/ifru/ml100k-cpu.json", rows, config=config.model_dump(mode="json"),
                   protocol="ifru", markdown=markdown_table(rows))
 
 ``rows`` is a list of flat-ish dicts, one per measured unit (a method, a method at K shards, a size of
@@ -29,6 +29,7 @@ import functools
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -62,7 +63,7 @@ PACKAGES = (
 class ResultsFile(BaseModel):
     """A benchmark's results and the context that produced them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
     schema_version: str = SCHEMA
     """Format tag, so readers can tell this format from older documents."""
     protocol: str
@@ -162,18 +163,25 @@ def markdown_cell(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
+_NUMBER = re.compile(r"[-+]?(\d[\d,]*(\.\d*)?|\.\d+|nan|inf)", re.IGNORECASE)
+
+
 def markdown_grid(header: list[str], cells: list[list[str]]) -> str:
-    """A markdown table from a header and rows of already formatted cells."""
-    lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
+    """A markdown table from a header and rows of already formatted cells: columns of figures
+    right-aligned (so digits line up), text columns left-aligned."""
+    numeric = [
+        any(row[i] not in ("", "-") for row in cells)
+        and all(row[i] in ("", "-") or _NUMBER.match(row[i]) for row in cells)
+        for i in range(len(header))
+    ]
+    rule = "|" + "".join("---:|" if right else ":---|" for right in numeric)
+    lines = ["| " + " | ".join(map(markdown_cell, header)) + " |", rule]
     return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in cells])
 
 
-def write_document(document: dict[str, Any], path: str | Path, markdown: str) -> None:
-    """A protocol's results document as JSON, with its markdown table beside it (same name, ``.md``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=1, allow_nan=True))
-    path.with_suffix(".md").write_text(markdown + "\n")
+def speedup_text(ratio: float) -> str:
+    """'1449x', '12x', '0.33x': whole numbers from 10 up, two significant figures below."""
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def load_results(path: str | Path) -> ResultsFile:

@@ -17,18 +17,18 @@ comparison of unlearning methods on one backbone, not as a claim about recommend
 from __future__ import annotations
 
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 
-from recunlearn.bench._results import markdown_grid, write_document
-from recunlearn.bench.experiment import MethodNames, environment
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid
+from recunlearn.bench.experiment import MethodNames
 from recunlearn.data import DeletionRequest, binarize, load_dataset
 from recunlearn.data.samples import ITEM_SEPARATOR, SampleTable
 from recunlearn.data.tallrec import build_samples, read_tallrec_json, split_samples, subsample
@@ -38,7 +38,6 @@ from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
-from recunlearn.unlearn.base import make_config
 
 METHODS = ("llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser")
 TALLREC_THRESHOLDS = {"movie": 3.0, "book": 5.0}
@@ -46,11 +45,10 @@ TALLREC_THRESHOLDS = {"movie": 3.0, "book": 5.0}
 AVERAGED = ("llm-sisa", "llm-receraser", "llm-grapheraser")
 
 
-class ApaBenchConfig(BaseModel):
+class ApaBenchConfig(BenchConfig):
     """What `recunlearn bench apa` runs (defaults: the paper's setting on ML-100K with the embedded MiniLM)."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: str = "ml-100k-shared"
+    data: str = "ml-100k"
     """An interaction dataset (name or path; prompts are built from it), a TALLRec JSON file (split
     80/10/10 in order), or a folder with TALLRec's train.json / valid.json / test.json."""
     style: Literal["movie", "book"] = "movie"
@@ -94,8 +92,6 @@ class ApaBenchConfig(BaseModel):
     """Single-sample latency is the mean over this many one-sample calls."""
     latency_batch: int = Field(64, ge=1)
     """Batch size of the batch latency."""
-    output: str | None = "benchmarks/results/apa/ml100k-minilm.json"
-    """Results JSON (a markdown table beside it); None writes nothing."""
 
     @classmethod
     def demo(cls, **overrides: Any) -> ApaBenchConfig:
@@ -112,7 +108,6 @@ class ApaBenchConfig(BaseModel):
             "backbone": {"max_length": 96},
             "train": {"lr": 2e-3, "batch_size": 16, "max_epochs": 1, "patience": 1},
             "latency_samples": 4,
-            "output": None,
         }
         return cls.model_validate({**values, **overrides})
 
@@ -122,9 +117,9 @@ class ApaBenchConfig(BaseModel):
         return self.threshold if self.threshold is not None else TALLREC_THRESHOLDS[self.style]
 
     @classmethod
-    def quick(cls, **overrides: Any) -> ApaBenchConfig:
-        """Seconds: a synthetic log, a tiny random causal LM, every method (tests and smoke checks)."""
-        values: dict[str, Any] = {
+    def quick_values(cls) -> dict[str, Any]:
+        """Seconds: a synthetic log, a tiny random causal LM, every method."""
+        return {
             "data": "synthetic",
             "history": 4,
             "max_samples": 600,
@@ -135,9 +130,7 @@ class ApaBenchConfig(BaseModel):
             "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
             "latency_samples": 2,
             "latency_batch": 8,
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 # data -------------------------------------------------------------------------------------------------------
@@ -221,7 +214,7 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["llm-retrain"] + [m for m in config.methods if m != "llm-retrain"]
-    check_methods(config, names)
+    _check_methods(config, names)
     train, valid, test = prepare_samples(config)
     log(
         f"samples: train {len(train)}, valid {len(valid)}, test {len(test)}; positive rate "
@@ -245,8 +238,7 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
         row["latency_vs_retrain"] = round(
             row["latency_batch_s"] / max(retrain["latency_batch_s"], 1e-9), 3
         )
-    results = {
-        "config": config.model_dump(mode="json"),
+    document = {
         "samples": {
             "train": len(train),
             "valid": len(valid),
@@ -255,53 +247,45 @@ def run_apa_benchmark(config: ApaBenchConfig, log=print) -> dict[str, Any]:
         },
         "classical_baseline_auc": round(classical_baseline(train, test), 4),
         "rows": rows,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
     }
-    if config.output:
-        write_results(results, Path(config.output))
-    return results
+    return finish(document, config, "apa", start, markdown_table)
 
 
 APA_OPTIONS = ("aggregation", "weighting", "tau", "tau_grid", "tau_holdout", "neighbours", "error")
 """APA's settings that ``APA.set_options`` changes: after the ablations they are set back to the configured ones."""
 
 
-def check_methods(config: ApaBenchConfig, names: list[str]) -> None:
+def _check_methods(config: ApaBenchConfig, names: list[str]) -> None:
     """Refuse, before any sample is built or adapter trained, an unknown method and settings a method
     refuses, including APA's: ``tau`` alone is refused as ``APA.set_options`` refuses it (tau is then
     chosen from ``tau_grid``, so the given value would be silently replaced)."""
-    for name in names:
-        if name not in METHODS:
-            raise ConfigError(
-                f"unknown method {name!r} for the APA protocol; use some of {', '.join(METHODS)}"
-            )
-        settings = make_config(
-            get_method(name).Config, _method_options(name, config, config.backbone), {}
+    check_methods(
+        "apa",
+        names,
+        METHODS,
+        lambda name: [_method_options(name, config, config.backbone)],
+        runs_on="the language-model recommender's exact methods",
+    )
+    if "apa" in names and "tau" in config.apa and "tau_grid" not in config.apa:
+        settings = get_method("apa").Config.model_validate(
+            _method_options("apa", config, config.backbone)
         )
-        if (
-            name == "apa"
-            and "tau" in config.apa
-            and "tau_grid" not in config.apa
-            and settings.tau_grid is not None
-        ):
+        if settings.tau_grid is not None:
             raise ConfigError(
                 "apa: tau is chosen from tau_grid; pass tau_grid = None with tau to fix it"
             )
 
 
 def _method_options(name: str, config: ApaBenchConfig, backbone: dict[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "backbone": backbone,
-        "lora": config.lora,
-        "train": config.train,
-        "device": config.device,
-    }
-    if name != "llm-retrain":
-        options["n_shards"] = config.n_shards
-    if name == "apa":
-        options.update(config.apa)
+    options = method_settings(
+        name,
+        {"apa": config.apa},
+        backbone=backbone,
+        lora=config.lora,
+        train=config.train,
+        n_shards=config.n_shards,
+    )
+    options["device"] = config.device
     return options
 
 
@@ -449,11 +433,8 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
+    """The comparison table (see :func:`table_rows`)."""
     return markdown_grid(*table_rows(results))
-
-
-def write_results(results: dict[str, Any], path: Path) -> None:
-    write_document(results, path, markdown_table(results))
 
 
 def run_demo(out: Path, console=None) -> dict[str, Any]:

@@ -10,33 +10,30 @@ time / the method's, for the same request or batch.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from recunlearn.bench._results import write_document
-from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid
+from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import DeletionRequest, Interactions
-from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc_report, ranking_report
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import Unlearner, available_methods, get_method
-from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "sisa", "receraser", "grapheraser")
 
 
-class ExactBenchConfig(BaseModel):
+class ExactBenchConfig(BenchConfig):
     """What `recunlearn bench exact` runs."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k-shared"))
-    """Dataset and split (default: ML-100K from ../shared/data, IFRU's 60/20/20 protocol)."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Dataset and split (default: the embedded ML-100K, IFRU's 60/20/20 protocol)."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Methods to compare; 'retrain' always runs (it is the reference)."""
     n_shards: list[Annotated[int, Field(ge=1)]] = Field(
@@ -60,13 +57,11 @@ class ExactBenchConfig(BaseModel):
     """Per-method settings, e.g. {receraser = {partition = "item"}}."""
     k: int = Field(20, ge=1)
     """Cut-off of Recall and NDCG."""
-    output: str | None = "benchmarks/results/exact/ml100k.json"
-    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> ExactBenchConfig:
-        """A run of seconds on a small synthetic log (for tests and smoke checks)."""
-        values: dict[str, Any] = {
+    def quick_values(cls) -> dict[str, Any]:
+        """A run of seconds on a small synthetic log."""
+        return {
             "data": DataSpec(
                 dataset="synthetic",
                 options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
@@ -77,9 +72,7 @@ class ExactBenchConfig(BaseModel):
             "batch_interactions": 10,
             "train": {"max_epochs": 3, "patience": 2, "batch_size": 512, "lr": 0.01},
             "method_options": {"receraser": {"aggregator": {"kind": "attention", "epochs": 1}}},
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def deletion_requests(
@@ -102,9 +95,9 @@ def deletion_requests(
 
 
 def _method_config(config: ExactBenchConfig, name: str, n_shards: int) -> dict[str, Any]:
-    values = {"model": config.model, "train": config.train, **config.method_options.get(name, {})}
+    values = method_settings(name, config.method_options, model=config.model, train=config.train)
     if name != "retrain":
-        values["n_shards"] = n_shards
+        values["n_shards"] = n_shards  # the K of this row, whatever the method's options say
     return values
 
 
@@ -121,7 +114,13 @@ def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["retrain"] + [m for m in config.methods if m != "retrain"]
-    check_methods(config, names)
+    check_methods(
+        "exact",
+        names,
+        [n for n, c in available_methods("interactions").items() if c.exact],
+        lambda name: (_method_config(config, name, k) for k in config.n_shards),
+        runs_on="exact methods on interactions",
+    )
     split = prepare(config.data)
     log(f"data: {split.describe()}")
     requests = {kind: deletion_requests(kind, split.train, config) for kind in config.deletions}
@@ -144,32 +143,12 @@ def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
                         log,
                     )
                 )
-    results = {
-        "config": config.model_dump(mode="json"),
+    document = {
         "data": split.describe(),
         "deletions": {kind: {"requests": len(r)} for kind, r in requests.items()},
         "rows": rows,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
     }
-    if config.output:
-        write_results(results, Path(config.output))
-    return results
-
-
-def check_methods(config: ExactBenchConfig, names: list[str]) -> None:
-    """Refuse, before any training, a method this protocol cannot run and settings a method refuses."""
-    for name in names:
-        cls = get_method(name)
-        if not cls.exact or name not in available_methods("interactions"):
-            exact = [n for n, c in available_methods("interactions").items() if c.exact]
-            raise ConfigError(
-                f"bench exact compares exact methods on interactions ({', '.join(exact)}), "
-                f"not {name!r}"
-            )
-        for n_shards in config.n_shards:
-            make_config(cls.Config, _method_config(config, name, n_shards), {})
+    return finish(document, config, "exact", start, markdown_table)
 
 
 def _run_method(
@@ -242,7 +221,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{kind}: batch speed-up",
             f"{kind}: Recall@{k} after",
         ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for row in results["rows"]:
         balance = row.get("partition", {}).get("balance")
         cells = [
@@ -262,9 +241,5 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"{d['batch_speedup']:.1f}x",
                 f"{d[f'after_recall@{k}']:.4f}",
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_results(results: dict[str, Any], path: Path) -> None:
-    write_document(results, path, markdown_table(results))
+        lines.append(cells)
+    return markdown_grid(header, lines)

@@ -10,8 +10,6 @@ removed pairs and on the test set), efficiency (wall time of ``forget`` and spee
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from recunlearn.bench._results import markdown_grid, source_commit, write_document
+from recunlearn.bench._protocol import BenchConfig, finish, method_settings
+from recunlearn.bench._results import markdown_grid
 from recunlearn.data import (
     DeletionRequest,
     Split,
@@ -49,7 +48,6 @@ from recunlearn.data.interactions import member_mask
 from recunlearn.errors import ConfigError, validation_problems
 from recunlearn.evaluate import MostPopular, auc_report, ranking_report, score_distance
 from recunlearn.seeds import Seed
-from recunlearn.train.runtime import allocator_settings
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.base import make_config
 from recunlearn.unlearn.executors import available_executors
@@ -130,10 +128,9 @@ class DeletionSpec(BaseModel):
         return self
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(BenchConfig):
     """A full experiment; the TOML file of `recunlearn run` has these keys."""
 
-    model_config = ConfigDict(extra="forbid")
     data: DataSpec = Field(default_factory=DataSpec)
     deletion: DeletionSpec = Field(default_factory=DeletionSpec)
     model: dict[str, Any] = Field(default_factory=lambda: {"kind": "mf"})
@@ -149,8 +146,6 @@ class ExperimentConfig(BaseModel):
     executor: str | None = None
     """Where shard-based methods train their shards ('inprocess', 'process', 'ray'); None keeps each
     method's own setting. Shards are independent, so a process pool uses every core."""
-    output: str | None = None
-    """Where to write results JSON (and a markdown table beside it)."""
 
     @field_validator("executor")
     @classmethod
@@ -245,16 +240,13 @@ def _train_settings(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def _method_config(config: ExperimentConfig, name: str) -> dict[str, Any]:
-    cls = get_method(name)
-    values = dict(config.method_options.get(name, {}))
-    fields = cls.Config.model_fields
-    if "model" in fields:
-        values.setdefault("model", config.model)
-    if "train" in fields:
-        values.setdefault("train", _train_settings(config))
-    if "executor" in fields and config.executor is not None:
-        values.setdefault("executor", config.executor)
-    return values
+    return method_settings(
+        name,
+        config.method_options,
+        model=config.model,
+        train=_train_settings(config),
+        executor=config.executor,
+    )
 
 
 def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
@@ -360,8 +352,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
         row["dist_test"] = score_distance(method, reference, split.test)
         row["speedup"] = seconds[0] / max(own, 1e-9)  # rows[0] is retraining's
     rows[:0] = [baseline, original]
-    results = {
-        "config": config.model_dump(mode="json"),
+    document = {
         "data": split.describe(),
         "deletion": {
             "kind": config.deletion.kind,
@@ -370,32 +361,8 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
             "pairs": [list(pair) for pair in request.pairs],
         },
         "rows": rows,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
     }
-    if config.output:
-        write_results(results, Path(config.output))
-    return results
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    from recunlearn import __version__
-
-    return {
-        "recunlearn": __version__,
-        "commit": source_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "threads": torch.get_num_threads(),
-        **allocator_settings(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return finish(document, config, "experiment", start, markdown_table)
 
 
 def _jsonable(value: Any) -> Any:
@@ -440,8 +407,5 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
+    """The comparison table (see :func:`table_rows`)."""
     return markdown_grid(*table_rows(results))
-
-
-def write_results(results: dict[str, Any], path: Path) -> None:
-    write_document(results, path, markdown_table(results))

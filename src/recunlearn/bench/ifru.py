@@ -14,34 +14,30 @@ true labels, membership inference), the wall time of ``forget`` and the speed-up
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from recunlearn.bench._memory import PeakMemory
-from recunlearn.bench._results import markdown_cell, write_document
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid, speedup_text
 from recunlearn.bench._side_by_side import fit_and_forget
-from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
+from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import label_flip_attack, user_deletion
-from recunlearn.errors import ConfigError
 from recunlearn.evaluate import auc_report
 from recunlearn.evaluate.completeness import completeness_report
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import available_methods, get_method
-from recunlearn.unlearn.base import make_config
 
 METHODS = ("retrain", "sisa", "if", "scif", "finetune", "neggrad", "ifru")
 
 
-class IFRUBenchConfig(BaseModel):
+class IFRUBenchConfig(BenchConfig):
     """What `recunlearn bench ifru` runs."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k-shared"))
-    """Dataset and split (default: ML-100K from ../shared/data; rating > 3, 5-core, 60/20/20, seed 1024)."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Dataset and split (default: the embedded ML-100K; rating > 3, 5-core, 60/20/20, seed 1024)."""
     models: list[Literal["mf", "lightgcn"]] = Field(default_factory=lambda: ["mf", "lightgcn"])
     """Recommenders to run the protocol on."""
     fractions: list[float] = Field(default_factory=lambda: [0.02])
@@ -58,13 +54,11 @@ class IFRUBenchConfig(BaseModel):
         default_factory=lambda: {"sisa": {"n_shards": 10}}
     )
     """Per-method settings, e.g. {ifru = {keep_quantile = 0.4}}; no per-dataset step sizes are needed."""
-    output: str | None = "benchmarks/results/ifru/ml100k.json"
-    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> IFRUBenchConfig:
-        """A run of seconds on a small synthetic log (for tests and smoke checks)."""
-        values: dict[str, Any] = {
+    def quick_values(cls) -> dict[str, Any]:
+        """A run of seconds on a small synthetic log."""
+        return {
             "data": DataSpec(
                 dataset="synthetic",
                 options={"n_interactions": 2400, "n_users": 80, "n_items": 60},
@@ -74,24 +68,32 @@ class IFRUBenchConfig(BaseModel):
             "train": {"max_epochs": 6, "patience": 3, "batch_size": 512, "lr": 0.01},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
             "method_options": {"sisa": {"n_shards": 2}},
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def _method_config(config: IFRUBenchConfig, name: str, kind: str, seed: int) -> dict[str, Any]:
-    return {
-        "model": {"kind": kind, **config.model_options.get(kind, {})},
-        "train": {**config.train, "seed": seed},
-        **config.method_options.get(name, {}),
-    }
+    return method_settings(
+        name,
+        config.method_options,
+        model={"kind": kind, **config.model_options.get(kind, {})},
+        train={**config.train, "seed": seed},
+    )
 
 
 def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["retrain"] + [m for m in config.methods if m != "retrain"]
-    check_methods(config, names)
+    check_methods(
+        "ifru",
+        names,
+        available_methods("interactions"),
+        lambda name: (
+            _method_config(config, name, kind, seed)
+            for kind in config.models
+            for seed in config.seeds
+        ),
+    )
     split = prepare(config.data)
     log(f"data: {split.describe()}")
     runs = []
@@ -99,32 +101,8 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
         for fraction in config.fractions:
             for seed in config.seeds:
                 runs.append(_run(config, split, names, kind, fraction, seed, log))
-    results = {
-        "config": config.model_dump(mode="json"),
-        "data": split.describe(),
-        "runs": runs,
-        "rows": flat_rows(runs),
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
-    }
-    if config.output:
-        write_results(results, Path(config.output))
-    return results
-
-
-def check_methods(config: IFRUBenchConfig, names: list[str]) -> None:
-    """Refuse, before any training, a method this protocol cannot run and settings a method refuses."""
-    interactions = available_methods("interactions")
-    for name in names:
-        cls = get_method(name)
-        if name not in interactions:
-            raise ConfigError(
-                f"bench ifru runs methods on interactions ({', '.join(interactions)}), not {name!r}"
-            )
-        for kind in config.models:
-            for seed in config.seeds:
-                make_config(cls.Config, _method_config(config, name, kind, seed), {})
+    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    return finish(document, config, "ifru", start, markdown_table)
 
 
 def _run(
@@ -201,11 +179,6 @@ def _measure(
     return row
 
 
-def speedup_text(ratio: float) -> str:
-    """'1449x', '12x', '0.33x': whole numbers from 10 up, two significant figures below."""
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
-
-
 def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
     return [
@@ -240,32 +213,26 @@ def markdown_table(results: dict[str, Any]) -> str:
     out = []
     for run in results["runs"]:
         out.append(
-            f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), seed {run['seed']}\n"
+            f"### {run['model']}, {run['fraction']:.0%} flipped ({run['removed_rows']:,} rows), "
+            f"seed {run['seed']}\n"
         )
-        out.append("| " + " | ".join(markdown_cell(title) for _, title, _ in COLUMNS) + " | note |")
-        out.append("|" + "---|" * (len(COLUMNS) + 1))
+        cells = []
         for row in run["rows"]:
-            cells = [
-                fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS
-            ]
             update = row.get("details", {}).get("update", "")
-            out.append(
-                "| "
-                + " | ".join(cells)
-                + f" | {markdown_cell(update) if update != 'applied' else ''} |"
+            cells.append(
+                [
+                    fmt.format(row[key]) if row.get(key) is not None else "-"
+                    for key, _, fmt in COLUMNS
+                ]
+                + [update if update != "applied" else ""]
             )
-        out.append("")
+        out += [markdown_grid([title for _, title, _ in COLUMNS] + ["note"], cells), ""]
     return "\n".join(out)
 
 
-def write_results(results: dict[str, Any], path: Path) -> None:
-    write_document(results, path, markdown_table(results))
-
-
-class ScalingConfig(BaseModel):
+class IFRUScalingConfig(BenchConfig):
     """What `recunlearn bench ifru-scaling` runs: IFRU and retraining as the dataset grows."""
 
-    model_config = ConfigDict(extra="forbid")
     sizes: list[int] = Field(default_factory=lambda: [100_000, 1_000_000, 5_000_000])
     """Interactions of the synthetic logs (before the 60/20/20 split)."""
     removal: Literal["rows", "users"] = "rows"
@@ -279,11 +246,19 @@ class ScalingConfig(BaseModel):
     """Training settings of the original model and of retraining."""
     seed: Seed = 0
     """Seeds the generator, the flipped rows and training."""
-    output: str | None = "benchmarks/results/ifru/scaling.json"
-    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
+
+    @classmethod
+    def quick_values(cls) -> dict[str, Any]:
+        """Two small logs, MF, one epoch: seconds."""
+        return {
+            "sizes": [5_000, 10_000],
+            "removed": 20,
+            "model": {"kind": "mf", "dim": 16},
+            "train": {"max_epochs": 1},
+        }
 
 
-def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
+def run_ifru_scaling(config: IFRUScalingConfig, log=print) -> dict[str, Any]:
     """For each size: fit once, then time IFRU's ``forget`` and retraining's on the same removal."""
     start = time.perf_counter()
     rows = []
@@ -346,16 +321,7 @@ def run_ifru_scaling(config: ScalingConfig, log=print) -> dict[str, Any]:
             f"{size:,}: ifru {report.seconds:.3f} s, retrain {retrained.seconds:.1f} s ({speedup_text(row['speedup'])})"
         )
         rows.append(row)
-    results = {
-        "config": config.model_dump(mode="json"),
-        "rows": rows,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
-    }
-    if config.output:
-        write_document(results, config.output, scaling_table(results))
-    return results
+    return finish({"rows": rows}, config, "ifru-scaling", start, scaling_table)
 
 
 def scaling_table(results: dict[str, Any]) -> str:
@@ -363,26 +329,44 @@ def scaling_table(results: dict[str, Any]) -> str:
     spillover rows (remaining rows whose score moves and that reach a kept row) and Hessian rows;
     IFRU's time is split into that work (gradients, Hessian, solve), the guard's two validation
     passes, and the rest (bookkeeping linear in the dataset: dropping the rows, hashing, the graph)."""
-    header = (
-        "| interactions | removed | kept rows | spillover rows | Hessian rows | IFRU s (influence / guard / rest) "
-        "| retrain s | speed-up | IFRU peak MiB | retrain peak MiB | AUC original / IFRU / retrain |"
-    )
-    lines = [header, "|" + "---|" * 11]
+    header = [
+        "interactions",
+        "removed",
+        "kept rows",
+        "spillover rows",
+        "Hessian rows",
+        "IFRU s (influence / guard / rest)",
+        "retrain s",
+        "speed-up",
+        "IFRU peak MiB",
+        "retrain peak MiB",
+        "AUC original / IFRU / retrain",
+    ]
+    cells = []
     for r in results["rows"]:
         mib = [
             f"{m:.0f}" if m is not None else "-"
             for m in (r["ifru_peak_mib"], r["retrain_peak_mib"])
         ]
         split = (
-            f" ({r['influence_seconds']:.2f} / {r['guard_seconds']:.2f} / {r['bookkeeping_seconds']:.2f})"
+            f" ({r['influence_seconds']:.2f} / {r['guard_seconds']:.2f} / "
+            f"{r['bookkeeping_seconds']:.2f})"
             if "influence_seconds" in r
             else ""
         )
         removed = f"{r['removed_rows']:,}" + (" (users)" if r.get("removal") == "users" else "")
-        lines.append(
-            f"| {r['interactions']:,} | {removed} | {r['kept_rows']:,} | {r.get('spillover_rows') or 0:,} "
-            f"| {r['hessian_rows'] or 0:,} | {r['ifru_seconds']:.3f}{split} | {r['retrain_seconds']:.1f} "
-            f"| {speedup_text(r['speedup'])} | {mib[0]} | {mib[1]} "
-            f"| {r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f} |"
+        cells.append(
+            [
+                f"{r['interactions']:,}",
+                removed,
+                f"{r['kept_rows']:,}",
+                f"{r.get('spillover_rows') or 0:,}",
+                f"{r['hessian_rows'] or 0:,}",
+                f"{r['ifru_seconds']:.3f}{split}",
+                f"{r['retrain_seconds']:.1f}",
+                speedup_text(r["speedup"]),
+                *mib,
+                f"{r['auc_original']:.4f} / {r['auc_ifru']:.4f} / {r['auc_retrain']:.4f}",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_grid(header, cells)

@@ -14,16 +14,16 @@ users cost that each method's forget recovers. ``recunlearn bench implicit`` run
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recunlearn.bench._results import markdown_cell, write_document
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid, speedup_text
 from recunlearn.bench._side_by_side import fit_and_forget
-from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
+from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import (
     DeletionRequest,
     Split,
@@ -36,8 +36,7 @@ from recunlearn.data.interactions import Interactions
 from recunlearn.errors import ConfigError
 from recunlearn.evaluate import MostPopular, ranking_report, score_distance
 from recunlearn.seeds import Seed
-from recunlearn.unlearn import Unlearner, available_methods, get_method
-from recunlearn.unlearn.base import make_config
+from recunlearn.unlearn import Unlearner, available_methods
 
 METHODS = ("retrain", "finetune", "neggrad", "if", "scif", "ifru")
 DELETIONS = ("random", "users", "fake_positives")
@@ -61,10 +60,9 @@ class AttackSpec(BaseModel):
     """Filler items per fake user, drawn by popularity."""
 
 
-class ImplicitBenchConfig(BaseModel):
+class ImplicitBenchConfig(BenchConfig):
     """What `recunlearn bench implicit` runs."""
 
-    model_config = ConfigDict(extra="forbid")
     data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k", protocol="implicit"))
     """Dataset and split (default: ML-100K, rating > 3 as positives, 5-core, per-user 80/10/10)."""
     models: list[Literal["mf", "lightgcn"]] = Field(default_factory=lambda: ["mf", "lightgcn"])
@@ -100,13 +98,11 @@ class ImplicitBenchConfig(BaseModel):
     """Per-method settings, e.g. {ifru = {keep_quantile = 0.4}}."""
     k: int = Field(20, ge=1)
     """Cut-off of the ranking measures."""
-    output: str | None = None
-    """Where the results JSON (and a markdown table beside it) go; None writes nothing."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> ImplicitBenchConfig:
-        """A run of seconds on a small synthetic log (for tests and smoke checks)."""
-        values: dict[str, Any] = {
+    def quick_values(cls) -> dict[str, Any]:
+        """A run of seconds on a small synthetic log."""
+        return {
             "data": DataSpec(
                 dataset="synthetic",
                 options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
@@ -125,29 +121,15 @@ class ImplicitBenchConfig(BaseModel):
                 "grapheraser": {"n_shards": 2},
             },
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def _method_config(config: ImplicitBenchConfig, name: str, kind: str, seed: int) -> dict[str, Any]:
-    return {
-        "model": {"kind": kind, **config.model_options.get(kind, {})},
-        "train": {**config.train, "seed": seed},
-        **config.method_options.get(name, {}),
-    }
-
-
-def check_methods(config: ImplicitBenchConfig, names: list[str]) -> None:
-    """Refuse, before any training, a method this protocol cannot run and settings a method refuses."""
-    interactions = available_methods("interactions")
-    for name in names:
-        if name not in interactions:
-            raise ConfigError(
-                f"bench implicit runs methods on interactions ({', '.join(interactions)}), not {name!r}"
-            )
-        for kind in config.models:
-            make_config(
-                get_method(name).Config, _method_config(config, name, kind, config.seeds[0]), {}
-            )
+    return method_settings(
+        name,
+        config.method_options,
+        model={"kind": kind, **config.model_options.get(kind, {})},
+        train={**config.train, "seed": seed},
+    )
 
 
 def deletion(
@@ -180,7 +162,14 @@ def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, 
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
     names = ["retrain"] + [m for m in config.methods if m != "retrain"]
-    check_methods(config, names)
+    check_methods(
+        "implicit",
+        names,
+        available_methods("interactions"),
+        lambda name: (
+            _method_config(config, name, kind, config.seeds[0]) for kind in config.models
+        ),
+    )
     split = prepare(config.data)
     log(f"data: {split.describe()}")
     runs = [
@@ -189,17 +178,22 @@ def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, 
         for removal in config.deletions
         for seed in config.seeds
     ]
-    results = {
-        "config": config.model_dump(mode="json"),
-        "data": split.describe(),
-        "runs": runs,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
-    }
-    if config.output:
-        write_document(results, config.output, markdown_table(results))
-    return results
+    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    return finish(document, config, "implicit", start, markdown_table)
+
+
+def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, method) with the run's model, deletion and seed: what `recunlearn report` reads."""
+    return [
+        {
+            "model": run["model"],
+            "deletion": run["deletion"],
+            "seed": run["seed"],
+            **{k: v for k, v in row.items() if k != "details"},
+        }
+        for run in runs
+        for row in run["rows"]
+    ]
 
 
 def _run(
@@ -283,11 +277,6 @@ def _measure(
     return row
 
 
-def speedup_text(ratio: float) -> str:
-    """'214x', '12x', '0.33x': whole numbers from 10 up, two significant figures below."""
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
-
-
 COLUMNS = [
     ("method", "method", "{}"),
     ("recall@20", "Recall@20", "{:.4f}"),
@@ -310,12 +299,14 @@ def summary_table(results: dict[str, Any]) -> str:
         for row in run["rows"]:
             groups.setdefault((run["model"], run["deletion"], row["method"]), []).append(row)
     seeds = len({run["seed"] for run in results["runs"]})
-    lines = [
-        f"Means over {seeds} seed(s); speed-up: lowest and highest; attack recovered: the share of the "
-        f"Recall@{k} the attack cost (retraining's mean less the original's) that the method's mean wins back.\n",
-        f"| model | deletion | method | Recall@{k} | NDCG@{k} | \\|Δ\\| removed | attack recovered | forget s | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    note = (
+        f"Means over {seeds} seed(s); speed-up: lowest and highest; attack recovered: the share of "
+        f"the Recall@{k} the attack cost (retraining's mean less the original's) that the method's "
+        "mean wins back.\n"
+    )
+    header = ["model", "deletion", "method", f"Recall@{k}", f"NDCG@{k}", "|Δ| removed"]
+    header += ["attack recovered", "forget s", "speed-up"]
+    cells = []
 
     def mean(rows: list[dict[str, Any]], key: str, fmt: str) -> str:
         values = [r[key] for r in rows if r.get(key) is not None]
@@ -338,12 +329,20 @@ def summary_table(results: dict[str, Any]) -> str:
             recovered = (
                 f"{(mine - original) / (retrain - original):.0%}" if retrain > original else "-"
             )
-        lines.append(
-            f"| {model} | {removal} | {method} | {mean(rows, recall, '{:.4f}')} | {mean(rows, ndcg, '{:.4f}')} "
-            f"| {mean(rows, 'dist_removed', '{:.4f}')} | {recovered} "
-            f"| {mean(rows, 'forget_seconds', '{:.3f}')} | {low if low == high else f'{low}-{high}'} |"
+        cells.append(
+            [
+                model,
+                removal,
+                method,
+                mean(rows, recall, "{:.4f}"),
+                mean(rows, ndcg, "{:.4f}"),
+                mean(rows, "dist_removed", "{:.4f}"),
+                recovered,
+                mean(rows, "forget_seconds", "{:.3f}"),
+                low if low == high else f"{low}-{high}",
+            ]
         )
-    return "\n".join(lines)
+    return note + "\n" + markdown_grid(header, cells)
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -363,24 +362,22 @@ def markdown_table(results: dict[str, Any]) -> str:
         out.append(
             f"### {run['model']}, {run['deletion']} ({run['removed_rows']:,} rows), seed {run['seed']}\n"
         )
-        out.append("| " + " | ".join(markdown_cell(title) for _, title, _ in shown) + " | note |")
-        out.append("|" + "---|" * (len(shown) + 1))
+        cells = []
         for row in run["rows"]:
-            cells = [
-                (
-                    "-"
-                    if row.get(key) is None
-                    else speedup_text(row[key])
-                    if fmt is None
-                    else fmt.format(row[key])
-                )
-                for key, _, fmt in shown
-            ]
             update = row.get("details", {}).get("update", "")
-            out.append(
-                "| "
-                + " | ".join(cells)
-                + f" | {markdown_cell(update) if update not in ('', 'applied') else ''} |"
+            cells.append(
+                [
+                    (
+                        "-"
+                        if row.get(key) is None
+                        else speedup_text(row[key])
+                        if fmt is None
+                        else fmt.format(row[key])
+                    )
+                    for key, _, fmt in shown
+                ]
+                + [update if update not in ("", "applied") else ""]
             )
+        out.append(markdown_grid([title for _, title, _ in shown] + ["note"], cells))
         out.append("")
     return "\n".join(out)

@@ -21,25 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from recunlearn.bench._memory import rss_mib
-from recunlearn.bench._results import ResultsFile, make_results
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid
 from recunlearn.bench.experiment import MethodNames
 from recunlearn.bench.report import slopes
 from recunlearn.data import DeletionRequest, Interactions, load_dataset
-from recunlearn.errors import ConfigError
 from recunlearn.seeds import Seed
 from recunlearn.unlearn import available_methods, get_method
-from recunlearn.unlearn.base import make_config
 
 FULL_SIZES = [100_000, 300_000, 1_000_000, 3_000_000, 10_000_000]
 
 
-class ScalingConfig(BaseModel):
+class ScalingConfig(BenchConfig):
     """What `recunlearn bench scaling` runs."""
 
-    model_config = ConfigDict(extra="forbid")
     sizes: list[int] = Field(default_factory=lambda: list(FULL_SIZES))
     """Interactions of the synthetic logs (users and items grow with them, 100 rows per user)."""
     methods: MethodNames = Field(default_factory=lambda: ["retrain", "sisa", "ifru"])
@@ -60,29 +58,18 @@ class ScalingConfig(BaseModel):
     """Seed of the synthetic generator."""
     deletion_seed: Seed = 0
     """Seed that picks the forgotten interactions."""
-    output: str | None = "benchmarks/results/scaling/synthetic.json"
-    """Results JSON (a markdown table beside it); None writes nothing."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> ScalingConfig:
-        """25k to 100k interactions, one epoch: about 80 s on 2 cores (78 s in
-        benchmarks/results/suite-quick.json), mostly starting a fresh process per run."""
-        values: dict[str, Any] = {
+    def quick_values(cls) -> dict[str, Any]:
+        """25k to 100k interactions, one epoch: mostly the cost of a fresh process per run."""
+        return {
             "sizes": [25_000, 50_000, 100_000],
             "train": {"max_epochs": 1, "batch_size": 8192, "lr": 0.01},
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def _method_options(config: ScalingConfig, name: str) -> dict[str, Any]:
-    fields = get_method(name).Config.model_fields
-    options = dict(config.method_options.get(name, {}))
-    if "model" in fields:
-        options.setdefault("model", config.model)
-    if "train" in fields:
-        options.setdefault("train", config.train)
-    return options
+    return method_settings(name, config.method_options, model=config.model, train=config.train)
 
 
 def measure_one(
@@ -117,17 +104,14 @@ def measure_one(
     }
 
 
-def run_scaling_benchmark(config: ScalingConfig, log=print) -> ResultsFile:
-    """Run the study; returns the results (written to ``config.output`` when set)."""
-    unknown = [m for m in config.methods if m not in available_methods("interactions")]
-    if unknown:
-        raise ConfigError(
-            f"unknown method(s) {unknown}; available: {', '.join(available_methods('interactions'))}"
-        )
-    for name in (
-        config.methods
-    ):  # settings a method refuses fail now, not in a worker after the first sizes
-        make_config(get_method(name).Config, _method_options(config, name), {})
+def run_scaling_benchmark(config: ScalingConfig, log=print) -> dict[str, Any]:
+    """Run the study; returns (and writes, if ``config.output``) a results document."""
+    check_methods(  # settings a method refuses fail now, not in a worker after the first sizes
+        "scaling",
+        config.methods,
+        available_methods("interactions"),
+        lambda name: [_method_options(config, name)],
+    )
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
@@ -155,43 +139,40 @@ def run_scaling_benchmark(config: ScalingConfig, log=print) -> ResultsFile:
                     f"  {name}: fit {measured['fit_seconds']:.2f} s, forget {measured['forget_seconds']:.3f} s, "
                     f"+{measured['peak_memory_mb']:.0f} MiB"
                 )
-    fitted = slopes(rows)
-    results = make_results(
-        rows,
-        config,
-        protocol="scaling",
-        summary={"slopes": fitted},
-        seconds=round(time.perf_counter() - start, 2),
+    return finish({"rows": rows, "slopes": slopes(rows)}, config, "scaling", start, markdown_table)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """Time and memory per (method, size), then the fitted log-log slopes per method."""
+    sizes = markdown_grid(
+        ["method", "interactions", "fit s", "forget s", "peak memory +MiB"],
+        [
+            [
+                r["method"],
+                f"{r['n_interactions']:,}",
+                f"{r['fit_seconds']:.2f}",
+                f"{r['forget_seconds']:.3f}",
+                f"{r['peak_memory_mb']:.0f}",
+            ]
+            for r in results["rows"]
+        ],
     )
-    if config.output:
-        results.write(config.output, markdown_table(rows, fitted))
-    return results
-
-
-def markdown_table(rows: list[dict[str, Any]], fitted: dict[str, dict[str, float]]) -> str:
-    lines = [
-        "| method | interactions | fit s | forget s | peak memory +MiB |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['method']} | {r['n_interactions']:,} | {r['fit_seconds']:.2f} | {r['forget_seconds']:.3f} | "
-        f"{r['peak_memory_mb']:.0f} |"
-        for r in rows
-    ]
-    lines += ["", "| method | slope fit | slope forget | slope memory |", "|---|---:|---:|---:|"]
-    lines += [
-        f"| {m} | {s.get('fit_seconds', float('nan')):.2f} | {s.get('forget_seconds', float('nan')):.2f} | "
-        f"{s.get('peak_memory_mb', float('nan')):.2f} |"
-        for m, s in fitted.items()
-    ]
-    return "\n".join(lines)
+    fitted = markdown_grid(
+        ["method", "slope fit", "slope forget", "slope memory"],
+        [
+            [m]
+            + [f"{s.get(key, float('nan')):.2f}" for key in ("fit_seconds", "forget_seconds")]
+            + [f"{s.get('peak_memory_mb', float('nan')):.2f}"]
+            for m, s in results["slopes"].items()
+        ],
+    )
+    return sizes + "\n\n" + fitted
 
 
 # ------------------------------------------------------------------------------- executors (scale-out)
-class ExecutorBenchConfig(BaseModel):
+class ExecutorBenchConfig(BenchConfig):
     """What `recunlearn bench executors` runs: SISA's shard training under each executor."""
 
-    model_config = ConfigDict(extra="forbid")
     n_interactions: int = Field(1_000_000, ge=1000)
     """Rows of the synthetic log (each shard trains on about n / K of them)."""
     n_shards: int = Field(4, ge=2)
@@ -204,21 +185,17 @@ class ExecutorBenchConfig(BaseModel):
     """Training settings; no validation data, so every shard trains ``max_epochs`` epochs."""
     data_seed: Seed = 0
     """Seed of the synthetic generator."""
-    output: str | None = "benchmarks/results/executors/mf-k4.json"
-    """Results JSON (a markdown table beside it); None writes nothing."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> ExecutorBenchConfig:
+    def quick_values(cls) -> dict[str, Any]:
         """Seconds: 40k interactions, one epoch."""
-        values: dict[str, Any] = {
+        return {
             "n_interactions": 40_000,
             "train": {"max_epochs": 1, "batch_size": 2048, "lr": 0.01},
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
-def run_executors_benchmark(config: ExecutorBenchConfig, log=print) -> ResultsFile:
+def run_executors_benchmark(config: ExecutorBenchConfig, log=print) -> dict[str, Any]:
     """Time SISA's ``fit`` (K shards) in-process with one thread and with every core, and in the process
     pool when it must start (cold: spawning workers that import torch) and when it is already running
     (warm, as for a later ``forget``), after an untimed warm-up fit in this process. Checks that every
@@ -274,22 +251,21 @@ def run_executors_benchmark(config: ExecutorBenchConfig, log=print) -> ResultsFi
     base = rows[0]["fit_seconds"]
     for row in rows:
         row["speedup_vs_inprocess"] = round(base / max(row["fit_seconds"], 1e-9), 2)
-    results = make_results(
-        rows,
-        config,
-        protocol="executors",
-        seconds=round(time.perf_counter() - start, 2),
-        summary={"rows_per_shard": config.n_interactions // config.n_shards, "cores": cores},
+    summary = {"rows_per_shard": config.n_interactions // config.n_shards, "cores": cores}
+    return finish({"rows": rows, **summary}, config, "executors", start, executors_table)
+
+
+def executors_table(results: dict[str, Any]) -> str:
+    """One line per run: fit time, speed-up over one thread in-process, same models or not."""
+    return markdown_grid(
+        ["run", "fit s", "speed-up vs in-process (1 thread)", "same models"],
+        [
+            [
+                r["method"],
+                f"{r['fit_seconds']:.2f}",
+                f"{r['speedup_vs_inprocess']:.2f}x",
+                str(r["identical_to_inprocess"]),
+            ]
+            for r in results["rows"]
+        ],
     )
-    if config.output:
-        lines = [
-            "| run | fit s | speed-up vs in-process (1 thread) | same models |",
-            "|---|---:|---:|---|",
-        ]
-        lines += [
-            f"| {r['method']} | {r['fit_seconds']:.2f} | {r['speedup_vs_inprocess']:.2f}x | "
-            f"{r['identical_to_inprocess']} |"
-            for r in rows
-        ]
-        results.write(config.output, "\n".join(lines))
-    return results

@@ -1,13 +1,13 @@
 """Benchmark suites: every protocol in one command, results and a report kept together.
 
 ``recunlearn bench all --quick`` runs each protocol's quick preset (minutes on 2 cores) into
-``benchmarks/results/<protocol>/quick.json``; ``--full`` runs their full defaults (hours on 2 cores),
-each into the file its protocol names. Then one report covers them all, and ``suite.json`` lists what
+``<out>/<protocol>/quick-<hardware>.json``; ``--full`` runs their full defaults (hours on 2 cores)
+into ``full-<hardware>.json``. Then one report covers them all, and ``suite-<mode>.json`` lists what
 ran, how long it took, and which protocols were missing or failed.
 
-A protocol is a module ``recunlearn.bench.<name>`` with a pydantic ``*BenchConfig`` (or
-``*Config``) class that has a ``quick()`` preset and an ``output`` field, and a
-``run_<name>_benchmark(config, log)`` function. Protocols are looked up when the suite runs, so
+A protocol is a module ``recunlearn.bench.<name>`` with a
+:class:`~recunlearn.bench._protocol.BenchConfig` subclass and a ``run_<name>_benchmark(config, log)``
+function (see :mod:`recunlearn.bench._protocol`). Protocols are looked up when the suite runs, so
 one that is not installed or not written yet is reported as missing, not an import error.
 """
 
@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recunlearn.bench._protocol import BenchConfig, hardware_tag
 from recunlearn.bench._results import ResultsFile, load_results, write_results
 from recunlearn.bench.report import write_report
 from recunlearn.errors import ConfigError, RecUnlearnError
@@ -39,9 +40,9 @@ class SuiteConfig(BaseModel):
     """'quick': each protocol's quick preset (minutes); 'full': their full defaults (hours on 2 cores)."""
     protocols: list[str] = Field(default_factory=lambda: list(PROTOCOLS))
     """Protocols to run, in order."""
-    out: str = "benchmarks/results"
-    """Folder of the results: <out>/<protocol>/quick.json in quick mode (full mode: each protocol's own
-    default file name under <out>/<protocol>/), plus <out>/suite-<mode>.json and <out>/report-<mode>/."""
+    out: str = "runs/bench-all"
+    """Folder of the results: <out>/<protocol>/<mode>-<hardware>.json, plus <out>/suite-<mode>.json and
+    <out>/report-<mode>/."""
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Settings per protocol on top of the preset, e.g. {scaling = {sizes = [100000, 1000000]}}."""
 
@@ -66,43 +67,37 @@ class Protocol:
             )
         self.config_class = self._config_class()
 
-    def _config_class(self) -> type[BaseModel]:
+    def _config_class(self) -> type[BenchConfig]:
         """The type of the runner's first parameter; else the module's one ``*BenchConfig`` (or ``*Config``)
-        with ``quick()`` and an ``output`` field."""
+        that is a :class:`BenchConfig`."""
         hints = typing.get_type_hints(self.runner)
         first = next(iter(inspect.signature(self.runner).parameters), None)
         annotated = hints.get(first)
-        if isinstance(annotated, type) and issubclass(annotated, BaseModel):
+        if isinstance(annotated, type) and issubclass(annotated, BenchConfig):
             candidates = [annotated]
         else:
             candidates = [
                 v
                 for k, v in vars(self.module).items()
                 if isinstance(v, type)
-                and issubclass(v, BaseModel)
+                and issubclass(v, BenchConfig)
                 and v.__module__ == self.module.__name__
                 and k.endswith("Config")
             ]
             candidates = [c for c in candidates if c.__name__.endswith("BenchConfig")] or candidates
-        usable = [c for c in candidates if hasattr(c, "quick") and "output" in c.model_fields]
-        if len(usable) != 1:
+        if len(candidates) != 1:
             raise ConfigError(
-                f"recunlearn.bench.{self.name} needs one config class with quick() and an output "
-                f"field; found {[c.__name__ for c in candidates]}"
+                f"recunlearn.bench.{self.name} needs one BenchConfig class; found "
+                f"{[c.__name__ for c in candidates]}"
             )
-        return usable[0]
+        return candidates[0]
 
-    def config(self, mode: str, out: Path, overrides: dict[str, Any]) -> BaseModel:
-        """The preset of ``mode`` writing under ``out``/<protocol>/."""
+    def config(self, mode: str, out: Path, overrides: dict[str, Any]) -> BenchConfig:
+        """The preset of ``mode`` writing <out>/<protocol>/<mode>-<hardware>.json."""
+        values = {"output": str(out / self.name / f"{mode}-{hardware_tag()}.json"), **overrides}
         if mode == "quick":
-            return self.config_class.quick(
-                **{"output": str(out / self.name / "quick.json"), **overrides}
-            )
-        default = self.config_class.model_fields["output"].default
-        name = Path(default).name if default else "full.json"
-        return self.config_class.model_validate(
-            {"output": str(out / self.name / name), **overrides}
-        )
+            return self.config_class.quick(**values)
+        return self.config_class.model_validate(values)
 
 
 def run_suite(config: SuiteConfig, log=print) -> ResultsFile:

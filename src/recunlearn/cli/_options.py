@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -30,12 +32,144 @@ def refuse(ctx: typer.Context, names: tuple[str, ...], reason: str) -> None:
             raise ConfigError(f"{flag(ctx, name)}: {reason}")
 
 
-def results_path(ctx: typer.Context, out: Path, protocol: str, preset: str | None) -> Path:
-    """``out`` as given; by default a preset's run writes ``benchmarks/results/<protocol>/<preset>.json``
-    (as `bench all` names them), never the full benchmark's file that the docs cite. Checked writable."""
-    if preset is None or given(ctx, "out"):
-        return writable(out)
-    return writable(Path("benchmarks/results") / protocol / f"{preset}.json")
+def data_option(help: str = "") -> Any:
+    """``--data``: the dataset every bench command reads (default: the embedded MovieLens-100K)."""
+    return typer.Option(
+        "ml-100k",
+        "--data",
+        metavar="NAME|PATH",
+        help=help
+        or "Dataset: a registered name (see `recunlearn data list`) or a file or folder in a "
+        "known format, e.g. a MovieLens-100K folder; default: the MovieLens-100K embedded in "
+        "the recbole wheel.",
+    )
+
+
+def seeds_option(help: str = "") -> Any:
+    """``--seed``, repeatable on every bench command."""
+    return typer.Option(
+        None,
+        "--seed",
+        metavar="N",
+        help=help
+        or "Seed (repeat): one run and one results file per seed; default: the protocol's.",
+    )
+
+
+def methods_option(defaults: str) -> Any:
+    """``--method`` / ``-m``, repeatable; ``defaults`` says which run when none is given."""
+    return typer.Option(
+        None, "--method", "-m", metavar="NAME", help=f"Methods (repeat); default {defaults}."
+    )
+
+
+def max_epochs_option(help: str = "Cap on training epochs; default: the protocol's.") -> Any:
+    """``--max-epochs``: the one name of the training-length cap."""
+    return typer.Option(None, "--max-epochs", min=1, metavar="N", help=help)
+
+
+def quick_option(help: str = "Seconds-long smoke run on a small synthetic log.") -> Any:
+    """``--quick``: every bench command's smoke preset."""
+    return typer.Option(False, "--quick", metavar="", help=help)
+
+
+def out_option(protocol: str) -> Any:
+    """``--out``: a results folder on every bench command, under ./runs/ by default."""
+    return typer.Option(
+        Path(f"runs/{protocol}"),
+        "--out",
+        metavar="FOLDER",
+        help="Results folder: <configuration>-<hardware>.json there, a markdown table beside it; "
+        "a rerun of the same configuration overwrites them.",
+    )
+
+
+def with_training(config: Any, max_epochs: int | None, seed: int | None = None) -> Any:
+    """``config`` with ``--max-epochs`` and a run's seed, when given, in its training settings."""
+    given_values = {"max_epochs": max_epochs, "seed": seed}
+    train = {**config.train, **{k: v for k, v in given_values.items() if v is not None}}
+    return config.with_values(train=train)
+
+
+def seed_runs(seeds: list[int] | None) -> list[int | None]:
+    """Each seed asked for once, in order; [None] (the protocol's own seeds) when none was."""
+    return list(dict.fromkeys(seeds)) if seeds else [None]
+
+
+def data_name(data: str) -> str:
+    """How a results file names a dataset: 'ml100k' for ml-100k or a folder of that name."""
+    return re.sub(r"[^a-z0-9]+", "", Path(data).stem.lower()) or "data"
+
+
+def results_file(out: Path, configuration: str, seed: int | None = None) -> Path:
+    """``<out>/<configuration>[-seed<N>]-<hardware>.json``, checked before any work. The folder is
+    created only when results are written, so a command that fails leaves none behind."""
+    from recunlearn.bench._protocol import hardware_tag
+
+    writable_folder(out, create=False)
+    name = configuration + (f"-seed{seed}" if seed is not None else "")
+    path = out / f"{name}-{hardware_tag()}.json"
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: {path.name} there is a folder, not a results file")
+    return path
+
+
+def print_tables(markdown: str, console: Any) -> None:
+    """Markdown text as the terminal shows it: each table as rich tables that fit the terminal's
+    width, a wide one split into column groups that each repeat its first column (text
+    left-aligned, figures right-aligned, as the markdown's rule says)."""
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("|"):
+            console.print(lines[i], markup=False, highlight=False)
+            i += 1
+            continue
+        block = []
+        while i < len(lines) and lines[i].startswith("|"):
+            block.append(_cells(lines[i]))
+            i += 1
+        for columns in _column_groups(block, console.width):
+            console.print(_table(block, columns))
+            console.print()
+
+
+def _column_groups(block: list[list[str]], width: int) -> list[list[int]]:
+    """Columns 1.. in groups that fit ``width`` beside column 0 (a header may wrap at its spaces)."""
+    header, rows = block[0], block[2:]
+
+    def need(c: int) -> int:
+        words = max((len(w) for w in header[c].split()), default=0)
+        return max([words] + [len(row[c]) for row in rows]) + 3
+
+    groups: list[list[int]] = [[]]
+    used = need(0)
+    for c in range(1, len(header)):
+        if groups[-1] and used + need(c) > width:
+            groups.append([])
+            used = need(0)
+        groups[-1].append(c)
+        used += need(c)
+    return [[0, *group] for group in groups]
+
+
+def _table(block: list[list[str]], columns: list[int]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    header, rule, rows = block[0], block[1], block[2:]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for c in columns:
+        right = rule[c].endswith(":") and not rule[c].startswith(":")
+        table.add_column(header[c], justify="right" if right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    return table
+
+
+def _cells(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+    return [cell.strip().replace("\\|", "|") for cell in cells]
 
 
 def writable(out: Path, option: str = "--out") -> Path:

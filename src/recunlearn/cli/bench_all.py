@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import given, results_path, writable
+from recunlearn.cli._options import (
+    given,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    results_file,
+    seed_runs,
+    seeds_option,
+    with_training,
+    writable_folder,
+)
 
 
 @bench_app.command("all")
@@ -15,17 +27,22 @@ def bench_all(
     quick: bool = typer.Option(
         True,
         "--quick/--full",
+        metavar="",
         help="Quick presets (minutes on 2 cores) or the full protocols (hours).",
     ),
     protocols: list[str] | None = typer.Option(
         None,
         "--protocol",
         "-p",
+        metavar="NAME",
         help="Protocols to run (repeat); default exact, ifru, apa, scaling.",
     ),
     out: Path = typer.Option(
-        Path("benchmarks/results"),
-        help="Results folder (<out>/<protocol>/..., suite and report beside).",
+        Path("runs/bench-all"),
+        "--out",
+        metavar="FOLDER",
+        help="Results folder: <out>/<protocol>/<quick|full>-<hardware>.json, the suite's record "
+        "and the report beside them.",
     ),
 ) -> None:
     """Run every benchmark protocol, keep the results with their commands, and write one report."""
@@ -37,6 +54,7 @@ def bench_all(
         protocols or []
     ):  # one asked for by name must exist (a default one may be missing: recorded)
         Protocol(name)
+    writable_folder(out, create=False)
     console = Console()
     config = SuiteConfig(
         mode="quick" if quick else "full", protocols=protocols or list(PROTOCOLS), out=str(out)
@@ -60,72 +78,96 @@ def bench_all(
 def bench_scaling(
     ctx: typer.Context,
     sizes: list[int] | None = typer.Option(
-        None, "--size", "-n", help="Interactions (repeat); default 100k, 300k, 1M, 3M, 10M."
+        None,
+        "--size",
+        "-n",
+        metavar="N",
+        help="Interactions (repeat); default 100k, 300k, 1M, 3M, 10M.",
     ),
-    methods: list[str] | None = typer.Option(
-        None, "--method", "-m", help="Methods (repeat); default retrain, sisa, ifru."
+    methods: list[str] | None = methods_option(
+        "retrain, sisa, ifru.",
     ),
-    epochs: int = typer.Option(
-        2, help="Training epochs at every size (no early stopping; --quick: 1 unless given)."
+    max_epochs: int | None = max_epochs_option(
+        "Training epochs at every size (no early stopping); default 2 (--quick: 1)"
     ),
-    quick: bool = typer.Option(
-        False,
-        help="25k-100k interactions, one epoch (about 80 s on 2 cores); the other "
-        "options given apply on top.",
+    seeds: list[int] | None = seeds_option(
+        "Seed of the synthetic logs, the forgotten rows and training (repeat): one run and one "
+        "results file per seed; default 0."
     ),
-    out: Path = typer.Option(
-        Path("benchmarks/results/scaling/synthetic.json"),
-        help="Results JSON (markdown beside it); --quick without --out: quick.json in that "
-        "folder; other --size/--method/--epochs without --out: custom.json there.",
+    quick: bool = quick_option(
+        "25k-100k interactions, one epoch (about 80 s on 2 cores); the other options given "
+        "apply on top."
     ),
+    out: Path = out_option("scaling"),
 ) -> None:
     """Training and unlearning time and peak memory against data size, per method family; log-log slopes."""
+    from rich.console import Console
+
     from recunlearn.bench.scaling import ScalingConfig, markdown_table, run_scaling_benchmark
 
-    custom = (
-        not given(ctx, "out")
-        and not quick
-        and any(given(ctx, n) for n in ("sizes", "methods", "epochs"))
-    )
-    if custom:  # not the documented study's settings: never over the file the docs cite
-        out = out.with_name("custom.json")
-    out = results_path(ctx, out, "scaling", "quick" if quick else None)
-    overrides: dict = {"output": str(out)}
-    if sizes:
-        overrides["sizes"] = sizes
-    if methods:
-        overrides["methods"] = methods
-    config = ScalingConfig.quick(**overrides) if quick else ScalingConfig(**overrides)
-    if not quick or given(ctx, "epochs"):
-        config = config.model_copy(update={"train": {**config.train, "max_epochs": epochs}})
-    results = run_scaling_benchmark(config)
-    typer.echo(markdown_table(results.rows, results.summary["slopes"]))
-    typer.echo(f"results: {out}")
+    custom = not quick and any(given(ctx, n) for n in ("sizes", "methods", "max_epochs"))
+    configuration = "quick" if quick else "custom" if custom else "synthetic"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    console = Console()
+    for seed, path in runs:
+        overrides: dict = {"output": str(path)}
+        if sizes:
+            overrides["sizes"] = sizes
+        if methods:
+            overrides["methods"] = methods
+        if seed is not None:
+            overrides.update(data_seed=seed, deletion_seed=seed)
+        config = ScalingConfig.quick(**overrides) if quick else ScalingConfig(**overrides)
+        config = with_training(config, max_epochs, seed)
+        results = run_scaling_benchmark(config)
+        print_tables(markdown_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)
 
 
 @bench_app.command("executors")
 def bench_executors(
     ctx: typer.Context,
     interactions: int = typer.Option(
-        1_000_000, min=1, help="Rows of the synthetic log (each shard gets n / K)."
+        1_000_000, min=1, metavar="N", help="Rows of the synthetic log (each shard gets n / K)."
     ),
-    shards: int = typer.Option(4, "--shards", "-k", min=1, help="Shards K."),
-    epochs: int = typer.Option(3, min=1, help="Training epochs of every shard."),
-    out: Path = typer.Option(
-        Path("benchmarks/results/executors/mf-k4.json"),
-        help="Results JSON (markdown beside it); other settings without --out: "
-        "mf-k<K>-n<interactions>-e<epochs>.json in that folder.",
+    shards: int = typer.Option(4, "--shards", "-k", min=1, metavar="K", help="Shards K."),
+    max_epochs: int | None = max_epochs_option("Training epochs of every shard; default 3."),
+    seeds: list[int] | None = seeds_option(
+        "Seed of the synthetic log and of training (repeat): one run and one results file per "
+        "seed; default 0."
     ),
+    quick: bool = quick_option(
+        "Seconds: 40k interactions, one epoch; the other options given apply on top."
+    ),
+    out: Path = out_option("executors"),
 ) -> None:
     """SISA's K MF shards trained in-process (1 thread, all cores) and in the process pool (cold, warm)."""
-    from recunlearn.bench.scaling import ExecutorBenchConfig, run_executors_benchmark
+    from rich.console import Console
 
-    if not given(ctx, "out") and any(given(ctx, n) for n in ("interactions", "shards", "epochs")):
-        out = out.with_name(
-            f"mf-k{shards}-n{interactions}-e{epochs}.json"
-        )  # never over the cited default run
-    out = writable(out)
-    config = ExecutorBenchConfig(n_interactions=interactions, n_shards=shards, output=str(out))
-    config = config.model_copy(update={"train": {**config.train, "max_epochs": epochs}})
-    run_executors_benchmark(config)
-    typer.echo(out.with_suffix(".md").read_text())
+    from recunlearn.bench.scaling import (
+        ExecutorBenchConfig,
+        executors_table,
+        run_executors_benchmark,
+    )
+
+    if quick:
+        configuration = "quick"
+    else:
+        configuration = f"mf-k{shards}"
+        if given(ctx, "interactions") or given(ctx, "max_epochs"):
+            configuration += f"-n{interactions}-e{max_epochs or 3}"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    console = Console()
+    for seed, path in runs:
+        overrides: dict = {"output": str(path), "n_shards": shards}
+        if not quick or given(ctx, "interactions"):
+            overrides["n_interactions"] = interactions
+        if seed is not None:
+            overrides["data_seed"] = seed
+        config = (
+            ExecutorBenchConfig.quick(**overrides) if quick else ExecutorBenchConfig(**overrides)
+        )
+        config = with_training(config, max_epochs, seed)
+        results = run_executors_benchmark(config)
+        print_tables(executors_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)

@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import given, refuse, results_path
+from recunlearn.cli._options import (
+    data_name,
+    given,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    refuse,
+    results_file,
+    seed_runs,
+    seeds_option,
+)
 from recunlearn.errors import ConfigError
 
 
@@ -15,99 +27,115 @@ from recunlearn.errors import ConfigError
 def apa(
     ctx: typer.Context,
     data: str = typer.Option(
-        "ml-100k-shared",
-        help="Interaction dataset (prompts are built from it), a TALLRec JSON "
-        "file, or a folder with train.json/valid.json/test.json.",
+        "ml-100k",
+        "--data",
+        metavar="NAME|PATH",
+        help="Interaction dataset (prompts are built from it; default: the MovieLens-100K "
+        "embedded in the recbole wheel), a TALLRec JSON file, or a folder with "
+        "train.json/valid.json/test.json.",
     ),
     backbone: str = typer.Option(
-        "minilm", help="minilm (embedded), smollm2 (embedded GGUF), or a model folder / hub name."
+        "minilm",
+        metavar="NAME|PATH",
+        help="minilm (embedded), smollm2 (embedded GGUF), or a model folder / hub name.",
     ),
-    methods: list[str] | None = typer.Option(
-        None, "--method", "-m", help="Methods (repeat); default all five."
-    ),
-    shards: int = typer.Option(4, "--shards", "-k", help="Shards (adapters) K."),
-    n_train: int = typer.Option(1024, help="Training samples."),
-    n_valid: int = typer.Option(500, help="Validation samples."),
-    n_test: int = typer.Option(1000, help="Test samples."),
-    max_epochs: int = typer.Option(8, help="Epochs at most per adapter."),
+    methods: list[str] | None = methods_option("all five"),
+    shards: int = typer.Option(4, "--shards", "-k", metavar="K", help="Shards (adapters) K."),
+    n_train: int = typer.Option(1024, metavar="N", help="Training samples."),
+    n_valid: int = typer.Option(500, metavar="N", help="Validation samples."),
+    n_test: int = typer.Option(1000, metavar="N", help="Test samples."),
+    max_epochs: int | None = max_epochs_option("Epochs at most per adapter; default 8."),
     patience: int = typer.Option(
-        2, help="Early-stopping patience (validations without a better validation AUC)."
+        2,
+        metavar="N",
+        help="Early-stopping patience (validations without a better validation AUC).",
     ),
-    eval_every: int = typer.Option(1, help="Validate every this many epochs (TALLRec: 5)."),
-    lr: float = typer.Option(1e-3, help="Adapter learning rate."),
+    eval_every: int = typer.Option(
+        1, metavar="N", help="Validate every this many epochs (TALLRec: 5)."
+    ),
+    lr: float = typer.Option(1e-3, metavar="LR", help="Adapter learning rate."),
     head: str | None = typer.Option(
         None,
+        metavar="per_adapter|shared",
         help="Encoder head: per_adapter (trained with each adapter) or shared "
         "(one frozen head for every adapter and method); default: BackboneConfig's.",
     ),
     forget: bool = typer.Option(
-        True, help="Measure forgetting one sample (--no-forget: AUCs and latency only)."
+        True, metavar="", help="Measure forgetting one sample (--no-forget: AUCs and latency only)."
     ),
     demo: bool = typer.Option(
         False,
+        metavar="",
         help="The demo preset (about a minute on 2 CPU cores); the data, size and "
         "training options given apply on top.",
     ),
-    quick: bool = typer.Option(
-        False,
-        help="Seconds-long smoke run with a tiny random model; the data, size and "
-        "training options given apply on top.",
+    quick: bool = quick_option(
+        "Seconds-long smoke run with a tiny random model; the data, size and "
+        "training options given apply on top."
     ),
-    seed: int = typer.Option(
-        0,
-        help="Seed of the sample draws, the forgotten sample and adapter training; "
-        "rerun with other seeds to see how much the AUCs move.",
+    seeds: list[int] | None = seeds_option(
+        "Seed of the sample draws, the forgotten sample and adapter training (repeat: one run and "
+        "one results file per seed, to see how much the AUCs move); default 0."
     ),
-    out: Path = typer.Option(
-        Path("benchmarks/results/apa/ml100k-minilm.json"),
-        help="Results JSON (markdown beside "
-        "it); --quick / --demo without --out: quick.json / demo.json in that folder.",
-    ),
+    out: Path = out_option("apa"),
 ) -> None:
     """AUC, unlearning time for a one-sample request, and inference latency of APA and its baselines."""
     from rich.console import Console
 
-    from recunlearn.bench.apa import ApaBenchConfig, markdown_table, run_apa_benchmark
+    from recunlearn.bench.apa import markdown_table, run_apa_benchmark
 
     if quick and demo:
         raise ConfigError("--quick and --demo are two presets; choose one")
+    if quick:
+        refuse(ctx, ("backbone",), "--quick runs a tiny random model; drop one of them")
     preset = "quick" if quick else "demo" if demo else None
-    out = results_path(ctx, out, "apa", preset)
+    configuration = preset or f"{data_name(data)}-{data_name(backbone)}"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
     console = Console()
-    overrides = {"output": str(out), "n_shards": shards, "sample_seed": seed, "forget": forget}
+    for seed, path in runs:
+        config = _config(
+            ctx, preset, data, backbone, methods, shards, n_train, n_valid, n_test, forget
+        )
+        train = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "eval_every": eval_every}
+        train = {k: v for k, v in train.items() if v is not None and given(ctx, k)}
+        update = {
+            "output": str(path),
+            "sample_seed": seed or 0,
+            "train": {**config.train, **train, "seed": seed or 0},
+        }
+        if head is not None:
+            update["backbone"] = {**config.backbone, "head": head}
+        config = config.with_values(**update)
+        results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        print_tables(markdown_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)
+
+
+def _config(ctx, preset, data, backbone, methods, shards, n_train, n_valid, n_test, forget):
+    """The preset (or the full protocol) with the data, size and method options given."""
+    from recunlearn.bench.apa import ApaBenchConfig
+
+    overrides: dict = {"n_shards": shards, "forget": forget}
     if methods:
         overrides["methods"] = methods
-    train = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "eval_every": eval_every}
     if preset is None:
-        config = ApaBenchConfig(
+        return ApaBenchConfig(
             data=data,
             backbone={"name": backbone},
             n_train=n_train,
             n_valid=n_valid,
             n_test=n_test,
-            train={**train, "batch_size": 16},
             **overrides,
         )
-    else:
-        if quick:
-            refuse(ctx, ("backbone",), "--quick runs a tiny random model; drop one of them")
-        make = ApaBenchConfig.quick if quick else ApaBenchConfig.demo
-        defaults = make()
-        for name, value in (
-            ("data", data),
-            ("n_train", n_train),
-            ("n_valid", n_valid),
-            ("n_test", n_test),
-        ):
-            if given(ctx, name):
-                overrides[name] = value
-        if given(ctx, "backbone"):
-            overrides["backbone"] = {**defaults.backbone, "name": backbone}
-        overrides["train"] = {**defaults.train, **{k: v for k, v in train.items() if given(ctx, k)}}
-        config = make(**overrides)
-    if head is not None:
-        config = config.model_copy(update={"backbone": {**config.backbone, "head": head}})
-    config = config.model_copy(update={"train": {**config.train, "seed": seed}})
-    results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(markdown_table(results))
-    console.print(f"results: {out}")
+    make = ApaBenchConfig.quick if preset == "quick" else ApaBenchConfig.demo
+    for name, value in (
+        ("data", data),
+        ("n_train", n_train),
+        ("n_valid", n_valid),
+        ("n_test", n_test),
+    ):
+        if given(ctx, name):
+            overrides[name] = value
+    if given(ctx, "backbone"):
+        overrides["backbone"] = {**make().backbone, "name": backbone}
+    return make(**overrides)

@@ -7,35 +7,43 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import refuse, results_path, writable
+from recunlearn.cli._options import (
+    data_name,
+    data_option,
+    given,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    refuse,
+    results_file,
+    seed_runs,
+    seeds_option,
+)
 
 
 @bench_app.command("ifru")
 def ifru(
     ctx: typer.Context,
-    dataset: str = typer.Option(
-        "ml-100k-shared", help="Dataset name or path (default: ML-100K from ../shared/data)."
-    ),
+    data: str = data_option(),
     models: list[str] | None = typer.Option(
-        None, "--model", help="mf / lightgcn (repeat); default both."
+        None, "--model", metavar="KIND", help="mf / lightgcn (repeat); default both."
     ),
     fractions: list[float] | None = typer.Option(
-        None, "--fraction", help="Flipped fraction (repeat); default 0.02."
+        None, "--fraction", metavar="F", help="Flipped fraction (repeat); default 0.02."
     ),
-    seeds: list[int] | None = typer.Option(None, "--seed", help="Seeds (repeat); default 0."),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        help="Methods (repeat); default retrain, sisa, if, scif, finetune, neggrad, ifru.",
+    seeds: list[int] | None = typer.Option(
+        None, "--seed", metavar="N", help="Seeds (repeat), all in one results file; default 0."
     ),
-    quick: bool = typer.Option(
-        False, help="Seconds-long smoke run on a small synthetic log, instead of --dataset."
+    methods: list[str] | None = methods_option(
+        "retrain, sisa, if, scif, finetune, neggrad, ifru.",
     ),
-    out: Path = typer.Option(
-        Path("benchmarks/results/ifru/ml100k.json"),
-        help="Results JSON (markdown beside it); --quick without --out: quick.json in that folder.",
+    max_epochs: int | None = max_epochs_option(),
+    quick: bool = quick_option(
+        "Seconds-long smoke run on a small synthetic log, instead of --data"
     ),
+    out: Path = out_option("ifru"),
 ) -> None:
     """Approximate unlearning of label-flipped data: utility, completeness, time and speed-up over retraining."""
     from rich.console import Console
@@ -43,9 +51,11 @@ def ifru(
     from recunlearn.bench.experiment import DataSpec
     from recunlearn.bench.ifru import IFRUBenchConfig, markdown_table, run_ifru_benchmark
 
+    if quick:
+        refuse(ctx, ("data",), "--quick runs on its own small synthetic log; drop one of them")
+    path = results_file(out, "quick" if quick else data_name(data))
     console = Console()
-    out = results_path(ctx, out, "ifru", "quick" if quick else None)
-    overrides: dict = {"output": str(out)}
+    overrides: dict = {"output": str(path)}
     for key, value in (
         ("models", models),
         ("fractions", fractions),
@@ -55,47 +65,59 @@ def ifru(
         if value:
             overrides[key] = value
     if quick:
-        refuse(ctx, ("dataset",), "--quick runs on its own small synthetic log; drop one of them")
         config = IFRUBenchConfig.quick(**overrides)
     else:
-        config = IFRUBenchConfig(data=DataSpec(dataset=dataset), **overrides)
+        config = IFRUBenchConfig(data=DataSpec(dataset=data), **overrides)
+    if max_epochs is not None:
+        config = config.with_values(**{"train": {**config.train, "max_epochs": max_epochs}})
     results = run_ifru_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(markdown_table(results))
-    console.print(f"results: {out}")
+    print_tables(markdown_table(results), console)
+    console.print(f"results: {path}", markup=False, highlight=False)
 
 
 @bench_app.command("ifru-scaling")
 def ifru_scaling(
+    ctx: typer.Context,
     sizes: list[int] | None = typer.Option(
-        None, "--size", help="Synthetic interactions (repeat); default 100k, 1M, 5M."
+        None, "--size", metavar="N", help="Synthetic interactions (repeat); default 100k, 1M, 5M."
     ),
     removal: str = typer.Option(
         "rows",
-        help="rows: random training rows, labels flipped (IFRU's attack); users: every row of random users.",
+        metavar="rows|users",
+        help="rows: random training rows, labels flipped (IFRU's attack); users: every row of "
+        "random users.",
     ),
-    removed: int = typer.Option(1000, help="Rows (or users) removed at every size."),
-    model: str = typer.Option("lightgcn", help="mf or lightgcn."),
-    max_epochs: int | None = typer.Option(
-        None, min=1, help="Cap on training epochs (original and retraining alike)."
+    removed: int = typer.Option(1000, metavar="N", help="Rows (or users) removed at every size."),
+    model: str = typer.Option("lightgcn", metavar="KIND", help="mf or lightgcn."),
+    max_epochs: int | None = max_epochs_option(
+        "Cap on training epochs (original and retraining alike)."
     ),
-    out: Path = typer.Option(
-        Path("benchmarks/results/ifru/scaling.json"), help="Results JSON (markdown beside it)."
+    seeds: list[int] | None = seeds_option(),
+    quick: bool = quick_option(
+        "Seconds-long smoke run: two small logs, MF, one epoch; the options given apply on top."
     ),
+    out: Path = out_option("ifru-scaling"),
 ) -> None:
     """IFRU's and retraining's time and peak memory (GPU allocated on CUDA, resident-set rise on CPU) as the synthetic dataset grows."""
     from rich.console import Console
 
-    from recunlearn.bench.ifru import ScalingConfig, run_ifru_scaling, scaling_table
+    from recunlearn.bench.ifru import IFRUScalingConfig, run_ifru_scaling, scaling_table
 
     console = Console()
-    config = ScalingConfig(
-        removal=removal,
-        removed=removed,
-        model={"kind": model},
-        output=str(writable(out)),
-        train={"max_epochs": max_epochs} if max_epochs is not None else {},
-        **({"sizes": sizes} if sizes else {}),
-    )
-    results = run_ifru_scaling(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(scaling_table(results))
-    console.print(f"results: {out}")
+    configuration = "quick" if quick else f"synthetic-{removal}-{model}"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    for seed, path in runs:
+        values: dict = {"output": str(path)}
+        for name, value in (("removal", removal), ("removed", removed), ("model", {"kind": model})):
+            if not quick or given(ctx, name):  # the quick preset keeps its own unless asked
+                values[name] = value
+        if sizes:
+            values["sizes"] = sizes
+        if seed is not None:
+            values["seed"] = seed
+        config = IFRUScalingConfig.quick(**values) if quick else IFRUScalingConfig(**values)
+        if max_epochs is not None:
+            config = config.with_values(**{"train": {**config.train, "max_epochs": max_epochs}})
+        results = run_ifru_scaling(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        print_tables(scaling_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)

@@ -7,45 +7,57 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import refuse, writable
+from recunlearn.cli._options import (
+    data_name,
+    data_option,
+    given,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    refuse,
+    results_file,
+)
 
 
 @bench_app.command("implicit")
 def implicit(
     ctx: typer.Context,
-    dataset: str = typer.Option(
-        "ml-100k",
-        help="Dataset name or path (default: MovieLens-100K embedded in the recbole wheel).",
-    ),
+    data: str = data_option(),
     models: list[str] | None = typer.Option(
-        None, "--model", help="mf / lightgcn (repeat); default both."
+        None, "--model", metavar="KIND", help="mf / lightgcn (repeat); default both."
     ),
     deletions: list[str] | None = typer.Option(
         None,
         "--deletion",
+        metavar="KIND",
         help="random / users / fake_positives / fake_users (repeat); default the first three.",
     ),
-    users: int = typer.Option(10, min=1, help="Users a 'users' deletion removes."),
+    users: int = typer.Option(10, min=1, metavar="N", help="Users a 'users' deletion removes."),
     fraction: float = typer.Option(
-        0.01, help="Share of the training positives a 'random' deletion removes."
+        0.01, metavar="F", help="Share of the training positives a 'random' deletion removes."
     ),
-    seeds: list[int] | None = typer.Option(None, "--seed", help="Seeds (repeat); default 0."),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        help="Methods (repeat); default retrain, finetune, "
+    seeds: list[int] | None = typer.Option(
+        None, "--seed", metavar="N", help="Seeds (repeat), all in one results file; default 0."
+    ),
+    methods: list[str] | None = methods_option(
+        "retrain, finetune, "
         "neggrad, if, scif, ifru; add sisa, receraser, grapheraser to compare them.",
     ),
     shards: int | None = typer.Option(
-        None, min=2, help="Shards of sisa, receraser and grapheraser (default 10)."
+        None,
+        "--shards",
+        "-k",
+        min=2,
+        metavar="K",
+        help="Shards of sisa, receraser and grapheraser (default 10).",
     ),
-    quick: bool = typer.Option(
-        False, help="Seconds-long smoke run on a small synthetic log, instead of --dataset."
+    max_epochs: int | None = max_epochs_option(),
+    quick: bool = quick_option(
+        "Seconds-long smoke run on a small synthetic log, instead of --data"
     ),
-    out: Path = typer.Option(
-        Path("runs/bench-implicit/results.json"), help="Results JSON (markdown beside it)."
-    ),
+    out: Path = out_option("implicit"),
 ) -> None:
     """Unlearning on implicit feedback: Recall/NDCG/MRR/coverage@20, distance to retraining, time and speed-up."""
     from rich.console import Console
@@ -57,8 +69,11 @@ def implicit(
         run_implicit_benchmark,
     )
 
+    if quick:
+        refuse(ctx, ("data",), "--quick runs on its own small synthetic log; drop one of them")
+    path = results_file(out, "quick" if quick else data_name(data))
     console = Console()
-    overrides: dict = {"output": str(writable(out)), "users": users, "fraction": fraction}
+    overrides: dict = {"output": str(path), "users": users, "fraction": fraction}
     for key, value in (
         ("models", models),
         ("deletions", deletions),
@@ -72,15 +87,14 @@ def implicit(
             name: {"n_shards": shards} for name in ("sisa", "receraser", "grapheraser")
         }
     if quick:
-        refuse(ctx, ("dataset",), "--quick runs on its own small synthetic log; drop one of them")
         for key in ("users", "fraction"):
-            if ctx.get_parameter_source(key).name in ("DEFAULT", "DEFAULT_MAP"):
+            if not given(ctx, key):
                 overrides.pop(key)
         config = ImplicitBenchConfig.quick(**overrides)
     else:
-        config = ImplicitBenchConfig(
-            data=DataSpec(dataset=dataset, protocol="implicit"), **overrides
-        )
+        config = ImplicitBenchConfig(data=DataSpec(dataset=data, protocol="implicit"), **overrides)
+    if max_epochs is not None:
+        config = config.with_values(**{"train": {**config.train, "max_epochs": max_epochs}})
     results = run_implicit_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(markdown_table(results))
-    console.print(f"results: {out}")
+    print_tables(markdown_table(results), console)
+    console.print(f"results: {path}", markup=False, highlight=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,6 @@ from recunlearn.errors import DataError
 RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
 """The fields of a line of ``u.data`` and ``ratings.dat``, in order."""
 
-SHARED_ML100K_ENV = "RECUNLEARN_ML100K"
 """Environment variable pointing at a folder with MovieLens-100K's ``u.data`` and ``u.item``."""
 
 
@@ -180,17 +178,3 @@ def embedded_movielens_100k_path() -> Path:
 def load_embedded_movielens_100k() -> Interactions:
     """MovieLens-100K with titles from the installed ``recbole`` package."""
     return load_atomic(embedded_movielens_100k_path(), "ml-100k").with_name("ml-100k")
-
-
-def shared_movielens_100k_path() -> Path:
-    """``$RECUNLEARN_ML100K``, else ``../shared/data/ml-100k`` relative to the working directory or repo."""
-    if os.environ.get(SHARED_ML100K_ENV):
-        return Path(os.environ[SHARED_ML100K_ENV])
-    candidates = [
-        Path.cwd() / "../shared/data/ml-100k",
-        Path(__file__).resolve().parents[3] / "../shared/data/ml-100k",
-    ]
-    for candidate in candidates:
-        if (candidate / "u.data").is_file():
-            return candidate.resolve()
-    return candidates[0]

@@ -116,11 +116,6 @@ def _register_builtin() -> None:
         "MovieLens-100K with titles, from the installed recbole wheel (no download)",
     )
     register_dataset(
-        "ml-100k-shared",
-        lambda: movielens.load_movielens_100k(movielens.shared_movielens_100k_path()),
-        "MovieLens-100K from $RECUNLEARN_ML100K or ../shared/data/ml-100k",
-    )
-    register_dataset(
         "ml-100k-download",
         _load_grouplens_100k,
         "MovieLens-100K downloaded from GroupLens on first use into the cache (sha256-pinned)",
