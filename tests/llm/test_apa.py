@@ -7,7 +7,7 @@ import torch
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import ConfigError, EmptyRequestError, RecUnlearnError, UnknownIdError
 from recunlearn.models.llm.lora import adapter_tensors
-from recunlearn.models.llm.train import AdapterJob, init_adapter, train_adapter
+from recunlearn.train.adapter import AdapterJob, init_adapter, train_adapter
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.apa import APAConfig

@@ -5,7 +5,7 @@ import pytest
 
 from recunlearn.models.llm.backbones import BackboneConfig, load_backbone
 from recunlearn.models.llm.lora import LoRAConfig
-from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
+from recunlearn.train.adapter import AdapterJob, AdapterTrainConfig, train_adapter
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from recunlearn.models.llm.lora import (
     target_paths,
 )
 from recunlearn.models.llm.scoring import collate, predict_logits, tokenize
-from recunlearn.models.llm.train import AdapterJob, train_adapter
+from recunlearn.train.adapter import AdapterJob, train_adapter
 from recunlearn.unlearn import Unlearner, get_method
 from tests.llm.conftest import method_config
 

@@ -9,11 +9,11 @@ import torch
 from recunlearn.data import DeletionRequest, label_flip_attack, user_deletion
 from recunlearn.evaluate.completeness import parameter_distance, score_distance
 from recunlearn.models.graph import adjacency_to_scipy, normalized_adjacency
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.train.loop import TrainConfig, fit_model
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.ifru import importance_scores
 from recunlearn.unlearn.influence.solvers import SolveResult
-from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 
 LIGHTGCN = {"model": {"kind": "lightgcn", "dim": 16}, "train": FAST_TRAIN}
 

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from recunlearn.data import DeletionRequest
 from recunlearn.errors import RecUnlearnError
+from recunlearn.testing import FAST_TRAIN
 from recunlearn.unlearn import Unlearner, get_method
 from recunlearn.unlearn.quarantine import RepairPolicy
-from recunlearn.testing import FAST_TRAIN
 
 TRAIN = {**FAST_TRAIN, "max_epochs": 3}
 CONFIGS = {

@@ -13,7 +13,7 @@ import torch
 from recunlearn.bench.apa import ApaBenchConfig, prepare_samples
 from recunlearn.models.llm.backbones import BackboneConfig
 from recunlearn.models.llm.lora import LoRAConfig
-from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
+from recunlearn.train.adapter import AdapterJob, AdapterTrainConfig, train_adapter
 
 torch.set_num_threads(1)
 head, norm = sys.argv[1], float(sys.argv[2])

@@ -95,7 +95,13 @@ class DeletionRequest(BaseModel):
         }
         if not any(known.values()):
             return None
-        return DeletionRequest.model_construct(request_id=self.request_id, samples=(), **known)
+        return DeletionRequest.model_construct(
+            request_id=self.request_id,
+            samples=(),
+            users=known["users"],
+            items=known["items"],
+            pairs=known["pairs"],
+        )
 
     def pair_keys(self, data: Interactions) -> np.ndarray:
         """The named pairs as ``data``'s row keys (user index x n_items + item index, as
@@ -258,7 +264,8 @@ def fake_user_attack(
     candidates = np.setdiff1d(present, targets)
     weights = popularity[candidates] / popularity[candidates].sum()
     taken = set(train.users.ids.tolist())
-    fake_ids, number = [], 0
+    fake_ids: list[str] = []
+    number = 0
     while len(fake_ids) < n_users:
         name = f"fake-{number}"
         number += 1

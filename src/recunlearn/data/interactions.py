@@ -499,7 +499,7 @@ class Interactions:
             ):  # the same bytes, without a table-sized copy
                 h.update(prints[column[start : start + self._HASH_CHUNK]].tobytes())
         for column in (self.label, self.rating, self.timestamp):
-            h.update(memoryview(np.ascontiguousarray(column)))
+            h.update(np.ascontiguousarray(column).tobytes())
         self.__dict__["_content_hash"] = h.hexdigest()
         return self.__dict__["_content_hash"]
 

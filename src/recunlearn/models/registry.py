@@ -44,7 +44,7 @@ def register_model(kind: str) -> Callable[[S], S]:
     def decorate(spec: S) -> S:
         if not (isinstance(spec, type) and issubclass(spec, ModelSpec)):
             raise ConfigError(f"model kind {kind!r}: {spec!r} is not a ModelSpec subclass")
-        declared = spec.model_fields["kind"].default
+        declared = spec.__pydantic_fields__["kind"].default
         if declared != kind:
             raise ConfigError(
                 f"model kind {kind!r}: {spec.__name__} declares kind {declared!r}; "

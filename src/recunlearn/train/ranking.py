@@ -62,7 +62,7 @@ class RankingTask:
         cached = getattr(self, "_cache", None)
         if cached is not None:
             return cached
-        built = []
+        built: list[tuple[torch.Tensor, ...]] = []
         for start in range(0, len(self.users), self.batch_users):
             batch = self.users[start : start + self.batch_users]
             relevant = self.relevant[batch]

@@ -1,7 +1,7 @@
 """The one early-stopping loop: train epoch by epoch, read a validation measure, keep the best state.
 
 Collaborative models (:func:`recunlearn.train.loop.continue_training`), LoRA adapters
-(:func:`recunlearn.models.llm.train.train_adapter`) and the learned attention over shards
+(:func:`recunlearn.train.adapter.train_adapter`) and the learned attention over shards
 (:mod:`recunlearn.unlearn.aggregate`) all stop by this rule, so 'the best epoch' means the same thing
 for each. It imports nothing of recunlearn, so the model layer can use it too.
 """

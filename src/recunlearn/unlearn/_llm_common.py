@@ -42,13 +42,13 @@ from recunlearn.models.llm.lora import (
     target_paths,
 )
 from recunlearn.models.llm.scoring import predict_logits, representations, tokenize
-from recunlearn.models.llm.train import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.seeds import Seed
+from recunlearn.train.adapter import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.train.runtime import configure_threads, resolve_device
 from recunlearn.unlearn.base import PartChange, UnlearningReport
 from recunlearn.unlearn.partition import PartitionResult
-from recunlearn.unlearn.sharded import PartitionedUnlearner, PartTrainer
 from recunlearn.unlearn.quarantine import AdapterQuarantine
+from recunlearn.unlearn.sharded import PartitionedUnlearner, PartTrainer
 
 
 def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class ShardedLLMConfig(LLMMethodConfig):
 
 
 class AdapterTrainer(PartTrainer["LLMUnlearner"]):
-    """A LoRA adapter per shard (:func:`~recunlearn.models.llm.train.train_adapter`), loaded into the
+    """A LoRA adapter per shard (:func:`~recunlearn.train.adapter.train_adapter`), loaded into the
     mixture that scores with every adapter, with its logits on the validation samples cached."""
 
     label = "adapter"

@@ -229,7 +229,7 @@ class Unlearner(ABC):
 
     def __init__(self, config: BaseModel | dict | None = None, **overrides: Any):
         self.config = make_config(self.Config, config, overrides)
-        self.train: Interactions | None = None
+        self.train: Interactions = None  # type: ignore[assignment]  # set by fit(); None before
         self.valid: Interactions | None = None
         self._forgotten: set[int] = set()  # pair keys removed so far
         self._validation_changed = False  # inside forget: whether it dropped validation rows
@@ -286,7 +286,9 @@ class Unlearner(ABC):
             )
         self._check_validation_left(valid_mask)
         removed = self.train.take(mask)
-        removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
+        removed_valid = (
+            self.valid.take(valid_mask) if self.valid is not None and valid_mask.any() else None
+        )
         report = self._forget_after_validation(mask, valid_mask)
         for table in (removed, removed_valid):
             if table is not None:
@@ -340,7 +342,7 @@ class Unlearner(ABC):
         """Refuse, before anything changes, a request that would leave no validation data, or one label
         class where there were two: validation AUC (early stopping, APA's choice of tau) would be
         undefined, and what is built from the validation data (APA's attention) would have nothing."""
-        if not valid_mask.any():
+        if self.valid is None or not valid_mask.any():
             return
         left = np.unique(self.valid.label[~valid_mask])
         if len(left) < min(2, len(np.unique(self.valid.label))):
@@ -352,7 +354,8 @@ class Unlearner(ABC):
 
     def _drop_validation(self, valid_mask: np.ndarray) -> None:
         """Remove the masked validation rows, and from whatever is cached from them."""
-        self.valid = self.valid.drop(valid_mask)
+        if self.valid is not None:
+            self.valid = self.valid.drop(valid_mask)
 
     def _forget_validation_only(self) -> UnlearningReport:
         """A request that names validation rows only: nothing trained on training rows changes (none
@@ -377,10 +380,10 @@ class Unlearner(ABC):
             return []
         self._check_fitted()
         start = time.perf_counter()
-        masks, union = [], np.zeros(len(self.train), bool)
+        masks, union = [], np.zeros(len(self.train), np.bool_)
         valid_masks, valid_union = (
             [],
-            np.zeros(len(self.valid) if self.valid is not None else 0, bool),
+            np.zeros(len(self.valid) if self.valid is not None else 0, np.bool_),
         )
         for request in requests:
             mask, valid_mask = self._masks_of(request)
@@ -438,7 +441,7 @@ class Unlearner(ABC):
         pairs it removed."""
         return {
             "removed_pairs": data.take(mask).id_pairs()
-            + (valid.take(valid_mask).id_pairs() if valid_mask.any() else [])
+            + (valid.take(valid_mask).id_pairs() if valid is not None and valid_mask.any() else [])
         }
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
@@ -563,8 +566,8 @@ class Unlearner(ABC):
         """Load a folder written by :meth:`save`; ``Unlearner.load`` dispatches on the stored method."""
         path = Path(path)
         method, document = cls._read_saved(path)
-        if (
-            method.load.__func__ is not Unlearner.load.__func__
+        if getattr(method.load, "__func__", None) is not getattr(
+            Unlearner.load, "__func__", None
         ):  # a family with its own format (LLM samples)
             return method.load(path)
         obj = method(document["config"])

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from recunlearn.models.llm.lora import adapter_tensors, load_adapter
 from recunlearn.models.llm.scoring import collate
-from recunlearn.models.llm.train import init_adapter
+from recunlearn.train.adapter import init_adapter
 from recunlearn.unlearn._llm_common import LLMMethodConfig, LLMUnlearner
 from recunlearn.unlearn.base import PartChange, UnlearningReport, register, restored_on_error
 
