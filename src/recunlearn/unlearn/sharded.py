@@ -158,7 +158,7 @@ class ShardedUnlearner(Unlearner):
         self._train_shards(range(self.config.n_shards))
         self.aggregator = build_aggregator(self.config.aggregator)
         self.aggregator_info = self.aggregator.fit(
-            self.models, self.train, self.valid, range(self.config.n_shards)
+            self.models, self.train, self.valid, range(self.config.n_shards), self.assignment
         )
 
     def shard_sizes(self) -> list[int]:
@@ -185,7 +185,7 @@ class ShardedUnlearner(Unlearner):
             if refit:
                 changed = range(self.config.n_shards) if every_shard else affected
                 self.aggregator_info = self.aggregator.fit(
-                    self.models, self.train, self.valid, changed
+                    self.models, self.train, self.valid, changed, self.assignment
                 )
         rows_after = self.shard_sizes()
         parts = [
@@ -219,7 +219,7 @@ class ShardedUnlearner(Unlearner):
             return super()._forget_validation_only()
         with restored_on_error(self, ("aggregator_info",), deep=("aggregator",)):
             self.aggregator_info = self.aggregator.fit(
-                self.models, self.train, self.valid, range(self.config.n_shards)
+                self.models, self.train, self.valid, range(self.config.n_shards), self.assignment
             )
         part = PartChange(
             part="aggregator",
