@@ -6,10 +6,10 @@ data with a capacity cap of 1.2 n / K rows per shard (RecEraser's reference code
 balanced k-means. A deletion retrains the shards holding the removed rows, then the aggregator (it
 is trained on the shard models and the remaining rows).
 
-On BPR shards over a user partition the default aggregator is ``owner`` instead: each user is ranked
-by the one shard model that holds the user's rows. On ML-100K implicit (K=10) it ranks better than the
-attention there, and a deletion refits nothing but the shard, where the attention's refit alone costs
-more than retraining the whole MF model (docs/implicit.md).
+On BPR shards over a user partition the default aggregator is ``owner`` instead: each user is
+ranked by the one shard model that holds the user's rows. On ML-100K implicit (K=10) it ranks as
+well as the attention or better, and a deletion refits nothing but the shard, where the attention's
+refit alone costs more than retraining the whole MF model (docs/implicit.md).
 """
 
 from __future__ import annotations
