@@ -488,6 +488,10 @@ def main() -> None:
     comparisons = []
     for lk, ru in [
         ("LensKit LightGCN (defaults)", "recunlearn LightGCN dim 16, 2 layers, 10 epochs"),
+        (
+            "LensKit LightGCN (defaults)",
+            "recunlearn LightGCN dim 16, 2 layers, 10 epochs, batch 8192",
+        ),
         ("LensKit LightGCN (defaults)", "recunlearn LightGCN dim 32, 1 layer, early-stopped"),
         ("LensKit LightGCN (defaults)", "recunlearn LightGCN dim 64, 2 layers, early-stopped"),
         (

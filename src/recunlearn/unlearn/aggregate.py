@@ -9,6 +9,9 @@ Three aggregators, chosen by a typed config (``kind``):
   the aggregated user and item representations. Trained after the shards, with the shards frozen, on
   the current training rows; a deletion changes a shard and the rows, so it is retrained from its seed
   (seconds: it has K d^2 parameters per side and trains on frozen inputs).
+- ``owner``: each user is scored by the shards that hold the user's training rows (the mean of their
+  logits, weighted by how many of the user's rows each holds; with a user partition, the one shard
+  that holds the user). Nothing is trained: after a deletion only the weights are recounted.
 - ``weighted``: a sample-dependent weighted mean: shard k's weight for user u is
   softmax_k(-tau * error of shard k on u's validation rows), APA's sample-adaptive weighting with the
   user's validation rows as the neighbours. After a deletion only the changed shards' errors are
@@ -92,8 +95,15 @@ class WeightedConfig(BaseModel):
     """Error of a shard on a validation row: cross-entropy, or |probability - label|."""
 
 
+class OwnerConfig(BaseModel):
+    """Each user scored by the shard models that hold the user's training rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["owner"] = "owner"
+
+
 AggregatorConfig = Annotated[
-    AverageConfig | AttentionConfig | WeightedConfig, Field(discriminator="kind")
+    AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig, Field(discriminator="kind")
 ]
 
 
@@ -164,8 +174,10 @@ class Aggregator(ABC):
         train: Interactions,
         valid: Interactions | None,
         changed: Sequence[int],
+        assignment: np.ndarray | None = None,
     ) -> dict[str, Any] | None:
-        """(Re)fit after the ``changed`` shards were (re)trained; returns JSON-able info, None if nothing fitted."""
+        """(Re)fit after the ``changed`` shards were (re)trained; ``assignment`` is the shard of each
+        ``train`` row. Returns JSON-able info, None if nothing fitted."""
 
     @abstractmethod
     def score(
@@ -197,7 +209,7 @@ class AverageAggregator(Aggregator):
     def __init__(self, config: AverageConfig):
         self.config = config
 
-    def fit(self, models, train, valid, changed):
+    def fit(self, models, train, valid, changed, assignment=None):
         return None
 
     def score(self, models, users, items):
@@ -220,7 +232,7 @@ class WeightedAggregator(Aggregator):
             None  # n_users x K mean validation error; NaN = no rows / empty shard
         )
 
-    def fit(self, models, train, valid, changed):
+    def fit(self, models, train, valid, changed, assignment=None):
         n_shards = len(models)
         if self.errors is None or self.errors.shape != (train.n_users, n_shards):
             self.errors = np.full((train.n_users, n_shards), np.nan)
@@ -343,7 +355,7 @@ class AttentionAggregator(Aggregator):
         )
         return (e_u * e_i).sum(-1)
 
-    def fit(self, models, train, valid, changed):
+    def fit(self, models, train, valid, changed, assignment=None):
         config = self.config
         reps = self._representations(models)
         device = reps[0].device
@@ -454,10 +466,69 @@ class AttentionAggregator(Aggregator):
             setattr(self, side, module.to(device))
 
 
-def build_aggregator(config: AverageConfig | AttentionConfig | WeightedConfig) -> Aggregator:
+class OwnerAggregator(Aggregator):
+    """Per-user mean of the shard logits, weighted by the share of the user's training rows each shard
+    holds (users without training rows: every non-empty shard alike). A function of the shard models
+    and where the remaining rows are, so recounting it after a deletion is exact."""
+
+    uses_validation = False
+
+    def __init__(self, config: OwnerConfig):
+        self.config = config
+        self.weights: np.ndarray | None = None  # n_users x K, rows sum to 1
+
+    def fit(self, models, train, valid, changed, assignment=None):
+        if assignment is None or len(assignment) != len(train):
+            raise ValueError("the 'owner' aggregator needs the shard of every training row")
+        n_shards = len(models)
+        counts = np.bincount(
+            train.user * n_shards + assignment, minlength=train.n_users * n_shards
+        ).reshape(train.n_users, n_shards)
+        present = np.array([m is not None for m in models], dtype=np.float64)
+        total = counts.sum(1, keepdims=True)
+        self.weights = np.where(
+            total > 0, counts / np.maximum(total, 1), present / max(present.sum(), 1)
+        )
+        return {"users_with_rows": int((total > 0).sum())}
+
+    def _combine(self, models, users: np.ndarray, logits_of) -> np.ndarray:
+        weights = self.weights[users]
+        out: np.ndarray | None = None
+        for k, model in enumerate(models):
+            rows = np.flatnonzero(weights[:, k] > 0)
+            if model is None or not len(rows):
+                continue
+            part = weights[rows, k, None] * logits_of(model, rows)
+            if out is None:
+                out = np.zeros((len(users), *part.shape[1:]))
+            out[rows] += part
+        return _sigmoid(out)
+
+    def score(self, models, users, items):
+        return self._combine(
+            models, users, lambda m, rows: _shard_logits([m], users[rows], items[rows])[0][:, None]
+        )[:, 0]
+
+    def score_all(self, models, users, n_items):
+        return self._combine(
+            models, users, lambda m, rows: _shard_logits([m], users[rows], None, n_items)[0]
+        )
+
+    def tensors(self):
+        return {"weights": torch.from_numpy(self.weights.copy())}
+
+    def restore(self, tensors, models):
+        self.weights = tensors["weights"].numpy().copy()
+
+
+def build_aggregator(
+    config: AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig,
+) -> Aggregator:
     """The aggregator a config names."""
     if config.kind == "average":
         return AverageAggregator(config)
     if config.kind == "attention":
         return AttentionAggregator(config)
+    if config.kind == "owner":
+        return OwnerAggregator(config)
     return WeightedAggregator(config)

@@ -292,7 +292,9 @@ class ShardQuarantine(PartQuarantine):
             aggregator = held if held is not None else build_aggregator(self.config.aggregator)
             every = held is None or (self._validation_dropped and aggregator.uses_validation)
             changed = range(self.config.n_shards) if every else parts
-            self.aggregator_info = aggregator.fit(self.models, self.train, self.valid, changed)
+            self.aggregator_info = aggregator.fit(
+                self.models, self.train, self.valid, changed, self.assignment
+            )
             self.aggregator, self._aggregator_held = aggregator, None
 
     def _part_hash(self, k: int) -> str | None:

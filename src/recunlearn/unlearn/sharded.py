@@ -298,7 +298,7 @@ class ShardedUnlearner(ShardQuarantine, PartitionedUnlearner):
         self._train_shards(range(self.config.n_shards))
         self.aggregator = build_aggregator(self.config.aggregator)
         self.aggregator_info = self.aggregator.fit(
-            self.models, self.train, self.valid, range(self.config.n_shards)
+            self.models, self.train, self.valid, range(self.config.n_shards), self.assignment
         )
 
     # the aggregator ---------------------------------------------------------------------------------------
@@ -310,7 +310,9 @@ class ShardedUnlearner(ShardQuarantine, PartitionedUnlearner):
         return affected if self.aggregator.depends_on_shards else None
 
     def _refit_combiner(self, parts: Sequence[int]) -> PartChange:
-        self.aggregator_info = self.aggregator.fit(self.models, self.train, self.valid, parts)
+        self.aggregator_info = self.aggregator.fit(
+            self.models, self.train, self.valid, parts, self.assignment
+        )
         return PartChange(
             part="aggregator",
             action="retrained",
