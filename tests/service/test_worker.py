@@ -41,7 +41,7 @@ def test_recover_refuses_a_staged_version_whose_manifest_was_rewritten(service):
         RecUnlearnError, match=r"version v000002 .* not the one the ledger recorded"
     ):
         Worker(home, ledger=ledger).run(drain=True)
-    assert current_name(home) == "v000001" and ledger.get("u7").status == "applied"
+    assert current_name(home) == "v000001" and ledger.get("u7").status == "received"
     ledger.close()
 
 

@@ -8,13 +8,13 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
    second worker waits for the lock, trying again with back-off);
 3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
 4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
-5. one transaction: delete the requests' interactions from the store, mark them applied with their
-   audit, record the staged version;
+5. one transaction: delete the requests' interactions from the store, record their audit and the
+   staged version that takes them up;
 6. switch the ``CURRENT`` pointer (atomic rename), then mark the version and requests published;
 7. delete the previous version's folder.
 
-A crash before 5 leaves the requests 'received' (redone from scratch, the orphan folder is deleted);
-a crash after 5 leaves them 'applied' with a complete folder, and step 1 publishes it. So every
+A crash before 5 leaves the requests waiting (redone from scratch, the orphan folder is deleted);
+a crash after 5 leaves them taken up by a complete staged folder, and step 1 publishes it. So every
 acknowledged request is published exactly once and the pointer only ever names a complete version.
 """
 
@@ -182,14 +182,14 @@ class Worker:
             problems = check_version(folder)
             if problems:
                 raise RecUnlearnError(
-                    f"version {version['name']} is recorded as applied but its folder is not "
+                    f"version {version['name']} is recorded as staged but its folder is not "
                     f"complete ({'; '.join(problems)}); restore it from backup"
                 )
             if (
                 file_sha256(folder / MANIFEST) != version["manifest_sha256"]
             ):  # files and manifest both rewritten
                 raise RecUnlearnError(
-                    f"version {version['name']} is recorded as applied but its {MANIFEST} is not "
+                    f"version {version['name']} is recorded as staged but its {MANIFEST} is not "
                     "the one the ledger recorded (the folder was altered); restore it from backup"
                 )
             self._publish(version["number"], version["name"])
@@ -252,6 +252,7 @@ class Worker:
         common = {
             "method": model.name,
             "exact": model.exact,
+            "removed_exact": model.exact,
             "version": number,
             "previous_version": parent,
             "batched_with": len(batch),
@@ -275,8 +276,13 @@ class Worker:
             }
             for k, r in enumerate(batch)
         }
-        self.ledger.record_applied(
-            number, name, manifest_sha256, audits, before_commit=lambda: self.stage("store_deleted")
+        self.ledger.record_staged(
+            number,
+            name,
+            manifest_sha256,
+            audits,
+            "full",
+            before_commit=lambda: self.stage("store_deleted"),
         )
         self.stage("applied_committed")
         self._publish(number, name)
