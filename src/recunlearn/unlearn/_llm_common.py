@@ -52,6 +52,7 @@ from recunlearn.unlearn.base import (
     restored_on_error,
 )
 from recunlearn.unlearn.executors import get_executor
+from recunlearn.unlearn.quarantine import AdapterQuarantine
 
 
 def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
@@ -97,7 +98,7 @@ class ShardedLLMConfig(LLMMethodConfig):
     per-shard starts (``train.seed + k``) that the published figures used."""
 
 
-class LLMUnlearner(Unlearner):
+class LLMUnlearner(AdapterQuarantine, Unlearner):
     """A TALLRec-style recommender over prompt samples with one LoRA adapter per shard."""
 
     exact = True
@@ -147,6 +148,7 @@ class LLMUnlearner(Unlearner):
         with self._as_before_on_error():
             self.train, self.valid = train, valid
             self._forgotten = set()
+            self._restore_quarantine(None)
             self._known_users = set(train.user.tolist()) | (
                 set(valid.user.tolist()) if valid is not None else set()
             )
@@ -502,6 +504,7 @@ class LLMUnlearner(Unlearner):
             "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
             "fit_seconds": self.fit_seconds,
             "state": meta,
+            "quarantine": self._quarantine_record(),
         }
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
@@ -537,6 +540,7 @@ class LLMUnlearner(Unlearner):
             folder = path / "adapters" / f"adapter-{k}"
             obj.adapters.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
             load_adapter(obj.scorer, k, obj.adapters[k])
+        obj._restore_quarantine(document.get("quarantine"))
         obj._after_training(range(obj.n_adapters))
         return obj
 

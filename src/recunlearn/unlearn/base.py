@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ class PartChange(BaseModel):
 
     part: str
     action: str
-    """'retrained', 'updated' (approximate update of parameters) or 'unchanged'."""
+    """'retrained', 'updated' (approximate update of parameters), 'quarantined' (set aside until the
+    repair) or 'unchanged'."""
     data_hash_before: str | None = None
     data_hash_after: str | None = None
     rows_before: int | None = None
@@ -68,6 +69,12 @@ class UnlearningReport(BaseModel):
     """True when the request removes nothing: what it names was already forgotten, or (a user or item
     of the vocabulary) has no training or validation rows, e.g. one seen only in test data."""
     details: dict[str, Any] = Field(default_factory=dict)
+    phase: Literal["forget", "quarantine", "repair"] = "forget"
+    """'forget'; 'quarantine': the data left at once (exact for partition methods, which set parts
+    aside; approximate for a single model); 'repair': the pending requests made exact
+    (see :mod:`recunlearn.unlearn.quarantine`)."""
+    quarantined_parts: list[str] = Field(default_factory=list)
+    """Parts set aside, not served, after this call (quarantine)."""
 
     @property
     def changed_parts(self) -> list[str]:
@@ -227,6 +234,7 @@ class Unlearner(ABC):
         with self._as_before_on_error():
             self.train, self.valid = train, valid
             self._forgotten = set()
+            self._restore_quarantine(None)
             start = time.perf_counter()
             self._fit()
         train.content_hash()  # fingerprinted once, as part of fitting: every forget report names it
@@ -280,6 +288,11 @@ class Unlearner(ABC):
     ) -> UnlearningReport:
         """Drop the masked validation rows, then ``_forget`` the masked training rows (or, if none,
         ``_forget_validation_only``); the validation data and its caches are put back if that fails."""
+        if self.pending:
+            raise RecUnlearnError(
+                f"{self.name}: {len(self.pending)} quarantined request(s) await repair(); "
+                "repair first, or quarantine this request too"
+            )
         self._validation_changed = bool(
             valid_mask.any()
         )  # read by methods that cache from validation
@@ -452,6 +465,41 @@ class Unlearner(ABC):
             (str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])
         ]
 
+    # quarantine (recunlearn.unlearn.quarantine) ------------------------------------------------------
+    def quarantine(self, request: DeletionRequest) -> UnlearningReport:
+        """Remove the request's data at once, ahead of a slower exact repair. Partition methods set the
+        parts that held it aside, a single retrained model applies an approximate update; a method
+        with neither (an approximate one) forgets: that is its fast path already."""
+        report = self.forget(request)
+        report.phase = "quarantine"
+        return report
+
+    @property
+    def pending(self) -> list[DeletionRequest]:
+        """Requests quarantined and not yet repaired."""
+        return []
+
+    @property
+    def quarantined_parts(self) -> list[str]:
+        """Parts set aside until the repair."""
+        return []
+
+    def repair(self) -> UnlearningReport | None:
+        """Make every pending request's removal exact; None when nothing is pending."""
+        return None
+
+    def repair_due(self, now: float | None = None) -> bool:
+        """Whether the pending requests are due for repair (``now``: epoch seconds)."""
+        return False
+
+    def _quarantine_record(self) -> dict[str, Any] | None:
+        """What a save records of pending requests (None: nothing pending)."""
+        return None
+
+    def _restore_quarantine(self, record: dict[str, Any] | None) -> None:
+        """Take up a saved record of pending requests (None: nothing pending)."""
+        return None
+
     # persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
         """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``.
@@ -469,6 +517,7 @@ class Unlearner(ABC):
             "forgotten": sorted(self._forgotten) if keep_forgotten else [],
             "fit_seconds": self.fit_seconds,
             "state": meta,
+            "quarantine": self._quarantine_record(),
         }
         (path / "unlearner.json").write_text(json.dumps(document, indent=1))
         return path
@@ -491,6 +540,7 @@ class Unlearner(ABC):
         obj._forgotten = set(document["forgotten"])
         obj.fit_seconds = document["fit_seconds"]
         obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
+        obj._restore_quarantine(document.get("quarantine"))
         return obj
 
     def _save_state_and_data(self, path: Path, weights_file: str) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.train.loop import fit_model
@@ -16,14 +18,23 @@ from recunlearn.unlearn.base import (
     register,
     restored_on_error,
 )
+from recunlearn.unlearn.quarantine import RepairPolicy, SingleModelQuarantine
 
 
 class RetrainConfig(CFMethodConfig):
-    """Retraining has no settings beyond the model and its training."""
+    """Retraining: the model and its training, and how deletions are served before retraining."""
+
+    quarantine_method: str = "ifru"
+    """Approximate method that ``quarantine`` applies at once (reported approximate): 'ifru',
+    'if', 'scif', 'finetune' or 'neggrad'; ``repair`` then retrains exactly."""
+    quarantine_config: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the quarantine method beyond ``model`` and ``train`` (e.g. ``{"damping": 0.1}``)."""
+    repair: RepairPolicy = Field(default_factory=RepairPolicy)
+    """When quarantined requests are due for the exact retraining (:meth:`Retrain.repair_due`)."""
 
 
 @register("retrain")
-class Retrain(SingleModelMixin, Unlearner):
+class Retrain(SingleModelQuarantine, SingleModelMixin, Unlearner):
     """One model; ``forget`` trains a new one from scratch (same seed) without the removed rows."""
 
     exact = True

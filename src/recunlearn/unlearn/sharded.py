@@ -27,6 +27,7 @@ from recunlearn.unlearn.aggregate import AggregatorConfig, AverageConfig, build_
 from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, restored_on_error
 from recunlearn.unlearn.executors import ShardJob, get_executor, train_shard
 from recunlearn.unlearn.partition import PartitionResult
+from recunlearn.unlearn.quarantine import ShardQuarantine
 
 
 class ShardedConfig(CFMethodConfig):
@@ -71,7 +72,7 @@ class ShardedConfig(CFMethodConfig):
         return self
 
 
-class ShardedUnlearner(Unlearner):
+class ShardedUnlearner(ShardQuarantine, Unlearner):
     exact = True
     Config = ShardedConfig
 
@@ -279,10 +280,11 @@ class ShardedUnlearner(Unlearner):
             model.load_state_dict(state)
             self.models.append(model.to(device).eval())
         self.aggregator = build_aggregator(self.config.aggregator)
-        self.aggregator.restore(
-            {n[len("aggregator.") :]: v for n, v in tensors.items() if n.startswith("aggregator.")},
-            self.models,
-        )
+        fitted = {
+            n[len("aggregator.") :]: v for n, v in tensors.items() if n.startswith("aggregator.")
+        }
+        if fitted:  # none in a quarantined model's folder: the repair fits it afresh
+            self.aggregator.restore(fitted, self.models)
 
 
 class EmbeddingShardedConfig(ShardedConfig):

@@ -1,0 +1,64 @@
+"""Quarantine and repair on the language-model recommender: a quarantined adapter gets zero attention
+(APA) or is left out of the average (llm-sisa), and the repair equals ``forget_many``."""
+
+import numpy as np
+import pytest
+import torch
+
+from recunlearn.data import DeletionRequest
+from recunlearn.unlearn import Unlearner, get_method
+from tests.llm.conftest import method_config
+
+
+def fit(method, backbone, split):
+    train, valid, _ = split
+    extra = {"neighbours": 5} if method == "apa" else {}
+    return get_method(method)(method_config(backbone, n_shards=2, **extra)).fit(train, valid)
+
+
+@pytest.mark.parametrize("method", ["apa", "llm-sisa"])
+def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
+    method, tiny_causal, sample_split, tmp_path
+):
+    train, _, test = sample_split
+    model = fit(method, tiny_causal, sample_split)
+    reference = fit(method, tiny_causal, sample_split)
+    shard1 = train.ids[model.assignment == 1]
+    requests = [DeletionRequest(samples=[s], request_id=s) for s in shard1[:2]]
+    kept = {k: v.clone() for k, v in model.adapters[0].items()}
+
+    # another model whose adapter 1 learnt something else: once quarantined, it scores the same
+    other = Unlearner.load(model.save(tmp_path / "other"))
+    other.adapters[1] = {k: v + 0.5 for k, v in other.adapters[1].items()}
+    other.valid_logits[1] += 1.0
+    from recunlearn.models.llm.lora import load_adapter
+
+    load_adapter(other.scorer, 1, other.adapters[1])
+    other._after_training([1])
+    assert not np.allclose(model.score(test), other.score(test))
+
+    report = model.quarantine(requests[0])
+    other.quarantine(requests[0])
+    assert report.exact and report.phase == "quarantine"
+    assert report.quarantined_parts == model.quarantined_parts == ["adapter-1"]
+    assert report.details["removed_samples"] == [requests[0].samples[0]]
+    assert model.adapters[1] is None and all(
+        torch.equal(kept[k], model.adapters[0][k]) for k in kept
+    )
+    np.testing.assert_array_equal(model.score(test), other.score(test))
+    if method == "apa":
+        weights = model.weights(test)
+        assert np.all(weights[:, 1] == 0) and np.allclose(weights.sum(1), 1)
+
+    model.save(tmp_path / "quarantined")
+    assert not (tmp_path / "quarantined" / "adapters" / "adapter-1").exists()
+    loaded = Unlearner.load(tmp_path / "quarantined")
+    assert [r.request_id for r in loaded.pending] == [requests[0].request_id]
+    np.testing.assert_array_equal(loaded.score(test), model.score(test))
+    loaded.quarantine(requests[1])  # batched into the same repair
+    report = loaded.repair()
+    assert report.details["retrained"] == ["adapter-1"] and loaded.pending == []
+    reference.forget_many(requests)
+    for k in range(2):
+        assert all(torch.equal(reference.adapters[k][n], loaded.adapters[k][n]) for n in kept)
+    np.testing.assert_array_equal(loaded.score(test), reference.score(test))
