@@ -34,9 +34,17 @@ KILLS = [
     ("claimed", 1, 0.0),
     ("model_loaded", 1, 0.0),
     ("forget_started", 1, 0.0),
-    ("forget_started", 1, 0.01),  # inside retraining
-    ("forget_started", 1, 0.04),
-    ("forget_started", 1, 0.08),
+    ("forget_started", 1, 0.01),  # inside quarantine or saving
+    ("repair_started", 1, 0.0),  # between the phases: the removal version is served
+    ("repair_started", 1, 0.01),  # inside retraining the quarantined shards
+    ("repair_started", 1, 0.04),
+    ("repair_done", 1, 0.0),
+    ("repair_merged", 1, 0.0),
+    ("saved", 2, 0.0),  # the repair version's
+    ("store_deleted", 2, 0.0),
+    ("applied_committed", 2, 0.0),
+    ("pointer_renamed", 2, 0.0),
+    ("published_committed", 2, 0.0),
     ("forgotten", 1, 0.0),
     ("forgotten", 1, 0.003),  # inside saving
     ("saved", 1, 0.0),
@@ -124,10 +132,10 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
                     "taken up by a version means deleted from the store"
                 )
                 assert not stored & set(request.pairs), "also by the ids themselves"
-            if record.status == "published":
+            if record.status in ("removed", "repaired", "published"):
                 known = request.known_to(model.train)
                 assert known is None or not known.rows(model.train).any(), (
-                    "published means gone from the served model"
+                    "removed means gone from the served model"
                 )
                 assert not any(u in model.train.users for u in request.users), (
                     "and users deleted whole erased"
@@ -171,12 +179,24 @@ def test_worker_survives_sigkill_at_every_stage(service):
 
     ledger = home.ledger()
     records = ledger.records()
-    versions_of = Counter(rid for v in _versions(ledger) for rid in json.loads(v["request_ids"]))
+    kinds = {
+        kind: Counter(
+            rid
+            for v in _versions(ledger)
+            if v["kind"] == kind
+            for rid in json.loads(v["request_ids"])
+        )
+        for kind in ("removal", "repair", "full")
+    }
+    removed = [e["request_id"] for e in ledger.events() if e["kind"] == "removed"]
     ledger.close()
     assert {r.status for r in records} == {"published"} and len(records) == len(KILLS)
-    assert all(versions_of[r.request_id] == 1 for r in records), (
-        "each request is in exactly one version"
-    )
+    assert all(
+        (kinds["removal"][r.request_id], kinds["repair"][r.request_id]) in ((1, 1), (0, 0))
+        and kinds["removal"][r.request_id] + kinds["full"][r.request_id] == 1
+        for r in records
+    ), "each request is in one removal and one repair version, or in one full version"
+    assert max(Counter(removed).values()) == 1 and kinds["repair"], "two phases, each once"
     _, model = load_current(home)
     assert model_pairs(model) == stored_pairs(home), (
         "the served model trains on exactly what the store holds"

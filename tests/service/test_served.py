@@ -7,10 +7,12 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from recunlearn.service.api import create_app
+from recunlearn.service.versions import load_current
 from recunlearn.service.worker import Worker
 
 
@@ -92,3 +94,46 @@ def test_no_answer_after_the_status_flip_comes_from_the_old_version(slow_watch_c
         (code, version) == (200, "v000002") for _, user, code, version in after if user == "u1"
     ), after
     assert any(a[0] < flipped[0] and a[3] == "v000001" for a in answers), "readers ran before"
+
+
+def test_two_phases_each_serve_what_the_status_says(slow_watch_client, service):
+    """SISA: the request is 'removed' (exactly) as soon as the removal version is served, before any
+    shard is retrained; recommendations are served from it meanwhile; the repair version follows."""
+    client = slow_watch_client
+    read = service.headers("read")
+    _, model = load_current(service.home)
+    train = model.train
+    user = next(  # one whose rows two of the three shards hold: the third serves meanwhile
+        str(train.users.ids[u])
+        for u in range(train.n_users)
+        if len(np.unique(model.assignment[train.user == u])) < model.config.n_shards
+    )
+    assert (
+        client.post(
+            "/v1/deletions", json={"request_id": "two", "users": [user]}, headers=service.headers()
+        ).status_code
+        == 202
+    )
+    seen: dict[str, dict] = {}
+
+    def stage(name: str) -> None:
+        if name == "repair_started":  # the removal version is published, nothing retrained yet
+            seen["status"] = client.get("/v1/deletions/two", headers=read).json()
+            seen["erased"] = client.get(f"/v1/recommendations/{user}", headers=read).json()
+            seen["other"] = client.get("/v1/recommendations/u1", headers=read).json()
+
+    assert Worker(service.home, stage=stage).run(drain=True) == 1
+    status = seen["status"]
+    assert (status["status"], status["removed_exact"], status["removed_version"]) == (
+        "removed",
+        True,
+        2,
+    )
+    assert status["version"] is None and status["audit"]["quarantined_parts"]
+    assert "unknown user id" in seen["erased"]["detail"]
+    assert seen["other"]["version"] == "v000002" and seen["other"]["items"]
+    final = client.get("/v1/deletions/two", headers=read).json()
+    assert (final["status"], final["removed_version"], final["version"]) == ("published", 2, 3)
+    assert final["removed_at"] <= final["repaired_at"] <= final["published_at"]
+    assert set(final["audit"]["changed_parts"]) == set(status["audit"]["held_parts"])
+    assert client.get("/v1/recommendations/u1", headers=read).json()["version"] == "v000003"
