@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -91,3 +92,44 @@ def test_each_request_of_a_batch_audits_its_own_parts_and_erased_users(service):
         and f"whole batch of {b['batched_with']}" in checks["exact retraining"].detail
     )
     ledger.close()
+
+
+def test_requests_taken_up_during_a_background_repair_stay_removed_and_are_repaired_next(service):
+    """The repair runs in a thread while the worker takes up a new request: the repair version is the
+    repaired copy with the new request set aside again, and the next repair makes it exact too."""
+    home = service.home
+    _, before = load_current(home)
+    train = before.train
+    shard = before.assignment
+    first = 0
+    second = next(r for r in range(1, len(train)) if shard[r] == shard[first])
+    pair = [
+        (str(train.users.ids[train.user[r]]), str(train.items.ids[train.item[r]]))
+        for r in (first, second)
+    ]
+    go = threading.Event()
+
+    def stage(name: str) -> None:
+        if name == "repair_started":
+            assert go.wait(60)
+
+    ledger = home.ledger()
+    worker = Worker(home, stage=stage, ledger=ledger)
+    ledger.submit(DeletionRequest(request_id="A", pairs=[pair[0]]))
+    worker.run_once(background_repair=True)
+    assert ledger.get("A").status == "removed" and worker._repair_job is not None
+    ledger.submit(DeletionRequest(request_id="B", pairs=[pair[1]]))
+    worker.run_once(background_repair=True)
+    assert ledger.get("B").status == "removed" and current_name(home) == "v000003"
+    go.set()
+    worker._repair_job.join(60)
+    worker.run_once(background_repair=True)
+    a, b = ledger.get("A"), ledger.get("B")
+    assert (a.status, a.version, b.status) == ("published", 4, "removed")
+    _, served = load_current(home)
+    assert [r.request_id for r in served.pending] == ["B"] and served.quarantined_parts
+    assert Worker(home, ledger=ledger).run(drain=True) == 1
+    assert ledger.get("B").status == "published" and not load_current(home)[1].pending
+    ledger.close()
+    for request_id in ("A", "B"):
+        assert verify_request(home, request_id, retrain=True).ok
