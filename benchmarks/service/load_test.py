@@ -393,6 +393,10 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
             if record["status"] in ("published", "failed"):
                 published[request_id] = now
         time.sleep(0.01)
+    audits = [
+        (api.get(f"/v1/deletions/{r}").json().get("audit") or {}).get("timings") or {}
+        for r in removed
+    ]
     to_removed = [removed[r] - accepted[r] for r in removed]
     to_published = [published[r] - accepted[r] for r in published]
     return {
@@ -403,6 +407,10 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
         "published": len(published),
         "accepted_to_removed": percentiles(to_removed),
         "accepted_to_published": percentiles(to_published),
+        "worker_removal": {  # the removal phase's steps, as the audit times them
+            step: percentiles([t[step] for t in audits if step in t])
+            for step in ("queued_s", "load_s", "forget_s", "save_s")
+        },
         "ended": time.monotonic(),
     }
 
