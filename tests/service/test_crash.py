@@ -144,10 +144,14 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
         ledger.close()
 
 
-def _request(model, number: int) -> DeletionRequest:
-    """Alternately a whole user and three single interactions still in the training data."""
+def _request(model, number: int, one_row: bool = False) -> DeletionRequest:
+    """Alternately a whole user and three single interactions still in the training data; one
+    interaction (one shard: it is quarantined, then repaired) for a kill in the repair phase."""
     train = model.train
     rng = np.random.default_rng(number)
+    if one_row:
+        row = rng.choice(len(train), size=1)
+        return DeletionRequest.from_rows(train, row, request_id=f"req-{number}")
     if number % 2 == 0:
         user = rng.choice(np.unique(train.user))
         return DeletionRequest(request_id=f"req-{number}", users=[str(train.users.ids[user])])
@@ -162,7 +166,11 @@ def test_worker_survives_sigkill_at_every_stage(service):
     submitted: dict[str, DeletionRequest] = {}
     _, model = load_current(home)
     for number, (stage_name, nth, delay) in enumerate(KILLS):
-        request = _request(model, number)
+        repair_phase = stage_name.startswith("repair") or nth == 2
+        if repair_phase:  # what earlier kills left waiting is settled first: one request, one shard
+            assert _kill_at(home, "no such stage", 1, 0.0) == 0
+            _, model = load_current(home)
+        request = _request(model, number, repair_phase)
         ledger = home.ledger()
         ledger.submit(request)
         ledger.close()

@@ -258,20 +258,25 @@ class Worker:
         self.stage("forget_started")
         reports: dict[str, UnlearningReport] = {}
         taken: list[DeletionRecord] = []
+        requests = {
+            r.request_id: DeletionRequest.from_rows(
+                train_before, masks[r.request_id], request_id=r.request_id
+            )
+            for r in batch
+            if masks[r.request_id].any()
+        }
         for record in batch:
-            mask = masks[record.request_id]
-            if mask.any():
-                request = DeletionRequest.from_rows(
-                    train_before, mask, request_id=record.request_id
-                )
+            if record.request_id in requests:
                 try:
-                    reports[record.request_id] = model.quarantine(request)
+                    reports[record.request_id] = model.quarantine(requests[record.request_id])
                 except RecUnlearnError as exc:
                     if taken or model.pending:  # waits for the repair of what is pending
                         log.info("%s waits for the repair: %s", record.request_id, exc)
                         self._deferred = True
                         break
-                    return failed + self._forget_alone(record, request, model, parent, started)
+                    return failed + self._forget_batch(
+                        batch, requests, held, model, parent, started
+                    )
             taken.append(record)
         if not taken:
             return failed
@@ -280,27 +285,32 @@ class Worker:
             model, parent, kind, taken, reports, held, train_before, started
         )
 
-    def _forget_alone(
+    def _forget_batch(
         self,
-        record: DeletionRecord,
-        request: DeletionRequest,
+        batch: list[DeletionRecord],
+        requests: dict[str, DeletionRequest],
+        held: list[set[str] | None],
         model: Unlearner,
         parent: str,
         started: tuple[float, float],
     ) -> int:
-        """A request the method cannot quarantine with nothing pending (it names rows of every part):
-        forgotten exactly at once, in a full version, or failed with the method's reason."""
+        """With nothing pending, a request the method cannot quarantine (its rows are in every part):
+        the batch is forgotten exactly at once (``forget_many``: each part retrained once) in a full
+        version; if that fails, the first request alone, failed with the method's reason if it fails
+        too (the others wait for the next pass)."""
         train_before = model.train
-        held = self._parts_held(model, [request.rows(model.train)])
+        to_forget = [requests[r.request_id] for r in batch if r.request_id in requests]
         try:
-            (report,) = model.forget_many([request])
+            reports = {r.request_id: r for r in model.forget_many(to_forget)}
         except RecUnlearnError as exc:
-            self.ledger.fail(record.request_id, f"{model.name} could not forget it: {exc}")
-            self.settled += 1
-            return 1
-        reports = {record.request_id: report}
+            if len(batch) == 1:
+                self.ledger.fail(batch[0].request_id, f"{model.name} could not forget it: {exc}")
+                self.settled += 1
+                return 1
+            _, model = load_current(self.home)
+            return self._forget_batch(batch[:1], requests, held[:1], model, parent, started)
         return self._publish_taken(
-            model, parent, "full", [record], reports, held, train_before, started
+            model, parent, "full", batch, reports, held, train_before, started
         )
 
     def _publish_taken(
