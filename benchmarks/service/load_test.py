@@ -9,12 +9,17 @@ recommendations for random users throughout. Two phases:
 1. one deletion naming ``--delete-users`` users, after a warm-up; read latency before / during
    (submitted .. published) / after;
 2. a stream of one-user deletions, one every ``--stream-interval`` seconds for ``--stream-seconds``;
-   deletions published per minute (first submission to last publication) and read latency meanwhile.
+   deletions published per minute (first submission to last publication) and read latency meanwhile;
+3. ``--removals`` one-user deletions, one every ``--removal-interval`` seconds: time from the request
+   accepted (202) to ``removed`` (a version without its data served: parts set aside, or an
+   approximate update), and to ``published`` (the repair version served), as p50 / p99 / max.
 
 Bounded in time and in count. Writes a JSON with the figures, the command, the commit and the machine.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store sqlite
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store postgres
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --method receraser \
+        --config '{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}' --store sqlite
 """
 
 from __future__ import annotations
@@ -145,13 +150,27 @@ def main() -> None:
         "--max-requests", type=int, default=200_000, help="Upper bound on recommendation calls."
     )
     parser.add_argument(
+        "--removals", type=int, default=30, help="One-user deletions timed to 'removed'."
+    )
+    parser.add_argument(
+        "--removal-interval", type=float, default=1.0, help="Seconds between two of them."
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.05,
+        help="How often the worker looks for waiting requests (service setting).",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="Default: benchmarks/service/results/load_test-<store>.json",
+        help="Default: benchmarks/service/results/load_test-<store>.json for SISA, "
+        "load_test-<method>-<store>.json for another method",
     )
     args = parser.parse_args()
-    out = args.out or Path(f"benchmarks/service/results/load_test-{args.store}.json")
+    named = args.store if args.method == "sisa" else f"{args.method}-{args.store}"
+    out = args.out or Path(f"benchmarks/service/results/load_test-{named}.json")
     if args.store == "postgres":
         with Postgres(args.postgres_url) as database:
             result = run(args, database.url, {"server_version": database.version})
@@ -167,12 +186,23 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
     workdir = Path(tempfile.mkdtemp(prefix="recunlearn-load-"))
     home = ServiceHome(workdir / "home")
     data = binarize(load_dataset(args.data), args.threshold)
-    made = init_service(home, data, args.method, json.loads(args.config), database_url=database_url)
+    made = init_service(
+        home,
+        data,
+        args.method,
+        json.loads(args.config),
+        database_url=database_url,
+        poll_seconds=args.poll_seconds,
+    )
     users = np.unique(data.users.ids[data.user]).tolist()
     rng = np.random.default_rng(0)
     n_stream = int(args.stream_seconds / args.stream_interval)
-    chosen = rng.choice(users, size=args.delete_users + n_stream, replace=False).tolist()
-    doomed, streamed = chosen[: args.delete_users], chosen[args.delete_users :]
+    chosen = rng.choice(
+        users, size=args.delete_users + n_stream + args.removals, replace=False
+    ).tolist()
+    doomed = chosen[: args.delete_users]
+    streamed = chosen[args.delete_users : args.delete_users + n_stream]
+    timed = chosen[args.delete_users + n_stream :]
     askable = sorted(set(users) - set(chosen))
     port = free_port()
     env = {**os.environ, "RECUNLEARN_PROGRESS": "0"}
@@ -259,6 +289,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
             time.sleep(0.5)
         stream_records = [status(f"stream-{k}") for k in range(len(streamed))]
         drained = time.monotonic()
+        removals = time_removals(api, timed, args)
         stop.set()
         for thread in threads:
             thread.join()
@@ -279,6 +310,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         "during": phase(submitted, end),
         "after": phase(end, after_end),
         "stream": phase(stream_start, drained),
+        "removals": phase(drained, removals["ended"]),
     }
     settled = [r for r in stream_records if r["status"] == "published"]
     last = max(done.values(), default=None)
@@ -318,6 +350,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
             if last
             else None,
         },
+        "removals": {k: v for k, v in removals.items() if k != "ended"},
         "requests": len(samples),
         "errors": sum(1 for s in samples if s[2] != 200),
         "versions_served": len({s[3] for s in samples if s[3]}),
@@ -328,6 +361,57 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
             }
             for name, rows in phases.items()
         },
+    }
+
+
+def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace) -> dict:
+    """Phase 3: one-user deletions one every ``--removal-interval`` s; from accepted (202) to
+    'removed' and to 'published', each read by polling the request's status every 10 ms."""
+    accepted: dict[str, float] = {}
+    removed: dict[str, float] = {}
+    published: dict[str, float] = {}
+    exact: dict[str, bool | None] = {}
+    start = time.monotonic()
+    deadline = start + args.removals * args.removal_interval + args.drain_seconds
+    k = 0
+    while time.monotonic() < deadline and len(published) < len(users):
+        if k < len(users) and time.monotonic() >= start + k * args.removal_interval:
+            request_id = f"removal-{k}"
+            api.post(
+                "/v1/deletions", json={"request_id": request_id, "users": [users[k]]}
+            ).raise_for_status()
+            accepted[request_id] = time.monotonic()
+            k += 1
+        for request_id in list(accepted):
+            if request_id in published:
+                continue
+            record = api.get(f"/v1/deletions/{request_id}").json()
+            now = time.monotonic()
+            if record["status"] in ("removed", "repaired", "published"):
+                removed.setdefault(request_id, now)
+                exact.setdefault(request_id, record["removed_exact"])
+            if record["status"] in ("published", "failed"):
+                published[request_id] = now
+        time.sleep(0.01)
+    audits = [
+        (api.get(f"/v1/deletions/{r}").json().get("audit") or {}).get("timings") or {}
+        for r in removed
+    ]
+    to_removed = [removed[r] - accepted[r] for r in removed]
+    to_published = [published[r] - accepted[r] for r in published]
+    return {
+        "requests": len(users),
+        "interval_s": args.removal_interval,
+        "removed": len(removed),
+        "removed_exact": sum(bool(v) for v in exact.values()),
+        "published": len(published),
+        "accepted_to_removed": percentiles(to_removed),
+        "accepted_to_published": percentiles(to_published),
+        "worker_removal": {  # the removal phase's steps, as the audit times them
+            step: percentiles([t[step] for t in audits if step in t])
+            for step in ("queued_s", "load_s", "forget_s", "save_s")
+        },
+        "ended": time.monotonic(),
     }
 
 

@@ -341,7 +341,7 @@ def test_health_is_503_when_the_in_process_worker_failed(service, monkeypatch):
 
     def fail(self, stop=None, drain=False, on_running=lambda _: None):
         raise RecUnlearnError(
-            "version v000002 is recorded as applied but its folder is not complete"
+            "version v000002 is recorded as staged but its folder is not complete"
         )
 
     monkeypatch.setattr(Worker, "run", fail)

@@ -34,9 +34,17 @@ KILLS = [
     ("claimed", 1, 0.0),
     ("model_loaded", 1, 0.0),
     ("forget_started", 1, 0.0),
-    ("forget_started", 1, 0.01),  # inside retraining
-    ("forget_started", 1, 0.04),
-    ("forget_started", 1, 0.08),
+    ("forget_started", 1, 0.01),  # inside quarantine or saving
+    ("repair_started", 1, 0.0),  # between the phases: the removal version is served
+    ("repair_started", 1, 0.01),  # inside retraining the quarantined shards
+    ("repair_started", 1, 0.04),
+    ("repair_done", 1, 0.0),
+    ("repair_merged", 1, 0.0),
+    ("saved", 2, 0.0),  # the repair version's
+    ("store_deleted", 2, 0.0),
+    ("applied_committed", 2, 0.0),
+    ("pointer_renamed", 2, 0.0),
+    ("published_committed", 2, 0.0),
     ("forgotten", 1, 0.0),
     ("forgotten", 1, 0.003),  # inside saving
     ("saved", 1, 0.0),
@@ -118,16 +126,16 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
         for record in records.values():
             assert record.status != "failed", record.error
             request = submitted[record.request_id]
-            if record.status in ("applied", "published"):
-                assert record.request is None, "an applied request keeps digests, not ids"
+            if record.removed_version is not None:
+                assert record.request is None, "a request taken up keeps digests, not ids"
                 assert ledger.matching_digests(record.proof) == 0, (
-                    "applied means deleted from the store"
+                    "taken up by a version means deleted from the store"
                 )
                 assert not stored & set(request.pairs), "also by the ids themselves"
-            if record.status == "published":
+            if record.status in ("removed", "repaired", "published"):
                 known = request.known_to(model.train)
                 assert known is None or not known.rows(model.train).any(), (
-                    "published means gone from the served model"
+                    "removed means gone from the served model"
                 )
                 assert not any(u in model.train.users for u in request.users), (
                     "and users deleted whole erased"
@@ -136,10 +144,14 @@ def _check_invariants(home: ServiceHome, submitted: dict[str, DeletionRequest]) 
         ledger.close()
 
 
-def _request(model, number: int) -> DeletionRequest:
-    """Alternately a whole user and three single interactions still in the training data."""
+def _request(model, number: int, one_row: bool = False) -> DeletionRequest:
+    """Alternately a whole user and three single interactions still in the training data; one
+    interaction (one shard: it is quarantined, then repaired) for a kill in the repair phase."""
     train = model.train
     rng = np.random.default_rng(number)
+    if one_row:
+        row = rng.choice(len(train), size=1)
+        return DeletionRequest.from_rows(train, row, request_id=f"req-{number}")
     if number % 2 == 0:
         user = rng.choice(np.unique(train.user))
         return DeletionRequest(request_id=f"req-{number}", users=[str(train.users.ids[user])])
@@ -154,7 +166,11 @@ def test_worker_survives_sigkill_at_every_stage(service):
     submitted: dict[str, DeletionRequest] = {}
     _, model = load_current(home)
     for number, (stage_name, nth, delay) in enumerate(KILLS):
-        request = _request(model, number)
+        repair_phase = stage_name.startswith("repair") or nth == 2
+        if repair_phase:  # what earlier kills left waiting is settled first: one request, one shard
+            assert _kill_at(home, "no such stage", 1, 0.0) == 0
+            _, model = load_current(home)
+        request = _request(model, number, repair_phase)
         ledger = home.ledger()
         ledger.submit(request)
         ledger.close()
@@ -171,12 +187,24 @@ def test_worker_survives_sigkill_at_every_stage(service):
 
     ledger = home.ledger()
     records = ledger.records()
-    versions_of = Counter(rid for v in _versions(ledger) for rid in json.loads(v["request_ids"]))
+    kinds = {
+        kind: Counter(
+            rid
+            for v in _versions(ledger)
+            if v["kind"] == kind
+            for rid in json.loads(v["request_ids"])
+        )
+        for kind in ("removal", "repair", "full")
+    }
+    removed = [e["request_id"] for e in ledger.events() if e["kind"] == "removed"]
     ledger.close()
     assert {r.status for r in records} == {"published"} and len(records) == len(KILLS)
-    assert all(versions_of[r.request_id] == 1 for r in records), (
-        "each request is in exactly one version"
-    )
+    assert all(
+        (kinds["removal"][r.request_id], kinds["repair"][r.request_id]) in ((1, 1), (0, 0))
+        and kinds["removal"][r.request_id] + kinds["full"][r.request_id] == 1
+        for r in records
+    ), "each request is in one removal and one repair version, or in one full version"
+    assert max(Counter(removed).values()) == 1 and kinds["repair"], "two phases, each once"
     _, model = load_current(home)
     assert model_pairs(model) == stored_pairs(home), (
         "the served model trains on exactly what the store holds"

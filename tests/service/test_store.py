@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from recunlearn.data.deletion import DeletionRequest
-from recunlearn.errors import ConfigError
+from recunlearn.errors import ConfigError, RecUnlearnError
 from recunlearn.service import store as store_module
 from recunlearn.service.store import (
     ConflictError,
@@ -221,7 +221,9 @@ def test_apply_deletes_rows_and_drops_the_ids_in_one_transaction(store_url):
         raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError):
-        ledger.record_applied(2, "v000002", "0" * 64, {"a": {}}, before_commit=crash)
+        ledger.record_staged(
+            2, "v000002", "0" * 64, {"a": {"removed_exact": True}}, "full", before_commit=crash
+        )
     record = ledger.get("a")
     assert ledger.matching_digests(record.proof) == named and record.status == "received", (
         "rolled back whole"
@@ -229,17 +231,22 @@ def test_apply_deletes_rows_and_drops_the_ids_in_one_transaction(store_url):
     assert record.request == request and ledger.latest_version_number() == 0
 
     removed = [("u2", "i0"), ("u2", "i1")]
-    deleted = ledger.record_applied(
-        2, "v000002", "0" * 64, {"a": {"removed_pair_digests": ledger.pair_digests(removed)}}
+    deleted = ledger.record_staged(
+        2,
+        "v000002",
+        "0" * 64,
+        {"a": {"removed_exact": True, "removed_pair_digests": ledger.pair_digests(removed)}},
+        "full",
     )
     record = ledger.get("a")
     assert deleted == {"a": named} and ledger.matching_digests(record.proof) == 0
     assert ledger.count_interactions() == len(data) - named
     assert (
-        record.status == "applied"
-        and record.version == 2
+        record.status == "received"
+        and (record.removed_version, record.version) == (2, 2)
         and record.audit["store_rows_removed"] == named
-    )
+    ), "received until its version is served"
+    assert ledger.waiting(10) == [], "a request a version took up is not claimed again"
     assert record.request is None and record.named.model_dump() == {
         "pairs": 2,
         "users": 1,
@@ -260,6 +267,96 @@ def test_apply_deletes_rows_and_drops_the_ids_in_one_transaction(store_url):
     assert ledger.record_published(2) == ["a"] and ledger.get("a").status == "published"
     assert ledger.record_published(2) == [], "publishing twice changes nothing"
     ledger.close()
+
+
+def test_two_phase_states_flip_only_when_their_version_is_published(store_url):
+    """received -> removed (removal version served) -> repaired (repair version recorded) ->
+    published (served); a state is recorded only once the version behind it is published."""
+    ledger = Ledger(store_url, key=KEY)
+    data = make_tiny()
+    ledger.add_interactions(data)
+    ledger.submit(DeletionRequest(request_id="a", users=["u1"]))
+    ledger.submit(DeletionRequest(request_id="b", users=["u2"]))
+    removal = {"removed_exact": True, "removed_rows": 3, "parts": ["shard-0"]}
+    ledger.record_staged(2, "v000002", "0" * 64, {"a": removal}, "removal")
+    record = ledger.get("a")
+    assert (record.status, record.removed_version, record.removed_exact) == ("received", 2, True)
+    assert record.version is None and record.request is None
+    assert [r.request_id for r in ledger.waiting(10)] == ["b"]
+    with pytest.raises(RecUnlearnError, match="is received, not removed"):
+        ledger.record_staged(3, "v000003", "0" * 64, {"a": {}}, "repair")
+    assert ledger.record_published(2) == ["a"]
+    record = ledger.get("a")
+    assert record.status == "removed" and record.removed_at is not None
+    assert ledger.count_interactions() == len(data) - int((data.user == 1).sum())
+
+    ledger.record_staged(3, "v000003", "0" * 64, {"a": {"parts": ["shard-0", "shard-1"]}}, "repair")
+    record = ledger.get("a")
+    assert (record.status, record.version, record.removed_version) == ("repaired", 3, 2)
+    assert record.audit["parts"] == ["shard-0", "shard-1"] and record.audit["removed_rows"] == 3, (
+        "the repair's audit is added to the removal's"
+    )
+    assert record.published_at is None
+    ledger.record_published(3)
+    record = ledger.get("a")
+    assert record.status == "published" and record.published_at >= record.repaired_at
+    assert [e["kind"] for e in ledger.events("a")] == [
+        "received",
+        "applied",
+        "removed",
+        "repaired",
+        "published",
+    ]
+    assert ledger.get("b").status == "received"
+    ledger.close()
+
+
+def test_upgrading_to_two_phase_keeps_the_states_older_ledgers_recorded(store_url):
+    """0003: an applied request (its full version staged) waits for that version as 'received'; a
+    published one was removed and repaired by its version; downgrading is refused once a removal
+    version exists."""
+    config = _alembic(store_url)
+    command.upgrade(config, "0002")
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        for request_id, status, version in (("old", "published", 2), ("staged", "applied", 3)):
+            connection.execute(
+                text(
+                    "INSERT INTO requests (id, status, spec, proof, received_at, applied_at, "
+                    "published_at, version, audit) VALUES (:i, :s, NULL, :p, 1.0, 2.0, :pub, :v, :a)"
+                ),
+                {
+                    "i": request_id,
+                    "s": status,
+                    "p": Proof(users=[], items=[], pairs=[], samples=[]).model_dump_json(),
+                    "pub": 3.0 if status == "published" else None,
+                    "v": version,
+                    "a": json.dumps({"exact": True}),
+                },
+            )
+    command.upgrade(config, "head")
+    ledger = Ledger(store_url, key=KEY)
+    old, staged = ledger.get("old"), ledger.get("staged")
+    assert (old.status, old.removed_version, old.removed_exact, old.removed_at) == (
+        "published",
+        2,
+        True,
+        3.0,
+    )
+    assert (staged.status, staged.removed_version, staged.version) == ("received", 3, 3)
+    assert ledger.waiting(10) == []
+    command.downgrade(config, "0002")
+    with engine.connect() as connection:
+        assert (
+            connection.execute(text("SELECT status FROM requests WHERE id = 'staged'")).scalar()
+            == "applied"
+        )
+    command.upgrade(config, "head")
+    ledger.record_staged(4, "v000004", "0" * 64, {}, "removal")
+    with pytest.raises(RuntimeError, match="cannot downgrade below 0003"):
+        command.downgrade(config, "0002")
+    ledger.close()
+    engine.dispose()
 
 
 def test_tokens_are_stored_hashed_with_roles_lifetimes_and_revocation(store_url, monkeypatch):

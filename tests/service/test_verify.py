@@ -20,7 +20,13 @@ from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
 from recunlearn.service.store import Ledger, versions
-from recunlearn.service.versions import current_name, file_sha256, load_current, read_manifest
+from recunlearn.service.versions import (
+    current_name,
+    file_sha256,
+    load_current,
+    part_weights,
+    read_manifest,
+)
 from recunlearn.service.worker import Worker
 from recunlearn.testing import FAST_TRAIN
 from tests.conftest import make_tiny
@@ -279,7 +285,13 @@ def test_cli_walk_through_with_retrain(tmp_path):
     bad_pair = runner.invoke(app, ["verify", "r", "--pair", "u5", "--home", str(home)])
     assert bad_pair.exit_code != 0 and "give USER,ITEM" in str(bad_pair.exception)
     status = runner.invoke(app, ["service", "status", "--home", str(home)])
-    assert '"published": 1' in status.output and "v000002" in status.output
+    assert '"published": 1' in status.output and "v000003" in status.output
+    ledger = ServiceHome(home).ledger()
+    record = ledger.get("r")
+    ledger.close()
+    assert (record.removed_version, record.removed_exact, record.version) == (2, False, 3), (
+        "retrain removes approximately (IFRU) in v2, then retrains exactly in v3"
+    )
     missing = runner.invoke(app, ["verify", "nope", "--home", str(home)])
     assert missing.exit_code != 0 and "no deletion request with id 'nope'" in str(missing.exception)
 
@@ -388,4 +400,64 @@ def test_on_postgresql_the_deleted_rows_leave_the_table_files_and_verify_names_t
     assert _tuple_bytes("u8", str(frame.item[frame.user == "u8"].iloc[0])) in after, (
         "the scan still sees kept rows"
     )
+    ledger.close()
+
+
+class _Stop(Exception):
+    """Stands for the worker stopping between the two phases."""
+
+
+def _stop_before_repair(name: str) -> None:
+    if name == "repair_started":
+        raise _Stop(name)
+
+
+def test_verify_checks_the_removal_version_between_the_phases(service):
+    """While a request is 'removed', verify checks the removal version: it loads no shard that held
+    the rows, the others are bitwise the previous version's (by the copy of its manifest the ledger
+    vouches for); a kept shard altered and re-signed is caught. The repair then resumes."""
+    home = service.home
+    _submit(home, ("u1", "i2"))
+    with pytest.raises(_Stop):
+        Worker(home, stage=_stop_before_repair).run(drain=True)
+    ledger = home.ledger()
+    record = ledger.get("p")
+    ledger.close()
+    assert record.status == "removed" and record.removed_exact and record.removed_version == 2
+    result = verify_request(home, "p", retrain=False)
+    checks = {c.name: c for c in result.checks}
+    assert result.ok and "loads none of" in checks["removal version"].detail
+    assert "are bitwise v000001's" in checks["removal version"].detail
+
+    name, model = load_current(home)
+    kept = next(k for k, shard in enumerate(model.models) if shard is not None)
+    with torch.no_grad():
+        next(iter(model.models[kept].parameters())).add_(1e-3)
+    model.save(home.versions / name, keep_forgotten=False)
+    manifest = read_manifest(home.versions / name)
+    manifest["part_weights"] = part_weights(model)
+    (home.versions / name / "manifest.json").write_text(json.dumps(manifest))
+    _resign(home, name)
+    result = verify_request(home, "p", retrain=False)
+    failed = {c.name: c.detail for c in result.checks if not c.ok}
+    assert set(failed) == {"removal version"} and f"shard-{kept}" in failed["removal version"]
+
+
+def test_a_crash_between_the_phases_resumes_the_repair(service):
+    home = service.home
+    _submit(home, ("u1", "i2"))
+    with pytest.raises(_Stop):
+        Worker(home, stage=_stop_before_repair).run(drain=True)
+    assert Worker(home).run(drain=True) == 1, "the next worker repairs what is pending"
+    ledger = home.ledger()
+    record = ledger.get("p")
+    ledger.close()
+    assert (record.status, record.removed_version, record.version) == ("published", 2, 3)
+    assert not load_current(home)[1].pending
+    assert verify_request(home, "p", retrain=True).ok
+
+
+def _submit(home: ServiceHome, pair: tuple[str, str]) -> None:
+    ledger = home.ledger()
+    ledger.submit(DeletionRequest(request_id="p", pairs=[pair]))
     ledger.close()

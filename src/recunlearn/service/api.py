@@ -3,7 +3,8 @@
 Every route but /v1/health needs ``Authorization: Bearer <token>``: no, an unknown, a revoked or an
 expired token is 401, a read token on a write route is 403. Answers show where a deletion stands, never
 the ids it named. Recommendations and scores come from the served version, held in
-memory and swapped for a newer one in the background, so serving never waits for the worker.
+memory; every request first reads the version pointer, so once the ledger reports a request's version
+served, no answer comes from an older one (see :class:`ServedModel`).
 """
 
 import hashlib
@@ -11,7 +12,7 @@ import json
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
@@ -96,61 +97,54 @@ class HealthOut(BaseModel):
     worker_error: str | None = None
 
 
+class Served(NamedTuple):
+    """One loaded version: what a request answers from, read as one reference."""
+
+    name: str
+    model: Unlearner
+    users_with_data: np.ndarray
+    """Per user index, whether the user has a training row (a deleted user has none)."""
+
+
 class ServedModel:
-    """The version in memory; a newer one (by the pointer file) is loaded in a background thread."""
+    """The version in memory, always the one the pointer file names when a request starts.
+
+    Every request reads the pointer (one small file) before answering: when the worker has switched
+    it, the request waits for the new version to load rather than answer from the old one, so a
+    status the ledger reports (it flips after the pointer) is never contradicted by an answer. A
+    watcher thread loads a new version as soon as the pointer names it, so requests rarely wait."""
 
     def __init__(self, home: ServiceHome, poll_seconds: float):
         self.home = home
         self.poll_seconds = poll_seconds
-        self.name: str | None = None
-        self.model: Unlearner | None = None
-        self.users_with_data: np.ndarray | None = None
-        self._checked = 0.0
+        self.current: Served | None = None
         self._loading = threading.Lock()
 
-    def get(self) -> tuple[str, Unlearner]:
-        if self.model is None:
-            with self._loading:
-                if self.model is None:
-                    self._load()
-        elif time.monotonic() - self._checked > self.poll_seconds:
-            self.refresh()
-        return self.name, self.model
-
-    def refresh(self) -> None:
-        """Start loading the version the pointer names, if it is newer than the one in memory."""
-        self._checked = time.monotonic()
-        if current_name(self.home) != self.name and self._loading.acquire(blocking=False):
-            threading.Thread(target=self._load_in_background, daemon=True).start()
+    def get(self) -> Served:
+        current = self.current
+        if current is None or current_name(self.home) != current.name:
+            with self._loading:  # a load in progress (the watcher's) is waited for, not duplicated
+                current = self.current
+                if current is None or current_name(self.home) != current.name:
+                    current = self._load()
+        return current
 
     def watch(self, stop: threading.Event) -> None:
-        """Follow the pointer every ``poll_seconds`` (so a published version is served without waiting
-        for a request to notice it)."""
+        """Follow the pointer every ``poll_seconds``, loading a new version before a request needs it."""
         while not stop.wait(self.poll_seconds):
-            if self.model is not None:
-                self.refresh()
+            current = self.current
+            if current is not None and current_name(self.home) != current.name:
+                try:
+                    self.get()
+                except (RecUnlearnError, OSError):  # the next request reports it (503)
+                    pass
 
-    def _load(self) -> None:
+    def _load(self) -> Served:
         name, model = load_current(self.home)
         has_data = np.zeros(model.train.n_users, bool)
         has_data[model.train.user] = True
-        self.users_with_data = has_data
-        self.name, self.model = (
-            name,
-            model,
-        )  # one reference swap: readers see the old or the new version
-        self._checked = time.monotonic()
-
-    def _load_in_background(self) -> None:
-        try:
-            self._load()
-        except (
-            RecUnlearnError,
-            OSError,
-        ):  # the worker switched again mid-load; the next check retries
-            pass
-        finally:
-            self._loading.release()
+        self.current = Served(name, model, has_data)
+        return self.current
 
 
 TOKEN_CACHE_SIZE = 1024
@@ -264,7 +258,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
 
         return check
 
-    def model() -> tuple[str, Unlearner]:
+    def model() -> Served:
         try:
             return served.get()
         except (RecUnlearnError, OSError) as exc:
@@ -314,7 +308,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         if stored is not None:
             response.status_code = 200
             return stored.public()
-        _, current = model()
+        current = model().model
         known(current.train.users, body.users + [p[0] for p in body.pairs], "user")
         known(current.train.items, body.items + [p[1] for p in body.pairs], "item")
         try:  # the ledger checks the id again: a concurrent submission may have stored it meanwhile
@@ -351,9 +345,9 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         k: Annotated[int, Query(ge=1, le=1000)] = 10,
     ) -> RecommendationsOut:
         """Top-k unseen items for a user, from the served version."""
-        name, current = model()
+        name, current, users_with_data = model()
         known(current.train.users, [user], "user")
-        if not served.users_with_data[current.train.users.index([user])[0]]:
+        if not users_with_data[current.train.users.index([user])[0]]:
             raise HTTPException(
                 404, f"user {user!r} has no interactions in the served model (deleted)"
             )
@@ -369,7 +363,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             raise HTTPException(
                 413, f"{len(body.pairs)} pairs; at most {config.max_score_pairs} per call"
             )
-        name, current = model()
+        name, current, _ = model()
         known(current.train.users, [p[0] for p in body.pairs], "user")
         known(current.train.items, [p[1] for p in body.pairs], "item")
         values = current.score([p[0] for p in body.pairs], [p[1] for p in body.pairs])
@@ -380,7 +374,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         """Liveness and what is served; needs no token. 503 when no version can be served or the
         in-process worker is not running (failed, or waiting for another worker's lock)."""
         try:
-            name, _ = served.get()
+            name = served.get().name
             status = (
                 "worker-failed"
                 if state["worker_error"]

@@ -26,12 +26,15 @@ from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import DeletionRecord, Proof
 from recunlearn.service.versions import (
     MANIFEST,
+    PREVIOUS_MANIFEST,
     STAGING_PREFIX,
+    VersionError,
     check_version,
     current_name,
     file_sha256,
     load_version,
     part_hashes,
+    part_weights,
     read_manifest,
 )
 from recunlearn.train.loop import fit_model
@@ -88,7 +91,11 @@ def _rebuild_check(model: Unlearner, parts: list[str]) -> Check:
             ):  # refitted from its seed on the served shards and the remaining rows
                 fresh_aggregator = build_aggregator(model.config.aggregator)
                 fresh_aggregator.fit(
-                    model.models, model.train, model.valid, range(model.config.n_shards)
+                    model.models,
+                    model.train,
+                    model.valid,
+                    range(model.config.n_shards),
+                    model.assignment,
                 )
                 if not _same_state(fresh_aggregator.tensors(), model.aggregator.tensors()):
                     differing.append(part)
@@ -143,7 +150,7 @@ def verify_request(
         checks = [
             Check(
                 name="status",
-                ok=record.status == "published",
+                ok=record.status in ("removed", "repaired", "published"),
                 detail=f"{record.status}"
                 + (f": {record.error}" if record.error else "")
                 + (f" in version {record.version}" if record.version else ""),
@@ -195,8 +202,30 @@ def verify_request(
         number = _folder_number(served) if served is not None else None
         served_row = ledger.version(number) if number is not None else None
         request_row = ledger.version(record.version) if record.version is not None else None
+        removal_row = (
+            ledger.version(record.removed_version) if record.removed_version is not None else None
+        )
+        previous_row = None
+        if removal_row is not None and record.status in ("removed", "repaired") and served:
+            try:
+                previous = read_manifest(home.versions / served).get("previous")
+            except VersionError:  # the removal check reports the incomplete folder
+                previous = None
+            previous_number = _folder_number(previous) if previous else None
+            previous_row = ledger.version(previous_number) if previous_number else None
     finally:
         ledger.close()
+    if record.status in ("removed", "repaired") and served is not None:
+        try:
+            _removal_checks(checks, home, key, served, number, record, previous_row)
+        except Exception as exc:  # a failed check with its reason, not a traceback
+            checks.append(
+                Check(
+                    name="removal version",
+                    ok=False,
+                    detail=f"checking {served} failed ({type(exc).__name__}: {exc})",
+                )
+            )
     if record.status == "published" and served is not None:
         try:
             _model_checks(checks, home, key, served, record, served_row, request_row, retrain)
@@ -234,6 +263,81 @@ def _folder_number(name: str) -> int | None:
     """The version number of a version or staging folder's name (None: not a version folder)."""
     match = _VERSION_FOLDER.match(name)
     return int(match.group(1)) if match else None
+
+
+def _removal_checks(
+    checks: list[Check],
+    home: ServiceHome,
+    key: bytes,
+    served: str,
+    number: int | None,
+    record: DeletionRecord,
+    previous_row: dict[str, Any] | None,
+) -> None:
+    """The removal phase's claim, while the repair is pending: the served version holds none of the
+    request's rows; and when it is the request's removal version, it loads no part that held them
+    and its other parts are bitwise the previous version's (whose manifest the removal version keeps
+    a copy of, checked against the ledger's sha256 of it)."""
+    folder = home.versions / served
+    problems = check_version(folder)
+    if problems:
+        checks.append(Check(name="served version complete", ok=False, detail="; ".join(problems)))
+        return
+    model = Unlearner.load(folder)
+    left = _remaining(key, record.proof, model.train)
+    checks.append(
+        Check(
+            name="served model's data",
+            ok=left == 0,
+            detail=f"{left} training row(s) of {served} match the request",
+        )
+    )
+    audit = record.audit or {}
+    held = audit.get("held_parts")
+    if number != record.removed_version or held is None:
+        checks.append(
+            Check(
+                name="removal version",
+                ok=True,
+                detail=f"{served} is served, not the removal version {record.removed_version}"
+                if number != record.removed_version
+                else f"{model.name} removes without setting parts aside "
+                f"({'exact' if record.removed_exact else 'approximate'}); the repair follows",
+            )
+        )
+        return
+    manifest = read_manifest(folder)
+    weights = manifest.get("part_weights", {})
+    loaded = part_weights(model)
+    previous_file = folder / PREVIOUS_MANIFEST
+    problems = []
+    loads = sorted(p for p in held if loaded.get(p) is not None)
+    if loads:
+        problems.append(f"{served} loads part(s) {loads} that held the request's rows")
+    if loaded != weights:
+        problems.append(f"{served}'s parts are not the ones its manifest records")
+    if previous_row is None or not previous_file.is_file():
+        problems.append(f"{served} keeps no previous manifest the ledger recorded")
+    elif file_sha256(previous_file) != previous_row["manifest_sha256"]:
+        problems.append(
+            f"{served}'s copy of {previous_row['name']}'s manifest is not the recorded one"
+        )
+    else:
+        before = json.loads(previous_file.read_text()).get("part_weights", {})
+        differ = sorted(
+            p for p, digest in loaded.items() if digest is not None and before.get(p) != digest
+        )
+        if differ:
+            problems.append(f"part(s) {differ} differ from {previous_row['name']}'s")
+    kept = sorted(p for p, digest in loaded.items() if digest is not None)
+    checks.append(
+        Check(
+            name="removal version",
+            ok=not problems,
+            detail="; ".join(problems)
+            or f"{served} loads none of {held}; {kept} are bitwise {previous_row['name']}'s",
+        )
+    )
 
 
 def _ledger_check(

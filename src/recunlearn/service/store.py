@@ -4,10 +4,15 @@ SQLite (a file, WAL journal, ``synchronous=FULL``) by default, PostgreSQL (``pos
 in production; no other database. The schema is created and upgraded by the Alembic migrations shipped
 in ``service/migrations``; the tables below are what those migrations build (a test checks they agree).
 
-A request moves ``received -> applied -> published`` or ``received -> failed``. The raw interactions
-a request names are deleted in the same transaction that records it as applied, so the store never
-says 'applied' while still holding the data, nor loses the data without saying why. The same
-transaction drops the ids the request named: from then on the ledger holds only their keyed digests
+A request moves ``received -> removed -> repaired -> published`` or ``received -> failed``:
+``removed`` once a version that no longer uses its data is served (its parts set aside, exact, or an
+approximate update: ``removed_exact``), ``repaired`` once the version retrained exactly without it is
+recorded, ``published`` once that version is served. A method without a removal phase publishes one
+version that does both (kind 'full'): ``received -> published``. The raw interactions a request names
+are deleted in the same transaction that records the first version without them, so the store never
+loses the data without saying why; the request stays ``received`` until that version is served, since
+a state the ledger reports must be one the API serves. The same transaction drops the ids the request
+named: from then on the ledger holds only their keyed digests
 (HMAC-SHA256 under the service's key, kept outside the database), which prove what was removed to
 whoever holds the key without letting a reader of the ledger list what a deleted user did.
 """
@@ -29,6 +34,7 @@ import pandas as pd
 from pydantic import BaseModel
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Engine,
     Float,
@@ -56,7 +62,10 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, Vocabulary
 from recunlearn.errors import ConfigError, RecUnlearnError
 
-Status = Literal["received", "applied", "published", "failed"]
+Status = Literal["received", "removed", "repaired", "published", "failed"]
+VersionKind = Literal["removal", "repair", "full"]
+"""'removal': the requests' data set aside (parts quarantined) or removed approximately, pending
+repair; 'repair': the pending requests retrained exactly; 'full': both in one version."""
 Role = Literal["read", "write"]
 _CHUNK = 500
 """Ids per IN (...) clause, well under every database's bound-parameter limit."""
@@ -90,6 +99,10 @@ requests = Table(
     Column("version", Integer, nullable=True),
     Column("error", Text, nullable=True),
     Column("audit", Text, nullable=True),
+    Column("removed_version", Integer, nullable=True),
+    Column("removed_exact", Boolean, nullable=True),
+    Column("removed_at", Float, nullable=True),
+    Column("repaired_at", Float, nullable=True),
 )
 
 versions = Table(
@@ -102,6 +115,7 @@ versions = Table(
     Column("published_at", Float, nullable=True),
     Column("manifest_sha256", String(64), nullable=False),
     Column("request_ids", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
 )
 
 events = Table(
@@ -224,10 +238,21 @@ class DeletionStatus(BaseModel):
     named: Named
     received_at: float
     applied_at: float | None = None
+    """When the store's rows were deleted and the first version without them recorded."""
+    removed_at: float | None = None
+    """When a version without this request's data was first served."""
+    removed_exact: bool | None = None
+    """Whether that removal was exact (parts that held the data set aside) or approximate (an
+    influence update of a single model, until the repair retrains it)."""
+    removed_version: int | None = None
+    """Model version that first served the model without this request's data."""
+    repaired_at: float | None = None
+    """When the version retrained exactly without the data was recorded."""
     published_at: float | None = None
+    """When that version was served."""
     failed_at: float | None = None
     version: int | None = None
-    """Model version that first served the model without this request's data."""
+    """Model version retrained exactly without this request's data (set once repaired)."""
     error: str | None = None
     """Why the request failed (status 'failed')."""
     audit: dict[str, Any] | None = None
@@ -239,7 +264,7 @@ class DeletionRecord(DeletionStatus):
     """A deletion request as the ledger holds it."""
 
     request: DeletionRequest | None
-    """The ids it names, until it is applied (None from then on)."""
+    """The ids it names, until its data is deleted from the store (None from then on)."""
     proof: Proof
 
     def public(self) -> DeletionStatus:
@@ -351,7 +376,7 @@ class Ledger:
         with self.write() as connection:
             for row in connection.execute(older).mappings().all():
                 request = DeletionRequest.model_validate_json(row["spec"])
-                done = row["status"] in ("applied", "published")
+                done = row["status"] == "published" or row["removed_version"] is not None
                 audit = None if row["audit"] is None else json.loads(row["audit"])
                 if audit is not None and "removed_pairs" in audit:
                     audit["removed_pair_digests"] = self.pair_digests(audit.pop("removed_pairs"))
@@ -517,12 +542,12 @@ class Ledger:
         return self._record(row)
 
     def waiting(self, limit: int) -> list[DeletionRecord]:
-        """Received requests, oldest first."""
+        """Received requests no version has taken up yet, oldest first."""
         with self.engine.connect() as connection:
             rows = (
                 connection.execute(
                     select(requests)
-                    .where(requests.c.status == "received")
+                    .where(requests.c.status == "received", requests.c.removed_version.is_(None))
                     .order_by(requests.c.received_at, requests.c.id)
                     .limit(limit)
                 )
@@ -555,16 +580,20 @@ class Ledger:
             if done:
                 self._event(connection, "failed", request_id, detail={"reason": reason})
 
-    def record_applied(
+    def record_staged(
         self,
         version: int,
         name: str,
         manifest_sha256: str,
         audits: dict[str, dict[str, Any]],
+        kind: VersionKind,
         before_commit: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
-        """In one transaction: delete the requests' interactions, mark them applied with their audits,
-        and record the staged version that holds the model without them. Returns rows deleted per request.
+        """In one transaction: record the staged version ``version`` and what it does for each
+        request. A 'removal' or 'full' version takes up received requests: their interactions are
+        deleted from the store and their ids dropped (they stay 'received' until the version is
+        served); each audit says whether the removal is exact (``removed_exact``). A 'repair' version marks removed requests 'repaired', its audit added to theirs.
+        Returns the store rows deleted per request.
 
         ``before_commit`` runs inside the transaction, after every change (the crash tests kill there)."""
         now = time.time()
@@ -576,45 +605,60 @@ class Ledger:
                     .mappings()
                     .one()
                 )
-                if row["status"] != "received":
-                    raise RecUnlearnError(
-                        f"request {request_id!r} is {row['status']}, not received"
+                if kind == "repair":
+                    if row["status"] != "removed":
+                        raise RecUnlearnError(
+                            f"request {request_id!r} is {row['status']}, not removed"
+                        )
+                    values = {
+                        "status": "repaired",
+                        "repaired_at": now,
+                        "version": version,
+                        "audit": json.dumps({**json.loads(row["audit"]), **audit}),
+                    }
+                    self._event(connection, "repaired", request_id, version, {})
+                else:
+                    if row["status"] != "received" or row["removed_version"] is not None:
+                        raise RecUnlearnError(f"request {request_id!r} is already taken up")
+                    request = DeletionRequest.model_validate_json(row["spec"])
+                    removed = sum(
+                        connection.execute(delete(interactions).where(condition)).rowcount
+                        for condition in self._conditions(request)
                     )
-                request = DeletionRequest.model_validate_json(row["spec"])
-                removed = sum(
-                    connection.execute(delete(interactions).where(condition)).rowcount
-                    for condition in self._conditions(request)
-                )
-                deleted[request_id] = removed
-                audit = {**audit, "store_rows_removed": removed}
+                    deleted[request_id] = removed
+                    values = {
+                        "applied_at": now,
+                        "removed_version": version,
+                        "removed_exact": bool(audit["removed_exact"]),
+                        "audit": json.dumps({**audit, "store_rows_removed": removed}),
+                        "spec": None,
+                    }
+                    if kind == "full":
+                        values.update(version=version, repaired_at=now)
+                    self._event(
+                        connection, "applied", request_id, version, {"store_rows_removed": removed}
+                    )
                 connection.execute(
-                    update(requests)
-                    .where(requests.c.id == request_id)
-                    .values(
-                        status="applied",
-                        applied_at=now,
-                        version=version,
-                        audit=json.dumps(audit),
-                        spec=None,
-                    )
-                )
-                self._event(
-                    connection, "applied", request_id, version, {"store_rows_removed": removed}
+                    update(requests).where(requests.c.id == request_id).values(**values)
                 )
             connection.execute(
                 insert(versions).values(
                     number=version,
                     name=name,
+                    kind=kind,
                     status="staged",
                     created_at=now,
                     manifest_sha256=manifest_sha256,
                     request_ids=json.dumps(sorted(audits)),
                 )
             )
-            self._event(connection, "staged", None, version, {"requests": sorted(audits)})
+            self._event(
+                connection, "staged", None, version, {"kind": kind, "requests": sorted(audits)}
+            )
             before_commit()
-        self.flushed = False
-        self.checkpoint()
+        if kind != "repair":
+            self.flushed = False
+            self.checkpoint()
         return deleted
 
     def record_initial_version(self, version: int, name: str, manifest_sha256: str) -> None:
@@ -623,6 +667,7 @@ class Ledger:
                 insert(versions).values(
                     number=version,
                     name=name,
+                    kind="full",
                     status="published",
                     created_at=time.time(),
                     published_at=time.time(),
@@ -663,7 +708,10 @@ class Ledger:
             )
 
     def record_published(self, version: int) -> list[str]:
-        """Mark a staged version published (older ones retired) and its requests published; idempotent."""
+        """Mark a staged version published (older ones retired) and move its requests on: a removal
+        version's to 'removed', a repair version's to 'published', a full version's from 'received'
+        to 'published'. Idempotent. Called only once the pointer names the version, so that every
+        state it records is one the API serves."""
         now = time.time()
         with self.write() as connection:
             row = (
@@ -681,16 +729,25 @@ class Ledger:
                 .where(versions.c.number == version)
                 .values(status="published", published_at=now)
             )
+            if row["kind"] == "repair":
+                source, target, values = "repaired", "published", {"published_at": now}
+            elif row["kind"] == "removal":
+                source, target, values = "received", "removed", {"removed_at": now}
+            else:
+                source, target = "received", "published"
+                values = {"removed_at": now, "published_at": now}
             ids = json.loads(row["request_ids"])
             for request_id in ids:
                 done = connection.execute(
                     update(requests)
-                    .where(requests.c.id == request_id, requests.c.status == "applied")
-                    .values(status="published", published_at=now)
+                    .where(requests.c.id == request_id, requests.c.status == source)
+                    .values(status=target, **values)
                 ).rowcount
                 if done:
-                    self._event(connection, "published", request_id, version, {})
-            self._event(connection, "published", None, version, {"requests": ids})
+                    self._event(connection, target, request_id, version, {})
+            self._event(
+                connection, "published", None, version, {"kind": row["kind"], "requests": ids}
+            )
         return ids
 
     def events(self, request_id: str | None = None) -> list[dict[str, Any]]:
@@ -877,6 +934,10 @@ class Ledger:
             published_at=row["published_at"],
             failed_at=row["failed_at"],
             version=row["version"],
+            removed_version=row["removed_version"],
+            removed_exact=row["removed_exact"],
+            removed_at=row["removed_at"],
+            repaired_at=row["repaired_at"],
             error=row["error"],
             audit=None if row["audit"] is None else json.loads(row["audit"]),
         )

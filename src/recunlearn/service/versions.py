@@ -25,6 +25,10 @@ from recunlearn.unlearn.base import Unlearner
 from recunlearn.unlearn.sharded import ShardedUnlearner
 
 MANIFEST = "manifest.json"
+PREVIOUS_MANIFEST = "previous-manifest.json"
+"""A copy of the manifest of the version a new one was made from: with the ledger's sha256 of that
+manifest, it lets ``verify`` compare the new version's parts with the previous version's after the
+previous folder is deleted."""
 STAGING_PREFIX = ".staging-"
 Stage = Callable[[str], None]
 """A hook called with the name of each step (the crash tests kill the worker there)."""
@@ -73,15 +77,35 @@ def part_hashes(model: Unlearner) -> dict[str, str]:
     return {"model": model.train.content_hash()}
 
 
+def part_weights(model: Unlearner) -> dict[str, str | None]:
+    """Per part, the sha256 of its parameters (names and bytes, in name order); None for a part set
+    aside (quarantined: it loads no weights). Empty for a model without parts."""
+    if not isinstance(model, ShardedUnlearner):
+        return {}
+    digests: dict[str, str | None] = {}
+    for k, shard in enumerate(model.models):
+        if shard is None:
+            digests[f"shard-{k}"] = None
+            continue
+        digest = hashlib.sha256()
+        for name, tensor in sorted(shard.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digests[f"shard-{k}"] = digest.hexdigest()
+    return digests
+
+
 def stage_version(
     home: ServiceHome,
     model: Unlearner,
     number: int,
     request_ids: list[str],
     stage: Stage = lambda _: None,
+    previous: str | None = None,
 ) -> tuple[str, str]:
-    """Write ``model`` as version ``number`` (complete on disk, not yet served); returns its name and
-    the sha256 of its manifest."""
+    """Write ``model`` as version ``number`` (complete on disk, not yet served), made from version
+    ``previous`` (whose manifest it keeps a copy of); returns its name and the sha256 of its
+    manifest."""
     name = version_name(number)
     home.versions.mkdir(parents=True, exist_ok=True)
     staging = home.versions / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
@@ -89,6 +113,8 @@ def stage_version(
         staging, keep_forgotten=False
     )  # served versions hold no trace of deleted data; the ledger is the record
     stage("saved")
+    if previous is not None:
+        shutil.copyfile(home.versions / previous / MANIFEST, staging / PREVIOUS_MANIFEST)
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     manifest = {
         "version": number,
@@ -101,6 +127,9 @@ def stage_version(
         "train_rows": len(model.train),
         "train_sha256": model.train.content_hash(),
         "parts": part_hashes(model),
+        "part_weights": part_weights(model),
+        "previous": previous,
+        "set_aside": model.quarantined_parts,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     for path in staging.iterdir():

@@ -8,13 +8,13 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
    second worker waits for the lock, trying again with back-off);
 3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
 4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
-5. one transaction: delete the requests' interactions from the store, mark them applied with their
-   audit, record the staged version;
+5. one transaction: delete the requests' interactions from the store, record their audit and the
+   staged version that takes them up;
 6. switch the ``CURRENT`` pointer (atomic rename), then mark the version and requests published;
 7. delete the previous version's folder.
 
-A crash before 5 leaves the requests 'received' (redone from scratch, the orphan folder is deleted);
-a crash after 5 leaves them 'applied' with a complete folder, and step 1 publishes it. So every
+A crash before 5 leaves the requests waiting (redone from scratch, the orphan folder is deleted);
+a crash after 5 leaves them taken up by a complete staged folder, and step 1 publishes it. So every
 acknowledged request is published exactly once and the pointer only ever names a complete version.
 """
 
@@ -46,7 +46,7 @@ from recunlearn.service.versions import (
     remove_unserved,
     stage_version,
 )
-from recunlearn.unlearn.base import Unlearner, UnlearningReport
+from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
 from recunlearn.unlearn.sharded import ShardedUnlearner
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,16 @@ STAGES = (
     "published_committed",
     "removed_old_version",
     "cleaned",
+    "repair_started",
+    "repair_done",
+    "repair_merged",
 )
 """Every step at which the worker calls its ``stage`` hook, in order."""
 
+
+REPAIR_RECHECK_SECONDS = 60.0
+"""How long the worker trusts that a repair is not due yet (its policy waits for more requests or a
+time of day) before loading the served version to ask again."""
 
 LOCK_BACKOFF_MAX = 30.0
 """Longest wait, in seconds, between two tries of a held worker lock."""
@@ -90,6 +97,15 @@ class Worker:
         self.ledger = ledger or home.ledger(self.config)
         self.stage = stage
         self._lock_handle = None
+        self._repair_job: threading.Thread | None = None
+        self._repair_result: tuple | BaseException | None = None
+        self.settled = 0
+        """Requests this worker brought to their last state (published or failed)."""
+        self._deferred = False
+        """Whether a waiting request could not be quarantined beside the pending ones: new requests wait
+        for the running repair instead of being tried again each pass."""
+        self._not_due: tuple[str, float] | None = None
+        """The served version whose repair was not due yet, and when that was found."""
 
     # locking --------------------------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -134,7 +150,8 @@ class Worker:
         drain: bool = False,
         on_running: Callable[[bool], None] = lambda _: None,
     ) -> int:
-        """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting). With
+        """Process requests until ``stop`` is set (or, with ``drain``, until none is waiting or pending
+        repair); returns how many were published or failed. With
         ``drain`` a held lock is a :class:`WorkerBusyError`; otherwise the worker waits for it.
         ``on_running`` hears whether it holds the lock."""
         stop = stop or threading.Event()
@@ -142,11 +159,11 @@ class Worker:
             self.acquire()
         elif not self.wait_for_lock(stop, on_running):
             return 0
-        handled = 0
+        settled_before = self.settled
         try:
             while not stop.is_set():
                 try:
-                    done = self.run_once()
+                    done = self.run_once(background_repair=not drain)
                 except RecUnlearnError:
                     raise
                 except (
@@ -156,24 +173,31 @@ class Worker:
                     done = 0
                     if drain:
                         raise
-                handled += done
                 if done == 0:
                     if drain:
                         break
-                    stop.wait(self.config.poll_seconds)
+                    stop.wait(
+                        self.config.poll_seconds / 10
+                        if self._repair_job
+                        else self.config.poll_seconds
+                    )
         finally:
             self.release()
             on_running(False)
-        return handled
+        return self.settled - settled_before
 
-    def run_once(self) -> int:
-        """One pass: recover, then apply and publish one batch. Returns the number of requests settled."""
+    def run_once(self, background_repair: bool = False) -> int:
+        """One pass: recover; take up a batch of waiting requests in a removal version (their data
+        leaves the served model at once); then repair what is pending in a repair version. With
+        ``background_repair`` the repair runs in a thread and the next passes keep taking up requests
+        meanwhile. Returns the number of requests moved on."""
         self.recover()
+        moved = 0
         batch = self.ledger.waiting(self.config.batch_size)
-        if not batch:
-            return 0
-        self.stage("claimed")
-        return self._apply(batch)
+        if batch and not (self._deferred and self._repair_job is not None):
+            self.stage("claimed")
+            moved += self._take_up(batch)
+        return moved + self._repair(background_repair)
 
     def recover(self) -> None:
         """Finish a publication a crash interrupted, and delete every folder that is not served."""
@@ -182,14 +206,14 @@ class Worker:
             problems = check_version(folder)
             if problems:
                 raise RecUnlearnError(
-                    f"version {version['name']} is recorded as applied but its folder is not "
+                    f"version {version['name']} is recorded as staged but its folder is not "
                     f"complete ({'; '.join(problems)}); restore it from backup"
                 )
             if (
                 file_sha256(folder / MANIFEST) != version["manifest_sha256"]
             ):  # files and manifest both rewritten
                 raise RecUnlearnError(
-                    f"version {version['name']} is recorded as applied but its {MANIFEST} is not "
+                    f"version {version['name']} is recorded as staged but its {MANIFEST} is not "
                     "the one the ledger recorded (the folder was altered); restore it from backup"
                 )
             self._publish(version["number"], version["name"])
@@ -202,11 +226,17 @@ class Worker:
             )
         self.stage("recovered")
 
-    # one batch ------------------------------------------------------------------------------------------------
-    def _apply(self, batch: list[DeletionRecord]) -> int:
-        started = time.time()
+    # taking up a batch: the removal version ------------------------------------------------------------
+    def _take_up(self, batch: list[DeletionRecord]) -> int:
+        """Quarantine the batch's requests on the served model and publish the result: a removal
+        version (the parts that held the data set aside, or a single model's approximate update,
+        pending repair), or a full version when nothing is left pending (an approximate method, whose
+        quarantine is its forget, or requests that remove nothing). A request the method cannot
+        quarantine while others are pending waits for their repair."""
+        began = time.time()
         parent, model = load_current(self.home)
         self.stage("model_loaded")
+        started = (began, time.time())
         masks: dict[str, np.ndarray] = {}
         for record in batch:
             try:  # ids erased by an earlier request name nothing (the API refused never-seen ids already)
@@ -218,71 +248,299 @@ class Worker:
                 )
             except RecUnlearnError as exc:
                 self.ledger.fail(record.request_id, str(exc))
+                self.settled += 1
         failed = len(batch) - len(masks)
         batch = [r for r in batch if r.request_id in masks]
         if not batch:
             return failed
-        to_forget = [
-            DeletionRequest.from_rows(model.train, masks[r.request_id], request_id=r.request_id)
-            for r in batch
-            if masks[r.request_id].any()
-        ]
         train_before = model.train
         held = self._parts_held(model, [masks[r.request_id] for r in batch])
         self.stage("forget_started")
+        reports: dict[str, UnlearningReport] = {}
+        taken: list[DeletionRecord] = []
+        requests = {
+            r.request_id: DeletionRequest.from_rows(
+                train_before, masks[r.request_id], request_id=r.request_id
+            )
+            for r in batch
+            if masks[r.request_id].any()
+        }
+        for record in batch:
+            if record.request_id in requests:
+                try:
+                    reports[record.request_id] = model.quarantine(requests[record.request_id])
+                except RecUnlearnError as exc:
+                    if taken or model.pending:  # waits for the repair of what is pending
+                        log.info("%s waits for the repair: %s", record.request_id, exc)
+                        self._deferred = True
+                        break
+                    return failed + self._forget_batch(
+                        batch, requests, held, model, parent, started
+                    )
+            taken.append(record)
+        if not taken:
+            return failed
+        kind = "removal" if model.pending else "full"
+        return failed + self._publish_taken(
+            model, parent, kind, taken, reports, held, train_before, started
+        )
+
+    def _forget_batch(
+        self,
+        batch: list[DeletionRecord],
+        requests: dict[str, DeletionRequest],
+        held: list[set[str] | None],
+        model: Unlearner,
+        parent: str,
+        started: tuple[float, float],
+    ) -> int:
+        """With nothing pending, a request the method cannot quarantine (its rows are in every part):
+        the batch is forgotten exactly at once (``forget_many``: each part retrained once) in a full
+        version; if that fails, the first request alone, failed with the method's reason if it fails
+        too (the others wait for the next pass)."""
+        train_before = model.train
+        to_forget = [requests[r.request_id] for r in batch if r.request_id in requests]
         try:
             reports = {r.request_id: r for r in model.forget_many(to_forget)}
         except RecUnlearnError as exc:
             if len(batch) == 1:
                 self.ledger.fail(batch[0].request_id, f"{model.name} could not forget it: {exc}")
+                self.settled += 1
                 return 1
-            log.warning(
-                "batch of %d failed (%s); applying its requests one by one", len(batch), exc
-            )
-            return failed + sum(self._apply([record]) for record in batch)
-        erased = erased_users(model.train, [r.request for r in batch])
+            _, model = load_current(self.home)
+            return self._forget_batch(batch[:1], requests, held[:1], model, parent, started)
+        return self._publish_taken(
+            model, parent, "full", batch, reports, held, train_before, started
+        )
+
+    def _publish_taken(
+        self,
+        model: Unlearner,
+        parent: str,
+        kind: str,
+        taken: list[DeletionRecord],
+        reports: dict[str, UnlearningReport],
+        held: list[set[str] | None],
+        train_before: Interactions,
+        started: tuple[float, float],
+    ) -> int:
+        """Erase users left without rows, write, record and publish the version that takes up
+        ``taken``; ``started``: when the pass began and when it had loaded the served version."""
+        erased = erased_users(model.train, [r.request for r in taken])
         model.train = model.train.with_erased_users(erased)
-        erased_by = first_named(train_before.users.ids[erased].tolist(), [r.request for r in batch])
+        erased_by = first_named(train_before.users.ids[erased].tolist(), [r.request for r in taken])
         self.stage("forgotten")
         forget_done = time.time()
         number = max(self.ledger.latest_version_number(), int(parent[1:])) + 1
-        ids = [r.request_id for r in batch]
-        name, manifest_sha256 = stage_version(self.home, model, number, ids, self.stage)
+        ids = [r.request_id for r in taken]
+        name, manifest_sha256 = stage_version(
+            self.home, model, number, ids, self.stage, previous=parent
+        )
         saved = time.time()
         common = {
             "method": model.name,
             "exact": model.exact,
             "version": number,
             "previous_version": parent,
-            "batched_with": len(batch),
-            "batch_changed_parts": sorted(
-                {p for report in reports.values() for p in report.changed_parts}
-            ),
-            "part_data_sha256": part_hashes(model),
+            "batched_with": len(taken),
             "train_sha256_before": train_before.content_hash(),
             "train_sha256": model.train.content_hash(),
         }
-        audits = {
-            r.request_id: {
+        if kind == "full":
+            common |= {
+                "batch_changed_parts": sorted(
+                    {p for report in reports.values() for p in report.changed_parts}
+                ),
+                "part_data_sha256": part_hashes(model),
+            }
+        audits = {}
+        for k, record in enumerate(taken):
+            report = reports.get(record.request_id)
+            if kind == "full":
+                own = self._audit(report, held[k])
+            else:
+                own = self._removal_audit(report, held[k])
+            audits[record.request_id] = {
                 **common,
-                **self._audit(reports.get(r.request_id), held[k]),
+                **own,
+                "removed_exact": report.exact if report is not None else True,
+                "phase": kind,
                 "erased_users": len(erased_by[k]),
                 "timings": {
-                    "queued_s": round(started - r.received_at, 4),
-                    "forget_s": round(forget_done - started, 4),
+                    "queued_s": round(started[0] - record.received_at, 4),
+                    "load_s": round(started[1] - started[0], 4),
+                    "forget_s": round(forget_done - started[1], 4),
                     "save_s": round(saved - forget_done, 4),
                 },
             }
-            for k, r in enumerate(batch)
-        }
-        self.ledger.record_applied(
-            number, name, manifest_sha256, audits, before_commit=lambda: self.stage("store_deleted")
+        self.ledger.record_staged(
+            number,
+            name,
+            manifest_sha256,
+            audits,
+            kind,
+            before_commit=lambda: self.stage("store_deleted"),
         )
         self.stage("applied_committed")
         self._publish(number, name)
         remove_unserved(self.home, self.stage)
         self.stage("cleaned")
-        return failed + len(batch)
+        self.settled += len(taken) if kind == "full" else 0
+        return len(taken)
+
+    def _removal_audit(
+        self, report: UnlearningReport | None, held: set[str] | None
+    ) -> dict[str, Any]:
+        """What a quarantine removed at once: counts, keyed digests of the pairs, the parts set aside
+        (``held_parts``: those that held this request's rows, for the repair's audit)."""
+        if report is None:
+            return self._audit(None, held)
+        return {
+            "removed_rows": report.removed_rows,
+            "removed_pair_digests": self.ledger.pair_digests(report.removed_pairs),
+            "quarantined_parts": report.quarantined_parts,
+            "held_parts": None if held is None else sorted(held),
+            "noop": report.noop,
+            "forget_seconds": round(report.seconds, 4),
+            "details": report.details,
+        }
+
+    # the repair version --------------------------------------------------------------------------------
+    def _repair(self, background: bool) -> int:
+        """Repair the pending requests of the served version and publish the repair version. In the
+        background the repair runs on its own copy of the model while later passes take up new
+        requests; those are quarantined again on the repaired copy before it is published."""
+        if self._repair_job is not None:
+            if self._repair_job.is_alive():
+                return 0
+            self._repair_job.join()
+            job, self._repair_job = self._repair_result, None
+            self._repair_result = None
+            if isinstance(job, BaseException):
+                raise job
+            return self._publish_repair(*job) if job is not None else 0
+        if not self.ledger.by_status().get("removed"):
+            return 0
+        if (
+            self._not_due is not None
+            and self._not_due[0] == current_name(self.home)
+            and time.time() - self._not_due[1] < REPAIR_RECHECK_SECONDS
+        ):
+            return 0
+        if not background:
+            job = self._repair_copy()
+            return self._publish_repair(*job) if job is not None else 0
+
+        def target() -> None:
+            try:
+                self._repair_result = self._repair_copy()
+            except BaseException as exc:  # handed to the worker's loop by the next pass
+                self._repair_result = exc
+
+        self._repair_job = threading.Thread(target=target, name="recunlearn-repair", daemon=True)
+        self._repair_job.start()
+        return 0
+
+    def _repair_copy(self) -> tuple | None:
+        """Load the served version and repair its pending requests (None: the repair is not due)."""
+        base, model = load_current(self.home)
+        if model.pending and not model.repair_due():
+            self._not_due = (base, time.time())
+            return None
+        self._not_due = None
+        removed = [
+            r
+            for r in self.ledger.records("removed")
+            if r.removed_version is not None and r.removed_version <= int(base[1:])
+        ]
+        pending = [r.request_id for r in model.pending]
+        self.stage("repair_started")
+        started = time.time()
+        report = model.repair()
+        self.stage("repair_done")
+        return base, model, report, pending, removed, started
+
+    def _publish_repair(
+        self,
+        base: str,
+        model: Unlearner,
+        report: UnlearningReport | None,
+        pending: list[str],
+        removed: list[DeletionRecord],
+        started: float,
+    ) -> int:
+        repaired = time.time()
+        parent, served = load_current(self.home)
+        if (
+            parent != base
+        ):  # requests taken up during the repair: set aside again on the repaired copy
+            for request in served.pending:
+                if request.request_id not in pending:
+                    model.quarantine(request)
+            changed = np.flatnonzero(served.train.users.ids != model.train.users.ids)
+            model.train = model.train.with_erased_users(changed)
+        self.stage("repair_merged")
+        number = max(self.ledger.latest_version_number(), int(parent[1:])) + 1
+        ids = [r.request_id for r in removed]
+        name, manifest_sha256 = stage_version(
+            self.home, model, number, ids, self.stage, previous=parent
+        )
+        saved = time.time()
+        parts = list(report.parts) if report is not None else []
+        if (
+            isinstance(model, ShardedUnlearner)
+            and model.aggregator.depends_on_shards
+            and any(p.action == "retrained" for p in parts)
+        ):  # refitted on every remaining row (RecEraser's attention)
+            parts.append(
+                PartChange(
+                    part="aggregator",
+                    action="retrained",
+                    data_hash_after=model.train.content_hash(),
+                )
+            )
+        common = {
+            "version": number,
+            "repair_previous_version": parent,
+            "repaired_with": len(ids),
+            "batch_changed_parts": [p.part for p in parts if p.action != "unchanged"],
+            "part_data_sha256": part_hashes(model),
+            "train_sha256": model.train.content_hash(),
+            "repair_timings": {
+                "repair_s": round(repaired - started, 4),
+                "save_s": round(saved - repaired, 4),
+            },
+        }
+        audits = {}
+        for record in removed:
+            held = (record.audit or {}).get("held_parts")
+            own, scope = parts, "batch" if len(ids) > 1 else "request"
+            if held is not None:
+                own = [p for p in parts if p.part in held or (p.part == "aggregator" and held)]
+                scope = "request"
+            if record.request_id not in pending:  # it removed nothing the repair had to retrain
+                own, scope = [], "request"
+            audits[record.request_id] = {
+                **common,
+                "parts": [p.model_dump() for p in own],
+                "changed_parts": [p.part for p in own if p.action != "unchanged"],
+                "parts_scope": scope,
+            }
+        self.ledger.record_staged(
+            number,
+            name,
+            manifest_sha256,
+            audits,
+            "repair",
+            before_commit=lambda: self.stage("store_deleted"),
+        )
+        self._deferred = False
+        self.stage("applied_committed")
+        self._publish(number, name)
+        remove_unserved(self.home, self.stage)
+        self.stage("cleaned")
+        self.settled += len(ids)
+        return len(ids)
 
     def _publish(self, number: int, name: str) -> None:
         if current_name(self.home) != name:
