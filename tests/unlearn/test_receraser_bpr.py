@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from recunlearn.data import user_deletion
+from recunlearn.testing import FAST_TRAIN, UnlearnerConformance
 from recunlearn.unlearn import get_method
 from recunlearn.unlearn.aggregate import OwnerAggregator, OwnerConfig, build_aggregator
 from recunlearn.unlearn.receraser import SHARD_L2_FACTOR
-from tests.conformance import FAST_TRAIN, UnlearnerConformance
 from tests.unlearn.test_receraser import assert_exact_after_forget
 
 BPR_TRAIN = {**FAST_TRAIN, "loss": "bpr"}
