@@ -12,6 +12,8 @@ the mean, with whiskers over the seeds' range (see :func:`aggregate_seeds`). Axe
 measures in words (:func:`human`). Figures are written as PNG and SVG. Then the rows as a table,
 and what produced them: command, date, commit, configuration, seeds, versions, hardware.
 ``recunlearn report RESULTS.json`` runs :func:`write_report`.
+
+One module because the HTML and markdown twins share every plot and table builder.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 External ids are kept as strings (so they round-trip through npz without pickle and through JSON);
 rows refer to users and items by contiguous indices into the vocabularies. Splits and subsets share
 the vocabularies of the table they came from, so an index means the same user everywhere.
+
+One class and its vocabulary: kept together because every method relies on their invariants.
 """
 
 from __future__ import annotations

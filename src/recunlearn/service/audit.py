@@ -7,6 +7,9 @@ data file under the service home, checks the served version against its
 manifest, the manifest against the ledger's record of that version, and each part's data hash, and
 (exact methods) retrains the parts the request changed from scratch and compares them bitwise with
 the served ones.
+
+One module because every check reads the same ledger record and version manifest; split, each
+part would re-derive them.
 """
 
 from __future__ import annotations

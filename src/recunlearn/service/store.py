@@ -15,6 +15,9 @@ a state the ledger reports must be one the API serves. The same transaction drop
 named: from then on the ledger holds only their keyed digests
 (HMAC-SHA256 under the service's key, kept outside the database), which prove what was removed to
 whoever holds the key without letting a reader of the ledger list what a deleted user did.
+
+Every transaction of the ledger is here, in one module, so that each state change can be read
+beside the others it must stay consistent with.
 """
 
 from __future__ import annotations

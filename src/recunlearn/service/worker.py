@@ -16,6 +16,9 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
 A crash before 5 leaves the requests waiting (redone from scratch, the orphan folder is deleted);
 a crash after 5 leaves them taken up by a complete staged folder, and step 1 publishes it. So every
 acknowledged request is published exactly once and the pointer only ever names a complete version.
+
+The steps stay in one module so that their order, which crash recovery depends on, reads top to
+bottom.
 """
 
 from __future__ import annotations

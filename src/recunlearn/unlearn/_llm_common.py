@@ -6,6 +6,8 @@ peft's own format.
 
 A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) and how adapters are
 combined at scoring time (:meth:`LLMUnlearner._logits`).
+
+Its length is the family's own format and scoring; the partition logic itself is shared.
 """
 
 from __future__ import annotations

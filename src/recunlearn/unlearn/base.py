@@ -5,6 +5,9 @@ A method subclasses :class:`Unlearner`, declares a pydantic ``Config`` and imple
 (scores of index pairs) and ``_state`` / ``_restore`` (tensors + JSON metadata for save/load).
 The base class owns what must behave the same everywhere: validating requests, idempotency,
 timing, content hashes, and the on-disk format (safetensors + npz + JSON, never pickle).
+
+The contract's behaviour (validation, idempotency, batches, quarantine defaults, save/load) is kept in
+one class on purpose: every method inherits all of it.
 """
 
 from __future__ import annotations
