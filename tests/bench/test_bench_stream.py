@@ -33,6 +33,9 @@ def test_quick_stream_exact_methods_meet_retraining_and_quarantine_ends_as_forge
     seconds = [p["seconds"] for p in curves["ifru"]]
     assert seconds == sorted(seconds) and seconds[0] > 0
     assert stream["refresh_policy"]["policy"] is not None  # ifru/1 always holds the bound
+    assert {(r["stream"], r["method"], r["requests"]) for r in results["rows"]} == {
+        ("users", name, n) for name in curves for n in (1, 3, 8)
+    }
     assert out.is_file() and (tmp_path / "quick-users.png").is_file()
     assert "![quick-users.png](quick-users.png)" in out.with_suffix(".md").read_text()
 
@@ -60,7 +63,6 @@ def test_refresh_policy_is_the_cheapest_within_the_bound_counting_drift_before_a
 
 def test_cli_bench_stream_quick(tmp_path):
     _load_commands()
-    out = tmp_path / "s.json"
     result = CliRunner().invoke(
         app,
         [
@@ -74,11 +76,16 @@ def test_cli_bench_stream_quick(tmp_path):
             "--refresh-every",
             "2",
             "--out",
-            str(out),
+            str(tmp_path),
         ],
     )
     assert result.exit_code == 0, result.output
+    [out] = tmp_path.glob("quick-*.json")
     document = json.loads(out.read_text())
-    assert list(document["streams"]) == ["attack"]
-    assert set(document["streams"]["attack"]["curves"]) == {"retrain", "ifru", "ifru/2"}
+    assert document["protocol"] == "stream" and document["environment"]["versions"]
+    streams = document["summary"]["streams"]
+    assert list(streams) == ["attack"]
+    assert set(streams["attack"]["curves"]) == {"retrain", "ifru", "ifru/2"}
+    assert {r["method"] for r in document["rows"]} == {"retrain", "ifru", "ifru/2"}
+    assert out.with_name(f"{out.stem}-attack.png").is_file()
     assert "attack stream" in result.output

@@ -12,34 +12,32 @@ shard (one user under SISA's random shards) cannot be quarantined: the row says 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from recunlearn.bench._results import markdown_grid, write_document
-from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid
+from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import DeletionRequest, Split
-from recunlearn.errors import ConfigError, RecUnlearnError
+from recunlearn.errors import RecUnlearnError
 from recunlearn.evaluate import auc_report, ranking_report
 from recunlearn.seeds import Seed
-from recunlearn.unlearn import Unlearner, get_method
-from recunlearn.unlearn.base import make_config
+from recunlearn.unlearn import Unlearner, available_methods, get_method
 
 METHODS = ("sisa", "receraser", "grapheraser")
 
 
-class QuarantineBenchConfig(BaseModel):
+class QuarantineBenchConfig(BenchConfig):
     """What `recunlearn bench quarantine` runs."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k-shared"))
-    """Dataset and split of the interaction methods (default: ML-100K from ../shared/data, IFRU's
-    60/20/20 protocol, as `bench exact`)."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Dataset and split of the interaction methods (default: the embedded ML-100K, IFRU's 60/20/20
+    protocol, as `bench exact`)."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
     """Partition methods on interactions."""
     n_shards: Annotated[int, Field(ge=2)] = 10
@@ -62,14 +60,12 @@ class QuarantineBenchConfig(BaseModel):
     apa_shards: Annotated[int, Field(ge=2)] = 4
     """K of APA."""
     k: int = Field(20, ge=1)
-    """Cut-off of Recall and NDCG."""
-    output: str | None = "benchmarks/results/quarantine/ml100k-k10-cpu.json"
-    """Results JSON (a markdown table beside it); None writes nothing."""
+    """Cut-off of Recall."""
 
     @classmethod
-    def quick(cls, **overrides: Any) -> QuarantineBenchConfig:
+    def quick_values(cls) -> dict[str, Any]:
         """Seconds: a small synthetic log, K=3, APA on a tiny random language model."""
-        values: dict[str, Any] = {
+        return {
             "data": DataSpec(
                 dataset="synthetic",
                 options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
@@ -88,18 +84,17 @@ class QuarantineBenchConfig(BaseModel):
                 "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
             },
             "apa_shards": 2,
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def _method_config(config: QuarantineBenchConfig, name: str) -> dict[str, Any]:
-    return {
-        "model": config.model,
-        "train": config.train,
-        "n_shards": config.n_shards,
-        **config.method_options.get(name, {}),
-    }
+    return method_settings(
+        name,
+        config.method_options,
+        model=config.model,
+        train=config.train,
+        n_shards=config.n_shards,
+    )
 
 
 def _requests(config: QuarantineBenchConfig, train) -> dict[str, DeletionRequest]:
@@ -117,13 +112,13 @@ def _requests(config: QuarantineBenchConfig, train) -> dict[str, DeletionRequest
 def run_quarantine_benchmark(config: QuarantineBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    for name in config.methods:
-        cls = get_method(name)
-        if not cls.exact or cls.data_kind != "interactions" or name == "retrain":
-            raise ConfigError(
-                f"bench quarantine compares partition methods on interactions, not {name!r}"
-            )
-        make_config(cls.Config, _method_config(config, name), {})
+    check_methods(
+        "quarantine",
+        config.methods,
+        [n for n, c in available_methods("interactions").items() if c.exact and n != "retrain"],
+        lambda name: [_method_config(config, name)],
+        runs_on="partition methods on interactions",
+    )
     rows: list[dict[str, Any]] = []
     split = prepare(config.data) if config.methods else None
     with tempfile.TemporaryDirectory() as scratch:
@@ -145,17 +140,8 @@ def run_quarantine_benchmark(config: QuarantineBenchConfig, log=print) -> dict[s
                     log(_line(rows[-1]))
         if config.apa is not None:
             rows.extend(_apa_rows(config, Path(scratch), log))
-    results = {
-        "config": config.model_dump(mode="json"),
-        "data": split.describe() if split is not None else None,
-        "rows": rows,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
-    }
-    if config.output:
-        write_document(results, Path(config.output), markdown_table(results))
-    return results
+    document = {"data": split.describe() if split is not None else None, "rows": rows}
+    return finish(document, config, "quarantine", start, markdown_table)
 
 
 def _utility(method: Unlearner, split: Split, k: int) -> dict[str, float]:
@@ -198,7 +184,7 @@ def _measure(name, n_shards, kind, request, folder, before, split, k) -> dict[st
 def _apa_rows(config: QuarantineBenchConfig, scratch: Path, log) -> list[dict[str, Any]]:
     """APA at ``apa_shards`` on `bench apa`'s prompts: one user's prompts, and one prompt."""
     from recunlearn.bench.apa import ApaBenchConfig, prepare_samples
-    from recunlearn.evaluate.metrics import auc
+    from recunlearn.evaluate import roc_auc
     from recunlearn.models.llm.backbones import create_tiny_model
 
     apa = ApaBenchConfig.demo(**config.apa)
@@ -228,7 +214,7 @@ def _apa_rows(config: QuarantineBenchConfig, scratch: Path, log) -> list[dict[st
         requests["interaction"] = DeletionRequest(samples=[sample], request_id=sample)
 
     def utility(model) -> dict[str, float]:
-        return {"auc": auc(test.label, model.score(test))}
+        return {"auc": roc_auc(test.label, model.score(test))}
 
     rows = []
     for kind, request in requests.items():

@@ -30,6 +30,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "exact": ("recunlearn.bench.exact", "markdown_table"),
     "apa": ("recunlearn.bench.apa", "markdown_table"),
     "implicit": ("recunlearn.bench.implicit", "markdown_table"),
+    "quarantine": ("recunlearn.bench.quarantine", "markdown_table"),
+    "stream": ("recunlearn.bench.stream", "markdown_table"),
     "scaling": ("recunlearn.bench.scaling", "markdown_table"),
     "executors": ("recunlearn.bench.scaling", "executors_table"),
     "experiment": ("recunlearn.bench.experiment", "markdown_table"),

@@ -23,17 +23,17 @@ every checkpoint. ``recunlearn bench stream`` runs this and draws the curves.
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from recunlearn.bench._results import markdown_grid, write_document
-from recunlearn.bench.experiment import DataSpec, MethodNames, environment, prepare
+from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._results import markdown_grid
+from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import DeletionRequest, Interactions, Split, fake_positive_attack
 from recunlearn.errors import ConfigError, RecUnlearnError
 from recunlearn.evaluate import ranking_report, score_distance
@@ -44,16 +44,14 @@ from recunlearn.unlearn.base import make_config
 
 METHODS = ("ifru", "if", "neggrad", "finetune", "sisa", "receraser", "quarantine")
 APPROXIMATE = ("ifru", "if", "scif", "neggrad", "finetune")
+PARTITION = ("sisa", "receraser", "grapheraser")
 
 
-class StreamBenchConfig(BaseModel):
+class StreamBenchConfig(BenchConfig):
     """What `recunlearn bench stream` runs."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: DataSpec = Field(
-        default_factory=lambda: DataSpec(dataset="ml-100k-shared", protocol="implicit")
-    )
-    """Dataset and split (default: ML-100K from ../shared/data, implicit protocol)."""
+    data: DataSpec = Field(default_factory=lambda: DataSpec(dataset="ml-100k", protocol="implicit"))
+    """Dataset and split (default: the embedded ML-100K, implicit protocol)."""
     streams: list[Literal["users", "attack"]] = Field(default_factory=lambda: ["users", "attack"])
     """'users': single-user requests; 'attack': fake positives injected before training, deleted in batches."""
     methods: MethodNames = Field(default_factory=lambda: list(METHODS))
@@ -90,28 +88,21 @@ class StreamBenchConfig(BaseModel):
     """Picks the deleted users and the attack rows; seeds training."""
     k: int = Field(20, ge=1)
     """Cut-off of Recall."""
-    output: str | None = "benchmarks/results/stream/ml100k-implicit-mf-cpu.json"
-    """Results JSON (markdown and plots beside it); None writes nothing."""
 
     @model_validator(mode="after")
     def _known_methods(self) -> StreamBenchConfig:
         for name in self.methods:
-            if name != "quarantine" and name not in (
-                *APPROXIMATE,
-                "sisa",
-                "receraser",
-                "grapheraser",
-            ):
+            if name != "quarantine" and name not in (*APPROXIMATE, *PARTITION):
                 raise ValueError(
-                    f"method {name!r}: bench stream runs {', '.join(APPROXIMATE)}, sisa, receraser, "
-                    "grapheraser and quarantine"
+                    f"method {name!r}: bench stream runs {', '.join(APPROXIMATE + PARTITION)} and "
+                    "quarantine"
                 )
         return self
 
     @classmethod
-    def quick(cls, **overrides: Any) -> StreamBenchConfig:
+    def quick_values(cls) -> dict[str, Any]:
         """Seconds: a small synthetic log, 8 requests, K=3."""
-        values: dict[str, Any] = {
+        return {
             "data": DataSpec(
                 dataset="synthetic",
                 options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
@@ -130,17 +121,16 @@ class StreamBenchConfig(BaseModel):
                 "sisa": {"n_shards": 3},
                 "receraser": {"n_shards": 3, "aggregator": {"kind": "attention", "epochs": 2}},
             },
-            "output": None,
         }
-        return cls.model_validate({**values, **overrides})
 
 
 def _settings(config: StreamBenchConfig, name: str) -> dict[str, Any]:
-    return {
-        "model": config.model,
-        "train": {**config.train, "seed": config.seed},
-        **config.method_options.get(name, {}),
-    }
+    return method_settings(
+        name,
+        config.method_options,
+        model=config.model,
+        train={**config.train, "seed": config.seed},
+    )
 
 
 def stream_requests(
@@ -170,32 +160,36 @@ def stream_requests(
 def run_stream_benchmark(config: StreamBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    for name in config.methods:
-        make_config(
-            get_method(config.quarantine_method if name == "quarantine" else name).Config,
-            _settings(config, config.quarantine_method if name == "quarantine" else name),
-            {},
-        )
+    check_methods(
+        "stream",
+        [config.quarantine_method if name == "quarantine" else name for name in config.methods],
+        (*APPROXIMATE, *PARTITION),
+        lambda name: [_settings(config, name)],
+    )
     clean = prepare(config.data)
     log(f"data: {clean.describe()}")
     streams = {}
     with tempfile.TemporaryDirectory() as scratch:
         for kind in config.streams:
             streams[kind] = _run_stream(config, kind, clean, Path(scratch) / kind, log)
-    results = {
-        "config": config.model_dump(mode="json"),
+    document: dict[str, Any] = {
         "data": clean.describe(),
         "streams": streams,
-        "seconds": round(time.perf_counter() - start, 2),
-        "environment": environment(),
-        "command": " ".join(sys.argv),
+        "rows": flat_rows(streams),
     }
     if config.output:
-        out = Path(config.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        results["plots"] = draw(results, out)
-        write_document(results, out, markdown_table(results))
-    return results
+        document["plots"] = draw(streams, config.bound, Path(config.output))
+    return finish(document, config, "stream", start, markdown_table)
+
+
+def flat_rows(streams: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (stream, method, checkpoint): what `recunlearn report` reads."""
+    return [
+        {"stream": kind, "method": name, **point}
+        for kind, stream in streams.items()
+        for name, points in stream["curves"].items()
+        for point in points
+    ]
 
 
 def _run_stream(config: StreamBenchConfig, kind: str, clean: Split, scratch: Path, log):
@@ -344,16 +338,17 @@ def refresh_policy(config: StreamBenchConfig, curves: dict[str, list[dict[str, A
     }
 
 
-def draw(results: dict[str, Any], out: Path) -> list[str]:
-    """One figure per stream: Recall gap, distance on test rows, membership advantage, cumulative
-    time against requests; the files' names, beside ``out``."""
+def draw(streams: dict[str, dict[str, Any]], bound: float, out: Path) -> list[str]:
+    """One figure per stream: Recall gap (``bound`` shaded), distance on test rows, membership
+    advantage, cumulative time against requests; the files' names, beside ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     names = []
-    for kind, stream in results["streams"].items():
+    for kind, stream in streams.items():
         figure, axes = plt.subplots(1, 4, figsize=(18, 4))
         panels = [
             ("recall_gap", "Recall@K - retraining's"),
@@ -372,7 +367,7 @@ def draw(results: dict[str, Any], out: Path) -> list[str]:
             axis.set_xlabel("requests")
             if key == "seconds":
                 axis.set_yscale("log")
-        axes[0].axhspan(-results["config"]["bound"], results["config"]["bound"], alpha=0.15)
+        axes[0].axhspan(-bound, bound, alpha=0.15)
         axes[-1].legend(fontsize=7)
         figure.suptitle(f"{kind} stream")
         figure.tight_layout()

@@ -7,27 +7,44 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import refuse, results_path
+from recunlearn.cli._options import (
+    data_name,
+    data_option,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    refuse,
+    results_file,
+    seed_runs,
+    seeds_option,
+    with_training,
+)
 
 
 @bench_app.command("quarantine")
 def quarantine(
     ctx: typer.Context,
-    dataset: str = typer.Option(
-        "ml-100k-shared", help="Dataset name or path (default: ML-100K from ../shared/data)."
+    data: str = data_option(),
+    shards: int = typer.Option(
+        10, "--shards", "-k", min=2, metavar="K", help="K of SISA, RecEraser, GraphEraser."
     ),
-    shards: int = typer.Option(10, "--shards", "-k", help="K of SISA, RecEraser, GraphEraser."),
-    methods: list[str] | None = typer.Option(
-        None, "--method", "-m", help="Methods (repeat); default sisa, receraser, grapheraser."
+    methods: list[str] | None = methods_option("sisa, receraser, grapheraser"),
+    apa: bool = typer.Option(
+        True, "--apa/--no-apa", help="Also APA at K=4 on `bench apa`'s demo prompts."
     ),
-    apa: bool = typer.Option(True, help="Also APA at K=4 on `bench apa`'s demo prompts."),
-    quick: bool = typer.Option(
-        False, help="Seconds-long smoke run on a small synthetic log and a tiny language model."
+    seeds: list[int] | None = seeds_option(
+        "Seed of the deleted user and interaction and of the shards' training (repeat): one run "
+        "and one results file per seed; default: deletion seed 0, training's default seed."
     ),
-    out: Path = typer.Option(
-        Path("benchmarks/results/quarantine/ml100k-k10-cpu.json"),
-        help="Results JSON (markdown beside it); --quick without --out: quick.json in that folder.",
+    max_epochs: int | None = max_epochs_option(
+        "Cap on the shards' training epochs (APA keeps its demo setting); default: the protocol's."
     ),
+    quick: bool = quick_option(
+        "Seconds-long smoke run on a small synthetic log and a tiny language model, instead of --data."
+    ),
+    out: Path = out_option("quarantine"),
 ) -> None:
     """Time from quarantine call to return against forget, and utility while quarantined and after repair."""
     from rich.console import Console
@@ -39,18 +56,26 @@ def quarantine(
         run_quarantine_benchmark,
     )
 
-    console = Console()
-    out = results_path(ctx, out, "quarantine", "quick" if quick else None)
-    overrides: dict = {"output": str(out)}
-    if methods is not None:
-        overrides["methods"] = methods
-    if not apa:
-        overrides["apa"] = None
     if quick:
-        refuse(ctx, ("dataset", "shards"), "--quick runs on its own small synthetic log; drop one")
-        config = QuarantineBenchConfig.quick(**overrides)
-    else:
-        config = QuarantineBenchConfig(data=DataSpec(dataset=dataset), n_shards=shards, **overrides)
-    results = run_quarantine_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(markdown_table(results))
-    console.print(f"results: {out}")
+        refuse(ctx, ("data", "shards"), "--quick runs on its own small synthetic log; drop one")
+    configuration = "quick" if quick else f"{data_name(data)}-k{shards}"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    console = Console()
+    for seed, path in runs:
+        overrides: dict = {"output": str(path)}
+        if methods:
+            overrides["methods"] = methods
+        if not apa:
+            overrides["apa"] = None
+        if quick:
+            config = QuarantineBenchConfig.quick(**overrides)
+        else:
+            config = QuarantineBenchConfig(
+                data=DataSpec(dataset=data), n_shards=shards, **overrides
+            )
+        config = with_training(config, max_epochs, seed)
+        if seed is not None:
+            config = config.with_values(deletion_seed=seed)
+        results = run_quarantine_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        print_tables(markdown_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)

@@ -7,36 +7,56 @@ from pathlib import Path
 import typer
 
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import refuse, results_path
+from recunlearn.cli._options import (
+    data_name,
+    data_option,
+    max_epochs_option,
+    methods_option,
+    out_option,
+    print_tables,
+    quick_option,
+    refuse,
+    results_file,
+    seed_runs,
+    seeds_option,
+    with_training,
+)
 
 
 @bench_app.command("stream")
 def stream(
     ctx: typer.Context,
-    dataset: str = typer.Option(
-        "ml-100k-shared", help="Dataset name or path (default: ML-100K from ../shared/data)."
+    data: str = data_option(),
+    methods: list[str] | None = methods_option(
+        "ifru, if, neggrad, finetune, sisa, receraser, quarantine"
     ),
-    methods: list[str] | None = typer.Option(
-        None,
-        "--method",
-        "-m",
-        help="Methods (repeat); default ifru, if, neggrad, finetune, sisa, receraser, quarantine.",
+    requests: int = typer.Option(
+        100, min=1, metavar="N", help="Single-user requests of the users stream."
     ),
-    requests: int = typer.Option(100, help="Single-user requests of the users stream."),
     streams: list[str] | None = typer.Option(
-        None, "--stream", help="Streams (repeat): users, attack; default both."
+        None, "--stream", metavar="KIND", help="Streams (repeat): users, attack; default both."
     ),
     refresh_every: list[int] | None = typer.Option(
-        None, "--refresh-every", help="N of the ifru/N refresh policies (repeat)."
+        None,
+        "--refresh-every",
+        metavar="N",
+        help="N of the ifru/N refresh policies (repeat); default 1, 2, 5, 10, 25, 50.",
     ),
     checkpoints: list[int] | None = typer.Option(
-        None, "--checkpoint", help="Requests after which methods are measured (repeat)."
+        None,
+        "--checkpoint",
+        metavar="N",
+        help="Requests after which methods are measured (repeat); default 1, 2, 5, 10, 25, 50, 100.",
     ),
-    quick: bool = typer.Option(False, help="Seconds-long smoke run on a small synthetic log."),
-    out: Path = typer.Option(
-        Path("benchmarks/results/stream/ml100k-implicit-mf-cpu.json"),
-        help="Results JSON (markdown and plots beside it); --quick without --out: quick.json there.",
+    seeds: list[int] | None = seeds_option(
+        "Seed of the deleted users, the attack rows and training (repeat): one run and one "
+        "results file per seed; default 0."
     ),
+    max_epochs: int | None = max_epochs_option(),
+    quick: bool = quick_option(
+        "Seconds-long smoke run on a small synthetic log, instead of --data."
+    ),
+    out: Path = out_option("stream"),
 ) -> None:
     """Recall@20, distance to retraining, membership advantage and cumulative time along a stream of
     deletions; the cheapest IFRU refresh policy within 0.005 Recall@20 of retraining."""
@@ -45,9 +65,10 @@ def stream(
     from recunlearn.bench.experiment import DataSpec
     from recunlearn.bench.stream import StreamBenchConfig, markdown_table, run_stream_benchmark
 
+    if quick:
+        refuse(ctx, ("data", "requests"), "--quick runs its own small stream; drop one of them")
     console = Console()
-    out = results_path(ctx, out, "stream", "quick" if quick else None)
-    overrides: dict = {"output": str(out)}
+    overrides: dict = {}
     for name, value in (
         ("methods", methods),
         ("streams", streams),
@@ -57,11 +78,18 @@ def stream(
         if value:
             overrides[name] = value
     if quick:
-        refuse(ctx, ("dataset", "requests"), "--quick runs its own small stream; drop one of them")
-        config = StreamBenchConfig.quick(**overrides)
+        base = StreamBenchConfig.quick(**overrides)
+        configuration = "quick"
     else:
-        data = DataSpec(dataset=dataset, protocol="implicit")
-        config = StreamBenchConfig(data=data, n_requests=requests, **overrides)
-    results = run_stream_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    typer.echo(markdown_table(results))
-    console.print(f"results: {out}")
+        base = StreamBenchConfig(
+            data=DataSpec(dataset=data, protocol="implicit"), n_requests=requests, **overrides
+        )
+        configuration = f"{data_name(data)}-{base.data.protocol}-{base.model['kind']}"
+    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    for seed, path in runs:
+        config = with_training(base, max_epochs).with_values(output=str(path))
+        if seed is not None:
+            config = config.with_values(seed=seed)
+        results = run_stream_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        print_tables(markdown_table(results), console)
+        console.print(f"results: {path}", markup=False, highlight=False)
