@@ -339,8 +339,7 @@ class AdapterQuarantine(PartQuarantine):
     def _retrain_parts(self, parts: Sequence[int]) -> None:
         if parts:
             self._train_shards(parts)
-        else:
-            self._after_training([])
+        self._refit_combiner(self._combiner_scope(list(parts)))  # as forget: APA's attention cache
 
     def _part_hash(self, k: int) -> str | None:
         return self.shard_info[k].get("data_hash")
