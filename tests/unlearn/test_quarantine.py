@@ -211,3 +211,21 @@ def test_an_approximate_method_quarantines_by_forgetting(tiny_split):
     report = model.quarantine(DeletionRequest(users=["u3"]))
     assert report.phase == "quarantine" and not report.exact and model.pending == []
     assert model.repair() is None
+
+
+@pytest.mark.parametrize("kind", ["owner", "weighted"])
+def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(tiny_split, kind):
+    """Owner weights use no validation data: a request naming only validation rows leaves them
+    serving; the weighted aggregator was fitted on those rows, so it waits for the repair."""
+    split = tiny_split
+    method = get_method("receraser")({"n_shards": 3, "train": TRAIN, "aggregator": {"kind": kind}})
+    method.use_embeddings(*embeddings(split))
+    method.fit(split.train, split.valid)
+    valid, known = split.valid, set(method.train.pair_keys.tolist())
+    j = next(i for i in range(len(valid)) if valid.pair_keys[i] not in known)
+    pair = (str(valid.users.ids[valid.user[j]]), str(valid.items.ids[valid.item[j]]))
+    before = method.score_index(split.test.user, split.test.item)
+    method.quarantine(DeletionRequest(pairs=[pair], request_id="v"))
+    after = method.score_index(split.test.user, split.test.item)
+    assert method.quarantined_parts == []
+    assert np.array_equal(before, after) == (kind == "owner")

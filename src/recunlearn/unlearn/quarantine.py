@@ -179,7 +179,7 @@ class PartQuarantine(_Quarantine):
                 self._drop_validation(valid_mask)
             self.train = self.train.drop(mask)
             self.assignment = self.assignment[~mask]
-            self._set_aside(new)
+            self._set_aside(new, bool(valid_mask.any()))
         self._note_pending(request, bool(valid_mask.any()))
         self._quarantined |= set(new)
         report = UnlearningReport(
@@ -238,8 +238,9 @@ class PartQuarantine(_Quarantine):
         """After a failed quarantine: put back what lives outside the attributes."""
         return None
 
-    def _set_aside(self, parts: Sequence[int]) -> None:
-        """Stop serving ``parts`` and drop their weights."""
+    def _set_aside(self, parts: Sequence[int], validation_dropped: bool) -> None:
+        """Stop serving ``parts`` and drop their weights (``validation_dropped``: the request also
+        removed validation rows, which what was fitted on them must stop using)."""
         raise NotImplementedError
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
@@ -268,11 +269,13 @@ class ShardQuarantine(PartQuarantine):
     def _part_name(self, k: int) -> str:
         return f"shard-{k}"
 
-    def _set_aside(self, parts: Sequence[int]) -> None:
+    def _set_aside(self, parts: Sequence[int], validation_dropped: bool) -> None:
         self.models = list(self.models)
         for k in parts:
             self.models[k] = None
-        if not isinstance(self.aggregator, AverageAggregator):
+        # an aggregator fitted on a part set aside, or on dropped validation rows, waits for the repair
+        needed = parts or (validation_dropped and self.aggregator.uses_validation)
+        if needed and not isinstance(self.aggregator, AverageAggregator):
             self._aggregator_held = self.aggregator
             self.aggregator = fallback_average(self.config)
 
@@ -317,7 +320,7 @@ class AdapterQuarantine(PartQuarantine):
     def _part_name(self, k: int) -> str:
         return f"adapter-{k}"
 
-    def _set_aside(self, parts: Sequence[int]) -> None:
+    def _set_aside(self, parts: Sequence[int], validation_dropped: bool) -> None:
         from recunlearn.models.llm.lora import load_adapter
 
         self.models = list(self.models)
