@@ -4,7 +4,7 @@ can never drift from its JSON.
 A benchmark record is a TOML file (one per configuration, named by protocol and hardware) with
 ``protocol``, ``results`` (the results file), ``hardware`` (in words) and ``command`` (how to rerun
 it). :func:`write_tables` renders every record of a folder with its protocol's ``markdown_table`` and
-writes one ``<protocol>.md`` per protocol, each table under the command, hardware and commit read
+writes one ``<protocol>.md`` per protocol, each table under the command and hardware read
 from its results file::
 
     python -m recunlearn.bench.records benchmarks/configs docs/results
@@ -74,10 +74,9 @@ def table_function(protocol: str) -> Callable[[dict[str, Any]], str]:
 
 
 def render(record: Record, name: str, root: Path) -> str:
-    """One section: the configuration, where it ran, the command and commit its file records, the table."""
+    """One section: the configuration, where it ran, the command its file records, the table (the
+    commit and environment stay in the results file, where they cannot drift)."""
     document = load_document(root / record.results)
-    environment = document.get("environment") or {}
-    commit = environment.get("commit") or "not recorded"
     return "\n".join(
         [
             f"## {name}",
@@ -86,7 +85,6 @@ def render(record: Record, name: str, root: Path) -> str:
             f"- hardware: {record.hardware}",
             f"- command (as recorded): `{document.get('command') or 'not recorded'}`",
             f"- rerun: `{record.command}`",
-            f"- commit: {commit}",
             "",
             table_function(record.protocol)(document).rstrip(),
             "",
