@@ -1,4 +1,4 @@
-"""Which validation protocol picks an attention tau that carries to test? (issue #5, docs/apa.md)
+"""Which validation protocol picks an attention tau that carries to test? (docs/apa.md)
 
 For APA models fitted and saved by ``variants_cpu.py PRESET apa-pershard apa-shared --save DIR``,
 prints, per held-out protocol ('sample': leave-one-out; 'user': the prompt's own user held out), the

@@ -1,4 +1,4 @@
-"""CPU comparisons behind issue #5 (APA's AUC): llm-retrain, llm-sisa and APA variants on the same
+"""CPU comparisons behind APA's AUC: llm-retrain, llm-sisa and APA variants on the same
 samples, seeds and training settings. Measures test AUC only: for the shard methods also each adapter's
 own AUC and epochs, and for APA (tau chosen on validation, the default) the D/ND aggregations, equal
 weights, output weighting and fixed tau values (the paper's 1000 among them) on the same adapters, and

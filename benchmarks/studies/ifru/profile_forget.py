@@ -1,4 +1,4 @@
-"""Where IFRU's `forget` spends its time on ML-100K (issue #3): one original model (the label-flip
+"""Where IFRU's `forget` spends its time on ML-100K: one original model (the label-flip
 protocol of `recunlearn bench ifru`, 2% flipped), then repeated `forget` calls from copies of it; the
 median of each phase `report.details` times, and a cProfile of the same calls giving the median
 per-call time inside the functions that make up the phases.

@@ -1,4 +1,4 @@
-"""IFRU's importance floor (`IFRUConfig.min_importance`) at scale (issue #3): on one original LightGCN
+"""IFRU's importance floor (`IFRUConfig.min_importance`) at scale: on one original LightGCN
 (the label-flip protocol of `recunlearn bench ifru-scaling`, 1,000 flipped rows, full early stopping;
 or with `--ml100k` that of `recunlearn bench ifru` on ML-100K, 2% flipped), IFRU at each floor (after
 one untimed warm-up call), then retraining: kept rows, the whole `forget` call's time, test AUC and

@@ -1,4 +1,4 @@
-"""IFRU's Hessian sample sizes on ML-100K (issue #3): for each model and seed, one original model and
+"""IFRU's Hessian sample sizes on ML-100K: for each model and seed, one original model and
 one retraining (the label-flip protocol of `recunlearn bench ifru`, 2% flipped), then IFRU at each
 (rows per node, neighbours per node) setting, three `forget` calls each from the same original model:
 median wall time and test AUC (overall / OR / AND), and how far the update is from the one the exact
