@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,29 @@ from recunlearn.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_committed_table_is_reproduced_from_its_json(tmp_path):
-    written = records.write_tables(ROOT / "benchmarks" / "configs", tmp_path, root=ROOT)
-    assert written, "no records"
-    for path in written:
-        committed = ROOT / "docs" / "results" / path.name
-        assert committed.read_text() == path.read_text().replace(
+def test_every_committed_table_is_reproduced_from_its_json():
+    pages = records.render_tables(
+        ROOT / "benchmarks" / "configs", ROOT / "docs" / "results", root=ROOT
+    )
+    assert pages, "no records"
+    for committed, text in pages.items():
+        assert committed.read_text() == text.replace(
             str(ROOT / "benchmarks" / "configs"), "benchmarks/configs"
         ), f"{committed} drifted from its results files: run `make results`"
+
+
+def test_links_in_a_table_still_lead_to_their_files_from_the_docs():
+    pages = records.render_tables(
+        ROOT / "benchmarks" / "configs", ROOT / "docs" / "results", root=ROOT
+    )
+    targets = [
+        (page.parent / target).resolve()
+        for page, text in pages.items()
+        for target in re.findall(r"\]\((?!https?:|#)([^)\s]+)\)", text)
+    ]
+    assert any(t.suffix == ".png" for t in targets), "expected the stream plots among the links"
+    missing = [str(t) for t in targets if not t.exists()]
+    assert not missing, f"links that lead nowhere: {missing[:5]}"
 
 
 def test_a_table_comes_from_the_file_its_record_names(tmp_path):
