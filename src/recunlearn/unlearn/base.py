@@ -11,7 +11,8 @@ table type, its checks of the tables, files of its own). Scoring is the family's
 differs (user and item ids, or prompt samples), so neither family overrides the other's.
 
 The contract's behaviour (validation, idempotency, batches, quarantine defaults, save/load) is kept in
-one class on purpose: every method inherits all of it.
+one class on purpose: every method inherits all of it. The collaborative family's class stays beside it
+so that its typed query API is checked with the contract.
 """
 
 from __future__ import annotations
@@ -615,7 +616,8 @@ class Unlearner(ABC):
         """Rebuild from :meth:`_state`'s output; ``self.config``, ``self.train`` and ``self.valid`` are set."""
 
     def _check_tables(self, train: Table, valid: Table | None) -> None:
-        """Refuse, before anything changes, tables the family cannot fit (of the right type, not empty)."""
+        """Refuse, before anything changes, tables the family cannot fit (``fit`` has checked their
+        type and that ``train`` is not empty)."""
         return None
 
     def _save_files(self, path: Path, keep_forgotten: bool) -> dict[str, Any]:
@@ -644,7 +646,9 @@ class CFUnlearner(Unlearner):
     table_type = Interactions
 
     def _check_tables(self, train: Table, valid: Table | None) -> None:
-        assert isinstance(train, Interactions) and isinstance(valid, (Interactions, type(None)))
+        assert isinstance(train, Interactions) and isinstance(
+            valid, (Interactions, type(None))
+        )  # fit checked
         if valid is not None and (valid.users is not train.users or valid.items is not train.items):
             if not (
                 np.array_equal(valid.users.ids, train.users.ids)
