@@ -125,10 +125,12 @@ class _Quarantine:
     def _after_quarantine_restored(self) -> None:
         """Put the loaded model in its quarantined serving state."""
 
-    def _check_request(self, request: DeletionRequest) -> None:
+    def _request_masks(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        """The training and validation rows a quarantined request names (as ``forget`` checks it)."""
         self._check_fitted()
         if not isinstance(request, DeletionRequest):
             raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
+        return self._masks_of(request)
 
     def _repaired(self, parts: list[PartChange], start: float, **details: Any) -> UnlearningReport:
         """The repair's report (named after the last pending request), the quarantine cleared."""
@@ -164,9 +166,8 @@ class PartQuarantine(_Quarantine):
 
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Remove the request's rows and stop using the parts that held them, at once; exact."""
-        self._check_request(request)
         start = time.perf_counter()
-        mask, valid_mask = self._masks_of(request)
+        mask, valid_mask = self._request_masks(request)
         if not mask.any() and not valid_mask.any():
             return self._noop(request, start)
         if mask.all():
@@ -358,9 +359,8 @@ class SingleModelQuarantine(_Quarantine):
 
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Apply the configured approximate method (``quarantine_method``) to the served model."""
-        self._check_request(request)
         start = time.perf_counter()
-        mask, valid_mask = self._masks_of(request)
+        mask, valid_mask = self._request_masks(request)
         if not mask.any() and not valid_mask.any():
             return self._noop(request, start)
         approximate = self._approximate_method()
