@@ -398,10 +398,9 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         self._valid_tokens = [tokens for tokens, kept in zip(self._valid_tokens, keep) if kept]
 
     def _forget_validation_only(self) -> UnlearningReport:
+        # what the combiner cached from the validation samples (APA's attention)
         with restored_on_error(self, (), deep=self._combiner_state):
-            self.combiner.fit(
-                self, []
-            )  # what it cached from the validation samples (APA's attention)
+            self.combiner.fit(self, [])
         return self._report(
             [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_parts)],
             retrained_adapters=[],
@@ -484,8 +483,8 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         self.valid = SampleTable.load(valid) if valid.is_file() else None
 
     def _load_files(self, path: Path, document: dict[str, Any]) -> None:
-        self._known_users = set(document["known_users"]) | self._named_users()
-        self._known_items = set(document["known_items"]) | self._named_items()
+        self._known_users = set(document["known_users"])
+        self._known_items = set(document["known_items"])
         self.models = []
         for k in range(self.n_parts):
             folder = path / "adapters" / f"adapter-{k}"

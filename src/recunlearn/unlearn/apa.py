@@ -7,7 +7,8 @@ LLM-based recommender.
 2. One LoRA adapter per shard.
 3. Sample-adaptive attention: for a prompt, its ``neighbours`` most similar validation prompts (cosine,
    same representations); error_k = adapter k's mean error on them (from cached validation
-   predictions); weights = softmax(-tau * error).
+   predictions); weights = softmax(-tau * error). This is APA's combiner,
+   :class:`~recunlearn.unlearn.combine.AdapterAttention`; the method here picks it and the partition.
 4. Parameter-level aggregation, D (weighted A and B) or ND (weighted B_k A_k), for a whole batch with
    per-sample weights in one forward pass (:class:`recunlearn.models.llm.lora.MixtureLoRALinear`).
 5. Forgetting retrains the adapters whose shards held the removed samples, from the same seed, and
