@@ -11,6 +11,7 @@ from recunlearn.train.adapter import AdapterJob, init_adapter, train_adapter
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import Unlearner, available_methods, get_method
 from recunlearn.unlearn.apa import APAConfig
+from recunlearn.unlearn.combine import AdapterAttention, OutputAverage
 from tests.llm.conftest import method_config, plain_peft_yes_no
 
 LLM_METHODS = ["llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser"]
@@ -220,29 +221,27 @@ def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(
 ):
     """A forget that fails after the retrained adapter is in the mixture (here: refreshing the
     attention cache) puts everything back, the mixture's weights included, and can be retried."""
-    from recunlearn.unlearn.apa import APA
-
     train, valid, test = sample_split
     apa = get_method("apa")(
         method_config(tiny_causal, n_shards=2, neighbours=5, tau_grid=(0.0, 3.0))
     ).fit(train, valid)
-    scores, tau, errors = apa.score(test), apa.tau_, apa.valid_errors.clone()
+    scores, tau, errors = apa.score(test), apa.tau_, apa.combiner.valid_errors.clone()
     adapters, logits = (
         [{k: v.clone() for k, v in a.items()} for a in apa.adapters],
         apa.valid_logits.copy(),
     )
-    refresh = APA._after_training
+    refresh = AdapterAttention.fit
 
-    def refresh_then_fail(self, shards):
-        refresh(self, shards)
+    def refresh_then_fail(self, method, changed):
+        refresh(self, method, changed)
         raise RuntimeError("injected failure")
 
     request = DeletionRequest(samples=[train.ids[0]])
     with monkeypatch.context() as patch:
-        patch.setattr(APA, "_after_training", refresh_then_fail)
+        patch.setattr(AdapterAttention, "fit", refresh_then_fail)
         with pytest.raises(RuntimeError, match="injected"):
             apa.forget(request)
-    assert apa.train is train and apa.tau_ == tau and torch.equal(apa.valid_errors, errors)
+    assert apa.train is train and apa.tau_ == tau and torch.equal(apa.combiner.valid_errors, errors)
     assert np.array_equal(apa.valid_logits, logits)
     assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, adapters) for k in a)
     np.testing.assert_array_equal(apa.score(test), scores)
@@ -346,11 +345,14 @@ def test_random_partition_ablation_trains_sisas_adapters(tiny_causal, sample_spl
     assert np.array_equal(apa.assignment, sisa.assignment)
     assert all(torch.equal(a[k], b[k]) for a, b in zip(apa.adapters, sisa.adapters) for k in a)
     assert np.allclose(
-        apa._output_average(apa._tokenize(test)), sisa._output_average(sisa._tokenize(test))
+        OutputAverage().logits(apa, apa._tokenize(test), test),
+        sisa.combiner.logits(sisa, sisa._tokenize(test), test),
     )
-    assert apa.centres.shape == (2, apa.representations(train).shape[1])
+    assert apa.combiner.centres.shape == (2, apa.representations(train).shape[1])
     k0 = apa.assignment == 0
-    assert np.allclose(apa.centres[0], apa.representations(train.take(k0)).mean(0), atol=1e-6)
+    assert np.allclose(
+        apa.combiner.centres[0], apa.representations(train.take(k0)).mean(0), atol=1e-6
+    )
     assert (
         np.isfinite(apa.score(test)).all()
         and np.isfinite(apa.set_options(weighting="semantic").score(test)).all()
@@ -363,7 +365,7 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     """Forgetting a user drops their validation prompts too (they hold the user's history), and APA's
     attention cache is what it would be computed from the remaining ones; a validation sample alone
     is forgotten without retraining; a failed forget puts the validation data back."""
-    from recunlearn.unlearn.apa import APA, _unit
+    from recunlearn.unlearn.apa import _unit
 
     train, valid, test = sample_split
     apa = get_method("apa")(
@@ -372,14 +374,14 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     user = next(u for u in valid.user.tolist() if u in set(train.user.tolist()))
     theirs = int((valid.user == user).sum())
 
-    refresh = APA._after_training
+    refresh = AdapterAttention.fit
 
-    def fail(self, shards):
-        refresh(self, shards)
+    def fail(self, method, changed):
+        refresh(self, method, changed)
         raise RuntimeError("injected failure")
 
     with monkeypatch.context() as patch:
-        patch.setattr(APA, "_after_training", fail)
+        patch.setattr(AdapterAttention, "fit", fail)
         with pytest.raises(RuntimeError, match="injected"):
             apa.forget(DeletionRequest(users=[user]))
     assert (
@@ -390,7 +392,9 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
 
     report = apa.forget(DeletionRequest(users=[user]))
     assert report.removed_valid_rows == theirs > 0 and user not in set(apa.valid.user.tolist())
-    assert apa.valid_logits.shape == (2, len(valid) - theirs) == tuple(apa.valid_errors.shape)
+    assert (
+        apa.valid_logits.shape == (2, len(valid) - theirs) == tuple(apa.combiner.valid_errors.shape)
+    )
     np.testing.assert_allclose(apa.valid_repr, _unit(apa.representations(apa.valid)), atol=1e-5)
     for k in range(
         2

@@ -7,6 +7,7 @@ import torch
 
 from recunlearn.data import DeletionRequest
 from recunlearn.unlearn import Unlearner, get_method
+from recunlearn.unlearn.combine import AdapterAttention
 from tests.llm.conftest import method_config
 
 
@@ -34,7 +35,7 @@ def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
     from recunlearn.models.llm.lora import load_adapter
 
     load_adapter(other.scorer, 1, other.adapters[1])
-    other._after_training([1])
+    other.combiner.fit(other, [1])
     assert not np.allclose(model.score(test), other.score(test))
 
     report = model.quarantine(requests[0])
@@ -64,18 +65,20 @@ def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
     np.testing.assert_array_equal(loaded.score(test), reference.score(test))
 
 
-def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(tiny_causal, sample_split):
+def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(
+    tiny_causal, sample_split, monkeypatch
+):
     train, _, test = sample_split
     model = fit("apa", tiny_causal, sample_split)
     before = model.score(test)
 
-    def fail(shards):
+    def fail(self, method, changed):
         raise RuntimeError("attention refresh failed")
 
-    model._after_training = fail
-    with pytest.raises(RuntimeError):
-        model.quarantine(DeletionRequest(samples=[train.ids[model.assignment == 1][0]]))
-    del model._after_training
+    with monkeypatch.context() as patch:
+        patch.setattr(AdapterAttention, "fit", fail)
+        with pytest.raises(RuntimeError):
+            model.quarantine(DeletionRequest(samples=[train.ids[model.assignment == 1][0]]))
     assert model.pending == [] and all(a is not None for a in model.adapters)
     assert len(model.train) == len(train)
     np.testing.assert_array_equal(model.score(test), before)

@@ -48,7 +48,7 @@ from recunlearn.bench.apa import ApaBenchConfig, classical_baseline, prepare_sam
 from recunlearn.models.llm.lora import MixtureLoRALinear
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn._llm_common import average_probabilities
+from recunlearn.unlearn.combine import average_probabilities
 
 RESULTS = Path("benchmarks/results/apa")
 K = 4

@@ -37,7 +37,8 @@ from recunlearn.models.llm.backbones import create_tiny_model
 from recunlearn.seeds import Seed
 from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn import get_method
-from recunlearn.unlearn._llm_common import LLMUnlearner, average_probabilities
+from recunlearn.unlearn._llm_common import LLMUnlearner
+from recunlearn.unlearn.combine import average_probabilities
 
 METHODS = ("llm-retrain", "apa", "llm-sisa", "llm-receraser", "llm-grapheraser")
 TALLREC_THRESHOLDS = {"movie": 3.0, "book": 5.0}

@@ -18,8 +18,11 @@ T = TypeVar("T", bound="Table")
 class Table(Protocol):
     """Rows with a 0/1 ``label`` column; every derived table is a new object (tables never change)."""
 
-    name: str
-    label: np.ndarray
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> np.ndarray: ...
 
     def __len__(self) -> int: ...
 

@@ -8,6 +8,7 @@ installed packages add theirs through entry points (:mod:`recunlearn.plugins`).
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.unlearn.adopt import adopt_factors
 from recunlearn.unlearn.base import (
+    CFUnlearner,
     PartChange,
     Unlearner,
     UnlearningReport,
@@ -17,6 +18,7 @@ from recunlearn.unlearn.base import (
 )
 
 __all__ = [
+    "CFUnlearner",
     "DeletionRequest",
     "PartChange",
     "Unlearner",

@@ -26,7 +26,7 @@ from recunlearn.models.graph import (
 )
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport
+from recunlearn.unlearn.base import CFUnlearner, PartChange, UnlearningReport
 
 
 def orphans(removed: np.ndarray, remaining: np.ndarray, size: int) -> np.ndarray:
@@ -104,7 +104,7 @@ class Orphans:
             )
 
 
-class ApproximateUnlearner(SingleModelMixin, Unlearner):
+class ApproximateUnlearner(SingleModelMixin, CFUnlearner):
     """One model trained once; ``forget`` changes it in place (see :meth:`_update`)."""
 
     exact = False
@@ -117,7 +117,9 @@ class ApproximateUnlearner(SingleModelMixin, Unlearner):
         self.model, self.fit_info = result.model, describe_fit(result)
 
     @classmethod
-    def adopt(cls, fitted: Unlearner, config: Any = None, **overrides: Any) -> ApproximateUnlearner:
+    def adopt(
+        cls, fitted: CFUnlearner, config: Any = None, **overrides: Any
+    ) -> ApproximateUnlearner:
         """A new method starting from another one's trained model (a copy), without training again.
 
         Benchmarks use it to give every approximate method the same original model; ``fitted``

@@ -4,17 +4,16 @@ shard on one frozen backbone (K = 1 for retraining) as the part, trained through
 its own: ids a request names in prompts, scoring prompts, and a folder format with each adapter in
 peft's own format.
 
-A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) and how adapters are
-combined at scoring time (:meth:`LLMUnlearner._logits`).
+A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) and which combiner
+(:mod:`recunlearn.unlearn.combine`) gives one logit per prompt from the adapters
+(:meth:`LLMUnlearner._new_combiner`).
 
-Its length is the family's own format and scoring; the partition logic itself is shared.
+Its length is the family's own request matching, scoring and files; the partition logic itself is shared.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.samples import SampleTable
@@ -47,17 +45,11 @@ from recunlearn.models.llm.scoring import predict_logits, representations, token
 from recunlearn.seeds import Seed
 from recunlearn.train.adapter import AdapterJob, AdapterTrainConfig, train_adapter
 from recunlearn.train.runtime import configure_threads, resolve_device
-from recunlearn.unlearn.base import PartChange, UnlearningReport
+from recunlearn.unlearn.base import PartChange, UnlearningReport, restored_on_error
+from recunlearn.unlearn.combine import AdapterCombiner, OutputAverage, SingleAdapter
 from recunlearn.unlearn.partition import PartitionResult
 from recunlearn.unlearn.quarantine import AdapterQuarantine
 from recunlearn.unlearn.sharded import PartitionedUnlearner, PartTrainer
-
-
-def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
-    """Output ensemble: the logit of the mean probability over adapters (rows; NaN rows = empty adapters)."""
-    probs = np.nanmean(1.0 / (1.0 + np.exp(-adapter_logits.astype(np.float64))), axis=0)
-    probs = np.clip(probs, 1e-12, 1 - 1e-12)
-    return np.log(probs / (1 - probs)).astype(np.float32)
 
 
 class LLMMethodConfig(BaseModel):
@@ -140,8 +132,11 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
     (``models[k]``: adapter k's tensors, None for a shard emptied by deletions)."""
 
     data_kind = "samples"
+    table_type = SampleTable
+    state_file = "state.safetensors"
     Config: ClassVar[type[BaseModel]] = LLMMethodConfig
     trainer = AdapterTrainer()
+    _combiner_state = ("combiner",)
 
     # shape hooks ------------------------------------------------------------------------------------
     def _partition(self) -> PartitionResult | np.ndarray:
@@ -163,15 +158,11 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         np.add.at(sums, row_user, embeddings)
         return sums / np.bincount(row_user)[:, None], row_user
 
-    def _logits(self, token_ids: list[list[int]], samples: SampleTable) -> np.ndarray:
-        """Logits of tokenised prompts from the current adapters (default: adapter 0 alone)."""
-        return self._pass(token_ids, single=0)
-
-    def _after_training(self, shards: Sequence[int]) -> None:
-        """Refresh what depends on the given adapters (e.g. APA's attention cache)."""
+    def _new_combiner(self) -> AdapterCombiner:
+        """How the adapters' outputs are combined (default: adapter 0 alone)."""
+        return SingleAdapter()
 
     _forget_state: ClassVar[tuple[str, ...]] = (*PartitionedUnlearner._forget_state, "valid_logits")
-    """Attributes ``forget`` changes: put back if it fails (a subclass adds what ``_after_training`` sets)."""
 
     @property
     def adapters(self) -> list[dict[str, torch.Tensor] | None]:
@@ -187,40 +178,20 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         return affected
 
     def _refit_combiner(self, parts: Sequence[int]) -> None:
-        self._after_training(parts)
+        self.combiner.fit(self, parts)
 
     _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
     # fit -------------------------------------------------------------------------------------------------
-    def fit(self, train: SampleTable, valid: SampleTable | None = None) -> LLMUnlearner:  # type: ignore[override]
-        """Train on prompt samples; ``valid`` drives early stopping (and APA's attention)."""
-        if not isinstance(train, SampleTable) or (
-            valid is not None and not isinstance(valid, SampleTable)
-        ):
-            raise RecUnlearnError(
-                f"{self.name} trains on prompt samples (SampleTable), got {type(train).__name__}"
-            )
+    def _check_tables(self, train: SampleTable, valid: SampleTable | None) -> None:
         if len(train) < self.n_parts:
             raise RecUnlearnError(
                 f"{self.name}: {len(train)} samples cannot fill {self.n_parts} adapters"
             )
-        configure_threads()
-        with self._as_before_on_error():
-            self.train, self.valid = train, valid
-            self._forgotten = set()
-            self._restore_quarantine(None)
-            self._known_users = set(train.user.tolist()) | (
-                set(valid.user.tolist()) if valid is not None else set()
-            )
-            self._known_items = train.mentioned_items() | (
-                valid.mentioned_items() if valid is not None else set()
-            )
-            start = time.perf_counter()
-            self._fit()
-        self.fit_seconds = time.perf_counter() - start
-        return self
 
     def _fit(self) -> None:
+        configure_threads()
+        self._known_users, self._known_items = self._named_users(), self._named_items()
         self._setup()
         partition = self._partition()
         self.partition_info = (
@@ -231,10 +202,10 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             (self.n_parts, len(self.valid) if self.valid is not None else 0), np.float32
         )
         self._train_shards(range(self.n_parts))
-        self._after_training(range(self.n_parts))
+        self.combiner.fit(self, range(self.n_parts))
 
     def _setup(self) -> None:
-        """Load the frozen backbone and build the mixture model that holds the K adapters."""
+        """Load the frozen backbone, build the mixture model that holds the K adapters, and the combiner."""
         self.device = resolve_device(self.config.device)
         self.backbone: Backbone = load_backbone(self.config.backbone, self.device)
         self.scorer = fresh_scorer(self.backbone)
@@ -243,6 +214,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             self.scorer, paths, self.config.lora.r, self.config.lora.scaling, self.n_parts
         )
         self._valid_tokens = self._tokenize(self.valid) if self.valid is not None else None
+        self.combiner = self._new_combiner()
 
     def _tokenize(self, samples: SampleTable) -> list[list[int]]:
         return tokenize(
@@ -296,7 +268,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         return np.array([a is not None for a in self.models])
 
     # scoring ---------------------------------------------------------------------------------------------
-    def score(self, samples: SampleTable) -> np.ndarray:  # type: ignore[override]
+    def score(self, samples: SampleTable) -> np.ndarray:
         """P(the user likes the target) for each prompt sample; tokenisation included."""
         self._check_fitted()
         if not isinstance(samples, SampleTable):
@@ -305,7 +277,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             )
         if not len(samples):
             return np.zeros(0, np.float32)
-        logits = self._logits(self._tokenize(samples), samples)
+        logits = self.combiner.logits(self, self._tokenize(samples), samples)
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
     def _pass(
@@ -342,13 +314,9 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             out[k] = self._pass(tokens, single=int(k))
         return out
 
-    def _output_average(self, token_ids: list[list[int]]) -> np.ndarray:
-        """Mean of the present adapters' probabilities (K forward passes), as a logit."""
-        return average_probabilities(
-            np.stack([self._pass(token_ids, single=int(k)) for k in np.flatnonzero(self.present)])
-        )
-
-    def _score_index(self, users, items):
+    def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Prompt samples have no (user, item) index pairs: a clear error for a caller of the
+        collaborative query API."""
         raise RecUnlearnError(
             f"{self.name} scores prompt samples: call score(samples) with a SampleTable"
         )
@@ -430,7 +398,9 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         self._valid_tokens = [tokens for tokens, kept in zip(self._valid_tokens, keep) if kept]
 
     def _forget_validation_only(self) -> UnlearningReport:
-        self._after_training([])  # what is cached from the validation samples (APA's attention)
+        # what the combiner cached from the validation samples (APA's attention)
+        with restored_on_error(self, (), deep=self._combiner_state):
+            self.combiner.fit(self, [])
         return self._report(
             [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_parts)],
             retrained_adapters=[],
@@ -462,23 +432,22 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         tensors = {
             "assignment": torch.from_numpy(self.assignment.copy()),
             "valid_logits": torch.from_numpy(self.valid_logits.copy()),
+            **self.combiner.tensors(),
         }
         return tensors, {"adapter_info": self.shard_info, "partition_info": self.partition_info}
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self._setup()  # the backbone is loaded again from its config
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.valid_logits = tensors["valid_logits"].numpy().astype(np.float32)
         self.shard_info = meta["adapter_info"]
         self.partition_info = meta["partition_info"]
+        self.combiner.restore(tensors)
 
-    def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
-        """A folder: ``unlearner.json``, ``state.safetensors``, ``train.npz`` / ``valid.npz`` (samples) and
-        ``adapters/adapter-k/`` in peft's format for the backbone's Hugging Face model
-        (``adapter_model.safetensors`` + ``adapter_config.json`` naming the model's folder; an encoder's
-        head in ``recunlearn_head.safetensors``).
-        ``keep_forgotten``: as :meth:`Unlearner.save` (the ids of the samples forgotten so far)."""
-        path = Path(path)
-        meta = self._save_state_and_data(path, "state.safetensors")
+    def _save_files(self, path: Path, keep_forgotten: bool) -> dict[str, Any]:
+        """``adapters/adapter-k/`` in peft's format for the backbone's Hugging Face model
+        (``adapter_model.safetensors`` + ``adapter_config.json`` naming the model's folder; an
+        encoder's head in ``recunlearn_head.safetensors``), and the ids a request may name."""
         shutil.rmtree(
             path / "adapters", ignore_errors=True
         )  # an adapter saved here before, since forgotten, must not return
@@ -491,19 +460,11 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
                     self.backbone.scorer,
                     resolve_model_path(self.config.backbone.name),
                 )
-        document = {
-            "method": self.name,
-            "config": self.config.model_dump(mode="json"),
-            "forgotten": sorted(self._forgotten) if keep_forgotten else [],
-            # without the forget log, no id of forgotten data either: only what the samples still name
+        # without the forget log, no id of forgotten data either: only what the samples still name
+        return {
             "known_users": sorted(self._known_users if keep_forgotten else self._named_users()),
             "known_items": sorted(self._known_items if keep_forgotten else self._named_items()),
-            "fit_seconds": self.fit_seconds,
-            "state": meta,
-            "quarantine": self._quarantine_record(),
         }
-        (path / "unlearner.json").write_text(json.dumps(document, indent=1))
-        return path
 
     def _named_users(self) -> set[str]:
         """The users the training and validation samples still name."""
@@ -516,29 +477,20 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             self.valid.mentioned_items() if self.valid is not None else set()
         )
 
-    @classmethod
-    def load(cls, path: str | Path) -> LLMUnlearner:
-        """Load a folder written by :meth:`save` (the backbone is loaded again from its config)."""
-        path = Path(path)
-        method, document = cls._read_saved(path)
-        obj = method(document["config"])
-        obj.train = SampleTable.load(path / "train.npz")
-        obj.valid = SampleTable.load(path / "valid.npz") if (path / "valid.npz").is_file() else None
-        obj._forgotten = set(document["forgotten"])
-        # folders saved before validation samples could be forgotten list training ids only
-        obj._known_users = set(document["known_users"]) | obj._named_users()
-        obj._known_items = set(document.get("known_items", ())) | obj._named_items()
-        obj.fit_seconds = document["fit_seconds"]
-        obj._setup()
-        obj._restore(load_file(str(path / "state.safetensors")), document["state"])
-        obj.models = []
-        for k in range(obj.n_parts):
+    def _load_tables(self, path: Path) -> None:
+        self.train = SampleTable.load(path / "train.npz")
+        valid = path / "valid.npz"
+        self.valid = SampleTable.load(valid) if valid.is_file() else None
+
+    def _load_files(self, path: Path, document: dict[str, Any]) -> None:
+        self._known_users = set(document["known_users"])
+        self._known_items = set(document["known_items"])
+        self.models = []
+        for k in range(self.n_parts):
             folder = path / "adapters" / f"adapter-{k}"
-            obj.models.append(load_peft_adapter(folder, obj.scorer) if folder.is_dir() else None)
-            load_adapter(obj.scorer, k, obj.models[k])
-        obj._restore_quarantine(document.get("quarantine"))
-        obj._after_training(range(obj.n_parts))
-        return obj
+            self.models.append(load_peft_adapter(folder, self.scorer) if folder.is_dir() else None)
+            load_adapter(self.scorer, k, self.models[k])
+        self.combiner.fit(self, range(self.n_parts))
 
     def _check_fitted(self) -> None:
         if self.train is None or not hasattr(self, "models"):
@@ -551,5 +503,5 @@ class ShardedLLMUnlearner(LLMUnlearner):
 
     Config = ShardedLLMConfig
 
-    def _logits(self, token_ids, samples):
-        return self._output_average(token_ids)
+    def _new_combiner(self) -> AdapterCombiner:
+        return OutputAverage()

@@ -7,7 +7,8 @@ LLM-based recommender.
 2. One LoRA adapter per shard.
 3. Sample-adaptive attention: for a prompt, its ``neighbours`` most similar validation prompts (cosine,
    same representations); error_k = adapter k's mean error on them (from cached validation
-   predictions); weights = softmax(-tau * error).
+   predictions); weights = softmax(-tau * error). This is APA's combiner,
+   :class:`~recunlearn.unlearn.combine.AdapterAttention`; the method here picks it and the partition.
 4. Parameter-level aggregation, D (weighted A and B) or ND (weighted B_k A_k), for a whole batch with
    per-sample weights in one forward pass (:class:`recunlearn.models.llm.lora.MixtureLoRALinear`).
 5. Forgetting retrains the adapters whose shards held the removed samples, from the same seed, and
@@ -24,15 +25,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from recunlearn.data.samples import SampleTable
 from recunlearn.errors import ConfigError
 from recunlearn.models.llm.lora import Aggregation
-from recunlearn.train.auc import roc_auc
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
+from recunlearn.unlearn.combine import AdapterAttention, _unit
 from recunlearn.unlearn.partition import (
     PartitionResult,
     balanced_semantic_partition,
@@ -77,14 +77,11 @@ class APA(LLMUnlearner):
     """Adapter partition and aggregation: exact unlearning of an LLM recommender (Hu et al. 2024)."""
 
     Config = APAConfig
-    _forget_state = (*LLMUnlearner._forget_state, "valid_errors", "tau_", "tau_selection")
-    _validation_state = (
-        *LLMUnlearner._validation_state,
-        "valid_repr",
-        "valid_errors",
-        "tau_",
-        "tau_selection",
-    )
+    combiner: AdapterAttention
+    _validation_state = (*LLMUnlearner._validation_state, "valid_repr")
+
+    def _new_combiner(self) -> AdapterAttention:
+        return AdapterAttention(self.config)
 
     def _setup(self) -> None:
         super()._setup()
@@ -125,137 +122,45 @@ class APA(LLMUnlearner):
             raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
         config = make_config(APAConfig, self.config, changes)
         self._check_weighting(config)
-        self.config = config
+        self.config = self.combiner.config = config
         self.mixture.mode = self.config.aggregation
-        self._after_training(range(self.n_parts))
+        self.combiner.fit(self, range(self.n_parts))
         return self
 
     def _partition(self) -> PartitionResult:
         embeddings = self.representations(self.train)
         if self.config.partition == "random":
             result = random_partition(len(self.train), self.n_parts, self.config.partition_seed)
-            self.centres = np.stack(
+            self.combiner.centres = np.stack(
                 [embeddings[result.assignment == k].mean(0) for k in range(self.n_parts)]
             )
         else:
             result = balanced_semantic_partition(
                 embeddings, self.n_parts, self.config.partition_seed, metric="cosine"
             )
-            self.centres = result.centres.astype(np.float32)
+            self.combiner.centres = result.centres.astype(np.float32)
         return result
 
-    def _after_training(self, shards) -> None:
-        """Refresh the attention cache: every adapter's error on every validation sample."""
-        if self.valid is None:
-            return
-        probs = 1.0 / (1.0 + np.exp(-self.valid_logits.astype(np.float64)))
-        label = self.valid.label.astype(np.float64)[None, :]
-        if self.config.error == "absolute":
-            errors = np.abs(probs - label)
-        else:
-            p = np.clip(probs, 1e-7, 1 - 1e-7)
-            errors = -(label * np.log(p) + (1 - label) * np.log(1 - p))
-        self.valid_errors = torch.as_tensor(errors, dtype=torch.float32)
-        self.tau_ = self.config.tau
-        self.tau_selection: dict[str, float] = {}
-        if (
-            self.config.tau_grid is not None
-            and self.config.weighting == "attention"
-            and len(self.valid) > 1
-        ):
-            scores = self._validation_auc_by_tau(probs)
-            if all(np.isfinite(list(scores.values()))):  # else one class only: nothing to rank by
-                self.tau_selection = scores
-                self.tau_ = float(
-                    max(scores, key=lambda t: (scores[t], -float(t)))
-                )  # ties: the softer
+    @property
+    def tau_(self) -> float:
+        """The attention's temperature, as chosen on validation (or configured)."""
+        return self.combiner.tau_
 
-    def _held_out_error(self, chunk: int = 2048) -> torch.Tensor:
-        """Per validation prompt (rows) and adapter, the mean error on its nearest validation prompts
-        among those it is not held out from (``tau_holdout``)."""
-        neighbours = min(self.config.neighbours, len(self.valid) - 1)
-        reps = torch.as_tensor(self.valid_repr)
-        _, user = np.unique(self.valid.user, return_inverse=True)
-        user = torch.as_tensor(np.where(self.valid.user == "", -1 - np.arange(len(user)), user))
-        error = torch.empty(len(reps), self.n_parts)
-        for start in range(
-            0, len(reps), chunk
-        ):  # valid x valid similarities, a chunk of rows at a time
-            rows = torch.arange(start, min(start + chunk, len(reps)))
-            similarity = reps[rows] @ reps.T
-            held_out = torch.zeros_like(similarity, dtype=torch.bool)
-            held_out[torch.arange(len(rows)), rows] = True
-            if self.config.tau_holdout == "user":
-                same = user[rows][:, None] == user[None, :]
-                alone = same.sum(1) >= len(reps)  # the prompt's user holds every validation prompt
-                held_out |= same & ~alone[:, None]
-            values, top = similarity.masked_fill(held_out, -torch.inf).topk(neighbours, dim=1)
-            usable = torch.isfinite(
-                values
-            ).float()  # fewer usable prompts than neighbours: average those
-            picked = self.valid_errors[:, top] * usable
-            error[rows] = (picked.sum(-1) / usable.sum(-1).clamp_min(1)).T
-        return error
+    @property
+    def tau_selection(self) -> dict[str, float]:
+        """Held-out validation AUC of each value of ``tau_grid`` (empty when tau is fixed)."""
+        return self.combiner.tau_selection
 
-    def _softmax(self, error: torch.Tensor, tau: float) -> torch.Tensor:
-        return torch.softmax(
-            (-tau * error).masked_fill(~torch.as_tensor(self.present), -torch.inf), dim=1
-        )
-
-    def _validation_auc_by_tau(self, probs: np.ndarray) -> dict[str, float]:
-        """Held-out validation AUC of the attention-weighted mixture of cached probabilities, per tau."""
-        error = self._held_out_error()
-        mixed = torch.as_tensor(probs.T, dtype=torch.float32)
-        return {
-            f"{tau:g}": roc_auc(
-                self.valid.label, (self._softmax(error, tau) * mixed).sum(1).numpy()
-            )
-            for tau in self.config.tau_grid
-        }
+    def weights(self, samples: SampleTable) -> np.ndarray:
+        """Per-sample adapter weights (n x K) under the configured weighting; empty adapters get 0."""
+        return self.combiner.weights(self, samples)
 
     def validation_logits(self, tau: float) -> np.ndarray:
         """The aggregated model's logits on the validation prompts, each weighted by the validation
         neighbours it is not held out from, at ``tau``: one forward pass, to check the selection's
         output mixture against APA's own parameter mix."""
-        weights = self._softmax(self._held_out_error(), tau).numpy()
+        weights = self.combiner.softmax(self, self.combiner.held_out_error(self), tau).numpy()
         return self._pass(self._valid_tokens, weights=weights)
-
-    def weights(self, samples: SampleTable, token_ids: list[list[int]] | None = None) -> np.ndarray:
-        """Per-sample adapter weights (n x K) under the configured weighting; empty adapters get 0."""
-        present = torch.as_tensor(self.present)
-        n, k = len(samples), self.n_parts
-        if self.config.weighting == "average":
-            w = present.float().expand(n, k) / present.sum()
-            return w.numpy().copy()
-        query = torch.as_tensor(_unit(self.representations(samples, token_ids)))
-        if self.config.weighting == "semantic":
-            logits = self.config.tau * query @ torch.as_tensor(_unit(self.centres)).T
-        else:
-            similarity = query @ torch.as_tensor(self.valid_repr).T
-            top = similarity.topk(min(self.config.neighbours, similarity.shape[1]), dim=1).indices
-            error = self.valid_errors[:, top].mean(-1).T  # n x K
-            logits = -self.tau_ * error
-        logits = logits.masked_fill(~present, -torch.inf)
-        if self.config.weighting == "major":
-            return torch.nn.functional.one_hot(logits.argmax(1), k).float().numpy()
-        return torch.softmax(logits, dim=1).numpy()
 
     def _report(self, parts, **details):
         return super()._report(parts, tau=self.tau_, **details)
-
-    def _logits(self, token_ids, samples):
-        return self._pass(token_ids, weights=self.weights(samples, token_ids))
-
-    def _state(self):
-        tensors, meta = super()._state()
-        tensors["centres"] = torch.from_numpy(self.centres)
-        return tensors, meta
-
-    def _restore(self, tensors, meta):
-        super()._restore(tensors, meta)
-        self.centres = tensors["centres"].numpy()
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

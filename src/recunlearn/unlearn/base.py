@@ -1,13 +1,18 @@
 """The unlearning contract every method implements, its report, and the registry of methods by name.
 
-A method subclasses :class:`Unlearner`, declares a pydantic ``Config`` and implements four hooks:
-``_fit`` (train on ``self.train``), ``_forget`` (remove rows, say what changed), ``_score_index``
-(scores of index pairs) and ``_state`` / ``_restore`` (tensors + JSON metadata for save/load).
-The base class owns what must behave the same everywhere: validating requests, idempotency,
-timing, content hashes, and the on-disk format (safetensors + npz + JSON, never pickle).
+A method subclasses a family's class, :class:`CFUnlearner` (interaction tables, scored by user and
+item) or :class:`~recunlearn.unlearn._llm_common.LLMUnlearner` (prompt samples), declares a pydantic
+``Config`` and implements the hooks: ``_fit`` (train on ``self.train``), ``_forget`` (remove rows,
+say what changed), ``_state`` / ``_restore`` (tensors + JSON metadata for save/load) and, for
+interactions, ``_score_index`` (scores of index pairs). :class:`Unlearner` owns what must behave the
+same everywhere: validating requests, idempotency, timing, content hashes, and the on-disk format
+(safetensors + npz + JSON, never pickle); a family says only what differs through small hooks (its
+table type, its checks of the tables, files of its own). Scoring is the family's: its signature
+differs (user and item ids, or prompt samples), so neither family overrides the other's.
 
 The contract's behaviour (validation, idempotency, batches, quarantine defaults, save/load) is kept in
-one class on purpose: every method inherits all of it.
+one class on purpose: every method inherits all of it. The collaborative family's class stays beside it
+so that its typed query API is checked with the contract.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions, member_mask
+from recunlearn.data.table import Table
 from recunlearn.errors import (
     ConfigError,
     NotFittedError,
@@ -221,13 +227,18 @@ class Unlearner(ABC):
     """A recommender that can forget.
 
     Use it like a scikit-learn estimator: ``m = get_method("sisa")(n_shards=5).fit(train, valid)``,
-    then ``m.forget(DeletionRequest(users=["42"]))`` and ``m.score(users, items)`` with external ids.
+    then ``m.forget(DeletionRequest(users=["42"]))`` and ``m.score(...)`` as its family scores.
     """
 
     name: ClassVar[str] = "unnamed"
     exact: ClassVar[bool] = False
     """Exact methods give what training from scratch without the data gives (same seed)."""
     data_kind: ClassVar[str] = "interactions"
+    table_type: ClassVar[type[Table]]
+    """The table the family trains on (``Interactions``, ``SampleTable``): ``fit`` checks it, ``load``
+    reads ``train.npz`` / ``valid.npz`` as it."""
+    state_file: ClassVar[str] = "weights.safetensors"
+    """The saved folder's file of :meth:`_state`'s tensors."""
     Config: ClassVar[type[BaseModel]]
 
     def __init__(self, config: BaseModel | dict | None = None, **overrides: Any):
@@ -239,18 +250,20 @@ class Unlearner(ABC):
         self.fit_seconds: float = float("nan")
 
     # public API ------------------------------------------------------------------------------------
-    def fit(self: T, train: Interactions, valid: Interactions | None = None) -> T:
-        """Train on ``train``; ``valid`` (same vocabularies) drives early stopping."""
+    def fit(self: T, train: Table, valid: Table | None = None) -> T:
+        """Train on ``train``; ``valid`` (the same kind of table) drives early stopping."""
+        kind = self.table_type
+        if not isinstance(train, kind) or (valid is not None and not isinstance(valid, kind)):
+            raise RecUnlearnError(
+                f"{self.name} trains on {self.data_kind} ({kind.__name__}), got "
+                f"{type(train if not isinstance(train, kind) else valid).__name__}"
+            )
         if len(train) == 0:
             raise RecUnlearnError("cannot fit on an empty training table")
-        if valid is not None and (valid.users is not train.users or valid.items is not train.items):
-            if not (
-                np.array_equal(valid.users.ids, train.users.ids)
-                and np.array_equal(valid.items.ids, train.items.ids)
-            ):
-                raise RecUnlearnError("validation data must share the training data's vocabularies")
+        self._check_tables(train, valid)
         with self._as_before_on_error():
-            self.train, self.valid = train, valid
+            # of the family's table type (checked above); the attributes are typed for interactions
+            self.train, self.valid = train, valid  # type: ignore[assignment]
             self._forgotten = set()
             self._restore_quarantine(None)
             start = time.perf_counter()
@@ -447,67 +460,6 @@ class Unlearner(ABC):
             + (valid.take(valid_mask).id_pairs() if valid is not None and valid_mask.any() else [])
         }
 
-    def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
-        """Scores (higher = more likely liked) of (user, item) pairs given by external ids; an erased
-        user is unknown (see :meth:`recommend`)."""
-        self._check_fitted()
-        u = self.train.users.index(users)
-        self._refuse_erased(u)
-        i = self.train.items.index(items)
-        if len(u) != len(i):
-            raise RecUnlearnError(
-                f"got {len(u)} users but {len(i)} items; pass one of each per pair"
-            )
-        return self.score_index(u, i)
-
-    def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of (user, item) index pairs into the training vocabularies."""
-        self._check_fitted()
-        return np.asarray(
-            self._score_index(np.asarray(users, np.int64), np.asarray(items, np.int64)), np.float32
-        )
-
-    def score_all(self, users: np.ndarray) -> np.ndarray:
-        """Scores of the given user indices against every item (rows: users)."""
-        self._check_fitted()
-        users = np.asarray(users, np.int64)
-        grid_u = np.repeat(users, self.train.n_items)
-        grid_i = np.tile(np.arange(self.train.n_items), len(users))
-        return self.score_index(grid_u, grid_i).reshape(len(users), self.train.n_items)
-
-    def recommend(
-        self, user: Any, k: int = 10, exclude_seen: bool = True
-    ) -> list[tuple[str, float]]:
-        """Top-``k`` items for one user (external id) with their scores.
-
-        A user whom forgetting left without a training row (``forget(DeletionRequest(users=[u]))``,
-        or requests that removed each of their pairs) is erased: unknown here as in the deletion
-        service, an :class:`UnknownIdError`, rather than served a list built from nothing of theirs.
-        A user who never had a training row is still known."""
-        self._check_fitted()
-        u = self.train.users.index([user])
-        self._refuse_erased(u)
-        scores = self.score_all(u)[0].astype(np.float64)
-        if exclude_seen:
-            scores[self.train.item[self.train.user == u[0]]] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [
-            (str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])
-        ]
-
-    def _refuse_erased(self, users: np.ndarray) -> None:
-        """Raise naming the users among ``users`` (indices) that forgetting left with no training row."""
-        train = self.train
-        if train is None or not self._forgotten:
-            return
-        forgotten = np.fromiter(self._forgotten, np.int64) // np.int64(train.n_items)
-        asked = np.unique(users)
-        touched = asked[member_mask(asked, forgotten)]
-        erased = touched[np.bincount(train.user, minlength=train.n_users)[touched] == 0]
-        if erased.size:
-            shown = ", ".join(repr(i) for i in train.users.ids[erased[:5]].tolist())
-            raise UnknownIdError(f"unknown user id(s): {shown} (erased: their data was forgotten)")
-
     # quarantine (recunlearn.unlearn.quarantine) ------------------------------------------------------
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Remove the request's data at once, ahead of a slower exact repair. Partition methods set the
@@ -545,18 +497,31 @@ class Unlearner(ABC):
 
     # persistence ------------------------------------------------------------------------------------
     def save(self, path: str | Path, keep_forgotten: bool = True) -> Path:
-        """Write a folder: ``unlearner.json``, ``weights.safetensors``, ``train.npz``, ``valid.npz``.
+        """Write a folder: ``unlearner.json``, the state tensors (:attr:`state_file`), ``train.npz``,
+        ``valid.npz``, and any files of the family's own (:meth:`_save_files`).
 
         ``keep_forgotten``: also write the keys of the pairs forgotten so far, so that the loaded copy
         still tells an already-forgotten pair (nothing to do) from one it never saw (an error). A copy
         that must hold no trace of deleted data (a served version) leaves them out; it then treats
         them as never seen."""
+        self._check_fitted()
         path = Path(path)
-        meta = self._save_state_and_data(path, "weights.safetensors")
+        path.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self._state()
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(path / self.state_file),
+        )
+        self.train.save(path / "train.npz")
+        if self.valid is not None:
+            self.valid.save(path / "valid.npz")
+        else:  # a table saved here before must not be read back as this model's
+            (path / "valid.npz").unlink(missing_ok=True)
         document = {
             "method": self.name,
             "config": self.config.model_dump(mode="json"),
             "forgotten": sorted(self._forgotten) if keep_forgotten else [],
+            **self._save_files(path, keep_forgotten),
             "fit_seconds": self.fit_seconds,
             "state": meta,
             "quarantine": self._quarantine_record(),
@@ -569,36 +534,18 @@ class Unlearner(ABC):
         """Load a folder written by :meth:`save`; ``Unlearner.load`` dispatches on the stored method."""
         path = Path(path)
         method, document = cls._read_saved(path)
-        if getattr(method.load, "__func__", None) is not getattr(
-            Unlearner.load, "__func__", None
-        ):  # a family with its own format (LLM samples)
-            return method.load(path)
         obj = method(document["config"])
-        obj.train = Interactions.load(path / "train.npz")
-        if (path / "valid.npz").is_file():
-            obj.valid = Interactions.load(
-                path / "valid.npz", users=obj.train.users, items=obj.train.items
-            )
+        obj._load_tables(path)
         obj._forgotten = set(document["forgotten"])
         obj.fit_seconds = document["fit_seconds"]
-        obj._restore(load_file(str(path / "weights.safetensors")), document["state"])
-        obj._restore_quarantine(document.get("quarantine"))
+        obj._restore(load_file(str(path / obj.state_file)), document["state"])
+        obj._load_files(path, document)
+        obj._restore_quarantine(document["quarantine"])
         return obj
 
-    def _save_state_and_data(self, path: Path, weights_file: str) -> dict[str, Any]:
-        """Write the state tensors and the train/valid tables into ``path``; returns the state's metadata."""
-        self._check_fitted()
-        path.mkdir(parents=True, exist_ok=True)
-        tensors, meta = self._state()
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path / weights_file)
-        )
-        self.train.save(path / "train.npz")
-        if self.valid is not None:
-            self.valid.save(path / "valid.npz")
-        else:  # a table saved here before must not be read back as this model's
-            (path / "valid.npz").unlink(missing_ok=True)
-        return meta
+    @abstractmethod
+    def _load_tables(self, path: Path) -> None:
+        """Read ``train.npz`` and, where saved, ``valid.npz`` into ``self.train`` / ``self.valid``."""
 
     @classmethod
     def _read_saved(cls, path: Path) -> tuple[type[Unlearner], dict[str, Any]]:
@@ -661,16 +608,25 @@ class Unlearner(ABC):
         """Remove the masked rows of ``self.train`` (and set ``self.train`` to the rest)."""
 
     @abstractmethod
-    def _score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of index pairs."""
-
-    @abstractmethod
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors and JSON-able metadata that :meth:`_restore` rebuilds the fitted method from."""
 
     @abstractmethod
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Rebuild from :meth:`_state`'s output; ``self.config``, ``self.train`` and ``self.valid`` are set."""
+
+    def _check_tables(self, train: Table, valid: Table | None) -> None:
+        """Refuse, before anything changes, tables the family cannot fit (``fit`` has checked their
+        type and that ``train`` is not empty)."""
+        return None
+
+    def _save_files(self, path: Path, keep_forgotten: bool) -> dict[str, Any]:
+        """Write files of the family's own into the saved folder; entries to add to ``unlearner.json``."""
+        return {}
+
+    def _load_files(self, path: Path, document: dict[str, Any]) -> None:
+        """Read what :meth:`_save_files` wrote (after :meth:`_restore`)."""
+        return None
 
     def _report(self, parts: list[PartChange], **details: Any) -> UnlearningReport:
         return UnlearningReport(
@@ -681,3 +637,93 @@ class Unlearner(ABC):
             parts=parts,
             details=details,
         )
+
+
+class CFUnlearner(Unlearner):
+    """The collaborative family: interaction tables sharing user and item vocabularies, scored by
+    (user, item) ids or indices, with top-K recommendation. A method implements ``_score_index``."""
+
+    table_type = Interactions
+
+    def _check_tables(self, train: Table, valid: Table | None) -> None:
+        assert isinstance(train, Interactions) and isinstance(
+            valid, (Interactions, type(None))
+        )  # fit checked
+        if valid is not None and (valid.users is not train.users or valid.items is not train.items):
+            if not (
+                np.array_equal(valid.users.ids, train.users.ids)
+                and np.array_equal(valid.items.ids, train.items.ids)
+            ):
+                raise RecUnlearnError("validation data must share the training data's vocabularies")
+
+    def _load_tables(self, path: Path) -> None:
+        self.train = Interactions.load(path / "train.npz")
+        if (path / "valid.npz").is_file():
+            self.valid = Interactions.load(
+                path / "valid.npz", users=self.train.users, items=self.train.items
+            )
+
+    def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
+        """Scores (higher = more likely liked) of (user, item) pairs given by external ids; an erased
+        user is unknown (see :meth:`recommend`)."""
+        self._check_fitted()
+        u = self.train.users.index(users)
+        self._refuse_erased(u)
+        i = self.train.items.index(items)
+        if len(u) != len(i):
+            raise RecUnlearnError(
+                f"got {len(u)} users but {len(i)} items; pass one of each per pair"
+            )
+        return self.score_index(u, i)
+
+    def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of (user, item) index pairs into the training vocabularies."""
+        self._check_fitted()
+        return np.asarray(
+            self._score_index(np.asarray(users, np.int64), np.asarray(items, np.int64)), np.float32
+        )
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        """Scores of the given user indices against every item (rows: users)."""
+        self._check_fitted()
+        users = np.asarray(users, np.int64)
+        grid_u = np.repeat(users, self.train.n_items)
+        grid_i = np.tile(np.arange(self.train.n_items), len(users))
+        return self.score_index(grid_u, grid_i).reshape(len(users), self.train.n_items)
+
+    def recommend(
+        self, user: Any, k: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[str, float]]:
+        """Top-``k`` items for one user (external id) with their scores.
+
+        A user whom forgetting left without a training row (``forget(DeletionRequest(users=[u]))``,
+        or requests that removed each of their pairs) is erased: unknown here as in the deletion
+        service, an :class:`UnknownIdError`, rather than served a list built from nothing of theirs.
+        A user who never had a training row is still known."""
+        self._check_fitted()
+        u = self.train.users.index([user])
+        self._refuse_erased(u)
+        scores = self.score_all(u)[0].astype(np.float64)
+        if exclude_seen:
+            scores[self.train.item[self.train.user == u[0]]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [
+            (str(self.train.items.ids[t]), float(scores[t])) for t in top if np.isfinite(scores[t])
+        ]
+
+    def _refuse_erased(self, users: np.ndarray) -> None:
+        """Raise naming the users among ``users`` (indices) that forgetting left with no training row."""
+        train = self.train
+        if train is None or not self._forgotten:
+            return
+        forgotten = np.fromiter(self._forgotten, np.int64) // np.int64(train.n_items)
+        asked = np.unique(users)
+        touched = asked[member_mask(asked, forgotten)]
+        erased = touched[np.bincount(train.user, minlength=train.n_users)[touched] == 0]
+        if erased.size:
+            shown = ", ".join(repr(i) for i in train.users.ids[erased[:5]].tolist())
+            raise UnknownIdError(f"unknown user id(s): {shown} (erased: their data was forgotten)")
+
+    @abstractmethod
+    def _score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of index pairs."""

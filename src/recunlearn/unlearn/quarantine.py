@@ -3,8 +3,9 @@
 A partition method's prediction combines parts (shard models, LoRA adapters). ``quarantine(request)``
 takes the request's rows out of the training data and drops the parts whose shards held them from
 the combination at once, retraining nothing: the served model is then a function of remaining data
-only, so the result is exact. Averaging renormalises over the remaining parts; APA gives the
-quarantined adapters zero attention and renormalises; an aggregator fitted on every shard's output
+only, so the result is exact. The combiner does the rest: averaging renormalises over the remaining
+parts; APA's attention (refitted, as after a forget) gives the quarantined adapters zero weight and
+renormalises; an aggregator fitted on every shard's output
 (RecEraser's attention, the weighted mean's cached errors) falls back to the plain average of the
 remaining shards until the repair refits it. The quarantined parts' weights are discarded, so a saved
 quarantined model holds nothing of them.
@@ -124,10 +125,27 @@ class _Quarantine:
     def _after_quarantine_restored(self) -> None:
         """Put the loaded model in its quarantined serving state."""
 
-    def _check_request(self, request: DeletionRequest) -> None:
+    def _request_masks(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        """The training and validation rows a quarantined request names (as ``forget`` checks it)."""
         self._check_fitted()
         if not isinstance(request, DeletionRequest):
             raise RecUnlearnError(f"expected a DeletionRequest, got {type(request).__name__}")
+        return self._masks_of(request)
+
+    def _repaired(self, parts: list[PartChange], start: float, **details: Any) -> UnlearningReport:
+        """The repair's report (named after the last pending request), the quarantine cleared."""
+        requests = [r.request_id for r in self._pending]
+        self._clear_quarantine()
+        return UnlearningReport(
+            request_id=requests[-1],
+            method=self.name,
+            exact=True,
+            removed_rows=0,
+            phase="repair",
+            parts=parts,
+            seconds=time.perf_counter() - start,
+            details={"requests": requests, **details},
+        )
 
     def _noop(self, request: DeletionRequest, start: float) -> UnlearningReport:
         return UnlearningReport(
@@ -143,16 +161,13 @@ class _Quarantine:
 
 
 class PartQuarantine(_Quarantine):
-    """Quarantine for methods whose prediction combines parts (shards, adapters)."""
-
-    _parts_attribute = "models"
-    """The attribute that holds one model per part (None for an empty or quarantined part)."""
+    """Quarantine for methods whose prediction combines parts (shards, adapters): ``models`` holds one
+    model per part, None for an empty or quarantined one."""
 
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Remove the request's rows and stop using the parts that held them, at once; exact."""
-        self._check_request(request)
         start = time.perf_counter()
-        mask, valid_mask = self._masks_of(request)
+        mask, valid_mask = self._request_masks(request)
         if not mask.any() and not valid_mask.any():
             return self._noop(request, start)
         if mask.all():
@@ -162,7 +177,7 @@ class PartQuarantine(_Quarantine):
         self._check_validation_left(valid_mask)
         quarantined = set(getattr(self, "_quarantined", set()))
         new = sorted(set(np.unique(self.assignment[mask]).tolist()) - quarantined)
-        parts = getattr(self, self._parts_attribute)
+        parts = self.models
         if all(m is None or k in quarantined or k in new for k, m in enumerate(parts)):
             raise RecUnlearnError(
                 f"{self.name}: every part holds rows of this request or of a pending one; "
@@ -172,7 +187,8 @@ class PartQuarantine(_Quarantine):
         removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
         with restored_on_error(
             self,
-            (*self._validation_state, "train", "assignment", self._parts_attribute),
+            (*self._validation_state, "train", "assignment", "models"),
+            deep=self._combiner_state,
             after=self._reload_parts,
         ):
             if valid_mask.any():
@@ -213,24 +229,17 @@ class PartQuarantine(_Quarantine):
         with restored_on_error(self, ("_quarantined",)):
             self._quarantined = set()
             self._retrain_parts(parts)
-        requests = [r.request_id for r in self._pending]
-        self._clear_quarantine()
-        return UnlearningReport(
-            request_id=requests[-1],
-            method=self.name,
-            exact=True,
-            removed_rows=0,
-            phase="repair",
-            parts=[
+        return self._repaired(
+            [
                 PartChange(
                     part=self._part_name(k),
                     action="retrained" if k in parts else "unchanged",
                     data_hash_after=self._part_hash(k),
                 )
-                for k in range(len(getattr(self, self._parts_attribute)))
+                for k in range(len(self.models))
             ],
-            seconds=time.perf_counter() - start,
-            details={"requests": requests, "retrained": [self._part_name(k) for k in parts]},
+            start,
+            retrained=[self._part_name(k) for k in parts],
         )
 
     # family hooks ------------------------------------------------------------------------------------
@@ -248,7 +257,8 @@ class PartQuarantine(_Quarantine):
         raise NotImplementedError
 
     def _part_hash(self, k: int) -> str | None:
-        raise NotImplementedError
+        """The content hash of the rows part ``k`` holds (what its model was trained on)."""
+        return self.shard_info[k].get("data_hash")
 
     def _record_removed(self, report: UnlearningReport, removed, removed_valid) -> None:
         raise NotImplementedError
@@ -263,8 +273,6 @@ def fallback_average(config: Any) -> AverageAggregator:
 
 class ShardQuarantine(PartQuarantine):
     """Quarantine for SISA, RecEraser and GraphEraser (``ShardedUnlearner``)."""
-
-    _parts_attribute = "models"
 
     def _part_name(self, k: int) -> str:
         return f"shard-{k}"
@@ -300,9 +308,6 @@ class ShardQuarantine(PartQuarantine):
             )
             self.aggregator, self._aggregator_held = aggregator, None
 
-    def _part_hash(self, k: int) -> str | None:
-        return self.shard_info[k].get("data_hash")
-
     def _record_removed(self, report, removed, removed_valid) -> None:
         self._forgotten.update(removed.pair_keys.tolist())
         report.removed_pairs = removed.id_pairs()
@@ -313,9 +318,7 @@ class ShardQuarantine(PartQuarantine):
 
 class AdapterQuarantine(PartQuarantine):
     """Quarantine for APA and the ``llm-*`` shard methods (``LLMUnlearner``): a quarantined adapter
-    is absent, so averaging skips it and APA's attention gives it zero weight and renormalises."""
-
-    _parts_attribute = "models"
+    is absent, and the combiner, refitted, skips it (:mod:`recunlearn.unlearn.combine`)."""
 
     def _part_name(self, k: int) -> str:
         return f"adapter-{k}"
@@ -329,9 +332,7 @@ class AdapterQuarantine(PartQuarantine):
             self.models[k] = None
             self.valid_logits[k] = 0.0
             load_adapter(self.scorer, k, None)
-        self._after_training(
-            []
-        )  # what is cached from the adapters and validation (APA's attention)
+        self._refit_combiner(parts)
 
     def _reload_parts(self) -> None:
         from recunlearn.models.llm.lora import load_adapter
@@ -342,10 +343,7 @@ class AdapterQuarantine(PartQuarantine):
     def _retrain_parts(self, parts: Sequence[int]) -> None:
         if parts:
             self._train_shards(parts)
-        self._refit_combiner(self._combiner_scope(list(parts)))  # as forget: APA's attention cache
-
-    def _part_hash(self, k: int) -> str | None:
-        return self.shard_info[k].get("data_hash")
+        self._refit_combiner(parts)  # as forget does
 
     def _record_removed(self, report, removed, removed_valid) -> None:
         ids = removed.ids.tolist()
@@ -361,9 +359,8 @@ class SingleModelQuarantine(_Quarantine):
 
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Apply the configured approximate method (``quarantine_method``) to the served model."""
-        self._check_request(request)
         start = time.perf_counter()
-        mask, valid_mask = self._masks_of(request)
+        mask, valid_mask = self._request_masks(request)
         if not mask.any() and not valid_mask.any():
             return self._noop(request, start)
         approximate = self._approximate_method()
@@ -404,22 +401,10 @@ class SingleModelQuarantine(_Quarantine):
             return None
         start = time.perf_counter()
         self._fit()
-        requests = [r.request_id for r in self._pending]
-        self._clear_quarantine()
-        return UnlearningReport(
-            request_id=requests[-1],
-            method=self.name,
-            exact=True,
-            removed_rows=0,
-            phase="repair",
-            parts=[
-                PartChange(
-                    part="model",
-                    action="retrained",
-                    data_hash_after=self.train.content_hash(),
-                    rows_after=len(self.train),
-                )
-            ],
-            seconds=time.perf_counter() - start,
-            details={"requests": requests, "fit": self.fit_info},
+        part = PartChange(
+            part="model",
+            action="retrained",
+            data_hash_after=self.train.content_hash(),
+            rows_after=len(self.train),
         )
+        return self._repaired([part], start, fit=self.fit_info)

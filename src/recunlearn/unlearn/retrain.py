@@ -12,8 +12,8 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.train.loop import fit_model
 from recunlearn.unlearn._cf import CFMethodConfig, SingleModelMixin, describe_fit
 from recunlearn.unlearn.base import (
+    CFUnlearner,
     PartChange,
-    Unlearner,
     UnlearningReport,
     register,
     restored_on_error,
@@ -34,7 +34,7 @@ class RetrainConfig(CFMethodConfig):
 
 
 @register("retrain")
-class Retrain(SingleModelQuarantine, SingleModelMixin, Unlearner):
+class Retrain(SingleModelQuarantine, SingleModelMixin, CFUnlearner):
     """One model; ``forget`` trains a new one from scratch (same seed) without the removed rows."""
 
     exact = True

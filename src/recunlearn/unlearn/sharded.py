@@ -27,7 +27,13 @@ from recunlearn.train.loop import fit_model
 from recunlearn.train.runtime import resolve_device
 from recunlearn.unlearn._cf import CFMethodConfig
 from recunlearn.unlearn.aggregate import AggregatorConfig, AverageConfig, build_aggregator
-from recunlearn.unlearn.base import PartChange, Unlearner, UnlearningReport, restored_on_error
+from recunlearn.unlearn.base import (
+    CFUnlearner,
+    PartChange,
+    Unlearner,
+    UnlearningReport,
+    restored_on_error,
+)
 from recunlearn.unlearn.executors import ShardJob, get_executor, train_shard
 from recunlearn.unlearn.partition import PartitionResult
 from recunlearn.unlearn.quarantine import ShardQuarantine
@@ -245,7 +251,7 @@ class ModelTrainer(PartTrainer["ShardedUnlearner"]):
         """Nothing: the models live in ``models``."""
 
 
-class ShardedUnlearner(ShardQuarantine, PartitionedUnlearner):
+class ShardedUnlearner(ShardQuarantine, PartitionedUnlearner, CFUnlearner):
     Config = ShardedConfig
     trainer = ModelTrainer()
     _forget_state = (*PartitionedUnlearner._forget_state, "aggregator_info")
@@ -357,11 +363,7 @@ class ShardedUnlearner(ShardQuarantine, PartitionedUnlearner):
         self.assignment = tensors["assignment"].numpy().astype(np.int64)
         self.shard_info = meta["shard_info"]
         self.aggregator_info = meta["aggregator_info"]
-        # folders saved before partitions were reported lack it; it follows from the assignment
-        self.partition_info = (
-            meta.get("partition_info")
-            or PartitionResult(self.assignment, self.config.n_shards).summary()
-        )
+        self.partition_info = meta["partition_info"]
         device = resolve_device(self.config.train.device)
         self.models = []
         for k in range(self.config.n_shards):
