@@ -22,7 +22,7 @@ from pydantic import Field
 from recunlearn.bench._memory import PeakMemory
 from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
 from recunlearn.bench._results import markdown_grid, speedup_text
-from recunlearn.bench._side_by_side import fit_and_forget
+from recunlearn.bench._side_by_side import fit_and_forget, flat_rows
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import label_flip_attack, user_deletion
 from recunlearn.evaluate import auc_report
@@ -97,7 +97,11 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
         for fraction in config.fractions:
             for seed in config.seeds:
                 runs.append(_run(config, split, names, kind, fraction, seed, log))
-    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    document = {
+        "data": split.describe(),
+        "runs": runs,
+        "rows": flat_rows(runs, ("model", "fraction", "seed")),
+    }
     return finish(document, config, "ifru", start, markdown_table)
 
 
@@ -121,24 +125,12 @@ def _run(
     reference = methods["retrain"]
     remaining = reference.train
     retrain_seconds = reports["retrain"].seconds
+    measured = [("original", original, None)] + [(n, methods[n], reports[n]) for n in names]
     rows = [
         _measure(
-            "original",
-            original,
-            None,
-            reference,
-            split,
-            removed,
-            removed_true,
-            remaining,
-            retrain_seconds,
-        )
-    ]
-    rows += [
-        _measure(
             name,
-            methods[name],
-            reports[name],
+            method,
+            report,
             reference,
             split,
             removed,
@@ -146,7 +138,7 @@ def _run(
             remaining,
             retrain_seconds,
         )
-        for name in names
+        for name, method, report in measured
     ]
     return {
         "model": kind,
@@ -173,20 +165,6 @@ def _measure(
     if name == "sisa":
         row["fit_seconds"] = method.fit_seconds
     return row
-
-
-def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
-    return [
-        {
-            "model": run["model"],
-            "fraction": run["fraction"],
-            "seed": run["seed"],
-            **{k: v for k, v in row.items() if k != "details"},
-        }
-        for run in runs
-        for row in run["rows"]
-    ]
 
 
 COLUMNS = [

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
 from recunlearn.bench._results import markdown_grid, speedup_text
-from recunlearn.bench._side_by_side import fit_and_forget
+from recunlearn.bench._side_by_side import fit_and_forget, flat_rows
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import (
     DeletionRequest,
@@ -174,22 +174,12 @@ def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, 
         for removal in config.deletions
         for seed in config.seeds
     ]
-    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    document = {
+        "data": split.describe(),
+        "runs": runs,
+        "rows": flat_rows(runs, ("model", "deletion", "seed")),
+    }
     return finish(document, config, "implicit", start, markdown_table)
-
-
-def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, method) with the run's model, deletion and seed: what `recunlearn report` reads."""
-    return [
-        {
-            "model": run["model"],
-            "deletion": run["deletion"],
-            "seed": run["seed"],
-            **{k: v for k, v in row.items() if k != "details"},
-        }
-        for run in runs
-        for row in run["rows"]
-    ]
 
 
 def _run(
