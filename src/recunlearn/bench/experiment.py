@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from recunlearn.bench._protocol import BenchConfig, finish, method_settings
+from recunlearn.bench._protocol import BenchConfig, finish, method_settings, retrain_first
 from recunlearn.bench._results import markdown_grid
 from recunlearn.data import (
     DeletionRequest,
@@ -273,7 +273,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
             f"method(s) {on_samples} work on prompt samples, not an interaction table; "
             f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}"
         )
-    names = ["retrain"] + [m for m in candidates if m != "retrain"]
+    names = retrain_first(candidates)
     for name in names:  # every method's settings are checked before anything loads or trains
         make_config(get_method(name).Config, _method_config(config, name), {})
     clean = prepare(config.data)

@@ -20,7 +20,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from recunlearn.bench._memory import PeakMemory
-from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._protocol import (
+    BenchConfig,
+    check_methods,
+    finish,
+    method_settings,
+    retrain_first,
+)
 from recunlearn.bench._results import markdown_grid, speedup_text
 from recunlearn.bench._side_by_side import fit_and_forget, flat_rows
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
@@ -79,7 +85,7 @@ def _method_config(config: IFRUBenchConfig, name: str, kind: str, seed: int) -> 
 def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    names = retrain_first(config.methods)
     check_methods(
         "ifru",
         names,
