@@ -83,6 +83,11 @@ def method_settings(
     return values
 
 
+def retrain_first(methods: Iterable[str]) -> list[str]:
+    """``methods`` with 'retrain' first, added if missing: it always runs, the others' reference."""
+    return ["retrain"] + [m for m in methods if m != "retrain"]
+
+
 def check_methods(
     protocol: str,
     names: list[str],

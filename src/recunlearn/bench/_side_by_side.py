@@ -1,5 +1,6 @@
 """What the protocols that compare methods on one request share: one original model, every method
-started from it (or fitted on the same data), each asked to forget the same request."""
+started from it (or fitted on the same data), each asked to forget the same request; and their runs'
+rows as one flat table."""
 
 from __future__ import annotations
 
@@ -40,3 +41,13 @@ def fit_and_forget(
         reports[name] = method.forget(request)
         log(f"{name}: forget {reports[name].seconds:.4f} s")
     return original, {"retrain": reference, **methods}, reports
+
+
+def flat_rows(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per (run, method), led by the run's ``keys`` (model, seed, ...) and without the
+    method's details: what `recunlearn report` reads."""
+    return [
+        {**{key: run[key] for key in keys}, **{k: v for k, v in row.items() if k != "details"}}
+        for run in runs
+        for row in run["rows"]
+    ]

@@ -120,18 +120,21 @@ class ApaBenchConfig(BenchConfig):
     @classmethod
     def quick_values(cls) -> dict[str, Any]:
         """Seconds: a synthetic log, a tiny random causal LM, every method."""
-        return {
-            "data": "synthetic",
-            "history": 4,
-            "max_samples": 600,
-            "n_train": 64,
-            "n_valid": 24,
-            "n_test": 32,
-            "tiny_backbone": "causal",
-            "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
-            "latency_samples": 2,
-            "latency_batch": 8,
-        }
+        return {**tiny_run_values(), "history": 4, "latency_samples": 2, "latency_batch": 8}
+
+
+def tiny_run_values() -> dict[str, Any]:
+    """What makes an APA run seconds-long, in the quick preset and in `bench quarantine`'s: a tiny
+    random causal LM on a few prompts from a small synthetic log, two short epochs."""
+    return {
+        "data": "synthetic",
+        "max_samples": 600,
+        "n_train": 64,
+        "n_valid": 24,
+        "n_test": 32,
+        "tiny_backbone": "causal",
+        "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
+    }
 
 
 # data -------------------------------------------------------------------------------------------------------

@@ -18,7 +18,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._protocol import (
+    BenchConfig,
+    check_methods,
+    finish,
+    method_settings,
+    retrain_first,
+)
 from recunlearn.bench._results import markdown_grid
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import DeletionRequest, Interactions
@@ -62,11 +68,7 @@ class ExactBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec(
-                dataset="synthetic",
-                options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
-                k_core=2,
-            ),
+            "data": DataSpec.synthetic(2000, 80, 60, k_core=2),
             "n_shards": [2],
             "batch_users": 3,
             "batch_interactions": 10,
@@ -113,7 +115,7 @@ def _utility(method: Unlearner, split, k: int) -> dict[str, float]:
 def run_exact_benchmark(config: ExactBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    names = retrain_first(config.methods)
     check_methods(
         "exact",
         names,

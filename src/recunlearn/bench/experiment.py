@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from recunlearn.bench._protocol import BenchConfig, finish, method_settings
+from recunlearn.bench._protocol import BenchConfig, finish, method_settings, retrain_first
 from recunlearn.bench._results import markdown_grid
 from recunlearn.data import (
     DeletionRequest,
@@ -88,6 +88,15 @@ class DataSpec(BaseModel):
     """Train/validation/test fractions; None: 60/20/20 for 'labels' (IFRU), 80/10/10 for 'implicit'."""
     seed: Seed = 1024
     """Seed of the split (IFRU's reference code uses 1024)."""
+
+    @classmethod
+    def synthetic(
+        cls, n_interactions: int, n_users: int, n_items: int, **prepared: Any
+    ) -> DataSpec:
+        """The synthetic generator at this size, prepared as ``prepared`` says: the small logs that the
+        quick presets run on in seconds."""
+        sizes = {"n_interactions": n_interactions, "n_users": n_users, "n_items": n_items}
+        return cls(dataset="synthetic", options=sizes, **prepared)
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -264,7 +273,7 @@ def run_experiment(config: ExperimentConfig, log=print) -> dict[str, Any]:
             f"method(s) {on_samples} work on prompt samples, not an interaction table; "
             f"use `recunlearn bench apa`, or one of: {', '.join(available_methods('interactions'))}"
         )
-    names = ["retrain"] + [m for m in candidates if m != "retrain"]
+    names = retrain_first(candidates)
     for name in names:  # every method's settings are checked before anything loads or trains
         make_config(get_method(name).Config, _method_config(config, name), {})
     clean = prepare(config.data)

@@ -20,9 +20,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from recunlearn.bench._memory import PeakMemory
-from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._protocol import (
+    BenchConfig,
+    check_methods,
+    finish,
+    method_settings,
+    retrain_first,
+)
 from recunlearn.bench._results import markdown_grid, speedup_text
-from recunlearn.bench._side_by_side import fit_and_forget
+from recunlearn.bench._side_by_side import fit_and_forget, flat_rows
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import label_flip_attack, user_deletion
 from recunlearn.evaluate import auc_report
@@ -59,11 +65,7 @@ class IFRUBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec(
-                dataset="synthetic",
-                options={"n_interactions": 2400, "n_users": 80, "n_items": 60},
-                k_core=2,
-            ),
+            "data": DataSpec.synthetic(2400, 80, 60, k_core=2),
             "fractions": [0.05],
             "train": {"max_epochs": 6, "patience": 3, "batch_size": 512, "lr": 0.01},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},
@@ -83,7 +85,7 @@ def _method_config(config: IFRUBenchConfig, name: str, kind: str, seed: int) -> 
 def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    names = retrain_first(config.methods)
     check_methods(
         "ifru",
         names,
@@ -101,7 +103,11 @@ def run_ifru_benchmark(config: IFRUBenchConfig, log=print) -> dict[str, Any]:
         for fraction in config.fractions:
             for seed in config.seeds:
                 runs.append(_run(config, split, names, kind, fraction, seed, log))
-    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    document = {
+        "data": split.describe(),
+        "runs": runs,
+        "rows": flat_rows(runs, ("model", "fraction", "seed")),
+    }
     return finish(document, config, "ifru", start, markdown_table)
 
 
@@ -125,24 +131,12 @@ def _run(
     reference = methods["retrain"]
     remaining = reference.train
     retrain_seconds = reports["retrain"].seconds
+    measured = [("original", original, None)] + [(n, methods[n], reports[n]) for n in names]
     rows = [
         _measure(
-            "original",
-            original,
-            None,
-            reference,
-            split,
-            removed,
-            removed_true,
-            remaining,
-            retrain_seconds,
-        )
-    ]
-    rows += [
-        _measure(
             name,
-            methods[name],
-            reports[name],
+            method,
+            report,
             reference,
             split,
             removed,
@@ -150,7 +144,7 @@ def _run(
             remaining,
             retrain_seconds,
         )
-        for name in names
+        for name, method, report in measured
     ]
     return {
         "model": kind,
@@ -177,20 +171,6 @@ def _measure(
     if name == "sisa":
         row["fit_seconds"] = method.fit_seconds
     return row
-
-
-def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, method) with the run's model, fraction and seed: what `recunlearn report` reads."""
-    return [
-        {
-            "model": run["model"],
-            "fraction": run["fraction"],
-            "seed": run["seed"],
-            **{k: v for k, v in row.items() if k != "details"},
-        }
-        for run in runs
-        for row in run["rows"]
-    ]
 
 
 COLUMNS = [

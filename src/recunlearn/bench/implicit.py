@@ -20,9 +20,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recunlearn.bench._protocol import BenchConfig, check_methods, finish, method_settings
+from recunlearn.bench._protocol import (
+    BenchConfig,
+    check_methods,
+    finish,
+    method_settings,
+    retrain_first,
+)
 from recunlearn.bench._results import markdown_grid, speedup_text
-from recunlearn.bench._side_by_side import fit_and_forget
+from recunlearn.bench._side_by_side import fit_and_forget, flat_rows
 from recunlearn.bench.experiment import DataSpec, MethodNames, prepare
 from recunlearn.data import (
     DeletionRequest,
@@ -103,12 +109,8 @@ class ImplicitBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec(
-                dataset="synthetic",
-                options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
-                protocol="implicit",
-                threshold=None,
-                k_core=3,
+            "data": DataSpec.synthetic(
+                3000, 100, 80, protocol="implicit", threshold=None, k_core=3
             ),
             "users": 2,
             "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),
@@ -161,7 +163,7 @@ def deletion(
 def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, Any]:
     """Run the protocol; returns (and writes, if ``config.output``) a results document."""
     start = time.perf_counter()
-    names = ["retrain"] + [m for m in config.methods if m != "retrain"]
+    names = retrain_first(config.methods)
     check_methods(
         "implicit",
         names,
@@ -178,22 +180,12 @@ def run_implicit_benchmark(config: ImplicitBenchConfig, log=print) -> dict[str, 
         for removal in config.deletions
         for seed in config.seeds
     ]
-    document = {"data": split.describe(), "runs": runs, "rows": flat_rows(runs)}
+    document = {
+        "data": split.describe(),
+        "runs": runs,
+        "rows": flat_rows(runs, ("model", "deletion", "seed")),
+    }
     return finish(document, config, "implicit", start, markdown_table)
-
-
-def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, method) with the run's model, deletion and seed: what `recunlearn report` reads."""
-    return [
-        {
-            "model": run["model"],
-            "deletion": run["deletion"],
-            "seed": run["seed"],
-            **{k: v for k, v in row.items() if k != "details"},
-        }
-        for run in runs
-        for row in run["rows"]
-    ]
 
 
 def _run(

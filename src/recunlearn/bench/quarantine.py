@@ -65,24 +65,14 @@ class QuarantineBenchConfig(BenchConfig):
     @classmethod
     def quick_values(cls) -> dict[str, Any]:
         """Seconds: a small synthetic log, K=3, APA on a tiny random language model."""
+        from recunlearn.bench.apa import tiny_run_values
+
         return {
-            "data": DataSpec(
-                dataset="synthetic",
-                options={"n_interactions": 2000, "n_users": 80, "n_items": 60},
-                k_core=2,
-            ),
+            "data": DataSpec.synthetic(2000, 80, 60, k_core=2),
             "n_shards": 3,
             "train": {"max_epochs": 3, "patience": 2, "batch_size": 512, "lr": 0.01},
             "method_options": {"receraser": {"aggregator": {"kind": "attention", "epochs": 1}}},
-            "apa": {
-                "data": "synthetic",
-                "max_samples": 600,
-                "n_train": 64,
-                "n_valid": 24,
-                "n_test": 32,
-                "tiny_backbone": "causal",
-                "train": {"lr": 1e-2, "batch_size": 16, "max_epochs": 2, "patience": 1},
-            },
+            "apa": tiny_run_values(),
             "apa_shards": 2,
         }
 

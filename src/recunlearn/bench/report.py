@@ -284,13 +284,11 @@ def _seeds_note(rows: list[dict[str, Any]]) -> str:
     return f" Each is the mean over {count} seeds, whiskers from the lowest to the highest."
 
 
-def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
-    keys = sorted({k for r in rows for k in r if "speedup" in k and _numeric(rows, k)})
-    bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
-    if not keys or not bars:
-        return None
-    figure = _figure(max(6.4, 0.9 * len(bars) * max(1, len(keys)) / 2), 3.8)
-    axes = figure.add_subplot()
+def _grouped_bars(
+    axes, bars: list[dict[str, Any]], keys: list[str], first_color: int
+) -> np.ndarray:
+    """A group of bars per row, one bar per key (a missing value as 0, whiskers over seeds), colours
+    from ``C{first_color}``; returns the groups' positions for their labels."""
     width = 0.8 / len(keys)
     positions = np.arange(len(bars))
     for index, key in enumerate(keys):
@@ -301,8 +299,19 @@ def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
             width,
             yerr=_whiskers(bars, key, values),
             label=human(key),
-            color=f"C{index % 10}",
+            color=f"C{(index + first_color) % 10}",
         )
+    return positions
+
+
+def speedup_bars(rows: list[dict[str, Any]]) -> Plot | None:
+    keys = sorted({k for r in rows for k in r if "speedup" in k and _numeric(rows, k)})
+    bars = [r for r in rows if any(_is_number(r.get(k)) for k in keys)]
+    if not keys or not bars:
+        return None
+    figure = _figure(max(6.4, 0.9 * len(bars) * max(1, len(keys)) / 2), 3.8)
+    axes = figure.add_subplot()
+    positions = _grouped_bars(axes, bars, keys, first_color=0)
     axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.set_xticks(positions, [_point_label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     reference = "retraining" if not any("_vs_" in k for k in keys) else "the reference"
@@ -333,18 +342,7 @@ def completeness_bars(rows: list[dict[str, Any]]) -> Plot | None:
         return None
     figure = _figure(max(6.4, 0.45 * len(bars)), 4.2)
     axes = figure.add_subplot()
-    width = 0.8 / len(keys)
-    positions = np.arange(len(bars))
-    for index, key in enumerate(keys):
-        values = [r.get(key) if _is_number(r.get(key)) else 0.0 for r in bars]
-        axes.bar(
-            positions + index * width - 0.4 + width / 2,
-            values,
-            width,
-            yerr=_whiskers(bars, key, values),
-            label=human(key),
-            color=f"C{(index + 2) % 10}",
-        )
+    positions = _grouped_bars(axes, bars, keys, first_color=2)
     axes.set_xticks(positions, [label(r) for r in bars], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("distance to the retrained model")
     axes.legend(fontsize=8)

@@ -103,12 +103,8 @@ class StreamBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """Seconds: a small synthetic log, 8 requests, K=3."""
         return {
-            "data": DataSpec(
-                dataset="synthetic",
-                options={"n_interactions": 3000, "n_users": 100, "n_items": 80},
-                protocol="implicit",
-                threshold=None,
-                k_core=3,
+            "data": DataSpec.synthetic(
+                3000, 100, 80, protocol="implicit", threshold=None, k_core=3
             ),
             "n_requests": 8,
             "attack_batches": 4,

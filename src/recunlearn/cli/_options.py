@@ -1,9 +1,11 @@
-"""What the bench commands share: which options were typed, and where a preset's results go."""
+"""What the bench commands share: their common options, which options were typed, where a run's
+results go and how they are shown."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,13 @@ def methods_option(defaults: str) -> Any:
     )
 
 
+def models_option() -> Any:
+    """``--model``, repeatable, on the protocols that run MF and LightGCN side by side."""
+    return typer.Option(
+        None, "--model", metavar="KIND", help="mf / lightgcn (repeat); default both."
+    )
+
+
 def max_epochs_option(help: str = "Cap on training epochs; default: the protocol's.") -> Any:
     """``--max-epochs``: the one name of the training-length cap."""
     return typer.Option(None, "--max-epochs", min=1, metavar="N", help=help)
@@ -87,13 +96,53 @@ def out_option(protocol: str) -> Any:
 def with_training(config: Any, max_epochs: int | None, seed: int | None = None) -> Any:
     """``config`` with ``--max-epochs`` and a run's seed, when given, in its training settings."""
     given_values = {"max_epochs": max_epochs, "seed": seed}
-    train = {**config.train, **{k: v for k, v in given_values.items() if v is not None}}
-    return config.with_values(train=train)
+    train = {k: v for k, v in given_values.items() if v is not None}
+    return config.with_values(train={**config.train, **train}) if train else config
 
 
-def seed_runs(seeds: list[int] | None) -> list[int | None]:
-    """Each seed asked for once, in order; [None] (the protocol's own seeds) when none was."""
-    return list(dict.fromkeys(seeds)) if seeds else [None]
+def seed_files(
+    out: Path, configuration: str, seeds: list[int] | None
+) -> list[tuple[int | None, Path]]:
+    """Each run's seed and results file: each seed asked for once, in order, or one run with the
+    protocol's own seeds (None). Every file is checked before the first run starts."""
+    runs = list(dict.fromkeys(seeds)) if seeds else [None]
+    return [(seed, results_file(out, configuration, seed)) for seed in runs]
+
+
+def quick_or_dataset(ctx: typer.Context, quick: bool, data: str) -> str:
+    """The configuration a results file is named after: 'quick', or the dataset. --quick brings its
+    own small log, so a --data beside it is refused rather than ignored."""
+    if quick:
+        refuse(ctx, ("data",), "--quick runs on its own small synthetic log; drop one of them")
+    return "quick" if quick else data_name(data)
+
+
+def given_lists(**values: list[Any] | None) -> dict[str, list[Any]]:
+    """The repeatable options given: one left empty keeps the protocol's default list."""
+    return {name: value for name, value in values.items() if value}
+
+
+def over_preset(ctx: typer.Context, preset: bool, **values: Any) -> dict[str, Any]:
+    """The options that apply: all of ``values``, or over a preset only those the user typed (the
+    preset keeps its own for the rest)."""
+    return {name: value for name, value in values.items() if not preset or given(ctx, name)}
+
+
+def run_and_show(
+    run: Callable[..., dict[str, Any]],
+    config: Any,
+    table: Callable[[dict[str, Any]], str],
+    console: Any,
+    dimmed_progress: bool = True,
+) -> None:
+    """Run a protocol, then print its tables and where its results file is. Its progress lines go
+    dimmed to ``console``, or, with ``dimmed_progress=False``, wherever the protocol prints them."""
+    if dimmed_progress:
+        results = run(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    else:
+        results = run(config)
+    print_tables(table(results), console)
+    console.print(f"results: {config.output}", markup=False, highlight=False)
 
 
 def data_name(data: str) -> str:

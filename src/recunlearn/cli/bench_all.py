@@ -6,20 +6,8 @@ from pathlib import Path
 
 import typer
 
+from recunlearn.cli import _options as opt
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import (
-    given,
-    max_epochs_option,
-    methods_option,
-    out_option,
-    print_tables,
-    quick_option,
-    results_file,
-    seed_runs,
-    seeds_option,
-    with_training,
-    writable_folder,
-)
 
 
 @bench_app.command("all")
@@ -54,7 +42,7 @@ def bench_all(
         protocols or []
     ):  # one asked for by name must exist (a default one may be missing: recorded)
         Protocol(name)
-    writable_folder(out, create=False)
+    opt.writable_folder(out, create=False)
     console = Console()
     config = SuiteConfig(
         mode="quick" if quick else "full", protocols=protocols or list(PROTOCOLS), out=str(out)
@@ -84,44 +72,39 @@ def bench_scaling(
         metavar="N",
         help="Interactions (repeat); default 100k, 300k, 1M, 3M, 10M.",
     ),
-    methods: list[str] | None = methods_option(
+    methods: list[str] | None = opt.methods_option(
         "retrain, sisa, ifru.",
     ),
-    max_epochs: int | None = max_epochs_option(
+    max_epochs: int | None = opt.max_epochs_option(
         "Training epochs at every size (no early stopping); default 2 (--quick: 1)"
     ),
-    seeds: list[int] | None = seeds_option(
+    seeds: list[int] | None = opt.seeds_option(
         "Seed of the synthetic logs, the forgotten rows and training (repeat): one run and one "
         "results file per seed; default 0."
     ),
-    quick: bool = quick_option(
+    quick: bool = opt.quick_option(
         "25k-100k interactions, one epoch (about 80 s on 2 cores); the other options given "
         "apply on top."
     ),
-    out: Path = out_option("scaling"),
+    out: Path = opt.out_option("scaling"),
 ) -> None:
     """Training and unlearning time and peak memory against data size, per method family; log-log slopes."""
     from rich.console import Console
 
     from recunlearn.bench.scaling import ScalingConfig, markdown_table, run_scaling_benchmark
 
-    custom = not quick and any(given(ctx, n) for n in ("sizes", "methods", "max_epochs"))
+    custom = not quick and any(opt.given(ctx, n) for n in ("sizes", "methods", "max_epochs"))
     configuration = "quick" if quick else "custom" if custom else "synthetic"
-    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
     console = Console()
-    for seed, path in runs:
-        overrides: dict = {"output": str(path)}
-        if sizes:
-            overrides["sizes"] = sizes
-        if methods:
-            overrides["methods"] = methods
+    for seed, path in opt.seed_files(out, configuration, seeds):
+        overrides: dict = {"output": str(path), **opt.given_lists(sizes=sizes, methods=methods)}
         if seed is not None:
             overrides.update(data_seed=seed, deletion_seed=seed)
         config = ScalingConfig.quick(**overrides) if quick else ScalingConfig(**overrides)
-        config = with_training(config, max_epochs, seed)
-        results = run_scaling_benchmark(config)
-        print_tables(markdown_table(results), console)
-        console.print(f"results: {path}", markup=False, highlight=False)
+        config = opt.with_training(config, max_epochs, seed)
+        opt.run_and_show(
+            run_scaling_benchmark, config, markdown_table, console, dimmed_progress=False
+        )
 
 
 @bench_app.command("executors")
@@ -131,15 +114,15 @@ def bench_executors(
         1_000_000, min=1, metavar="N", help="Rows of the synthetic log (each shard gets n / K)."
     ),
     shards: int = typer.Option(4, "--shards", "-k", min=1, metavar="K", help="Shards K."),
-    max_epochs: int | None = max_epochs_option("Training epochs of every shard; default 3."),
-    seeds: list[int] | None = seeds_option(
+    max_epochs: int | None = opt.max_epochs_option("Training epochs of every shard; default 3."),
+    seeds: list[int] | None = opt.seeds_option(
         "Seed of the synthetic log and of training (repeat): one run and one results file per "
         "seed; default 0."
     ),
-    quick: bool = quick_option(
+    quick: bool = opt.quick_option(
         "Seconds: 40k interactions, one epoch; the other options given apply on top."
     ),
-    out: Path = out_option("executors"),
+    out: Path = opt.out_option("executors"),
 ) -> None:
     """SISA's K MF shards trained in-process (1 thread, all cores) and in the process pool (cold, warm)."""
     from rich.console import Console
@@ -154,20 +137,19 @@ def bench_executors(
         configuration = "quick"
     else:
         configuration = f"mf-k{shards}"
-        if given(ctx, "interactions") or given(ctx, "max_epochs"):
+        if opt.given(ctx, "interactions") or opt.given(ctx, "max_epochs"):
             configuration += f"-n{interactions}-e{max_epochs or 3}"
-    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
     console = Console()
-    for seed, path in runs:
+    for seed, path in opt.seed_files(out, configuration, seeds):
         overrides: dict = {"output": str(path), "n_shards": shards}
-        if not quick or given(ctx, "interactions"):
+        if not quick or opt.given(ctx, "interactions"):
             overrides["n_interactions"] = interactions
         if seed is not None:
             overrides["data_seed"] = seed
         config = (
             ExecutorBenchConfig.quick(**overrides) if quick else ExecutorBenchConfig(**overrides)
         )
-        config = with_training(config, max_epochs, seed)
-        results = run_executors_benchmark(config)
-        print_tables(executors_table(results), console)
-        console.print(f"results: {path}", markup=False, highlight=False)
+        config = opt.with_training(config, max_epochs, seed)
+        opt.run_and_show(
+            run_executors_benchmark, config, executors_table, console, dimmed_progress=False
+        )

@@ -6,20 +6,8 @@ from pathlib import Path
 
 import typer
 
+from recunlearn.cli import _options as opt
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import (
-    data_name,
-    given,
-    max_epochs_option,
-    methods_option,
-    out_option,
-    print_tables,
-    quick_option,
-    refuse,
-    results_file,
-    seed_runs,
-    seeds_option,
-)
 from recunlearn.errors import ConfigError
 
 
@@ -39,12 +27,12 @@ def apa(
         metavar="NAME|PATH",
         help="minilm (embedded), smollm2 (embedded GGUF), or a model folder / hub name.",
     ),
-    methods: list[str] | None = methods_option("all five"),
+    methods: list[str] | None = opt.methods_option("all five"),
     shards: int = typer.Option(4, "--shards", "-k", metavar="K", help="Shards (adapters) K."),
     n_train: int = typer.Option(1024, metavar="N", help="Training samples."),
     n_valid: int = typer.Option(500, metavar="N", help="Validation samples."),
     n_test: int = typer.Option(1000, metavar="N", help="Test samples."),
-    max_epochs: int | None = max_epochs_option("Epochs at most per adapter; default 8."),
+    max_epochs: int | None = opt.max_epochs_option("Epochs at most per adapter; default 8."),
     patience: int = typer.Option(
         2,
         metavar="N",
@@ -69,15 +57,15 @@ def apa(
         help="The demo preset (about a minute on 2 CPU cores); the data, size and "
         "training options given apply on top.",
     ),
-    quick: bool = quick_option(
+    quick: bool = opt.quick_option(
         "Seconds-long smoke run with a tiny random model; the data, size and "
         "training options given apply on top."
     ),
-    seeds: list[int] | None = seeds_option(
+    seeds: list[int] | None = opt.seeds_option(
         "Seed of the sample draws, the forgotten sample and adapter training (repeat: one run and "
         "one results file per seed, to see how much the AUCs move); default 0."
     ),
-    out: Path = out_option("apa"),
+    out: Path = opt.out_option("apa"),
 ) -> None:
     """AUC, unlearning time for a one-sample request, and inference latency of APA and its baselines."""
     from rich.console import Console
@@ -87,17 +75,16 @@ def apa(
     if quick and demo:
         raise ConfigError("--quick and --demo are two presets; choose one")
     if quick:
-        refuse(ctx, ("backbone",), "--quick runs a tiny random model; drop one of them")
+        opt.refuse(ctx, ("backbone",), "--quick runs a tiny random model; drop one of them")
     preset = "quick" if quick else "demo" if demo else None
-    configuration = preset or f"{data_name(data)}-{data_name(backbone)}"
-    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    configuration = preset or f"{opt.data_name(data)}-{opt.data_name(backbone)}"
     console = Console()
-    for seed, path in runs:
+    for seed, path in opt.seed_files(out, configuration, seeds):
         config = _config(
             ctx, preset, data, backbone, methods, shards, n_train, n_valid, n_test, forget
         )
         train = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "eval_every": eval_every}
-        train = {k: v for k, v in train.items() if v is not None and given(ctx, k)}
+        train = {k: v for k, v in train.items() if v is not None and opt.given(ctx, k)}
         update = {
             "output": str(path),
             "sample_seed": seed or 0,
@@ -106,18 +93,14 @@ def apa(
         if head is not None:
             update["backbone"] = {**config.backbone, "head": head}
         config = config.with_values(**update)
-        results = run_apa_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-        print_tables(markdown_table(results), console)
-        console.print(f"results: {path}", markup=False, highlight=False)
+        opt.run_and_show(run_apa_benchmark, config, markdown_table, console)
 
 
 def _config(ctx, preset, data, backbone, methods, shards, n_train, n_valid, n_test, forget):
     """The preset (or the full protocol) with the data, size and method options given."""
     from recunlearn.bench.apa import ApaBenchConfig
 
-    overrides: dict = {"n_shards": shards, "forget": forget}
-    if methods:
-        overrides["methods"] = methods
+    overrides: dict = {"n_shards": shards, "forget": forget, **opt.given_lists(methods=methods)}
     if preset is None:
         return ApaBenchConfig(
             data=data,
@@ -134,8 +117,8 @@ def _config(ctx, preset, data, backbone, methods, shards, n_train, n_valid, n_te
         ("n_valid", n_valid),
         ("n_test", n_test),
     ):
-        if given(ctx, name):
+        if opt.given(ctx, name):
             overrides[name] = value
-    if given(ctx, "backbone"):
+    if opt.given(ctx, "backbone"):
         overrides["backbone"] = {**make().backbone, "name": backbone}
     return make(**overrides)

@@ -6,27 +6,14 @@ from pathlib import Path
 
 import typer
 
+from recunlearn.cli import _options as opt
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import (
-    data_name,
-    data_option,
-    given,
-    max_epochs_option,
-    methods_option,
-    out_option,
-    print_tables,
-    quick_option,
-    refuse,
-    results_file,
-    seed_runs,
-    seeds_option,
-)
 
 
 @bench_app.command("exact")
 def exact(
     ctx: typer.Context,
-    data: str = data_option(),
+    data: str = opt.data_option(),
     shards: list[int] | None = typer.Option(
         None,
         "--shards",
@@ -34,7 +21,7 @@ def exact(
         metavar="K",
         help="Numbers of shards K (repeat); default 5, 10, 20.",
     ),
-    methods: list[str] | None = methods_option(
+    methods: list[str] | None = opt.methods_option(
         "retrain, sisa, receraser, grapheraser.",
     ),
     model: str = typer.Option("mf", metavar="KIND", help="mf or lightgcn"),
@@ -42,16 +29,16 @@ def exact(
     batch_interactions: int = typer.Option(
         100, metavar="N", help="Interactions in the random-deletion batch."
     ),
-    seeds: list[int] | None = seeds_option(
+    seeds: list[int] | None = opt.seeds_option(
         "Seed of the deleted users and interactions and of training (repeat): one run and one "
         "results file per seed; default: deletion seed 0, training's default seed."
     ),
-    max_epochs: int | None = max_epochs_option(),
-    quick: bool = quick_option(
+    max_epochs: int | None = opt.max_epochs_option(),
+    quick: bool = opt.quick_option(
         "Seconds-long smoke run on a small synthetic log, instead of --data "
         "(3 users, 10 interactions deleted unless given)."
     ),
-    out: Path = out_option("exact"),
+    out: Path = opt.out_option("exact"),
 ) -> None:
     """Exact unlearning by partition: utility, time per request and per batch, speed-up over retraining."""
     from rich.console import Console
@@ -63,35 +50,22 @@ def exact(
         run_exact_benchmark,
     )
 
-    if quick:
-        refuse(ctx, ("data",), "--quick runs on its own small synthetic log; drop one of them")
-    configuration = "quick" if quick else data_name(data)
-    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
+    configuration = opt.quick_or_dataset(ctx, quick, data)
     console = Console()
-    for seed, path in runs:
-        overrides: dict = {"output": str(path), "model": {"kind": model}}
-        if shards:
-            overrides["n_shards"] = shards
-        if methods:
-            overrides["methods"] = methods
-        for name, value in (
-            ("batch_users", batch_users),
-            ("batch_interactions", batch_interactions),
-        ):
-            if not quick or given(ctx, name):
-                overrides[name] = value
+    for seed, path in opt.seed_files(out, configuration, seeds):
+        overrides: dict = {
+            "output": str(path),
+            "model": {"kind": model},
+            **opt.given_lists(n_shards=shards, methods=methods),
+            **opt.over_preset(
+                ctx, quick, batch_users=batch_users, batch_interactions=batch_interactions
+            ),
+        }
         if quick:
             config = ExactBenchConfig.quick(**overrides)
         else:
             config = ExactBenchConfig(data=DataSpec(dataset=data), **overrides)
-        train = dict(config.train)
-        if max_epochs is not None:
-            train["max_epochs"] = max_epochs
+        config = opt.with_training(config, max_epochs, seed)
         if seed is not None:
-            train["seed"] = seed
-        config = config.with_values(
-            **{"train": train, "deletion_seed": config.deletion_seed if seed is None else seed}
-        )
-        results = run_exact_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-        print_tables(markdown_table(results), console)
-        console.print(f"results: {path}", markup=False, highlight=False)
+            config = config.with_values(deletion_seed=seed)
+        opt.run_and_show(run_exact_benchmark, config, markdown_table, console)

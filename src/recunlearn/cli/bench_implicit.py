@@ -6,28 +6,15 @@ from pathlib import Path
 
 import typer
 
+from recunlearn.cli import _options as opt
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import (
-    data_name,
-    data_option,
-    given,
-    max_epochs_option,
-    methods_option,
-    out_option,
-    print_tables,
-    quick_option,
-    refuse,
-    results_file,
-)
 
 
 @bench_app.command("implicit")
 def implicit(
     ctx: typer.Context,
-    data: str = data_option(),
-    models: list[str] | None = typer.Option(
-        None, "--model", metavar="KIND", help="mf / lightgcn (repeat); default both."
-    ),
+    data: str = opt.data_option(),
+    models: list[str] | None = opt.models_option(),
     deletions: list[str] | None = typer.Option(
         None,
         "--deletion",
@@ -38,10 +25,10 @@ def implicit(
     fraction: float = typer.Option(
         0.01, metavar="F", help="Share of the training positives a 'random' deletion removes."
     ),
-    seeds: list[int] | None = typer.Option(
-        None, "--seed", metavar="N", help="Seeds (repeat), all in one results file; default 0."
+    seeds: list[int] | None = opt.seeds_option(
+        "Seeds (repeat), all in one results file; default 0."
     ),
-    methods: list[str] | None = methods_option(
+    methods: list[str] | None = opt.methods_option(
         "retrain, finetune, "
         "neggrad, if, scif, ifru; add sisa, receraser, grapheraser to compare them.",
     ),
@@ -53,11 +40,11 @@ def implicit(
         metavar="K",
         help="Shards of sisa, receraser and grapheraser (default 10).",
     ),
-    max_epochs: int | None = max_epochs_option(),
-    quick: bool = quick_option(
+    max_epochs: int | None = opt.max_epochs_option(),
+    quick: bool = opt.quick_option(
         "Seconds-long smoke run on a small synthetic log, instead of --data"
     ),
-    out: Path = out_option("implicit"),
+    out: Path = opt.out_option("implicit"),
 ) -> None:
     """Unlearning on implicit feedback: Recall/NDCG/MRR/coverage@20, distance to retraining, time and speed-up."""
     from rich.console import Console
@@ -69,32 +56,20 @@ def implicit(
         run_implicit_benchmark,
     )
 
-    if quick:
-        refuse(ctx, ("data",), "--quick runs on its own small synthetic log; drop one of them")
-    path = results_file(out, "quick" if quick else data_name(data))
+    path = opt.results_file(out, opt.quick_or_dataset(ctx, quick, data))
     console = Console()
-    overrides: dict = {"output": str(path), "users": users, "fraction": fraction}
-    for key, value in (
-        ("models", models),
-        ("deletions", deletions),
-        ("seeds", seeds),
-        ("methods", methods),
-    ):
-        if value:
-            overrides[key] = value
+    overrides: dict = {
+        "output": str(path),
+        **opt.over_preset(ctx, quick, users=users, fraction=fraction),
+        **opt.given_lists(models=models, deletions=deletions, seeds=seeds, methods=methods),
+    }
     if shards is not None:
         overrides["method_options"] = {
             name: {"n_shards": shards} for name in ("sisa", "receraser", "grapheraser")
         }
     if quick:
-        for key in ("users", "fraction"):
-            if not given(ctx, key):
-                overrides.pop(key)
         config = ImplicitBenchConfig.quick(**overrides)
     else:
         config = ImplicitBenchConfig(data=DataSpec(dataset=data, protocol="implicit"), **overrides)
-    if max_epochs is not None:
-        config = config.with_values(**{"train": {**config.train, "max_epochs": max_epochs}})
-    results = run_implicit_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    print_tables(markdown_table(results), console)
-    console.print(f"results: {path}", markup=False, highlight=False)
+    config = opt.with_training(config, max_epochs)
+    opt.run_and_show(run_implicit_benchmark, config, markdown_table, console)

@@ -6,28 +6,15 @@ from pathlib import Path
 
 import typer
 
+from recunlearn.cli import _options as opt
 from recunlearn.cli._app import bench_app
-from recunlearn.cli._options import (
-    data_name,
-    data_option,
-    max_epochs_option,
-    methods_option,
-    out_option,
-    print_tables,
-    quick_option,
-    refuse,
-    results_file,
-    seed_runs,
-    seeds_option,
-    with_training,
-)
 
 
 @bench_app.command("stream")
 def stream(
     ctx: typer.Context,
-    data: str = data_option(),
-    methods: list[str] | None = methods_option(
+    data: str = opt.data_option(),
+    methods: list[str] | None = opt.methods_option(
         "ifru, if, neggrad, finetune, sisa, receraser, quarantine"
     ),
     requests: int = typer.Option(
@@ -48,15 +35,15 @@ def stream(
         metavar="N",
         help="Requests after which methods are measured (repeat); default 1, 2, 5, 10, 25, 50, 100.",
     ),
-    seeds: list[int] | None = seeds_option(
+    seeds: list[int] | None = opt.seeds_option(
         "Seed of the deleted users, the attack rows and training (repeat): one run and one "
         "results file per seed; default 0."
     ),
-    max_epochs: int | None = max_epochs_option(),
-    quick: bool = quick_option(
+    max_epochs: int | None = opt.max_epochs_option(),
+    quick: bool = opt.quick_option(
         "Seconds-long smoke run on a small synthetic log, instead of --data."
     ),
-    out: Path = out_option("stream"),
+    out: Path = opt.out_option("stream"),
 ) -> None:
     """Recall@20, distance to retraining, membership advantage and cumulative time along a stream of
     deletions; the cheapest IFRU refresh policy within 0.005 Recall@20 of retraining."""
@@ -66,17 +53,11 @@ def stream(
     from recunlearn.bench.stream import StreamBenchConfig, markdown_table, run_stream_benchmark
 
     if quick:
-        refuse(ctx, ("data", "requests"), "--quick runs its own small stream; drop one of them")
+        opt.refuse(ctx, ("data", "requests"), "--quick runs its own small stream; drop one of them")
     console = Console()
-    overrides: dict = {}
-    for name, value in (
-        ("methods", methods),
-        ("streams", streams),
-        ("refresh_every", refresh_every),
-        ("checkpoints", checkpoints),
-    ):
-        if value:
-            overrides[name] = value
+    overrides = opt.given_lists(
+        methods=methods, streams=streams, refresh_every=refresh_every, checkpoints=checkpoints
+    )
     if quick:
         base = StreamBenchConfig.quick(**overrides)
         configuration = "quick"
@@ -84,12 +65,9 @@ def stream(
         base = StreamBenchConfig(
             data=DataSpec(dataset=data, protocol="implicit"), n_requests=requests, **overrides
         )
-        configuration = f"{data_name(data)}-{base.data.protocol}-{base.model['kind']}"
-    runs = [(seed, results_file(out, configuration, seed)) for seed in seed_runs(seeds)]
-    for seed, path in runs:
-        config = with_training(base, max_epochs).with_values(output=str(path))
+        configuration = f"{opt.data_name(data)}-{base.data.protocol}-{base.model['kind']}"
+    for seed, path in opt.seed_files(out, configuration, seeds):
+        config = opt.with_training(base, max_epochs).with_values(output=str(path))
         if seed is not None:
             config = config.with_values(seed=seed)
-        results = run_stream_benchmark(config, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-        print_tables(markdown_table(results), console)
-        console.print(f"results: {path}", markup=False, highlight=False)
+        opt.run_and_show(run_stream_benchmark, config, markdown_table, console)

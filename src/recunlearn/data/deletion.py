@@ -158,11 +158,7 @@ def user_deletion(
 ) -> DeletionRequest:
     """All interactions of the given users, or of ``n_users`` random users who have some."""
     if users is None:
-        present = np.unique(data.user)
-        chosen = np.random.default_rng(seed).choice(
-            present, size=min(n_users, len(present)), replace=False
-        )
-        users = data.users.ids[np.sort(chosen)].tolist()
+        users = _random_present(data.user, data.users.ids, n_users, seed)
     return DeletionRequest(users=list(users))
 
 
@@ -171,12 +167,15 @@ def item_deletion(
 ) -> DeletionRequest:
     """All interactions with the given items, or with ``n_items`` random items that have some."""
     if items is None:
-        present = np.unique(data.item)
-        chosen = np.random.default_rng(seed).choice(
-            present, size=min(n_items, len(present)), replace=False
-        )
-        items = data.items.ids[np.sort(chosen)].tolist()
+        items = _random_present(data.item, data.items.ids, n_items, seed)
     return DeletionRequest(items=list(items))
+
+
+def _random_present(codes: np.ndarray, ids: np.ndarray, n: int, seed: int) -> list[str]:
+    """The ids of ``n`` random codes among those in ``codes`` (all of them if fewer), in code order."""
+    present = np.unique(codes)
+    chosen = np.random.default_rng(seed).choice(present, size=min(n, len(present)), replace=False)
+    return ids[np.sort(chosen)].tolist()
 
 
 def label_flip_attack(

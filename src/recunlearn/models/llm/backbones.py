@@ -317,32 +317,26 @@ def create_tiny_model(
         tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]"
     )
     torch.manual_seed(seed)
+    size = {  # the same size and padding for either kind
+        "vocab_size": len(vocab),
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 2048,
+        "pad_token_id": 0,
+    }
     if kind == "causal":
         config = LlamaConfig(
-            vocab_size=len(vocab),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
+            **size,
             num_key_value_heads=heads,
-            max_position_embeddings=2048,
-            pad_token_id=0,
             bos_token_id=2,
             eos_token_id=2,
             tie_word_embeddings=False,
         )
         model = LlamaForCausalLM(config)
     else:
-        config = BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            max_position_embeddings=2048,
-            pad_token_id=0,
-        )
-        model = BertModel(config, add_pooling_layer=False)
+        model = BertModel(BertConfig(**size), add_pooling_layer=False)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "recunlearn-tiny.json").write_text(
