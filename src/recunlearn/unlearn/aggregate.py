@@ -144,11 +144,12 @@ def _shard_logits(
     for k, model in enumerate(models):
         if model is not None:
             device = model.user_emb.weight.device
-            u = torch.as_tensor(users, device=device)
+            # copies: the index arrays may be read-only views (torch warns on those)
+            u = torch.tensor(users, dtype=torch.int64, device=device)
             logits = (
                 model.score_all(u)
                 if items is None
-                else model(u, torch.as_tensor(items, device=device))
+                else model(u, torch.tensor(items, dtype=torch.int64, device=device))
             )
             out[k] = logits.double().cpu().numpy()
     return out
