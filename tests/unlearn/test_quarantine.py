@@ -213,10 +213,10 @@ def test_an_approximate_method_quarantines_by_forgetting(tiny_split):
     assert model.repair() is None
 
 
-@pytest.mark.parametrize("kind", ["owner", "weighted"])
+@pytest.mark.parametrize("kind", ["owner", "foldin", "weighted"])
 def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(tiny_split, kind):
-    """Owner weights use no validation data: a request naming only validation rows leaves them
-    serving; the weighted aggregator was fitted on those rows, so it waits for the repair."""
+    """Owner weights and fold-ins use no validation data: a request naming only validation rows
+    leaves them serving; the weighted aggregator was fitted on those rows, so it waits for the repair."""
     split = tiny_split
     method = get_method("receraser")({"n_shards": 3, "train": TRAIN, "aggregator": {"kind": kind}})
     method.use_embeddings(*embeddings(split))
@@ -228,4 +228,4 @@ def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(t
     method.quarantine(DeletionRequest(pairs=[pair], request_id="v"))
     after = method.score_index(split.test.user, split.test.item)
     assert method.quarantined_parts == []
-    assert np.array_equal(before, after) == (kind == "owner")
+    assert np.array_equal(before, after) == (kind != "weighted")

@@ -1,6 +1,6 @@
 """How shard models are combined into one recommender.
 
-Three aggregators, chosen by a typed config (``kind``):
+The aggregators, chosen by a typed config (``kind``):
 
 - ``average``: the mean of the shard models' probabilities (SISA, GraphEraser).
 - ``attention``: RecEraser's learned attention over the shard models' embeddings. Each shard's user
@@ -12,6 +12,11 @@ Three aggregators, chosen by a typed config (``kind``):
 - ``owner``: each user is scored by the shards that hold the user's training rows (the mean of their
   logits, weighted by how many of the user's rows each holds; with a user partition, the one shard
   that holds the user). Nothing is trained: after a deletion only the weights are recounted.
+- ``foldin``: ``owner`` beside every other shard: each user is folded into the shards that hold none
+  of the user's rows (an implicit least-squares solve against the shard's item vectors on the user's
+  own rows), each shard's logits are standardised per user, and the owner-weighted mean is mixed
+  with the mean over all shards. Nothing is trained: after a deletion the fold-ins are solved again
+  (only in the retrained shards when the deleted rows were whole users').
 - ``weighted``: a sample-dependent weighted mean: shard k's weight for user u is
   softmax_k(-tau * error of shard k on u's validation rows), APA's sample-adaptive weighting with the
   user's validation rows as the neighbours. After a deletion only the changed shards' errors are
@@ -21,8 +26,11 @@ Every aggregator is a pure function of the shard models, the data and its seed, 
 deletion gives what fitting it from scratch on the remaining data gives.
 
 While shards are quarantined (:mod:`recunlearn.unlearn.quarantine`) the average runs over the remaining
-shards (empty ones are skipped the same way); ``attention`` and ``weighted`` were fitted on every
-shard's output, so they fall back to that plain average until the repair refits them.
+shards (empty ones are skipped the same way); every other aggregator was fitted on the shards it
+combines, so it falls back to that plain average until the repair refits it.
+
+One module: the aggregators share the config union, the shard-logit helpers and the quarantine
+fallback, and each is a few dozen lines.
 """
 
 from __future__ import annotations
@@ -102,8 +110,26 @@ class OwnerConfig(BaseModel):
     kind: Literal["owner"] = "owner"
 
 
+class FoldInConfig(BaseModel):
+    """Each user scored by the shards that hold the user's rows and, beside them, by every other shard
+    with the user folded in."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["foldin"] = "foldin"
+    own_weight: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of the score from the shards that hold the user's rows (weighted as 'owner'); the rest
+    is the mean over every non-empty shard. 1 ranks as 'owner'."""
+    confidence: float = Field(5.0, gt=0)
+    """alpha of the implicit least-squares fold-in: a positive counts 1 + alpha, every other item 1."""
+    l2: float = Field(1.0, gt=0)
+    """Ridge penalty of the fold-in."""
+    cg_steps: int = Field(10, ge=1)
+    """Conjugate-gradient steps of the fold-in (one solve for all users at once)."""
+
+
 AggregatorConfig = Annotated[
-    AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig, Field(discriminator="kind")
+    AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig | FoldInConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -479,18 +505,9 @@ class OwnerAggregator(Aggregator):
         self.weights: np.ndarray | None = None  # n_users x K, rows sum to 1
 
     def fit(self, models, train, valid, changed, assignment=None):
-        if assignment is None or len(assignment) != len(train):
-            raise ValueError("the 'owner' aggregator needs the shard of every training row")
-        n_shards = len(models)
-        counts = np.bincount(
-            train.user * n_shards + assignment, minlength=train.n_users * n_shards
-        ).reshape(train.n_users, n_shards)
-        present = np.array([m is not None for m in models], dtype=np.float64)
-        total = counts.sum(1, keepdims=True)
-        self.weights = np.where(
-            total > 0, counts / np.maximum(total, 1), present / max(present.sum(), 1)
-        )
-        return {"users_with_rows": int((total > 0).sum())}
+        counts = _rows_per_shard(len(models), train, assignment)
+        self.weights = _owner_weights(models, counts)
+        return {"users_with_rows": int((counts.sum(1) > 0).sum())}
 
     def _combine(self, models, users: np.ndarray, logits_of) -> np.ndarray:
         weights = self.weights[users]
@@ -522,8 +539,184 @@ class OwnerAggregator(Aggregator):
         self.weights = tensors["weights"].numpy().copy()
 
 
+def _rows_per_shard(n_shards: int, train: Interactions, assignment) -> np.ndarray:
+    """n_users x K: how many of each user's training rows each shard holds."""
+    if assignment is None or len(assignment) != len(train):
+        raise ValueError("this aggregator needs the shard of every training row")
+    return np.bincount(
+        train.user * n_shards + assignment, minlength=train.n_users * n_shards
+    ).reshape(train.n_users, n_shards)
+
+
+def _owner_weights(models, counts: np.ndarray) -> np.ndarray:
+    """n_users x K: the share of each user's training rows each shard holds (users without rows:
+    every non-empty shard alike)."""
+    present = np.array([m is not None for m in models], dtype=np.float64)
+    total = counts.sum(1, keepdims=True)
+    return np.where(total > 0, counts / np.maximum(total, 1), present / max(present.sum(), 1))
+
+
+def fold_in(
+    items: torch.Tensor,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    n_users: int,
+    confidence: float,
+    l2: float,
+    steps: int,
+) -> torch.Tensor:
+    """User vectors for fixed item vectors ``items`` (n_items x d, float64), one per user, from the
+    (``users``, ``positives``) rows: the implicit least-squares solution of Hu, Koren and Volinsky
+    (2008), (V'V + alpha V_u'V_u + l2 I) p_u = (1 + alpha) V_u'1, by conjugate gradients batched
+    over users. Each user's solve reads only that user's rows, and every step is elementwise per
+    user, so a user's vector is a function of the items and the user's own rows."""
+    gram = items.T @ items + l2 * torch.eye(items.shape[1], dtype=items.dtype)
+    rows = items[positives]
+
+    def apply(p: torch.Tensor) -> torch.Tensor:
+        along = rows * (p[users] * rows).sum(1, keepdim=True)
+        return p @ gram + confidence * torch.zeros_like(p).index_add_(0, users, along)
+
+    target = torch.zeros(n_users, items.shape[1], dtype=items.dtype)
+    target.index_add_(0, users, rows).mul_(1 + confidence)
+    p, residual = torch.zeros_like(target), target.clone()
+    direction, norm = residual.clone(), (residual * residual).sum(1, keepdim=True)
+    for _ in range(steps):
+        applied = apply(direction)
+        step = norm / (direction * applied).sum(1, keepdim=True).clamp_min(1e-300)
+        p += step * direction
+        residual -= step * applied
+        new_norm = (residual * residual).sum(1, keepdim=True)
+        direction = residual + new_norm / norm.clamp_min(1e-300) * direction
+        norm = new_norm
+    return p
+
+
+class FoldInAggregator(Aggregator):
+    """A user's rows train one shard's model (over a user partition), so every other shard knows
+    nothing of the user and its mean adds noise. Folding the user into each other shard by the
+    shard's item vectors and the user's own rows lets every shard's item knowledge rank the user.
+
+    Each shard's logits are standardised per user over all items, then combined: ``own_weight`` x
+    the owner-weighted mean (the shards holding the user's rows, with their trained user vectors)
+    plus the rest x the mean over every non-empty shard (trained vectors where the user has rows,
+    fold-ins elsewhere). Fold-ins are a function of the shard models and the remaining rows, so
+    refitting after a deletion gives what fitting from scratch gives. Needs models whose logit is
+    the dot product of their representations (every built-in model)."""
+
+    uses_validation = False
+
+    def __init__(self, config: FoldInConfig):
+        self.config = config
+        self.weights: np.ndarray | None = None  # n_users x K owner weights
+        self.users: list[torch.Tensor | None] = []  # per shard: n_users x d user vectors
+        self.positives: np.ndarray | None = None  # per user: positive training rows
+
+    def fit(self, models, train, valid, changed, assignment=None):
+        counts = _rows_per_shard(len(models), train, assignment)
+        self.weights = _owner_weights(models, counts)
+        liked = np.flatnonzero(train.label > 0)
+        positives = np.bincount(train.user[liked], minlength=train.n_users)
+        # Rows are only ever removed: a user whose count is unchanged kept every row. When the only
+        # users who lost rows lost all of them, a shard that was not retrained keeps its fold-ins
+        # and those users' become zero, which is what the solve gives a user without rows.
+        emptied = self._emptied(positives, len(models))
+        user_index = torch.as_tensor(train.user[liked], dtype=torch.int64)
+        item_index = torch.as_tensor(train.item[liked], dtype=torch.int64)
+        solved = 0
+        fitted: list[torch.Tensor | None] = []
+        for k, model in enumerate(models):
+            if model is None:
+                fitted.append(None)
+            elif emptied is not None and k not in changed and self.users[k] is not None:
+                kept = self.users[k].clone()
+                kept[emptied] = 0.0
+                fitted.append(kept)
+            else:
+                trained, items = _representations(model)
+                folded = fold_in(
+                    items,
+                    user_index,
+                    item_index,
+                    train.n_users,
+                    self.config.confidence,
+                    self.config.l2,
+                    self.config.cg_steps,
+                )
+                holds = torch.as_tensor(counts[:, k] > 0)
+                folded[holds] = trained[holds]
+                fitted.append(folded.float())
+                solved += 1
+        self.users, self.positives = fitted, positives
+        return {"shards_folded_in": solved}
+
+    def _emptied(self, positives: np.ndarray, n_shards: int) -> torch.Tensor | None:
+        """Users who lost every row since the last fit, if nobody else lost any (None: refit all)."""
+        if self.positives is None or len(self.users) != n_shards:
+            return None
+        if len(self.positives) != len(positives):
+            return None
+        lost = np.flatnonzero(self.positives != positives)
+        if (positives[lost] > 0).any():
+            return None
+        return torch.as_tensor(lost, dtype=torch.int64)
+
+    def _combine(self, models, users: np.ndarray, logits_of) -> np.ndarray:
+        own = self.weights[users]
+        present = [k for k, m in enumerate(models) if m is not None]
+        mixed = own[:, present] / np.maximum(own[:, present].sum(1, keepdims=True), 1e-300)
+        out: np.ndarray | None = None
+        for j, k in enumerate(present):
+            z = logits_of(models[k], k)
+            share = self.config.own_weight
+            weight = share * mixed[:, j] + (1 - share) / len(present)
+            part = weight.reshape(-1, *[1] * (z.ndim - 1)) * z
+            out = part if out is None else out + part
+        return _sigmoid(out)
+
+    def _standardised(self, model, k: int, users: np.ndarray, items: np.ndarray | None):
+        """Shard ``k``'s logits of the users (against ``items``, or every item), less each user's
+        mean over all items and divided by their spread: shards' logit scales differ."""
+        _, item_vectors = _representations(model)
+        u = self.users[k].double()[torch.tensor(users, dtype=torch.int64)]
+        centre = item_vectors.mean(0)
+        centred = item_vectors - centre
+        covariance = centred.T @ centred / len(item_vectors)
+        spread = ((u @ covariance) * u).sum(1).clamp_min(1e-24).sqrt()
+        if items is None:
+            logits = u @ centred.T
+            return (logits / spread[:, None]).numpy()
+        logits = (u * centred[torch.tensor(items, dtype=torch.int64)]).sum(1)
+        return (logits / spread).numpy()
+
+    def score(self, models, users, items):
+        return self._combine(models, users, lambda m, k: self._standardised(m, k, users, items))
+
+    def score_all(self, models, users, n_items):
+        return self._combine(models, users, lambda m, k: self._standardised(m, k, users, None))
+
+    def tensors(self):
+        out = {
+            "weights": torch.from_numpy(self.weights.copy()),
+            "positives": torch.from_numpy(self.positives.copy()),
+        }
+        out.update({f"users.{k}": u for k, u in enumerate(self.users) if u is not None})
+        return out
+
+    def restore(self, tensors, models):
+        self.weights = tensors["weights"].numpy().copy()
+        self.positives = tensors["positives"].numpy().copy()
+        self.users = [tensors.get(f"users.{k}") for k in range(len(models))]
+
+
+@torch.no_grad()
+def _representations(model: CFModel) -> tuple[torch.Tensor, torch.Tensor]:
+    users, items = model.representations()
+    return users.detach().double().cpu(), items.detach().double().cpu()
+
+
 def build_aggregator(
-    config: AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig,
+    config: AverageConfig | AttentionConfig | WeightedConfig | OwnerConfig | FoldInConfig,
 ) -> Aggregator:
     """The aggregator a config names."""
     if config.kind == "average":
@@ -532,4 +725,6 @@ def build_aggregator(
         return AttentionAggregator(config)
     if config.kind == "owner":
         return OwnerAggregator(config)
+    if config.kind == "foldin":
+        return FoldInAggregator(config)
     return WeightedAggregator(config)

@@ -6,10 +6,11 @@ data with a capacity cap of 1.2 n / K rows per shard (RecEraser's reference code
 balanced k-means. A deletion retrains the shards holding the removed rows, then the aggregator (it
 is trained on the shard models and the remaining rows).
 
-On BPR shards over a user partition the default aggregator is ``owner`` instead: each user is
-ranked by the one shard model that holds the user's rows. On ML-100K implicit (K=10) it ranks as
-well as the attention or better, and a deletion refits nothing but the shard, where the attention's
-refit alone costs more than retraining the whole MF model (docs/implicit.md).
+On BPR shards over a user partition the default aggregator is ``foldin`` instead: each user is
+ranked by the shard model that holds the user's rows together with every other shard, into which
+the user is folded by a least-squares solve on the user's own rows. Nothing is trained, so a
+deletion refits the shard and the fold-ins (a batched solve), where the attention's refit alone
+costs more than retraining the whole MF model; docs/exact.md compares the aggregators.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from recunlearn.unlearn.aggregate import AggregatorConfig, AttentionConfig, OwnerConfig
+from recunlearn.unlearn.aggregate import AggregatorConfig, AttentionConfig, FoldInConfig
 from recunlearn.unlearn.base import register
 from recunlearn.unlearn.executors import ShardJob
 from recunlearn.unlearn.partition import PartitionResult, receraser_partition
@@ -42,8 +43,8 @@ class RecEraserConfig(EmbeddingShardedConfig):
     slack: float = Field(1.2, ge=1.0)
     """Capacity cap of a shard, in multiples of rows / K (1.2 in RecEraser's reference code)."""
     aggregator: AggregatorConfig | None = None
-    """None: 'owner' for BPR shards over a user partition, else RecEraser's attention; 'attention',
-    'average', 'weighted' and 'owner' can be named."""
+    """None: 'foldin' for BPR shards over a user partition, else RecEraser's attention; 'attention',
+    'average', 'weighted', 'owner' and 'foldin' can be named."""
     shard_l2: Annotated[float, Field(ge=0)] | None = None
     """L2 penalty of each shard's model. None: ``train.l2`` x :data:`SHARD_L2_FACTOR` for BPR shards
     (a shard holds about 1/K of the rows and needs more regularisation than the full model),
@@ -52,8 +53,8 @@ class RecEraserConfig(EmbeddingShardedConfig):
     @model_validator(mode="after")
     def _default_aggregator(self) -> RecEraserConfig:
         if self.aggregator is None:
-            owner = self.train.loss == "bpr" and self.partition == "user"
-            self.aggregator = OwnerConfig() if owner else AttentionConfig(loss=self.train.loss)
+            by_user = self.train.loss == "bpr" and self.partition == "user"
+            self.aggregator = FoldInConfig() if by_user else AttentionConfig(loss=self.train.loss)
         return self
 
 
