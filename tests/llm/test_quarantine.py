@@ -35,7 +35,7 @@ def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
     from recunlearn.models.llm.lora import load_adapter
 
     load_adapter(other.scorer, 1, other.adapters[1])
-    other.combiner.fit(other, [1])
+    other.combiner.fit(other)
     assert not np.allclose(model.score(test), other.score(test))
 
     report = model.quarantine(requests[0])
@@ -72,7 +72,7 @@ def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(
     model = fit("apa", tiny_causal, sample_split)
     before = model.score(test)
 
-    def fail(self, method, changed):
+    def fail(self, method):
         raise RuntimeError("attention refresh failed")
 
     with monkeypatch.context() as patch:

@@ -178,7 +178,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         return affected
 
     def _refit_combiner(self, parts: Sequence[int]) -> None:
-        self.combiner.fit(self, parts)
+        self.combiner.fit(self)
 
     _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
@@ -202,7 +202,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             (self.n_parts, len(self.valid) if self.valid is not None else 0), np.float32
         )
         self._train_shards(range(self.n_parts))
-        self.combiner.fit(self, range(self.n_parts))
+        self.combiner.fit(self)
 
     def _setup(self) -> None:
         """Load the frozen backbone, build the mixture model that holds the K adapters, and the combiner."""
@@ -400,7 +400,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
     def _forget_validation_only(self) -> UnlearningReport:
         # what the combiner cached from the validation samples (APA's attention)
         with restored_on_error(self, (), deep=self._combiner_state):
-            self.combiner.fit(self, [])
+            self.combiner.fit(self)
         return self._report(
             [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_parts)],
             retrained_adapters=[],
@@ -490,7 +490,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             folder = path / "adapters" / f"adapter-{k}"
             self.models.append(load_peft_adapter(folder, self.scorer) if folder.is_dir() else None)
             load_adapter(self.scorer, k, self.models[k])
-        self.combiner.fit(self, range(self.n_parts))
+        self.combiner.fit(self)
 
     def _check_fitted(self) -> None:
         if self.train is None or not hasattr(self, "models"):
