@@ -341,9 +341,17 @@ class AdapterQuarantine(PartQuarantine):
             load_adapter(self.scorer, k, adapter)
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
-        if parts:
-            self._train_shards(parts)
-        self._refit_combiner(parts)  # as forget does
+        # the adapters, their cached validation logits and the combiner fitted on them change together:
+        # a failed repair puts all of them back, with the mixture's copies of the adapters
+        with restored_on_error(
+            self,
+            ("models", "shard_info", "valid_logits"),
+            deep=self._combiner_state,
+            after=self._reload_parts,
+        ):
+            if parts:
+                self._train_shards(parts)
+            self._refit_combiner(parts)  # as forget does
 
     def _record_removed(self, report, removed, removed_valid) -> None:
         ids = removed.ids.tolist()
