@@ -196,9 +196,10 @@ def restored_on_error(
 
     Lists, dicts, sets and arrays among ``names`` are copied one level (the block may write into
     them), anything else there is only rebound; ``deep`` names are deep-copied (objects the block
-    changes in place). ``after`` runs once the attributes are back (to reload state that lives
-    outside them)."""
+    changes in place); a name the owner did not have is removed again. ``after`` runs once the
+    attributes are back (to reload state that lives outside them)."""
     saved = {}
+    absent = {name for name in (*names, *deep) if name not in vars(owner)}
     for name in (*names, *deep):
         if name in vars(owner):
             value = vars(owner)[name]
@@ -214,6 +215,8 @@ def restored_on_error(
     except BaseException:
         for name, value in saved.items():
             setattr(owner, name, value)
+        for name in absent:
+            vars(owner).pop(name, None)
         if after is not None:
             after()
         raise
