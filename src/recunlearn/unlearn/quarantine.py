@@ -265,9 +265,6 @@ class PartQuarantine(_Quarantine):
         """The content hash of the rows part ``k`` holds (what its model was trained on)."""
         return self.shard_info[k].get("data_hash")
 
-    def _record_removed(self, report: UnlearningReport, removed, removed_valid) -> None:
-        raise NotImplementedError
-
 
 def fallback_average(config: Any) -> AverageAggregator:
     """The plain average a learned aggregator falls back to while shards are quarantined (over
@@ -318,13 +315,6 @@ class ShardQuarantine(PartQuarantine):
             )
             self.aggregator, self._aggregator_held = aggregator, None
 
-    def _record_removed(self, report, removed, removed_valid) -> None:
-        self._forgotten.update(removed.pair_keys.tolist())
-        report.removed_pairs = removed.id_pairs()
-        if removed_valid is not None:
-            self._forgotten.update(removed_valid.pair_keys.tolist())
-            report.removed_pairs += removed_valid.id_pairs()
-
 
 class AdapterQuarantine(PartQuarantine):
     """Quarantine for APA and the ``llm-*`` shard methods (``LLMUnlearner``): a quarantined adapter
@@ -364,13 +354,6 @@ class AdapterQuarantine(PartQuarantine):
             if parts:
                 self._train_shards(parts)
             self._refit_combiner(parts)  # as forget does
-
-    def _record_removed(self, report, removed, removed_valid) -> None:
-        ids = removed.ids.tolist()
-        valid_ids = removed_valid.ids.tolist() if removed_valid is not None else []
-        self._forgotten.update(ids + valid_ids)
-        report.details["removed_samples"] = ids
-        report.details["removed_valid_samples"] = valid_ids
 
 
 class SingleModelQuarantine(_Quarantine):
