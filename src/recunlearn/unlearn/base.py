@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeGuard, TypeVar
 
 import numpy as np
 import torch
@@ -95,9 +96,15 @@ U = TypeVar("U", bound="type[Unlearner]")
 
 
 def register(name: str) -> Callable[[U], U]:
-    """Class decorator: make a method available as ``get_method(name)`` and in the CLI."""
+    """Class decorator: make a method available as ``get_method(name)`` and in the CLI. The class
+    subclasses a family's class, which reads its tables and handles its requests."""
 
     def decorate(cls: U) -> U:
+        if not _of_a_family(cls):
+            raise ConfigError(
+                f"method {name!r}: {getattr(cls, '__name__', cls)!r} must subclass CFUnlearner "
+                "(interaction tables) or LLMUnlearner (prompt samples)"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"method name {name!r} registered twice")
         cls.name = name
@@ -135,17 +142,23 @@ def _import_methods() -> None:
         importlib.import_module(f"recunlearn.unlearn.{module}")
 
 
+def _of_a_family(cls: object) -> TypeGuard[type[Unlearner]]:
+    """Whether ``cls`` subclasses :class:`CFUnlearner` or ``LLMUnlearner``. The latter's module brings
+    in the language-model side, so it is not imported here: a class can only subclass it once it is."""
+    llm = sys.modules.get("recunlearn.unlearn._llm_common")
+    families = (CFUnlearner, *((llm.LLMUnlearner,) if llm is not None else ()))
+    return isinstance(cls, type) and issubclass(cls, families)
+
+
 def _register_entry_point(name: str, loaded: object) -> None:
-    """A ``recunlearn.methods`` entry point names an Unlearner subclass, or a module whose import registers ``name``."""
+    """A ``recunlearn.methods`` entry point names a subclass of a family's class, or a module whose
+    import registers ``name``."""
     if name in _REGISTRY:
         return
-    if (
-        not (isinstance(loaded, type) and issubclass(loaded, Unlearner))
-        or loaded in _REGISTRY.values()
-    ):
+    if not _of_a_family(loaded) or loaded in _REGISTRY.values():
         raise ConfigError(
-            f"entry point {name!r} of {METHOD_GROUP!r} names neither an Unlearner subclass not yet "
-            "registered nor a module that registers that name"
+            f"entry point {name!r} of {METHOD_GROUP!r} names neither a subclass of CFUnlearner or "
+            "LLMUnlearner not yet registered nor a module that registers that name"
         )
     register(name)(loaded)
 
