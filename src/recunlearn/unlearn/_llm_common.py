@@ -182,6 +182,8 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         return self.shard_info
 
     def _combiner_scope(self, affected: list[int]) -> Sequence[int]:
+        """Every forget refits the combiner: APA's attention is fitted on every adapter's validation
+        logits, which a retrained adapter changes."""
         return affected
 
     def _refit_combiner(self, parts: Sequence[int]) -> None:
