@@ -1,14 +1,15 @@
 """The unlearning contract every method implements, its report, and the registry of methods by name.
 
 A method subclasses a family's class, :class:`CFUnlearner` (interaction tables, scored by user and
-item) or :class:`~recunlearn.unlearn._llm_common.LLMUnlearner` (prompt samples), declares a pydantic
+item) or :class:`~recunlearn.unlearn.LLMUnlearner` (prompt samples), declares a pydantic
 ``Config`` and implements the hooks: ``_fit`` (train on ``self.train``), ``_forget`` (remove rows,
 say what changed), ``_state`` / ``_restore`` (tensors + JSON metadata for save/load) and, for
 interactions, ``_score_index`` (scores of index pairs). :class:`Unlearner` owns what must behave the
 same everywhere: validating requests, idempotency, timing, content hashes, and the on-disk format
 (safetensors + npz + JSON, never pickle); a family says only what differs through small hooks (its
-table type, its checks of the tables, files of its own). Scoring is the family's: its signature
-differs (user and item ids, or prompt samples), so neither family overrides the other's.
+table type, its checks of the tables, which rows a request names and how removed rows are keyed,
+files of its own). Scoring is the family's: its signature differs (user and item ids, or prompt
+samples), so neither family overrides the other's.
 
 Validation, idempotency, batches, quarantine defaults and save/load live in :class:`Unlearner` so
 that every method of either family behaves the same there, and neither family's request handling can
