@@ -44,7 +44,7 @@ def test_a_table_comes_from_the_file_its_record_names(tmp_path):
         methods=["retrain", "sisa"], output=str(tmp_path / "r" / "quick-cpu.json")
     )
     exact.run_exact_benchmark(config, log=lambda m: None)
-    configs = tmp_path / "configs"
+    configs = tmp_path / "configs {protocol}"  # braces in a path are text, not a format field
     configs.mkdir()
     (configs / "exact-quick-cpu.toml").write_text(
         'protocol = "exact"\nresults = "r/quick-cpu.json"\nhardware = "here"\ncommand = "x"\n'
@@ -53,6 +53,7 @@ def test_a_table_comes_from_the_file_its_record_names(tmp_path):
     text = page.read_text()
     assert exact.markdown_table(load_document(tmp_path / "r" / "quick-cpu.json")) in text
     assert "| sisa | 2 |" in text and "- hardware: here" in text
+    assert text.startswith("# Current results: exact\n") and f"`{configs}/`" in text
 
 
 def test_a_record_of_an_unknown_protocol_is_refused(tmp_path):

@@ -232,8 +232,8 @@ def test_a_failed_forget_leaves_adapters_caches_and_scores_as_they_were(
     )
     refresh = AdapterAttention.fit
 
-    def refresh_then_fail(self, method, changed):
-        refresh(self, method, changed)
+    def refresh_then_fail(self, method):
+        refresh(self, method)
         raise RuntimeError("injected failure")
 
     request = DeletionRequest(samples=[train.ids[0]])
@@ -267,8 +267,7 @@ def test_every_method_fits_scores_forgets_and_round_trips(
     assert type(back) is type(method) and len(back.train) == len(train) - 1
     assert np.allclose(back.score(test), method.score(test), atol=1e-6)
     assert back.forget(DeletionRequest(samples=[victim])).noop
-    with pytest.raises(RecUnlearnError, match="SampleTable"):
-        method.score_index(np.array([0]), np.array([0]))
+    assert not hasattr(method, "score_index"), "the collaborative query API is CFUnlearner's"
 
 
 def test_saved_adapters_load_in_plain_peft(fitted_apa, sample_split, tmp_path):
@@ -365,7 +364,7 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     """Forgetting a user drops their validation prompts too (they hold the user's history), and APA's
     attention cache is what it would be computed from the remaining ones; a validation sample alone
     is forgotten without retraining; a failed forget puts the validation data back."""
-    from recunlearn.unlearn.apa import _unit
+    from recunlearn.unlearn.combine import unit_rows
 
     train, valid, test = sample_split
     apa = get_method("apa")(
@@ -376,8 +375,8 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
 
     refresh = AdapterAttention.fit
 
-    def fail(self, method, changed):
-        refresh(self, method, changed)
+    def fail(self, method):
+        refresh(self, method)
         raise RuntimeError("injected failure")
 
     with monkeypatch.context() as patch:
@@ -395,7 +394,7 @@ def test_a_deleted_users_validation_samples_leave_with_every_cache_built_from_th
     assert (
         apa.valid_logits.shape == (2, len(valid) - theirs) == tuple(apa.combiner.valid_errors.shape)
     )
-    np.testing.assert_allclose(apa.valid_repr, _unit(apa.representations(apa.valid)), atol=1e-5)
+    np.testing.assert_allclose(apa.valid_repr, unit_rows(apa.representations(apa.valid)), atol=1e-5)
     for k in range(
         2
     ):  # each adapter's cached validation logits: its own pass over the remaining prompts
@@ -430,3 +429,16 @@ def test_forgetting_every_validation_sample_is_refused_and_a_batch_counts_each_s
     first, second = apa.forget_many([DeletionRequest(users=[user]), DeletionRequest(users=[user])])
     assert first.removed_valid_rows == int((liked.user == user).sum()) and first.removed_rows > 0
     assert second.noop and second.removed_rows == second.removed_valid_rows == 0
+
+
+def test_the_attention_reads_the_options_set_after_fit_without_validation_samples(
+    tiny_causal, sample_split
+):
+    """The attention reads its settings from the method's config, so ``set_options`` reaches it even
+    where there is no validation data to refit on."""
+    train, _, _ = sample_split
+    apa = get_method("apa")(
+        method_config(tiny_causal, n_shards=2, weighting="semantic", tau_grid=None)
+    ).fit(train)
+    apa.set_options(tau=5.0)
+    assert apa.tau_ == 5.0 and apa.combiner.tau_ == 5.0

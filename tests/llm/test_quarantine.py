@@ -35,7 +35,7 @@ def test_quarantine_sets_the_adapter_aside_and_repair_equals_forget_many(
     from recunlearn.models.llm.lora import load_adapter
 
     load_adapter(other.scorer, 1, other.adapters[1])
-    other.combiner.fit(other, [1])
+    other.combiner.fit(other)
     assert not np.allclose(model.score(test), other.score(test))
 
     report = model.quarantine(requests[0])
@@ -72,7 +72,7 @@ def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(
     model = fit("apa", tiny_causal, sample_split)
     before = model.score(test)
 
-    def fail(self, method, changed):
+    def fail(self, method):
         raise RuntimeError("attention refresh failed")
 
     with monkeypatch.context() as patch:
@@ -82,3 +82,40 @@ def test_a_failed_quarantine_leaves_the_adapters_and_scores_as_they_were(
     assert model.pending == [] and all(a is not None for a in model.adapters)
     assert len(model.train) == len(train)
     np.testing.assert_array_equal(model.score(test), before)
+
+
+def test_a_failed_repair_leaves_the_model_quarantined_as_it_was(
+    tiny_causal, sample_split, monkeypatch, tmp_path
+):
+    train, _, test = sample_split
+    model = fit("apa", tiny_causal, sample_split)
+    reference = fit("apa", tiny_causal, sample_split)
+    request = DeletionRequest(samples=[train.ids[model.assignment == 1][0]], request_id="r")
+    model.quarantine(request)
+    scores, logits = model.score(test), model.valid_logits.copy()
+    errors, tau = model.combiner.valid_errors.clone(), model.tau_
+    kept = {k: v.clone() for k, v in model.adapters[0].items()}
+
+    def fail(self, method):
+        raise RuntimeError("attention refresh failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AdapterAttention, "fit", fail)
+        with pytest.raises(RuntimeError, match="attention refresh failed"):
+            model.repair()
+    assert model.adapters[1] is None and model.quarantined_parts == ["adapter-1"]
+    assert [r.request_id for r in model.pending] == ["r"]
+    assert all(torch.equal(kept[k], model.adapters[0][k]) for k in kept)
+    assert np.array_equal(model.valid_logits, logits) and model.tau_ == tau
+    assert torch.equal(model.combiner.valid_errors, errors)
+    np.testing.assert_array_equal(
+        model.score(test), scores
+    )  # the mixture holds no retrained adapter
+    model.save(tmp_path / "after-failure")
+    assert not (tmp_path / "after-failure" / "adapters" / "adapter-1").exists()
+
+    assert model.repair().details["retrained"] == ["adapter-1"] and model.pending == []
+    reference.forget_many([request])
+    for k in range(2):
+        assert all(torch.equal(reference.adapters[k][n], model.adapters[k][n]) for n in kept)
+    np.testing.assert_array_equal(model.score(test), reference.score(test))

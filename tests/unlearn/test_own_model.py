@@ -277,3 +277,33 @@ def test_entry_points_register_models_and_methods(tmp_path, monkeypatch, tiny_sp
         ConfigError, match=r"entry point 'broken-mf' of 'recunlearn.models' .* failed to load"
     ):
         get_method("retrain")(model={"kind": "broken-mf"})
+
+
+def test_a_method_subclasses_one_of_the_two_family_classes(monkeypatch):
+    """The family class reads the tables and handles requests: a direct ``Unlearner`` subclass is
+    refused when it is registered, by decorator or entry point, not when it is first fitted."""
+    from recunlearn.unlearn import CFUnlearner, Unlearner, register
+
+    monkeypatch.setattr(method_registry, "_REGISTRY", dict(method_registry._REGISTRY))
+
+    class Direct(Unlearner):
+        """Subclasses the contract, not a family."""
+
+    expected = (
+        "method 'direct': 'Direct' must subclass CFUnlearner (interaction tables) or "
+        "LLMUnlearner (prompt samples)"
+    )
+    with pytest.raises(ConfigError) as refused:
+        register("direct")(Direct)
+    assert str(refused.value) == expected
+    with pytest.raises(
+        ConfigError, match="names neither a subclass of CFUnlearner or LLMUnlearner"
+    ):
+        method_registry._register_entry_point("direct", Direct)
+    assert "direct" not in method_registry._REGISTRY
+
+    class OfTheFamily(CFUnlearner):
+        """Subclasses the collaborative family."""
+
+    assert register("of-the-family")(OfTheFamily) is OfTheFamily
+    assert get_method("of-the-family") is OfTheFamily

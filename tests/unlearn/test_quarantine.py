@@ -229,3 +229,49 @@ def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(t
     after = method.score_index(split.test.user, split.test.item)
     assert method.quarantined_parts == []
     assert np.array_equal(before, after) == (kind != "weighted")
+
+
+@pytest.mark.parametrize("method", ["receraser", "grapheraser"])
+def test_a_repair_that_fails_in_the_aggregator_leaves_the_held_one_as_it_was(
+    tiny_split, method, monkeypatch
+):
+    model, reference = fit(method, tiny_split), fit(method, tiny_split)
+    requests = requests_for(model, tiny_split)
+    model.quarantine(requests[0])
+    held = model._aggregator_held
+    before = {k: v.clone() for k, v in held.tensors().items()}
+    refit = type(held).fit
+
+    def refit_then_fail(self, *args, **kwargs):
+        refit(self, *args, **kwargs)
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(held), "fit", refit_then_fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            model.repair()
+    assert model.quarantined_parts and model._aggregator_held is not None
+    after = model._aggregator_held.tensors()
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name].numpy(), before[name].numpy())
+    model.repair()
+    reference.forget_many(requests[:1])
+    assert_same_model(model, reference, tiny_split.test)
+
+
+def test_a_failed_quarantine_keeps_the_aggregator_and_holds_none(tiny_split, monkeypatch):
+    from recunlearn.unlearn import quarantine
+
+    model = fit("receraser", tiny_split)
+    aggregator = model.aggregator
+
+    def fail(config):
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(quarantine, "fallback_average", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            model.quarantine(requests_for(model, tiny_split)[0])
+    assert model.aggregator is aggregator and getattr(model, "_aggregator_held", None) is None
+    assert model.pending == [] and all(m is not None for m in model.models)

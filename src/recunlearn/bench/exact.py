@@ -68,7 +68,7 @@ class ExactBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec.synthetic(2000, 80, 60, k_core=2),
+            "data": DataSpec.synthetic(n_interactions=2000, n_users=80, n_items=60, k_core=2),
             "n_shards": [2],
             "batch_users": 3,
             "batch_interactions": 10,

@@ -91,7 +91,7 @@ class DataSpec(BaseModel):
 
     @classmethod
     def synthetic(
-        cls, n_interactions: int, n_users: int, n_items: int, **prepared: Any
+        cls, *, n_interactions: int, n_users: int, n_items: int, **prepared: Any
     ) -> DataSpec:
         """The synthetic generator at this size, prepared as ``prepared`` says: the small logs that the
         quick presets run on in seconds."""

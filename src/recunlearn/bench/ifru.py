@@ -65,7 +65,7 @@ class IFRUBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec.synthetic(2400, 80, 60, k_core=2),
+            "data": DataSpec.synthetic(n_interactions=2400, n_users=80, n_items=60, k_core=2),
             "fractions": [0.05],
             "train": {"max_epochs": 6, "patience": 3, "batch_size": 512, "lr": 0.01},
             "model_options": {"lightgcn": {"dim": 16}, "mf": {"dim": 16}},

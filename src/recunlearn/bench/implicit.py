@@ -110,7 +110,12 @@ class ImplicitBenchConfig(BenchConfig):
         """A run of seconds on a small synthetic log."""
         return {
             "data": DataSpec.synthetic(
-                3000, 100, 80, protocol="implicit", threshold=None, k_core=3
+                n_interactions=3000,
+                n_users=100,
+                n_items=80,
+                protocol="implicit",
+                threshold=None,
+                k_core=3,
             ),
             "users": 2,
             "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),

@@ -68,7 +68,7 @@ class QuarantineBenchConfig(BenchConfig):
         from recunlearn.bench.apa import tiny_run_values
 
         return {
-            "data": DataSpec.synthetic(2000, 80, 60, k_core=2),
+            "data": DataSpec.synthetic(n_interactions=2000, n_users=80, n_items=60, k_core=2),
             "n_shards": 3,
             "train": {"max_epochs": 3, "patience": 2, "batch_size": 512, "lr": 0.01},
             "method_options": {"receraser": {"aggregator": {"kind": "attention", "epochs": 1}}},

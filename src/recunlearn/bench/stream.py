@@ -104,7 +104,12 @@ class StreamBenchConfig(BenchConfig):
         """Seconds: a small synthetic log, 8 requests, K=3."""
         return {
             "data": DataSpec.synthetic(
-                3000, 100, 80, protocol="implicit", threshold=None, k_core=3
+                n_interactions=3000,
+                n_users=100,
+                n_items=80,
+                protocol="implicit",
+                threshold=None,
+                k_core=3,
             ),
             "n_requests": 8,
             "attack_batches": 4,
@@ -171,14 +176,14 @@ def run_stream_benchmark(config: StreamBenchConfig, log=print) -> dict[str, Any]
     document: dict[str, Any] = {
         "data": clean.describe(),
         "streams": streams,
-        "rows": flat_rows(streams),
+        "rows": curve_rows(streams),
     }
     if config.output:
         document["plots"] = draw(streams, config.bound, Path(config.output))
     return finish(document, config, "stream", start, markdown_table)
 
 
-def flat_rows(streams: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def curve_rows(streams: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (stream, method, checkpoint): what `recunlearn report` reads."""
     return [
         {"stream": kind, "method": name, **point}

@@ -8,7 +8,10 @@ A subclass says how samples are partitioned (:meth:`LLMUnlearner._partition`) an
 (:mod:`recunlearn.unlearn.combine`) gives one logit per prompt from the adapters
 (:meth:`LLMUnlearner._new_combiner`).
 
-Its length is the family's own request matching, scoring and files; the partition logic itself is shared.
+Request matching, scoring and the folder format are the family's own because a prompt sample is not
+an interaction pair: a request names samples, users and items that prompts mention, and a score needs
+a prompt. The partition logic is the collaborative family's, shared through
+:class:`~recunlearn.unlearn.sharded.PartitionedUnlearner`.
 """
 
 from __future__ import annotations
@@ -133,7 +136,11 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
 
     data_kind = "samples"
     table_type = SampleTable
+    row_noun = "sample"
     state_file = "state.safetensors"
+    train: SampleTable
+    valid: SampleTable | None
+    _forgotten: set[str]  # sample ids
     Config: ClassVar[type[BaseModel]] = LLMMethodConfig
     trainer = AdapterTrainer()
     _combiner_state = ("combiner",)
@@ -175,10 +182,12 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
         return self.shard_info
 
     def _combiner_scope(self, affected: list[int]) -> Sequence[int]:
+        """Every forget refits the combiner: APA's attention is fitted on every adapter's validation
+        logits, which a retrained adapter changes."""
         return affected
 
     def _refit_combiner(self, parts: Sequence[int]) -> None:
-        self.combiner.fit(self, parts)
+        self.combiner.fit(self)
 
     _validation_state: ClassVar[tuple[str, ...]] = ("valid", "valid_logits", "_valid_tokens")
 
@@ -202,7 +211,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             (self.n_parts, len(self.valid) if self.valid is not None else 0), np.float32
         )
         self._train_shards(range(self.n_parts))
-        self.combiner.fit(self, range(self.n_parts))
+        self.combiner.fit(self)
 
     def _setup(self) -> None:
         """Load the frozen backbone, build the mixture model that holds the K adapters, and the combiner."""
@@ -314,13 +323,6 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             out[k] = self._pass(tokens, single=int(k))
         return out
 
-    def score_index(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Prompt samples have no (user, item) index pairs: a clear error for a caller of the
-        collaborative query API."""
-        raise RecUnlearnError(
-            f"{self.name} scores prompt samples: call score(samples) with a SampleTable"
-        )
-
     # forgetting ---------------------------------------------------------------------------------------------
     def _rows_of(self, request: DeletionRequest) -> np.ndarray:
         """Training samples the request removes: by sample id, by user, or every prompt that mentions an
@@ -372,24 +374,15 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             mask |= np.isin(valid.ids, [s for s in request.samples if s not in self._forgotten])
         return mask
 
-    def _forget_rows(self, mask: np.ndarray, valid_mask: np.ndarray) -> UnlearningReport:
-        """Retrain the adapters whose shards held the removed samples (and refresh what depends on
-        them), the named validation samples dropped first (see :meth:`Unlearner.forget`)."""
-        if not mask.any() and not valid_mask.any():
-            return UnlearningReport(
-                request_id="", method=self.name, exact=True, removed_rows=0, noop=True
-            )
-        if mask.all():
-            raise RecUnlearnError(
-                f"{self.name}: a request may not remove every training sample; fit a new model instead"
-            )
-        self._check_validation_left(valid_mask)
-        removed_valid = self.valid.ids[valid_mask].tolist() if valid_mask.any() else []
-        report = self._forget_after_validation(mask, valid_mask)
-        self._forgotten.update(removed_valid)
-        report.removed_valid_rows = len(removed_valid)
-        report.details["removed_valid_samples"] = removed_valid
-        return report
+    def _record_removed(
+        self, report: UnlearningReport, removed: SampleTable, removed_valid: SampleTable | None
+    ) -> None:
+        """The removed samples' ids, in the report's details."""
+        ids = removed.ids.tolist()
+        valid_ids = removed_valid.ids.tolist() if removed_valid is not None else []
+        self._forgotten.update(ids + valid_ids)
+        report.details["removed_samples"] = ids
+        report.details["removed_valid_samples"] = valid_ids
 
     def _drop_validation(self, valid_mask: np.ndarray) -> None:
         keep = ~valid_mask
@@ -400,20 +393,12 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
     def _forget_validation_only(self) -> UnlearningReport:
         # what the combiner cached from the validation samples (APA's attention)
         with restored_on_error(self, (), deep=self._combiner_state):
-            self.combiner.fit(self, [])
+            self.combiner.fit(self)
         return self._report(
             [PartChange(part=f"adapter-{k}", action="unchanged") for k in range(self.n_parts)],
             retrained_adapters=[],
             validation_only=True,
         )
-
-    def _forget(self, mask: np.ndarray) -> UnlearningReport:
-        removed_ids = self.train.ids[mask].tolist()
-        report = super()._forget(mask)
-        self._forgotten.update(removed_ids)
-        report.removed_rows = int(mask.sum())
-        report.details["removed_samples"] = removed_ids
-        return report
 
     def _batch_share(
         self, data: SampleTable, valid: SampleTable | None, mask: np.ndarray, valid_mask: np.ndarray
@@ -490,7 +475,7 @@ class LLMUnlearner(AdapterQuarantine, PartitionedUnlearner):
             folder = path / "adapters" / f"adapter-{k}"
             self.models.append(load_peft_adapter(folder, self.scorer) if folder.is_dir() else None)
             load_adapter(self.scorer, k, self.models[k])
-        self.combiner.fit(self, range(self.n_parts))
+        self.combiner.fit(self)
 
     def _check_fitted(self) -> None:
         if self.train is None or not hasattr(self, "models"):

@@ -32,7 +32,7 @@ from recunlearn.errors import ConfigError
 from recunlearn.models.llm.lora import Aggregation
 from recunlearn.unlearn._llm_common import LLMUnlearner, ShardedLLMConfig
 from recunlearn.unlearn.base import make_config, register
-from recunlearn.unlearn.combine import AdapterAttention, _unit
+from recunlearn.unlearn.combine import AdapterAttention, unit_rows
 from recunlearn.unlearn.partition import (
     PartitionResult,
     balanced_semantic_partition,
@@ -81,13 +81,13 @@ class APA(LLMUnlearner):
     _validation_state = (*LLMUnlearner._validation_state, "valid_repr")
 
     def _new_combiner(self) -> AdapterAttention:
-        return AdapterAttention(self.config)
+        return AdapterAttention()
 
     def _setup(self) -> None:
         super()._setup()
         self._check_weighting(self.config)
         self.valid_repr = (
-            _unit(self.representations(self.valid, self._valid_tokens))
+            unit_rows(self.representations(self.valid, self._valid_tokens))
             if self.valid is not None
             else None
         )
@@ -122,9 +122,9 @@ class APA(LLMUnlearner):
             raise ConfigError("tau is chosen from tau_grid; pass tau_grid=None with tau to fix it")
         config = make_config(APAConfig, self.config, changes)
         self._check_weighting(config)
-        self.config = self.combiner.config = config
+        self.config = config
         self.mixture.mode = self.config.aggregation
-        self.combiner.fit(self, range(self.n_parts))
+        self.combiner.fit(self)
         return self
 
     def _partition(self) -> PartitionResult:

@@ -1,30 +1,33 @@
 """The unlearning contract every method implements, its report, and the registry of methods by name.
 
 A method subclasses a family's class, :class:`CFUnlearner` (interaction tables, scored by user and
-item) or :class:`~recunlearn.unlearn._llm_common.LLMUnlearner` (prompt samples), declares a pydantic
+item) or :class:`~recunlearn.unlearn.LLMUnlearner` (prompt samples), declares a pydantic
 ``Config`` and implements the hooks: ``_fit`` (train on ``self.train``), ``_forget`` (remove rows,
 say what changed), ``_state`` / ``_restore`` (tensors + JSON metadata for save/load) and, for
 interactions, ``_score_index`` (scores of index pairs). :class:`Unlearner` owns what must behave the
 same everywhere: validating requests, idempotency, timing, content hashes, and the on-disk format
 (safetensors + npz + JSON, never pickle); a family says only what differs through small hooks (its
-table type, its checks of the tables, files of its own). Scoring is the family's: its signature
-differs (user and item ids, or prompt samples), so neither family overrides the other's.
+table type, its checks of the tables, which rows a request names and how removed rows are keyed,
+files of its own). Scoring is the family's: its signature differs (user and item ids, or prompt
+samples), so neither family overrides the other's.
 
-The contract's behaviour (validation, idempotency, batches, quarantine defaults, save/load) is kept in
-one class on purpose: every method inherits all of it. The collaborative family's class stays beside it
-so that its typed query API is checked with the contract.
+Validation, idempotency, batches, quarantine defaults and save/load live in :class:`Unlearner` so
+that every method of either family behaves the same there, and neither family's request handling can
+drift from the other's. :class:`CFUnlearner` is defined here so that the type checker, which covers
+this module, checks its query API with the contract.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeGuard, TypeVar
 
 import numpy as np
 import torch
@@ -94,9 +97,15 @@ U = TypeVar("U", bound="type[Unlearner]")
 
 
 def register(name: str) -> Callable[[U], U]:
-    """Class decorator: make a method available as ``get_method(name)`` and in the CLI."""
+    """Class decorator: make a method available as ``get_method(name)`` and in the CLI. The class
+    subclasses a family's class, which reads its tables and handles its requests."""
 
     def decorate(cls: U) -> U:
+        if not _of_a_family(cls):
+            raise ConfigError(
+                f"method {name!r}: {getattr(cls, '__name__', cls)!r} must subclass CFUnlearner "
+                "(interaction tables) or LLMUnlearner (prompt samples)"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"method name {name!r} registered twice")
         cls.name = name
@@ -134,17 +143,23 @@ def _import_methods() -> None:
         importlib.import_module(f"recunlearn.unlearn.{module}")
 
 
+def _of_a_family(cls: object) -> TypeGuard[type[Unlearner]]:
+    """Whether ``cls`` subclasses :class:`CFUnlearner` or ``LLMUnlearner``. The latter's module brings
+    in the language-model side, so it is not imported here: a class can only subclass it once it is."""
+    llm = sys.modules.get("recunlearn.unlearn._llm_common")
+    families = (CFUnlearner, *((llm.LLMUnlearner,) if llm is not None else ()))
+    return isinstance(cls, type) and issubclass(cls, families)
+
+
 def _register_entry_point(name: str, loaded: object) -> None:
-    """A ``recunlearn.methods`` entry point names an Unlearner subclass, or a module whose import registers ``name``."""
+    """A ``recunlearn.methods`` entry point names a subclass of a family's class, or a module whose
+    import registers ``name``."""
     if name in _REGISTRY:
         return
-    if (
-        not (isinstance(loaded, type) and issubclass(loaded, Unlearner))
-        or loaded in _REGISTRY.values()
-    ):
+    if not _of_a_family(loaded) or loaded in _REGISTRY.values():
         raise ConfigError(
-            f"entry point {name!r} of {METHOD_GROUP!r} names neither an Unlearner subclass not yet "
-            "registered nor a module that registers that name"
+            f"entry point {name!r} of {METHOD_GROUP!r} names neither a subclass of CFUnlearner or "
+            "LLMUnlearner not yet registered nor a module that registers that name"
         )
     register(name)(loaded)
 
@@ -196,9 +211,10 @@ def restored_on_error(
 
     Lists, dicts, sets and arrays among ``names`` are copied one level (the block may write into
     them), anything else there is only rebound; ``deep`` names are deep-copied (objects the block
-    changes in place). ``after`` runs once the attributes are back (to reload state that lives
-    outside them)."""
+    changes in place); a name the owner did not have is removed again. ``after`` runs once the
+    attributes are back (to reload state that lives outside them)."""
     saved = {}
+    absent = {name for name in (*names, *deep) if name not in vars(owner)}
     for name in (*names, *deep):
         if name in vars(owner):
             value = vars(owner)[name]
@@ -214,6 +230,8 @@ def restored_on_error(
     except BaseException:
         for name, value in saved.items():
             setattr(owner, name, value)
+        for name in absent:
+            vars(owner).pop(name, None)
         if after is not None:
             after()
         raise
@@ -239,13 +257,17 @@ class Unlearner(ABC):
     reads ``train.npz`` / ``valid.npz`` as it."""
     state_file: ClassVar[str] = "weights.safetensors"
     """The saved folder's file of :meth:`_state`'s tensors."""
+    row_noun: ClassVar[str] = "row"
+    """What a row of the family's table is called in errors."""
     Config: ClassVar[type[BaseModel]]
 
     def __init__(self, config: BaseModel | dict | None = None, **overrides: Any):
         self.config = make_config(self.Config, config, overrides)
-        self.train: Interactions = None  # type: ignore[assignment]  # set by fit(); None before
-        self.valid: Interactions | None = None
-        self._forgotten: set[int] = set()  # pair keys removed so far
+        self.train: Table = None  # type: ignore[assignment]  # set by fit(); None before
+        self.valid: Table | None = None
+        self._forgotten: set[Any] = set()
+        """What forgetting removed so far, as the family keys its rows (pair keys, sample ids): an
+        already-forgotten row is a no-op, never an unknown one."""
         self._validation_changed = False  # inside forget: whether it dropped validation rows
         self.fit_seconds: float = float("nan")
 
@@ -262,8 +284,7 @@ class Unlearner(ABC):
             raise RecUnlearnError("cannot fit on an empty training table")
         self._check_tables(train, valid)
         with self._as_before_on_error():
-            # of the family's table type (checked above); the attributes are typed for interactions
-            self.train, self.valid = train, valid  # type: ignore[assignment]
+            self.train, self.valid = train, valid
             self._forgotten = set()
             self._restore_quarantine(None)
             start = time.perf_counter()
@@ -297,8 +318,8 @@ class Unlearner(ABC):
             )
         if mask.all():
             raise RecUnlearnError(
-                f"{self.name}: a request may not remove every training row (nothing would be left "
-                "to recommend from); fit a new model instead"
+                f"{self.name}: a request may not remove every training {self.row_noun} (nothing "
+                "would be left to recommend from); fit a new model instead"
             )
         self._check_validation_left(valid_mask)
         removed = self.train.take(mask)
@@ -306,14 +327,9 @@ class Unlearner(ABC):
             self.valid.take(valid_mask) if self.valid is not None and valid_mask.any() else None
         )
         report = self._forget_after_validation(mask, valid_mask)
-        for table in (removed, removed_valid):
-            if table is not None:
-                self._forgotten.update(table.pair_keys.tolist())
+        self._record_removed(report, removed, removed_valid)
         report.removed_rows = int(mask.sum())
         report.removed_valid_rows = int(valid_mask.sum())
-        report.removed_pairs = removed.id_pairs() + (
-            removed_valid.id_pairs() if removed_valid is not None else []
-        )
         return report
 
     def _forget_after_validation(
@@ -339,20 +355,6 @@ class Unlearner(ABC):
 
     _validation_state: ClassVar[tuple[str, ...]] = ("valid",)
     """Attributes that hold the validation data or what is cached from it: put back if ``forget`` fails."""
-
-    def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the training data and of the validation data the request names; unknown ids and
-        never-seen pairs raise. The tables share vocabularies, so the pairs' keys are computed once."""
-        keys = request.pair_keys(self.train) if request.pairs else None
-        return self._rows_of(request, keys), self._valid_rows_of(request, keys)
-
-    def _valid_rows_of(
-        self, request: DeletionRequest, keys: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Rows of the validation data the request names (none without validation data)."""
-        if self.valid is None or not len(self.valid):
-            return np.zeros(0 if self.valid is None else len(self.valid), bool)
-        return request.rows(self.valid, keys)
 
     def _check_validation_left(self, valid_mask: np.ndarray) -> None:
         """Refuse, before anything changes, a request that would leave no validation data, or one label
@@ -446,20 +448,6 @@ class Unlearner(ABC):
             )
         return reports
 
-    def _batch_share(
-        self,
-        data: Interactions,
-        valid: Interactions | None,
-        mask: np.ndarray,
-        valid_mask: np.ndarray,
-    ) -> dict[str, Any]:
-        """Report fields of one request's share of a batch (the tables as they were before it): the
-        pairs it removed."""
-        return {
-            "removed_pairs": data.take(mask).id_pairs()
-            + (valid.take(valid_mask).id_pairs() if valid is not None and valid_mask.any() else [])
-        }
-
     # quarantine (recunlearn.unlearn.quarantine) ------------------------------------------------------
     def quarantine(self, request: DeletionRequest) -> UnlearningReport:
         """Remove the request's data at once, ahead of a slower exact repair. Partition methods set the
@@ -543,9 +531,29 @@ class Unlearner(ABC):
         obj._restore_quarantine(document["quarantine"])
         return obj
 
+    # family hooks: how a family reads its tables and keys its rows ----------------------------------
     @abstractmethod
     def _load_tables(self, path: Path) -> None:
         """Read ``train.npz`` and, where saved, ``valid.npz`` into ``self.train`` / ``self.valid``."""
+
+    @abstractmethod
+    def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the training data and of the validation data the request names; unknown ids
+        raise, what was already forgotten matches nothing."""
+
+    @abstractmethod
+    def _record_removed(
+        self, report: UnlearningReport, removed: Table, removed_valid: Table | None
+    ) -> None:
+        """Note the removed training and validation rows in ``_forgotten`` and say in ``report``
+        which they were."""
+
+    @abstractmethod
+    def _batch_share(
+        self, data: Table, valid: Table | None, mask: np.ndarray, valid_mask: np.ndarray
+    ) -> dict[str, Any]:
+        """Report fields of one request's share of a batch (the tables as they were before it):
+        which rows it removed."""
 
     @classmethod
     def _read_saved(cls, path: Path) -> tuple[type[Unlearner], dict[str, Any]]:
@@ -574,29 +582,6 @@ class Unlearner(ABC):
     def _check_fitted(self) -> None:
         if self.train is None:
             raise NotFittedError(f"{self.name}: call fit() first")
-
-    def _rows_of(self, request: DeletionRequest, keys: np.ndarray | None = None) -> np.ndarray:
-        """Rows of the current training data the request removes; unknown ids and never-seen pairs
-        raise. ``keys``: the request's :meth:`DeletionRequest.pair_keys` where the caller has them."""
-        data = self.train
-        if keys is None and request.pairs:
-            keys = request.pair_keys(data)
-        mask = request.rows(data, keys)
-        if keys is not None:
-            present = member_mask(keys, data.pair_keys[mask]) | member_mask(
-                keys, np.fromiter(self._forgotten, np.int64)
-            )
-            if (
-                self.valid is not None and not present.all()
-            ):  # a validation pair is the model's data too
-                present |= member_mask(keys, self.valid.pair_keys)
-            if not present.all():
-                bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
-                raise UnknownIdError(
-                    f"{int((~present).sum())} pair(s) were never in the training or validation "
-                    f"data, e.g. {bad}"
-                )
-        return mask
 
     # hooks ----------------------------------------------------------------------------------------------
     @abstractmethod
@@ -644,6 +629,9 @@ class CFUnlearner(Unlearner):
     (user, item) ids or indices, with top-K recommendation. A method implements ``_score_index``."""
 
     table_type = Interactions
+    train: Interactions
+    valid: Interactions | None
+    _forgotten: set[int]  # pair keys
 
     def _check_tables(self, train: Table, valid: Table | None) -> None:
         assert isinstance(train, Interactions) and isinstance(
@@ -662,6 +650,64 @@ class CFUnlearner(Unlearner):
             self.valid = Interactions.load(
                 path / "valid.npz", users=self.train.users, items=self.train.items
             )
+
+    # requests: users, items and (user, item) pairs ---------------------------------------------------
+    def _masks_of(self, request: DeletionRequest) -> tuple[np.ndarray, np.ndarray]:
+        """The tables share vocabularies, so the pairs' keys are computed once for both."""
+        keys = request.pair_keys(self.train) if request.pairs else None
+        return self._rows_of(request, keys), self._valid_rows_of(request, keys)
+
+    def _rows_of(self, request: DeletionRequest, keys: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the current training data the request removes; unknown ids and never-seen pairs
+        raise. ``keys``: the request's :meth:`DeletionRequest.pair_keys` where the caller has them."""
+        data = self.train
+        if keys is None and request.pairs:
+            keys = request.pair_keys(data)
+        mask = request.rows(data, keys)
+        if keys is not None:
+            present = member_mask(keys, data.pair_keys[mask]) | member_mask(
+                keys, np.fromiter(self._forgotten, np.int64)
+            )
+            if (
+                self.valid is not None and not present.all()
+            ):  # a validation pair is the model's data too
+                present |= member_mask(keys, self.valid.pair_keys)
+            if not present.all():
+                bad = [request.pairs[j] for j in np.flatnonzero(~present)[:5]]
+                raise UnknownIdError(
+                    f"{int((~present).sum())} pair(s) were never in the training or validation "
+                    f"data, e.g. {bad}"
+                )
+        return mask
+
+    def _valid_rows_of(
+        self, request: DeletionRequest, keys: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows of the validation data the request names (none without validation data)."""
+        if self.valid is None or not len(self.valid):
+            return np.zeros(0 if self.valid is None else len(self.valid), bool)
+        return request.rows(self.valid, keys)
+
+    def _record_removed(
+        self, report: UnlearningReport, removed: Table, removed_valid: Table | None
+    ) -> None:
+        """The removed pairs' keys, and the pairs by id in the report."""
+        assert isinstance(removed, Interactions)  # the family's table
+        self._forgotten.update(removed.pair_keys.tolist())
+        report.removed_pairs = removed.id_pairs()
+        if isinstance(removed_valid, Interactions):
+            self._forgotten.update(removed_valid.pair_keys.tolist())
+            report.removed_pairs += removed_valid.id_pairs()
+
+    def _batch_share(
+        self, data: Table, valid: Table | None, mask: np.ndarray, valid_mask: np.ndarray
+    ) -> dict[str, Any]:
+        """The pairs the request removed."""
+        assert isinstance(data, Interactions) and isinstance(valid, (Interactions, type(None)))
+        return {
+            "removed_pairs": data.take(mask).id_pairs()
+            + (valid.take(valid_mask).id_pairs() if valid is not None and valid_mask.any() else [])
+        }
 
     def score(self, users: Iterable[Any], items: Iterable[Any]) -> np.ndarray:
         """Scores (higher = more likely liked) of (user, item) pairs given by external ids; an erased

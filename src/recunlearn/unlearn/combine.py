@@ -16,8 +16,7 @@ renormalises, so quarantine needs nothing of a combiner but that refit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,7 +35,8 @@ def average_probabilities(adapter_logits: np.ndarray) -> np.ndarray:
     return np.log(probs / (1 - probs)).astype(np.float32)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so that a dot product of two is their cosine similarity."""
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -52,9 +52,8 @@ class AdapterCombiner(ABC):
     ) -> np.ndarray:
         """Logits of tokenised prompts from the method's current adapters."""
 
-    def fit(self, method: LLMUnlearner, changed: Sequence[int]) -> None:
-        """(Re)fit after the ``changed`` adapters were (re)trained or set aside, or the validation data
-        changed (``changed`` empty)."""
+    def fit(self, method: LLMUnlearner) -> None:
+        """(Re)fit after adapters were (re)trained or set aside, or the validation data changed."""
         return None
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -89,35 +88,36 @@ class AdapterAttention(AdapterCombiner):
     mean error on the prompt's nearest validation prompts), from every adapter's cached error on every
     validation prompt (``valid_errors``), with tau chosen on validation (``tau_``, ``tau_selection``).
 
-    ``config`` is the method's (weighting, tau, tau_grid, tau_holdout, neighbours, error); the method
-    replaces it on ``set_options``. ``centres`` (the shards' centres that 'semantic' weighting compares
-    prompts with) come from the partition and are saved: they are not recomputed on load."""
+    Its settings (weighting, tau, tau_grid, tau_holdout, neighbours, error) are read from the method's
+    config at each fit and weighting, so that ``set_options`` changes them in one place. ``centres``
+    (the shards' centres that 'semantic' weighting compares prompts with) come from the partition and
+    are saved: they are not recomputed on load."""
 
-    def __init__(self, config: Any):
-        self.config = config
+    def __init__(self) -> None:
         self.centres: np.ndarray = np.zeros((0, 0), np.float32)
         self.valid_errors = torch.zeros(0)
-        self.tau_: float = config.tau
+        self.tau_: float = float("nan")
         self.tau_selection: dict[str, float] = {}
 
-    def fit(self, method, changed):
+    def fit(self, method):
         """Refresh the attention cache from every adapter's cached validation logits (the cache of
         unchanged adapters is recomputed too: it is cheap, and the validation data may have changed)."""
+        config = method.config
+        self.tau_ = config.tau
+        self.tau_selection = {}
         if method.valid is None:
             return
         probs = 1.0 / (1.0 + np.exp(-method.valid_logits.astype(np.float64)))
         label = method.valid.label.astype(np.float64)[None, :]
-        if self.config.error == "absolute":
+        if config.error == "absolute":
             errors = np.abs(probs - label)
         else:
             p = np.clip(probs, 1e-7, 1 - 1e-7)
             errors = -(label * np.log(p) + (1 - label) * np.log(1 - p))
         self.valid_errors = torch.as_tensor(errors, dtype=torch.float32)
-        self.tau_ = self.config.tau
-        self.tau_selection = {}
         if (
-            self.config.tau_grid is not None
-            and self.config.weighting == "attention"
+            config.tau_grid is not None
+            and config.weighting == "attention"
             and len(method.valid) > 1
         ):
             scores = self._validation_auc_by_tau(method, probs)
@@ -131,7 +131,7 @@ class AdapterAttention(AdapterCombiner):
         """Per validation prompt (rows) and adapter, the mean error on its nearest validation prompts
         among those it is not held out from (``tau_holdout``)."""
         valid = method.valid
-        neighbours = min(self.config.neighbours, len(valid) - 1)
+        neighbours = min(method.config.neighbours, len(valid) - 1)
         reps = torch.as_tensor(method.valid_repr)
         _, user = np.unique(valid.user, return_inverse=True)
         user = torch.as_tensor(np.where(valid.user == "", -1 - np.arange(len(user)), user))
@@ -143,7 +143,7 @@ class AdapterAttention(AdapterCombiner):
             similarity = reps[rows] @ reps.T
             held_out = torch.zeros_like(similarity, dtype=torch.bool)
             held_out[torch.arange(len(rows)), rows] = True
-            if self.config.tau_holdout == "user":
+            if method.config.tau_holdout == "user":
                 same = user[rows][:, None] == user[None, :]
                 alone = same.sum(1) >= len(reps)  # the prompt's user holds every validation prompt
                 held_out |= same & ~alone[:, None]
@@ -170,28 +170,29 @@ class AdapterAttention(AdapterCombiner):
             f"{tau:g}": roc_auc(
                 method.valid.label, (self.softmax(method, error, tau) * mixed).sum(1).numpy()
             )
-            for tau in self.config.tau_grid
+            for tau in method.config.tau_grid
         }
 
     def weights(
         self, method: LLMUnlearner, samples: SampleTable, token_ids: list[list[int]] | None = None
     ) -> np.ndarray:
         """Per-sample adapter weights (n x K) under the configured weighting; absent adapters get 0."""
+        config = method.config
         present = torch.as_tensor(method.present)
         n, k = len(samples), method.n_parts
-        if self.config.weighting == "average":
+        if config.weighting == "average":
             w = present.float().expand(n, k) / present.sum()
             return w.numpy().copy()
-        query = torch.as_tensor(_unit(method.representations(samples, token_ids)))
-        if self.config.weighting == "semantic":
-            logits = self.config.tau * query @ torch.as_tensor(_unit(self.centres)).T
+        query = torch.as_tensor(unit_rows(method.representations(samples, token_ids)))
+        if config.weighting == "semantic":
+            logits = config.tau * query @ torch.as_tensor(unit_rows(self.centres)).T
         else:
             similarity = query @ torch.as_tensor(method.valid_repr).T
-            top = similarity.topk(min(self.config.neighbours, similarity.shape[1]), dim=1).indices
+            top = similarity.topk(min(config.neighbours, similarity.shape[1]), dim=1).indices
             error = self.valid_errors[:, top].mean(-1).T  # n x K
             logits = -self.tau_ * error
         logits = logits.masked_fill(~present, -torch.inf)
-        if self.config.weighting == "major":
+        if config.weighting == "major":
             return torch.nn.functional.one_hot(logits.argmax(1), k).float().numpy()
         return torch.softmax(logits, dim=1).numpy()
 

@@ -42,7 +42,6 @@ class LLMNegGrad(LLMUnlearner):
             self.models[0] = adapter
             self.shard_info[0] = {**self.shard_info[0], "data_hash": self.train.content_hash()}
             load_adapter(self.scorer, 0, adapter)
-        self._forgotten.update(removed.ids.tolist())
         part = PartChange(
             part="adapter-0",
             action="updated",
@@ -51,10 +50,7 @@ class LLMNegGrad(LLMUnlearner):
             rows_before=len(mask),
             rows_after=len(self.train),
         )
-        report = self._report([part], steps=self.config.steps, final_removed_loss=loss)
-        report.removed_rows = int(mask.sum())
-        report.details["removed_samples"] = removed.ids.tolist()
-        return report
+        return self._report([part], steps=self.config.steps, final_removed_loss=loss)
 
     def _ascend(self, removed) -> tuple[dict[str, torch.Tensor], float]:
         """The current adapter after ``steps`` AdamW steps up the removed samples' loss."""

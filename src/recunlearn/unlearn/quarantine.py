@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from datetime import time as time_of_day
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -187,8 +187,8 @@ class PartQuarantine(_Quarantine):
         removed_valid = self.valid.take(valid_mask) if valid_mask.any() else None
         with restored_on_error(
             self,
-            (*self._validation_state, "train", "assignment", "models"),
-            deep=self._combiner_state,
+            (*self._validation_state, "train", "assignment", "models", *self._aside_state),
+            deep=self._aside_deep,
             after=self._reload_parts,
         ):
             if valid_mask.any():
@@ -243,6 +243,11 @@ class PartQuarantine(_Quarantine):
         )
 
     # family hooks ------------------------------------------------------------------------------------
+    _aside_state: ClassVar[tuple[str, ...]] = ()
+    """Attributes :meth:`_set_aside` rebinds: put back if the quarantine fails."""
+    _aside_deep: ClassVar[tuple[str, ...]] = ()
+    """Attributes :meth:`_set_aside` changes in place: deep-copied first, put back if it fails."""
+
     def _reload_parts(self) -> None:
         """After a failed quarantine: put back what lives outside the attributes."""
         return None
@@ -260,9 +265,6 @@ class PartQuarantine(_Quarantine):
         """The content hash of the rows part ``k`` holds (what its model was trained on)."""
         return self.shard_info[k].get("data_hash")
 
-    def _record_removed(self, report: UnlearningReport, removed, removed_valid) -> None:
-        raise NotImplementedError
-
 
 def fallback_average(config: Any) -> AverageAggregator:
     """The plain average a learned aggregator falls back to while shards are quarantined (over
@@ -273,6 +275,8 @@ def fallback_average(config: Any) -> AverageAggregator:
 
 class ShardQuarantine(PartQuarantine):
     """Quarantine for SISA, RecEraser and GraphEraser (``ShardedUnlearner``)."""
+
+    _aside_state = ("aggregator", "_aggregator_held")
 
     def _part_name(self, k: int) -> str:
         return f"shard-{k}"
@@ -293,8 +297,11 @@ class ShardQuarantine(PartQuarantine):
             self.aggregator = fallback_average(self.config)
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
+        # the held aggregator is refitted in place
         with restored_on_error(
-            self, ("models", "shard_info", "aggregator", "aggregator_info", "_aggregator_held")
+            self,
+            ("models", "shard_info", "aggregator", "aggregator_info"),
+            deep=("_aggregator_held",),
         ):
             self._train_shards(parts)
             if self.config.aggregator.kind == "average":
@@ -308,17 +315,12 @@ class ShardQuarantine(PartQuarantine):
             )
             self.aggregator, self._aggregator_held = aggregator, None
 
-    def _record_removed(self, report, removed, removed_valid) -> None:
-        self._forgotten.update(removed.pair_keys.tolist())
-        report.removed_pairs = removed.id_pairs()
-        if removed_valid is not None:
-            self._forgotten.update(removed_valid.pair_keys.tolist())
-            report.removed_pairs += removed_valid.id_pairs()
-
 
 class AdapterQuarantine(PartQuarantine):
     """Quarantine for APA and the ``llm-*`` shard methods (``LLMUnlearner``): a quarantined adapter
     is absent, and the combiner, refitted, skips it (:mod:`recunlearn.unlearn.combine`)."""
+
+    _aside_deep = ("combiner",)  # refitted in place
 
     def _part_name(self, k: int) -> str:
         return f"adapter-{k}"
@@ -341,16 +343,17 @@ class AdapterQuarantine(PartQuarantine):
             load_adapter(self.scorer, k, adapter)
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
-        if parts:
-            self._train_shards(parts)
-        self._refit_combiner(parts)  # as forget does
-
-    def _record_removed(self, report, removed, removed_valid) -> None:
-        ids = removed.ids.tolist()
-        valid_ids = removed_valid.ids.tolist() if removed_valid is not None else []
-        self._forgotten.update(ids + valid_ids)
-        report.details["removed_samples"] = ids
-        report.details["removed_valid_samples"] = valid_ids
+        # the adapters, their cached validation logits and the combiner fitted on them change together:
+        # a failed repair puts all of them back, with the mixture's copies of the adapters
+        with restored_on_error(
+            self,
+            ("models", "shard_info", "valid_logits"),
+            deep=self._combiner_state,
+            after=self._reload_parts,
+        ):
+            if parts:
+                self._train_shards(parts)
+            self._refit_combiner(parts)  # as forget does
 
 
 class SingleModelQuarantine(_Quarantine):
