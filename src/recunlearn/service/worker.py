@@ -6,12 +6,18 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
    of versions that are not served (crashed staging folders, retired versions);
 2. claim up to ``batch_size`` received requests (under the worker lock: one worker per service; a
    second worker waits for the lock, trying again with back-off);
-3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
+3. load the served model, quarantine the requests (set aside the parts that held their rows), or
+   ``forget_many`` them when none can be set aside and nothing is pending;
 4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
 5. one transaction: delete the requests' interactions from the store, record their audit and the
    staged version that takes them up;
 6. switch the ``CURRENT`` pointer (atomic rename), then mark the version and requests published;
-7. delete the previous version's folder.
+7. delete the previous version's folder;
+8. at the end of the pass, once its versions are served: rewrite the store's files (checkpoint), so
+   no deleted row's bytes stay there and no removal waits for it.
+
+The repair of the requests a removal version set aside runs in a child process
+(:mod:`recunlearn.service.repair`) while the passes go on; its result is published as above.
 
 A crash before 5 leaves the requests waiting (redone from scratch, the orphan folder is deleted);
 a crash after 5 leaves them taken up by a complete staged folder, and step 1 publishes it. So every
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +43,7 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
+from recunlearn.service.repair import Repaired, RepairProcess, repair_served
 from recunlearn.service.store import DeletionRecord, Ledger
 from recunlearn.service.versions import (
     MANIFEST,
@@ -73,6 +81,7 @@ STAGES = (
     "repair_started",
     "repair_done",
     "repair_merged",
+    "store_flushed",
 )
 """Every step at which the worker calls its ``stage`` hook, in order."""
 
@@ -100,8 +109,7 @@ class Worker:
         self.ledger = ledger or home.ledger(self.config)
         self.stage = stage
         self._lock_handle = None
-        self._repair_job: threading.Thread | None = None
-        self._repair_result: tuple | BaseException | None = None
+        self._repair_job: RepairProcess | None = None
         self.settled = 0
         """Requests this worker brought to their last state (published or failed)."""
         self._deferred = False
@@ -185,6 +193,9 @@ class Worker:
                         else self.config.poll_seconds
                     )
         finally:
+            if self._repair_job is not None:
+                self._repair_job.stop()
+                self._repair_job = None
             self.release()
             on_running(False)
         return self.settled - settled_before
@@ -192,15 +203,17 @@ class Worker:
     def run_once(self, background_repair: bool = False) -> int:
         """One pass: recover; take up a batch of waiting requests in a removal version (their data
         leaves the served model at once); then repair what is pending in a repair version. With
-        ``background_repair`` the repair runs in a thread and the next passes keep taking up requests
-        meanwhile. Returns the number of requests moved on."""
+        ``background_repair`` the repair runs in a child process and the next passes keep taking up
+        requests meanwhile. Returns the number of requests moved on."""
         self.recover()
         moved = 0
         batch = self.ledger.waiting(self.config.batch_size)
         if batch and not (self._deferred and self._repair_job is not None):
             self.stage("claimed")
             moved += self._take_up(batch)
-        return moved + self._repair(background_repair)
+        moved += self._repair(background_repair)
+        self._flush_store()
+        return moved
 
     def recover(self) -> None:
         """Finish a publication a crash interrupted, and delete every folder that is not served."""
@@ -221,13 +234,23 @@ class Worker:
                 )
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
-        if (
-            not self.ledger.flushed and not self.ledger.checkpoint()
-        ):  # a reader may have held the last one off
+        if self._repair_job is None:  # left by a worker that died (its child went with it)
+            shutil.rmtree(self.home.repair, ignore_errors=True)
+        self.stage("recovered")
+
+    def _flush_store(self) -> None:
+        """Make the deleted rows' bytes leave the store's files (:meth:`Ledger.checkpoint`), after the
+        pass has served its versions: a request's removal does not wait for it. Until it runs (a crash,
+        a reader holding it off: it is tried again each pass, and by a restarted worker) ``verify``
+        fails its store-file check."""
+        if self.ledger.flushed:
+            return
+        if self.ledger.checkpoint():
+            self.stage("store_flushed")
+        else:
             log.warning(
                 "the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs"
             )
-        self.stage("recovered")
 
     # taking up a batch: the removal version ------------------------------------------------------------
     def _take_up(self, batch: list[DeletionRecord]) -> int:
@@ -411,17 +434,13 @@ class Worker:
     # the repair version --------------------------------------------------------------------------------
     def _repair(self, background: bool) -> int:
         """Repair the pending requests of the served version and publish the repair version. In the
-        background the repair runs on its own copy of the model while later passes take up new
-        requests; those are quarantined again on the repaired copy before it is published."""
+        background the repair runs in a child process while later passes take up new requests;
+        those are quarantined again on the repaired copy before it is published."""
         if self._repair_job is not None:
-            if self._repair_job.is_alive():
+            if self._repair_job.running():
                 return 0
-            self._repair_job.join()
-            job, self._repair_job = self._repair_result, None
-            self._repair_result = None
-            if isinstance(job, BaseException):
-                raise job
-            return self._publish_repair(*job) if job is not None else 0
+            job, self._repair_job = self._repair_job, None
+            return self._publish_repair(job.result())
         if not self.ledger.by_status().get("removed"):
             return 0
         if (
@@ -430,49 +449,26 @@ class Worker:
             and time.time() - self._not_due[1] < REPAIR_RECHECK_SECONDS
         ):
             return 0
-        if not background:
-            job = self._repair_copy()
-            return self._publish_repair(*job) if job is not None else 0
+        self.stage("repair_started")
+        if background:
+            assert self._lock_handle is not None, "the worker holds its lock"
+            self._repair_job = RepairProcess(self.home, self._lock_handle.fileno())
+            return 0
+        return self._publish_repair(repair_served(self.home))
 
-        def target() -> None:
-            try:
-                self._repair_result = self._repair_copy()
-            except BaseException as exc:  # handed to the worker's loop by the next pass
-                self._repair_result = exc
-
-        self._repair_job = threading.Thread(target=target, name="recunlearn-repair", daemon=True)
-        self._repair_job.start()
-        return 0
-
-    def _repair_copy(self) -> tuple | None:
-        """Load the served version and repair its pending requests (None: the repair is not due)."""
-        base, model = load_current(self.home)
-        if model.pending and not model.repair_due():
-            self._not_due = (base, time.time())
-            return None
+    def _publish_repair(self, done: Repaired) -> int:
+        """Publish a finished repair (or note that it was not due)."""
+        if done.model is None:
+            self._not_due = (done.base, time.time())
+            return 0
         self._not_due = None
+        self.stage("repair_done")
+        base, model, pending = done.base, done.model, done.pending
         removed = [
             r
             for r in self.ledger.records("removed")
             if r.removed_version is not None and r.removed_version <= int(base[1:])
         ]
-        pending = [r.request_id for r in model.pending]
-        self.stage("repair_started")
-        started = time.time()
-        report = model.repair()
-        self.stage("repair_done")
-        return base, model, report, pending, removed, started
-
-    def _publish_repair(
-        self,
-        base: str,
-        model: Unlearner,
-        report: UnlearningReport | None,
-        pending: list[str],
-        removed: list[DeletionRecord],
-        started: float,
-    ) -> int:
-        repaired = time.time()
         parent, served = load_current(self.home)
         if (
             parent != base
@@ -489,7 +485,7 @@ class Worker:
             self.home, model, number, ids, self.stage, previous=parent
         )
         saved = time.time()
-        parts = list(report.parts) if report is not None else []
+        parts = list(done.parts)
         if (
             isinstance(model, ShardedUnlearner)
             and model.aggregator.depends_on_shards
@@ -510,8 +506,8 @@ class Worker:
             "part_data_sha256": part_hashes(model),
             "train_sha256": model.train.content_hash(),
             "repair_timings": {
-                "repair_s": round(repaired - started, 4),
-                "save_s": round(saved - repaired, 4),
+                "repair_s": round(done.finished - done.started, 4),
+                "save_s": round(saved - done.finished, 4),
             },
         }
         audits = {}
