@@ -185,3 +185,37 @@ def test_the_store_is_rewritten_once_the_removal_is_served(service):
     assert ledger.get("A").status == "published"
     worker.release()
     ledger.close()
+
+
+def test_a_request_that_cannot_be_set_aside_waits_while_the_batch_goes_on(service):
+    """Beside a pending request, a user whose rows are in every shard (SISA's random shards) cannot
+    be set aside: it waits for the repair, while a later request of the same batch is taken up."""
+    home = service.home
+    _, model = load_current(home)
+    train, shard = model.train, model.assignment
+    row = {k: int(np.flatnonzero(shard == k)[0]) for k in (0, 1)}
+    everywhere = next(
+        u for u in train.users.ids if len(set(shard[train.user == train.users.index([u])[0]])) == 3
+    )
+    ledger = home.ledger()
+    ledger.submit(DeletionRequest.from_rows(train, [row[0]], request_id="A"))
+    ledger.submit(DeletionRequest(request_id="B", users=[str(everywhere)]))
+    ledger.submit(DeletionRequest.from_rows(train, [row[1]], request_id="C"))
+    worker = Worker(home, ledger=ledger)
+    worker.acquire()
+    worker.run_once(background_repair=True)
+    a, b, c = (ledger.get(r) for r in "ABC")
+    assert (a.status, b.status, c.status) == ("removed", "received", "removed")
+    assert a.removed_version == c.removed_version == 2
+    assert c.audit["held_parts"] == [f"shard-{shard[row[1]]}"]
+    worker.run_once(background_repair=True)  # B is not tried again before the repair
+    assert ledger.get("B").status == "received" and current_name(home) == "v000002"
+    assert worker._repair_job.process.wait(120) == 0
+    worker.run_once(background_repair=True)
+    assert {ledger.get(r).status for r in "AC"} == {"published"}
+    worker.release()
+    assert Worker(home, ledger=ledger).run(drain=True) == 1
+    assert ledger.get("B").status == "published"
+    ledger.close()
+    for request_id in "ABC":
+        assert verify_request(home, request_id, retrain=False).ok

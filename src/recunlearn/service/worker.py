@@ -112,9 +112,9 @@ class Worker:
         self._repair_job: RepairProcess | None = None
         self.settled = 0
         """Requests this worker brought to their last state (published or failed)."""
-        self._deferred = False
-        """Whether a waiting request could not be quarantined beside the pending ones: new requests wait
-        for the running repair instead of being tried again each pass."""
+        self._deferred: set[str] = set()
+        """Waiting requests that could not be quarantined beside the pending ones: they wait for the
+        next repair version instead of being tried again each pass, while later requests are taken up."""
         self._not_due: tuple[str, float] | None = None
         """The served version whose repair was not due yet, and when that was found."""
 
@@ -207,8 +207,12 @@ class Worker:
         requests meanwhile. Returns the number of requests moved on."""
         self.recover()
         moved = 0
-        batch = self.ledger.waiting(self.config.batch_size)
-        if batch and not (self._deferred and self._repair_job is not None):
+        batch = [
+            r
+            for r in self.ledger.waiting(self.config.batch_size + len(self._deferred))
+            if r.request_id not in self._deferred
+        ][: self.config.batch_size]
+        if batch:
             self.stage("claimed")
             moved += self._take_up(batch)
         moved += self._repair(background_repair)
@@ -258,7 +262,7 @@ class Worker:
         version (the parts that held the data set aside, or a single model's approximate update,
         pending repair), or a full version when nothing is left pending (an approximate method, whose
         quarantine is its forget, or requests that remove nothing). A request the method cannot
-        quarantine while others are pending waits for their repair."""
+        quarantine while others are pending waits for their repair; the batch's others go on."""
         began = time.time()
         parent, model = load_current(self.home)
         self.stage("model_loaded")
@@ -280,7 +284,8 @@ class Worker:
         if not batch:
             return failed
         train_before = model.train
-        held = self._parts_held(model, [masks[r.request_id] for r in batch])
+        assignment = model.assignment if isinstance(model, ShardedUnlearner) else None
+        held = self._parts_held(model, assignment, [masks[r.request_id] for r in batch])
         self.stage("forget_started")
         reports: dict[str, UnlearningReport] = {}
         taken: list[DeletionRecord] = []
@@ -298,14 +303,16 @@ class Worker:
                 except RecUnlearnError as exc:
                     if taken or model.pending:  # waits for the repair of what is pending
                         log.info("%s waits for the repair: %s", record.request_id, exc)
-                        self._deferred = True
-                        break
+                        self._deferred.add(record.request_id)
+                        continue
                     return failed + self._forget_batch(
                         batch, requests, held, model, parent, started
                     )
             taken.append(record)
         if not taken:
             return failed
+        if len(taken) < len(batch):  # the rows each request removes first, the deferred left out
+            held = self._parts_held(model, assignment, [masks[r.request_id] for r in taken])
         kind = "removal" if model.pending else "full"
         return failed + self._publish_taken(
             model, parent, kind, taken, reports, held, train_before, started
@@ -533,7 +540,7 @@ class Worker:
             "repair",
             before_commit=lambda: self.stage("store_deleted"),
         )
-        self._deferred = False
+        self._deferred.clear()
         self.stage("applied_committed")
         self._publish(number, name)
         remove_unserved(self.home, self.stage)
@@ -548,17 +555,20 @@ class Worker:
         self.stage("published_committed")
 
     @staticmethod
-    def _parts_held(model: Unlearner, masks: list[np.ndarray]) -> list[set[str] | None]:
+    def _parts_held(
+        model: Unlearner, assignment: np.ndarray | None, masks: list[np.ndarray]
+    ) -> list[set[str] | None]:
         """Per request (in batch order), the parts that held the rows it removes first (a row two
         requests name is the first's, as in ``forget_many``): a sharded method's shards, and the
-        aggregator where one is fitted on every row. None for other methods: they report no parts per row."""
-        if not isinstance(model, ShardedUnlearner):
+        aggregator where one is fitted on every row. None for other methods: they report no parts per row.
+        ``assignment``: the shard of every row before the batch."""
+        if not isinstance(model, ShardedUnlearner) or assignment is None:
             return [None] * len(masks)
-        taken, held = np.zeros(len(model.train), bool), []
+        taken, held = np.zeros(len(assignment), bool), []
         for mask in masks:
             own = mask & ~taken
             taken |= own
-            shards = {f"shard-{k}" for k in np.unique(model.assignment[own]).tolist()}
+            shards = {f"shard-{k}" for k in np.unique(assignment[own]).tolist()}
             held.append(
                 shards
                 | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set())
