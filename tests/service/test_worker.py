@@ -183,6 +183,15 @@ def test_the_store_is_rewritten_once_the_removal_is_served(service):
     assert worker._repair_job.process.wait(120) == 0
     worker.run_once(background_repair=True)
     assert ledger.get("A").status == "published"
+    seen.clear()
+    ledger.submit(DeletionRequest(request_id="B", pairs=[("u2", _item_of(home, "u2"))]))
+    ledger.submit(DeletionRequest(request_id="C", pairs=[("u3", _item_of(home, "u3"))]))
+    worker.config.batch_size = 1  # C still waits after B's pass: the rewrite waits for it
+    worker.run_once(background_repair=True)
+    assert ledger.get("B").status == "removed" and not ledger.flushed
+    assert "store_flushed" not in {name for name, _, _ in seen}
+    worker.run_once(background_repair=True)
+    assert ledger.get("C").status == "removed" and ledger.flushed
     worker.release()
     ledger.close()
 

@@ -90,6 +90,10 @@ REPAIR_RECHECK_SECONDS = 60.0
 """How long the worker trusts that a repair is not due yet (its policy waits for more requests or a
 time of day) before loading the served version to ask again."""
 
+STORE_FLUSH_MAX_DELAY = 10.0
+"""Longest time, in seconds, the worker puts off rewriting the store's files while requests keep
+waiting (it rewrites them at the end of a pass when none waits)."""
+
 LOCK_BACKOFF_MAX = 30.0
 """Longest wait, in seconds, between two tries of a held worker lock."""
 
@@ -115,6 +119,8 @@ class Worker:
         self._deferred: set[str] = set()
         """Waiting requests that could not be quarantined beside the pending ones: they wait for the
         next repair version instead of being tried again each pass, while later requests are taken up."""
+        self._unflushed_since: float | None = None
+        """When the worker first found the store's files holding deleted rows' bytes."""
         self._not_due: tuple[str, float] | None = None
         """The served version whose repair was not due yet, and when that was found."""
 
@@ -149,6 +155,11 @@ class Worker:
         return False
 
     def release(self) -> None:
+        """Give up the lock, ending a repair process first (it shares the lock; its repair is lost and
+        the next worker starts it again)."""
+        if self._repair_job is not None:
+            self._repair_job.stop()
+            self._repair_job = None
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
@@ -193,9 +204,6 @@ class Worker:
                         else self.config.poll_seconds
                     )
         finally:
-            if self._repair_job is not None:
-                self._repair_job.stop()
-                self._repair_job = None
             self.release()
             on_running(False)
         return self.settled - settled_before
@@ -244,12 +252,19 @@ class Worker:
 
     def _flush_store(self) -> None:
         """Make the deleted rows' bytes leave the store's files (:meth:`Ledger.checkpoint`), after the
-        pass has served its versions: a request's removal does not wait for it. Until it runs (a crash,
-        a reader holding it off: it is tried again each pass, and by a restarted worker) ``verify``
-        fails its store-file check."""
+        pass has served its versions, so that no removal waits for it: when no request waits, or
+        once it has been put off for ``STORE_FLUSH_MAX_DELAY``. Until it runs (also after a crash, or
+        while a reader holds it off: it is tried again each pass, and by a restarted worker)
+        ``verify`` fails its store-file check."""
         if self.ledger.flushed:
+            self._unflushed_since = None
+            return
+        now = time.time()
+        self._unflushed_since = self._unflushed_since or now
+        if self.ledger.waiting(1) and now - self._unflushed_since < STORE_FLUSH_MAX_DELAY:
             return
         if self.ledger.checkpoint():
+            self._unflushed_since = None
             self.stage("store_flushed")
         else:
             log.warning(
