@@ -12,14 +12,16 @@ recommendations for random users throughout. Two phases:
    deletions published per minute (first submission to last publication) and read latency meanwhile;
 3. ``--removals`` one-user deletions, one every ``--removal-interval`` seconds: time from the request
    accepted (202) to ``removed`` (a version without its data served: parts set aside, or an
-   approximate update), and to ``published`` (the repair version served), as p50 / p99 / max.
+   approximate update), and to ``published`` (the repair version served), as p50 / p99 / max and
+   per request.
 
-Bounded in time and in count. Writes a JSON with the figures, the command, the commit and the machine.
+Bounded in time and in count. Writes a JSON with the figures, the command, the commit and the machine,
+with its load average sampled every second of the run (other work on the machine shows there).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store sqlite
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --store postgres
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --method receraser \
-        --config '{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}' --store sqlite
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --partition user --store sqlite
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/service/load_test.py --method receraser --store sqlite
 """
 
 from __future__ import annotations
@@ -127,6 +129,12 @@ def main() -> None:
         "--config", default='{"n_shards": 5, "train": {"max_epochs": 10, "lr": 0.01}}'
     )
     parser.add_argument(
+        "--partition",
+        default=None,
+        help="The method's partition, added to --config (SISA: random or user; RecEraser: user, "
+        "item or interaction).",
+    )
+    parser.add_argument(
         "--delete-users", type=int, default=20, help="Users named by the phase-1 deletion."
     )
     parser.add_argument("--threads", type=int, default=4, help="Client threads.")
@@ -165,11 +173,14 @@ def main() -> None:
         "--out",
         type=Path,
         default=None,
-        help="Default: benchmarks/service/results/load_test-<store>.json for SISA, "
-        "load_test-<method>-<store>.json for another method",
+        help="Default: benchmarks/service/results/load_test-<store>.json for SISA's random shards, "
+        "load_test-<method>[-<partition>]-<store>.json otherwise",
     )
     args = parser.parse_args()
-    named = args.store if args.method == "sisa" else f"{args.method}-{args.store}"
+    if args.partition is not None:
+        args.config = json.dumps({**json.loads(args.config), "partition": args.partition})
+    configuration = [args.method] + ([args.partition] if args.partition else [])
+    named = "-".join(([] if configuration == ["sisa"] else configuration) + [args.store])
     out = args.out or Path(f"benchmarks/service/results/load_test-{named}.json")
     if args.store == "postgres":
         with Postgres(args.postgres_url) as database:
@@ -225,6 +236,14 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
     lock = threading.Lock()
     stop = threading.Event()
     api = httpx.Client(base_url=base, headers=headers, timeout=30)
+    load: list[tuple[float, tuple[float, float, float]]] = []  # (time, os.getloadavg())
+
+    def sample_load() -> None:
+        while not stop.wait(1.0):
+            load.append((time.monotonic(), os.getloadavg()))
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
 
     def status(request_id: str) -> dict:
         return api.get(f"/v1/deletions/{request_id}").json()
@@ -294,7 +313,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
         for thread in threads:
             thread.join()
     finally:
-        stop.set()  # also on an error: the client threads end
+        stop.set()  # also on an error: the client threads and the load sampler end
         api.close()
         server.terminate()
         worker.terminate()
@@ -323,6 +342,8 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
             "cpus": os.cpu_count(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "load_average_at_end": os.getloadavg(),
+            "load_average_1min": load_summary(load, 0, float("inf")),
+            "load_average_1min_during_removals": load_summary(load, drained, removals["ended"]),
         },
         "store": {"kind": args.store, **store_info},
         "data": args.data,
@@ -361,6 +382,20 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
             }
             for name, rows in phases.items()
         },
+    }
+
+
+def load_summary(
+    load: list[tuple[float, tuple[float, float, float]]], lo: float, hi: float
+) -> dict[str, float | int]:
+    """The 1-minute load average sampled between ``lo`` and ``hi``: mean and max."""
+    values = [v[0] for t, v in load if lo <= t < hi]
+    if not values:
+        return {"samples": 0}
+    return {
+        "samples": len(values),
+        "mean": round(float(np.mean(values)), 2),
+        "max": round(max(values), 2),
     }
 
 
@@ -407,6 +442,15 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
         "published": len(published),
         "accepted_to_removed": percentiles(to_removed),
         "accepted_to_published": percentiles(to_published),
+        "per_request_s": {
+            r: {
+                "accepted_to_removed": round(removed[r] - accepted[r], 3) if r in removed else None,
+                "accepted_to_published": round(published[r] - accepted[r], 3)
+                if r in published
+                else None,
+            }
+            for r in accepted
+        },
         "worker_removal": {  # the removal phase's steps, as the audit times them
             step: percentiles([t[step] for t in audits if step in t])
             for step in ("queued_s", "load_s", "forget_s", "save_s")

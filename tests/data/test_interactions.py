@@ -145,9 +145,13 @@ def test_save_load_round_trip_without_pickle(small, tmp_path):
     path = tmp_path / "small.npz"
     small.save(path)
     with zipfile.ZipFile(path) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
         for member in archive.namelist():
             with archive.open(member) as fh:
                 assert np.lib.format.read_array(fh, allow_pickle=False) is not None
+    with np.load(path, allow_pickle=False) as z:  # what np.savez_compressed writes, read by numpy
+        assert set(z.files) >= {"user", "item", "label", "users", "items", "meta"}
+        np.testing.assert_array_equal(z["user"], small.user)
     loaded = Interactions.load(path)
     assert loaded.content_hash() == small.content_hash()
     assert loaded.name == "small"

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -25,7 +26,7 @@ from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.store import Ledger
 from recunlearn.service.versions import check_version, current_name, load_current
-from recunlearn.service.worker import STAGES, Worker
+from recunlearn.service.worker import STAGES, Worker, WorkerBusyError
 from tests.service.conftest import model_pairs, stored_pairs
 
 KILLS = [
@@ -62,6 +63,7 @@ KILLS = [
     ("recovered", 2, 0.0),  # after a whole pass, before looking for more
     ("version_renamed", 1, 0.0),
     ("store_deleted", 1, 0.0),
+    ("store_flushed", 1, 0.0),  # after the pass served its versions and rewrote the store
 ]
 
 
@@ -215,6 +217,79 @@ def test_worker_survives_sigkill_at_every_stage(service):
     results = [verify_request(home, rid, retrain=rid == "req-0") for rid in submitted]
     failed = [(r.request_id, [c for c in r.checks if not c.ok]) for r in results if not r.ok]
     assert not failed
+
+
+def _run_background_worker(home_path: str, pid_file: str) -> None:
+    """A worker as `recunlearn worker` runs it (the repair in a child process), SIGKILLed a second
+    after it starts a repair, with the child's pid written down if the child is running then."""
+    torch.set_num_threads(1)
+
+    def kill_while_repairing() -> None:
+        job = worker._repair_job
+        if job is None or not job.running():
+            os._exit(3)
+        with open(pid_file, "w") as fh:
+            fh.write(str(job.process.pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def stage(name: str) -> None:
+        if name == "repair_started":
+            threading.Timer(1.0, kill_while_repairing).start()
+
+    worker = Worker(ServiceHome(home_path), stage=stage)
+    worker.run(threading.Event())
+    os._exit(4)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_killed_during_its_repair_process_loses_nothing(service, tmp_path):
+    """SIGKILL the worker while its child process repairs: the child goes too, holding the worker
+    lock until it has gone; the removal version stays served; a restarted worker repairs again."""
+    home = service.home
+    _, model = load_current(home)
+    request = _request(model, 0, one_row=True)
+    ledger = home.ledger()
+    ledger.submit(request)
+    ledger.close()
+    pid_file = tmp_path / "child.pid"
+    process = multiprocessing.get_context("fork").Process(
+        target=_run_background_worker, args=(str(home.path), str(pid_file))
+    )
+    process.start()
+    process.join(120)
+    assert process.exitcode == -signal.SIGKILL, "killed while its repair process ran"
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    waiting = Worker(home)
+    while True:
+        try:
+            waiting.acquire()
+            waiting.release()
+            break
+        except WorkerBusyError:
+            assert time.monotonic() < deadline, "the repair process ended with its worker"
+            time.sleep(0.01)
+    assert not _alive(child), "the lock was free only once the repair process was gone"
+    ledger = home.ledger()
+    record = ledger.get(request.request_id)
+    ledger.close()
+    assert record.status == "removed" and current_name(home) == f"v{record.removed_version:06d}"
+    _check_invariants(home, {request.request_id: request})
+    assert _kill_at(home, "no such stage", 1, 0.0) == 0, "a restarted worker repairs"
+    _check_invariants(home, {request.request_id: request})
+    assert not home.repair.exists()
+    ledger = home.ledger()
+    assert ledger.get(request.request_id).status == "published"
+    ledger.close()
+    result = verify_request(home, request.request_id, retrain=True)
+    assert result.ok, [c for c in result.checks if not c.ok]
 
 
 def _versions(ledger: Ledger) -> list[dict]:

@@ -383,6 +383,10 @@ def test_on_postgresql_the_deleted_rows_leave_the_table_files_and_verify_names_t
         "the scan finds stored rows"
     )
     _delete(home, DeletionRequest(request_id="u7", users=["u7"]))
+    rewritten = _table_bytes(ledger, "interactions")
+    assert not any(_tuple_bytes(u, i) in rewritten for u, i in pairs), (
+        "the worker rewrote the table after serving the removal, before any verify"
+    )
     result = verify_request(home, "u7", retrain=False)
     assert result.ok, [c for c in result.checks if not c.ok]
     store_file = next(c for c in result.checks if c.name == "store file")

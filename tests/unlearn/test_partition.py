@@ -11,6 +11,7 @@ from recunlearn.unlearn.partition import (
     capped_greedy_assignment,
     pairwise_distance,
     random_partition,
+    user_partition,
 )
 
 
@@ -99,6 +100,20 @@ def test_random_partition_sizes_differ_by_at_most_one():
     assert result.centres is None
     np.testing.assert_array_equal(result.assignment, random_partition(103, 10, seed=3).assignment)
     assert not np.array_equal(result.assignment, random_partition(103, 10, seed=4).assignment)
+
+
+def test_user_partition_puts_each_user_in_one_shard_balanced_and_seeded():
+    rng = np.random.default_rng(0)
+    row_users = rng.integers(0, 60, size=900) ** 2 % 61  # uneven row counts per user
+    result = user_partition(row_users, 5, seed=3)
+    for user in np.unique(row_users):
+        assert len(np.unique(result.assignment[row_users == user])) == 1, user
+    heaviest = np.bincount(row_users).max()
+    assert result.sizes.sum() == 900 and result.sizes.max() - result.sizes.min() <= heaviest
+    np.testing.assert_array_equal(result.assignment, user_partition(row_users, 5, 3).assignment)
+    assert not np.array_equal(result.assignment, user_partition(row_users, 5, 4).assignment)
+    with pytest.raises(ConfigError):
+        user_partition(np.array([0, 0, 1]), 3)  # two users cannot fill three shards
 
 
 @pytest.mark.parametrize("n, k", [(115, 7), (100, 3), (1000, 13)])

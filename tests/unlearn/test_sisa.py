@@ -106,3 +106,33 @@ def test_a_batch_drops_each_requests_validation_rows_once(tiny_split):
     )
     assert third.noop and len(model.valid) == len(valid) - u2 - 1
     assert first.details["batched_with"] == 3 and pair in second.removed_pairs
+
+
+def test_by_user_a_user_is_quarantined_in_one_shard_and_the_repair_is_forget(tiny_split):
+    """partition = "user": a user's rows lie in one shard, so quarantine sets that shard alone aside
+    (random shards refuse: the user is in every one); the repair equals forget, and the retrained
+    shard equals training from scratch on its remaining rows."""
+    config = {"n_shards": 3, "partition": "user", "train": FAST_TRAIN}
+    train, valid = tiny_split.train, tiny_split.valid
+    model = get_method("sisa")(config).fit(train, valid)
+    reference = get_method("sisa")(config).fit(train, valid)
+    for user in range(train.n_users):
+        assert len(np.unique(model.assignment[train.user == user])) <= 1
+    user = str(train.users.ids[np.bincount(train.user).argmax()])
+    shard = int(model.assignment[train.user == train.users.index([user])[0]][0])
+    report = model.quarantine(DeletionRequest(users=[user], request_id="a"))
+    assert report.exact and model.quarantined_parts == [f"shard-{shard}"]
+    model.repair()
+    reference.forget(DeletionRequest(users=[user], request_id="a"))
+    scratch = train_shard(model.shard_job(shard))
+    for k in range(3):
+        state, expected = model.models[k].state_dict(), reference.models[k].state_dict()
+        assert all(torch.equal(state[n], expected[n]) for n in state), f"shard {k}"
+    assert all(
+        torch.equal(v.cpu(), scratch.state[n]) for n, v in model.models[shard].state_dict().items()
+    )
+    test = tiny_split.test
+    np.testing.assert_array_equal(
+        model.score_index(test.user, test.item), reference.score_index(test.user, test.item)
+    )
+    assert get_method("sisa")({"n_shards": 3}).config.partition == "random", "SISA's by default"

@@ -515,8 +515,15 @@ class Interactions:
         if self.item_author is not None:
             arrays["item_author"] = self.item_author
         arrays["meta"] = np.array(json.dumps({"name": self.name, "format": 1}))
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        # what np.savez_compressed writes, at zlib level 1: a served version is saved on every deletion,
+        # and the default level costs several times more for little less space
+        with (
+            open(path, "wb") as fh,
+            zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        ):
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
     @classmethod
     def load(

@@ -150,6 +150,9 @@ class ServedModel:
 TOKEN_CACHE_SIZE = 1024
 """Known tokens whose role is kept in memory (10 s each)."""
 
+WORKER_STOP_SECONDS = 60.0
+"""How long the server waits at shutdown for its worker to finish the pass it is in."""
+
 
 class AsciiJSONResponse(JSONResponse):
     """JSON written as ASCII: an id holding a lone surrogate (valid JSON, not encodable as UTF-8) is
@@ -183,7 +186,7 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
         if worker:
             from recunlearn.service.worker import run_in_thread
 
-            run_in_thread(
+            thread = run_in_thread(
                 home,
                 stop,
                 lambda exc: state.update(worker_error=f"{type(exc).__name__}: {exc}"),
@@ -191,6 +194,8 @@ def create_app(home: ServiceHome, *, worker: bool = False) -> FastAPI:
             )
         yield
         stop.set()
+        if worker:  # it ends its repair process and releases its lock before the server exits
+            thread.join(WORKER_STOP_SECONDS)
 
     app = FastAPI(
         title="recunlearn deletion service",

@@ -408,8 +408,9 @@ def _others_check(home: ServiceHome, served: str, record: DeletionRecord) -> Che
 
 def _data_files_check(home: ServiceHome, key: bytes, proof: Proof) -> Check:
     """Every ``.npz`` under the home, read now. The worker writes and deletes version folders meanwhile:
-    a file deleted since the listing holds nothing any more; one in a staging folder that does not
-    read is being written (retry); any other unreadable file fails the check, as it could hold the rows."""
+    a file deleted since the listing holds nothing any more; one in a staging folder or the repair
+    folder that does not read is being written (retry); any other unreadable file fails the check, as
+    it could hold the rows."""
     found, busy, unreadable, read = {}, [], [], 0
     for folder, _dirs, files in os.walk(home.path):  # os.walk skips folders deleted while it walks
         for path in sorted(Path(folder) / f for f in files if f.endswith(".npz")):
@@ -419,9 +420,10 @@ def _data_files_check(home: ServiceHome, key: bytes, proof: Proof) -> Check:
             except FileNotFoundError:
                 continue
             except Exception as exc:  # whatever a half-written or damaged table makes numpy raise
-                if path.parent.parent == home.versions and path.parent.name.startswith(
-                    STAGING_PREFIX
-                ):
+                if (
+                    path.parent.parent == home.versions
+                    and path.parent.name.startswith(STAGING_PREFIX)
+                ) or home.repair in path.parents:  # the repair process writes there
                     busy.append(name)
                 else:
                     unreadable.append(f"{name} ({type(exc).__name__}: {exc})")

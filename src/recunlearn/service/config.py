@@ -7,7 +7,8 @@ A service lives in one folder (its *home*)::
     ledger.key          the secret of the ledger's keyed digests (mode 0600; kept out of the database)
     versions/v000001/   published model versions (``Unlearner.save`` output + ``manifest.json``)
     CURRENT             the name of the served version; replaced only by an atomic rename
-    worker.lock         held (flock) by the one running worker
+    worker.lock         held (flock) by the one running worker and its repair process
+    repair/             a repair in progress: the worker's child process writes the repaired model here
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class ServiceHome:
     @property
     def lock_file(self) -> Path:
         return self.path / "worker.lock"
+
+    @property
+    def repair(self) -> Path:
+        return self.path / "repair"
 
     @property
     def key_file(self) -> Path:

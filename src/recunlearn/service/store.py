@@ -659,9 +659,8 @@ class Ledger:
                 connection, "staged", None, version, {"kind": kind, "requests": sorted(audits)}
             )
             before_commit()
-        if kind != "repair":
+        if kind != "repair":  # the worker runs the checkpoint once the version is served
             self.flushed = False
-            self.checkpoint()
         return deleted
 
     def record_initial_version(self, version: int, name: str, manifest_sha256: str) -> None:

@@ -6,12 +6,18 @@ Each pass is a sequence of steps that leaves a state a restarted worker can fini
    of versions that are not served (crashed staging folders, retired versions);
 2. claim up to ``batch_size`` received requests (under the worker lock: one worker per service; a
    second worker waits for the lock, trying again with back-off);
-3. load the served model, ``forget_many`` the requests (shard methods retrain each shard once);
+3. load the served model, quarantine the requests (set aside the parts that held their rows), or
+   ``forget_many`` them when none can be set aside and nothing is pending;
 4. write the new version (staging folder, fsync, rename to ``versions/vNNNNNN``);
 5. one transaction: delete the requests' interactions from the store, record their audit and the
    staged version that takes them up;
 6. switch the ``CURRENT`` pointer (atomic rename), then mark the version and requests published;
-7. delete the previous version's folder.
+7. delete the previous version's folder;
+8. at the end of the pass, once its versions are served: rewrite the store's files (checkpoint), so
+   no deleted row's bytes stay there and no removal waits for it.
+
+The repair of the requests a removal version set aside runs in a child process
+(:mod:`recunlearn.service.repair`) while the passes go on; its result is published as above.
 
 A crash before 5 leaves the requests waiting (redone from scratch, the orphan folder is deleted);
 a crash after 5 leaves them taken up by a complete staged folder, and step 1 publishes it. So every
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +43,7 @@ from recunlearn.data.deletion import DeletionRequest
 from recunlearn.data.interactions import Interactions
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.config import ServiceHome
+from recunlearn.service.repair import Repaired, RepairProcess, repair_served
 from recunlearn.service.store import DeletionRecord, Ledger
 from recunlearn.service.versions import (
     MANIFEST,
@@ -73,6 +81,7 @@ STAGES = (
     "repair_started",
     "repair_done",
     "repair_merged",
+    "store_flushed",
 )
 """Every step at which the worker calls its ``stage`` hook, in order."""
 
@@ -80,6 +89,10 @@ STAGES = (
 REPAIR_RECHECK_SECONDS = 60.0
 """How long the worker trusts that a repair is not due yet (its policy waits for more requests or a
 time of day) before loading the served version to ask again."""
+
+STORE_FLUSH_MAX_DELAY = 10.0
+"""Longest time, in seconds, the worker puts off rewriting the store's files while requests keep
+waiting (it rewrites them at the end of a pass when none waits)."""
 
 LOCK_BACKOFF_MAX = 30.0
 """Longest wait, in seconds, between two tries of a held worker lock."""
@@ -100,13 +113,14 @@ class Worker:
         self.ledger = ledger or home.ledger(self.config)
         self.stage = stage
         self._lock_handle = None
-        self._repair_job: threading.Thread | None = None
-        self._repair_result: tuple | BaseException | None = None
+        self._repair_job: RepairProcess | None = None
         self.settled = 0
         """Requests this worker brought to their last state (published or failed)."""
-        self._deferred = False
-        """Whether a waiting request could not be quarantined beside the pending ones: new requests wait
-        for the running repair instead of being tried again each pass."""
+        self._deferred: set[str] = set()
+        """Waiting requests that could not be quarantined beside the pending ones: they wait for the
+        next repair version instead of being tried again each pass, while later requests are taken up."""
+        self._unflushed_since: float | None = None
+        """When the worker first found the store's files holding deleted rows' bytes."""
         self._not_due: tuple[str, float] | None = None
         """The served version whose repair was not due yet, and when that was found."""
 
@@ -141,6 +155,11 @@ class Worker:
         return False
 
     def release(self) -> None:
+        """Give up the lock, ending a repair process first (it shares the lock; its repair is lost and
+        the next worker starts it again)."""
+        if self._repair_job is not None:
+            self._repair_job.stop()
+            self._repair_job = None
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
@@ -192,15 +211,21 @@ class Worker:
     def run_once(self, background_repair: bool = False) -> int:
         """One pass: recover; take up a batch of waiting requests in a removal version (their data
         leaves the served model at once); then repair what is pending in a repair version. With
-        ``background_repair`` the repair runs in a thread and the next passes keep taking up requests
-        meanwhile. Returns the number of requests moved on."""
+        ``background_repair`` the repair runs in a child process and the next passes keep taking up
+        requests meanwhile. Returns the number of requests moved on."""
         self.recover()
         moved = 0
-        batch = self.ledger.waiting(self.config.batch_size)
-        if batch and not (self._deferred and self._repair_job is not None):
+        batch = [
+            r
+            for r in self.ledger.waiting(self.config.batch_size + len(self._deferred))
+            if r.request_id not in self._deferred
+        ][: self.config.batch_size]
+        if batch:
             self.stage("claimed")
             moved += self._take_up(batch)
-        return moved + self._repair(background_repair)
+        moved += self._repair(background_repair)
+        self._flush_store()
+        return moved
 
     def recover(self) -> None:
         """Finish a publication a crash interrupted, and delete every folder that is not served."""
@@ -221,13 +246,30 @@ class Worker:
                 )
             self._publish(version["number"], version["name"])
         remove_unserved(self.home, self.stage)
-        if (
-            not self.ledger.flushed and not self.ledger.checkpoint()
-        ):  # a reader may have held the last one off
+        if self._repair_job is None:  # left by a worker that died (its child went with it)
+            shutil.rmtree(self.home.repair, ignore_errors=True)
+        self.stage("recovered")
+
+    def _flush_store(self) -> None:
+        """Make the deleted rows' bytes leave the store's files (:meth:`Ledger.checkpoint`), after the
+        pass has served its versions, so that no removal waits for it: when no request waits, or
+        once it has been put off for ``STORE_FLUSH_MAX_DELAY``. Until it runs (also after a crash, or
+        while a reader holds it off: it is tried again each pass, and by a restarted worker)
+        ``verify`` fails its store-file check."""
+        if self.ledger.flushed:
+            self._unflushed_since = None
+            return
+        now = time.time()
+        self._unflushed_since = self._unflushed_since or now
+        if self.ledger.waiting(1) and now - self._unflushed_since < STORE_FLUSH_MAX_DELAY:
+            return
+        if self.ledger.checkpoint():
+            self._unflushed_since = None
+            self.stage("store_flushed")
+        else:
             log.warning(
                 "the store's checkpoint was held off by a reader; deleted rows' old pages remain until it runs"
             )
-        self.stage("recovered")
 
     # taking up a batch: the removal version ------------------------------------------------------------
     def _take_up(self, batch: list[DeletionRecord]) -> int:
@@ -235,7 +277,7 @@ class Worker:
         version (the parts that held the data set aside, or a single model's approximate update,
         pending repair), or a full version when nothing is left pending (an approximate method, whose
         quarantine is its forget, or requests that remove nothing). A request the method cannot
-        quarantine while others are pending waits for their repair."""
+        quarantine while others are pending waits for their repair; the batch's others go on."""
         began = time.time()
         parent, model = load_current(self.home)
         self.stage("model_loaded")
@@ -257,7 +299,8 @@ class Worker:
         if not batch:
             return failed
         train_before = model.train
-        held = self._parts_held(model, [masks[r.request_id] for r in batch])
+        assignment = model.assignment if isinstance(model, ShardedUnlearner) else None
+        held = self._parts_held(model, assignment, [masks[r.request_id] for r in batch])
         self.stage("forget_started")
         reports: dict[str, UnlearningReport] = {}
         taken: list[DeletionRecord] = []
@@ -275,14 +318,16 @@ class Worker:
                 except RecUnlearnError as exc:
                     if taken or model.pending:  # waits for the repair of what is pending
                         log.info("%s waits for the repair: %s", record.request_id, exc)
-                        self._deferred = True
-                        break
+                        self._deferred.add(record.request_id)
+                        continue
                     return failed + self._forget_batch(
                         batch, requests, held, model, parent, started
                     )
             taken.append(record)
         if not taken:
             return failed
+        if len(taken) < len(batch):  # the rows each request removes first, the deferred left out
+            held = self._parts_held(model, assignment, [masks[r.request_id] for r in taken])
         kind = "removal" if model.pending else "full"
         return failed + self._publish_taken(
             model, parent, kind, taken, reports, held, train_before, started
@@ -411,17 +456,13 @@ class Worker:
     # the repair version --------------------------------------------------------------------------------
     def _repair(self, background: bool) -> int:
         """Repair the pending requests of the served version and publish the repair version. In the
-        background the repair runs on its own copy of the model while later passes take up new
-        requests; those are quarantined again on the repaired copy before it is published."""
+        background the repair runs in a child process while later passes take up new requests;
+        those are quarantined again on the repaired copy before it is published."""
         if self._repair_job is not None:
-            if self._repair_job.is_alive():
+            if self._repair_job.running():
                 return 0
-            self._repair_job.join()
-            job, self._repair_job = self._repair_result, None
-            self._repair_result = None
-            if isinstance(job, BaseException):
-                raise job
-            return self._publish_repair(*job) if job is not None else 0
+            job, self._repair_job = self._repair_job, None
+            return self._publish_repair(job.result())
         if not self.ledger.by_status().get("removed"):
             return 0
         if (
@@ -430,49 +471,26 @@ class Worker:
             and time.time() - self._not_due[1] < REPAIR_RECHECK_SECONDS
         ):
             return 0
-        if not background:
-            job = self._repair_copy()
-            return self._publish_repair(*job) if job is not None else 0
+        self.stage("repair_started")
+        if background:
+            assert self._lock_handle is not None, "the worker holds its lock"
+            self._repair_job = RepairProcess(self.home, self._lock_handle.fileno())
+            return 0
+        return self._publish_repair(repair_served(self.home))
 
-        def target() -> None:
-            try:
-                self._repair_result = self._repair_copy()
-            except BaseException as exc:  # handed to the worker's loop by the next pass
-                self._repair_result = exc
-
-        self._repair_job = threading.Thread(target=target, name="recunlearn-repair", daemon=True)
-        self._repair_job.start()
-        return 0
-
-    def _repair_copy(self) -> tuple | None:
-        """Load the served version and repair its pending requests (None: the repair is not due)."""
-        base, model = load_current(self.home)
-        if model.pending and not model.repair_due():
-            self._not_due = (base, time.time())
-            return None
+    def _publish_repair(self, done: Repaired) -> int:
+        """Publish a finished repair (or note that it was not due)."""
+        if done.model is None:
+            self._not_due = (done.base, time.time())
+            return 0
         self._not_due = None
+        self.stage("repair_done")
+        base, model, pending = done.base, done.model, done.pending
         removed = [
             r
             for r in self.ledger.records("removed")
             if r.removed_version is not None and r.removed_version <= int(base[1:])
         ]
-        pending = [r.request_id for r in model.pending]
-        self.stage("repair_started")
-        started = time.time()
-        report = model.repair()
-        self.stage("repair_done")
-        return base, model, report, pending, removed, started
-
-    def _publish_repair(
-        self,
-        base: str,
-        model: Unlearner,
-        report: UnlearningReport | None,
-        pending: list[str],
-        removed: list[DeletionRecord],
-        started: float,
-    ) -> int:
-        repaired = time.time()
         parent, served = load_current(self.home)
         if (
             parent != base
@@ -489,7 +507,7 @@ class Worker:
             self.home, model, number, ids, self.stage, previous=parent
         )
         saved = time.time()
-        parts = list(report.parts) if report is not None else []
+        parts = list(done.parts)
         if (
             isinstance(model, ShardedUnlearner)
             and model.aggregator.depends_on_shards
@@ -510,8 +528,8 @@ class Worker:
             "part_data_sha256": part_hashes(model),
             "train_sha256": model.train.content_hash(),
             "repair_timings": {
-                "repair_s": round(repaired - started, 4),
-                "save_s": round(saved - repaired, 4),
+                "repair_s": round(done.finished - done.started, 4),
+                "save_s": round(saved - done.finished, 4),
             },
         }
         audits = {}
@@ -537,7 +555,7 @@ class Worker:
             "repair",
             before_commit=lambda: self.stage("store_deleted"),
         )
-        self._deferred = False
+        self._deferred.clear()
         self.stage("applied_committed")
         self._publish(number, name)
         remove_unserved(self.home, self.stage)
@@ -552,17 +570,20 @@ class Worker:
         self.stage("published_committed")
 
     @staticmethod
-    def _parts_held(model: Unlearner, masks: list[np.ndarray]) -> list[set[str] | None]:
+    def _parts_held(
+        model: Unlearner, assignment: np.ndarray | None, masks: list[np.ndarray]
+    ) -> list[set[str] | None]:
         """Per request (in batch order), the parts that held the rows it removes first (a row two
         requests name is the first's, as in ``forget_many``): a sharded method's shards, and the
-        aggregator where one is fitted on every row. None for other methods: they report no parts per row."""
-        if not isinstance(model, ShardedUnlearner):
+        aggregator where one is fitted on every row. None for other methods: they report no parts per row.
+        ``assignment``: the shard of every row before the batch."""
+        if not isinstance(model, ShardedUnlearner) or assignment is None:
             return [None] * len(masks)
-        taken, held = np.zeros(len(model.train), bool), []
+        taken, held = np.zeros(len(assignment), bool), []
         for mask in masks:
             own = mask & ~taken
             taken |= own
-            shards = {f"shard-{k}" for k in np.unique(model.assignment[own]).tolist()}
+            shards = {f"shard-{k}" for k in np.unique(assignment[own]).tolist()}
             held.append(
                 shards
                 | ({"aggregator"} if shards and model.aggregator.depends_on_shards else set())

@@ -157,6 +157,24 @@ def random_partition(n_rows: int, n_shards: int, seed: int = 0) -> PartitionResu
     return PartitionResult(assignment, n_shards)
 
 
+def user_partition(row_users: np.ndarray, n_shards: int, seed: int = 0) -> PartitionResult:
+    """SISA by user: every user's rows in one shard, so forgetting a user touches one shard. Users in
+    a seeded random order, the heaviest first, each to the shard with the fewest rows so far; shard
+    sizes (in rows) differ by at most one user's rows."""
+    present, row_units = np.unique(np.asarray(row_users), return_inverse=True)
+    _check_shards(len(present), n_shards)
+    weights = np.bincount(row_units)
+    shuffled = np.random.default_rng(seed).permutation(len(present))
+    order = shuffled[np.argsort(-weights[shuffled], kind="stable")]
+    assignment = np.empty(len(present), np.int64)
+    load = np.zeros(n_shards, np.int64)
+    for unit in order:
+        shard = int(np.argmin(load))  # the lowest index among the lightest: deterministic
+        assignment[unit] = shard
+        load[shard] += weights[unit]
+    return units_to_rows(PartitionResult(assignment, n_shards), row_units)
+
+
 def balanced_kmeans(
     embeddings: np.ndarray,
     n_shards: int,
