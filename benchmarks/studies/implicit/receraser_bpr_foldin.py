@@ -11,6 +11,7 @@ from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, delet
 from recunlearn.evaluate import ranking_report
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn import get_method
+from recunlearn.unlearn.aggregate import fold_in
 
 torch.set_num_threads(1)
 kind = sys.argv[1]
@@ -56,32 +57,6 @@ def ev(name, S):
     return r
 
 
-def fold_cg(V, alpha, lam, iters):
-    # solve (G + lam I + alpha V_u^T V_u) p_u = (1 + alpha) sum_{i in u} v_i for every user, by CG
-    G = V.T @ V + lam * torch.eye(V.shape[1], dtype=V.dtype)
-    Vr = V[items]
-    b = torch.zeros(n_u, V.shape[1], dtype=V.dtype).index_add_(0, users, Vr) * (1 + alpha)
-
-    def A(P):
-        return P @ G + alpha * torch.zeros_like(P).index_add_(
-            0, users, Vr * (P[users] * Vr).sum(1, keepdim=True)
-        )
-
-    P = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = (r * r).sum(1, keepdim=True)
-    for _ in range(iters):
-        Ap = A(p)
-        a = rs / (p * Ap).sum(1, keepdim=True).clamp_min(1e-30)
-        P += a * p
-        r -= a * Ap
-        rn = (r * r).sum(1, keepdim=True)
-        p = r + rn / rs.clamp_min(1e-30) * p
-        rs = rn
-    return P
-
-
 shards = []
 for mod in m.models:
     with torch.no_grad():
@@ -93,7 +68,7 @@ for alpha, lam, iters in [(5.0, 1.0, 10), (5.0, 10.0, 10), (10.0, 3.0, 10)]:
     t = time.time()
     Ls = []
     for s, (U, V) in enumerate(shards):
-        P = fold_cg(V, alpha, lam, iters)
+        P = fold_in(V, users, items, n_u, alpha, lam, iters)
         own = own_t == s
         P[own] = U[own]
         Ls.append(P @ V.T)
