@@ -406,6 +406,7 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
     removed: dict[str, float] = {}
     published: dict[str, float] = {}
     exact: dict[str, bool | None] = {}
+    popularity: dict[str, bool] = {}  # removed by a version serving the most popular items
     start = time.monotonic()
     deadline = start + args.removals * args.removal_interval + args.drain_seconds
     k = 0
@@ -425,6 +426,8 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
             if record["status"] in ("removed", "repaired", "published"):
                 removed.setdefault(request_id, now)
                 exact.setdefault(request_id, record["removed_exact"])
+                details = (record.get("audit") or {}).get("details") or {}
+                popularity.setdefault(request_id, details.get("serving") == "popularity")
             if record["status"] in ("published", "failed"):
                 published[request_id] = now
         time.sleep(0.01)
@@ -439,6 +442,7 @@ def time_removals(api: httpx.Client, users: list[str], args: argparse.Namespace)
         "interval_s": args.removal_interval,
         "removed": len(removed),
         "removed_exact": sum(bool(v) for v in exact.values()),
+        "removed_serving_popularity": sum(popularity.values()),
         "published": len(published),
         "accepted_to_removed": percentiles(to_removed),
         "accepted_to_published": percentiles(to_published),

@@ -63,7 +63,7 @@ def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service)
 
     assert Worker(service.home).run(drain=True) == 1
     record = client.get("/v1/deletions/forget-u3", headers=service.headers("read")).json()
-    assert record["status"] == "published" and record["version"] == 2
+    assert (record["status"], record["removed_version"], record["version"]) == ("published", 2, 3)
     assert record["named"] == {"pairs": 1, "users": 1, "items": 0} and "request" not in record
     audit = record["audit"]
     assert audit["method"] == "sisa" and audit["removed_rows"] == audit["store_rows_removed"] > 0
@@ -81,7 +81,7 @@ def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service)
     assert set(audit["changed_parts"]) <= set(audit["part_data_sha256"])
     assert {"queued_s", "forget_s", "save_s"} <= set(audit["timings"])
 
-    _wait_for_version(client, service, "v000002")
+    _wait_for_version(client, service, "v000003")
     gone = client.get("/v1/recommendations/u3", headers=service.headers())
     assert gone.status_code == 404 and "unknown user id" in gone.json()["detail"], (
         "u3 is erased from the version"
@@ -96,7 +96,7 @@ def test_deletion_life_cycle_is_idempotent_and_removes_the_user(client, service)
     )
     assert (
         scores.status_code == 200
-        and scores.json()["version"] == "v000002"
+        and scores.json()["version"] == "v000003"
         and len(scores.json()["scores"]) == 2
     )
 
@@ -361,12 +361,12 @@ def test_a_retry_is_answered_from_the_ledger_after_its_users_are_erased(client, 
     body = {"request_id": "forget-u5", "users": ["u5"]}
     assert client.post("/v1/deletions", json=body, headers=service.headers()).status_code == 202
     assert Worker(service.home).run(drain=True) == 1
-    _wait_for_version(client, service, "v000002")
+    _wait_for_version(client, service, "v000003")
     again = client.post("/v1/deletions", json=body, headers=service.headers())
     assert (
         again.status_code == 200
         and again.json()["status"] == "published"
-        and again.json()["version"] == 2
+        and again.json()["version"] == 3
     )
     changed = client.post(
         "/v1/deletions", json={**body, "users": ["u5", "u6"]}, headers=service.headers()
@@ -400,7 +400,7 @@ def test_placeholders_of_erased_users_are_unknown_ids(client, service):
         == 202
     )
     Worker(service.home).run(drain=True)
-    _wait_for_version(client, service, "v000002")
+    _wait_for_version(client, service, "v000003")
     _, model = load_current(service.home)
     placeholder = next(u for u in model.train.users.ids.tolist() if u.startswith("<erased"))
     recommended = client.get(f"/v1/recommendations/{placeholder}", headers=service.headers())

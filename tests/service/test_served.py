@@ -37,19 +37,20 @@ def test_the_first_answer_after_publication_comes_from_the_new_version(slow_watc
     assert Worker(service.home).run(drain=True) == 1
 
     status = client.get("/v1/deletions/now", headers=service.headers("read")).json()
-    assert status["status"] == "published" and status["version"] == 2
+    assert (status["status"], status["removed_version"], status["version"]) == ("published", 2, 3)
     gone = client.get("/v1/recommendations/u3", headers=service.headers("read"))
     assert gone.status_code == 404, gone.json()
     other = client.post(
         "/v1/scores", json={"pairs": [["u1", "i1"]]}, headers=service.headers("read")
     )
-    assert other.status_code == 200 and other.json()["version"] == "v000002"
-    assert client.get("/v1/health").json()["version"] == "v000002"
+    assert other.status_code == 200 and other.json()["version"] == "v000003"
+    assert client.get("/v1/health").json()["version"] == "v000003"
 
 
 def test_no_answer_after_the_status_flip_comes_from_the_old_version(slow_watch_client, service):
     """Readers ask for the erased user and for another user while the worker publishes; every request
-    sent after a status poll first saw 'published' is answered from the new version."""
+    sent after a status poll first saw 'removed' is answered without the user's data, and every one
+    sent after it saw 'published' from the repaired version."""
     client = slow_watch_client
     assert (
         client.post(
@@ -70,9 +71,13 @@ def test_no_answer_after_the_status_flip_comes_from_the_old_version(slow_watch_c
             version = answer.json().get("version") if answer.status_code == 200 else None
             answers.append((sent, user, answer.status_code, version))
 
+    removed: list[float] = []
+
     def poll() -> None:
         while not flipped:
             status = client.get("/v1/deletions/flip", headers=service.headers("read")).json()
+            if status["status"] in ("removed", "repaired", "published") and not removed:
+                removed.append(time.monotonic())
             if status["status"] == "published":
                 flipped.append(time.monotonic())
             time.sleep(0.001)
@@ -91,9 +96,14 @@ def test_no_answer_after_the_status_flip_comes_from_the_old_version(slow_watch_c
     assert {a[1] for a in after} == {"u3", "u1"}
     assert all(code == 404 for _, user, code, _ in after if user == "u3"), after
     assert all(
-        (code, version) == (200, "v000002") for _, user, code, version in after if user == "u1"
+        (code, version) == (200, "v000003") for _, user, code, version in after if user == "u1"
     ), after
     assert any(a[0] < flipped[0] and a[3] == "v000001" for a in answers), "readers ran before"
+    since_removed = [
+        a for a in answers if a[0] > removed[0]
+    ]  # the removal version, then the repair
+    assert all(code == 404 for _, user, code, _ in since_removed if user == "u3"), since_removed
+    assert all(version != "v000001" for _, user, _, version in since_removed if user == "u1")
 
 
 def test_two_phases_each_serve_what_the_status_says(slow_watch_client, service):

@@ -10,9 +10,13 @@ import pytest
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import RecUnlearnError
 from recunlearn.service.audit import verify_request
+from recunlearn.service.config import ServiceHome
+from recunlearn.service.initialize import init_service
 from recunlearn.service.store import requests
 from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
 from recunlearn.service.worker import Worker
+from tests.conftest import make_tiny
+from tests.service.conftest import SISA
 
 
 class Crash(Exception):
@@ -196,16 +200,58 @@ def test_the_store_is_rewritten_once_the_removal_is_served(service):
     ledger.close()
 
 
-def test_a_request_that_cannot_be_set_aside_waits_while_the_batch_goes_on(service):
-    """Beside a pending request, a user whose rows are in every shard (SISA's random shards) cannot
-    be set aside: it waits for the repair, while a later request of the same batch is taken up."""
+@pytest.fixture
+def refusing_home(store, store_url, tmp_path) -> ServiceHome:
+    """A SISA service whose quarantine refuses to set aside every shard (no popularity fallback)."""
+    home = ServiceHome(tmp_path / "refusing")
+    config = {**SISA, "quarantine_fallback": "none"}
+    url = store_url if store == "postgres" else None
+    init_service(home, make_tiny(), "sisa", config, database_url=url)
+    return home
+
+
+def _spread_user(model):
+    """A user with rows in every one of SISA's three random shards."""
+    train, shard = model.train, model.assignment
+    return next(
+        u for u in train.users.ids if len(set(shard[train.user == train.users.index([u])[0]])) == 3
+    )
+
+
+def test_a_user_in_every_shard_is_removed_at_once_by_serving_popularity(service):
+    """Beside a pending request, a user whose rows are in every shard sets the last shard aside: the
+    removal version serves the most popular remaining items until the repair brings the shards back."""
     home = service.home
+    _, model = load_current(home)
+    row = int(np.flatnonzero(model.assignment == 0)[0])
+    ledger = home.ledger()
+    ledger.submit(DeletionRequest.from_rows(model.train, [row], request_id="A"))
+    ledger.submit(DeletionRequest(request_id="B", users=[str(_spread_user(model))]))
+    worker = Worker(home, ledger=ledger)
+    worker.acquire()
+    worker.run_once(background_repair=True)
+    a, b = ledger.get("A"), ledger.get("B")
+    assert (a.status, b.status) == ("removed", "removed") and b.audit["removed_exact"]
+    assert b.audit["details"]["serving"] == "popularity"
+    _, served = load_current(home)
+    assert served.quarantined_parts == ["shard-0", "shard-1", "shard-2"]
+    assert worker._repair_job.process.wait(120) == 0
+    worker.run_once(background_repair=True)
+    assert {ledger.get(r).status for r in "AB"} == {"published"}
+    worker.release()
+    ledger.close()
+    for request_id in "AB":
+        assert verify_request(home, request_id, retrain=False).ok
+
+
+def test_a_request_that_cannot_be_set_aside_waits_while_the_batch_goes_on(refusing_home):
+    """Without the popularity fallback, beside a pending request, a user whose rows are in every
+    shard cannot be set aside: it waits for the repair, while a later request of the batch is taken up."""
+    home = refusing_home
     _, model = load_current(home)
     train, shard = model.train, model.assignment
     row = {k: int(np.flatnonzero(shard == k)[0]) for k in (0, 1)}
-    everywhere = next(
-        u for u in train.users.ids if len(set(shard[train.user == train.users.index([u])[0]])) == 3
-    )
+    everywhere = _spread_user(model)
     ledger = home.ledger()
     ledger.submit(DeletionRequest.from_rows(train, [row[0]], request_id="A"))
     ledger.submit(DeletionRequest(request_id="B", users=[str(everywhere)]))

@@ -162,13 +162,50 @@ def test_save_load_repair_resumes_after_a_crash(tiny_split, method, tmp_path):
     assert_same_model(loaded, reference, test)
 
 
-def test_quarantine_refuses_to_leave_nothing_to_serve(tiny_split):
-    model = fit("sisa", tiny_split)
+def test_quarantine_without_a_fallback_refuses_to_leave_nothing_to_serve(tiny_split):
+    model = get_method("sisa")({**CONFIGS["sisa"], "quarantine_fallback": "none"})
+    model.fit(tiny_split.train, tiny_split.valid)
     user = model.train.users.ids[np.bincount(model.train.user).argmax()]
     hash_before = model.train.content_hash()
     with pytest.raises(RecUnlearnError, match="nothing to serve"):
         model.quarantine(DeletionRequest(users=[user]))  # SISA spreads a user over every shard
     assert model.pending == [] and model.train.content_hash() == hash_before
+
+
+@pytest.mark.parametrize("method", ["sisa", "receraser"])
+def test_with_every_shard_set_aside_the_most_popular_remaining_items_are_served(
+    method, tiny_split, tmp_path
+):
+    model, reference = fit(method, tiny_split), fit(method, tiny_split)
+    train = model.train
+    requests = [  # one row of each shard: together they set aside every shard
+        DeletionRequest.from_rows(
+            train, [np.flatnonzero(model.assignment == k)[0]], request_id=str(k)
+        )
+        for k in range(3)
+    ]
+    model.quarantine(requests[0])
+    model.quarantine(requests[1])
+    report = model.quarantine(requests[2])
+    assert report.exact and report.details["serving"] == "popularity"
+    assert model.quarantined_parts == ["shard-0", "shard-1", "shard-2"]
+    left = model.train
+    counts = np.bincount(left.item[left.label > 0], minlength=left.n_items)
+    users = np.arange(left.n_users)
+    scores = model.score_all(users)
+    assert (scores == scores[0]).all(), "the same list for every user"
+    np.testing.assert_array_equal(
+        np.argsort(-scores[0], kind="stable"), np.argsort(-counts, kind="stable")
+    )
+    model.save(tmp_path / "all-aside")
+    loaded = Unlearner.load(tmp_path / "all-aside")
+    np.testing.assert_array_equal(loaded.score_all(users), scores)
+    extra = DeletionRequest.from_rows(left, [0], request_id="late")  # refitted on the rows left
+    loaded.quarantine(extra)
+    assert loaded.score_all(users)[0, left.item[0]] <= scores[0, left.item[0]]
+    loaded.repair()
+    reference.forget_many([*requests, extra])
+    assert_same_model(loaded, reference, tiny_split.test)
 
 
 def test_retrain_quarantine_is_approximate_and_repair_is_exact_retraining(tiny_split):

@@ -6,7 +6,8 @@ copies are loaded: one ``forget``s the request, the other ``quarantine``s it, is
 quarantined, and is ``repair``ed. Reported in one table: the time of each call, the ratio
 quarantine / forget measured in this run, utility before, while quarantined and after the repair, and
 whether the repaired model scores bitwise as the forgetting copy. A request whose rows lie in every
-shard (one user under SISA's random shards) cannot be quarantined: the row says so.
+shard (one user under SISA's random shards) sets every shard aside: the model serves the most popular
+remaining items until the repair, and the row says so (a method that refuses it, too).
 ``recunlearn bench quarantine`` runs this; :func:`run_quarantine_benchmark` is the Python entry point.
 """
 
@@ -155,6 +156,7 @@ def _measure(name, n_shards, kind, request, folder, before, split, k) -> dict[st
         return row
     row["quarantine_seconds"] = report.seconds
     row["quarantined"] = report.quarantined_parts
+    row["serving"] = report.details.get("serving", "parts")
     row["exact"] = report.exact
     row["ratio"] = report.seconds / row["forget_seconds"]
     row["while_quarantined"] = _utility(quarantined, split, k)
@@ -286,7 +288,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"{row['forget_seconds']:.2f} ({row['forget_retrained']})",
                 "refused: every part holds the rows"
                 if refused
-                else f"{row['quarantine_seconds'] * 1e3:.2f} ({len(row['quarantined'])})",
+                else f"{row['quarantine_seconds'] * 1e3:.2f} ({len(row['quarantined'])}"
+                + (", popularity served)" if row.get("serving") == "popularity" else ")"),
                 "-" if refused else f"1/{1 / max(row['ratio'], 1e-12):,.0f}",
                 "-" if refused else f"{row['repair_seconds']:.2f}",
                 utility(row["before"]),

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recunlearn.data.deletion import DeletionRequest
 from recunlearn.errors import ConfigError, RecUnlearnError
 from recunlearn.unlearn.aggregate import AverageAggregator, AverageConfig, build_aggregator
+from recunlearn.unlearn.aggregate.popularity import PopularityFallback
 from recunlearn.unlearn.base import PartChange, UnlearningReport, get_method, restored_on_error
 
 
@@ -178,7 +179,8 @@ class PartQuarantine(_Quarantine):
         quarantined = set(getattr(self, "_quarantined", set()))
         new = sorted(set(np.unique(self.assignment[mask]).tolist()) - quarantined)
         parts = self.models
-        if all(m is None or k in quarantined or k in new for k, m in enumerate(parts)):
+        every_part = all(m is None or k in quarantined or k in new for k, m in enumerate(parts))
+        if every_part and not self._serves_without_parts():
             raise RecUnlearnError(
                 f"{self.name}: every part holds rows of this request or of a pending one; "
                 "quarantine would leave nothing to serve from: call repair(), or forget() instead"
@@ -213,7 +215,10 @@ class PartQuarantine(_Quarantine):
                 )
                 for k in range(len(parts))
             ],
-            details={"newly_quarantined": [self._part_name(k) for k in new]},
+            details={
+                "newly_quarantined": [self._part_name(k) for k in new],
+                **({"serving": "popularity"} if every_part else {}),
+            },
         )
         self._record_removed(report, removed, removed_valid)
         report.seconds = time.perf_counter() - start
@@ -252,6 +257,11 @@ class PartQuarantine(_Quarantine):
         """After a failed quarantine: put back what lives outside the attributes."""
         return None
 
+    def _serves_without_parts(self) -> bool:
+        """Whether something exact serves once every part is set aside (else such a quarantine is
+        refused)."""
+        return False
+
     def _set_aside(self, parts: Sequence[int], validation_dropped: bool) -> None:
         """Stop serving ``parts`` and drop their weights (``validation_dropped``: the request also
         removed validation rows, which what was fitted on them must stop using)."""
@@ -281,20 +291,32 @@ class ShardQuarantine(PartQuarantine):
     def _part_name(self, k: int) -> str:
         return f"shard-{k}"
 
+    def _serves_without_parts(self) -> bool:
+        return self.config.quarantine_fallback == "popularity"
+
     def _set_aside(self, parts: Sequence[int], validation_dropped: bool) -> None:
         self.models = list(self.models)
         for k in parts:
             self.models[k] = None
         # an aggregator fitted on a part set aside, or on dropped validation rows, waits for the repair
         needed = parts or (validation_dropped and self.aggregator.uses_validation)
-        if needed and not isinstance(self.aggregator, AverageAggregator):
+        if needed and not isinstance(self.aggregator, (AverageAggregator, PopularityFallback)):
             self._aggregator_held = self.aggregator
             self.aggregator = fallback_average(self.config)
+        self._serve_popularity_if_nothing_left()
 
     def _after_quarantine_restored(self) -> None:
         if not isinstance(self.aggregator, AverageAggregator):
             self._aggregator_held = None  # its state was not saved: the repair fits it afresh
             self.aggregator = fallback_average(self.config)
+        self._serve_popularity_if_nothing_left()
+
+    def _serve_popularity_if_nothing_left(self) -> None:
+        """With every shard set aside, the most popular of the remaining rows' items (refitted after
+        each quarantine: the rows change)."""
+        if all(m is None for m in self.models):
+            self.aggregator = PopularityFallback()
+            self.aggregator.fit(self.models, self.train, self.valid, [], self.assignment)
 
     def _retrain_parts(self, parts: Sequence[int]) -> None:
         # the held aggregator is refitted in place
@@ -304,7 +326,10 @@ class ShardQuarantine(PartQuarantine):
             deep=("_aggregator_held",),
         ):
             self._train_shards(parts)
-            if self.config.aggregator.kind == "average":
+            if (
+                self.config.aggregator.kind == "average"
+            ):  # stateless: built again (after popularity)
+                self.aggregator = build_aggregator(self.config.aggregator)
                 return
             held = getattr(self, "_aggregator_held", None)
             aggregator = held if held is not None else build_aggregator(self.config.aggregator)

@@ -59,6 +59,11 @@ class ShardedConfig(CFMethodConfig):
     aggregator: AggregatorConfig = Field(default_factory=AverageConfig)
     """How shard models are combined: {kind = "average"}, {kind = "attention"} (RecEraser) or
     {kind = "weighted", tau = 10} (per-user weights from validation error)."""
+    quarantine_fallback: Literal["popularity", "none"] = "popularity"
+    """What serves while a quarantine has set aside every shard (a user spread over every shard, or
+    requests arriving faster than repairs): 'popularity', the most popular items of the remaining
+    rows, so the deletion still takes effect at once; 'none' refuses such a quarantine (the request
+    then waits for the repair, or is forgotten directly)."""
     shard_lr: Annotated[float, Field(gt=0)] | Literal["scaled"] = "scaled"
     """Adam learning rate of each shard's model. 'scaled' = ``train.lr`` x K: a shard holds about 1/K
     of the rows, so at the same batch size its epoch is K times fewer Adam steps; the K-times larger
