@@ -7,7 +7,8 @@ request at a time:
 - approximate methods (IFRU, IF, NegGrad, fine-tuning) start from one original model and ``forget``;
 - partition methods (SISA, RecEraser) ``forget`` exactly;
 - ``quarantine`` (of ``quarantine_method``, RecEraser by default) sets shards aside at once and
-  repairs every ``repair_every`` requests (or when every shard would be set aside);
+  repairs every ``repair_every`` requests, or first when a request would set aside every shard
+  (``quarantine_fallback = "none"``: the stream measures shard models, never the popularity list);
 - ``ifru/N``, a refresh policy: IFRU at once, exact retraining every N requests (``retrain``'s
   quarantine under an ``after N`` :class:`~recunlearn.unlearn.quarantine.RepairPolicy`).
 
@@ -274,7 +275,12 @@ def _start(config: StreamBenchConfig, name: str, scratch: Path, split: Split) ->
         get_method(partition)(_settings(config, partition)).fit(split.train, split.valid).save(
             folder
         )
-    return Unlearner.load(folder)
+    method = Unlearner.load(folder)
+    if name == "quarantine":  # repairs before it would serve the popularity fallback
+        method.config = make_config(
+            type(method.config), method.config, {"quarantine_fallback": "none"}
+        )
+    return method
 
 
 def _serve_one(config, name, method: Unlearner, request: DeletionRequest) -> float:
