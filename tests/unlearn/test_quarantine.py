@@ -123,7 +123,7 @@ def test_repair_batches_the_pending_requests_and_equals_forget_many(tiny_split, 
     model._train_shards = lambda shards: (calls.append(list(shards)), train_shards(shards))[1]
     for request in requests:
         model.quarantine(request)
-    assert [r.request_id for r in model.pending] == ["a", "b"] and not calls
+    assert model.pending == ["a", "b"] and not calls
     with pytest.raises(RecUnlearnError, match="await repair"):
         model.forget(DeletionRequest.from_rows(model.train, [0]))
     quarantined = [int(p.split("-")[1]) for p in model.quarantined_parts]
@@ -150,8 +150,14 @@ def test_save_load_repair_resumes_after_a_crash(tiny_split, method, tmp_path):
     assert not any(n.startswith("aggregator.") for n in after), "nor of an aggregator fitted on it"
     kept = [n for n in before if n.startswith("shard") and not n.startswith(shard + ".")]
     assert kept and all(torch.equal(before[n], after[n]) for n in kept)
+    record = (tmp_path / "quarantined" / "unlearner.json").read_text()
+    named = [*requests[0].users, *(u for pair in requests[0].pairs for u in pair)]
+    assert named and not any(f'"{u}"' in record for u in named), (
+        "pending ids only, not what they name"
+    )
     loaded = Unlearner.load(tmp_path / "quarantined")
-    assert loaded.pending == model.pending and loaded.quarantined_parts == model.quarantined_parts
+    assert loaded.pending == model.pending == ["a"]
+    assert loaded.quarantined_parts == model.quarantined_parts
     test = tiny_split.test
     np.testing.assert_array_equal(
         loaded.score_index(test.user, test.item), model.score_index(test.user, test.item)

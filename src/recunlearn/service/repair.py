@@ -47,7 +47,7 @@ class Repaired:
 def repair_served(home: ServiceHome) -> Repaired:
     """Load the served version and repair its pending requests (unless its policy says not yet)."""
     base, model = load_current(home)
-    pending = [r.request_id for r in model.pending]
+    pending = model.pending
     started = time.time()
     if model.pending and not model.repair_due():
         return Repaired(base, None, [], pending, started, started)

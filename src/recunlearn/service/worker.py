@@ -123,6 +123,11 @@ class Worker:
         """When the worker first found the store's files holding deleted rows' bytes."""
         self._not_due: tuple[str, float] | None = None
         """The served version whose repair was not due yet, and when that was found."""
+        self._taken_up: dict[str, DeletionRequest] = {}
+        """The requests this worker quarantined, by id, until a repair covers them: a repair that ran
+        while later ones were taken up sets those aside again on its copy. Kept in memory only (a
+        saved version lists pending ids, not what they named); a restarted worker repairs the
+        served version, whose pending requests are all set aside already."""
 
     # locking --------------------------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -324,6 +329,11 @@ class Worker:
                         batch, requests, held, model, parent, started
                     )
             taken.append(record)
+        self._taken_up = {  # pending ids of an earlier worker are not needed: see _taken_up
+            r: request
+            for r in model.pending
+            if (request := requests.get(r) or self._taken_up.get(r)) is not None
+        }
         if not taken:
             return failed
         if len(taken) < len(batch):  # the rows each request removes first, the deferred left out
@@ -495,9 +505,9 @@ class Worker:
         if (
             parent != base
         ):  # requests taken up during the repair: set aside again on the repaired copy
-            for request in served.pending:
-                if request.request_id not in pending:
-                    model.quarantine(request)
+            for request_id in served.pending:
+                if request_id not in pending:
+                    model.quarantine(self._taken_up[request_id])
             changed = np.flatnonzero(served.train.users.ids != model.train.users.ids)
             model.train = model.train.with_erased_users(changed)
         self.stage("repair_merged")
@@ -556,6 +566,8 @@ class Worker:
             before_commit=lambda: self.stage("store_deleted"),
         )
         self._deferred.clear()
+        for request_id in pending:
+            self._taken_up.pop(request_id, None)
         self.stage("applied_committed")
         self._publish(number, name)
         remove_unserved(self.home, self.stage)

@@ -68,13 +68,15 @@ class RepairPolicy(BaseModel):
 class _Quarantine:
     """What every quarantining method shares: the pending requests, the policy, the saved record.
 
-    State: ``_pending`` (requests quarantined and not repaired), ``_quarantined`` (part indices),
+    State: ``_pending`` (ids of the requests quarantined and not repaired), ``_quarantined`` (part indices),
     ``_pending_since`` (when the oldest pending request was quarantined), ``_validation_dropped``
     (whether a pending request removed validation rows: what was fitted on them is refitted)."""
 
     @property
-    def pending(self) -> list[DeletionRequest]:
-        """Requests quarantined and not yet repaired, in arrival order."""
+    def pending(self) -> list[str]:
+        """Ids of the requests quarantined and not yet repaired, in arrival order. Only the ids: the
+        repair retrains the set-aside parts on the rows left, so a saved quarantined model keeps no
+        id the requests named (their rows are already gone from its data)."""
         return list(getattr(self, "_pending", []))
 
     @property
@@ -91,7 +93,7 @@ class _Quarantine:
         return f"part-{k}"
 
     def _clear_quarantine(self) -> None:
-        self._pending: list[DeletionRequest] = []
+        self._pending: list[str] = []
         self._quarantined: set[int] = set()
         self._pending_since: float | None = None
         self._validation_dropped = False
@@ -100,7 +102,7 @@ class _Quarantine:
         if not self.pending:
             self._clear_quarantine()
             self._pending_since = time.time()
-        self._pending.append(request)
+        self._pending.append(request.request_id)
         self._validation_dropped = self._validation_dropped or validation_dropped
 
     def _quarantine_record(self) -> dict[str, Any] | None:
@@ -108,7 +110,7 @@ class _Quarantine:
         if not self.pending:
             return None
         return {
-            "pending": [r.model_dump(mode="json") for r in self._pending],
+            "pending": list(self._pending),
             "parts": sorted(self._quarantined),
             "since": self._pending_since,
             "validation_dropped": self._validation_dropped,
@@ -117,7 +119,7 @@ class _Quarantine:
     def _restore_quarantine(self, record: dict[str, Any] | None) -> None:
         self._clear_quarantine()
         if record:
-            self._pending = [DeletionRequest.model_validate(r) for r in record["pending"]]
+            self._pending = list(record["pending"])
             self._quarantined = set(record["parts"])
             self._pending_since = record["since"]
             self._validation_dropped = record["validation_dropped"]
@@ -135,7 +137,7 @@ class _Quarantine:
 
     def _repaired(self, parts: list[PartChange], start: float, **details: Any) -> UnlearningReport:
         """The repair's report (named after the last pending request), the quarantine cleared."""
-        requests = [r.request_id for r in self._pending]
+        requests = list(self._pending)
         self._clear_quarantine()
         return UnlearningReport(
             request_id=requests[-1],
