@@ -465,3 +465,26 @@ def _submit(home: ServiceHome, pair: tuple[str, str]) -> None:
     ledger = home.ledger()
     ledger.submit(DeletionRequest(request_id="p", pairs=[pair]))
     ledger.close()
+
+
+def test_part_manifests_skip_set_aside_shards_and_catch_a_served_one(service):
+    """Verifying a published request while a later one's removal version is served: a set-aside
+    shard's recorded data hash predates the quarantine, not a mismatch; a served shard whose recorded
+    hash is not that of its rows is one, even with the manifest re-signed."""
+    home = service.home
+    _delete(home, DeletionRequest(request_id="p", pairs=[("u1", "i2")]))
+    ledger = home.ledger()
+    ledger.submit(DeletionRequest(request_id="q", pairs=[("u3", "i0")]))
+    ledger.close()
+    with pytest.raises(_Stop):
+        Worker(home, stage=_stop_before_repair).run(drain=True)
+    name, model = load_current(home)
+    assert model.quarantined_parts and not _failed(home, "p")
+    served = next(k for k, shard in enumerate(model.models) if shard is not None)
+    document = json.loads((home.versions / name / "unlearner.json").read_text())
+    document["state"]["shard_info"][served]["data_hash"] = "0" * 64
+    (home.versions / name / "unlearner.json").write_text(json.dumps(document))
+    _resign(home, name)
+    checks = {c.name: c for c in verify_request(home, "p", retrain=False).checks}
+    assert {n for n, c in checks.items() if not c.ok} == {"part manifests"}
+    assert f"shard-{served}" in checks["part manifests"].detail

@@ -178,7 +178,7 @@ def test_quarantine_without_a_fallback_refuses_to_leave_nothing_to_serve(tiny_sp
     assert model.pending == [] and model.train.content_hash() == hash_before
 
 
-@pytest.mark.parametrize("method", ["sisa", "receraser"])
+@pytest.mark.parametrize("method", ["sisa", "receraser", "grapheraser"])
 def test_with_every_shard_set_aside_the_most_popular_remaining_items_are_served(
     method, tiny_split, tmp_path
 ):
@@ -257,9 +257,12 @@ def test_an_approximate_method_quarantines_by_forgetting(tiny_split):
 
 
 @pytest.mark.parametrize("kind", ["owner", "foldin", "weighted"])
-def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(tiny_split, kind):
+def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(
+    tiny_split, kind, tmp_path
+):
     """Owner weights and fold-ins use no validation data: a request naming only validation rows
-    leaves them serving; the weighted aggregator was fitted on those rows, so it waits for the repair."""
+    leaves them serving, also once saved and loaded; the weighted aggregator was fitted on those
+    rows, so it waits for the repair."""
     split = tiny_split
     method = get_method("receraser")({"n_shards": 3, "train": TRAIN, "aggregator": {"kind": kind}})
     method.use_embeddings(*embeddings(split))
@@ -272,6 +275,9 @@ def test_a_validation_only_quarantine_keeps_an_aggregator_that_needs_no_change(t
     after = method.score_index(split.test.user, split.test.item)
     assert method.quarantined_parts == []
     assert np.array_equal(before, after) == (kind != "weighted")
+    method.save(tmp_path / "pending")
+    loaded = Unlearner.load(tmp_path / "pending")
+    np.testing.assert_array_equal(loaded.score_index(split.test.user, split.test.item), after)
 
 
 @pytest.mark.parametrize("method", ["receraser", "grapheraser"])

@@ -276,7 +276,8 @@ def _start(config: StreamBenchConfig, name: str, scratch: Path, split: Split) ->
             folder
         )
     method = Unlearner.load(folder)
-    if name == "quarantine":  # repairs before it would serve the popularity fallback
+    # repairs before it would serve the popularity fallback (a sharded collaborative method's)
+    if name == "quarantine" and "quarantine_fallback" in type(method.config).model_fields:
         method.config = make_config(
             type(method.config), method.config, {"quarantine_fallback": "none"}
         )

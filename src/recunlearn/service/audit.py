@@ -511,12 +511,17 @@ def _model_checks(
     manifest = read_manifest(home.versions / served)
     actual = part_hashes(model)
     mismatched = sorted(p for p in actual if manifest["parts"].get(p) != actual[p])
-    if isinstance(model, ShardedUnlearner):  # a shard set aside holds no weights to check
+    if isinstance(model, ShardedUnlearner):
+        # a shard set aside serves nothing and its recorded hash is of its rows before the quarantine
+        aside = set(model.quarantined_parts)
         mismatched += sorted(
             f"shard-{k}"
             for k, info in enumerate(model.shard_info)
-            if model.models[k] is not None
-            and info.get("data_hash") not in (None, actual[f"shard-{k}"])
+            if f"shard-{k}" not in aside
+            and (
+                info.get("data_hash") not in (None, actual[f"shard-{k}"])
+                or (model.models[k] is None and len(model.shard_data(k)) > 0)
+            )
         )
     checks.append(
         Check(

@@ -8,7 +8,12 @@ parts; APA's attention (refitted, as after a forget) gives the quarantined adapt
 renormalises; an aggregator fitted on every shard's output
 (RecEraser's attention, the weighted mean's cached errors) falls back to the plain average of the
 remaining shards until the repair refits it. The quarantined parts' weights are discarded, so a saved
-quarantined model holds nothing of them.
+quarantined model holds nothing of them, and it records the pending requests by id only.
+
+A request that would set aside the last parts still served makes a sharded collaborative model serve
+the most popular items of the remaining rows until the repair (``quarantine_fallback = "popularity"``,
+the default: still a function of remaining data only, so the deletion still takes effect at once and
+exactly); with ``"none"``, and for the LLM methods, such a quarantine is refused.
 
 ``repair()`` retrains every quarantined part once for all pending requests, refits what depends on
 them and restores them: the model is then bitwise what ``forget_many(pending)`` gives on the model as
@@ -219,7 +224,7 @@ class PartQuarantine(_Quarantine):
             ],
             details={
                 "newly_quarantined": [self._part_name(k) for k in new],
-                **({"serving": "popularity"} if every_part else {}),
+                "serving": "popularity" if every_part else "parts",
             },
         )
         self._record_removed(report, removed, removed_valid)
@@ -308,8 +313,11 @@ class ShardQuarantine(PartQuarantine):
         self._serve_popularity_if_nothing_left()
 
     def _after_quarantine_restored(self) -> None:
-        if not isinstance(self.aggregator, AverageAggregator):
-            self._aggregator_held = None  # its state was not saved: the repair fits it afresh
+        # where the quarantine held the aggregator (as in _set_aside), its state was not saved:
+        # serve the fallback, and the repair fits it afresh
+        held = self._quarantined or (self._validation_dropped and self.aggregator.uses_validation)
+        if held and not isinstance(self.aggregator, AverageAggregator):
+            self._aggregator_held = None
             self.aggregator = fallback_average(self.config)
         self._serve_popularity_if_nothing_left()
 
@@ -328,9 +336,8 @@ class ShardQuarantine(PartQuarantine):
             deep=("_aggregator_held",),
         ):
             self._train_shards(parts)
-            if (
-                self.config.aggregator.kind == "average"
-            ):  # stateless: built again (after popularity)
+            # stateless: built again, in place of the popularity list if that was served
+            if self.config.aggregator.kind == "average":
                 self.aggregator = build_aggregator(self.config.aggregator)
                 return
             held = getattr(self, "_aggregator_held", None)

@@ -27,7 +27,8 @@ deletion gives what fitting it from scratch on the remaining data gives.
 
 While shards are quarantined (:mod:`recunlearn.unlearn.quarantine`) the average runs over the remaining
 shards (empty ones are skipped the same way); every other aggregator was fitted on the shards it
-combines, so it falls back to that plain average until the repair refits it.
+combines, so it falls back to that plain average until the repair refits it. With every shard set
+aside, :class:`~.popularity.PopularityFallback` serves the most popular remaining items.
 
 One module per aggregator (its config and its class); :mod:`.base` holds what they share. A new
 aggregator is one module here, its config in :data:`AggregatorConfig` and a line in
