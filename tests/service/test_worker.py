@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from recunlearn.errors import RecUnlearnError
 from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
+from recunlearn.service.repair import RepairProcess
 from recunlearn.service.store import requests
 from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
 from recunlearn.service.worker import Worker
@@ -155,6 +157,32 @@ def test_a_failed_repair_process_is_reported_and_tried_again(service, monkeypatc
     assert ledger.get("A").status == "published"
     worker.release()
     ledger.close()
+
+
+def test_the_next_repair_process_is_started_ahead_and_ends_with_the_worker(service):
+    """Once a repair is collected the child of the next one starts, so it has imported what a repair
+    needs when one is due; it waits without touching the home, and goes when the worker does."""
+    home = service.home
+    ledger = home.ledger()
+    worker = Worker(home, ledger=ledger)
+    worker.acquire()
+    ledger.submit(DeletionRequest(request_id="A", pairs=[("u1", _item_of(home, "u1"))]))
+    worker.run_once(background_repair=True)
+    assert worker._repair_job is not None and worker._next_repair is None
+    assert worker._repair_job.process.wait(120) == 0
+    worker.run_once(background_repair=True)  # collects and publishes the repair
+    waiting = worker._next_repair
+    assert ledger.get("A").status == "published" and waiting is not None and waiting.running()
+    assert not home.repair.exists(), "a waiting child writes nothing"
+    worker.release()
+    assert waiting.process.returncode is not None and worker._next_repair is None
+    ledger.close()
+    lock = os.open(home.lock_file, os.O_RDONLY)
+    orphan = RepairProcess(home, lock)
+    orphan.process.stdin.close()  # the worker died before asking for a repair
+    assert orphan.process.wait(120) == 0 and not home.repair.exists()
+    orphan.stop()
+    os.close(lock)
 
 
 def _item_of(home, user: str) -> str:

@@ -1,11 +1,13 @@
 """The worker's repair, in a child process, so that the worker keeps taking up new requests meanwhile.
 
-The child loads the served version, retrains its set-aside parts for every pending request and writes
-the repaired model and a ``result.json`` into the home's ``repair/`` folder; the worker loads them,
-sets aside again what it took up meanwhile, and publishes the repair version itself (the child writes
-no version and touches no ledger). The child shares the worker's lock, so no other worker starts
-before it is gone, and it exits when the worker does (its stdin closes), SIGKILL included: a
-restarted worker deletes the folder and repairs again.
+The child is started ahead of time: it imports torch and the service's method, then waits for a line
+on stdin, so a repair does not wait for an interpreter to start. On ``start`` it loads the served
+version, retrains its set-aside parts for every pending request and writes the repaired model and a
+``result.json`` into the home's ``repair/`` folder; the worker loads them, sets aside again what it
+took up meanwhile, and publishes the repair version itself (the child writes no version and touches
+no ledger). The child shares the worker's lock, so no other worker starts before it is gone, and it
+exits when the worker does (its stdin closes), SIGKILL included: a restarted worker deletes the
+folder and repairs again.
 
     python -m recunlearn.service.repair HOME
 """
@@ -17,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -25,11 +28,11 @@ from typing import IO
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.versions import load_current
 from recunlearn.train.runtime import PROGRESS_ENV, configure_threads
-from recunlearn.unlearn.base import PartChange, Unlearner
+from recunlearn.unlearn.base import PartChange, Unlearner, get_method
 
 RESULT = "result.json"
 MODEL = "model"
-LOG = "repair.log"
+START = b"start\n"
 
 
 @dataclass
@@ -57,13 +60,12 @@ def repair_served(home: ServiceHome) -> Repaired:
 
 
 class RepairProcess:
-    """``repair_served`` running in a child process, writing into ``home.repair``."""
+    """A child process, started ahead of its repair, that runs ``repair_served`` into ``home.repair``
+    once :meth:`start` is called."""
 
     def __init__(self, home: ServiceHome, lock_fd: int):
         self.folder = home.repair
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-        self._log: IO[bytes] = open(self.folder / LOG, "wb")
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # its output, shown if it fails
         self.process = subprocess.Popen(
             [sys.executable, "-m", "recunlearn.service.repair", str(home.path)],
             stdin=subprocess.PIPE,
@@ -72,6 +74,17 @@ class RepairProcess:
             pass_fds=(lock_fd,),  # the worker lock stays held while the child lives
             env={**os.environ, PROGRESS_ENV: "0"},
         )
+
+    def start(self) -> None:
+        """Repair the version served now (a child that already exited reports it in :meth:`result`)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(START)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -82,13 +95,15 @@ class RepairProcess:
         self._close()
         try:
             if self.process.returncode != 0:
-                output = (self.folder / LOG).read_text(errors="replace").strip()
+                self._log.seek(0)
+                output = self._log.read().decode(errors="replace").strip()
                 raise RuntimeError(
                     f"the repair process exited with {self.process.returncode}: {output[-2000:]}"
                 )
             result = json.loads((self.folder / RESULT).read_text())
             model = Unlearner.load(self.folder / MODEL) if result["due"] else None
         finally:
+            self._log.close()
             shutil.rmtree(self.folder, ignore_errors=True)
         return Repaired(
             result["base"],
@@ -104,13 +119,16 @@ class RepairProcess:
         if self.process.poll() is None:
             self.process.kill()
         self._close()
+        self._log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _close(self) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
         self.process.wait()
-        self._log.close()
 
 
 def _exit_with_the_worker() -> None:
@@ -121,9 +139,12 @@ def _exit_with_the_worker() -> None:
 
 
 def main(home_path: str) -> None:
-    threading.Thread(target=_exit_with_the_worker, daemon=True).start()
     configure_threads()
     home = ServiceHome(home_path)
+    get_method(home.config().method)  # imported before the repair is asked for
+    if sys.stdin.buffer.readline() != START:  # the worker stopped first
+        os._exit(0)
+    threading.Thread(target=_exit_with_the_worker, daemon=True).start()
     done = repair_served(home)
     if done.model is not None:  # like a version: no list of the forgotten pairs
         done.model.save(home.repair / MODEL, keep_forgotten=False)

@@ -114,6 +114,8 @@ class Worker:
         self.stage = stage
         self._lock_handle = None
         self._repair_job: RepairProcess | None = None
+        self._next_repair: RepairProcess | None = None
+        """A child started ahead of the next repair (its imports done by the time one is due)."""
         self.settled = 0
         """Requests this worker brought to their last state (published or failed)."""
         self._deferred: set[str] = set()
@@ -162,9 +164,10 @@ class Worker:
     def release(self) -> None:
         """Give up the lock, ending a repair process first (it shares the lock; its repair is lost and
         the next worker starts it again)."""
-        if self._repair_job is not None:
-            self._repair_job.stop()
-            self._repair_job = None
+        for job in (self._repair_job, self._next_repair):
+            if job is not None:
+                job.stop()
+        self._repair_job = self._next_repair = None
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
@@ -188,6 +191,8 @@ class Worker:
             return 0
         settled_before = self.settled
         try:
+            if not drain:
+                self._prepare_repair()
             while not stop.is_set():
                 try:
                     done = self.run_once(background_repair=not drain)
@@ -472,7 +477,10 @@ class Worker:
             if self._repair_job.running():
                 return 0
             job, self._repair_job = self._repair_job, None
-            return self._publish_repair(job.result())
+            done = job.result()
+            if background:
+                self._prepare_repair()
+            return self._publish_repair(done)
         if not self.ledger.by_status().get("removed"):
             return 0
         if (
@@ -483,10 +491,18 @@ class Worker:
             return 0
         self.stage("repair_started")
         if background:
-            assert self._lock_handle is not None, "the worker holds its lock"
-            self._repair_job = RepairProcess(self.home, self._lock_handle.fileno())
+            self._prepare_repair()
+            self._repair_job, self._next_repair = self._next_repair, None
+            assert self._repair_job is not None
+            self._repair_job.start()
             return 0
         return self._publish_repair(repair_served(self.home))
+
+    def _prepare_repair(self) -> None:
+        """Start the child of the next repair, if none waits."""
+        if self._next_repair is None:
+            assert self._lock_handle is not None, "the worker holds its lock"
+            self._next_repair = RepairProcess(self.home, self._lock_handle.fileno())
 
     def _publish_repair(self, done: Repaired) -> int:
         """Publish a finished repair (or note that it was not due)."""
