@@ -160,19 +160,20 @@ def test_a_failed_repair_process_is_reported_and_tried_again(service, monkeypatc
 
 
 def test_the_next_repair_process_is_started_ahead_and_ends_with_the_worker(service):
-    """Once a repair is collected the child of the next one starts, so it has imported what a repair
-    needs when one is due; it waits without touching the home, and goes when the worker does."""
+    """While a repair runs the child of the next one starts, so it has imported what a repair needs
+    when one is due; it waits without touching the home, and goes when the worker does."""
     home = service.home
     ledger = home.ledger()
     worker = Worker(home, ledger=ledger)
     worker.acquire()
     ledger.submit(DeletionRequest(request_id="A", pairs=[("u1", _item_of(home, "u1"))]))
     worker.run_once(background_repair=True)
-    assert worker._repair_job is not None and worker._next_repair is None
+    waiting = worker._next_repair
+    assert worker._repair_job is not None and waiting is not None and waiting.running()
     assert worker._repair_job.process.wait(120) == 0
     worker.run_once(background_repair=True)  # collects and publishes the repair
-    waiting = worker._next_repair
-    assert ledger.get("A").status == "published" and waiting is not None and waiting.running()
+    assert ledger.get("A").status == "published" and worker._next_repair is waiting
+    assert waiting.running()
     assert not home.repair.exists(), "a waiting child writes nothing"
     worker.release()
     assert waiting.process.returncode is not None and worker._next_repair is None
@@ -183,6 +184,26 @@ def test_the_next_repair_process_is_started_ahead_and_ends_with_the_worker(servi
     assert orphan.process.wait(120) == 0 and not home.repair.exists()
     orphan.stop()
     os.close(lock)
+
+
+def test_a_repair_that_cannot_start_is_tried_again(service):
+    """A child whose folder cannot be made is ended, not left waiting for a word that never comes."""
+    home = service.home
+    ledger = home.ledger()
+    worker = Worker(home, ledger=ledger)
+    worker.acquire()
+    ledger.submit(DeletionRequest(request_id="A", pairs=[("u1", _item_of(home, "u1"))]))
+    home.repair.write_text("in the way")  # rmtree cannot delete it, mkdir fails
+    with pytest.raises(FileExistsError):
+        worker.run_once(background_repair=True)
+    assert worker._repair_job is None and ledger.get("A").status == "removed"
+    home.repair.unlink()
+    worker.run_once(background_repair=True)
+    assert worker._repair_job.process.wait(120) == 0
+    worker.run_once(background_repair=True)
+    assert ledger.get("A").status == "published"
+    worker.release()
+    ledger.close()
 
 
 def _item_of(home, user: str) -> str:

@@ -92,8 +92,8 @@ class RepairProcess:
     def result(self) -> Repaired:
         """The finished child's repair (the folder is deleted); a RuntimeError naming its output if
         it failed."""
-        self._close()
         try:
+            self._close()
             if self.process.returncode != 0:
                 self._log.seek(0)
                 output = self._log.read().decode(errors="replace").strip()

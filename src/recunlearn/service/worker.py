@@ -164,10 +164,19 @@ class Worker:
     def release(self) -> None:
         """Give up the lock, ending a repair process first (it shares the lock; its repair is lost and
         the next worker starts it again)."""
-        for job in (self._repair_job, self._next_repair):
-            if job is not None:
-                job.stop()
-        self._repair_job = self._next_repair = None
+        jobs, self._repair_job, self._next_repair = (
+            [self._repair_job, self._next_repair],
+            None,
+            None,
+        )
+        try:
+            for job in jobs:
+                if job is not None:
+                    job.stop()
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
@@ -191,8 +200,6 @@ class Worker:
             return 0
         settled_before = self.settled
         try:
-            if not drain:
-                self._prepare_repair()
             while not stop.is_set():
                 try:
                     done = self.run_once(background_repair=not drain)
@@ -477,10 +484,7 @@ class Worker:
             if self._repair_job.running():
                 return 0
             job, self._repair_job = self._repair_job, None
-            done = job.result()
-            if background:
-                self._prepare_repair()
-            return self._publish_repair(done)
+            return self._publish_repair(job.result())
         if not self.ledger.by_status().get("removed"):
             return 0
         if (
@@ -491,18 +495,25 @@ class Worker:
             return 0
         self.stage("repair_started")
         if background:
-            self._prepare_repair()
-            self._repair_job, self._next_repair = self._next_repair, None
-            assert self._repair_job is not None
-            self._repair_job.start()
+            job, self._next_repair = self._next_repair, None
+            if job is None or not job.running():  # none waits, or it died waiting
+                if job is not None:
+                    job.stop()
+                job = self._repair_process()
+            try:
+                job.start()
+            except BaseException:
+                job.stop()
+                raise
+            self._repair_job = job
+            # the next repair's child imports while this one runs: requests keep arriving
+            self._next_repair = self._repair_process()
             return 0
         return self._publish_repair(repair_served(self.home))
 
-    def _prepare_repair(self) -> None:
-        """Start the child of the next repair, if none waits."""
-        if self._next_repair is None:
-            assert self._lock_handle is not None, "the worker holds its lock"
-            self._next_repair = RepairProcess(self.home, self._lock_handle.fileno())
+    def _repair_process(self) -> RepairProcess:
+        assert self._lock_handle is not None, "the worker holds its lock"
+        return RepairProcess(self.home, self._lock_handle.fileno())
 
     def _publish_repair(self, done: Repaired) -> int:
         """Publish a finished repair (or note that it was not due)."""

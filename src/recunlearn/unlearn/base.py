@@ -458,8 +458,8 @@ class Unlearner(ABC):
         return report
 
     @property
-    def pending(self) -> list[DeletionRequest]:
-        """Requests quarantined and not yet repaired."""
+    def pending(self) -> list[str]:
+        """Ids of the requests quarantined and not yet repaired."""
         return []
 
     @property

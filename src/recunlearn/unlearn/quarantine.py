@@ -16,7 +16,7 @@ the default: still a function of remaining data only, so the deletion still take
 exactly); with ``"none"``, and for the LLM methods, such a quarantine is refused.
 
 ``repair()`` retrains every quarantined part once for all pending requests, refits what depends on
-them and restores them: the model is then bitwise what ``forget_many(pending)`` gives on the model as
+them and restores them: the model is then bitwise what ``forget_many`` of the pending requests gives on the model as
 it was before the first quarantine (CPU, one thread).
 
 A single model (``retrain``) has no part to set aside: its quarantine applies an approximate method
@@ -233,7 +233,7 @@ class PartQuarantine(_Quarantine):
 
     def repair(self) -> UnlearningReport | None:
         """Retrain every quarantined part once, refit what depends on them, serve them again: the
-        model is then what ``forget_many(pending)`` gives. None when nothing is pending."""
+        model is then what ``forget_many`` of the pending requests gives. None when nothing is pending."""
         if not self.pending:
             return None
         start = time.perf_counter()
@@ -433,7 +433,7 @@ class SingleModelQuarantine(_Quarantine):
         return method
 
     def repair(self) -> UnlearningReport | None:
-        """Retrain from scratch on the remaining rows: what ``forget_many(pending)`` gives."""
+        """Retrain from scratch on the remaining rows: what ``forget_many`` of the pending requests gives."""
         if not self.pending:
             return None
         start = time.perf_counter()
