@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from recunlearn.errors import RecUnlearnError
 from recunlearn.service.audit import verify_request
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.initialize import init_service
-from recunlearn.service.repair import RepairProcess
 from recunlearn.service.store import requests
 from recunlearn.service.versions import MANIFEST, current_name, load_current, read_manifest
 from recunlearn.service.worker import Worker
@@ -153,53 +151,6 @@ def test_a_failed_repair_process_is_reported_and_tried_again(service, monkeypatc
     monkeypatch.undo()
     worker.run_once(background_repair=True)
     assert worker._repair_job is not None and worker._repair_job.process.wait(120) == 0
-    worker.run_once(background_repair=True)
-    assert ledger.get("A").status == "published"
-    worker.release()
-    ledger.close()
-
-
-def test_the_next_repair_process_is_started_ahead_and_ends_with_the_worker(service):
-    """While a repair runs the child of the next one starts, so it has imported what a repair needs
-    when one is due; it waits without touching the home, and goes when the worker does."""
-    home = service.home
-    ledger = home.ledger()
-    worker = Worker(home, ledger=ledger)
-    worker.acquire()
-    ledger.submit(DeletionRequest(request_id="A", pairs=[("u1", _item_of(home, "u1"))]))
-    worker.run_once(background_repair=True)
-    waiting = worker._next_repair
-    assert worker._repair_job is not None and waiting is not None and waiting.running()
-    assert worker._repair_job.process.wait(120) == 0
-    worker.run_once(background_repair=True)  # collects and publishes the repair
-    assert ledger.get("A").status == "published" and worker._next_repair is waiting
-    assert waiting.running()
-    assert not home.repair.exists(), "a waiting child writes nothing"
-    worker.release()
-    assert waiting.process.returncode is not None and worker._next_repair is None
-    ledger.close()
-    lock = os.open(home.lock_file, os.O_RDONLY)
-    orphan = RepairProcess(home, lock)
-    orphan.process.stdin.close()  # the worker died before asking for a repair
-    assert orphan.process.wait(120) == 0 and not home.repair.exists()
-    orphan.stop()
-    os.close(lock)
-
-
-def test_a_repair_that_cannot_start_is_tried_again(service):
-    """A child whose folder cannot be made is ended, not left waiting for a word that never comes."""
-    home = service.home
-    ledger = home.ledger()
-    worker = Worker(home, ledger=ledger)
-    worker.acquire()
-    ledger.submit(DeletionRequest(request_id="A", pairs=[("u1", _item_of(home, "u1"))]))
-    home.repair.write_text("in the way")  # rmtree cannot delete it, mkdir fails
-    with pytest.raises(FileExistsError):
-        worker.run_once(background_repair=True)
-    assert worker._repair_job is None and ledger.get("A").status == "removed"
-    home.repair.unlink()
-    worker.run_once(background_repair=True)
-    assert worker._repair_job.process.wait(120) == 0
     worker.run_once(background_repair=True)
     assert ledger.get("A").status == "published"
     worker.release()

@@ -1,13 +1,11 @@
 """The worker's repair, in a child process, so that the worker keeps taking up new requests meanwhile.
 
-The child is started ahead of time: it imports torch and the service's method, then waits for a line
-on stdin, so a repair does not wait for an interpreter to start. On ``start`` it loads the served
-version, retrains its set-aside parts for every pending request and writes the repaired model and a
-``result.json`` into the home's ``repair/`` folder; the worker loads them, sets aside again what it
-took up meanwhile, and publishes the repair version itself (the child writes no version and touches
-no ledger). The child shares the worker's lock, so no other worker starts before it is gone, and it
-exits when the worker does (its stdin closes), SIGKILL included: a restarted worker deletes the
-folder and repairs again.
+The child loads the served version, retrains its set-aside parts for every pending request and writes
+the repaired model and a ``result.json`` into the home's ``repair/`` folder; the worker loads them,
+sets aside again what it took up meanwhile, and publishes the repair version itself (the child writes
+no version and touches no ledger). The child shares the worker's lock, so no other worker starts
+before it is gone, and it exits when the worker does (its stdin closes), SIGKILL included: a
+restarted worker deletes the folder and repairs again.
 
     python -m recunlearn.service.repair HOME
 """
@@ -19,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -28,11 +25,11 @@ from typing import IO
 from recunlearn.service.config import ServiceHome
 from recunlearn.service.versions import load_current
 from recunlearn.train.runtime import PROGRESS_ENV, configure_threads
-from recunlearn.unlearn.base import PartChange, Unlearner, get_method
+from recunlearn.unlearn.base import PartChange, Unlearner
 
 RESULT = "result.json"
 MODEL = "model"
-START = b"start\n"
+LOG = "repair.log"
 
 
 @dataclass
@@ -60,12 +57,13 @@ def repair_served(home: ServiceHome) -> Repaired:
 
 
 class RepairProcess:
-    """A child process, started ahead of its repair, that runs ``repair_served`` into ``home.repair``
-    once :meth:`start` is called."""
+    """``repair_served`` running in a child process, writing into ``home.repair``."""
 
     def __init__(self, home: ServiceHome, lock_fd: int):
         self.folder = home.repair
-        self._log: IO[bytes] = tempfile.TemporaryFile()  # its output, shown if it fails
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        self._log: IO[bytes] = open(self.folder / LOG, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "recunlearn.service.repair", str(home.path)],
             stdin=subprocess.PIPE,
@@ -75,35 +73,22 @@ class RepairProcess:
             env={**os.environ, PROGRESS_ENV: "0"},
         )
 
-    def start(self) -> None:
-        """Repair the version served now (a child that already exited reports it in :meth:`result`)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(START)
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass
-
     def running(self) -> bool:
         return self.process.poll() is None
 
     def result(self) -> Repaired:
         """The finished child's repair (the folder is deleted); a RuntimeError naming its output if
         it failed."""
+        self._close()
         try:
-            self._close()
             if self.process.returncode != 0:
-                self._log.seek(0)
-                output = self._log.read().decode(errors="replace").strip()
+                output = (self.folder / LOG).read_text(errors="replace").strip()
                 raise RuntimeError(
                     f"the repair process exited with {self.process.returncode}: {output[-2000:]}"
                 )
             result = json.loads((self.folder / RESULT).read_text())
             model = Unlearner.load(self.folder / MODEL) if result["due"] else None
         finally:
-            self._log.close()
             shutil.rmtree(self.folder, ignore_errors=True)
         return Repaired(
             result["base"],
@@ -119,16 +104,13 @@ class RepairProcess:
         if self.process.poll() is None:
             self.process.kill()
         self._close()
-        self._log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _close(self) -> None:
         if self.process.stdin is not None:
-            try:
-                self.process.stdin.close()
-            except BrokenPipeError:
-                pass
+            self.process.stdin.close()
         self.process.wait()
+        self._log.close()
 
 
 def _exit_with_the_worker() -> None:
@@ -139,12 +121,9 @@ def _exit_with_the_worker() -> None:
 
 
 def main(home_path: str) -> None:
+    threading.Thread(target=_exit_with_the_worker, daemon=True).start()
     configure_threads()
     home = ServiceHome(home_path)
-    get_method(home.config().method)  # imported before the repair is asked for
-    if sys.stdin.buffer.readline() != START:  # the worker stopped first
-        os._exit(0)
-    threading.Thread(target=_exit_with_the_worker, daemon=True).start()
     done = repair_served(home)
     if done.model is not None:  # like a version: no list of the forgotten pairs
         done.model.save(home.repair / MODEL, keep_forgotten=False)

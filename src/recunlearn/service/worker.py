@@ -114,8 +114,6 @@ class Worker:
         self.stage = stage
         self._lock_handle = None
         self._repair_job: RepairProcess | None = None
-        self._next_repair: RepairProcess | None = None
-        """A child started ahead of the next repair (its imports done by the time one is due)."""
         self.settled = 0
         """Requests this worker brought to their last state (published or failed)."""
         self._deferred: set[str] = set()
@@ -164,23 +162,15 @@ class Worker:
     def release(self) -> None:
         """Give up the lock, ending a repair process first (it shares the lock; its repair is lost and
         the next worker starts it again)."""
-        jobs, self._repair_job, self._next_repair = (
-            [self._repair_job, self._next_repair],
-            None,
-            None,
-        )
+        job, self._repair_job = self._repair_job, None
         try:
-            for job in jobs:
-                if job is not None:
-                    job.stop()
+            if job is not None:
+                job.stop()
         finally:
-            self._release_lock()
-
-    def _release_lock(self) -> None:
-        if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+            if self._lock_handle is not None:
+                fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+                self._lock_handle.close()
+                self._lock_handle = None
 
     # the loop ------------------------------------------------------------------------------------------------
     def run(
@@ -495,25 +485,10 @@ class Worker:
             return 0
         self.stage("repair_started")
         if background:
-            job, self._next_repair = self._next_repair, None
-            if job is None or not job.running():  # none waits, or it died waiting
-                if job is not None:
-                    job.stop()
-                job = self._repair_process()
-            try:
-                job.start()
-            except BaseException:
-                job.stop()
-                raise
-            self._repair_job = job
-            # the next repair's child imports while this one runs: requests keep arriving
-            self._next_repair = self._repair_process()
+            assert self._lock_handle is not None, "the worker holds its lock"
+            self._repair_job = RepairProcess(self.home, self._lock_handle.fileno())
             return 0
         return self._publish_repair(repair_served(self.home))
-
-    def _repair_process(self) -> RepairProcess:
-        assert self._lock_handle is not None, "the worker holds its lock"
-        return RepairProcess(self.home, self._lock_handle.fileno())
 
     def _publish_repair(self, done: Repaired) -> int:
         """Publish a finished repair (or note that it was not due)."""
