@@ -182,15 +182,32 @@ def main() -> None:
     configuration = [args.method] + ([args.partition] if args.partition else [])
     named = "-".join(([] if configuration == ["sisa"] else configuration) + [args.store])
     out = args.out or Path(f"benchmarks/service/results/load_test-{named}.json")
+    run_on_store(args, run, "benchmarks/service/load_test.py", out)
+
+
+def run_on_store(args: argparse.Namespace, run, script: str, out: Path) -> None:
+    """``run(args, database_url, store_info)`` on the store ``--store`` names (PostgreSQL: a fresh
+    database, dropped after); its result, with the command, written to ``out`` and printed."""
     if args.store == "postgres":
         with Postgres(args.postgres_url) as database:
             result = run(args, database.url, {"server_version": database.version})
     else:
         result = run(args, None, {})
-    result["command"] = " ".join(["python", "benchmarks/service/load_test.py"] + sys.argv[1:])
+    result["command"] = " ".join(["python", script] + sys.argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_end": os.getloadavg(),
+    }
 
 
 def run(args: argparse.Namespace, database_url: str | None, store_info: dict) -> dict:
@@ -337,11 +354,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
     return {
         "commit": commit(),
         "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_average_at_end": os.getloadavg(),
+            **machine(),
             "load_average_1min": load_summary(load, 0, float("inf")),
             "load_average_1min_during_removals": load_summary(load, drained, removals["ended"]),
         },

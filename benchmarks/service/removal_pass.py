@@ -12,9 +12,6 @@ figures, the command, the commit and the machine.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,7 +27,7 @@ from recunlearn.service.initialize import init_service
 from recunlearn.service.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import POSTGRES_URL, Postgres, commit  # noqa: E402
+from load_test import POSTGRES_URL, commit, machine, run_on_store  # noqa: E402
 
 STEPS = {  # step: (the stage it starts after, the stage it ends at)
     "load_s": ("claimed", "model_loaded"),
@@ -56,15 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     named = f"sisa-{args.partition}" if args.method == "sisa" else args.method
     out = args.out or Path(f"benchmarks/service/results/removal_pass-{named}-{args.store}.json")
-    if args.store == "postgres":
-        with Postgres(args.postgres_url) as database:
-            result = run(args, database.url, {"server_version": database.version})
-    else:
-        result = run(args, None, {})
-    result["command"] = " ".join(["python", "benchmarks/service/removal_pass.py"] + sys.argv[1:])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    run_on_store(args, run, "benchmarks/service/removal_pass.py", out)
 
 
 def run(args: argparse.Namespace, database_url: str | None, store_info: dict) -> dict:
@@ -88,13 +77,7 @@ def run(args: argparse.Namespace, database_url: str | None, store_info: dict) ->
     worker.ledger.close()
     return {
         "commit": commit(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(),
         "store": {"kind": args.store, **store_info},
         "method": args.method,
         "config": config,

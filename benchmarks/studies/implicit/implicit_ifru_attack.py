@@ -1,29 +1,18 @@
 # Answers: how much of the Recall@20 the fake-positive attack costs BPR MF each IFRU setting wins back, and at what cost.
 import json
-import os
 import sys
 
 import numpy as np
+from _ml100k import study_split
 
-from recunlearn.bench.experiment import prepare
-from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, deletion
+from recunlearn.bench.implicit import _method_config
 from recunlearn.data import DeletionRequest
 from recunlearn.evaluate import ranking_report
 from recunlearn.unlearn import get_method
 
 kind = sys.argv[1]
 seed = int(sys.argv[2])
-cfg = ImplicitBenchConfig.model_validate(
-    {
-        "data": {
-            "dataset": os.environ.get("RECUNLEARN_ML100K", "../shared/data/ml-100k"),
-            "protocol": "implicit",
-            "threshold": 3.0,
-        }
-    }
-)
-split = prepare(cfg.data)
-split, request = deletion(cfg, "fake_positives", split, seed)
+cfg, split, request = study_split("fake_positives", seed)
 ref = get_method("retrain")(_method_config(cfg, "retrain", kind, seed)).fit(
     split.train, split.valid
 )

@@ -1,30 +1,19 @@
 # Answers: does re-solving the touched users' (and items') BPR embeddings exactly, the rest fixed, win back the fake-positive attack's Recall@20 on MF?
 # ruff: noqa: B023  (the closures run inside the loop iteration that defines them)
-import os
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _ml100k import study_split
 
-from recunlearn.bench.experiment import prepare
-from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, deletion
+from recunlearn.bench.implicit import _method_config
 from recunlearn.evaluate import ranking_report
 from recunlearn.unlearn import get_method
 
 seed = int(sys.argv[1])
-cfg = ImplicitBenchConfig.model_validate(
-    {
-        "data": {
-            "dataset": os.environ.get("RECUNLEARN_ML100K", "../shared/data/ml-100k"),
-            "protocol": "implicit",
-            "threshold": 3.0,
-        }
-    }
-)
-split = prepare(cfg.data)
-split, request = deletion(cfg, "fake_positives", split, seed)
+cfg, split, request = study_split("fake_positives", seed)
 ref = get_method("retrain")(_method_config(cfg, "retrain", "mf", seed)).fit(
     split.train, split.valid
 )

@@ -1,30 +1,18 @@
 # Answers: Recall@20 of closed-form combiners of RecEraser's BPR shard models (owner shard, logit means, weighted), beside the attention.
-import os
 import sys
 
 import numpy as np
 import torch
+from _ml100k import study_split
 
-from recunlearn.bench.experiment import prepare
-from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, deletion
+from recunlearn.bench.implicit import _method_config
 from recunlearn.evaluate import ranking_report
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn import get_method
 
 kind = sys.argv[1]
 seed = int(sys.argv[2])
-cfg = ImplicitBenchConfig.model_validate(
-    {
-        "data": {
-            "dataset": os.environ.get("RECUNLEARN_ML100K", "../shared/data/ml-100k"),
-            "protocol": "implicit",
-            "threshold": 3.0,
-        },
-        "users": 1,
-    }
-)
-split = prepare(cfg.data)
-split, request = deletion(cfg, "users", split, seed)
+cfg, split, request = study_split("users", seed)
 conf = {
     **_method_config(cfg, "receraser", kind, seed),
     "aggregator": {"kind": "attention"},

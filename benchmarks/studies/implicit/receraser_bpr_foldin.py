@@ -1,13 +1,12 @@
 # Answers: Recall@20 (test and validation) of RecEraser's BPR shards combined by folding each user into every other shard (implicit least squares by CG), mixed with the owner shard, over fold-in settings.
-import os
 import sys
 import time
 
 import numpy as np
 import torch
+from _ml100k import study_split
 
-from recunlearn.bench.experiment import prepare
-from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, deletion
+from recunlearn.bench.implicit import _method_config
 from recunlearn.evaluate import ranking_report
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn import get_method
@@ -16,18 +15,7 @@ from recunlearn.unlearn.aggregate import fold_in
 torch.set_num_threads(1)
 kind = sys.argv[1]
 seed = int(sys.argv[2])
-cfg = ImplicitBenchConfig.model_validate(
-    {
-        "data": {
-            "dataset": os.environ.get("RECUNLEARN_ML100K", "../shared/data/ml-100k"),
-            "protocol": "implicit",
-            "threshold": 3.0,
-        },
-        "users": 1,
-    }
-)
-split = prepare(cfg.data)
-split, request = deletion(cfg, "users", split, seed)
+cfg, split, request = study_split("users", seed)
 conf = _method_config(cfg, "receraser", kind, seed)
 t = time.time()
 m = get_method("receraser")(conf).fit(split.train, split.valid)

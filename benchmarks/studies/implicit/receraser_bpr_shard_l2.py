@@ -1,31 +1,19 @@
 # Answers: Recall@20 of scoring each user by the shard that holds their rows (RecEraser user partition, BPR shards), per shard setting.
 # ruff: noqa: B023  (the closures run inside the loop iteration that defines them)
 import json
-import os
 import sys
 
 import numpy as np
 import torch
+from _ml100k import study_split
 
-from recunlearn.bench.experiment import prepare
-from recunlearn.bench.implicit import ImplicitBenchConfig, _method_config, deletion
+from recunlearn.bench.implicit import _method_config
 from recunlearn.train.ranking import RankingTask
 from recunlearn.unlearn import get_method
 
 kind = sys.argv[1]
 seed = int(sys.argv[2])
-cfg = ImplicitBenchConfig.model_validate(
-    {
-        "data": {
-            "dataset": os.environ.get("RECUNLEARN_ML100K", "../shared/data/ml-100k"),
-            "protocol": "implicit",
-            "threshold": 3.0,
-        },
-        "users": 1,
-    }
-)
-split = prepare(cfg.data)
-split, request = deletion(cfg, "users", split, seed)
+cfg, split, request = study_split("users", seed)
 for extra in sys.argv[3:]:
     extra = json.loads(extra)
     conf = _method_config(cfg, "receraser", kind, seed)

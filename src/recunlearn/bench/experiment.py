@@ -98,6 +98,18 @@ class DataSpec(BaseModel):
         sizes = {"n_interactions": n_interactions, "n_users": n_users, "n_items": n_items}
         return cls(dataset="synthetic", options=sizes, **prepared)
 
+    @classmethod
+    def synthetic_implicit(cls) -> DataSpec:
+        """The small implicit-feedback log (every row a positive, 3-core) of the implicit quick presets."""
+        return cls.synthetic(
+            n_interactions=3000,
+            n_users=100,
+            n_items=80,
+            protocol="implicit",
+            threshold=None,
+            k_core=3,
+        )
+
     @field_validator("threshold", mode="before")
     @classmethod
     def _none_in_toml(cls, value: Any) -> Any:

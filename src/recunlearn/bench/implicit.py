@@ -109,14 +109,7 @@ class ImplicitBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """A run of seconds on a small synthetic log."""
         return {
-            "data": DataSpec.synthetic(
-                n_interactions=3000,
-                n_users=100,
-                n_items=80,
-                protocol="implicit",
-                threshold=None,
-                k_core=3,
-            ),
+            "data": DataSpec.synthetic_implicit(),
             "users": 2,
             "attack": AttackSpec(users_fraction=0.1, targets=3, profile_size=10),
             "deletions": ["random", "users", "fake_positives", "fake_users"],

@@ -104,14 +104,7 @@ class StreamBenchConfig(BenchConfig):
     def quick_values(cls) -> dict[str, Any]:
         """Seconds: a small synthetic log, 8 requests, K=3."""
         return {
-            "data": DataSpec.synthetic(
-                n_interactions=3000,
-                n_users=100,
-                n_items=80,
-                protocol="implicit",
-                threshold=None,
-                k_core=3,
-            ),
+            "data": DataSpec.synthetic_implicit(),
             "n_requests": 8,
             "attack_batches": 4,
             "checkpoints": [1, 3, 8],
